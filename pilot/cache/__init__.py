@@ -1,0 +1,1 @@
+"""Versioned per-view snapshots of Envoy resources. Knows nothing of the wire: no grpc here."""

@@ -1,0 +1,1 @@
+"""What the user wrote: typed, validated, versioned. Knows nothing of Envoy."""

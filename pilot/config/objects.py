@@ -1,0 +1,107 @@
+"""Config objects as the store holds them, and the errors that bad ones produce.
+
+Errors are data (``FieldError``), never exceptions: one bad object must not cost the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from google.protobuf.message import Message
+
+DEFAULT_NAMESPACE = "default"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ConfigKey:
+    """Identity of one config object: ``VirtualService default/reviews``."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigObject:
+    """One validated object. Immutable; ``spec`` must never be mutated once stored.
+
+    ``spec`` is the generated proto message for the kind (pilot._gen), ``origin`` where it came
+    from (a file path, or ``kube:...``), ``revision`` the store revision at which it last changed.
+    """
+
+    key: ConfigKey
+    api_version: str
+    spec: Message
+    origin: str
+    revision: int = 0
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return self.key.kind
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """A problem in user config, naming where it is: file, object, field path, line.
+
+    ``path`` is a dotted field path in the YAML's own (camelCase) names, such as
+    ``spec.http[0].route[1].weight``; empty when the whole document is at fault.
+    """
+
+    origin: str
+    message: str
+    key: ConfigKey | None = None
+    path: str = ""
+    line: int | None = None
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        where = self.origin if self.line is None else f"{self.origin}:{self.line}"
+        parts = [where]
+        if self.key is not None:
+            parts.append(str(self.key))
+        if self.path:
+            parts.append(self.path)
+        text = ": ".join(parts) + f": {self.message}"
+        return text if self.severity == "error" else f"{text} (warning)"
+
+
+@dataclass(frozen=True, slots=True)
+class ParseResult:
+    """What a source got out of one origin (one file, one watch event).
+
+    ``objects`` passed parsing and validation. ``rejected`` names the objects that were recognised
+    but are invalid: the store keeps their last good version. ``fatal`` means the origin could not
+    be read at all (a YAML syntax error): the store keeps everything it had from that origin.
+    """
+
+    origin: str
+    objects: tuple[ConfigObject, ...] = ()
+    errors: tuple[FieldError, ...] = ()
+    rejected: frozenset[ConfigKey] = field(default_factory=frozenset)
+    fatal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigEvent:
+    """The store changed: the keys that were added, updated or deleted at ``revision``."""
+
+    revision: int
+    changed: frozenset[ConfigKey]

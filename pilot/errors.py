@@ -1,0 +1,34 @@
+"""The one exception tree of pilot.
+
+Bad user config is never raised: validation returns ``FieldError`` values (pilot.config.objects)
+and the store keeps the last good object. Exceptions are for bugs, protocol violations and
+lifecycle misuse::
+
+    PilotError
+    ├── ConfigError            config that cannot be loaded at all (unreadable dir, bad settings)
+    ├── TranslationError       a bug: the translator produced an inconsistent snapshot
+    ├── XdsProtocolError       a client broke the xDS protocol (no node, unknown type URL on ADS)
+    └── LifecycleError         a component used out of order (started twice, used after stop)
+"""
+
+from __future__ import annotations
+
+
+class PilotError(Exception):
+    """Base class of every exception pilot raises on purpose."""
+
+
+class ConfigError(PilotError):
+    """Configuration that cannot be loaded at all (not a single bad object: that is data)."""
+
+
+class TranslationError(PilotError):
+    """The translator produced an inconsistent snapshot; always a bug in pilot."""
+
+
+class XdsProtocolError(PilotError):
+    """An xDS client violated the protocol."""
+
+
+class LifecycleError(PilotError):
+    """A component was used out of order."""

@@ -1,0 +1,1 @@
+"""The gRPC ADS server (state of the world and delta). Reads only from cache/."""

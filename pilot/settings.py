@@ -1,0 +1,34 @@
+"""Settings: every tunable of a running pilot, documented once, frozen, passed in (never global)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Folder of Istio YAML watched recursively (*.yaml, *.yml, *.json); None: no folder source.
+    config_dir: Path | None = None
+    # Address and port of the ADS gRPC server (Istio's 15010, plaintext).
+    xds_host: str = "0.0.0.0"
+    xds_port: int = 15010
+    # Address and port of /ready, /metrics and /debug/* (Istio's monitoring port 15014).
+    http_host: str = "0.0.0.0"
+    http_port: int = 15014
+    # Debounce: push after this much quiet (PILOT_DEBOUNCE_AFTER, 100 ms) ...
+    debounce_after: float = 0.1
+    # ... or this long after the first change of a burst at the latest (PILOT_DEBOUNCE_MAX, 10 s).
+    debounce_max: float = 10.0
+    # At most this many proxies are sent a push at the same time (PILOT_PUSH_THROTTLE).
+    push_concurrency: int = 100
+    # A send that takes longer than this gives up its fan-out slot so others are not stalled.
+    send_timeout: float = 5.0
+    # Grace period for streams on shutdown.
+    shutdown_grace: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.debounce_after < 0 or self.debounce_max < self.debounce_after:
+            raise ValueError("need 0 <= debounce_after <= debounce_max")
+        if self.push_concurrency < 1:
+            raise ValueError("push_concurrency must be at least 1")

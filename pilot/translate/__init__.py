@@ -1,0 +1,1 @@
+"""Pure translation: (ProxyView, PushContext) → Envoy messages. No asyncio, no grpc, no cache."""

@@ -1,0 +1,105 @@
+"""Who is asking: a Proxy parsed from an Envoy node, and the ProxyView that decides its config.
+
+Istio's node id is ``TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`` with TYPE ``sidecar`` or
+``router``. Everything that changes what a proxy is sent goes into its ``ProxyView``; proxies with
+equal views share one translated, serialized snapshot. Per-proxy details (IP, pod) stay out of the
+view on purpose, so they can never leak into shared config.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pilot.config.objects import DEFAULT_NAMESPACE
+
+log = logging.getLogger("pilot.translate.proxy")
+
+DEFAULT_DNS_DOMAIN = "cluster.local"
+
+
+class NodeType(enum.StrEnum):
+    SIDECAR = "sidecar"
+    ROUTER = "router"
+
+
+class InterceptionMode(enum.StrEnum):
+    """How traffic reaches the proxy. NONE (the default here): outbound listeners bind their ports."""
+
+    NONE = "NONE"
+    REDIRECT = "REDIRECT"
+    TPROXY = "TPROXY"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyView:
+    """Everything that decides a proxy's config. Hashable: it keys the snapshot cache."""
+
+    type: NodeType
+    namespace: str
+    interception_mode: InterceptionMode = InterceptionMode.NONE
+    dns_domain: str = DEFAULT_DNS_DOMAIN
+    # Only routers select Gateways by labels; a sidecar's labels do not change its outbound
+    # config yet, so they stay out of its view (more sharing).
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        text = f"{self.type}/{self.namespace}/{self.interception_mode}"
+        if self.labels:
+            text += "/" + ",".join(f"{k}={v}" for k, v in self.labels)
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    id: str
+    type: NodeType
+    ip: str
+    pod_name: str
+    namespace: str
+    dns_domain: str
+    interception_mode: InterceptionMode
+    labels: Mapping[str, str]
+
+    @classmethod
+    def from_node(cls, node_id: str, metadata: Mapping[str, Any] | None = None) -> Proxy:
+        """Parse an Envoy node. Lenient: a plain id (``front-envoy``) is a sidecar in ``default``."""
+        metadata = metadata or {}
+        parts = node_id.split("~")
+        if len(parts) == 4 and parts[0] in (NodeType.SIDECAR, NodeType.ROUTER):
+            node_type = NodeType(parts[0])
+            ip = parts[1]
+            pod, _, pod_namespace = parts[2].partition(".")
+            domain_namespace, _, dns_domain = parts[3].partition(".svc.")
+        else:
+            if len(parts) == 4:
+                log.warning("node %r: unknown proxy type %r, treating it as a sidecar", node_id, parts[0])
+            node_type, ip, pod, pod_namespace, domain_namespace, dns_domain = (
+                NodeType.SIDECAR, "", node_id, "", "", "",
+            )
+        namespace = str(metadata.get("NAMESPACE") or pod_namespace or domain_namespace or DEFAULT_NAMESPACE)
+        mode_text = str(metadata.get("INTERCEPTION_MODE") or InterceptionMode.NONE).upper()
+        try:
+            mode = InterceptionMode(mode_text)
+        except ValueError:
+            log.warning("node %r: unknown INTERCEPTION_MODE %r, using NONE", node_id, mode_text)
+            mode = InterceptionMode.NONE
+        raw_labels = metadata.get("LABELS") or {}
+        labels = {str(k): str(v) for k, v in raw_labels.items()} if isinstance(raw_labels, Mapping) else {}
+        return cls(
+            id=node_id,
+            type=node_type,
+            ip=ip,
+            pod_name=pod,
+            namespace=namespace,
+            dns_domain=dns_domain or DEFAULT_DNS_DOMAIN,
+            interception_mode=mode,
+            labels=labels,
+        )
+
+    def view(self) -> ProxyView:
+        labels = tuple(sorted(self.labels.items())) if self.type is NodeType.ROUTER else ()
+        return ProxyView(self.type, self.namespace, self.interception_mode, self.dns_domain, labels)

@@ -1,0 +1,1 @@
+"""Protocol vocabulary shared by every layer: type URLs and Istio resource names. Imports nothing from pilot."""
