@@ -63,7 +63,7 @@ class TypeResources:
         return cls(type_url, digest.hexdigest(), MappingProxyType(by_name))
 
 
-_EMPTY = MappingProxyType({})
+_EMPTY: Mapping[str, Resource] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,161 @@
+"""AdsServer: the gRPC AggregatedDiscoveryService, and the registry of its open streams.
+
+Wiring (app.py)::
+
+    ads = AdsServer(cache, pusher, push_concurrency=s.push_concurrency, send_timeout=s.send_timeout)
+    server = grpc.aio.server()
+    ads.add_to(server)
+    server.add_insecure_port(f"{s.xds_host}:{s.xds_port}")
+    await server.start()
+
+Responses go out as bytes encoded by :mod:`pilot.server.wire` (the method's response serializer
+passes them through), so no DiscoveryResponse message is ever built per proxy. Every stream lives
+in its own handler call: an exception ends that stream only (logged), never the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Hashable
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+
+from pilot import metrics
+from pilot.cache.cache import SnapshotCache
+from pilot.errors import XdsProtocolError
+from pilot.server import wire
+from pilot.server.callbacks import StreamCallbacks
+from pilot.server.connection import Connection, ConnectionStatus, FanOut
+from pilot.server.sotw import SotwStream
+
+__all__ = ["ADS_SERVICE", "AdsServer"]
+
+log = logging.getLogger("pilot.server.ads")
+
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+
+
+def _bytes_through(message: bytes) -> bytes:
+    return message
+
+
+class AdsServer:
+    """Serves ADS from ``cache`` to every proxy that connects.
+
+    ``callbacks`` maps a new stream's node to the cache key it reads (and is told when the stream
+    ends). At most ``push_concurrency`` streams are written a push at the same time, and a write
+    holds its slot at most ``send_timeout`` seconds. ``control_plane_id``, if set, is sent as
+    ``DiscoveryResponse.control_plane.identifier``.
+
+    Use from one event loop. ``connections`` and ``find_view`` may be called at any time.
+    """
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        callbacks: StreamCallbacks,
+        *,
+        push_concurrency: int,
+        send_timeout: float,
+        control_plane_id: str = "",
+    ) -> None:
+        self._cache = cache
+        self._callbacks = callbacks
+        self._fanout = FanOut(push_concurrency, send_timeout)
+        self._selections = wire.SelectionCache()
+        self._control_plane = wire.control_plane(control_plane_id)
+        self._connections: dict[int, Connection] = {}
+        self._stream_ids = itertools.count(1)
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        """Register the ADS methods on ``server`` (before it starts)."""
+        handlers = {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._stream_aggregated_resources,
+                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=_bytes_through,
+            ),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._delta_aggregated_resources,
+                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=_bytes_through,
+            ),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
+
+    def connections(self) -> list[ConnectionStatus]:
+        """A frozen status of every open stream (for /debug/syncz), oldest first."""
+        return [conn.status() for conn in self._connections.values()]
+
+    def find_view(self, node_id: str) -> Hashable | None:
+        """The cache key read by the newest stream of ``node_id``, or None if it is not connected."""
+        for conn in reversed(self._connections.values()):
+            if conn.node_id == node_id:
+                return conn.view
+        return None
+
+    async def _stream_aggregated_resources(
+        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, bytes]
+    ) -> None:
+        # A coroutine handler uses grpc.aio's reader/writer API (context.read()/write()), so
+        # ``request_iterator`` stays unused.
+        stream_id = next(self._stream_ids)
+        peer: str = context.peer()
+        first = await context.read()
+        if first is _EOF:
+            return
+        if not first.HasField("node") or not first.node.id:
+            # Only the first request of a stream must identify the node; later ones may omit it.
+            # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#basic-protocol-overview
+            log.info("ADS: stream %d from %s sent no node id; refusing it", stream_id, peer)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first DiscoveryRequest must carry node.id")
+        node_id: str = first.node.id
+        try:
+            view = await self._callbacks.on_stream_open(stream_id, first.node)
+        except ValueError as exc:
+            log.info("ADS: refused %s from %s: %s", node_id, peer, exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Exception:
+            log.exception("ADS: opening stream %d for %s failed", stream_id, node_id)
+            await context.abort(grpc.StatusCode.INTERNAL, "could not open the stream")
+
+        conn = Connection(stream_id, node_id, peer, view, protocol="sotw")
+        self._connections[stream_id] = conn
+        metrics.xds_clients.inc()
+        log.info("ADS: stream %d open for %s from %s", stream_id, node_id, peer)
+        failure: tuple[grpc.StatusCode, str] | None = None
+        try:
+            stream = SotwStream(
+                conn, context, self._cache, self._fanout, self._selections, self._control_plane
+            )
+            await stream.run(first)
+        except XdsProtocolError as exc:
+            log.info("ADS: stream %d of %s broke the protocol: %s", stream_id, node_id, exc)
+            failure = (grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except asyncio.CancelledError:
+            raise  # the RPC ended (client gone or server stopping)
+        except Exception:
+            log.exception("ADS: stream %d of %s failed", stream_id, node_id)
+            failure = (grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            del self._connections[stream_id]
+            metrics.xds_clients.dec()
+            try:
+                self._callbacks.on_stream_closed(stream_id)
+            except Exception:
+                log.exception("ADS: on_stream_closed(%d) failed", stream_id)
+            log.info("ADS: stream %d of %s closed", stream_id, node_id)
+        if failure is not None:
+            await context.abort(*failure)
+
+    async def _delta_aggregated_resources(
+        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, bytes]
+    ) -> None:
+        # Incremental xDS will live in pilot/server/delta.py beside the SotW stream.
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "delta xDS is not supported yet; use SotW ADS")

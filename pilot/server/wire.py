@@ -1,0 +1,207 @@
+"""DiscoveryResponse bytes, built by concatenating protobuf wire-format fields.
+
+A snapshot already holds every resource as the bytes of a serialized ``google.protobuf.Any``, so a
+response never needs message objects: the ``resources`` part is those bytes, each behind a field-2
+tag and a length, and the rest is four short string fields. The ``resources`` part of one
+(type URL, snapshot, subscription) is encoded once in a :class:`SelectionCache` and shared by every
+stream of that view, so N proxies of one view pay the encoding once.
+
+Wire format: https://protobuf.dev/programming-guides/encoding/ (a repeated message field is the
+concatenation of its elements, and fields may appear in any order; we emit them in field-number
+order, which is what ``SerializeToString`` does, so the bytes are identical).
+DiscoveryResponse fields: version_info=1, resources=2, type_url=4, nonce=5, control_plane=6.
+https://www.envoyproxy.io/docs/envoy/latest/api-v3/service/discovery/v3/discovery.proto
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
+
+from pilot.cache.snapshot import Snapshot, TypeResources
+
+__all__ = [
+    "Selection",
+    "SelectionCache",
+    "control_plane",
+    "discovery_response",
+    "encode_resources",
+]
+
+# Tags of length-delimited fields: (field_number << 3) | 2.
+_VERSION_INFO = b"\x0a"  # 1
+_RESOURCES = b"\x12"  # 2
+_TYPE_URL = b"\x22"  # 4
+_NONCE = b"\x2a"  # 5
+_CONTROL_PLANE = b"\x32"  # 6
+_IDENTIFIER = b"\x0a"  # ControlPlane.identifier = 1
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:  # every length under 128 bytes: the common case for the short fields
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _string_field(tag: bytes, value: bytes) -> bytes:
+    # proto3 omits empty scalar fields; doing the same keeps our bytes equal to SerializeToString.
+    return tag + _varint(len(value)) + value if value else b""
+
+
+def encode_resources(bodies: Iterable[bytes]) -> bytes:
+    """The repeated ``resources`` field (2) from already serialized ``Any`` messages."""
+    return b"".join(_RESOURCES + _varint(len(body)) + body for body in bodies)
+
+
+def control_plane(identifier: str) -> bytes:
+    """The ``control_plane`` field (6) naming this server, or nothing for an empty identifier."""
+    if not identifier:
+        return b""
+    inner = _string_field(_IDENTIFIER, identifier.encode())
+    return _CONTROL_PLANE + _varint(len(inner)) + inner
+
+
+def discovery_response(
+    *, version_info: str, resources: bytes, type_url: str, nonce: str, control_plane: bytes = b""
+) -> bytes:
+    """A serialized DiscoveryResponse. ``resources`` comes from :func:`encode_resources` and
+    ``control_plane`` from :func:`control_plane` (both already tagged)."""
+    return b"".join(
+        (
+            _string_field(_VERSION_INFO, version_info.encode()),
+            resources,
+            _string_field(_TYPE_URL, type_url.encode()),
+            _string_field(_NONCE, nonce.encode()),
+            control_plane,
+        )
+    )
+
+
+class Selection:
+    """The resources of one type that one subscription gets from one snapshot.
+
+    ``names`` is None for a wildcard subscription (every resource of the type), else the subscribed
+    names; names absent from the snapshot are simply left out. ``content`` identifies what is sent
+    (two selections with equal content send the same resources at the same versions), so a stream
+    compares it with what it sent last to decide whether a push is needed. ``payload`` (the encoded
+    ``resources`` field) is built on first use. Immutable once built; safe to share between streams.
+    """
+
+    __slots__ = ("type_url", "version", "content", "names", "_typed", "_payload", "_on_encoded")
+
+    def __init__(
+        self,
+        typed: TypeResources,
+        names: frozenset[str] | None,
+        on_encoded: Callable[[Selection], None] | None = None,
+    ) -> None:
+        self.type_url = typed.type_url
+        # version_info is the type's version in the snapshot, the same for every subscription.
+        self.version = typed.version
+        self.names = names
+        self._typed = typed
+        self._payload: bytes | None = None
+        self._on_encoded = on_encoded
+        if names is None:
+            self.content = typed.version
+        else:
+            digest = hashlib.blake2b(digest_size=8)
+            for name in sorted(names):
+                resource = typed.resources.get(name)
+                if resource is not None:
+                    digest.update(name.encode())
+                    digest.update(b"\0")
+                    digest.update(resource.version.encode())
+                    digest.update(b"\0")
+            self.content = digest.hexdigest()
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None:
+            resources = self._typed.resources
+            if self.names is None:
+                bodies = [r.body for r in resources.values()]
+            else:
+                bodies = [resources[n].body for n in sorted(self.names) if n in resources]
+            self._payload = encode_resources(bodies)
+            if self._on_encoded is not None:
+                self._on_encoded(self)
+        return self._payload
+
+    @property
+    def encoded_size(self) -> int:
+        """Bytes of the encoded payload; 0 while it has not been built."""
+        return len(self._payload) if self._payload is not None else 0
+
+    @property
+    def resource_names(self) -> list[str]:
+        """Names of the resources this selection sends (for logs and tests)."""
+        resources = self._typed.resources
+        if self.names is None:
+            return list(resources)
+        return [n for n in sorted(self.names) if n in resources]
+
+
+class SelectionCache:
+    """Shares :class:`Selection` objects between the streams of one view.
+
+    Keyed by the identity of the snapshot's ``TypeResources`` and the subscription. Entries hold a
+    reference to their ``TypeResources``, so an id is never reused while its entry exists. Bounded
+    by entry count and by the bytes of built payloads, least recently used first; old snapshots'
+    entries age out as streams move to newer ones. A selection evicted while a stream still uses
+    it keeps working, it is just no longer shared. Not thread-safe: use from one event loop.
+    """
+
+    def __init__(self, max_entries: int = 4096, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[int, Hashable], Selection] = OrderedDict()
+        self._bytes = 0
+        self._empty: dict[str, TypeResources] = {}
+
+    def select(self, snapshot: Snapshot, type_url: str, names: frozenset[str] | None) -> Selection:
+        typed = snapshot.by_type.get(type_url)
+        if typed is None:
+            # A type the snapshot does not have: an empty response with a stable version.
+            typed = self._empty.get(type_url)
+            if typed is None:
+                typed = self._empty[type_url] = TypeResources.build(type_url, ())
+        key = (id(typed), names)
+        selection = self._entries.get(key)
+        if selection is not None:
+            self._entries.move_to_end(key)
+            return selection
+        selection = Selection(typed, names, self._encoded)
+        self._entries[key] = selection
+        self._evict()
+        return selection
+
+    @property
+    def encoded_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _encoded(self, selection: Selection) -> None:
+        key = (id(selection._typed), selection.names)
+        if self._entries.get(key) is selection:
+            self._bytes += selection.encoded_size
+            self._evict(keep=key)
+
+    def _evict(self, keep: tuple[int, Hashable] | None = None) -> None:
+        while len(self._entries) > self._max_entries or (
+            self._bytes > self._max_bytes and len(self._entries) > 1
+        ):
+            key, oldest = next(iter(self._entries.items()))
+            if key == keep:
+                self._entries.move_to_end(key)
+                key, oldest = next(iter(self._entries.items()))
+            del self._entries[key]
+            self._bytes -= oldest.encoded_size

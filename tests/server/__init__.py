@@ -1,0 +1,1 @@
+"""Tests of the gRPC ADS server (pilot.server)."""
