@@ -1,0 +1,196 @@
+"""CDS: ``outbound|N||HOST`` and ``outbound|N|SUBSET|HOST`` per visible service port, plus
+BlackHoleCluster and PassthroughCluster.
+
+Istio's cluster.go (``buildOutboundClusters``, ``convertResolution``), cluster_builder.go
+(``buildCluster``, ``buildSubsetCluster``, passthrough and blackhole clusters) and
+cluster_traffic_policy.go (connection pool, outlier detection, load balancer).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import config_source_pb2
+from google.protobuf import duration_pb2, struct_pb2
+
+from pilot._gen import networking_pb2 as nw
+from pilot.translate import endpoints
+from pilot.translate import traffic_policy as policy
+from pilot.translate.context import (
+    DestinationRuleEntry,
+    Protocol,
+    PushContext,
+    Resolution,
+    Scope,
+    Service,
+    ServicePort,
+)
+from pilot.translate.proxy import NodeType, ProxyView
+from pilot.translate.traffic_policy import TrafficPolicy
+from pilot.xds import names
+
+log = logging.getLogger("pilot.translate.clusters")
+
+Cluster: TypeAlias = cluster_pb2.Cluster
+
+# Istio's convertResolution. A gateway cannot follow the original destination, so it uses EDS.
+_DISCOVERY = {
+    Resolution.STATIC: Cluster.EDS,
+    Resolution.DNS: Cluster.STRICT_DNS,
+    Resolution.DNS_ROUND_ROBIN: Cluster.LOGICAL_DNS,
+    Resolution.NONE: Cluster.ORIGINAL_DST,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterTarget:
+    """One outbound cluster to build: a service port, optionally narrowed to a subset."""
+
+    name: str
+    service: Service
+    port: ServicePort
+    subset: str
+    labels: tuple[tuple[str, str], ...]
+    policy: TrafficPolicy
+    rule: DestinationRuleEntry | None
+    discovery: int
+
+    @property
+    def eds(self) -> bool:
+        return bool(self.discovery == Cluster.EDS)
+
+
+def discovery_type(service: Service, traffic: TrafficPolicy, router: bool) -> int:
+    lb = traffic.load_balancer
+    if lb is not None and lb.simple == nw.LoadBalancerSettings.PASSTHROUGH:
+        return int(Cluster.ORIGINAL_DST)
+    if router and service.resolution is Resolution.NONE:
+        return int(Cluster.EDS)
+    return int(_DISCOVERY[service.resolution])
+
+
+def outbound_targets(scope: Scope, router: bool = False) -> Iterator[ClusterTarget]:
+    """Every outbound cluster of the scope, services by hostname, ports and subsets in order."""
+    for service in scope.services:
+        rule = scope.destination_rule(service.hostname)
+        top = rule.spec.traffic_policy if rule is not None and rule.spec.HasField("traffic_policy") else None
+        for port in service.ports:
+            if port.protocol is Protocol.UDP:
+                continue
+            base = policy.for_port(top, port.number)
+            name = names.outbound_cluster(service.hostname, port.number)
+            kind = discovery_type(service, base, router)
+            yield ClusterTarget(name, service, port, "", (), base, rule, kind)
+            seen: set[str] = set()
+            for subset in rule.spec.subsets if rule is not None else ():
+                if subset.name in seen:
+                    continue
+                seen.add(subset.name)
+                own = subset.traffic_policy if subset.HasField("traffic_policy") else None
+                sub = policy.for_subset(base, own, port.number)
+                yield ClusterTarget(
+                    names.outbound_cluster(service.hostname, port.number, subset.name),
+                    service,
+                    port,
+                    subset.name,
+                    tuple(sorted(subset.labels.items())),
+                    sub,
+                    rule,
+                    discovery_type(service, sub, router),
+                )
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(round(seconds * 1e9))
+    return out
+
+
+def ads_config_source() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        initial_fetch_timeout=duration_pb2.Duration(),
+        resource_api_version=config_source_pb2.V3,
+    )
+
+
+def build_cluster(target: ClusterTarget, context: PushContext) -> Cluster | None:
+    """The Envoy cluster for ``target``; None for a DNS cluster without endpoints (Istio drops it)."""
+    mesh = context.mesh
+    cluster = Cluster(name=target.name, type=target.discovery, common_lb_config=Cluster.CommonLbConfig())
+    cluster.connect_timeout.FromTimedelta(mesh.connect_timeout)
+    if target.discovery in (Cluster.STRICT_DNS, Cluster.LOGICAL_DNS):
+        if not _inline_endpoints(cluster, target):
+            log.debug("cluster %s: no endpoints; not sent", target.name)
+            return None
+        cluster.dns_lookup_family = Cluster.V4_ONLY
+        cluster.respect_dns_ttl = True
+        cluster.dns_refresh_rate.FromTimedelta(mesh.dns_refresh_rate)
+    elif target.eds:
+        cluster.eds_cluster_config.service_name = target.name
+        cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
+    policy.apply(cluster, target.policy, target.port, mesh.h2_upgrade)
+    _add_metadata(cluster, target)
+    return cluster
+
+
+def _inline_endpoints(cluster: Cluster, target: ClusterTarget) -> bool:
+    selected = endpoints.selected_endpoints(target.service, dict(target.labels), ip_only=False)
+    if cluster.type == Cluster.LOGICAL_DNS:
+        selected = selected[:1]  # Envoy: a LOGICAL_DNS cluster has exactly one host
+    if not selected:
+        return False
+    cluster.load_assignment.cluster_name = target.name
+    cluster.load_assignment.endpoints.extend(endpoints.locality_lb_endpoints(selected, target.port))
+    return True
+
+
+def _add_metadata(cluster: Cluster, target: ClusterTarget) -> None:
+    """Istio's ``filter_metadata.istio``: which service (and DestinationRule, subset) made the cluster."""
+    service = target.service
+    istio: dict[str, Any] = {
+        "services": [{"host": service.hostname, "name": service.hostname, "namespace": service.namespace}]
+    }
+    if target.rule is not None:
+        key = target.rule.key
+        istio["config"] = (
+            f"/apis/networking.istio.io/v1/namespaces/{key.namespace}/destination-rule/{key.name}"
+        )
+    if target.subset:
+        istio["subset"] = target.subset
+    if service.mesh_external:
+        istio["external"] = True
+    struct = struct_pb2.Struct()
+    struct.update(istio)
+    cluster.metadata.filter_metadata["istio"].CopyFrom(struct)
+
+
+def blackhole_cluster(context: PushContext) -> Cluster:
+    cluster = Cluster(name=names.BLACKHOLE_CLUSTER, type=Cluster.STATIC, lb_policy=Cluster.ROUND_ROBIN)
+    cluster.connect_timeout.FromTimedelta(context.mesh.connect_timeout)
+    return cluster
+
+
+def passthrough_cluster(context: PushContext) -> Cluster:
+    cluster = Cluster(
+        name=names.PASSTHROUGH_CLUSTER, type=Cluster.ORIGINAL_DST, lb_policy=Cluster.CLUSTER_PROVIDED
+    )
+    cluster.connect_timeout.FromTimedelta(context.mesh.connect_timeout)
+    policy.apply_passthrough(cluster)
+    return cluster
+
+
+def build_clusters(view: ProxyView, context: PushContext) -> list[tuple[str, Cluster]]:
+    scope = context.scope(view.namespace)
+    out: list[tuple[str, Cluster]] = []
+    for target in outbound_targets(scope, router=view.type is NodeType.ROUTER):
+        cluster = build_cluster(target, context)
+        if cluster is not None:
+            out.append((cluster.name, cluster))
+    for cluster in (blackhole_cluster(context), passthrough_cluster(context)):
+        out.append((cluster.name, cluster))
+    return out

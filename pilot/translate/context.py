@@ -1,0 +1,311 @@
+"""PushContext: the config of one store revision, indexed for translation and never changed.
+
+Istio's ``model.PushContext`` (pilot/pkg/model/push_context.go) with its service registry built
+from ServiceEntries (serviceregistry/serviceentry/conversion.go). ``PushContext.scope(namespace)``
+is what a proxy of that namespace can see (Istio's default ``SidecarScope``): visible services,
+and the VirtualService and DestinationRule that apply to each host.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from pilot._gen import networking_pb2 as nw
+from pilot.config.objects import ConfigKey, ConfigObject
+from pilot.config.store import StoreSnapshot
+from pilot.translate import hosts
+from pilot.translate.proxy import DEFAULT_DNS_DOMAIN
+from pilot.translate.registry import (
+    PUBLIC,
+    Endpoint,
+    Protocol,
+    Resolution,
+    Service,
+    ServicePort,
+    export_set,
+    parse_protocol,
+    port_protocol,
+    services_of,
+    visible,
+)
+
+log = logging.getLogger("pilot.translate.context")
+
+SERVICE_ENTRY = "ServiceEntry"
+WORKLOAD_ENTRY = "WorkloadEntry"
+VIRTUAL_SERVICE = "VirtualService"
+DESTINATION_RULE = "DestinationRule"
+MESH_CONFIG = "MeshConfig"
+MESH_GATEWAY = "mesh"
+ROOT_NAMESPACE = "istio-system"
+
+
+@dataclass(frozen=True, slots=True)
+class MeshSettings:
+    """The MeshConfig fields translation reads, with Istio's defaults."""
+
+    allow_any: bool = True
+    connect_timeout: timedelta = timedelta(seconds=10)
+    dns_refresh_rate: timedelta = timedelta(seconds=60)
+    root_namespace: str = ROOT_NAMESPACE
+    h2_upgrade: bool = False
+    default_retry_policy: nw.HTTPRetry | None = None
+    service_export_to: frozenset[str] = frozenset({PUBLIC})
+    virtual_service_export_to: frozenset[str] = frozenset({PUBLIC})
+    destination_rule_export_to: frozenset[str] = frozenset({PUBLIC})
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> MeshSettings:
+        kwargs: dict[str, Any] = {}
+        if spec.HasField("outbound_traffic_policy"):
+            allow_any = nw.MeshConfig.OutboundTrafficPolicy.ALLOW_ANY
+            kwargs["allow_any"] = spec.outbound_traffic_policy.mode == allow_any
+        if spec.HasField("connect_timeout"):
+            kwargs["connect_timeout"] = spec.connect_timeout.ToTimedelta()
+        if spec.HasField("dns_refresh_rate"):
+            kwargs["dns_refresh_rate"] = spec.dns_refresh_rate.ToTimedelta()
+        if spec.root_namespace:
+            kwargs["root_namespace"] = spec.root_namespace
+        kwargs["h2_upgrade"] = spec.h2_upgrade_policy == nw.MeshConfig.UPGRADE
+        if spec.HasField("default_http_retry_policy"):
+            kwargs["default_retry_policy"] = spec.default_http_retry_policy
+        for attr, name in (
+            ("service_export_to", "default_service_export_to"),
+            ("virtual_service_export_to", "default_virtual_service_export_to"),
+            ("destination_rule_export_to", "default_destination_rule_export_to"),
+        ):
+            if getattr(spec, name):
+                kwargs[attr] = frozenset(getattr(spec, name))
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualServiceEntry:
+    key: ConfigKey
+    hosts: tuple[str, ...]
+    gateways: tuple[str, ...]
+    export_to: frozenset[str]
+    spec: Any
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+    @property
+    def for_mesh(self) -> bool:
+        return not self.gateways or MESH_GATEWAY in self.gateways
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRuleEntry:
+    """A DestinationRule (or several for one host in one namespace, merged as Istio does)."""
+
+    key: ConfigKey
+    host: str
+    export_to: frozenset[str]
+    spec: Any
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PushContext:
+    """Everything translation reads, at one store revision. Immutable and shareable across views
+    (``scope`` memoizes per-namespace lookups; the answers never change)."""
+
+    revision: int
+    mesh: MeshSettings
+    services: tuple[Service, ...]
+    virtual_services: tuple[VirtualServiceEntry, ...]
+    destination_rules: tuple[DestinationRuleEntry, ...]
+    _scopes: dict[str, Scope] = field(default_factory=dict, repr=False)
+
+    @property
+    def version(self) -> str:
+        return str(self.revision)
+
+    @classmethod
+    def build(cls, snapshot: StoreSnapshot) -> PushContext:
+        objects = sorted(snapshot.objects.values(), key=lambda o: o.key)
+        by_kind: dict[str, list[ConfigObject]] = {}
+        for obj in objects:
+            by_kind.setdefault(obj.kind, []).append(obj)
+        meshes = by_kind.get(MESH_CONFIG, [])
+        mesh = MeshSettings.from_spec(meshes[0].spec) if meshes else MeshSettings()
+        if len(meshes) > 1:
+            log.warning("%d MeshConfig objects; using %s", len(meshes), meshes[0].key)
+        workloads = by_kind.get(WORKLOAD_ENTRY, [])
+        entries = by_kind.get(SERVICE_ENTRY, [])
+        services = [svc for se in entries for svc in services_of(se, workloads, mesh.service_export_to)]
+        services.sort(key=lambda s: (s.hostname, s.key))
+        return cls(
+            revision=snapshot.revision,
+            mesh=mesh,
+            services=tuple(services),
+            virtual_services=tuple(_virtual_service(o, mesh) for o in by_kind.get(VIRTUAL_SERVICE, [])),
+            destination_rules=tuple(_destination_rule(o, mesh) for o in by_kind.get(DESTINATION_RULE, [])),
+        )
+
+    def scope(self, namespace: str) -> Scope:
+        """What a proxy in ``namespace`` sees (memoized)."""
+        found = self._scopes.get(namespace)
+        if found is None:
+            found = self._scopes.setdefault(namespace, Scope(self, namespace))
+        return found
+
+    def services_by_host(self) -> dict[str, list[Service]]:
+        """Every Service per hostname, before visibility (for debug views)."""
+        out: dict[str, list[Service]] = {}
+        for svc in self.services:
+            out.setdefault(svc.hostname, []).append(svc)
+        return out
+
+    def virtual_services_by_host(self) -> dict[str, list[VirtualServiceEntry]]:
+        """Every VirtualService per resolved host, before visibility (for debug views)."""
+        out: dict[str, list[VirtualServiceEntry]] = {}
+        for vs in self.virtual_services:
+            for host in vs.hosts:
+                out.setdefault(host, []).append(vs)
+        return out
+
+    def destination_rules_by_host(self) -> dict[str, list[DestinationRuleEntry]]:
+        """Every DestinationRule per resolved host, before visibility (for debug views)."""
+        out: dict[str, list[DestinationRuleEntry]] = {}
+        for dr in self.destination_rules:
+            out.setdefault(dr.host, []).append(dr)
+        return out
+
+
+class Scope:
+    """The config visible from one namespace (Istio's default SidecarScope). Read-only."""
+
+    def __init__(self, context: PushContext, namespace: str) -> None:
+        self.context = context
+        self.namespace = namespace
+        self.mesh = context.mesh
+        chosen: dict[str, Service] = {}
+        for svc in context.services:
+            if not visible(svc.export_to, namespace):
+                continue
+            current = chosen.get(svc.hostname)
+            # Two ServiceEntries for one host: the proxy's own namespace wins, else the first.
+            if current is None or (svc.namespace == namespace and current.namespace != namespace):
+                if current is not None:
+                    log.debug(
+                        "host %s: %s shadows %s for namespace %s",
+                        svc.hostname,
+                        svc.key,
+                        current.key,
+                        namespace,
+                    )
+                chosen[svc.hostname] = svc
+        self.services: tuple[Service, ...] = tuple(chosen[h] for h in sorted(chosen))
+        self._by_host = chosen
+        self._virtual_services = tuple(
+            sorted(
+                (vs for vs in context.virtual_services if vs.for_mesh and visible(vs.export_to, namespace)),
+                key=lambda vs: (vs.namespace != namespace, vs.key),
+            )
+        )
+        self._rules: dict[str, DestinationRuleEntry | None] = {}
+
+    def service(self, host: str) -> Service | None:
+        return self._by_host.get(host)
+
+    def virtual_services(self, host: str) -> list[VirtualServiceEntry]:
+        """Mesh-bound VirtualServices for ``host``: exact hosts first, then wildcards, most specific first."""
+        ranked: list[tuple[tuple[bool, int], int, VirtualServiceEntry]] = []
+        for order, vs in enumerate(self._virtual_services):
+            best = hosts.most_specific_match(host, vs.hosts)
+            if best is not None:
+                ranked.append(((best != host, -len(best)), order, vs))
+        return [vs for _, _, vs in sorted(ranked, key=lambda r: (r[0], r[1]))]
+
+    def destination_rule(self, host: str) -> DestinationRuleEntry | None:
+        """Istio's lookup: the proxy's namespace, then the service's, then the root namespace."""
+        if host not in self._rules:
+            self._rules[host] = self._find_rule(host)
+        return self._rules[host]
+
+    def _find_rule(self, host: str) -> DestinationRuleEntry | None:
+        svc = self.service(host)
+        order = [self.namespace]
+        if svc is not None:
+            order.append(svc.namespace)
+        order.append(self.mesh.root_namespace)
+        for ns in dict.fromkeys(order):
+            rules = [
+                dr
+                for dr in self.context.destination_rules
+                if dr.namespace == ns and visible(dr.export_to, self.namespace)
+            ]
+            best = hosts.most_specific_match(host, (dr.host for dr in rules))
+            if best is not None:
+                return merge_rules([dr for dr in rules if dr.host == best])
+        return None
+
+
+def merge_rules(rules: list[DestinationRuleEntry]) -> DestinationRuleEntry:
+    """Istio's mergeDestinationRule: later rules add subsets with new names, and a traffic policy
+    only if the first has none."""
+    if len(rules) == 1:
+        return rules[0]
+    merged = nw.DestinationRule()
+    merged.CopyFrom(rules[0].spec)
+    names = {s.name for s in merged.subsets}
+    for rule in rules[1:]:
+        for subset in rule.spec.subsets:
+            if subset.name in names:
+                log.warning(
+                    "%s: subset %r already defined by %s; ignored", rule.key, subset.name, rules[0].key
+                )
+                continue
+            names.add(subset.name)
+            merged.subsets.add().CopyFrom(subset)
+        if not merged.HasField("traffic_policy") and rule.spec.HasField("traffic_policy"):
+            merged.traffic_policy.CopyFrom(rule.spec.traffic_policy)
+    return DestinationRuleEntry(rules[0].key, rules[0].host, rules[0].export_to, merged)
+
+
+def _virtual_service(obj: ConfigObject, mesh: MeshSettings) -> VirtualServiceEntry:
+    spec: Any = obj.spec
+    return VirtualServiceEntry(
+        key=obj.key,
+        hosts=tuple(hosts.resolve_shortname(h, obj.namespace) for h in spec.hosts),
+        gateways=tuple(spec.gateways),
+        export_to=export_set(spec.export_to, obj.namespace, mesh.virtual_service_export_to),
+        spec=spec,
+    )
+
+
+def _destination_rule(obj: ConfigObject, mesh: MeshSettings) -> DestinationRuleEntry:
+    spec: Any = obj.spec
+    # A DestinationRule with a workload selector applies only to the selected workloads (Istio):
+    # keep it to its own namespace. Sidecar views carry no labels, so it is never selected here.
+    if spec.HasField("workload_selector"):
+        export_to: frozenset[str] = frozenset()
+    else:
+        export_to = export_set(spec.export_to, obj.namespace, mesh.destination_rule_export_to)
+    return DestinationRuleEntry(obj.key, hosts.resolve_shortname(spec.host, obj.namespace), export_to, spec)
+
+
+__all__ = [
+    "DEFAULT_DNS_DOMAIN",
+    "DestinationRuleEntry",
+    "Endpoint",
+    "MeshSettings",
+    "Protocol",
+    "PushContext",
+    "Resolution",
+    "Scope",
+    "Service",
+    "ServicePort",
+    "VirtualServiceEntry",
+    "parse_protocol",
+    "port_protocol",
+]

@@ -1,0 +1,87 @@
+"""EDS: a ClusterLoadAssignment for every EDS cluster, and the endpoint lists DNS clusters inline.
+
+Istio's EndpointBuilder (pilot/pkg/xds/endpoints/endpoint_builder.go): a subset cluster gets the
+service's endpoints whose labels contain the subset's labels; endpoints are grouped by locality.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from google.protobuf import wrappers_pb2
+
+from pilot.translate import hosts
+from pilot.translate.context import Endpoint, Service, ServicePort
+
+log = logging.getLogger("pilot.translate.endpoints")
+
+UNIX_PREFIX = "unix://"
+
+
+def locality(text: str) -> base_pb2.Locality:
+    """``us-east/us-east-1a/rack1`` → region, zone, sub_zone."""
+    region, zone, sub_zone = (text.split("/", 2) + ["", ""])[:3]
+    return base_pb2.Locality(region=region, zone=zone, sub_zone=sub_zone)
+
+
+def socket_address(address: str, port: int) -> address_pb2.Address:
+    if address.startswith(UNIX_PREFIX):
+        return address_pb2.Address(pipe=address_pb2.Pipe(path=address[len(UNIX_PREFIX) :]))
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port))
+
+
+def lb_endpoint(endpoint: Endpoint, port: ServicePort) -> endpoint_components_pb2.LbEndpoint:
+    address = socket_address(endpoint.address, endpoint.port_for(port))
+    out = endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=address))
+    if endpoint.weight:
+        out.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=endpoint.weight))
+    return out
+
+
+def selected_endpoints(
+    service: Service, subset_labels: Mapping[str, str], *, ip_only: bool
+) -> list[Endpoint]:
+    """The service's endpoints carrying every subset label. EDS (``ip_only``) needs IP addresses:
+    a hostname there would make Envoy reject the whole assignment, so it is dropped with a warning."""
+    out = []
+    for endpoint in service.endpoints:
+        if not endpoint.has_labels(subset_labels):
+            continue
+        if ip_only and not (hosts.is_ip(endpoint.address) or endpoint.address.startswith(UNIX_PREFIX)):
+            log.warning(
+                "%s: endpoint %r is not an IP address; a STATIC ServiceEntry needs IPs",
+                service.key,
+                endpoint.address,
+            )
+            continue
+        out.append(endpoint)
+    return out
+
+
+def locality_lb_endpoints(
+    endpoints: Iterable[Endpoint], port: ServicePort
+) -> list[endpoint_components_pb2.LocalityLbEndpoints]:
+    """Endpoints grouped by locality, localities in order of first appearance."""
+    groups: dict[str, list[endpoint_components_pb2.LbEndpoint]] = {}
+    for endpoint in endpoints:
+        groups.setdefault(endpoint.locality, []).append(lb_endpoint(endpoint, port))
+    out = []
+    for name, members in groups.items():
+        group = endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=members)
+        if name:
+            group.locality.CopyFrom(locality(name))
+        out.append(group)
+    return out
+
+
+def load_assignment(
+    cluster_name: str, service: Service, port: ServicePort, subset_labels: Mapping[str, str], *, ip_only: bool
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """The assignment for one cluster; empty (but present) when no endpoint matches."""
+    selected = selected_endpoints(service, subset_labels, ip_only=ip_only)
+    return endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=cluster_name, endpoints=locality_lb_endpoints(selected, port)
+    )

@@ -1,0 +1,81 @@
+"""One generator per xDS type URL, in a registry keyed by type URL.
+
+Istio's ``XdsResourceGenerator`` (one method), plus the cheap "not me" test of its ``cds.go``
+(``skippedCdsConfigs``): ``affected_by`` says whether a change to the given config keys can alter
+what the generator produces, without translating anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Protocol
+
+from google.protobuf.message import Message
+
+from pilot.config.objects import ConfigKey
+from pilot.translate import clusters, endpoints, listeners, routes
+from pilot.translate.context import (
+    DESTINATION_RULE,
+    MESH_CONFIG,
+    SERVICE_ENTRY,
+    VIRTUAL_SERVICE,
+    WORKLOAD_ENTRY,
+    PushContext,
+)
+from pilot.translate.proxy import NodeType, ProxyView
+from pilot.xds import types
+
+Resources = list[tuple[str, Message]]
+
+
+class Generator(Protocol):
+    @property
+    def type_url(self) -> str: ...
+
+    def generate(self, view: ProxyView, context: PushContext) -> Resources: ...
+
+    def affected_by(self, changed: Iterable[ConfigKey]) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionGenerator:
+    """A generator made of a build function and the config kinds it reads."""
+
+    type_url: str
+    kinds: frozenset[str]
+    build: Callable[[ProxyView, PushContext], Resources]
+
+    def generate(self, view: ProxyView, context: PushContext) -> Resources:
+        return self.build(view, context)
+
+    def affected_by(self, changed: Iterable[ConfigKey]) -> bool:
+        """True if any changed key is of a kind this generator reads (no keys: anything changed)."""
+        keys = list(changed)
+        return not keys or any(key.kind in self.kinds for key in keys)
+
+
+def build_load_assignments(view: ProxyView, context: PushContext) -> Resources:
+    """A ClusterLoadAssignment for every EDS cluster CDS sends, empty when nothing matches."""
+    scope = context.scope(view.namespace)
+    out: Resources = []
+    for target in clusters.outbound_targets(scope, router=view.type is NodeType.ROUTER):
+        if target.eds:
+            assignment = endpoints.load_assignment(
+                target.name, target.service, target.port, dict(target.labels), ip_only=True
+            )
+            out.append((target.name, assignment))
+    return out
+
+
+_SERVICES = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY, MESH_CONFIG})
+
+CDS = FunctionGenerator(types.CLUSTER, _SERVICES | {DESTINATION_RULE}, clusters.build_clusters)
+EDS = FunctionGenerator(types.ENDPOINT, _SERVICES | {DESTINATION_RULE}, build_load_assignments)
+LDS = FunctionGenerator(types.LISTENER, _SERVICES, listeners.build_listeners)
+RDS = FunctionGenerator(types.ROUTE, _SERVICES | {VIRTUAL_SERVICE}, routes.build_routes)
+
+GENERATORS: Mapping[str, Generator] = MappingProxyType({g.type_url: g for g in (CDS, EDS, LDS, RDS)})
+
+__all__ = ["CDS", "EDS", "GENERATORS", "LDS", "RDS", "FunctionGenerator", "Generator", "Resources"]

@@ -1,0 +1,162 @@
+"""LDS: one outbound listener ``0.0.0.0_N`` per service port, and ``virtualOutbound`` when traffic
+is intercepted.
+
+Istio's listener.go (``buildSidecarOutboundListeners``): an HTTP port gets an HTTP connection
+manager that fetches route configuration ``N`` over ADS; any other TCP-family port a tcp_proxy to
+its service's cluster. Gateways (routers) get no listeners until Gateway support exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf.message import Message
+
+from pilot.translate.clusters import ads_config_source
+from pilot.translate.context import Protocol, PushContext, Scope, Service
+from pilot.translate.proxy import InterceptionMode, NodeType, ProxyView
+from pilot.xds import names
+
+log = logging.getLogger("pilot.translate.listeners")
+
+Listener: TypeAlias = listener_pb2.Listener
+HttpConnectionManager: TypeAlias = hcm_pb2.HttpConnectionManager
+
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+FAULT_FILTER = "envoy.filters.http.fault"
+ROUTER_FILTER = "envoy.filters.http.router"
+VIRTUAL_OUTBOUND = "virtualOutbound"
+VIRTUAL_OUTBOUND_PORT = 15001
+CATCH_ALL_CHAIN = "virtualOutbound-catchall-tcp"  # Istio's VirtualOutboundCatchAllTCPFilterChainName
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundPorts:
+    """Which ports get which kind of listener: HTTP ports, and the one service of each TCP port."""
+
+    http: tuple[int, ...]
+    tcp: tuple[tuple[int, Service], ...]
+
+
+def outbound_ports(scope: Scope) -> OutboundPorts:
+    http: set[int] = set()
+    tcp: dict[int, Service] = {}
+    for service in scope.services:
+        for port in service.ports:
+            if port.protocol is Protocol.UDP:
+                continue
+            if port.protocol.is_http:
+                http.add(port.number)
+            elif port.number in tcp:
+                log.info(
+                    "port %d: TCP service %s shadowed by %s",
+                    port.number,
+                    service.hostname,
+                    tcp[port.number].hostname,
+                )
+            else:
+                tcp[port.number] = service
+    for number in sorted(http & tcp.keys()):
+        log.info("port %d: HTTP services win over TCP service %s", number, tcp.pop(number).hostname)
+    return OutboundPorts(tuple(sorted(http)), tuple(sorted(tcp.items(), key=lambda item: item[0])))
+
+
+def typed(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _network_filter(name: str, config: Message) -> listener_components_pb2.Filter:
+    return listener_components_pb2.Filter(name=name, typed_config=typed(config))
+
+
+def http_connection_manager(port: int) -> HttpConnectionManager:
+    return HttpConnectionManager(
+        stat_prefix=f"outbound_{names.listener_name(port)}",
+        rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=names.route_config_name(port)),
+        http_filters=[
+            hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=typed(fault_pb2.HTTPFault())),
+            hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=typed(router_pb2.Router())),
+        ],
+        use_remote_address=wrappers_pb2.BoolValue(value=False),
+        normalize_path=wrappers_pb2.BoolValue(value=True),
+        path_with_escaped_slashes_action=HttpConnectionManager.KEEP_UNCHANGED,
+        upgrade_configs=[HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
+    )
+
+
+def tcp_proxy(cluster: str) -> tcp_proxy_pb2.TcpProxy:
+    return tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+
+
+def wildcard_address(port: int) -> address_pb2.Address:
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=names.WILDCARD_ADDRESS, port_value=port)
+    )
+
+
+def _listener(view: ProxyView, port: int, chain: listener_components_pb2.FilterChain) -> Listener:
+    listener = Listener(
+        name=names.listener_name(port),
+        address=wildcard_address(port),
+        filter_chains=[chain],
+        traffic_direction=base_pb2.OUTBOUND,
+    )
+    if view.interception_mode is not InterceptionMode.NONE:
+        # Traffic arrives through virtualOutbound, which hands it to this listener by port.
+        listener.bind_to_port.CopyFrom(wrappers_pb2.BoolValue(value=False))
+    return listener
+
+
+def http_listener(view: ProxyView, port: int) -> Listener:
+    manager = _network_filter(HCM_FILTER, http_connection_manager(port))
+    chain = listener_components_pb2.FilterChain(filters=[manager])
+    return _listener(view, port, chain)
+
+
+def tcp_listener(view: ProxyView, port: int, service: Service) -> Listener:
+    cluster = names.outbound_cluster(service.hostname, port)
+    proxy = _network_filter(TCP_PROXY_FILTER, tcp_proxy(cluster))
+    chain = listener_components_pb2.FilterChain(filters=[proxy])
+    return _listener(view, port, chain)
+
+
+def virtual_outbound_listener(view: ProxyView, context: PushContext) -> Listener:
+    """Port 15001, where iptables sends outbound traffic: handed to the listener of the original
+    destination port, or else passed through (ALLOW_ANY) or dropped (REGISTRY_ONLY)."""
+    cluster = names.PASSTHROUGH_CLUSTER if context.mesh.allow_any else names.BLACKHOLE_CLUSTER
+    default_chain = listener_components_pb2.FilterChain(
+        name=CATCH_ALL_CHAIN, filters=[_network_filter(TCP_PROXY_FILTER, tcp_proxy(cluster))]
+    )
+    listener = Listener(
+        name=VIRTUAL_OUTBOUND,
+        address=wildcard_address(VIRTUAL_OUTBOUND_PORT),
+        use_original_dst=wrappers_pb2.BoolValue(value=True),
+        default_filter_chain=default_chain,
+        traffic_direction=base_pb2.OUTBOUND,
+    )
+    if view.interception_mode is InterceptionMode.TPROXY:
+        listener.transparent.CopyFrom(wrappers_pb2.BoolValue(value=True))
+    return listener
+
+
+def build_listeners(view: ProxyView, context: PushContext) -> list[tuple[str, Listener]]:
+    if view.type is NodeType.ROUTER:
+        return []
+    ports = outbound_ports(context.scope(view.namespace))
+    listeners = [http_listener(view, port) for port in ports.http]
+    listeners += [tcp_listener(view, port, service) for port, service in ports.tcp]
+    if view.interception_mode is not InterceptionMode.NONE:
+        listeners.append(virtual_outbound_listener(view, context))
+    return [(listener.name, listener) for listener in listeners]

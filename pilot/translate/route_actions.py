@@ -1,0 +1,360 @@
+"""The parts of an Envoy route a VirtualService ``HTTPRoute`` decides, besides the match.
+
+Istio's route.go (``applyHTTPRouteDestination``, ``ApplyRedirect``, ``ApplyDirectResponse``,
+``TranslateHeadersOperations``, ``TranslateFault``) and route/retry/retry.go (``ConvertPolicy``).
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
+from envoy.type.matcher.v3 import regex_pb2
+from envoy.type.v3 import percent_pb2
+from google.protobuf import any_pb2, wrappers_pb2
+
+from pilot._gen import networking_pb2 as nw
+from pilot.translate import hosts, traffic_policy
+from pilot.translate.context import Scope
+from pilot.xds import names
+
+log = logging.getLogger("pilot.translate.route_actions")
+
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+RETRIABLE_STATUS_CODES = "retriable-status-codes"
+HeaderValueOption: TypeAlias = base_pb2.HeaderValueOption
+FractionalPercent: TypeAlias = percent_pb2.FractionalPercent
+
+# Istio's grpc.SupportedGRPCStatus.
+GRPC_STATUS = {
+    name: code
+    for code, name in enumerate(
+        "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS PERMISSION_DENIED "
+        "RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE UNIMPLEMENTED INTERNAL UNAVAILABLE "
+        "DATA_LOSS UNAUTHENTICATED".split()
+    )
+}
+REDIRECT_CODES = {
+    0: rc.RedirectAction.MOVED_PERMANENTLY,
+    301: rc.RedirectAction.MOVED_PERMANENTLY,
+    302: rc.RedirectAction.FOUND,
+    303: rc.RedirectAction.SEE_OTHER,
+    307: rc.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc.RedirectAction.PERMANENT_REDIRECT,
+}
+
+
+def typed(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+# --- retries -------------------------------------------------------------------------------------
+
+
+def default_retry_policy(consistent_hash: bool = False) -> rc.RetryPolicy:
+    """Istio's DefaultPolicy; with consistent hashing, retries stay on the same host (no
+    previous-hosts predicate)."""
+    out = rc.RetryPolicy(
+        retry_on=DEFAULT_RETRY_ON,
+        num_retries=wrappers_pb2.UInt32Value(value=2),
+        host_selection_retry_max_attempts=5,
+        retriable_status_codes=[503],
+    )
+    if not consistent_hash:
+        out.retry_host_predicate.add(
+            name="envoy.retry_host_predicates.previous_hosts",
+            typed_config=typed(previous_hosts_pb2.PreviousHostsPredicate()),
+        )
+    return out
+
+
+def parse_retry_on(text: str) -> tuple[str, list[int]]:
+    """``5xx,503,gateway-error`` → (``5xx,gateway-error``, [503]): numbers are status codes."""
+    policies, codes = [], []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part.isdigit() and int(part) in http.HTTPStatus._value2member_map_:
+            codes.append(int(part))
+        else:
+            policies.append(part)
+    return ",".join(policies), codes
+
+
+def retry_policy(retry: Any | None, consistent_hash: bool = False) -> rc.RetryPolicy | None:
+    """Istio's ConvertPolicy: no policy → the default; ``attempts: 0`` → no retries at all."""
+    out = default_retry_policy(consistent_hash)
+    if retry is None:
+        return out
+    if retry.attempts <= 0:
+        return None
+    out.num_retries.value = retry.attempts
+    if retry.retry_on:
+        retry_on, codes = parse_retry_on(retry.retry_on)
+        if codes and RETRIABLE_STATUS_CODES not in retry_on:
+            retry_on = f"{retry_on},{RETRIABLE_STATUS_CODES}" if retry_on else RETRIABLE_STATUS_CODES
+        out.retry_on = retry_on
+        del out.retriable_status_codes[:]
+        out.retriable_status_codes.extend(codes)
+    if retry.HasField("per_try_timeout"):
+        out.per_try_timeout.CopyFrom(retry.per_try_timeout)
+    if retry.HasField("retry_remote_localities") and retry.retry_remote_localities.value:
+        out.retry_priority.name = "envoy.retry_priorities.previous_priorities"
+        out.retry_priority.typed_config.CopyFrom(
+            typed(previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=2))
+        )
+    return out
+
+
+# --- fault ---------------------------------------------------------------------------------------
+
+
+def percent(value: float) -> FractionalPercent:
+    """Istio's translatePercentToFractionalPercent: a Percent (0-100, fractional) per million."""
+    return FractionalPercent(numerator=int(value * 10000), denominator=FractionalPercent.MILLION)
+
+
+def _fault_percent(spec: Any) -> FractionalPercent | None:
+    if spec.HasField("percentage"):
+        return percent(spec.percentage.value)
+    if spec.percent:
+        return FractionalPercent(numerator=spec.percent, denominator=FractionalPercent.HUNDRED)
+    return None
+
+
+def fault(spec: Any) -> fault_pb2.HTTPFault | None:
+    out = fault_pb2.HTTPFault()
+    if spec.HasField("delay"):
+        if spec.delay.HasField("fixed_delay"):
+            out.delay.fixed_delay.CopyFrom(spec.delay.fixed_delay)
+            # Istio: a delay without a percentage is the deprecated integer percent (0 if unset).
+            found = _fault_percent(spec.delay)
+            out.delay.percentage.CopyFrom(found or FractionalPercent(denominator=FractionalPercent.HUNDRED))
+        else:
+            log.warning("only fixed delays can be injected; delay ignored")
+    if spec.HasField("abort"):
+        abort = _abort(spec.abort)
+        if abort is not None:
+            out.abort.CopyFrom(abort)
+    if not out.HasField("delay") and not out.HasField("abort"):
+        return None
+    return out
+
+
+def _abort(spec: Any) -> fault_pb2.FaultAbort | None:
+    out = fault_pb2.FaultAbort()
+    kind = spec.WhichOneof("error_type")
+    if kind == "http_status":
+        out.http_status = spec.http_status
+    elif kind == "grpc_status" and (spec.grpc_status in GRPC_STATUS or spec.grpc_status.isdigit()):
+        code = GRPC_STATUS.get(spec.grpc_status)
+        out.grpc_status = code if code is not None else int(spec.grpc_status)
+    else:
+        log.warning("only HTTP and gRPC status aborts are supported; abort ignored")
+        return None
+    found = _fault_percent(spec)
+    if found is not None:
+        out.percentage.CopyFrom(found)
+    return out
+
+
+# --- headers -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class HeaderOperations:
+    request_add: list[HeaderValueOption] = field(default_factory=list)
+    request_remove: list[str] = field(default_factory=list)
+    response_add: list[HeaderValueOption] = field(default_factory=list)
+    response_remove: list[str] = field(default_factory=list)
+    authority: str = ""
+
+
+def _is_internal(name: str) -> bool:
+    return name.startswith(":") or name.lower() == "host"
+
+
+def _is_authority(name: str) -> bool:
+    return name.lower() in (":authority", "host")
+
+
+def _append(headers: Mapping[str, str], action: int) -> tuple[list[HeaderValueOption], str]:
+    options, authority = [], ""
+    for key in sorted(headers):
+        if _is_authority(key):
+            authority = headers[key]
+        if _is_internal(key):
+            continue
+        header = base_pb2.HeaderValue(key=key, value=headers[key])
+        options.append(HeaderValueOption(header=header, append_action=action))
+    return options, authority
+
+
+def header_operations(spec: Any) -> HeaderOperations:
+    """set → OVERWRITE_IF_EXISTS_OR_ADD, add → APPEND_IF_EXISTS_OR_ADD; ``host`` becomes a rewrite."""
+    out = HeaderOperations()
+    request, response = spec.request, spec.response
+    set_add, set_authority = _append(request.set, HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
+    add_add, add_authority = _append(request.add, HeaderValueOption.APPEND_IF_EXISTS_OR_ADD)
+    out.request_add = set_add + add_add
+    out.authority = set_authority or add_authority
+    out.response_add = (
+        _append(response.set, HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)[0]
+        + _append(response.add, HeaderValueOption.APPEND_IF_EXISTS_OR_ADD)[0]
+    )
+    out.request_remove = [h for h in request.remove if not _is_internal(h)]
+    out.response_remove = [h for h in response.remove if not _is_internal(h)]
+    return out
+
+
+def apply_headers(target: Any, ops: HeaderOperations) -> None:
+    """Append to a Route's or a ClusterWeight's header lists."""
+    target.request_headers_to_add.extend(ops.request_add)
+    target.request_headers_to_remove.extend(ops.request_remove)
+    target.response_headers_to_add.extend(ops.response_add)
+    target.response_headers_to_remove.extend(ops.response_remove)
+
+
+# --- destinations, redirect, direct response ------------------------------------------------------
+
+
+def destination_cluster(destination: Any, namespace: str, scope: Scope, listener_port: int) -> str:
+    """Istio's GetDestinationCluster: the destination's port, else the service's only port, else
+    the listener's; the host is resolved in the VirtualService's namespace."""
+    host = hosts.resolve_shortname(destination.host, namespace)
+    if destination.HasField("port") and destination.port.number:
+        port = destination.port.number
+    else:
+        service = scope.service(host)
+        port = service.ports[0].number if service is not None and len(service.ports) == 1 else listener_port
+    return names.outbound_cluster(host, port, destination.subset)
+
+
+def consistent_hash(scope: Scope, cluster: str) -> Any | None:
+    """The consistent-hash settings of the DestinationRule (subset, port) behind an outbound cluster."""
+    parsed = names.parse_cluster(cluster)
+    rule = scope.destination_rule(parsed.host) if parsed is not None else None
+    if parsed is None or rule is None:
+        return None
+    spec = rule.spec
+    top = spec.traffic_policy if spec.HasField("traffic_policy") else None
+    policy = traffic_policy.for_port(top, parsed.port)
+    subset = next((s for s in spec.subsets if parsed.subset and s.name == parsed.subset), None)
+    if subset is not None and subset.HasField("traffic_policy"):
+        policy = traffic_policy.for_subset(policy, subset.traffic_policy, parsed.port)
+    lb = policy.load_balancer
+    return lb.consistent_hash if lb is not None and lb.HasField("consistent_hash") else None
+
+
+def hash_policy(hashing: Any | None) -> rc.RouteAction.HashPolicy | None:
+    """Istio's consistentHashToHashPolicy: the request attribute a ring-hash/maglev cluster hashes."""
+    if hashing is None:
+        return None
+    kind = hashing.WhichOneof("hash_key")
+    HashPolicy = rc.RouteAction.HashPolicy
+    if kind == "http_header_name":
+        return HashPolicy(header=HashPolicy.Header(header_name=hashing.http_header_name))
+    if kind == "http_cookie":
+        cookie = HashPolicy.Cookie(name=hashing.http_cookie.name, path=hashing.http_cookie.path)
+        if hashing.http_cookie.HasField("ttl"):
+            cookie.ttl.CopyFrom(hashing.http_cookie.ttl)
+        return HashPolicy(cookie=cookie)
+    if kind == "use_source_ip":
+        source = HashPolicy.ConnectionProperties(source_ip=hashing.use_source_ip)
+        return HashPolicy(connection_properties=source)
+    if kind == "http_query_parameter_name":
+        return HashPolicy(query_parameter=HashPolicy.QueryParameter(name=hashing.http_query_parameter_name))
+    return None
+
+
+def add_hash_policy(action: rc.RouteAction, scope: Scope, cluster: str) -> bool:
+    """Append the hash policy for ``cluster``, if its DestinationRule hashes; True if it does."""
+    policy = hash_policy(consistent_hash(scope, cluster))
+    if policy is not None:
+        action.hash_policy.append(policy)
+    return policy is not None
+
+
+def apply_destinations(
+    route: rc.Route, action: rc.RouteAction, spec: Any, namespace: str, scope: Scope, port: int
+) -> bool:
+    """One destination: ``cluster``; several: ``weighted_clusters`` without the weight-0 ones.
+    Returns True when the single destination is consistent-hashed (retries then stay on the host)."""
+    if len(spec.route) == 1:
+        destination = spec.route[0]
+        action.cluster = destination_cluster(destination.destination, namespace, scope, port)
+        if destination.HasField("headers"):
+            ops = header_operations(destination.headers)
+            apply_headers(route, ops)
+            if ops.authority and not action.HasField("host_rewrite_literal"):
+                action.host_rewrite_literal = ops.authority
+        return add_hash_policy(action, scope, action.cluster)
+    weighted = [d for d in spec.route if d.weight > 0]
+    if not weighted:
+        log.warning("%d destinations all of weight 0 (invalid); splitting evenly", len(spec.route))
+        weighted = list(spec.route)
+    for destination in weighted:
+        entry = action.weighted_clusters.clusters.add(
+            name=destination_cluster(destination.destination, namespace, scope, port),
+            weight=wrappers_pb2.UInt32Value(value=destination.weight or 1),
+        )
+        if destination.HasField("headers"):
+            ops = header_operations(destination.headers)
+            apply_headers(entry, ops)
+            if ops.authority:
+                entry.host_rewrite_literal = ops.authority
+        add_hash_policy(action, scope, entry.name)
+    return False
+
+
+def apply_rewrite(action: rc.RouteAction, rewrite: Any) -> None:
+    if rewrite.HasField("uri_regex_rewrite"):
+        action.regex_rewrite.pattern.CopyFrom(regex_pb2.RegexMatcher(regex=rewrite.uri_regex_rewrite.match))
+        action.regex_rewrite.substitution = rewrite.uri_regex_rewrite.rewrite
+    elif rewrite.uri:
+        action.prefix_rewrite = rewrite.uri
+    if rewrite.authority:
+        action.host_rewrite_literal = rewrite.authority
+
+
+def redirect(spec: Any, listener_port: int) -> rc.RedirectAction | None:
+    """Istio's ApplyRedirect; None for a response code Envoy cannot send (the route is dropped)."""
+    code = REDIRECT_CODES.get(spec.redirect_code)
+    if code is None:
+        log.warning("redirect code %d is not supported; route dropped", spec.redirect_code)
+        return None
+    out = rc.RedirectAction(host_redirect=spec.authority, response_code=code)
+    if spec.uri:
+        out.path_redirect = spec.uri
+    if spec.scheme:
+        out.scheme_redirect = spec.scheme
+    which = spec.WhichOneof("redirect_port")
+    if which is not None:
+        if which == "port":
+            out.port_redirect = spec.port
+        elif spec.derive_port == nw.HTTPRedirect.FROM_REQUEST_PORT:
+            out.port_redirect = listener_port
+        scheme = spec.scheme or "http"
+        if (out.port_redirect, scheme) in ((80, "http"), (443, "https")):
+            out.port_redirect = 0
+    return out
+
+
+def direct_response(spec: Any) -> rc.DirectResponseAction:
+    out = rc.DirectResponseAction(status=spec.status)
+    kind = spec.body.WhichOneof("specifier") if spec.HasField("body") else None
+    if kind == "string":
+        out.body.inline_string = spec.body.string
+    elif kind == "bytes":
+        out.body.inline_bytes = spec.body.bytes
+    return out

@@ -1,0 +1,223 @@
+"""RDS: route configuration ``N`` for every HTTP port N of a sidecar.
+
+Istio's httproute.go (``BuildSidecarOutboundVirtualHosts``): one virtual host ``HOST:N`` per
+service on the port, whose routes come from the VirtualService bound to the host (route.go
+``BuildHTTPRoutesForVirtualService``) or else one ``default`` route; then the catch-all virtual
+host ``allow_any`` (PassthroughCluster) or ``block_all`` (502).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, TypeAlias
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2
+
+from pilot.translate import hosts, route_actions
+from pilot.translate.context import PushContext, Scope, Service, VirtualServiceEntry
+from pilot.translate.listeners import FAULT_FILTER, outbound_ports
+from pilot.translate.matches import applies, is_catch_all, route_match
+from pilot.translate.proxy import NodeType, ProxyView
+from pilot.xds import names
+
+log = logging.getLogger("pilot.translate.routes")
+
+RouteConfiguration: TypeAlias = route_pb2.RouteConfiguration
+DEFAULT_ROUTE = "default"
+ALLOW_ANY = "allow_any"
+BLOCK_ALL = "block_all"
+MAX_DIRECT_RESPONSE_BODY = 1024 * 1024  # Istio's DefaultMaxDirectResponseBodySizeBytes
+
+
+def _no_timeout() -> duration_pb2.Duration:
+    return duration_pb2.Duration()
+
+
+def _operation(route: rc.Route, vs_name: str, port: int) -> str:
+    """Istio's GetRouteOperation, the trace decorator: ``host:port/path*`` or ``vs:port/path*``."""
+    match = route.match
+    kind = match.WhichOneof("path_specifier")
+    path = {"prefix": match.prefix + "*", "path": match.path, "safe_regex": match.safe_regex.regex}.get(
+        kind or "", "/*"
+    )
+    parsed = names.parse_cluster(route.route.cluster) if route.HasField("route") else None
+    if parsed is not None:
+        return f"{parsed.host}:{parsed.port}{path}"
+    return f"{vs_name}:{port}{path}"
+
+
+def _config_metadata(vs: VirtualServiceEntry) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(
+        {"config": f"/apis/networking.istio.io/v1/namespaces/{vs.namespace}/virtual-service/{vs.key.name}"}
+    )
+    return struct
+
+
+def translate_route(
+    vs: VirtualServiceEntry, spec: Any, match: Any | None, port: int, scope: Scope, labels: Mapping[str, str]
+) -> rc.Route | None:
+    """One Envoy route for one (HTTPRoute, match) pair; None when it does not apply here."""
+    if not applies(match, port, labels, scope.namespace):
+        return None
+    if spec.HasField("delegate"):
+        log.warning("%s: delegate VirtualServices are not supported; route skipped", vs.key)
+        return None
+    name = spec.name + (f".{match.name}" if match is not None and match.name else "")
+    route = rc.Route(name=name, match=route_match(match))
+    route.metadata.filter_metadata["istio"].CopyFrom(_config_metadata(vs))
+    if match is not None and match.stat_prefix:
+        route.stat_prefix = match.stat_prefix
+    authority = ""
+    if spec.HasField("headers"):
+        ops = route_actions.header_operations(spec.headers)
+        route_actions.apply_headers(route, ops)
+        authority = ops.authority
+    if spec.HasField("redirect"):
+        redirect = route_actions.redirect(spec.redirect, port)
+        if redirect is None:
+            return None
+        route.redirect.CopyFrom(redirect)
+    elif spec.HasField("direct_response"):
+        route.direct_response.CopyFrom(route_actions.direct_response(spec.direct_response))
+    elif spec.route:
+        _apply_route_action(route, spec, authority, vs, scope, port)
+    else:
+        log.warning("%s: http route %r has no destination; skipped", vs.key, spec.name)
+        return None
+    route.decorator.operation = _operation(route, vs.key.name, port)
+    if spec.HasField("fault"):
+        fault = route_actions.fault(spec.fault)
+        if fault is not None:
+            route.typed_per_filter_config[FAULT_FILTER].CopyFrom(route_actions.typed(fault))
+    return route
+
+
+def _apply_route_action(
+    route: rc.Route, spec: Any, authority: str, vs: VirtualServiceEntry, scope: Scope, port: int
+) -> None:
+    action = route.route
+    action.timeout.CopyFrom(spec.timeout if spec.HasField("timeout") else _no_timeout())
+    if spec.HasField("rewrite"):
+        route_actions.apply_rewrite(action, spec.rewrite)
+        authority = spec.rewrite.authority or authority
+    if authority:
+        action.host_rewrite_literal = authority
+    hashed = route_actions.apply_destinations(route, action, spec, vs.namespace, scope, port)
+    retries = spec.retries if spec.HasField("retries") else scope.mesh.default_retry_policy
+    policy = route_actions.retry_policy(retries, consistent_hash=hashed)
+    if policy is not None:
+        action.retry_policy.CopyFrom(policy)
+
+
+def virtual_service_routes(
+    vs: VirtualServiceEntry, port: int, scope: Scope, labels: Mapping[str, str]
+) -> list[rc.Route]:
+    """Every route of the VirtualService that applies on ``port``, up to the first catch-all."""
+    out: list[rc.Route] = []
+    for spec in vs.spec.http:
+        if not spec.match:
+            route = translate_route(vs, spec, None, port, scope, labels)
+            if route is not None:
+                out.append(route)
+            break
+        catch_all = False
+        for match in spec.match:
+            route = translate_route(vs, spec, match, port, scope, labels)
+            if route is not None:
+                out.append(route)
+                if is_catch_all(route.match):
+                    catch_all = True
+                    break
+        if catch_all:
+            break
+    return out
+
+
+def default_route(service: Service, port: int, scope: Scope) -> rc.Route:
+    """No VirtualService: everything to ``outbound|N||HOST`` with Istio's default retries."""
+    cluster = names.outbound_cluster(service.hostname, port)
+    action = rc.RouteAction(cluster=cluster, timeout=_no_timeout())
+    policy = route_actions.retry_policy(scope.mesh.default_retry_policy)
+    if policy is not None:
+        action.retry_policy.CopyFrom(policy)
+    route_actions.add_hash_policy(action, scope, cluster)
+    return rc.Route(
+        name=DEFAULT_ROUTE,
+        match=rc.RouteMatch(prefix="/"),
+        route=action,
+        decorator=rc.Decorator(operation=f"{service.hostname}:{port}/*"),
+    )
+
+
+def service_routes(service: Service, port: int, scope: Scope, labels: Mapping[str, str]) -> list[rc.Route]:
+    for vs in scope.virtual_services(service.hostname):
+        routes = virtual_service_routes(vs, port, scope, labels)
+        if routes:
+            return routes
+    return [default_route(service, port, scope)]
+
+
+def catch_all_virtual_host(allow_any: bool) -> rc.VirtualHost:
+    if allow_any:
+        action = rc.RouteAction(cluster=names.PASSTHROUGH_CLUSTER, timeout=_no_timeout())
+        route = rc.Route(name=ALLOW_ANY, match=rc.RouteMatch(prefix="/"), route=action)
+        name = ALLOW_ANY
+    else:
+        name = BLOCK_ALL
+        blocked = rc.DirectResponseAction(status=502)
+        route = rc.Route(name=BLOCK_ALL, match=rc.RouteMatch(prefix="/"), direct_response=blocked)
+    return rc.VirtualHost(name=name, domains=["*"], routes=[route], include_request_attempt_count=True)
+
+
+def _dedupe(domains: list[str], seen: set[str]) -> list[str]:
+    """Envoy rejects a domain listed by two virtual hosts: the first service (by host) keeps it."""
+    out = []
+    for domain in domains:
+        if domain.lower() not in seen:
+            seen.add(domain.lower())
+            out.append(domain)
+    return out
+
+
+def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfiguration:
+    labels = dict(view.labels)
+    virtual_hosts: list[rc.VirtualHost] = []
+    seen: set[str] = set()
+    for service in scope.services:
+        service_port = service.port(port)
+        if service_port is None or not service_port.protocol.is_http:
+            continue
+        domains = hosts.virtual_host_domains(
+            service.hostname, port, scope.namespace, view.dns_domain, service.addresses
+        )
+        domains = _dedupe(domains, seen)
+        if not domains:
+            log.info("route %d: every domain of %s is taken; no virtual host", port, service.hostname)
+            continue
+        virtual_hosts.append(
+            rc.VirtualHost(
+                name=names.virtual_host_name(service.hostname, port),
+                domains=domains,
+                routes=service_routes(service, port, scope, labels),
+                include_request_attempt_count=True,
+            )
+        )
+    virtual_hosts.append(catch_all_virtual_host(scope.mesh.allow_any))
+    return RouteConfiguration(
+        name=names.route_config_name(port),
+        virtual_hosts=virtual_hosts,
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+        max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY),
+    )
+
+
+def build_routes(view: ProxyView, context: PushContext) -> list[tuple[str, RouteConfiguration]]:
+    if view.type is NodeType.ROUTER:
+        return []
+    scope = context.scope(view.namespace)
+    configs = [route_configuration(port, view, scope) for port in outbound_ports(scope).http]
+    return [(config.name, config) for config in configs]

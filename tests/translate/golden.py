@@ -1,0 +1,108 @@
+"""Helpers of the golden and Envoy-acceptance tests: scenarios, golden JSON, static bootstraps."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from google.protobuf import json_format
+
+from pilot.translate.listeners import HCM_FILTER
+from pilot.translate.proxy import InterceptionMode, ProxyView
+from pilot.translate.snapshot import Messages
+from pilot.xds import types
+from tests import factories
+
+ROOT = Path(__file__).resolve().parents[2]
+INPUTS = ROOT / "testdata" / "translate"
+GOLDEN = ROOT / "testdata" / "golden"
+ENVOY = ROOT / ".venv" / "bin" / "envoy"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One input file translated for one view; the golden file is named after both."""
+
+    name: str
+    input: str
+    view: ProxyView
+
+    @property
+    def input_path(self) -> Path:
+        return INPUTS / self.input
+
+    @property
+    def golden_path(self) -> Path:
+        return GOLDEN / f"{self.name}.json"
+
+
+SCENARIOS = (
+    Scenario("bookinfo", "bookinfo.yaml", factories.sidecar("default")),
+    Scenario("bookinfo-other-namespace", "bookinfo.yaml", factories.sidecar("other")),
+    Scenario("bookinfo-redirect", "bookinfo.yaml", factories.sidecar("default", InterceptionMode.REDIRECT)),
+    Scenario("routing", "routing.yaml", factories.sidecar("default")),
+    Scenario("dns-external", "dns-external.yaml", factories.sidecar("default")),
+    Scenario("tcp", "tcp.yaml", factories.sidecar("default")),
+    Scenario("registry-only", "registry-only.yaml", factories.sidecar("default", InterceptionMode.TPROXY)),
+)
+
+
+def to_json(messages: Messages) -> dict[str, Any]:
+    """{cds|eds|lds|rds: {name: message as proto3 JSON}} (camelCase names, as Envoy's config dump)."""
+    return {
+        types.short_name(type_url): {
+            name: json_format.MessageToDict(message, preserving_proto_field_name=False)
+            for name, message in sorted(items, key=lambda item: item[0])
+        }
+        for type_url, items in sorted(messages.items(), key=lambda item: types.short_name(item[0]))
+    }
+
+
+def dumps(document: Any) -> str:
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def static_bootstrap(messages: Messages) -> bootstrap_pb2.Bootstrap:
+    """Everything inlined, so Envoy needs no xDS server: routes into their listeners, endpoints into
+    their clusters (EDS clusters become STATIC)."""
+    routes: dict[str, Any] = {name: msg for name, msg in messages[types.ROUTE]}
+    assignments: dict[str, Any] = {name: msg for name, msg in messages[types.ENDPOINT]}
+    bootstrap = bootstrap_pb2.Bootstrap()
+    bootstrap.node.id = "sidecar~10.0.0.1~test.default~default.svc.cluster.local"
+    bootstrap.node.cluster = "test"
+    for _, message in messages[types.CLUSTER]:
+        cluster = cluster_pb2.Cluster()
+        cluster.CopyFrom(message)
+        if cluster.type == cluster_pb2.Cluster.EDS:
+            cluster.type = cluster_pb2.Cluster.STATIC
+            cluster.ClearField("eds_cluster_config")
+            assignment = endpoint_pb2.ClusterLoadAssignment()
+            assignment.CopyFrom(assignments[cluster.name])
+            cluster.load_assignment.CopyFrom(assignment)
+        bootstrap.static_resources.clusters.append(cluster)
+    for _, message in messages[types.LISTENER]:
+        listener = listener_pb2.Listener()
+        listener.CopyFrom(message)
+        chains = [*listener.filter_chains]
+        if listener.HasField("default_filter_chain"):
+            chains.append(listener.default_filter_chain)
+        for chain in chains:
+            for network_filter in chain.filters:
+                if network_filter.name != HCM_FILTER:
+                    continue
+                manager = hcm_pb2.HttpConnectionManager()
+                network_filter.typed_config.Unpack(manager)
+                route_config = route_pb2.RouteConfiguration()
+                route_config.CopyFrom(routes[manager.rds.route_config_name])
+                manager.route_config.CopyFrom(route_config)
+                network_filter.typed_config.Pack(manager)
+        bootstrap.static_resources.listeners.append(listener)
+    return bootstrap

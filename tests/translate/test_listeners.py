@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from pilot.translate.listeners import build_listeners
+from pilot.translate.proxy import InterceptionMode
+from tests import factories as f
+
+
+def listeners(*objects, view=None):
+    return dict(build_listeners(view or f.sidecar(), f.push_context(*objects)))
+
+
+def manager(listener) -> hcm_pb2.HttpConnectionManager:
+    out = hcm_pb2.HttpConnectionManager()
+    (chain,) = listener.filter_chains
+    (network_filter,) = chain.filters
+    assert network_filter.name == "envoy.filters.network.http_connection_manager"
+    assert network_filter.typed_config.Unpack(out)
+    return out
+
+
+def tcp_cluster(listener) -> str:
+    out = tcp_proxy_pb2.TcpProxy()
+    (chain,) = listener.filter_chains
+    (network_filter,) = chain.filters
+    assert network_filter.name == "envoy.filters.network.tcp_proxy"
+    assert network_filter.typed_config.Unpack(out)
+    return out.cluster
+
+
+def test_http_listener() -> None:
+    listener = listeners(f.http_service("reviews", port=9080))["0.0.0.0_9080"]
+    assert listener.address.socket_address.address == "0.0.0.0"
+    assert listener.address.socket_address.port_value == 9080
+    assert not listener.HasField("bind_to_port")
+    hcm = manager(listener)
+    assert hcm.stat_prefix == "outbound_0.0.0.0_9080"
+    assert hcm.rds.route_config_name == "9080"
+    assert hcm.rds.config_source.HasField("ads")
+    assert [h.name for h in hcm.http_filters] == ["envoy.filters.http.fault", "envoy.filters.http.router"]
+
+
+def test_tcp_listener_first_host_wins_and_http_wins_over_tcp() -> None:
+    out = listeners(
+        f.http_service("b-db", port=3306, protocol="TCP"),
+        f.http_service("a-db", port=3306, protocol="MYSQL"),
+        f.http_service("web", port=8000, protocol="TCP"),
+        f.http_service("api", port=8000, protocol="HTTP"),
+    )
+    assert sorted(out) == ["0.0.0.0_3306", "0.0.0.0_8000"]
+    assert tcp_cluster(out["0.0.0.0_3306"]) == "outbound|3306||a-db.default.svc.cluster.local"
+    assert manager(out["0.0.0.0_8000"]).rds.route_config_name == "8000"
+
+
+def test_unnamed_port_without_protocol_is_tcp() -> None:
+    se = f.service_entry("x", hosts=["x.example.com"], ports=[{"number": 81, "name": "web"}])
+    assert tcp_cluster(listeners(se)["0.0.0.0_81"]) == "outbound|81||x.example.com"
+
+
+def test_interception_adds_virtual_outbound() -> None:
+    out = listeners(f.http_service("reviews"), view=f.sidecar(mode=InterceptionMode.REDIRECT))
+    assert out["0.0.0.0_80"].bind_to_port.value is False
+    virtual = out["virtualOutbound"]
+    assert virtual.address.socket_address.port_value == 15001 and virtual.use_original_dst.value
+    assert tcp_cluster_of_default(virtual) == "PassthroughCluster"
+    blocked = listeners(
+        f.mesh_config(outboundTrafficPolicy={"mode": "REGISTRY_ONLY"}),
+        view=f.sidecar(mode=InterceptionMode.TPROXY),
+    )["virtualOutbound"]
+    assert tcp_cluster_of_default(blocked) == "BlackHoleCluster" and blocked.transparent.value
+
+
+def tcp_cluster_of_default(listener) -> str:
+    out = tcp_proxy_pb2.TcpProxy()
+    assert listener.default_filter_chain.filters[0].typed_config.Unpack(out)
+    return out.cluster
+
+
+def test_routers_get_no_listeners_yet() -> None:
+    assert listeners(f.http_service("reviews"), view=f.router()) == {}
