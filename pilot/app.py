@@ -1,0 +1,301 @@
+"""The composition root: build every part from Settings, wire them, run them, stop them cleanly.
+
+    FolderSource ──apply──▶ ConfigStore ──events──▶ Pusher ──set_snapshot──▶ SnapshotCache
+                                                      ▲                            │ watch
+                                  on_stream_open/closed│                            ▼
+                                                   AdsServer (grpc.aio) ◀──── Envoy proxies
+    debug HTTP (/ready, /metrics, /debug/*) reads the store, the cache and the server.
+
+Start-up order, so that no proxy is ever served an empty or partial config: bind both ports; serve
+HTTP (``/ready`` says 503 meanwhile); load every source; build the first PushContext; then start
+the gRPC server and say ready. Like istiod, which waits for its caches to sync before serving xDS.
+
+Everything runs in one ``asyncio.TaskGroup``; a stop (the ``stop`` event, SIGTERM or SIGINT) closes
+the streams with a grace period (``grpc.aio.Server.stop(grace)``, idempotent), then cancels the
+tasks and closes HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from pilot.cache.cache import SnapshotCache
+from pilot.config.store import ConfigStore
+from pilot.debug.http import HttpServer, build_app
+from pilot.errors import ConfigError, LifecycleError
+from pilot.push.pusher import Pusher
+from pilot.server.ads import AdsServer
+from pilot.settings import Settings
+from pilot.sources.base import ConfigSource
+from pilot.sources.files import FolderSource
+
+log = logging.getLogger("pilot.app")
+
+MiB = 1024 * 1024
+
+# gRPC server options for long-lived ADS streams.
+GRPC_OPTIONS: tuple[tuple[str, Any], ...] = (
+    # Ping idle connections so dead proxies (and dead NAT entries) are found (Istio's
+    # GRPC_KEEPALIVE_INTERVAL / _TIMEOUT: 30 s / 10 s).
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # Accept client keepalive pings (Envoy's connection_keepalive) down to every 10 s, and with no
+    # call in flight, instead of answering them with GOAWAY "too_many_pings".
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    # Requests are small, but a NACK's error_detail can quote a lot of config (Istio: 4 MiB).
+    ("grpc.max_receive_message_length", 16 * MiB),
+    # Large meshes produce large CDS/RDS responses; Envoy accepts big messages.
+    ("grpc.max_send_message_length", 256 * MiB),
+    # One stream per proxy (ISTIO_GPRC_MAXSTREAMS).
+    ("grpc.max_concurrent_streams", 100_000),
+    # Never share the port with another process: a second pilot must fail to bind, loudly.
+    ("grpc.so_reuseport", 0),
+)
+
+
+@dataclass
+class RunningPilot:
+    """A started pilot: its parts (to read, or to feed in tests) and the ports actually bound."""
+
+    settings: Settings
+    store: ConfigStore
+    cache: SnapshotCache
+    pusher: Pusher
+    ads: AdsServer
+    sources: list[ConfigSource]
+    xds_port: int = 0
+    http_port: int = 0
+    serving: bool = False  # the gRPC server is started
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def ready(self) -> bool:
+        """/ready: every source synced, the first PushContext built, xDS serving."""
+        return (
+            self.serving
+            and self.pusher.context is not None
+            and all(source.synced.is_set() for source in self.sources)
+        )
+
+    def stop(self) -> None:
+        """Ask ``run`` to stop (idempotent)."""
+        self.stop_event.set()
+
+    def push_status(self) -> dict[str, Any]:
+        last = self.pusher.last_push
+        return {
+            "push_count": self.pusher.push_count,
+            "store_revision": self.store.revision,
+            "context_version": self.pusher.context.version if self.pusher.context is not None else None,
+            "views": {str(view): streams for view, streams in self.pusher.views().items()},
+            "last_push": None if last is None else {
+                "number": last.number,
+                "version": last.version,
+                "revision": last.revision,
+                "views": last.views,
+                "failed_views": last.failed_views,
+                "duration": last.duration,
+                "finished_at": last.finished_at,
+                "reasons": dict(last.reasons),
+            },
+        }
+
+
+def build(settings: Settings, stop: asyncio.Event | None = None) -> RunningPilot:
+    """Every part, wired, nothing started."""
+    store = ConfigStore()
+    cache = SnapshotCache()
+    sources: list[ConfigSource] = []
+    if settings.config_dir is not None:
+        sources.append(FolderSource(settings.config_dir, store))
+    pusher = Pusher(store, cache, debounce_after=settings.debounce_after, debounce_max=settings.debounce_max)
+    ads = AdsServer(
+        cache, pusher, push_concurrency=settings.push_concurrency, send_timeout=settings.send_timeout
+    )
+    return RunningPilot(settings, store, cache, pusher, ads, sources, stop_event=stop or asyncio.Event())
+
+
+async def run(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
+    on_ready: Callable[[RunningPilot], None] | None = None,
+) -> None:
+    """Run pilot until ``stop`` is set (or SIGTERM/SIGINT when ``handle_signals``).
+
+    Raises ConfigError when it cannot start (a port in use, a missing config folder); the error
+    of a part that fails later is raised as itself, not wrapped in an ExceptionGroup.
+    """
+    pilot = build(settings, stop)
+    try:
+        await _run(pilot, handle_signals=handle_signals, on_ready=on_ready)
+    except BaseExceptionGroup as group:
+        # One failing part is the common case: raise its own error so the CLI can report it.
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], Exception):
+            raise leaves[0] from None
+        raise
+
+
+async def _run(
+    pilot: RunningPilot, *, handle_signals: bool, on_ready: Callable[[RunningPilot], None] | None
+) -> None:
+    settings = pilot.settings
+    stop = pilot.stop_event
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    if handle_signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, _on_signal, signum, stop)
+                installed.append(signum)
+
+    grpc_server = grpc.aio.server(options=GRPC_OPTIONS)
+    pilot.ads.add_to(grpc_server)
+    http = HttpServer(
+        build_app(
+            store=pilot.store,
+            cache=pilot.cache,
+            server=pilot.ads,
+            ready_check=lambda: pilot.ready,
+            push_status_provider=pilot.push_status,
+        ),
+        settings.http_host,
+        settings.http_port,
+    )
+    try:
+        pilot.xds_port = _bind_xds(grpc_server, settings.xds_host, settings.xds_port)
+        try:
+            pilot.http_port = await http.start()
+        except OSError as err:
+            where = f"{settings.http_host}:{settings.http_port}"
+            raise ConfigError(f"cannot serve HTTP on {where}: {err}") from err
+        log.info("HTTP (/ready, /metrics, /debug) on http://%s:%d", settings.http_host, pilot.http_port)
+
+        background: list[asyncio.Task[None]] = []
+        async with asyncio.TaskGroup() as tasks:
+            for source in pilot.sources:
+                background.append(tasks.create_task(source.run(), name=type(source).__name__))
+            if not await _synced_unless_stopped(pilot.sources, stop):
+                _cancel_all(background)
+                return
+            await pilot.pusher.push()  # the first PushContext, before any proxy can connect
+            background.append(tasks.create_task(pilot.pusher.run(), name="Pusher"))
+            await grpc_server.start()
+            pilot.serving = True
+            log.info(
+                "xDS (ADS gRPC) on %s:%d; serving %d config objects at revision %d",
+                settings.xds_host, pilot.xds_port, len(pilot.store.snapshot().objects), pilot.store.revision,
+            )
+            if on_ready is not None:
+                on_ready(pilot)
+            await stop.wait()
+            log.info("stopping: closing xDS streams (grace %.1fs)", settings.shutdown_grace)
+            pilot.serving = False  # /ready says 503 from now on
+            _cancel_all(background)  # no more config changes or pushes while streams drain
+            # Refuses new streams at once; open ones get the grace to finish their writes, then
+            # are cancelled (ADS streams never end by themselves, so this takes the full grace
+            # while proxies are connected).
+            await grpc_server.stop(settings.shutdown_grace)
+    finally:
+        pilot.serving = False
+        await grpc_server.stop(None)  # idempotent; immediate if a failure got us here
+        await http.stop()
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        log.info("stopped")
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[RunningPilot]:
+    """Run pilot in this event loop for the duration of the block (tests, the demo)::
+
+        async with serve(Settings(config_dir=path, xds_port=0, http_port=0)) as pilot:
+            ... pilot.xds_port, pilot.http_port, pilot.store ...
+
+    Ready (config loaded and pushed, xDS serving) when the block starts; stopped when it ends.
+    Signals are left alone. Errors of the block are raised as they are.
+    """
+    started: asyncio.Future[RunningPilot] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+
+    def ready(pilot: RunningPilot) -> None:
+        if not started.done():
+            started.set_result(pilot)
+
+    runner = asyncio.create_task(run(settings, stop=stop, handle_signals=False, on_ready=ready), name="pilot")
+    try:
+        waiting: set[asyncio.Future[Any]] = {started, runner}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not started.done():
+            runner.result()  # it failed before it was ready: raise why
+            raise LifecycleError("pilot stopped before it was ready")
+        yield started.result()
+    finally:
+        stop.set()
+        started.cancel()
+        try:
+            await runner
+        except asyncio.CancelledError:
+            if not runner.cancelled():
+                raise
+
+
+def _bind_xds(server: grpc.aio.Server, host: str, port: int) -> int:
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as err:  # grpc raises RuntimeError("Failed to bind ...")
+        raise ConfigError(f"cannot serve xDS on {address}: {err}") from err
+    if bound == 0:  # older grpc reports a failed bind as port 0
+        raise ConfigError(f"cannot serve xDS on {address}: address in use or not available")
+    return bound
+
+
+async def _synced_unless_stopped(sources: list[ConfigSource], stop: asyncio.Event) -> bool:
+    """Wait until every source has synced (True) or ``stop`` is set first (False)."""
+    stopping: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
+    try:
+        for source in sources:
+            synced: asyncio.Future[bool] = asyncio.ensure_future(source.synced.wait())
+            try:
+                await asyncio.wait({synced, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                synced.cancel()
+            if stop.is_set():
+                return False
+        return not stop.is_set()
+    finally:
+        stopping.cancel()
+
+
+def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """End the background tasks; the TaskGroup then exits normally (cancelled tasks are no error)."""
+    for task in tasks:
+        task.cancel()
+
+
+def _on_signal(signum: signal.Signals, stop: asyncio.Event) -> None:
+    log.info("received %s", signum.name)
+    stop.set()
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            leaves.extend(_leaves(exc))
+        else:
+            leaves.append(exc)
+    return leaves

@@ -1,0 +1,148 @@
+"""The operator HTTP endpoints (Istio's monitoring port 15014): readiness, metrics, debug views.
+
+    GET /ready                        200 once config is loaded and pushed and xDS serves, else 503
+    GET /metrics                      Prometheus text (pilot.metrics.REGISTRY)
+    GET /debug/syncz                  per connected proxy: sent/acked per type, like istiod's
+    GET /debug/config_dump?proxyID=   what that proxy is sent, in Envoy admin config_dump shape
+    GET /debug/configz                every config object held, and every config error
+    GET /debug/push_status            the last push (when the app provides it)
+
+Read-only: handlers never change the store, cache or server. Like istiod, nothing here is
+authenticated: bind it to a trusted address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pilot import metrics
+from pilot.cache.cache import SnapshotCache
+from pilot.config.store import ConfigStore
+from pilot.debug import views
+
+ReadyCheck = Callable[[], bool]
+StatusProvider = Callable[[], Any]
+
+_STORE: web.AppKey[ConfigStore] = web.AppKey("store", ConfigStore)
+_CACHE: web.AppKey[SnapshotCache] = web.AppKey("cache", SnapshotCache)
+_SERVER: web.AppKey[views.ConnectionRegistry] = web.AppKey("server")
+_READY: web.AppKey[ReadyCheck] = web.AppKey("ready")
+_PUSH_STATUS: web.AppKey[StatusProvider | None] = web.AppKey("push_status")
+
+ENDPOINTS = (
+    "/ready",
+    "/metrics",
+    "/debug/syncz",
+    "/debug/config_dump?proxyID=",
+    "/debug/configz",
+    "/debug/push_status",
+)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    body = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return json_response({"error": message}, status=status)
+
+
+async def ready(request: web.Request) -> web.Response:
+    if request.app[_READY]():
+        return web.Response(text="ready\n")
+    return web.Response(text="not ready\n", status=503)
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    views.refresh_config_gauges(request.app[_STORE])
+    body = generate_latest(metrics.REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def syncz(request: web.Request) -> web.Response:
+    return json_response(views.syncz(request.app[_SERVER].connections()))
+
+
+async def config_dump(request: web.Request) -> web.Response:
+    proxy_id = request.query.get("proxyID", "")
+    if not proxy_id:
+        return error_response(400, "give the proxy: /debug/config_dump?proxyID=<node id>")
+    found = views.find_connection(request.app[_SERVER], proxy_id)
+    if found is None:
+        return error_response(404, f"proxy {proxy_id!r} is not connected")
+    node_id, view = found
+    snapshot = request.app[_CACHE].get_snapshot(view)
+    if snapshot is None:
+        return error_response(404, f"proxy {node_id!r} has no config yet")
+    # Rendering a large snapshot is CPU work: keep the event loop (and xDS) responsive. The
+    # snapshot is immutable, so another thread may read it.
+    dump = await asyncio.to_thread(views.config_dump, snapshot)
+    return json_response({"proxy": node_id, "view": str(view), "version": snapshot.version, **dump})
+
+
+async def configz(request: web.Request) -> web.Response:
+    store = request.app[_STORE]
+    return json_response(views.configz(store.snapshot(), store.errors()))
+
+
+async def push_status(request: web.Request) -> web.Response:
+    provider = request.app[_PUSH_STATUS]
+    if provider is None:
+        return error_response(404, "push status is not available")
+    return json_response(provider())
+
+
+async def index(request: web.Request) -> web.Response:
+    return json_response({"endpoints": list(ENDPOINTS)})
+
+
+def build_app(
+    *,
+    store: ConfigStore,
+    cache: SnapshotCache,
+    server: views.ConnectionRegistry,
+    ready_check: ReadyCheck,
+    push_status_provider: StatusProvider | None = None,
+) -> web.Application:
+    """The aiohttp application; ``ready_check`` decides /ready (the app knows what "ready" means)."""
+    app = web.Application()
+    app[_STORE] = store
+    app[_CACHE] = cache
+    app[_SERVER] = server
+    app[_READY] = ready_check
+    app[_PUSH_STATUS] = push_status_provider
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", prometheus)
+    app.router.add_get("/debug", index)
+    app.router.add_get("/debug/syncz", syncz)
+    app.router.add_get("/debug/config_dump", config_dump)
+    app.router.add_get("/debug/configz", configz)
+    app.router.add_get("/debug/push_status", push_status)
+    return app
+
+
+class HttpServer:
+    """Runs an application on ``host:port`` (0: any free port); ``port`` is the bound one."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._host = host
+        self._port = port
+        self.port = 0
+
+    async def start(self) -> int:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_port=False)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return self.port
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()

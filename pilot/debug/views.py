@@ -1,0 +1,255 @@
+"""Read-only JSON views for the operator endpoints: nothing here changes the store, cache or server.
+
+Each view returns plain JSON-able data (dicts, lists, str, int, float, bool, None); http.py
+serializes it. Shapes follow what Istio's tools read where there is one: ``/debug/syncz`` like
+istiod's (what ``istioctl proxy-status`` shows) and ``config_dump`` like Envoy's admin
+``/config_dump``, so the two can be diffed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import re
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from typing import Any, Protocol
+
+from google.protobuf import any_pb2, descriptor_pool
+from google.protobuf.json_format import MessageToDict
+
+from pilot import metrics
+from pilot.cache.snapshot import Resource, Snapshot
+from pilot.config.objects import FieldError
+from pilot.config.store import ConfigStore, StoreSnapshot
+from pilot.server.connection import ConnectionStatus, TypeStatus
+from pilot.xds import types
+
+log = logging.getLogger("pilot.debug")
+
+Json = dict[str, Any]
+
+# syncz: the four types istioctl proxy-status shows, in its column order, with istiod's key prefix.
+SYNC_TYPES: tuple[tuple[str, str, str], ...] = (
+    ("cds", "cluster", types.CLUSTER),
+    ("lds", "listener", types.LISTENER),
+    ("eds", "endpoint", types.ENDPOINT),
+    ("rds", "route", types.ROUTE),
+)
+
+
+class ConnectionRegistry(Protocol):
+    """What the debug views read from the ADS server (``pilot.server.ads.AdsServer``)."""
+
+    def connections(self) -> Sequence[ConnectionStatus]: ...
+
+    def find_view(self, node_id: str) -> Hashable | None: ...
+
+
+# -- /debug/syncz -----------------------------------------------------------------------------------
+
+
+def sync_status(sent: str, acked: str) -> str:
+    """istioctl proxy-status's rule, on nonces: nothing sent, acked the last thing sent, or not."""
+    if not sent:
+        return "NOT SENT"
+    if sent == acked:
+        return "SYNCED"
+    if not acked:
+        return "STALE (Never Acknowledged)"
+    return "STALE"
+
+
+def _type_row(status: TypeStatus | None) -> Json:
+    if status is None:
+        return {
+            "status": "NOT SENT", "version_sent": "", "nonce_sent": "", "version_acked": "",
+            "nonce_acked": "", "subscribed": None, "last_nack": None,
+        }
+    nack = status.last_nack
+    return {
+        "status": sync_status(status.nonce_sent, status.nonce_acked),
+        "version_sent": status.version_sent,
+        "nonce_sent": status.nonce_sent,
+        "version_acked": status.version_acked,
+        "nonce_acked": status.nonce_acked,
+        # None for a wildcard subscription ("everything"), else the names asked for.
+        "subscribed": None if status.wildcard else list(status.names),
+        "last_sent_at": status.last_sent_at,
+        "last_nack": None if nack is None else {
+            "message": nack.message, "code": nack.code, "nonce": nack.nonce, "version": nack.version,
+            "at": nack.at,
+        },
+    }
+
+
+def syncz(connections: Sequence[ConnectionStatus]) -> list[Json]:
+    """One entry per stream, sorted by proxy id. Also carries istiod's flat ``cluster_sent`` /
+    ``cluster_acked`` (nonce) keys so tools written for istiod's syncz can read it."""
+    rows: list[Json] = []
+    for conn in sorted(connections, key=lambda c: (c.node_id, c.stream_id)):
+        row: Json = {
+            "proxy": conn.node_id,
+            "stream_id": conn.stream_id,
+            "peer": conn.peer,
+            "protocol": conn.protocol,
+            "connected_at": conn.connected_at,
+            "view": conn.view,
+        }
+        for short, istio_prefix, type_url in SYNC_TYPES:
+            type_row = _type_row(conn.types.get(type_url))
+            row[short] = type_row
+            row[f"{istio_prefix}_sent"] = type_row["nonce_sent"]
+            row[f"{istio_prefix}_acked"] = type_row["nonce_acked"]
+        rows.append(row)
+    return rows
+
+
+# -- /debug/config_dump -----------------------------------------------------------------------------
+
+ADMIN = "type.googleapis.com/envoy.admin.v3."
+_MISSING_TYPE = re.compile(r"type_url: (\S+)")
+
+
+def find_connection(registry: ConnectionRegistry, proxy_id: str) -> tuple[str, Hashable] | None:
+    """The connected node and its view for ``proxy_id``: a full node id, or Istio's short
+    ``pod.namespace`` form (the third ``~`` field of a sidecar id)."""
+    view = registry.find_view(proxy_id)
+    if view is not None:
+        return proxy_id, view
+    for conn in registry.connections():
+        parts = conn.node_id.split("~")
+        if len(parts) == 4 and parts[2] == proxy_id:
+            view = registry.find_view(conn.node_id)
+            if view is not None:
+                return conn.node_id, view
+    return None
+
+
+def _import_package_of(type_url: str) -> bool:
+    """Import every ``*_pb2`` module of the message's proto package so the default descriptor pool
+    knows it (a nested ``typed_config`` may name an extension nobody imported yet)."""
+    package = type_url.rsplit("/", 1)[-1].rpartition(".")[0]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return False
+    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+        if info.name.endswith("_pb2"):
+            importlib.import_module(f"{package}.{info.name}")
+    try:
+        descriptor_pool.Default().FindMessageTypeByName(type_url.rsplit("/", 1)[-1])
+    except KeyError:
+        return False
+    return True
+
+
+def render_resource(type_url: str, resource: Resource) -> Json:
+    """A resource as Envoy's admin would print it: ``{"@type": ..., <fields in proto names>}``."""
+    wrapper = any_pb2.Any.FromString(resource.body)
+    tried: set[str] = set()
+    while True:
+        try:
+            return MessageToDict(wrapper, preserving_proto_field_name=True)
+        except TypeError as err:
+            match = _MISSING_TYPE.search(str(err))
+            missing = match.group(1) if match else ""
+            if not missing or missing in tried or not _import_package_of(missing):
+                log.warning("config_dump: cannot render %s %r: %s", type_url, resource.name, err)
+                return {"@type": type_url, "name": resource.name, "render_error": str(err)}
+            tried.add(missing)
+
+
+def config_dump(snapshot: Snapshot) -> Json:
+    """The snapshot in Envoy admin ``/config_dump`` shape: ConfigDump.configs, in Envoy's order."""
+
+    def rendered(type_url: str) -> list[tuple[str, str, Json]]:
+        version = snapshot.type_version(type_url)
+        return [
+            (name, version, render_resource(type_url, resource))
+            for name, resource in sorted(snapshot.resources(type_url).items())
+        ]
+
+    return {
+        "configs": [
+            {
+                "@type": ADMIN + "ClustersConfigDump",
+                "version_info": snapshot.type_version(types.CLUSTER),
+                "dynamic_active_clusters": [
+                    {"version_info": version, "cluster": body} for _, version, body in rendered(types.CLUSTER)
+                ],
+            },
+            {
+                "@type": ADMIN + "EndpointsConfigDump",
+                "dynamic_endpoint_configs": [
+                    {"version_info": version, "endpoint_config": body}
+                    for _, version, body in rendered(types.ENDPOINT)
+                ],
+            },
+            {
+                "@type": ADMIN + "ListenersConfigDump",
+                "version_info": snapshot.type_version(types.LISTENER),
+                "dynamic_listeners": [
+                    {"name": name, "active_state": {"version_info": version, "listener": body}}
+                    for name, version, body in rendered(types.LISTENER)
+                ],
+            },
+            {
+                "@type": ADMIN + "RoutesConfigDump",
+                "dynamic_route_configs": [
+                    {"version_info": version, "route_config": body}
+                    for _, version, body in rendered(types.ROUTE)
+                ],
+            },
+        ],
+    }
+
+
+# -- /debug/configz and /metrics --------------------------------------------------------------------
+
+
+def field_error(error: FieldError) -> Json:
+    return {
+        "origin": error.origin,
+        "line": error.line,
+        "kind": error.key.kind if error.key else None,
+        "namespace": error.key.namespace if error.key else None,
+        "name": error.key.name if error.key else None,
+        "key": str(error.key) if error.key else None,
+        "path": error.path,
+        "message": error.message,
+        "severity": error.severity,
+    }
+
+
+def configz(snapshot: StoreSnapshot, errors: Sequence[FieldError]) -> Json:
+    """Every object the store holds (spec in the YAML's camelCase names) and every current problem."""
+    objects = [
+        {
+            "kind": obj.kind,
+            "namespace": obj.namespace,
+            "name": obj.name,
+            "api_version": obj.api_version,
+            "origin": obj.origin,
+            "revision": obj.revision,
+            "labels": dict(obj.labels),
+            "annotations": dict(obj.annotations),
+            "spec": MessageToDict(obj.spec),
+        }
+        for _, obj in sorted(snapshot.objects.items())
+    ]
+    return {"revision": snapshot.revision, "objects": objects, "errors": [field_error(e) for e in errors]}
+
+
+def refresh_config_gauges(store: ConfigStore) -> None:
+    """Set pilot_config_objects{kind} and pilot_config_errors{severity} from the store, now."""
+    kinds = Counter(key.kind for key in store.snapshot().objects)
+    severities: Counter[str] = Counter({"error": 0, "warning": 0})
+    severities.update(error.severity for error in store.errors())
+    metrics.config_objects.clear()  # kinds that disappeared must not linger at their old count
+    for kind, count in kinds.items():
+        metrics.config_objects.labels(kind).set(count)
+    for severity, count in severities.items():
+        metrics.config_errors.labels(severity).set(count)
+

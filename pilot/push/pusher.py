@@ -1,0 +1,274 @@
+"""Pusher: the conveyor from "the store changed" to "every connected view has a new snapshot".
+
+It satisfies ``pilot.server.callbacks.StreamCallbacks`` structurally (the server never imports
+push/): a stream's first request registers the proxy's view and, if needed, translates it; the
+last stream of a view going away drops the view's snapshot from the cache.
+
+Store events go through the ``Debouncer``; ``run`` pushes each debounced request by building ONE
+``PushContext`` from the store snapshot and then one ``Snapshot`` per active view. Pushes are
+serialized (Istio: "a new push starts only after the previous push function returns"), so
+PushContext builds never overlap. A translation failure for one view is a bug in pilot: it is
+logged and counted, that view keeps its previous snapshot and the others still get theirs.
+
+Runs on one event loop; not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Protocol
+
+from envoy.config.core.v3 import base_pb2
+from google.protobuf.json_format import MessageToDict
+
+from pilot import metrics
+from pilot.cache.cache import SnapshotCache
+from pilot.cache.snapshot import Snapshot
+from pilot.config.objects import ConfigEvent
+from pilot.config.store import ConfigStore, StoreSnapshot
+from pilot.push.debounce import Debouncer
+from pilot.push.request import CONFIG, GLOBAL, PushRequest
+from pilot.translate.context import PushContext
+from pilot.translate.proxy import Proxy, ProxyView
+from pilot.translate.snapshot import build_snapshot
+
+log = logging.getLogger("pilot.push")
+
+Clock = Callable[[], float]
+
+
+class VersionedContext(Protocol):
+    """What the pusher needs of a PushContext: the version string that identifies it."""
+
+    @property
+    def version(self) -> str: ...
+
+
+class Translator(Protocol):
+    """The two translate/ entry points a push calls; a seam so tests can make one view fail."""
+
+    def build_context(self, snapshot: StoreSnapshot) -> VersionedContext: ...
+
+    def build_snapshot(self, view: ProxyView, context: VersionedContext) -> Snapshot: ...
+
+
+class IstioTranslator:
+    """The real translator: ``PushContext.build`` and ``build_snapshot`` from pilot.translate."""
+
+    def build_context(self, snapshot: StoreSnapshot) -> VersionedContext:
+        return PushContext.build(snapshot)
+
+    def build_snapshot(self, view: ProxyView, context: VersionedContext) -> Snapshot:
+        if not isinstance(context, PushContext):
+            raise TypeError(f"expected a PushContext, got {type(context).__name__}")
+        return build_snapshot(view, context)
+
+
+@dataclass(frozen=True, slots=True)
+class PushStatus:
+    """What the last push did (for /debug and logs)."""
+
+    number: int
+    version: str
+    revision: int
+    views: int
+    failed_views: int
+    duration: float
+    finished_at: float  # wall-clock seconds since the epoch
+    reasons: tuple[tuple[str, int], ...]
+
+
+class Pusher:
+    def __init__(
+        self,
+        store: ConfigStore,
+        cache: SnapshotCache,
+        *,
+        debounce_after: float,
+        debounce_max: float,
+        clock: Clock = time.monotonic,
+        translator: Translator | None = None,
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._clock = clock
+        self._translator: Translator = translator if translator is not None else IstioTranslator()
+        self._debouncer = Debouncer(debounce_after, debounce_max)
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._context: VersionedContext | None = None
+        self._revision = -1  # store revision of the current context
+        self._event_revision = -1  # newest store revision a config event announced
+        self._streams: dict[int, ProxyView] = {}
+        self._views: dict[ProxyView, set[int]] = {}
+        self._built: dict[ProxyView, str] = {}  # view -> context version its cached snapshot is from
+        self.push_count = 0
+        self.last_push: PushStatus | None = None
+        store.subscribe(self._on_config_event)
+
+    # -- status, read by app.py for /ready and /debug ------------------------------------------
+
+    @property
+    def context(self) -> VersionedContext | None:
+        """The PushContext of the last push (None before the first)."""
+        return self._context
+
+    def views(self) -> dict[ProxyView, int]:
+        """Active views and how many streams read each."""
+        return {view: len(streams) for view, streams in self._views.items()}
+
+    # -- StreamCallbacks -----------------------------------------------------------------------
+
+    async def on_stream_open(self, stream_id: int, node: base_pb2.Node) -> Hashable:
+        """Register the stream under its proxy's view; translate the view on its first use."""
+        if not node.id:
+            raise ValueError("node.id is empty: every proxy needs a node id")
+        proxy = Proxy.from_node(node.id, MessageToDict(node.metadata))
+        view = proxy.view()
+        context = self._context if self._context is not None else self._new_context()
+        if context is None:
+            raise ValueError("no PushContext could be built (see pilot's log)")
+        if self._built.get(view) != context.version or self._cache.get_snapshot(view) is None:
+            if not self._translate(view, context) and self._cache.get_snapshot(view) is None:
+                raise ValueError(f"no config could be built for view {view} (see pilot's log)")
+        self._streams[stream_id] = view
+        self._views.setdefault(view, set()).add(stream_id)
+        log.debug("stream %d: proxy %s joined view %s", stream_id, proxy.id, view)
+        return view
+
+    def on_stream_closed(self, stream_id: int) -> None:
+        view = self._streams.pop(stream_id, None)
+        if view is None:
+            return
+        streams = self._views.get(view)
+        if streams is not None:
+            streams.discard(stream_id)
+            if not streams:
+                # Nobody reads this view any more: free its snapshot; it is rebuilt on next use.
+                del self._views[view]
+                self._built.pop(view, None)
+                self._cache.clear_snapshot(view)
+                log.debug("view %s has no streams left; snapshot dropped", view)
+
+    # -- the push loop --------------------------------------------------------------------------
+
+    def _on_config_event(self, event: ConfigEvent) -> None:
+        self._event_revision = max(self._event_revision, event.revision)
+        now = self._clock()
+        self._debouncer.add(PushRequest.for_config(event.changed, start=now), now)
+        self._wake.set()
+
+    def request(self, request: PushRequest) -> None:
+        """Queue a push through the debouncer (what a config event does)."""
+        self._debouncer.add(request, self._clock())
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Push debounced requests forever, one at a time. Cancel to stop."""
+        while True:
+            now = self._clock()
+            request = self._debouncer.due(now)
+            if request is not None:
+                if self._already_pushed(request):
+                    log.debug("skipping a push: the current context already has %s", request.describe())
+                else:
+                    await self.push(request)
+                continue  # Istio checks again as soon as a push returns
+            deadline = self._debouncer.deadline()
+            # No await between due() and clear(): an event can only arrive while we wait.
+            self._wake.clear()
+            timeout = None if deadline is None else max(0.0, deadline - now)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    def _already_pushed(self, request: PushRequest) -> bool:
+        """Config events the current context was built after (e.g. the initial load, pushed directly
+        at start-up while its events sat in the debouncer) need no second push."""
+        only_config = set(request.reasons) <= {CONFIG}
+        return only_config and self._context is not None and self._revision >= self._event_revision
+
+    async def push(self, request: PushRequest | None = None) -> PushStatus:
+        """Build a PushContext from the store and a snapshot for every active view, now.
+
+        Serialized: a second call waits for the first to finish.
+        """
+        if request is None:
+            request = PushRequest(full=True, reasons={GLOBAL: 1}, start=self._clock())
+        async with self._lock:
+            return await self._push(request)
+
+    async def _push(self, request: PushRequest) -> PushStatus:
+        started = self._clock()
+        metrics.debounce_time.observe(max(0.0, started - request.start))
+        for reason, count in request.reasons.items():
+            metrics.push_triggers.labels(reason).inc(count)
+        context = self._new_context()
+        done = failed = 0
+        if context is None:
+            failed = len(self._views)  # every view keeps its snapshot from the previous context
+        else:
+            for view in list(self._views):
+                # A view may have lost its last stream while we yielded, or been built meanwhile by
+                # a new stream that already saw this context.
+                if view not in self._views or self._built.get(view) == context.version:
+                    continue
+                if self._translate(view, context):
+                    done += 1
+                else:
+                    failed += 1
+                await asyncio.sleep(0)  # let streams send between views
+        duration = self._clock() - started
+        metrics.push_time.observe(duration)
+        self.push_count += 1
+        status = PushStatus(
+            number=self.push_count,
+            version=self._context.version if self._context is not None else "",
+            revision=self._revision,
+            views=done,
+            failed_views=failed,
+            duration=duration,
+            finished_at=time.time(),
+            reasons=tuple(sorted(request.reasons.items())),
+        )
+        self.last_push = status
+        log.info(
+            "push %d: revision %d, version %s, %d views (%d failed), %.1f ms, %s",
+            status.number, status.revision, status.version, done, failed, duration * 1000, request.describe(),
+        )
+        return status
+
+    def _new_context(self) -> VersionedContext | None:
+        """One PushContext per push, from one store snapshot (translation never reads the live store).
+
+        None when building it failed (a bug in pilot): logged and counted, the previous context stays.
+        """
+        snapshot = self._store.snapshot()
+        try:
+            context = self._translator.build_context(snapshot)
+        except Exception:
+            metrics.translation_errors.inc()
+            log.exception("building the PushContext at revision %d failed; keeping the previous one",
+                          snapshot.revision)
+            return None
+        self._context = context
+        self._revision = snapshot.revision
+        return context
+
+    def _translate(self, view: ProxyView, context: VersionedContext) -> bool:
+        """Build and publish one view's snapshot; on a bug keep its old snapshot and say False."""
+        try:
+            snapshot = self._translator.build_snapshot(view, context)
+        except Exception:
+            metrics.translation_errors.inc()
+            log.exception("translating view %s at version %s failed; it keeps its last snapshot", view,
+                          context.version)
+            return False
+        self._cache.set_snapshot(view, snapshot)
+        self._built[view] = context.version
+        return True

@@ -1,0 +1,185 @@
+"""The import table of docs/internals.md, enforced by reading every module's imports with ast.
+
+Imports inside functions and under TYPE_CHECKING count too: a layer is a layer. The leaves
+``errors``, ``metrics`` and ``log`` may be imported from anywhere (ARCHITECTURE.md: "The leaves log
+and metrics may be imported from anywhere"; errors is the one exception tree every layer raises from).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+PILOT = Path(__file__).resolve().parent.parent / "pilot"
+
+LEAVES_FOR_EVERYONE = frozenset({"errors", "metrics", "log"})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``may``: pilot modules/packages it may import (None: everything); ``never``: external modules."""
+
+    may: frozenset[str] | None
+    never: frozenset[str] = field(default_factory=frozenset)
+
+
+def rule(*may: str, never: tuple[str, ...] = ()) -> Rule:
+    return Rule(frozenset(may), frozenset(never))
+
+
+EVERYTHING = Rule(None)
+
+# docs/internals.md, "may import from pilot" / "must never import".
+TABLE: dict[str, Rule] = {
+    "xds": rule(),
+    "_gen": rule(),
+    "errors": rule(),
+    "metrics": rule(),
+    "log": rule(),
+    "settings": rule(),
+    "config": rule("errors", "_gen", never=("grpc",)),
+    "sources": rule("config", "errors"),
+    "translate": rule("config", "xds", "_gen", "cache.snapshot", never=("asyncio", "grpc")),
+    "cache": rule("xds", never=("grpc",)),
+    "push": rule("config", "translate", "cache"),
+    "server": rule("cache", "xds", "errors"),
+    # xds too: the debug views name types by their type URL (pilot.xds.types); the table in
+    # docs/internals.md should list it.
+    "debug": rule("server", "cache", "config", "xds"),
+    "app": EVERYTHING,
+    "cli": EVERYTHING,
+    "demo": EVERYTHING,
+    "bootstrap": EVERYTHING,
+    "__main__": EVERYTHING,
+    "__init__": rule(),
+}
+
+
+def modules() -> list[Path]:
+    return sorted(PILOT.rglob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PILOT.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def layer_of(path: Path) -> str:
+    """``config`` for pilot/config/store.py, ``app`` for pilot/app.py, ``__init__`` for pilot/__init__.py."""
+    relative = path.relative_to(PILOT)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def is_module(dotted: str) -> bool:
+    target = PILOT.parent.joinpath(*dotted.split("."))
+    return target.with_suffix(".py").is_file() or (target / "__init__.py").is_file()
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    return imports_in(path.read_text(), package)
+
+
+def imports_in(source: str, package: str) -> list[tuple[int, str]]:
+    """(line, absolute dotted name) of every import; ``from pkg import mod`` resolves to pkg.mod."""
+    tree = ast.parse(source)
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            for alias in node.names:
+                candidate = f"{module}.{alias.name}"
+                found.append((node.lineno, candidate if is_module(candidate) else module))
+    return found
+
+
+def violation(layer: str, target: str) -> str | None:
+    table_rule = TABLE[layer]
+    top = target.split(".")[0]
+    if top != "pilot":
+        return f"{layer} must never import {top}" if top in table_rule.never else None
+    inner = target.removeprefix("pilot").removeprefix(".")
+    if not inner or table_rule.may is None:
+        return None
+    target_layer = inner.split(".")[0]
+    if target_layer == layer or target_layer in LEAVES_FOR_EVERYONE:
+        return None
+    if any(inner == allowed or inner.startswith(allowed + ".") for allowed in table_rule.may):
+        return None
+    return f"{layer} may not import pilot.{inner}"
+
+
+def test_every_layer_is_in_the_table():
+    unknown = sorted({layer_of(path) for path in modules()} - TABLE.keys())
+    assert not unknown, f"add these to docs/internals.md and tests/test_layering.py: {unknown}"
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PILOT.parent)))
+def test_imports_follow_the_table(path: Path):
+    layer = layer_of(path)
+    if layer not in TABLE:
+        pytest.skip(f"{layer} is not in the table (see test_every_layer_is_in_the_table)")
+    problems = [
+        f"{path.relative_to(PILOT.parent)}:{line}: {problem}"
+        for line, target in imports(path)
+        if (problem := violation(layer, target)) is not None
+    ]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    ("layer", "target", "allowed"),
+    [
+        ("translate", "pilot.cache.snapshot", True),
+        ("translate", "pilot.cache.cache", False),
+        ("translate", "asyncio", False),
+        ("translate", "grpc.aio", False),
+        ("cache", "grpc", False),
+        ("cache", "pilot.config.objects", False),
+        ("config", "grpc", False),
+        ("config", "pilot.xds.types", False),
+        ("server", "pilot.push.pusher", False),
+        ("server", "pilot.cache.cache", True),
+        ("push", "pilot.server.ads", False),
+        ("push", "pilot.translate.proxy", True),
+        ("debug", "pilot.push.pusher", False),
+        ("sources", "pilot.config.parse", True),
+        ("sources", "pilot.cache.cache", False),
+        ("xds", "pilot.config.objects", False),
+        ("xds", "pilot.metrics", True),
+        ("app", "pilot.server.ads", True),
+    ],
+)
+def test_the_checker_itself(layer: str, target: str, allowed: bool):
+    assert (violation(layer, target) is None) is allowed
+
+
+def test_imports_are_resolved():
+    source = """
+from . import snapshot
+from .cache import SnapshotCache
+from ..config import objects
+from pilot.xds import types
+import grpc.aio
+def lazy():
+    import asyncio
+"""
+    assert [target for _, target in imports_in(source, "pilot.cache")] == [
+        "pilot.cache.snapshot",
+        "pilot.cache.cache",
+        "pilot.config.objects",
+        "pilot.xds.types",
+        "grpc.aio",
+        "asyncio",
+    ]
