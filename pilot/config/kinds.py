@@ -1,0 +1,102 @@
+"""The kinds pilot reads: (group, version, kind) → the proto message of their spec.
+
+Istio's networking kinds are served at three versions with one schema, so every version maps to the
+same message. The mesh config is not a CRD: it is the ``mesh`` key of the ``istio`` ConfigMap, stored as
+a ``MeshConfig`` object named ``istio``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from pilot._gen import networking_pb2
+
+NETWORKING_GROUP = "networking.istio.io"
+NETWORKING_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+
+VIRTUAL_SERVICE = "VirtualService"
+DESTINATION_RULE = "DestinationRule"
+SERVICE_ENTRY = "ServiceEntry"
+GATEWAY = "Gateway"
+WORKLOAD_ENTRY = "WorkloadEntry"
+MESH_CONFIG = "MeshConfig"
+
+# The mesh ConfigMap: ``apiVersion: v1, kind: ConfigMap, metadata.name: istio, data.mesh: <YAML>``.
+CONFIG_MAP = "ConfigMap"
+MESH_CONFIG_MAP_NAME = "istio"
+MESH_CONFIG_MAP_KEY = "mesh"
+
+
+@dataclass(frozen=True, slots=True)
+class KindInfo:
+    """One supported kind: its API group, the versions pilot accepts, and its spec message."""
+
+    kind: str
+    group: str
+    versions: tuple[str, ...]
+    message: type[Message]
+    # Where the spec sits in the document, for error paths: ``spec``, or ``data.mesh`` for the mesh config.
+    spec_path: str = "spec"
+
+    def api_versions(self) -> tuple[str, ...]:
+        return tuple(f"{self.group}/{version}" if self.group else version for version in self.versions)
+
+    def new_spec(self) -> Message:
+        spec: Message = self.message()
+        return spec
+
+
+def _networking(kind: str, message: Any) -> KindInfo:
+    return KindInfo(kind, NETWORKING_GROUP, NETWORKING_VERSIONS, message)
+
+
+KINDS: dict[str, KindInfo] = {
+    info.kind: info
+    for info in (
+        _networking(VIRTUAL_SERVICE, networking_pb2.VirtualService),
+        _networking(DESTINATION_RULE, networking_pb2.DestinationRule),
+        _networking(SERVICE_ENTRY, networking_pb2.ServiceEntry),
+        _networking(GATEWAY, networking_pb2.Gateway),
+        _networking(WORKLOAD_ENTRY, networking_pb2.WorkloadEntry),
+        KindInfo(MESH_CONFIG, "", ("v1",), networking_pb2.MeshConfig, spec_path="data.mesh"),
+    )
+}
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    """``networking.istio.io/v1`` → (``networking.istio.io``, ``v1``); ``v1`` → (``""``, ``v1``)."""
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """What an (apiVersion, kind) pair is to pilot.
+
+    ``info`` is set for a supported kind at a supported version. ``wrong_version`` is set for a
+    supported kind and group at a version pilot does not know (an error). Neither: not pilot's
+    business (skipped).
+    """
+
+    info: KindInfo | None = None
+    wrong_version: KindInfo | None = None
+
+
+def resolve(api_version: str, kind: str) -> Resolved:
+    """Look up a document's ``apiVersion`` and ``kind`` (the mesh ConfigMap is handled by the parser)."""
+    info = KINDS.get(kind)
+    if info is None or kind == MESH_CONFIG:
+        return Resolved()
+    group, version = split_api_version(api_version)
+    if group != info.group:
+        return Resolved()
+    if version not in info.versions:
+        return Resolved(wrong_version=info)
+    return Resolved(info=info)
+
+
+def is_mesh_config_map(api_version: str, kind: str, name: object) -> bool:
+    return api_version == "v1" and kind == CONFIG_MAP and name == MESH_CONFIG_MAP_NAME

@@ -1,0 +1,311 @@
+"""YAML (or JSON) text → validated ``ConfigObject``s, the way Istio reads its config.
+
+``parse_text`` never raises on user input: every problem is a ``FieldError`` naming the file, the
+object (kind namespace/name), the field path and its line. How problems affect the store:
+
+- the text cannot be read (YAML syntax error, too large): ``fatal``, the store keeps everything it had;
+- an object of a supported kind with an error: its key is in ``rejected``, the store keeps its last
+  good version;
+- a document that cannot be identified (no kind, no name): an error, the other documents still count;
+- a kind pilot does not serve (Deployment, another ConfigMap, ...): skipped with a debug log line.
+
+A ``kind: List`` with ``items`` (as ``kubectl get -o json`` writes) is read item by item.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import Message
+
+from pilot.config import kinds
+from pilot.config.metadata import read_metadata
+from pilot.config.objects import ConfigKey, ConfigObject, FieldError, ParseResult, Severity
+from pilot.config.schema import Checked, check_message, describe
+from pilot.config.validation import validate
+from pilot.config.yamlpos import Document, Problem, YamlPath, format_path, load_documents
+
+log = logging.getLogger("pilot.config.parse")
+
+MAX_TEXT_BYTES = 10 * 1024 * 1024
+
+_TOP_LEVEL_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+_CONFIG_MAP_FIELDS = frozenset({"apiVersion", "kind", "metadata", "data", "binaryData", "immutable"})
+
+
+def parse_text(text: str, origin: str) -> ParseResult:
+    """Parse every document of ``text`` (read from ``origin``) into validated objects. Never raises."""
+    if len(text) > MAX_TEXT_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+        limit = MAX_TEXT_BYTES // (1024 * 1024)
+        return _fatal(origin, FieldError(origin, f"file is larger than {limit} MiB; not loaded"))
+    loaded = load_documents(text)
+    if loaded.fatal is not None:
+        return _fatal(origin, FieldError(origin, loaded.fatal.message, line=loaded.fatal.line))
+    parser = _Parser(origin)
+    for document in loaded.documents:
+        try:
+            parser.document(document)
+        except Exception:  # a bug in pilot, not in the config: keep the last good version of everything
+            log.exception("%s:%d: internal error while parsing a document", origin, document.line)
+            message = "internal error while parsing this document (see pilot's log)"
+            return _fatal(origin, *parser.errors, FieldError(origin, message, line=document.line))
+    return ParseResult(origin, tuple(parser.objects), tuple(parser.errors), frozenset(parser.rejected))
+
+
+def _fatal(origin: str, *errors: FieldError) -> ParseResult:
+    return ParseResult(origin, errors=errors, fatal=True)
+
+
+@dataclass(slots=True)
+class _Object:
+    """One object being read: where it is in its document, what it is, and what is wrong with it."""
+
+    origin: str
+    document: Document
+    prefix: YamlPath  # of the object in its document: () or ("items", i)
+    key: ConfigKey | None = None
+    errors: list[FieldError] = field(default_factory=list)
+    lines: dict[str, int] = field(default_factory=dict)
+    # Paths whose (invalid) values the converted spec lacks: its checks say nothing near them.
+    dropped: list[str] = field(default_factory=list)
+
+    def line(self, where: YamlPath = ()) -> int:
+        return self.document.line_of((*self.prefix, *where))
+
+    def error(self, path: str, message: str, where: YamlPath, severity: Severity = "error") -> None:
+        self.errors.append(FieldError(self.origin, message, self.key, path, self.line(where), severity))
+
+    def line_of_display(self, path: str) -> int:
+        """The line of a display path such as ``spec.http[0].route``, or of its nearest ancestor."""
+        while path:
+            line = self.lines.get(path)
+            if line is not None:
+                return line
+            path = _parent(path)
+        return self.line()
+
+    @property
+    def failed(self) -> bool:
+        return any(error.severity == "error" for error in self.errors)
+
+
+@dataclass(slots=True)
+class _Parser:
+    origin: str
+    objects: list[ConfigObject] = field(default_factory=list)
+    errors: list[FieldError] = field(default_factory=list)
+    rejected: set[ConfigKey] = field(default_factory=set)
+    seen: dict[ConfigKey, int] = field(default_factory=dict)
+
+    def document(self, document: Document) -> None:
+        value = document.value
+        if value is None:
+            return  # an empty document
+        if not isinstance(value, dict):
+            message = f"a document must be a mapping, got {describe(value)}"
+            self.errors.append(FieldError(self.origin, message, line=document.line))
+            return
+        kind, items = value.get("kind"), value.get("items")
+        if isinstance(kind, str) and kind.endswith("List") and isinstance(items, list):
+            for index, entry in enumerate(items):
+                self.object(_Object(self.origin, document, ("items", index)), entry)
+            for problem in document.problems:
+                if problem.path[:1] != ("items",):
+                    self.errors.append(self._problem(problem, None))
+            return
+        self.object(_Object(self.origin, document, ()), value)
+
+    def _problem(self, problem: Problem, key: ConfigKey | None, path: str = "") -> FieldError:
+        return FieldError(self.origin, problem.message, key, path, problem.line, problem.severity)
+
+    def object(self, obj: _Object, value: Any) -> None:
+        if not isinstance(value, dict):
+            message = f"an object must be a mapping, got {describe(value)}"
+            self.errors.append(
+                FieldError(self.origin, message, path=format_path(obj.prefix), line=obj.line())
+            )
+            return
+        identity = self._identity(obj, value)
+        if identity is None:
+            return
+        api_version, kind, metadata = identity
+        mesh = kinds.is_mesh_config_map(api_version, kind, metadata.get("name"))
+        resolved = kinds.resolve(api_version, kind)
+        info = kinds.KINDS[kinds.MESH_CONFIG] if mesh else (resolved.info or resolved.wrong_version)
+        if info is None:
+            log.debug(
+                "%s:%d: skipping %s %s: not served by pilot", self.origin, obj.line(), api_version, kind
+            )
+            return
+        meta = read_metadata(info.kind, metadata)
+        obj.key = meta.key
+        for item in meta.problems:
+            obj.error(item.path, item.message, item.where, item.severity)
+        prefix_length = len(obj.prefix)
+        for problem in obj.document.problems:
+            if problem.path[:prefix_length] == obj.prefix:
+                path = format_path(problem.path[prefix_length:])
+                obj.errors.append(self._problem(problem, obj.key, path))
+                if problem.severity == "error":
+                    obj.dropped.append(path)
+        if resolved.wrong_version is not None:
+            supported = ", ".join(info.api_versions())
+            message = f'unsupported apiVersion "{api_version}" for {kind}; supported: {supported}'
+            obj.error("apiVersion", message, ("apiVersion",))
+        for unknown in sorted(set(value) - (_CONFIG_MAP_FIELDS if mesh else _TOP_LEVEL_FIELDS)):
+            obj.error(unknown, "unknown field; ignored", (unknown,), "warning")
+        spec = self._mesh_spec(obj, value) if mesh else self._spec(obj, info, value.get("spec"))
+        self._finish(obj, info, api_version, spec, meta.labels, meta.annotations)
+
+    def _identity(self, obj: _Object, value: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+        """``apiVersion``, ``kind`` and ``metadata``, or None (with errors) when one is missing or wrong."""
+        api_version, kind, metadata = value.get("apiVersion"), value.get("kind"), value.get("metadata")
+        problems = [
+            (name, "required" if raw is None else f"must be a string, got {describe(raw)}")
+            for name, raw in (("apiVersion", api_version), ("kind", kind))
+            if not isinstance(raw, str) or not raw
+        ]
+        if not isinstance(metadata, dict):
+            problems.append(
+                (
+                    "metadata",
+                    "required" if metadata is None else f"must be a mapping, got {describe(metadata)}",
+                )
+            )
+        for name, message in problems:
+            path = _join(format_path(obj.prefix), name)
+            self.errors.append(FieldError(self.origin, message, path=path, line=obj.line((name,))))
+        if problems or not isinstance(api_version, str) or not isinstance(kind, str):
+            return None
+        return api_version, kind, cast(dict[str, Any], metadata)
+
+    def _spec(self, obj: _Object, info: kinds.KindInfo, raw: Any) -> Message | None:
+        descriptor = cast(Descriptor, info.message.DESCRIPTOR)
+        where = (*obj.prefix, "spec")
+        return self._convert(
+            obj,
+            info,
+            check_message({} if raw is None else raw, descriptor, "spec", where, obj.document.line_of),
+        )
+
+    def _mesh_spec(self, obj: _Object, value: dict[str, Any]) -> Message | None:
+        """The ``mesh`` key of the istio ConfigMap: MeshConfig as a YAML string, read like a spec."""
+        info = kinds.KINDS[kinds.MESH_CONFIG]
+        data = value.get("data")
+        if data is not None and not isinstance(data, dict):
+            obj.error("data", f"expected a mapping, got {describe(data)}", ("data",))
+            return None
+        where: YamlPath = ("data", kinds.MESH_CONFIG_MAP_KEY)
+        text = None if data is None else data.get(kinds.MESH_CONFIG_MAP_KEY)
+        if text is not None and not isinstance(text, str):
+            obj.error("data.mesh", f"expected a string holding YAML, got {describe(text)}", where)
+            return None
+        mesh_line = obj.line(where)
+        obj.lines["data.mesh"] = mesh_line
+        # Inside a block scalar ("mesh: |") a line of the string is a line of the file; otherwise use mesh's.
+        block_start = obj.document.block_starts.get((*obj.prefix, *where))
+
+        def outer(inner_line: int | None) -> int:
+            return mesh_line if block_start is None or inner_line is None else block_start + inner_line - 1
+
+        loaded = load_documents(text or "")
+        if loaded.fatal is not None:
+            message, line = loaded.fatal.message, outer(loaded.fatal.line)
+            obj.errors.append(FieldError(self.origin, message, obj.key, "data.mesh", line))
+            return None
+        documents = [document for document in loaded.documents if document.value is not None]
+        if len(documents) > 1:
+            obj.error("data.mesh", "must hold a single YAML document", where)
+            return None
+        inner = documents[0] if documents else None
+        for problem in () if inner is None else inner.problems:
+            path = _join("data.mesh", format_path(problem.path))
+            obj.errors.append(
+                FieldError(self.origin, problem.message, obj.key, path, outer(problem.line), problem.severity)
+            )
+
+        def line_of(path: YamlPath) -> int:
+            return mesh_line if inner is None else outer(inner.line_of(path))
+
+        descriptor = cast(Descriptor, info.message.DESCRIPTOR)
+        return self._convert(
+            obj,
+            info,
+            check_message({} if inner is None else inner.value, descriptor, "data.mesh", (), line_of),
+        )
+
+    def _convert(self, obj: _Object, info: kinds.KindInfo, checked: Checked) -> Message | None:
+        obj.lines.update(checked.lines)
+        for issue in checked.issues:
+            if issue.dropped and issue.severity == "error":
+                obj.dropped.append(issue.path)
+            line = issue.line if issue.line is not None else obj.line()
+            obj.errors.append(
+                FieldError(self.origin, issue.message, obj.key, issue.path, line, issue.severity)
+            )
+        # Even with schema errors the valid rest is converted, so that its own checks run too.
+        spec = info.new_spec()
+        try:
+            json_format.ParseDict(checked.value, spec)
+        except (json_format.ParseError, ValueError, TypeError, OverflowError) as err:
+            if checked.ok:  # the schema walk should have caught it: say something rather than nothing
+                obj.errors.append(
+                    FieldError(self.origin, f"invalid spec: {err}", obj.key, info.spec_path, obj.line())
+                )
+            return None
+        return spec
+
+    def _finish(
+        self,
+        obj: _Object,
+        info: kinds.KindInfo,
+        api_version: str,
+        spec: Message | None,
+        labels: tuple[tuple[str, str], ...],
+        annotations: tuple[tuple[str, str], ...],
+    ) -> None:
+        key = obj.key
+        candidate = None
+        if key is not None and spec is not None:
+            candidate = ConfigObject(
+                key, api_version, spec, self.origin, labels=labels, annotations=annotations
+            )
+            for error in validate(candidate):
+                if not any(_related(error.path, dropped) for dropped in obj.dropped):
+                    obj.errors.append(replace(error, line=obj.line_of_display(error.path)))
+        obj.errors.sort(key=lambda error: error.line or 0)  # stable: same-line problems keep their order
+        if key is not None and key in self.seen:
+            message = f"duplicate of the object at line {self.seen[key]}; ignored"
+            self.errors.extend([*obj.errors, FieldError(self.origin, message, key, line=obj.line())])
+            return
+        self.errors.extend(obj.errors)
+        if key is None:
+            return
+        self.seen[key] = obj.line()
+        if candidate is None or obj.failed:
+            self.rejected.add(key)
+        else:
+            self.objects.append(candidate)
+
+
+def _related(path: str, other: str) -> bool:
+    """``path`` is ``other``, inside it, or contains it."""
+    if len(path) > len(other):
+        path, other = other, path
+    return other == path or other.startswith((f"{path}.", f"{path}["))
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix and name else prefix or name
+
+
+def _parent(path: str) -> str:
+    """``spec.http[0].route`` → ``spec.http[0]`` → ``spec.http`` → ``spec`` → ``""``."""
+    if path.endswith("]"):
+        return path[: path.rfind("[")]
+    dot = path.rfind(".")
+    return path[:dot] if dot >= 0 else ""

@@ -1,0 +1,67 @@
+"""Semantic validation of parsed config objects, following Istio's validating webhook.
+
+``validate(obj)`` returns every problem as a ``FieldError`` naming the field path (its ``line`` is left
+for the parser to fill in). Errors make the parser reject the object; warnings, including the fields
+pilot does not translate yet (``support.NOT_YET_SUPPORTED``), do not.
+"""
+
+from __future__ import annotations
+
+from pilot.config import kinds
+from pilot.config.objects import ConfigObject, FieldError
+from pilot.config.validation.common import Report
+from pilot.config.validation.destination_rule import validate_destination_rule
+from pilot.config.validation.gateway import validate_gateway
+from pilot.config.validation.mesh import validate_mesh_config
+from pilot.config.validation.service_entry import validate_service_entry, validate_workload_entry
+from pilot.config.validation.support import report_not_yet_supported
+from pilot.config.validation.virtual_service import validate_virtual_service
+
+__all__ = ["validate"]
+
+
+def validate(obj: ConfigObject) -> list[FieldError]:
+    """Every error and warning in ``obj``'s spec, in Istio's words, with the field path of each."""
+    report = Report()
+    info = kinds.KINDS.get(obj.kind)
+    if info is None:
+        return []
+    spec, path = obj.spec, info.spec_path
+    _annotations(obj, report)
+    if obj.kind == kinds.VIRTUAL_SERVICE:
+        validate_virtual_service(spec, obj.namespace, path, report)
+    elif obj.kind == kinds.DESTINATION_RULE:
+        validate_destination_rule(spec, obj.namespace, path, report)
+    elif obj.kind == kinds.SERVICE_ENTRY:
+        validate_service_entry(spec, obj.namespace, path, report)
+    elif obj.kind == kinds.GATEWAY:
+        validate_gateway(spec, obj.name, path, report)
+    elif obj.kind == kinds.WORKLOAD_ENTRY:
+        validate_workload_entry(spec, None, True, path, report)
+    elif obj.kind == kinds.MESH_CONFIG:
+        validate_mesh_config(spec, path, report)
+    report_not_yet_supported(obj.kind, spec, path, report)
+    return [
+        FieldError(obj.origin, message, obj.key, where, None, severity)
+        for where, message, severity in report.items
+    ]
+
+
+# Istio's validateMetadata: annotations that make the webhook reject any networking object.
+DRY_RUN_ANNOTATION = "istio.io/dry-run"
+ALWAYS_REJECT_ANNOTATION = "istio.io/alwaysReject"
+
+
+def _annotations(obj: ConfigObject, report: Report) -> None:
+    annotations = dict(obj.annotations)
+    if DRY_RUN_ANNOTATION in annotations:
+        report.error(
+            f"metadata.annotations[{DRY_RUN_ANNOTATION}]",
+            f"{obj.namespace}/{obj.name} has unsupported annotation {DRY_RUN_ANNOTATION}, please remove the "
+            "annotation",
+        )
+    if ALWAYS_REJECT_ANNOTATION in annotations:
+        report.error(
+            f"metadata.annotations[{ALWAYS_REJECT_ANNOTATION}]",
+            f'"{ALWAYS_REJECT_ANNOTATION}" annotation found, rejecting',
+        )

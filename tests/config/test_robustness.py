@@ -1,0 +1,134 @@
+"""Hostile or broken input is an error, never a hang or a crash: size and depth limits, alias bombs,
+odd characters, and random mutations of real documents."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Any
+
+import pytest
+import yaml
+
+from pilot.config.objects import ConfigKey
+from pilot.config.parse import MAX_TEXT_BYTES, parse_text
+from tests.config.helpers import CORPUS, CORPUS_FILES, GOOD_FILES, VS, errors_of, parse
+
+# --- limits: hostile input is an error, never a hang or a crash ------------------------------------------
+
+
+def test_too_large_text_is_fatal_and_fast() -> None:
+    start = time.monotonic()
+    result = parse("#" * (MAX_TEXT_BYTES + 1))
+    assert result.fatal and "larger than 10 MiB" in result.errors[0].message
+    assert time.monotonic() - start < 2
+
+
+def test_deep_nesting_is_an_error() -> None:
+    deep = "[" * 500 + "]" * 500
+    result = parse(VS.format(name="a") + f"    mirror: {deep}\n")
+    assert any("nested deeper than 100 levels" in error.message for error in errors_of(result))
+    assert result.rejected == {ConfigKey("VirtualService", "default", "a")}
+
+
+def test_nesting_beyond_libyaml_limit_is_fatal() -> None:
+    result = parse("a: " + "[" * 20000 + "]" * 20000 + "\n")
+    assert result.fatal
+
+
+def test_alias_bomb_is_fatal_and_fast() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    start = time.monotonic()
+    result = parse("\n".join(lines) + "\n")
+    assert result.fatal and "aliases" in result.errors[0].message
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: \x00\n",
+        "a: \ud800\n",
+        "a: !!python/object:os.system x\n",
+        "? [a, b]\n: c\n",
+        "a: !custom x\n",
+        "\ufeff",
+    ],
+)
+def test_strange_input_never_raises(text: str) -> None:
+    parse(text)
+
+
+# --- fuzz: mutations of real documents never raise, and never hit the internal-error safety net ----------
+
+_REPLACEMENTS: list[Any] = [
+    None,
+    "",
+    "x",
+    -1,
+    0,
+    2**40,
+    1.5,
+    float("nan"),
+    True,
+    [],
+    {},
+    [None],
+    {"a": None},
+    "*",
+    "1h",
+    "0s",
+    "GET",
+    "/",
+    "a.b.c",
+    "unix:///x",
+    "10.0.0.1/33",
+    "::1",
+]
+
+
+def _mutate(value: Any, rng: random.Random) -> Any:
+    if isinstance(value, dict) and value and rng.random() < 0.8:
+        key = rng.choice(list(value))
+        choice = rng.random()
+        if choice < 0.15:
+            return {k: v for k, v in value.items() if k != key}
+        if choice < 0.3:
+            return {**value, key + rng.choice(["x", "s", "_"]): value[key]}
+        return {**value, key: _mutate(value[key], rng)}
+    if isinstance(value, list) and value and rng.random() < 0.8:
+        index = rng.randrange(len(value))
+        if rng.random() < 0.2:
+            return value + [value[index]]
+        return value[:index] + [_mutate(value[index], rng)] + value[index + 1 :]
+    return rng.choice(_REPLACEMENTS)
+
+
+@pytest.mark.skipif(not CORPUS_FILES, reason=f"Istio corpus not found at {CORPUS}")
+def test_mutated_corpus_documents_never_raise() -> None:
+    rng = random.Random(20240611)
+    documents = [d for path in CORPUS_FILES for d in yaml.safe_load_all(path.read_text()) if d]
+    documents += [
+        d for path in GOOD_FILES if path.suffix == ".yaml" for d in yaml.safe_load_all(path.read_text()) if d
+    ]
+    for round_ in range(3000):
+        document = rng.choice(documents)
+        for _ in range(rng.randint(1, 4)):
+            if isinstance(document, dict) and isinstance(document.get("spec"), dict) and rng.random() < 0.85:
+                document = {**document, "spec": _mutate(document["spec"], rng)}  # mostly the spec
+            else:
+                document = _mutate(document, rng)
+        text = yaml.safe_dump(document) if rng.random() < 0.7 else json.dumps(document, allow_nan=True)
+        if rng.random() < 0.1:  # also break the text itself
+            cut = rng.randrange(len(text) + 1)
+            text = text[:cut] + rng.choice(["\n  - ", ": ", "{", "]", "\t", "&a ", "*a", "'"]) + text[cut:]
+        result = parse_text(text, f"fuzz-{round_}.yaml")
+        # Neither the internal-error safety net nor ParseDict's own complaint: the schema walk caught it all.
+        assert not any(m in e.message for e in result.errors for m in ("internal error", "invalid spec")), (
+            text,
+            result.errors,
+        )
+        for error in result.errors:
+            str(error)
