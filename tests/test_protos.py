@@ -6,20 +6,19 @@ kind with no unknown field: a failure here means protos/networking.proto is miss
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import yaml
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from pilot._gen import networking_pb2
+from pilot.config.durations import go_duration_to_json, normalize_durations
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "istio"
@@ -33,92 +32,6 @@ KINDS: dict[str, type[Message]] = {
     "Gateway": networking_pb2.Gateway,
 }
 
-# --- Go-style durations → protobuf JSON durations (to move into pilot.config) ----------------------------
-
-_DURATION_FULL_NAME = "google.protobuf.Duration"
-_GO_UNIT_NANOS = {
-    "ns": 1,
-    "us": 1_000,
-    "µs": 1_000,  # U+00B5 MICRO SIGN
-    "μs": 1_000,  # U+03BC GREEK SMALL LETTER MU
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60 * 1_000_000_000,
-    "h": 3600 * 1_000_000_000,
-}
-_GO_DURATION = re.compile(r"([+-]?)((?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+)")
-_GO_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
-
-def go_duration_to_json(text: str) -> str | None:
-    """A Go ``time.ParseDuration`` string ("3m", "1h30m", "500ms", "0") as protobuf JSON ("180s").
-
-    Returns None when ``text`` is not a Go duration, so the caller can leave it for the parser to reject.
-    """
-    text = text.strip()
-    if text in ("0", "+0", "-0"):
-        return "0s"
-    m = _GO_DURATION.fullmatch(text)
-    if m is None:
-        return None
-    nanos = Decimal(0)
-    for number, unit in _GO_DURATION_PART.findall(m.group(2)):
-        nanos += Decimal(number) * _GO_UNIT_NANOS[unit]
-    total = int(nanos)  # Go truncates below a nanosecond
-    sign = "-" if m.group(1) == "-" and total else ""
-    seconds, frac = divmod(total, 1_000_000_000)
-    if frac == 0:
-        return f"{sign}{seconds}s"
-    return f"{sign}{seconds}.{frac:09d}".rstrip("0") + "s"
-
-
-def _field_for_key(descriptor: Descriptor, key: str) -> FieldDescriptor | None:
-    field = descriptor.fields_by_name.get(key)
-    if field is not None:
-        return field
-    for candidate in descriptor.fields:
-        if candidate.json_name == key:
-            return candidate
-    return None
-
-
-def _normalize_value(value: Any, field: FieldDescriptor) -> Any:
-    message_type = field.message_type
-    if message_type is None:
-        return value
-    if message_type.full_name == _DURATION_FULL_NAME:
-        if isinstance(value, str):
-            converted = go_duration_to_json(value)
-            return value if converted is None else converted
-        return value
-    if isinstance(value, dict):
-        return normalize_durations(value, message_type)
-    return value
-
-
-def normalize_durations(data: Any, descriptor: Descriptor) -> Any:
-    """Copy of ``data`` (a dict parsed from YAML for message ``descriptor``) with every Duration field's
-    Go-style string turned into protobuf JSON form. Walks repeated fields and map values; keys that are not
-    fields of the message are kept as they are (the parser then reports them)."""
-    if not isinstance(data, dict):
-        return data
-    out: dict[Any, Any] = {}
-    for key, value in data.items():
-        field = _field_for_key(descriptor, key) if isinstance(key, str) else None
-        if field is None or field.message_type is None:
-            out[key] = value
-        elif field.message_type.GetOptions().map_entry:
-            value_field = field.message_type.fields_by_name["value"]
-            out[key] = (
-                {k: _normalize_value(v, value_field) for k, v in value.items()}
-                if isinstance(value, dict)
-                else value
-            )
-        elif field.is_repeated:
-            out[key] = [_normalize_value(v, field) for v in value] if isinstance(value, list) else value
-        else:
-            out[key] = _normalize_value(value, field)
-    return out
 
 
 def parse_spec(kind: str, spec: dict[str, Any] | None) -> Message:

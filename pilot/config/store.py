@@ -85,9 +85,8 @@ class ConfigStore:
         for obj in result.objects:
             owner = self._owner.get(obj.key)
             if owner is not None and owner != origin:
-                errors.append(
-                    FieldError(origin, f"duplicate of the object already loaded from {owner}; ignored", obj.key)
-                )
+                message = f"duplicate of the object already loaded from {owner}; ignored"
+                errors.append(FieldError(origin, message, obj.key))
                 continue
             new[obj.key] = obj
         for key in result.rejected:

@@ -1,1 +1,4 @@
-"""Protocol vocabulary shared by every layer: type URLs and Istio resource names. Imports nothing from pilot."""
+"""Protocol vocabulary shared by every layer: type URLs and Istio resource names.
+
+Imports nothing from pilot.
+"""

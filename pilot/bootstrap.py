@@ -1,0 +1,184 @@
+"""Envoy bootstrap for a proxy that gets all of its config from pilot over ADS.
+
+The bootstrap is the only static config an Envoy needs: who it is (the node), where the control
+plane is (the static ``xds-grpc`` cluster, HTTP/2 because xDS is gRPC) and that listeners and
+clusters come over one aggregated stream (ADS). Everything else (routes, endpoints) is named by
+those and fetched over the same stream, as Istio's sidecar bootstrap does.
+See https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#aggregated-discovery-service
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any, Final
+
+import yaml
+
+__all__ = ["XDS_CLUSTER", "build_bootstrap", "parse_address", "run"]
+
+XDS_CLUSTER: Final = "xds-grpc"
+_HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_DOWNSTREAM_CONNECTIONS: Final = (
+    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+)
+
+
+def _duration(seconds: float) -> str:
+    """Protobuf JSON Duration ("0.250s")."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` → (host, port); ValueError with a readable message otherwise."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range in {text!r}")
+    return host, port
+
+
+def _xds_cluster(host: str, port: int) -> dict[str, Any]:
+    return {
+        "name": XDS_CLUSTER,
+        # A literal address needs no resolver; a name (a Kubernetes Service, "localhost") is
+        # re-resolved so the control plane can move.
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        # AUTO prefers IPv6 and "localhost" would then miss a control plane bound to 0.0.0.0.
+        **({} if _is_ip(host) else {"dns_lookup_family": "V4_PREFERRED"}),
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                    "address": host, "port_value": port,
+                }}}}]}
+            ],
+        },
+        # xDS is a gRPC service, so the upstream connection must speak HTTP/2.
+        "typed_extension_protocol_options": {
+            _HTTP_PROTOCOL_OPTIONS: {
+                "@type": f"type.googleapis.com/{_HTTP_PROTOCOL_OPTIONS}",
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        # Notice a silently dead control plane (no FIN, e.g. a host gone) and
+                        # reconnect instead of waiting forever on a half-open stream.
+                        "connection_keepalive": {"interval": "30s", "timeout": "10s"},
+                    }
+                },
+            }
+        },
+    }
+
+
+def build_bootstrap(
+    node_id: str,
+    xds_host: str,
+    xds_port: int,
+    *,
+    delta: bool = False,
+    admin_port: int | None = None,
+    cluster: str = "pilot-xds",
+    metadata: Mapping[str, Any] | None = None,
+    retry_base: float = 0.5,
+    retry_max: float = 5.0,
+    max_connections: int = 1_000_000,
+) -> dict[str, Any]:
+    """An Envoy v3 bootstrap (as a JSON-ready dict) that takes listeners and clusters from pilot.
+
+    ``admin_port`` 0 lets the kernel pick (read it back with ``--admin-address-path``); None
+    leaves the admin interface off. ``retry_base``/``retry_max`` bound the jittered backoff between
+    attempts to re-open the ADS stream after the control plane goes away; ``max_connections``
+    caps downstream connections across all listeners.
+    """
+    if not node_id:
+        raise ValueError("node_id must not be empty")
+    if not 0 < xds_port < 65536:
+        raise ValueError(f"xds_port out of range: {xds_port}")
+    if not 0 < retry_base <= retry_max:
+        raise ValueError("need 0 < retry_base <= retry_max")
+    node: dict[str, Any] = {"id": node_id, "cluster": cluster}
+    if metadata:
+        node["metadata"] = dict(metadata)
+    bootstrap: dict[str, Any] = {
+        "node": node,
+        "dynamic_resources": {
+            # One ordered stream for every type, so Envoy never sees a route before the cluster
+            # it names. https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#eventual-consistency-considerations
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
+                "transport_api_version": "V3",
+                # The node goes on the first request of a stream only; the server remembers it.
+                # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#resource-hints
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{
+                    "envoy_grpc": {
+                        "cluster_name": XDS_CLUSTER,
+                        # Backoff between attempts to re-open the stream (Envoy's default
+                        # caps at 30 s, a long time to follow a restarted control plane).
+                        "retry_policy": {"retry_back_off": {
+                            "base_interval": _duration(retry_base),
+                            "max_interval": _duration(retry_max),
+                        }},
+                    }
+                }],
+            },
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {"clusters": [_xds_cluster(xds_host, xds_port)]},
+        # Without a limit on downstream connections Envoy warns on every start; set a generous
+        # one explicitly (the overload manager's monitor replaced Istio's runtime key).
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": f"type.googleapis.com/{_DOWNSTREAM_CONNECTIONS}",
+                "max_active_downstream_connections": max_connections,
+            },
+        }]},
+    }
+    if admin_port is not None:
+        if not 0 <= admin_port < 65536:
+            raise ValueError(f"admin_port out of range: {admin_port}")
+        bootstrap["admin"] = {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}},
+        }
+    return bootstrap
+
+
+def run(args: argparse.Namespace) -> int:
+    """``pilot bootstrap``: print a bootstrap for ``args.node_id`` pointing at ``args.xds_address``.
+
+    Reads ``node_id``, ``xds_address`` (HOST:PORT), ``delta``, ``admin_port`` and, when the CLI
+    offers it, ``output`` ("json", the default, or "yaml").
+    """
+    try:
+        host, port = parse_address(str(args.xds_address))
+        bootstrap = build_bootstrap(
+            str(args.node_id), host, port,
+            delta=bool(getattr(args, "delta", False)),
+            admin_port=getattr(args, "admin_port", None),
+        )
+    except ValueError as err:
+        print(f"pilot bootstrap: {err}", file=sys.stderr)
+        return 2
+    if getattr(args, "output", "json") == "yaml":
+        sys.stdout.write(yaml.safe_dump(bootstrap, sort_keys=False))
+    else:
+        sys.stdout.write(json.dumps(bootstrap, indent=2) + "\n")
+    return 0

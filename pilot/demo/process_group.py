@@ -1,0 +1,38 @@
+"""Ending a child started with ``start_new_session=True`` (so it leads its own process group).
+
+Children run in their own session so that a Ctrl-C meant for ``pilot demo`` (or pytest) does not
+reach them before the parent has decided how to stop them; the parent then owns their ending.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+__all__ = ["kill", "terminate"]
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """SIGTERM the group, SIGKILL it after ``timeout``; always reaps ``proc``."""
+    if proc.poll() is not None:
+        return  # already gone and reaped; its pid (and group id) may belong to someone else now
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        kill(proc)
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the group at once (a crash, as far as the child can tell) and reap ``proc``."""
+    if proc.poll() is None:
+        _signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
