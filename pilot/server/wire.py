@@ -1,4 +1,4 @@
-"""DiscoveryResponse bytes, built by concatenating protobuf wire-format fields.
+"""DiscoveryResponse and DeltaDiscoveryResponse bytes, built by concatenating protobuf wire fields.
 
 A snapshot already holds every resource as the bytes of a serialized ``google.protobuf.Any``, so a
 response never needs message objects: the ``resources`` part is those bytes, each behind a field-2
@@ -11,6 +11,12 @@ concatenation of its elements, and fields may appear in any order; we emit them 
 order, which is what ``SerializeToString`` does, so the bytes are identical).
 DiscoveryResponse fields: version_info=1, resources=2, type_url=4, nonce=5, control_plane=6.
 https://www.envoyproxy.io/docs/envoy/latest/api-v3/service/discovery/v3/discovery.proto
+
+Delta (incremental xDS) responses carry each resource wrapped in a ``Resource`` {version=1,
+resource=2 (the Any), name=3}. That wrapping depends only on the resource, so a
+:class:`DeltaResourceCache` encodes it once per (type URL, name, version) and every stream and
+snapshot that sends the same resource shares the bytes. DeltaDiscoveryResponse fields:
+system_version_info=1, resources=2, type_url=4, nonce=5, removed_resources=6, control_plane=7.
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 
-from pilot.cache.snapshot import Snapshot, TypeResources
+from pilot.cache.snapshot import Resource, Snapshot, TypeResources
 
 __all__ = [
+    "DeltaResourceCache",
     "Selection",
     "SelectionCache",
     "control_plane",
+    "delta_discovery_response",
+    "delta_resource",
     "discovery_response",
     "encode_resources",
 ]
@@ -36,6 +45,14 @@ _TYPE_URL = b"\x22"  # 4
 _NONCE = b"\x2a"  # 5
 _CONTROL_PLANE = b"\x32"  # 6
 _IDENTIFIER = b"\x0a"  # ControlPlane.identifier = 1
+# DeltaDiscoveryResponse: system_version_info=1, resources=2, type_url=4 and nonce=5 share the tags
+# above; then these two.
+_REMOVED_RESOURCES = b"\x32"  # 6
+_DELTA_CONTROL_PLANE = b"\x3a"  # 7
+# Resource: version=1, resource=2, name=3.
+_RESOURCE_VERSION = b"\x0a"
+_RESOURCE_ANY = b"\x12"
+_RESOURCE_NAME = b"\x1a"
 
 
 def _varint(value: int) -> bytes:
@@ -59,12 +76,13 @@ def encode_resources(bodies: Iterable[bytes]) -> bytes:
     return b"".join(_RESOURCES + _varint(len(body)) + body for body in bodies)
 
 
-def control_plane(identifier: str) -> bytes:
-    """The ``control_plane`` field (6) naming this server, or nothing for an empty identifier."""
+def control_plane(identifier: str, *, delta: bool = False) -> bytes:
+    """The ``control_plane`` field naming this server (6 in a DiscoveryResponse, 7 in a
+    DeltaDiscoveryResponse), or nothing for an empty identifier."""
     if not identifier:
         return b""
     inner = _string_field(_IDENTIFIER, identifier.encode())
-    return _CONTROL_PLANE + _varint(len(inner)) + inner
+    return (_DELTA_CONTROL_PLANE if delta else _CONTROL_PLANE) + _varint(len(inner)) + inner
 
 
 def discovery_response(
@@ -81,6 +99,85 @@ def discovery_response(
             control_plane,
         )
     )
+
+
+def delta_resource(resource: Resource) -> bytes:
+    """One element of DeltaDiscoveryResponse's ``resources`` field (2): the ``Resource`` wrapping
+    ``resource``'s Any with its name and version, behind its tag and length."""
+    inner = b"".join(
+        (
+            _string_field(_RESOURCE_VERSION, resource.version.encode()),
+            _RESOURCE_ANY + _varint(len(resource.body)) + resource.body,
+            _string_field(_RESOURCE_NAME, resource.name.encode()),
+        )
+    )
+    return _RESOURCES + _varint(len(inner)) + inner
+
+
+def delta_discovery_response(
+    *,
+    system_version_info: str,
+    resources: bytes,
+    type_url: str,
+    nonce: str,
+    removed: Iterable[str] = (),
+    control_plane: bytes = b"",
+) -> bytes:
+    """A serialized DeltaDiscoveryResponse. ``resources`` is the concatenation of
+    :func:`delta_resource` elements; ``control_plane`` comes from ``control_plane(..., delta=True)``."""
+    removed_part = b"".join(
+        _REMOVED_RESOURCES + _varint(len(encoded)) + encoded
+        for encoded in (name.encode() for name in removed)
+    )
+    return b"".join(
+        (
+            _string_field(_VERSION_INFO, system_version_info.encode()),
+            resources,
+            _string_field(_TYPE_URL, type_url.encode()),
+            _string_field(_NONCE, nonce.encode()),
+            removed_part,
+            control_plane,
+        )
+    )
+
+
+class DeltaResourceCache:
+    """Encoded delta ``Resource`` elements, shared by every stream of the server.
+
+    Keyed by (type URL, name, version): a resource's version is a hash of its content, so the key
+    names the bytes exactly, across snapshots and views. Bounded by entry count and bytes, least
+    recently used first; an evicted entry is simply encoded again when next needed. Not
+    thread-safe: use from one event loop.
+    """
+
+    def __init__(self, max_entries: int = 65536, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
+        self._bytes = 0
+
+    def encoded(self, type_url: str, resource: Resource) -> bytes:
+        key = (type_url, resource.name, resource.version)
+        data = self._entries.get(key)
+        if data is not None:
+            self._entries.move_to_end(key)
+            return data
+        data = delta_resource(resource)
+        self._entries[key] = data
+        self._bytes += len(data)
+        while len(self._entries) > self._max_entries or (
+            self._bytes > self._max_bytes and len(self._entries) > 1
+        ):
+            _, oldest = self._entries.popitem(last=False)
+            self._bytes -= len(oldest)
+        return data
+
+    @property
+    def encoded_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class Selection:

@@ -1,0 +1,125 @@
+"""VirtualService routing through a real Envoy: weights, header and URI matches, rewrite, faults, timeouts.
+
+Each test runs against Envoy over both SotW and delta ADS (the module's mesh is parametrised).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from pilot.demo.backend import Backend
+from tests.support import wait_until
+from tests.support.istio import destination, split, virtual_service
+from tests.support.mesh import Mesh, outcome, tally, wait_routed
+
+pytestmark = pytest.mark.e2e
+
+JASON = {"end-user": "jason"}
+
+
+@pytest.fixture(scope="module", params=[
+    "sotw",
+    # Strict: the day pilot serves delta ADS these pass, and the mark must go.
+    pytest.param("delta", marks=pytest.mark.xfail(reason="pilot serves no delta ADS yet", strict=True)),
+])
+def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+         mesh_backends: dict[str, Backend]) -> Iterator[Mesh]:
+    delta = request.param == "delta"
+    started = Mesh(tmp_path_factory.mktemp(f"mesh-{request.param}"), mesh_backends, delta=delta)
+    try:
+        yield started.start()
+    finally:
+        started.stop()
+
+
+def test_weighted_split_80_20(mesh: Mesh) -> None:
+    svc = mesh.add_service("split")
+    mesh.write("split-vs.yaml", split(svc, {"v1": 80, "v2": 20}))
+    subsets = (f"outbound|{svc.port}|v1|{svc.host}", f"outbound|{svc.port}|v2|{svc.host}")
+
+    def split_in_envoy() -> bool:
+        text = json.dumps(mesh.route_config(svc) or {})
+        return "weighted_clusters" in text and all(name in text for name in subsets)
+
+    wait_until(split_in_envoy, 15.0, 0.1, "weighted route in Envoy")
+    requests = 1000
+    with mesh.client(svc) as client:
+        counts = tally(client, requests)
+    assert counts["v1"] + counts["v2"] == requests, counts
+    # 80% of 1000 has a standard deviation of 1.3 points: 75-85% is about 4 sigma.
+    assert 0.75 <= counts["v1"] / requests <= 0.85, counts
+    mesh.assert_config_accepted()
+
+
+def test_header_match(mesh: Mesh) -> None:
+    svc = mesh.add_service("header")
+    mesh.write("header-vs.yaml", virtual_service(svc, [
+        {"match": [{"headers": {"end-user": {"exact": "jason"}}}], "route": [destination(svc, "v2")]},
+        {"route": [destination(svc, "v1")]},
+    ]))
+    with mesh.client(svc) as client:
+        wait_routed(client, lambda r: r.version == "v2", headers=JASON, message="jason to v2")
+        assert tally(client, 30, headers=JASON) == {"v2": 30}
+        assert tally(client, 30) == {"v1": 30}
+        assert tally(client, 30, headers={"end-user": "jasonx"}) == {"v1": 30}
+    mesh.assert_config_accepted()
+
+
+def test_uri_prefix_match_with_rewrite(mesh: Mesh) -> None:
+    svc = mesh.add_service("rewrite")
+    mesh.write("rewrite-vs.yaml", virtual_service(svc, [
+        {"match": [{"uri": {"prefix": "/api/"}}], "rewrite": {"uri": "/v2/"},
+         "route": [destination(svc, "v2")]},
+        {"route": [destination(svc, "v1")]},
+    ]))
+    with mesh.client(svc) as client:
+        wait_routed(client, lambda r: r.version == "v2", path="/api/items", message="/api/ to v2")
+        rewritten = client.get("/api/items/7?color=red")
+        assert (rewritten.version, rewritten.json()["path"]) == ("v2", "/v2/items/7?color=red")
+        other = client.get("/apiary")
+        assert (other.version, other.json()["path"]) == ("v1", "/apiary")
+        root = client.get("/")
+        assert (root.version, root.json()["path"]) == ("v1", "/")
+    mesh.assert_config_accepted()
+
+
+def test_fault_abort(mesh: Mesh) -> None:
+    svc = mesh.add_service("fault")
+    mesh.write("fault-vs.yaml", virtual_service(svc, [
+        {"fault": {"abort": {"httpStatus": 418, "percentage": {"value": 100}}},
+         "route": [destination(svc, "v1")]},
+    ]))
+    with mesh.client(svc) as client:
+        wait_routed(client, lambda r: r.status == 418, message="abort with 418")
+        replies = [client.get("/") for _ in range(20)]
+    assert {outcome(r) for r in replies} == {"status 418"}
+    # The fault filter answered; no backend saw the request.
+    assert all(r.version is None for r in replies)
+    mesh.assert_config_accepted()
+
+
+def test_route_timeout(mesh: Mesh) -> None:
+    svc = mesh.add_service("timeout")
+    mesh.write("timeout-vs.yaml", virtual_service(svc, [
+        {"timeout": "0.5s", "route": [destination(svc, "v1")]},
+    ]))
+
+    def timeout_in_envoy() -> bool:
+        config = mesh.route_config(svc) or {}
+        return any(
+            route.get("route", {}).get("timeout") in ("0.5s", "0.500s")
+            for vhost in config.get("virtual_hosts", []) for route in vhost.get("routes", [])
+        )
+
+    wait_until(timeout_in_envoy, 15.0, 0.1, "route timeout in Envoy")
+    with mesh.client(svc) as client:
+        assert client.get("/").version == "v1"
+        slow = client.get("/delay/2")
+        assert slow.status == 504, slow.text
+        # Envoy gave up at 0.5 s instead of waiting the backend's 2 s.
+        assert 0.4 <= slow.elapsed < 1.5, slow.elapsed
+        assert client.get("/delay/0.05").version == "v1"
+    mesh.assert_config_accepted()
