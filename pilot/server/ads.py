@@ -8,6 +8,10 @@ Wiring (app.py)::
     server.add_insecure_port(f"{s.xds_host}:{s.xds_port}")
     await server.start()
 
+Both ADS methods are served: StreamAggregatedResources (state of the world, :mod:`.sotw`) and
+DeltaAggregatedResources (incremental, :mod:`.delta`). They share the stream registry, the push
+fan-out, the metrics and the cache watches; ``connections()`` tells them apart by ``protocol``.
+
 Responses go out as bytes encoded by :mod:`pilot.server.wire` (the method's response serializer
 passes them through), so no DiscoveryResponse message is ever built per proxy. Every stream lives
 in its own handler call: an exception ends that stream only (logged), never the server.
@@ -18,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import grpc
@@ -29,7 +33,8 @@ from pilot.cache.cache import SnapshotCache
 from pilot.errors import XdsProtocolError
 from pilot.server import wire
 from pilot.server.callbacks import StreamCallbacks
-from pilot.server.connection import Connection, ConnectionStatus, FanOut
+from pilot.server.connection import AdsStream, Connection, ConnectionStatus, FanOut
+from pilot.server.delta import DeltaStream
 from pilot.server.sotw import SotwStream
 
 __all__ = ["ADS_SERVICE", "AdsServer"]
@@ -50,8 +55,8 @@ class AdsServer:
 
     ``callbacks`` maps a new stream's node to the cache key it reads (and is told when the stream
     ends). At most ``push_concurrency`` streams are written a push at the same time, and a write
-    holds its slot at most ``send_timeout`` seconds. ``control_plane_id``, if set, is sent as
-    ``DiscoveryResponse.control_plane.identifier``.
+    holds its slot at most ``send_timeout`` seconds, whichever protocol the streams speak.
+    ``control_plane_id``, if set, is sent as the responses' ``control_plane.identifier``.
 
     Use from one event loop. ``connections`` and ``find_view`` may be called at any time.
     """
@@ -69,7 +74,9 @@ class AdsServer:
         self._callbacks = callbacks
         self._fanout = FanOut(push_concurrency, send_timeout)
         self._selections = wire.SelectionCache()
+        self._delta_resources = wire.DeltaResourceCache()
         self._control_plane = wire.control_plane(control_plane_id)
+        self._delta_control_plane = wire.control_plane(control_plane_id, delta=True)
         self._connections: dict[int, Connection] = {}
         self._stream_ids = itertools.count(1)
 
@@ -103,8 +110,31 @@ class AdsServer:
     async def _stream_aggregated_resources(
         self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, bytes]
     ) -> None:
-        # A coroutine handler uses grpc.aio's reader/writer API (context.read()/write()), so
-        # ``request_iterator`` stays unused.
+        def sotw(conn: Connection) -> AdsStream:
+            return SotwStream(conn, context, self._cache, self._fanout, self._selections, self._control_plane)
+
+        await self._serve(context, "sotw", sotw)
+
+    async def _delta_aggregated_resources(
+        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, bytes]
+    ) -> None:
+        # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremental-xds
+        def delta(conn: Connection) -> AdsStream:
+            return DeltaStream(
+                conn, context, self._cache, self._fanout, self._delta_resources, self._delta_control_plane
+            )
+
+        await self._serve(context, "delta", delta)
+
+    async def _serve(
+        self,
+        context: grpc.aio.ServicerContext[Any, bytes],
+        protocol: str,
+        make_stream: Callable[[Connection], AdsStream],
+    ) -> None:
+        """One ADS call of either protocol, from its first request to its end. A coroutine handler
+        uses grpc.aio's reader/writer API (context.read()/write()), so the request iterator stays
+        unused."""
         stream_id = next(self._stream_ids)
         peer: str = context.peer()
         first = await context.read()
@@ -113,8 +143,8 @@ class AdsServer:
         if not first.HasField("node") or not first.node.id:
             # Only the first request of a stream must identify the node; later ones may omit it.
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#basic-protocol-overview
-            log.info("ADS: stream %d from %s sent no node id; refusing it", stream_id, peer)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first DiscoveryRequest must carry node.id")
+            log.info("ADS: %s stream %d from %s sent no node id; refusing it", protocol, stream_id, peer)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first request must carry node.id")
         node_id: str = first.node.id
         try:
             view = await self._callbacks.on_stream_open(stream_id, first.node)
@@ -125,16 +155,13 @@ class AdsServer:
             log.exception("ADS: opening stream %d for %s failed", stream_id, node_id)
             await context.abort(grpc.StatusCode.INTERNAL, "could not open the stream")
 
-        conn = Connection(stream_id, node_id, peer, view, protocol="sotw")
+        conn = Connection(stream_id, node_id, peer, view, protocol=protocol)
         self._connections[stream_id] = conn
         metrics.xds_clients.inc()
-        log.info("ADS: stream %d open for %s from %s", stream_id, node_id, peer)
+        log.info("ADS: %s stream %d open for %s from %s", protocol, stream_id, node_id, peer)
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
-            stream = SotwStream(
-                conn, context, self._cache, self._fanout, self._selections, self._control_plane
-            )
-            await stream.run(first)
+            await make_stream(conn).run(first)
         except XdsProtocolError as exc:
             log.info("ADS: stream %d of %s broke the protocol: %s", stream_id, node_id, exc)
             failure = (grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -153,9 +180,3 @@ class AdsServer:
             log.info("ADS: stream %d of %s closed", stream_id, node_id)
         if failure is not None:
             await context.abort(*failure)
-
-    async def _delta_aggregated_resources(
-        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, bytes]
-    ) -> None:
-        # Incremental xDS will live in pilot/server/delta.py beside the SotW stream.
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "delta xDS is not supported yet; use SotW ADS")

@@ -20,11 +20,7 @@ pytestmark = pytest.mark.e2e
 JASON = {"end-user": "jason"}
 
 
-@pytest.fixture(scope="module", params=[
-    "sotw",
-    # Strict: the day pilot serves delta ADS these pass, and the mark must go.
-    pytest.param("delta", marks=pytest.mark.xfail(reason="pilot serves no delta ADS yet", strict=True)),
-])
+@pytest.fixture(scope="module", params=["sotw", "delta"])
 def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
          mesh_backends: dict[str, Backend]) -> Iterator[Mesh]:
     delta = request.param == "delta"

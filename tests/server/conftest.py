@@ -14,8 +14,8 @@ from tests.server.resources import VIEW, base_snapshot
 async def make_harness() -> AsyncIterator[HarnessFactory]:
     harnesses: list[AdsHarness] = []
 
-    async def make(*, push_concurrency: int = 4, send_timeout: float = 5.0) -> AdsHarness:
-        harness = AdsHarness(push_concurrency=push_concurrency, send_timeout=send_timeout)
+    async def make(*, push_concurrency: int = 4, send_timeout: float = 5.0, port: int = 0) -> AdsHarness:
+        harness = AdsHarness(push_concurrency=push_concurrency, send_timeout=send_timeout, port=port)
         harnesses.append(harness)
         await harness.start()
         return harness

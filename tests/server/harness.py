@@ -13,7 +13,15 @@ from envoy.config.core.v3 import base_pb2
 from pilot.cache.cache import SnapshotCache
 from pilot.server.ads import AdsServer
 from pilot.server.connection import ConnectionStatus
-from tests.server.ads_client import DEADLINE, DEFAULT_NODE, AdsClient
+from tests.server.ads_client import (
+    DEADLINE,
+    DEFAULT_NODE,
+    AdsClient,
+    DeltaClient,
+    DeltaXds,
+    SotwXds,
+    XdsClient,
+)
 from tests.server.resources import VIEW
 
 # -- the seam -------------------------------------------------------------------------------------
@@ -43,7 +51,7 @@ class FakeCallbacks:
 
 
 class AdsHarness:
-    def __init__(self, *, push_concurrency: int, send_timeout: float) -> None:
+    def __init__(self, *, push_concurrency: int, send_timeout: float, port: int = 0) -> None:
         self.cache = SnapshotCache()
         self.callbacks = FakeCallbacks()
         self.ads = AdsServer(
@@ -51,10 +59,10 @@ class AdsHarness:
         )
         self.server = grpc.aio.server()
         self.ads.add_to(self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         self.address = f"127.0.0.1:{self.port}"
         self._channels: list[grpc.aio.Channel] = []
-        self._clients: list[AdsClient] = []
+        self._clients: list[AdsClient | DeltaClient] = []
 
     async def start(self) -> None:
         await self.server.start()
@@ -68,6 +76,22 @@ class AdsHarness:
         client = AdsClient(self.channel(options), node_id)
         self._clients.append(client)
         return client
+
+    def delta_client(
+        self, node_id: str = DEFAULT_NODE, *, options: Mapping[str, int] | None = None
+    ) -> DeltaClient:
+        client = DeltaClient(self.channel(options), node_id)
+        self._clients.append(client)
+        return client
+
+    def xds_client(
+        self, protocol: str, node_id: str = DEFAULT_NODE, *, options: Mapping[str, int] | None = None
+    ) -> XdsClient:
+        """A protocol-neutral client speaking ``protocol`` ("sotw" or "delta")."""
+        if protocol == "sotw":
+            return SotwXds(self.client(node_id, options=options))
+        assert protocol == "delta", protocol
+        return DeltaXds(self.delta_client(node_id, options=options))
 
     def connection(self, node_id: str = DEFAULT_NODE) -> ConnectionStatus:
         matches = [c for c in self.ads.connections() if c.node_id == node_id]
@@ -90,5 +114,5 @@ class AdsHarness:
             await asyncio.sleep(0.01)
 
 
-# make_harness(push_concurrency=..., send_timeout=...) -> a started AdsHarness (conftest.py).
+# make_harness(push_concurrency=..., send_timeout=..., port=...) -> a started AdsHarness (conftest.py).
 HarnessFactory = Callable[..., Awaitable[AdsHarness]]

@@ -1,4 +1,5 @@
-"""Hand-encoded DiscoveryResponse bytes equal what protobuf itself would build."""
+"""Hand-encoded DiscoveryResponse and DeltaDiscoveryResponse bytes equal what protobuf itself would
+build."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
+from pilot.cache.snapshot import Resource
 from pilot.server import wire
 from pilot.xds import types
 from tests.server.resources import base_snapshot, cluster, make_snapshot
@@ -110,3 +112,75 @@ def test_selection_cache_bounds_encoded_bytes_and_keeps_working_after_eviction()
     assert len(cache) == 1 and cache.encoded_bytes == one_payload
     assert cache.select(snapshot, types.CLUSTER, frozenset({"a", "b"})) is second
     assert first.payload == second.payload
+
+
+# -- delta ----------------------------------------------------------------------------------------
+
+
+def expected_delta(
+    version: str,
+    type_url: str,
+    nonce: str,
+    resources: list[Resource],
+    removed: list[str],
+    identifier: str = "",
+) -> discovery_pb2.DeltaDiscoveryResponse:
+    message = discovery_pb2.DeltaDiscoveryResponse(
+        system_version_info=version, type_url=type_url, nonce=nonce, removed_resources=removed
+    )
+    for r in resources:
+        message.resources.append(
+            discovery_pb2.Resource(name=r.name, version=r.version, resource=any_pb2.Any.FromString(r.body))
+        )
+    if identifier:
+        message.control_plane.CopyFrom(base_pb2.ControlPlane(identifier=identifier))
+    return message
+
+
+def test_delta_response_bytes_parse_to_the_expected_message_and_match_protobuf() -> None:
+    snapshot = make_snapshot("v", clusters=[cluster("a"), cluster("x" * 20_000)])
+    resources = list(snapshot.resources(types.CLUSTER).values())
+    cache = wire.DeltaResourceCache()
+    data = wire.delta_discovery_response(
+        system_version_info=snapshot.type_version(types.CLUSTER),
+        resources=b"".join(cache.encoded(types.CLUSTER, r) for r in resources),
+        type_url=types.CLUSTER,
+        nonce="42",
+        removed=["gone", "é-ü"],
+        control_plane=wire.control_plane("pilot-0", delta=True),
+    )
+    want = expected_delta(
+        snapshot.type_version(types.CLUSTER), types.CLUSTER, "42", resources, ["gone", "é-ü"], "pilot-0"
+    )
+    parsed = discovery_pb2.DeltaDiscoveryResponse.FromString(data)
+    assert parsed == want
+    assert data == want.SerializeToString(deterministic=True)
+    assert [(r.name, cluster_pb2.Cluster.FromString(r.resource.value).name) for r in parsed.resources] == [
+        ("a", "a"),
+        ("x" * 20_000, "x" * 20_000),
+    ]
+
+
+def test_empty_delta_response_is_just_its_version_type_and_nonce() -> None:
+    data = wire.delta_discovery_response(
+        system_version_info="", resources=b"", type_url=types.ROUTE, nonce="1"
+    )
+    assert data == discovery_pb2.DeltaDiscoveryResponse(type_url=types.ROUTE, nonce="1").SerializeToString()
+    assert wire.control_plane("", delta=True) == b""
+
+
+def test_delta_resources_are_encoded_once_per_name_and_version_and_bounded() -> None:
+    one, two = base_snapshot("v1"), base_snapshot("v2")  # the same clusters, built twice
+    a1, a2 = one.resources(types.CLUSTER)["a"], two.resources(types.CLUSTER)["a"]
+    assert a1 is not a2 and a1.version == a2.version
+    cache = wire.DeltaResourceCache(max_entries=2)
+    first = cache.encoded(types.CLUSTER, a1)
+    assert cache.encoded(types.CLUSTER, a2) is first and len(cache) == 1
+    assert cache.encoded_bytes == len(first)
+    changed = make_snapshot("v3", clusters=[cluster("a", 5000)]).resources(types.CLUSTER)["a"]
+    assert cache.encoded(types.CLUSTER, changed) != first
+    cache.encoded(types.ENDPOINT, one.resources(types.ENDPOINT)["a"])
+    assert len(cache) == 2  # the oldest went
+    assert cache.encoded_bytes == sum(
+        len(wire.delta_resource(r)) for r in (changed, one.resources(types.ENDPOINT)["a"])
+    )
