@@ -204,9 +204,9 @@ async def _run(
             log.info("stopping: closing xDS streams (grace %.1fs)", settings.shutdown_grace)
             pilot.serving = False  # /ready says 503 from now on
             _cancel_all(background)  # no more config changes or pushes while streams drain
-            # Refuses new streams at once; open ones get the grace to finish their writes, then
-            # are cancelled (ADS streams never end by themselves, so this takes the full grace
-            # while proxies are connected).
+            # ADS streams never end by themselves: end them (UNAVAILABLE, proxies reconnect),
+            # then stop the server, which refuses new calls and gives the rest the grace.
+            await pilot.ads.close()
             await grpc_server.stop(settings.shutdown_grace)
     finally:
         pilot.serving = False

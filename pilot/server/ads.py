@@ -78,6 +78,8 @@ class AdsServer:
         self._control_plane = wire.control_plane(control_plane_id)
         self._delta_control_plane = wire.control_plane(control_plane_id, delta=True)
         self._connections: dict[int, Connection] = {}
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._closing = False
         self._stream_ids = itertools.count(1)
 
     def add_to(self, server: grpc.aio.Server) -> None:
@@ -95,6 +97,19 @@ class AdsServer:
             ),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
+
+    async def close(self) -> None:
+        """End every open stream with UNAVAILABLE and refuse new ones (shutdown).
+
+        ADS streams never end by themselves, so without this ``grpc.aio.Server.stop(grace)`` always
+        waits the full grace. Proxies reconnect (to another replica) as they do on any stream end.
+        Idempotent.
+        """
+        self._closing = True
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def connections(self) -> list[ConnectionStatus]:
         """A frozen status of every open stream (for /debug/syncz), oldest first."""
@@ -137,6 +152,8 @@ class AdsServer:
         unused."""
         stream_id = next(self._stream_ids)
         peer: str = context.peer()
+        if self._closing:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "pilot is shutting down")
         first = await context.read()
         if first is _EOF:
             return
@@ -160,17 +177,24 @@ class AdsServer:
         metrics.xds_clients.inc()
         log.info("ADS: %s stream %d open for %s from %s", protocol, stream_id, node_id, peer)
         failure: tuple[grpc.StatusCode, str] | None = None
+        running = asyncio.ensure_future(make_stream(conn).run(first))
+        self._running[stream_id] = running
         try:
-            await make_stream(conn).run(first)
+            await running
+        except asyncio.CancelledError:
+            if not (self._closing and running.cancelled()):
+                raise  # the RPC ended (client gone or server stopping)
+            failure = (grpc.StatusCode.UNAVAILABLE, "pilot is shutting down")
         except XdsProtocolError as exc:
             log.info("ADS: stream %d of %s broke the protocol: %s", stream_id, node_id, exc)
             failure = (grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except asyncio.CancelledError:
-            raise  # the RPC ended (client gone or server stopping)
         except Exception:
             log.exception("ADS: stream %d of %s failed", stream_id, node_id)
             failure = (grpc.StatusCode.INTERNAL, "internal error")
         finally:
+            if not running.done():
+                running.cancel()  # the RPC itself was cancelled: stop the stream's tasks too
+            del self._running[stream_id]
             del self._connections[stream_id]
             metrics.xds_clients.dec()
             try:

@@ -438,3 +438,16 @@ async def test_requests_are_answered_while_a_push_waits_for_a_slot(
     assert cds.type_url == types.CLUSTER and healthy.held(types.CLUSTER) == versions(v2, types.CLUSTER)
     rds = await recv_acked(healthy)
     assert (rds.type_url, rds.names) == (types.ROUTE, ["82"])
+
+
+async def test_close_ends_every_stream_with_unavailable_and_refuses_new_ones(
+    harness: AdsHarness, protocol: str
+) -> None:
+    client, _, _ = await connect_cds_lds(harness, protocol)
+    await harness.ads.close()
+    assert await client.status() == grpc.StatusCode.UNAVAILABLE
+    await wait_until(lambda: not harness.ads.connections(), "streams to be unregistered")
+    assert harness.callbacks.closed  # on_stream_closed was called for the ended stream
+    late = harness.xds_client(protocol, "late-node")
+    await late.subscribe(types.CLUSTER)
+    assert await late.status() == grpc.StatusCode.UNAVAILABLE
