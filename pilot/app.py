@@ -36,6 +36,8 @@ from pilot.server.ads import AdsServer
 from pilot.settings import Settings
 from pilot.sources.base import ConfigSource
 from pilot.sources.files import FolderSource
+from pilot.sources.kube import KubeSource
+from pilot.sources.kube_webhook import AdmissionWebhook
 
 log = logging.getLogger("pilot.app")
 
@@ -61,6 +63,20 @@ GRPC_OPTIONS: tuple[tuple[str, Any], ...] = (
     # Never share the port with another process: a second pilot must fail to bind, loudly.
     ("grpc.so_reuseport", 0),
 )
+# After max_connection_age (Settings), streams get this long to finish before the connection closes.
+MAX_CONNECTION_AGE_GRACE = 10.0
+
+
+def grpc_options(settings: Settings) -> tuple[tuple[str, Any], ...]:
+    """GRPC_OPTIONS, plus the max connection age that spreads proxies over replicas (Istio's
+    keepaliveMaxServerConnectionAge): the server sends GOAWAY, the proxy reconnects through the Service."""
+    if settings.max_connection_age is None:
+        return GRPC_OPTIONS
+    return (
+        *GRPC_OPTIONS,
+        ("grpc.max_connection_age_ms", int(settings.max_connection_age * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(MAX_CONNECTION_AGE_GRACE * 1000)),
+    )
 
 
 @dataclass
@@ -73,8 +89,10 @@ class RunningPilot:
     pusher: Pusher
     ads: AdsServer
     sources: list[ConfigSource]
+    webhook: AdmissionWebhook | None = None
     xds_port: int = 0
     http_port: int = 0
+    webhook_port: int = 0
     serving: bool = False  # the gRPC server is started
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -118,11 +136,33 @@ def build(settings: Settings, stop: asyncio.Event | None = None) -> RunningPilot
     sources: list[ConfigSource] = []
     if settings.config_dir is not None:
         sources.append(FolderSource(settings.config_dir, store))
+    if settings.kube:
+        namespaces = list(settings.watch_namespaces) if settings.watch_namespaces is not None else None
+        sources.append(
+            KubeSource(
+                store,
+                namespaces=namespaces,
+                pilot_namespace=settings.pilot_namespace,
+                kubeconfig=settings.kubeconfig,
+                cluster_domain=settings.cluster_domain,
+            )
+        )
+    webhook = None
+    if settings.webhook_port is not None:
+        assert settings.webhook_cert is not None and settings.webhook_key is not None  # Settings checks it
+        webhook = AdmissionWebhook(
+            settings.webhook_cert,
+            settings.webhook_key,
+            host=settings.webhook_host,
+            port=settings.webhook_port,
+        )
     pusher = Pusher(store, cache, debounce_after=settings.debounce_after, debounce_max=settings.debounce_max)
     ads = AdsServer(
         cache, pusher, push_concurrency=settings.push_concurrency, send_timeout=settings.send_timeout
     )
-    return RunningPilot(settings, store, cache, pusher, ads, sources, stop_event=stop or asyncio.Event())
+    return RunningPilot(
+        settings, store, cache, pusher, ads, sources, webhook=webhook, stop_event=stop or asyncio.Event()
+    )
 
 
 async def run(
@@ -161,7 +201,7 @@ async def _run(
                 loop.add_signal_handler(signum, _on_signal, signum, stop)
                 installed.append(signum)
 
-    grpc_server = grpc.aio.server(options=GRPC_OPTIONS)
+    grpc_server = grpc.aio.server(options=grpc_options(settings))
     pilot.ads.add_to(grpc_server)
     http = HttpServer(
         build_app(
@@ -182,9 +222,14 @@ async def _run(
             where = f"{settings.http_host}:{settings.http_port}"
             raise ConfigError(f"cannot serve HTTP on {where}: {err}") from err
         log.info("HTTP (/ready, /metrics, /debug) on http://%s:%d", settings.http_host, pilot.http_port)
+        if pilot.webhook is not None:
+            # Served from the start: validating config does not need the sources to have synced.
+            pilot.webhook_port = await pilot.webhook.start()
 
         background: list[asyncio.Task[None]] = []
         async with asyncio.TaskGroup() as tasks:
+            if pilot.webhook is not None:
+                background.append(tasks.create_task(pilot.webhook.watch_certificates(), name="webhook certs"))
             for source in pilot.sources:
                 background.append(tasks.create_task(source.run(), name=type(source).__name__))
             if not await _synced_unless_stopped(pilot.sources, stop):
@@ -211,6 +256,8 @@ async def _run(
     finally:
         pilot.serving = False
         await grpc_server.stop(None)  # idempotent; immediate if a failure got us here
+        if pilot.webhook is not None:
+            await pilot.webhook.stop()
         await http.stop()
         for signum in installed:
             loop.remove_signal_handler(signum)

@@ -50,6 +50,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _namespaces(text: str) -> tuple[str, ...]:
+    names = tuple(sorted({name.strip() for name in text.split(",") if name.strip()}))
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of namespaces")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pilot", description="An Istio-compatible service-mesh control plane and Envoy xDS server."
@@ -90,6 +97,29 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="a send slower than this gives up its push slot")
     serve.add_argument("--shutdown-grace", type=_seconds, default=defaults.shutdown_grace, metavar="SECONDS",
                        help="time streams get to finish on shutdown")
+    serve.add_argument("--max-connection-age", type=_seconds, default=defaults.max_connection_age,
+                       metavar="SECONDS", help="close xDS connections after this long so proxies rebalance "
+                       "over replicas (default: 1800, with gRPC's +/-10%% jitter)")
+    kube = serve.add_argument_group("Kubernetes")
+    kube.add_argument("--kube", action="store_true",
+                      help="read Istio config, Services, EndpointSlices and the mesh ConfigMap from the "
+                      "Kubernetes API")
+    kube.add_argument("--watch-namespaces", type=_namespaces, default=None, metavar="NS[,NS...]",
+                      help="only these namespaces, comma-separated (None: all)")
+    kube.add_argument("--pilot-namespace", default=defaults.pilot_namespace, metavar="NS",
+                      help="pilot's own namespace, where the ConfigMap 'istio' is read")
+    kube.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
+                      help="(None: the in-cluster service account, else $KUBECONFIG or ~/.kube/config)")
+    kube.add_argument("--cluster-domain", default=defaults.cluster_domain, metavar="DOMAIN",
+                      help="DNS suffix of Services (NAME.NS.svc.DOMAIN)")
+    kube.add_argument("--webhook-host", default=defaults.webhook_host,
+                      help="address of the admission webhook")
+    kube.add_argument("--webhook-port", type=_port, default=None, metavar="N",
+                      help="serve the validating admission webhook (HTTPS) on this port (Istio: 15017)")
+    kube.add_argument("--webhook-cert", type=Path, default=None, metavar="FILE",
+                      help="the webhook's certificate (PEM; reloaded when the file changes)")
+    kube.add_argument("--webhook-key", type=Path, default=None, metavar="FILE",
+                      help="the webhook's private key (PEM)")
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="level of pilot's own logs")
     serve.set_defaults(handler=_serve)
 
@@ -139,6 +169,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
         push_concurrency=args.push_concurrency,
         send_timeout=args.send_timeout,
         shutdown_grace=args.shutdown_grace,
+        max_connection_age=args.max_connection_age,
+        kube=args.kube,
+        watch_namespaces=args.watch_namespaces,
+        pilot_namespace=args.pilot_namespace,
+        kubeconfig=args.kubeconfig,
+        cluster_domain=args.cluster_domain,
+        webhook_host=args.webhook_host,
+        webhook_port=args.webhook_port,
+        webhook_cert=args.webhook_cert,
+        webhook_key=args.webhook_key,
     )
 
 
@@ -173,6 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve" and args.debounce_max < args.debounce_after:
         parser.error("--debounce-max must be at least --debounce-after")
+    if args.command == "serve" and args.webhook_port is not None and not (
+        args.webhook_cert and args.webhook_key
+    ):
+        parser.error("--webhook-port needs --webhook-cert and --webhook-key")
+    if args.command == "serve" and args.watch_namespaces is not None and not args.kube:
+        parser.error("--watch-namespaces needs --kube")
     if hasattr(args, "log_level"):
         from pilot import log as pilot_log
 

@@ -26,9 +26,35 @@ class Settings:
     send_timeout: float = 5.0
     # Grace period for streams on shutdown.
     shutdown_grace: float = 5.0
+    # Read Istio config, Services/EndpointSlices/Pods and the mesh ConfigMap from Kubernetes (KubeSource).
+    kube: bool = False
+    # Namespaces whose objects are read (None: all); the mesh ConfigMap is read from pilot_namespace.
+    watch_namespaces: tuple[str, ...] | None = None
+    # The namespace pilot runs in: where the ConfigMap "istio" (key "mesh") is read.
+    pilot_namespace: str = "pilot-system"
+    # kubeconfig file; None: the in-cluster service account, else $KUBECONFIG or ~/.kube/config.
+    kubeconfig: Path | None = None
+    # DNS suffix of Kubernetes Services: NAME.NAMESPACE.svc.<cluster_domain>.
+    cluster_domain: str = "cluster.local"
+    # Validating admission webhook (HTTPS, POST /validate); None: not served. Needs webhook_cert/_key.
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int | None = None
+    webhook_cert: Path | None = None
+    webhook_key: Path | None = None
+    # Close each xDS connection after this long (GOAWAY, then a 10 s grace), so proxies reconnect and
+    # spread over replicas added since (Istio's keepaliveMaxServerConnectionAge, 30 m in its charts).
+    # gRPC core adds +/-10% jitter so that proxies connected together do not reconnect together.
+    # None: never.
+    max_connection_age: float | None = 1800.0
 
     def __post_init__(self) -> None:
         if self.debounce_after < 0 or self.debounce_max < self.debounce_after:
             raise ValueError("need 0 <= debounce_after <= debounce_max")
         if self.push_concurrency < 1:
             raise ValueError("push_concurrency must be at least 1")
+        if self.webhook_port is not None and (self.webhook_cert is None or self.webhook_key is None):
+            raise ValueError("the webhook needs webhook_cert and webhook_key")
+        if self.watch_namespaces is not None and not self.kube:
+            raise ValueError("watch_namespaces needs kube")
+        if self.max_connection_age is not None and self.max_connection_age <= 0:
+            raise ValueError("max_connection_age must be positive")

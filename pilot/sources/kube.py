@@ -1,0 +1,384 @@
+"""KubeSource: Istio config and the service registry from a Kubernetes API server, listed then watched.
+
+What it watches (``namespaces`` scopes all but the last; None means every namespace):
+
+- VirtualService, DestinationRule, ServiceEntry, Gateway in ``networking.istio.io``, at the version
+  discovery says the server serves (v1, else v1beta1, else v1alpha3). A kind the server does not serve
+  (its CRD is not installed) counts as listed and empty, as Istio's delayed informers do, and discovery
+  is asked again every ``rediscover_interval`` until it appears;
+- core/v1 Services, discovery.k8s.io/v1 EndpointSlices and core/v1 Pods (for endpoint labels), joined
+  into one synthetic ServiceEntry per Service (pilot.sources.kube_services);
+- the ConfigMap ``istio`` (key ``mesh``) in ``pilot_namespace``, watched by name (``fieldSelector``).
+
+Each Istio object and the ConfigMap go through the same parse and validation as a file
+(pilot.sources.kube_objects); each is its own origin, so a bad version keeps the last good one and a
+delete is ``store.remove_origin``. Every watch is a Reflector (pilot.sources.kube_reflector) in a thread
+of its own: one failing watch does not stop the others, and ``synced`` is set once every watch has
+listed once (and discovery has answered) and the store holds what they listed.
+
+Events reach the event loop in batches (``loop.call_soon_threadsafe``); the loop applies everything
+queued in one go (``_flush``): the last version of each Istio object once, and each touched Kubernetes
+Service rebuilt once. The store then emits events, which the Pusher's debouncer merges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pilot.config import kinds
+from pilot.config.objects import FieldError, ParseResult
+from pilot.config.store import ConfigStore
+from pilot.errors import ConfigError, LifecycleError
+from pilot.sources.kube_objects import log_errors, origin_of, parse_object
+from pilot.sources.kube_reflector import (
+    DELETED,
+    SYNCED,
+    Event,
+    Reflector,
+    Resource,
+    Stopped,
+    WatchOptions,
+    describe,
+    get_json,
+)
+from pilot.sources.kube_services import ENDPOINT_SLICE, POD, SERVICE, ServiceIndex
+
+log = logging.getLogger("pilot.sources.kube")
+
+DEFAULT_PILOT_NAMESPACE = "pilot-system"
+# Preference order of the networking.istio.io versions (they share one schema).
+ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+# Istio kind → its resource (plural) name.
+ISTIO_RESOURCES = {
+    kinds.VIRTUAL_SERVICE: "virtualservices",
+    kinds.DESTINATION_RULE: "destinationrules",
+    kinds.SERVICE_ENTRY: "serviceentries",
+    kinds.GATEWAY: "gateways",
+}
+SERVICES = Resource("", "v1", "services", SERVICE)
+ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", ENDPOINT_SLICE)
+PODS = Resource("", "v1", "pods", POD)
+CONFIG_MAPS = Resource("", "v1", "configmaps", kinds.CONFIG_MAP)
+REGISTRY_RESOURCES = (SERVICES, ENDPOINT_SLICES, PODS)
+MESH_CONFIG_MAP_SELECTOR = f"metadata.name={kinds.MESH_CONFIG_MAP_NAME}"
+# How long ``run`` waits for the watch threads when it stops (they are daemons: never longer).
+STOP_TIMEOUT = 2.0
+
+
+def load_api_client(kubeconfig: Path | str | None = None, *, pool_size: int = 0) -> Any:
+    """A ``kubernetes.client.ApiClient``, found the way kubectl finds its cluster. Blocking (exec plugins).
+
+    ``kubeconfig`` given: that file. Else in a pod (KUBERNETES_SERVICE_HOST set): the service account, whose
+    token is re-read as the kubelet rotates it. Else ``$KUBECONFIG`` or ``~/.kube/config``. ``pool_size``:
+    connections kept per host (one per concurrent watch avoids urllib3's "pool is full" churn).
+    """
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            path = None if kubeconfig is None else str(kubeconfig)
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=path, client_configuration=configuration, persist_config=False
+            )
+    except (config.ConfigException, OSError, ValueError) as err:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise ConfigError(f"cannot load Kubernetes client config ({where}): {err}") from err
+    if pool_size:
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, pool_size)
+    return client.ApiClient(configuration)
+
+
+def discover_istio(api_client: Any, options: WatchOptions) -> dict[str, Resource]:
+    """Istio kind → the resource to watch, from the API server's discovery documents. Blocking.
+
+    ``/apis/networking.istio.io`` lists the served versions; ``/apis/networking.istio.io/VERSION`` the
+    resources of each. A kind maps to the first of ISTIO_VERSIONS that serves it; an absent group → {}.
+    """
+    group = kinds.NETWORKING_GROUP
+    document = get_json(api_client, f"/apis/{group}", options)
+    if document is None:
+        return {}
+    served = {str(v.get("version")) for v in document.get("versions") or () if isinstance(v, dict)}
+    found: dict[str, Resource] = {}
+    for version in ISTIO_VERSIONS:
+        if version not in served or len(found) == len(ISTIO_RESOURCES):
+            continue
+        resources = get_json(api_client, f"/apis/{group}/{version}", options)
+        names = {str(r.get("name")) for r in (resources or {}).get("resources") or () if isinstance(r, dict)}
+        for kind, plural in ISTIO_RESOURCES.items():
+            if kind not in found and plural in names:
+                found[kind] = Resource(group, version, plural, kind)
+    return found
+
+
+@dataclass(slots=True)
+class _Watch:
+    reflector: Reflector
+    listed: bool = False  # as seen by the event loop (after the list was applied)
+
+
+class KubeSource:
+    """Feeds ``store`` from a Kubernetes API server; see the module docstring.
+
+    ``api_client``: a ``kubernetes.client.ApiClient`` to use (left open); None: one is loaded with
+    ``load_api_client(kubeconfig)`` and closed when ``run`` ends. ``run`` may be called once.
+    """
+
+    def __init__(
+        self,
+        store: ConfigStore,
+        *,
+        namespaces: list[str] | None,
+        pilot_namespace: str = DEFAULT_PILOT_NAMESPACE,
+        api_client: Any = None,
+        kubeconfig: Path | str | None = None,
+        cluster_domain: str = "cluster.local",
+        options: WatchOptions | None = None,
+    ) -> None:
+        self.synced = asyncio.Event()
+        self.namespaces = sorted(set(namespaces)) if namespaces is not None else None
+        self.pilot_namespace = pilot_namespace
+        self._store = store
+        self._api_client = api_client
+        self._kubeconfig = kubeconfig
+        self._options = options or WatchOptions()
+        self._services = ServiceIndex(cluster_domain)
+        self._watches: list[_Watch] = []
+        self._by_reflector: dict[int, _Watch] = {}
+        self._pending: list[tuple[Reflector, list[Event]]] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._discovered = False
+        self._istio: dict[str, Resource] = {}  # kinds being watched, at their version
+        self._discovery_error = ""
+        self._stopped = False
+        self._logged: dict[str, tuple[FieldError, ...]] = {}  # origin → errors last logged
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Every watch and its state, for /debug and readiness checks (read from the event loop)."""
+        return {
+            "synced": self.synced.is_set(),
+            "discovered": self._discovered,
+            "discovery_error": self._discovery_error,
+            "istio_versions": {kind: str(resource) for kind, resource in sorted(self._istio.items())},
+            "watches": [
+                {**watch.reflector.status.as_dict(), "applied": watch.listed} for watch in self._watches
+            ],
+        }
+
+    # -- running ------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start every watch; ``synced`` once all have listed; follow changes until cancelled."""
+        if self._loop is not None:
+            raise LifecycleError("KubeSource.run() may be called only once")
+        self._loop = asyncio.get_running_loop()
+        api = self._api_client
+        owned = api is None
+        if owned:
+            scopes = len(self.namespaces) if self.namespaces is not None else 1
+            pool = (len(ISTIO_RESOURCES) + len(REGISTRY_RESOURCES)) * scopes + 2
+            api = await asyncio.to_thread(load_api_client, self._kubeconfig, pool_size=pool)
+        try:
+            for resource in REGISTRY_RESOURCES:
+                self._watch_all(api, resource)
+            self._start(api, CONFIG_MAPS, self.pilot_namespace, MESH_CONFIG_MAP_SELECTOR)
+            await self._discover(api)
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        finally:
+            self._stopped = True
+            await self._stop_all()
+            if owned:
+                api.close()
+
+    def _scopes(self) -> Iterable[str | None]:
+        return [None] if self.namespaces is None else self.namespaces
+
+    def _watch_all(self, api: Any, resource: Resource) -> None:
+        for namespace in self._scopes():
+            self._start(api, resource, namespace)
+
+    def _start(self, api: Any, resource: Resource, namespace: str | None, field_selector: str = "") -> None:
+        reflector = Reflector(
+            api, resource, namespace, self._deliver, self._options, field_selector=field_selector
+        )
+        watch = _Watch(reflector)
+        self._watches.append(watch)
+        self._by_reflector[id(reflector)] = watch
+        reflector.start()
+
+    async def _discover(self, api: Any) -> None:
+        """Find the Istio kinds' versions, start their watches; look again for missing ones. Returns when
+        every kind is watched."""
+        failures = 0
+        while True:
+            try:
+                found = await asyncio.to_thread(discover_istio, api, self._options)
+            except Exception as err:
+                failures += 1
+                delay = self._options.backoff(failures)
+                self._discovery_error = describe(err)
+                log.warning(
+                    "discovery of %s failed: %s; retrying in %.2gs",
+                    kinds.NETWORKING_GROUP,
+                    self._discovery_error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            self._discovery_error = ""
+            for kind in sorted(found.keys() - self._istio.keys()):
+                resource = found[kind]
+                self._istio[kind] = resource
+                log.info("watching %s", resource)
+                self._watch_all(api, resource)
+            missing = sorted(ISTIO_RESOURCES.keys() - self._istio.keys())
+            if missing and not self._discovered:
+                log.warning(
+                    "the API server does not serve %s (%s); watching without them, looking again every %gs",
+                    ", ".join(missing),
+                    kinds.NETWORKING_GROUP,
+                    self._options.rediscover_interval,
+                )
+            self._discovered = True
+            self._check_synced()
+            if not missing:
+                return
+            await asyncio.sleep(self._options.rediscover_interval)
+
+    async def _stop_all(self) -> None:
+        for watch in self._watches:
+            watch.reflector.stop()
+        deadline = asyncio.get_running_loop().time() + STOP_TIMEOUT
+        for watch in self._watches:
+            while watch.reflector.is_alive() and asyncio.get_running_loop().time() < deadline:
+                # Threads end within a read of stop(); poll briefly rather than block the loop on join().
+                await asyncio.sleep(0.01)
+            if watch.reflector.is_alive():
+                log.warning("%s: watch thread did not stop in time; abandoned", watch.reflector.name)
+
+    # -- events (thread → loop) ---------------------------------------------------------------------------
+
+    def _deliver(self, reflector: Reflector, events: list[Event]) -> None:
+        """Called from a reflector's thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            raise Stopped
+        try:
+            loop.call_soon_threadsafe(self._receive, reflector, events)
+        except RuntimeError:  # the loop closed in between
+            raise Stopped from None
+
+    def _receive(self, reflector: Reflector, events: list[Event]) -> None:
+        if self._stopped:
+            return  # sent just before the watch stopped: the source no longer writes to the store
+        self._pending.append((reflector, events))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            # After every batch already queued in this loop iteration: they are applied together.
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Apply every queued event: each Istio object's last version once, each touched Service once."""
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        configs: dict[str, dict[str, Any] | None] = {}
+        for reflector, events in batch:
+            watch = self._by_reflector.get(id(reflector))
+            kind = reflector.resource.kind
+            for event in events:
+                if event.type == SYNCED:
+                    if watch is not None:
+                        watch.listed = True
+                    continue
+                try:
+                    self._cache(kind, event, configs)
+                except Exception:  # a bug; the rest of the batch still counts
+                    log.exception(
+                        "%s: cannot handle %s %s/%s", reflector.name, event.type, event.namespace, event.name
+                    )
+        for origin, obj in configs.items():
+            self._apply_config(origin, obj)
+        for origin, entry in self._services.flush():
+            if entry is None:
+                self._store.remove_origin(origin)
+            else:
+                self._store.apply(ParseResult(origin, objects=(entry,)))
+        self._check_synced()
+
+    def _cache(self, kind: str, event: Event, configs: dict[str, dict[str, Any] | None]) -> None:
+        obj = None if event.type == DELETED else event.obj
+        if kind == SERVICE:
+            self._services.service(event.namespace, event.name, obj)
+        elif kind == ENDPOINT_SLICE:
+            self._services.endpoint_slice(event.namespace, event.name, obj)
+        elif kind == POD:
+            self._services.pod(event.namespace, event.name, obj)
+        else:
+            origin = origin_of(kind, event.namespace, event.name)
+            configs.pop(origin, None)  # keep the order of last changes
+            configs[origin] = obj
+
+    def _apply_config(self, origin: str, obj: dict[str, Any] | None) -> None:
+        if obj is None:
+            self._logged.pop(origin, None)
+            event = self._store.remove_origin(origin)
+            log.info("removed %s%s", origin, "" if event is None else f" at revision {event.revision}")
+            return
+        try:
+            result = parse_object(obj, origin)
+        except Exception:  # a parser bug must not stop the source: keep the last good version
+            log.exception("parsing %s failed", origin)
+            return
+        if result.errors != self._logged.get(origin, ()):
+            # Relists and status-only updates bring the same object again: say its problems once.
+            log_errors(log, result.errors)
+            if result.errors:
+                self._logged[origin] = result.errors
+            else:
+                self._logged.pop(origin, None)
+        event = self._store.apply(result)
+        if result.rejected:
+            log.warning("%s rejected; its last good version stays", origin)
+        elif event is not None:
+            log.info("applied %s at revision %d", origin, event.revision)
+
+    def _check_synced(self) -> None:
+        if self.synced.is_set() or not self._discovered:
+            return
+        if all(watch.listed for watch in self._watches):
+            log.info(
+                "Kubernetes synced: %d watches, %d services, %d config objects",
+                len(self._watches),
+                len(self._services),
+                len(self._store.snapshot().objects),
+            )
+            self.synced.set()
+
+
+__all__ = [
+    "CONFIG_MAPS",
+    "DEFAULT_PILOT_NAMESPACE",
+    "ENDPOINT_SLICES",
+    "ISTIO_RESOURCES",
+    "ISTIO_VERSIONS",
+    "KubeSource",
+    "PODS",
+    "REGISTRY_RESOURCES",
+    "SERVICES",
+    "WatchOptions",
+    "discover_istio",
+    "load_api_client",
+]

@@ -1,0 +1,157 @@
+"""ServiceIndex (Service + EndpointSlice + Pod → ServiceEntry) without a server: conversion rules and cost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pilot.config.objects import ConfigKey
+from pilot.sources import kube_services
+from pilot.sources.kube_services import ServiceIndex, convert_protocol, services_in, synthetic_key
+from pilot.translate.registry import Protocol, port_protocol
+from tests.support.kube_api import endpoint_slice, pod, service
+
+
+@pytest.mark.parametrize(
+    ("port", "name", "protocol", "app_protocol", "expected"),
+    [
+        (80, "http", "TCP", None, "HTTP"),
+        (80, "http-web", "TCP", None, "HTTP"),
+        (80, "HTTP2-x", "TCP", None, "HTTP2"),
+        (80, "grpc-web-ui", "TCP", None, "GRPC-Web"),
+        (80, "grpc-api", "TCP", None, "GRPC"),
+        (80, "web", "TCP", None, ""),  # unknown: Istio sniffs
+        (3306, "db", "TCP", None, "TCP"),  # well-known server-first port
+        (27017, "", "TCP", None, "TCP"),
+        (53, "dns", "UDP", None, "UDP"),
+        (80, "udp-x", "TCP", None, "TCP"),  # a TCP port named udp-* stays TCP
+        (80, "web", "TCP", "http", "HTTP"),  # appProtocol wins over the name
+        (80, "http", "TCP", "kubernetes.io/h2c", "HTTP2"),
+        (80, "x", "TCP", "kubernetes.io/ws", "HTTP"),
+        (80, "x", "TCP", "kubernetes.io/wss", "HTTPS"),
+        (80, "x", "TCP", "mongo", "Mongo"),
+        (80, "tls-x", "TCP", None, "TLS"),
+    ],
+)
+def test_convert_protocol(port: int, name: str, protocol: str, app_protocol: str | None, expected: str):
+    assert convert_protocol(port, name, protocol, app_protocol) == expected
+
+
+def test_protocol_spellings_are_the_translators():
+    for text in (
+        "TCP",
+        "UDP",
+        "GRPC",
+        "GRPC-Web",
+        "HTTP",
+        "HTTP_PROXY",
+        "HTTP2",
+        "HTTPS",
+        "TLS",
+        "Mongo",
+        "Redis",
+        "MySQL",
+        "Thrift",
+    ):
+        assert port_protocol(convert_protocol(80, text.lower(), "TCP", None), "") is not Protocol.UNSUPPORTED
+
+
+def feed(index: ServiceIndex, obj: dict[str, Any], delete: bool = False) -> None:
+    meta = obj["metadata"]
+    handler = {"Service": index.service, "EndpointSlice": index.endpoint_slice, "Pod": index.pod}[obj["kind"]]
+    handler(meta.get("namespace", "default"), meta["name"], None if delete else obj)
+
+
+def test_synthetic_key_cannot_clash_and_sorts_first():
+    key = synthetic_key("default", "reviews")
+    assert key.kind == "ServiceEntry" and key.name == "(svc)reviews"
+    # Before any valid name ("0" is the smallest first character one can have): it wins a host tie.
+    assert key < ConfigKey("ServiceEntry", "default", "0")
+
+
+def test_endpoints_merge_slices_skip_unready_and_carry_pod_labels():
+    index = ServiceIndex("example.org")
+    feed(index, service("reviews", "ns", cluster_ip="10.0.0.1"))
+    feed(index, pod("p1", "ns", ip="10.1.0.1", labels={"version": "v1"}))
+    feed(
+        index,
+        endpoint_slice(
+            "s1", "reviews", "ns", endpoints=[("10.1.0.1", "p1", True), ("10.1.0.5", None, False)]
+        ),
+    )
+    feed(
+        index,
+        endpoint_slice("s2", "reviews", "ns", endpoints=[("10.1.0.1", "p1", None), ("10.1.0.3", None, None)]),
+    )
+    ((origin, entry),) = index.flush()
+    assert origin == "kube:Service/ns/reviews" and entry is not None
+    spec: Any = entry.spec
+    assert list(spec.hosts) == ["reviews.ns.svc.example.org"]
+    assert [(e.address, dict(e.labels), dict(e.ports)) for e in spec.endpoints] == [
+        ("10.1.0.1", {"version": "v1"}, {"http": 9080}),
+        ("10.1.0.3", {}, {"http": 9080}),
+    ]
+    assert index.flush() == []  # nothing changed since
+    assert services_in([entry]) == [entry]
+
+
+def test_a_burst_for_one_service_is_one_rebuild(monkeypatch: pytest.MonkeyPatch):
+    index = ServiceIndex()
+    for i in range(50):
+        feed(index, service(f"svc{i}", cluster_ip=f"10.0.0.{i}"))
+    index.flush()
+    builds: list[tuple[str, str]] = []
+    original = ServiceIndex._build
+
+    def counting(self: ServiceIndex, key: tuple[str, str]) -> Any:
+        builds.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(ServiceIndex, "_build", counting)
+    for i in range(1000):
+        feed(index, endpoint_slice("svc7-a", "svc7", endpoints=[(f"10.9.{i // 250}.{i % 250}", None, True)]))
+    ((_, entry),) = index.flush()
+    assert builds == [("default", "svc7")]  # not the other 49, and once, not 1000 times
+    assert entry is not None and [e.address for e in entry.spec.endpoints] == ["10.9.3.249"]  # type: ignore[attr-defined]
+
+
+def test_pod_events_touch_only_the_services_using_the_pod():
+    index = ServiceIndex()
+    feed(index, service("a"))
+    feed(index, service("b"))
+    feed(index, pod("p", ip="10.1.0.1", labels={"v": "1"}))
+    feed(index, endpoint_slice("a-1", "a", endpoints=[("10.1.0.1", "p", True)]))
+    index.flush()
+    feed(index, pod("p", ip="10.1.0.1", labels={"v": "1"}))  # a status update: same labels
+    assert index.flush() == []
+    feed(index, pod("p", ip="10.1.0.1", labels={"v": "2"}))
+    assert [origin for origin, _ in index.flush()] == ["kube:Service/default/a"]
+    feed(index, endpoint_slice("a-1", "a", endpoints=[]))
+    index.flush()
+    feed(index, pod("p", ip="10.1.0.1", labels={"v": "3"}))  # no longer an endpoint of anything
+    assert index.flush() == []
+
+
+def test_deleting_a_service_removes_its_entry():
+    index = ServiceIndex()
+    feed(index, service("a"))
+    index.flush()
+    feed(index, service("a"), delete=True)
+    assert index.flush() == [("kube:Service/default/a", None)]
+    assert len(index) == 0
+
+
+def test_fqdn_slices_are_ignored():
+    index = ServiceIndex()
+    feed(index, service("a"))
+    fqdn = {**endpoint_slice("a-1", "a", endpoints=[("example.com", None, True)]), "addressType": "FQDN"}
+    feed(index, fqdn)
+    ((_, entry),) = index.flush()
+    assert entry is not None and len(entry.spec.endpoints) == 0  # type: ignore[attr-defined]
+
+
+def test_prefix_is_not_a_valid_kubernetes_name():
+    from pilot.config.validation.common import is_k8s_subdomain
+
+    assert not is_k8s_subdomain(kube_services.SYNTHETIC_PREFIX + "reviews")
