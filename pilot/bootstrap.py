@@ -164,15 +164,20 @@ def build_bootstrap(
 def run(args: argparse.Namespace) -> int:
     """``pilot bootstrap``: print a bootstrap for ``args.node_id`` pointing at ``args.xds_address``.
 
-    Reads ``node_id``, ``xds_address`` (HOST:PORT), ``delta``, ``admin_port`` and, when the CLI
-    offers it, ``output`` ("json", the default, or "yaml").
+    Reads ``node_id``, ``xds_address`` (HOST:PORT), ``delta``, ``admin_port``, ``label`` and
+    ``metadata`` (lists of (key, value)) and ``output`` ("json", the default, or "yaml").
     """
+    metadata: dict[str, Any] = dict(getattr(args, "metadata", None) or [])
+    labels = dict(getattr(args, "label", None) or [])
+    if labels:
+        metadata["LABELS"] = labels
     try:
         host, port = parse_address(str(args.xds_address))
         bootstrap = build_bootstrap(
             str(args.node_id), host, port,
             delta=bool(getattr(args, "delta", False)),
             admin_port=getattr(args, "admin_port", None),
+            metadata=metadata or None,
         )
     except ValueError as err:
         print(f"pilot bootstrap: {err}", file=sys.stderr)

@@ -152,8 +152,20 @@ def _add_bootstrap(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     bootstrap.add_argument("--delta", action="store_true", help="use delta (incremental) xDS")
     bootstrap.add_argument("--admin-port", type=_port, default=None, metavar="N",
                            help="Envoy admin port on 127.0.0.1 (default: no admin)")
+    bootstrap.add_argument("--label", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                           help="a workload label, sent as node metadata LABELS (a router's Gateway "
+                           "selector matches these); repeatable")
+    bootstrap.add_argument("--metadata", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                           help="other node metadata, e.g. INTERCEPTION_MODE=REDIRECT; repeatable")
     bootstrap.add_argument("--output", choices=("json", "yaml"), default="json", help="output format")
     bootstrap.set_defaults(handler=_bootstrap)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -123,6 +123,27 @@ def test_run_prints_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     assert yaml.safe_load(capsys.readouterr().out) == build_bootstrap(NODE, "127.0.0.1", 15010)
 
 
+def test_cli_labels_and_metadata_become_node_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    from pilot.cli import main
+
+    assert main([
+        "bootstrap", "--node-id", NODE, "--xds-address", "pilot:15010",
+        "--label", "istio=ingressgateway", "--label", "app=gw", "--metadata", "INTERCEPTION_MODE=NONE",
+    ]) == 0
+    node = json.loads(capsys.readouterr().out)["node"]
+    labels = {"istio": "ingressgateway", "app": "gw"}
+    assert node["metadata"] == {"INTERCEPTION_MODE": "NONE", "LABELS": labels}
+
+
+def test_cli_rejects_a_label_without_a_value(capsys: pytest.CaptureFixture[str]) -> None:
+    from pilot.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bootstrap", "--node-id", NODE, "--xds-address", "pilot:15010", "--label", "istio"])
+    assert exit_info.value.code == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
 def test_run_reports_a_bad_address(capsys: pytest.CaptureFixture[str]) -> None:
     args = argparse.Namespace(node_id=NODE, xds_address="no-port", delta=False, admin_port=None)
     assert run(args) == 2
