@@ -4,6 +4,7 @@ Subcommands:
     serve       run the control plane (pilot.app)
     demo        a self-contained demo with real Envoys (pilot.demo.run)
     bootstrap   print an Envoy bootstrap that points at pilot (pilot.bootstrap.run)
+    validate    check Istio YAML files like istioctl validate (pilot.validate.run)
 
 Each subcommand's module is imported only when that subcommand runs, so ``pilot bootstrap`` does
 not pay for grpc and ``--help`` is quick. Exit codes: 0 ok (also Ctrl-C), 1 failure, 2 bad flags.
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Subcommands implemented elsewhere: their flags live here, their code is imported on use.
     _add_demo(commands)
     _add_bootstrap(commands)
-    # Room for more (e.g. `validate`): add a _add_<name>(commands) that sets `handler` lazily.
+    _add_validate(commands)
+    # Room for more: add a _add_<name>(commands) that sets `handler` lazily.
     return parser
 
 
@@ -161,6 +163,15 @@ def _add_bootstrap(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     bootstrap.set_defaults(handler=_bootstrap)
 
 
+def _add_validate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    validate = commands.add_parser(
+        "validate", help="check Istio YAML like istioctl validate (exit 1 on errors)"
+    )
+    validate.add_argument("files", nargs="*", metavar="FILE",
+                          help="YAML/JSON files or folders; '-' or none: standard input")
+    validate.set_defaults(handler=_validate)
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -211,6 +222,12 @@ def _demo(args: argparse.Namespace) -> int:
 
     result: int = demo.run(args)
     return result
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from pilot import validate
+
+    return validate.run(args)
 
 
 def _bootstrap(args: argparse.Namespace) -> int:

@@ -53,6 +53,8 @@ TABLE: dict[str, Rule] = {
     "cli": EVERYTHING,
     "demo": EVERYTHING,
     "bootstrap": EVERYTHING,
+    # `pilot validate`: the config layer's parser and validation, nothing that serves or translates.
+    "validate": rule("config", "errors", never=("grpc", "asyncio")),
     "__main__": EVERYTHING,
     "__init__": rule(),
 }

@@ -3,6 +3,11 @@
 Each resource is serialized once, as the bytes of a ``google.protobuf.Any``; those bytes are
 shared by every proxy of the view and by every stream that sends them. A resource's version is a
 hash of its content, so an unchanged resource keeps its version across pushes and is never resent.
+
+Building a snapshot from the previous one of the same view (``previous=``) reuses the previous
+``TypeResources`` object of every type whose version did not change, and the previous ``Resource``
+of every unchanged resource: consumers that key work by identity (the server's encoded selections)
+then share it across pushes, and an unchanged push keeps no second copy of anything.
 """
 
 from __future__ import annotations
@@ -22,6 +27,31 @@ def content_version(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_ANY_PREFIXES: dict[str, bytes] = {}
+
+
+def encode_any(type_url: str, value: bytes) -> bytes:
+    """``Any(type_url=type_url, value=value).SerializeToString()``, without building an Any:
+    field 1 (type_url) then field 2 (value), both length-delimited; proto3 omits empty fields.
+    https://protobuf.dev/programming-guides/encoding/"""
+    prefix = _ANY_PREFIXES.get(type_url)
+    if prefix is None:
+        url = type_url.encode()
+        prefix = _ANY_PREFIXES.setdefault(type_url, b"\x0a" + _varint(len(url)) + url if url else b"")
+    if not value:
+        return prefix
+    return b"".join((prefix, b"\x12", _varint(len(value)), value))
+
+
 @dataclass(frozen=True, slots=True)
 class Resource:
     """One named resource: ``body`` is a serialized ``google.protobuf.Any``."""
@@ -33,8 +63,7 @@ class Resource:
     @classmethod
     def from_message(cls, type_url: str, name: str, message: Message) -> Resource:
         value = message.SerializeToString(deterministic=True)
-        body = any_pb2.Any(type_url=type_url, value=value).SerializeToString(deterministic=True)
-        return cls(name, content_version(value), body)
+        return cls(name, content_version(value), encode_any(type_url, value))
 
     def unpack(self, message: Message) -> Message:
         """Parse the body into ``message`` (for debug views and tests); returns it."""
@@ -43,24 +72,43 @@ class Resource:
         return message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class TypeResources:
-    """All resources of one type URL, with a version that changes iff any of them changes."""
+    """All resources of one type URL, with a version that changes iff any of them changes.
+
+    Weak-referenceable, so a cache keyed on its identity (the server's encoded selections) can
+    forget an entry once no snapshot holds it any more.
+    """
 
     type_url: str
     version: str
     resources: Mapping[str, Resource]
 
     @classmethod
-    def build(cls, type_url: str, resources: Iterable[Resource]) -> TypeResources:
+    def build(
+        cls, type_url: str, resources: Iterable[Resource], previous: TypeResources | None = None
+    ) -> TypeResources:
+        """The type's resources, keyed and ordered by name. If ``previous`` (the same type in the
+        last snapshot of the view) has the same content, it is returned itself; otherwise its
+        ``Resource`` objects are reused for every resource whose version is unchanged."""
         by_name = {r.name: r for r in sorted(resources, key=lambda r: r.name)}
-        digest = hashlib.blake2b(digest_size=8)
-        for name, resource in by_name.items():
-            digest.update(name.encode())
-            digest.update(b"\0")
-            digest.update(resource.version.encode())
-            digest.update(b"\0")
-        return cls(type_url, digest.hexdigest(), MappingProxyType(by_name))
+        version = _type_version(by_name)
+        if previous is not None and previous.type_url == type_url:
+            if previous.version == version:
+                return previous
+            old = previous.resources
+            for name, resource in by_name.items():
+                kept = old.get(name)
+                if kept is not None and kept.version == resource.version and kept.body == resource.body:
+                    by_name[name] = kept
+        return cls(type_url, version, MappingProxyType(by_name))
+
+
+def _type_version(by_name: Mapping[str, Resource]) -> str:
+    # name NUL version NUL, for every resource in name order (the format older versions hashed
+    # with one update() per field; the digest is the same).
+    data = b"".join(f"{name}\0{resource.version}\0".encode() for name, resource in by_name.items())
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 _EMPTY: Mapping[str, Resource] = MappingProxyType({})
@@ -75,15 +123,38 @@ class Snapshot:
 
     @classmethod
     def from_messages(
-        cls, version: str, messages: Mapping[str, Iterable[tuple[str, Message]]]
+        cls,
+        version: str,
+        messages: Mapping[str, Iterable[tuple[str, Message]]],
+        previous: Snapshot | None = None,
+        *,
+        keep: Iterable[str] = (),
     ) -> Snapshot:
-        """Serialize ``{type_url: [(name, message), ...]}`` once into a snapshot."""
-        by_type = {
-            type_url: TypeResources.build(
-                type_url, (Resource.from_message(type_url, name, msg) for name, msg in items)
+        """Serialize ``{type_url: [(name, message), ...]}`` once into a snapshot.
+
+        ``previous`` is the view's last snapshot: unchanged types and resources are shared with it
+        (see ``TypeResources.build``), and the types in ``keep`` are taken from it as they are
+        (the caller knows they cannot have changed and did not translate them).
+        """
+        by_type: dict[str, TypeResources] = {}
+        for type_url, items in messages.items():
+            by_type[type_url] = TypeResources.build(
+                type_url,
+                (Resource.from_message(type_url, name, msg) for name, msg in items),
+                previous.by_type.get(type_url) if previous is not None else None,
             )
-            for type_url, items in messages.items()
-        }
+        kept_types = [t for t in keep if t not in by_type]
+        if kept_types:
+            if previous is None:
+                raise ValueError("keep= needs a previous snapshot")
+            for type_url in kept_types:
+                kept = previous.by_type.get(type_url)
+                if kept is None:
+                    raise ValueError(f"cannot keep {type_url}: the previous snapshot does not have it")
+                by_type[type_url] = kept
+            # The previous snapshot's type order (the generators' order), new types last.
+            order = {type_url: i for i, type_url in enumerate(previous.by_type)}
+            by_type = dict(sorted(by_type.items(), key=lambda item: order.get(item[0], len(order))))
         return cls(version, MappingProxyType(by_type))
 
     def resources(self, type_url: str) -> Mapping[str, Resource]:

@@ -2,10 +2,14 @@
 
 Every reply is JSON ``{"version", "method", "path", "headers"}`` (and an ``x-backend-version``
 header), so a caller behind Envoy can see which subset served it, the path after any rewrite and
-the headers Envoy forwarded. Two paths behave differently:
+the headers Envoy forwarded. Some paths behave differently:
 
 - ``/delay/<seconds>``: answer after that many seconds (for route timeouts);
-- ``/status/<code>``: answer with that status code.
+- ``/status/<code>``: answer with that status code;
+- ``/flaky/<key>/<n>``: answer 503 to the first ``n`` requests for ``key``, then 200 (for retries).
+
+``Backend.received`` lists every request served, as (method, path, headers), for tests that need to
+see what reached a backend (mirrored copies, retries).
 
 ``Backend`` runs the server on its own event loop in a daemon thread, so it can serve a
 synchronous test or the demo without sharing their loop.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from typing import Any
 
 from aiohttp import web
 
@@ -26,8 +31,12 @@ __all__ = ["Backend", "build_app"]
 _MAX_DELAY = 60.0
 
 
-def build_app(version: str) -> web.Application:
-    """The aiohttp application of one backend version."""
+Received = list[tuple[str, str, dict[str, str]]]
+
+
+def build_app(version: str, received: Received | None = None) -> web.Application:
+    """The aiohttp application of one backend version; ``received`` gets every request served."""
+    attempts: dict[str, int] = {}
 
     def reply(request: web.Request, status: int = 200) -> web.Response:
         body = {
@@ -52,12 +61,29 @@ def build_app(version: str) -> web.Application:
             return web.json_response({"version": version, "error": "bad status"}, status=400)
         return reply(request, code)
 
+    async def flaky(request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        attempts[key] = attempts.get(key, 0) + 1
+        return reply(request, 503 if attempts[key] <= int(request.match_info["failures"]) else 200)
+
     async def echo(request: web.Request) -> web.Response:
         return reply(request)
 
-    app = web.Application()
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        if received is not None:
+            headers: dict[str, str] = {}
+            for name, value in request.headers.items():  # a repeated header: its values comma-joined
+                key = name.lower()
+                headers[key] = f"{headers[key]},{value}" if key in headers else value
+            received.append((request.method, request.path_qs, headers))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = web.Application(middlewares=[record])
     app.router.add_route("*", "/delay/{seconds}", delay)
     app.router.add_route("*", r"/status/{code:\d{3}}", status)
+    app.router.add_route("*", r"/flaky/{key}/{failures:\d+}", flaky)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
 
@@ -78,6 +104,7 @@ class Backend:
             self._sock.close()
             raise
         self.port: int = self._sock.getsockname()[1]
+        self.received: Received = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -110,7 +137,7 @@ class Backend:
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        runner = web.AppRunner(build_app(self.version), access_log=None, handle_signals=False,
+        runner = web.AppRunner(build_app(self.version, self.received), access_log=None, handle_signals=False,
                                shutdown_timeout=0.5)
         await runner.setup()
         try:

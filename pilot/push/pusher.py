@@ -5,7 +5,10 @@ push/): a stream's first request registers the proxy's view and, if needed, tran
 last stream of a view going away drops the view's snapshot from the cache.
 
 Store events go through the ``Debouncer``; ``run`` pushes each debounced request by building ONE
-``PushContext`` from the store snapshot and then one ``Snapshot`` per active view. Pushes are
+``PushContext`` from the store snapshot and then one ``Snapshot`` per active view (never one per
+proxy: proxies with equal views share it). A view is translated incrementally from its previous
+snapshot when the translator can (``IncrementalTranslator``): only the types the changed config
+can affect are generated again. Pushes are
 serialized (Istio: "a new push starts only after the previous push function returns"), so
 PushContext builds never overlap. A translation failure for one view is a bug in pilot: it is
 logged and counted, that view keeps its previous snapshot and the others still get theirs.
@@ -20,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf.json_format import MessageToDict
@@ -56,6 +59,20 @@ class Translator(Protocol):
     def build_snapshot(self, view: ProxyView, context: VersionedContext) -> Snapshot: ...
 
 
+@runtime_checkable
+class IncrementalTranslator(Protocol):
+    """A translator that can build a view's snapshot from its previous one (and the context that
+    one was built from), translating only what the config changed in between can affect."""
+
+    def update_snapshot(
+        self,
+        view: ProxyView,
+        context: VersionedContext,
+        previous_context: VersionedContext,
+        previous: Snapshot,
+    ) -> Snapshot: ...
+
+
 class IstioTranslator:
     """The real translator: ``PushContext.build`` and ``build_snapshot`` from pilot.translate."""
 
@@ -63,9 +80,22 @@ class IstioTranslator:
         return PushContext.build(snapshot)
 
     def build_snapshot(self, view: ProxyView, context: VersionedContext) -> Snapshot:
-        if not isinstance(context, PushContext):
-            raise TypeError(f"expected a PushContext, got {type(context).__name__}")
-        return build_snapshot(view, context)
+        return build_snapshot(view, _push_context(context))
+
+    def update_snapshot(
+        self,
+        view: ProxyView,
+        context: VersionedContext,
+        previous_context: VersionedContext,
+        previous: Snapshot,
+    ) -> Snapshot:
+        return build_snapshot(view, _push_context(context), (_push_context(previous_context), previous))
+
+
+def _push_context(context: VersionedContext) -> PushContext:
+    if not isinstance(context, PushContext):
+        raise TypeError(f"expected a PushContext, got {type(context).__name__}")
+    return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +135,9 @@ class Pusher:
         self._event_revision = -1  # newest store revision a config event announced
         self._streams: dict[int, ProxyView] = {}
         self._views: dict[ProxyView, set[int]] = {}
-        self._built: dict[ProxyView, str] = {}  # view -> context version its cached snapshot is from
+        # view -> the context its cached snapshot was built from (the base of its next, incremental,
+        # translation; an older context stays alive only while some view still needs it)
+        self._built: dict[ProxyView, VersionedContext] = {}
         self.push_count = 0
         self.last_push: PushStatus | None = None
         store.subscribe(self._on_config_event)
@@ -132,7 +164,7 @@ class Pusher:
         context = self._context if self._context is not None else self._new_context()
         if context is None:
             raise ValueError("no PushContext could be built (see pilot's log)")
-        if self._built.get(view) != context.version or self._cache.get_snapshot(view) is None:
+        if not self._is_built(view, context) or self._cache.get_snapshot(view) is None:
             if not self._translate(view, context) and self._cache.get_snapshot(view) is None:
                 raise ValueError(f"no config could be built for view {view} (see pilot's log)")
         self._streams[stream_id] = view
@@ -216,7 +248,7 @@ class Pusher:
             for view in list(self._views):
                 # A view may have lost its last stream while we yielded, or been built meanwhile by
                 # a new stream that already saw this context.
-                if view not in self._views or self._built.get(view) == context.version:
+                if view not in self._views or self._is_built(view, context):
                     continue
                 if self._translate(view, context):
                     done += 1
@@ -260,15 +292,28 @@ class Pusher:
         self._revision = snapshot.revision
         return context
 
+    def _is_built(self, view: ProxyView, context: VersionedContext) -> bool:
+        built = self._built.get(view)
+        return built is not None and built.version == context.version
+
     def _translate(self, view: ProxyView, context: VersionedContext) -> bool:
         """Build and publish one view's snapshot; on a bug keep its old snapshot and say False."""
+        previous_context = self._built.get(view)
+        previous = self._cache.get_snapshot(view)
         try:
-            snapshot = self._translator.build_snapshot(view, context)
+            if (
+                previous is not None
+                and previous_context is not None
+                and isinstance(self._translator, IncrementalTranslator)
+            ):
+                snapshot = self._translator.update_snapshot(view, context, previous_context, previous)
+            else:
+                snapshot = self._translator.build_snapshot(view, context)
         except Exception:
             metrics.translation_errors.inc()
             log.exception("translating view %s at version %s failed; it keeps its last snapshot", view,
                           context.version)
             return False
         self._cache.set_snapshot(view, snapshot)
-        self._built[view] = context.version
+        self._built[view] = context
         return True

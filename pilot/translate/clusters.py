@@ -15,10 +15,11 @@ from typing import Any, TypeAlias
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import duration_pb2, struct_pb2
 
 from pilot._gen import networking_pb2 as nw
-from pilot.translate import endpoints
+from pilot.translate import endpoints, locality
 from pilot.translate import traffic_policy as policy
 from pilot.translate.context import (
     DestinationRuleEntry,
@@ -36,6 +37,7 @@ from pilot.xds import names
 log = logging.getLogger("pilot.translate.clusters")
 
 Cluster: TypeAlias = cluster_pb2.Cluster
+ClusterLoadAssignment: TypeAlias = endpoint_pb2.ClusterLoadAssignment
 
 # Istio's convertResolution. A gateway cannot follow the original destination, so it uses EDS.
 _DISCOVERY = {
@@ -133,9 +135,19 @@ def build_cluster(target: ClusterTarget, context: PushContext) -> Cluster | None
     elif target.eds:
         cluster.eds_cluster_config.service_name = target.name
         cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
-    policy.apply(cluster, target.policy, target.port, mesh.h2_upgrade)
+    policy.apply(cluster, target.policy, target.port, mesh, target.service.subject_alt_names)
     _add_metadata(cluster, target)
     return cluster
+
+
+def load_assignment(target: ClusterTarget, context: PushContext) -> ClusterLoadAssignment:
+    """The EDS assignment of an EDS cluster, with the locality settings of its traffic policy."""
+    out = endpoints.load_assignment(
+        target.name, target.service, target.port, dict(target.labels), ip_only=True
+    )
+    lb_setting = policy.locality_setting(target.policy, context.mesh)
+    locality.apply(out, lb_setting, failover=target.policy.outlier_detection is not None)
+    return out
 
 
 def _inline_endpoints(cluster: Cluster, target: ClusterTarget) -> bool:

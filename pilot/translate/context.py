@@ -9,6 +9,7 @@ and the VirtualService and DestinationRule that apply to each host.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from pilot._gen import networking_pb2 as nw
 from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.config.store import StoreSnapshot
-from pilot.translate import hosts
+from pilot.translate import delegate, hosts
 from pilot.translate.proxy import DEFAULT_DNS_DOMAIN
 from pilot.translate.registry import (
     PUBLIC,
@@ -39,6 +40,7 @@ WORKLOAD_ENTRY = "WorkloadEntry"
 VIRTUAL_SERVICE = "VirtualService"
 DESTINATION_RULE = "DestinationRule"
 MESH_CONFIG = "MeshConfig"
+GATEWAY = "Gateway"
 MESH_GATEWAY = "mesh"
 ROOT_NAMESPACE = "istio-system"
 
@@ -56,6 +58,8 @@ class MeshSettings:
     service_export_to: frozenset[str] = frozenset({PUBLIC})
     virtual_service_export_to: frozenset[str] = frozenset({PUBLIC})
     destination_rule_export_to: frozenset[str] = frozenset({PUBLIC})
+    locality_lb_setting: Any = None  # the mesh-wide LocalityLoadBalancerSetting, if any
+    tcp_keepalive: Any = None  # the mesh-wide TcpKeepalive of upstream connections, if any
 
     @classmethod
     def from_spec(cls, spec: Any) -> MeshSettings:
@@ -72,6 +76,10 @@ class MeshSettings:
         kwargs["h2_upgrade"] = spec.h2_upgrade_policy == nw.MeshConfig.UPGRADE
         if spec.HasField("default_http_retry_policy"):
             kwargs["default_retry_policy"] = spec.default_http_retry_policy
+        if spec.HasField("locality_lb_setting"):
+            kwargs["locality_lb_setting"] = spec.locality_lb_setting
+        if spec.HasField("tcp_keepalive"):
+            kwargs["tcp_keepalive"] = spec.tcp_keepalive
         for attr, name in (
             ("service_export_to", "default_service_export_to"),
             ("virtual_service_export_to", "default_virtual_service_export_to"),
@@ -123,6 +131,12 @@ class PushContext:
     services: tuple[Service, ...]
     virtual_services: tuple[VirtualServiceEntry, ...]
     destination_rules: tuple[DestinationRuleEntry, ...]
+    # Every Gateway, by key; routers select theirs by labels (pilot.translate.gateway).
+    gateways: tuple[ConfigObject, ...] = ()
+    # The store objects this context was built from (None when built by hand): comparing two
+    # contexts' objects by identity tells exactly which config changed between them (the store
+    # keeps the same object for an unchanged key), which lets a push skip unaffected generators.
+    objects: Mapping[ConfigKey, ConfigObject] | None = field(default=None, repr=False)
     _scopes: dict[str, Scope] = field(default_factory=dict, repr=False)
 
     @property
@@ -147,9 +161,28 @@ class PushContext:
             revision=snapshot.revision,
             mesh=mesh,
             services=tuple(services),
-            virtual_services=tuple(_virtual_service(o, mesh) for o in by_kind.get(VIRTUAL_SERVICE, [])),
+            virtual_services=tuple(
+                _virtual_service(o, spec, mesh)
+                for o, spec in delegate.merge_virtual_services(
+                    by_kind.get(VIRTUAL_SERVICE, []), mesh.virtual_service_export_to
+                )
+            ),
             destination_rules=tuple(_destination_rule(o, mesh) for o in by_kind.get(DESTINATION_RULE, [])),
+            gateways=tuple(by_kind.get(GATEWAY, [])),
+            objects=snapshot.objects,
         )
+
+    def changed_since(self, older: PushContext) -> frozenset[ConfigKey] | None:
+        """Keys of the config objects added, removed or changed from ``older`` to this context;
+        None when that cannot be known (a context built by hand)."""
+        if self.objects is None or older.objects is None:
+            return None
+        new, old = self.objects, older.objects
+        if new is old:
+            return frozenset()
+        changed = {key for key, obj in new.items() if old.get(key) is not obj}
+        changed.update(key for key in old if key not in new)
+        return frozenset(changed)
 
     def scope(self, namespace: str) -> Scope:
         """What a proxy in ``namespace`` sees (memoized)."""
@@ -212,19 +245,37 @@ class Scope:
                 key=lambda vs: (vs.namespace != namespace, vs.key),
             )
         )
+        # Indexes, so a lookup per host is not a scan of every VirtualService / DestinationRule
+        # (which made translating K services O(K²)). A VirtualService can match ``host`` only if
+        # it names ``host`` exactly or has a wildcard host; only those are looked at.
+        self._vs_exact: dict[str, list[int]] = {}
+        self._vs_wildcard: list[int] = []
+        for order, vs in enumerate(self._virtual_services):
+            for vs_host in dict.fromkeys(vs.hosts):
+                self._vs_exact.setdefault(vs_host, []).append(order)
+            if any(hosts.is_wildcard(h) for h in vs.hosts):
+                self._vs_wildcard.append(order)
+        self._vs_by_host: dict[str, tuple[VirtualServiceEntry, ...]] = {}
         self._rules: dict[str, DestinationRuleEntry | None] = {}
+        self._rule_index: dict[str, _RuleIndex] | None = None
 
     def service(self, host: str) -> Service | None:
         return self._by_host.get(host)
 
     def virtual_services(self, host: str) -> list[VirtualServiceEntry]:
         """Mesh-bound VirtualServices for ``host``: exact hosts first, then wildcards, most specific first."""
-        ranked: list[tuple[tuple[bool, int], int, VirtualServiceEntry]] = []
-        for order, vs in enumerate(self._virtual_services):
-            best = hosts.most_specific_match(host, vs.hosts)
-            if best is not None:
-                ranked.append(((best != host, -len(best)), order, vs))
-        return [vs for _, _, vs in sorted(ranked, key=lambda r: (r[0], r[1]))]
+        found = self._vs_by_host.get(host)
+        if found is None:
+            candidates = sorted({*self._vs_exact.get(host, ()), *self._vs_wildcard})
+            ranked: list[tuple[tuple[bool, int], int, VirtualServiceEntry]] = []
+            for order in candidates:
+                vs = self._virtual_services[order]
+                best = hosts.most_specific_match(host, vs.hosts)
+                if best is not None:
+                    ranked.append(((best != host, -len(best)), order, vs))
+            ranked.sort(key=lambda r: (r[0], r[1]))
+            found = self._vs_by_host[host] = tuple(vs for _, _, vs in ranked)
+        return list(found)
 
     def destination_rule(self, host: str) -> DestinationRuleEntry | None:
         """Istio's lookup: the proxy's namespace, then the service's, then the root namespace."""
@@ -238,16 +289,41 @@ class Scope:
         if svc is not None:
             order.append(svc.namespace)
         order.append(self.mesh.root_namespace)
+        index = self._rule_index
+        if index is None:
+            index = self._rule_index = {}
+            for dr in self.context.destination_rules:
+                if visible(dr.export_to, self.namespace):
+                    index.setdefault(dr.namespace, _RuleIndex()).add(dr)
         for ns in dict.fromkeys(order):
-            rules = [
-                dr
-                for dr in self.context.destination_rules
-                if dr.namespace == ns and visible(dr.export_to, self.namespace)
-            ]
-            best = hosts.most_specific_match(host, (dr.host for dr in rules))
+            rules = index.get(ns)
+            if rules is None:
+                continue
+            # Istio's MostSpecificHostMatch over the namespace's rules: the exact host, else the
+            # longest wildcard covering it; then every rule for that host, merged in order.
+            exact = rules.exact.get(host)
+            if exact is not None:
+                return merge_rules(exact)
+            best = hosts.most_specific_match(host, (dr.host for dr in rules.wildcard))
             if best is not None:
-                return merge_rules([dr for dr in rules if dr.host == best])
+                return merge_rules([dr for dr in rules.wildcard if dr.host == best])
         return None
+
+
+class _RuleIndex:
+    """The DestinationRules of one namespace visible from a scope: by exact host, and the
+    wildcard ones (in context order)."""
+
+    __slots__ = ("exact", "wildcard")
+
+    def __init__(self) -> None:
+        self.exact: dict[str, list[DestinationRuleEntry]] = {}
+        self.wildcard: list[DestinationRuleEntry] = []
+
+    def add(self, dr: DestinationRuleEntry) -> None:
+        self.exact.setdefault(dr.host, []).append(dr)
+        if hosts.is_wildcard(dr.host):
+            self.wildcard.append(dr)
 
 
 def merge_rules(rules: list[DestinationRuleEntry]) -> DestinationRuleEntry:
@@ -272,8 +348,8 @@ def merge_rules(rules: list[DestinationRuleEntry]) -> DestinationRuleEntry:
     return DestinationRuleEntry(rules[0].key, rules[0].host, rules[0].export_to, merged)
 
 
-def _virtual_service(obj: ConfigObject, mesh: MeshSettings) -> VirtualServiceEntry:
-    spec: Any = obj.spec
+def _virtual_service(obj: ConfigObject, spec: Any, mesh: MeshSettings) -> VirtualServiceEntry:
+    """``spec`` is the object's spec, or for a root VirtualService its spec with delegates merged."""
     return VirtualServiceEntry(
         key=obj.key,
         hosts=tuple(hosts.resolve_shortname(h, obj.namespace) for h in spec.hosts),

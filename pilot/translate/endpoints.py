@@ -36,8 +36,8 @@ def socket_address(address: str, port: int) -> address_pb2.Address:
 def lb_endpoint(endpoint: Endpoint, port: ServicePort) -> endpoint_components_pb2.LbEndpoint:
     address = socket_address(endpoint.address, endpoint.port_for(port))
     out = endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=address))
-    if endpoint.weight:
-        out.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=endpoint.weight))
+    # Istio's IstioEndpoint.GetLoadBalancingWeight: the endpoint's weight, 1 when unset.
+    out.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=endpoint.weight or 1))
     return out
 
 
@@ -64,13 +64,15 @@ def selected_endpoints(
 def locality_lb_endpoints(
     endpoints: Iterable[Endpoint], port: ServicePort
 ) -> list[endpoint_components_pb2.LocalityLbEndpoints]:
-    """Endpoints grouped by locality, localities in order of first appearance."""
+    """Endpoints grouped by locality, localities in order of first appearance; a locality's weight is
+    the sum of its endpoints' (Istio's refreshWeight), which locality-weighted balancing needs."""
     groups: dict[str, list[endpoint_components_pb2.LbEndpoint]] = {}
     for endpoint in endpoints:
         groups.setdefault(endpoint.locality, []).append(lb_endpoint(endpoint, port))
     out = []
     for name, members in groups.items():
         group = endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=members)
+        group.load_balancing_weight.value = sum(m.load_balancing_weight.value for m in members)
         if name:
             group.locality.CopyFrom(locality(name))
         out.append(group)

@@ -15,9 +15,10 @@ from typing import Protocol
 from google.protobuf.message import Message
 
 from pilot.config.objects import ConfigKey
-from pilot.translate import clusters, endpoints, listeners, routes
+from pilot.translate import clusters, gateway_listeners, gateway_routes, listeners, routes
 from pilot.translate.context import (
     DESTINATION_RULE,
+    GATEWAY,
     MESH_CONFIG,
     SERVICE_ENTRY,
     VIRTUAL_SERVICE,
@@ -62,19 +63,34 @@ def build_load_assignments(view: ProxyView, context: PushContext) -> Resources:
     out: Resources = []
     for target in clusters.outbound_targets(scope, router=view.type is NodeType.ROUTER):
         if target.eds:
-            assignment = endpoints.load_assignment(
-                target.name, target.service, target.port, dict(target.labels), ip_only=True
-            )
+            assignment = clusters.load_assignment(target, context)
             out.append((target.name, assignment))
     return out
+
+
+def build_listeners(view: ProxyView, context: PushContext) -> Resources:
+    """Routers get the listeners of their Gateways; sidecars their outbound listeners."""
+    if view.type is NodeType.ROUTER:
+        return list(gateway_listeners.build_gateway_listeners(view, context))
+    return list(listeners.build_listeners(view, context))
+
+
+def build_routes(view: ProxyView, context: PushContext) -> Resources:
+    if view.type is NodeType.ROUTER:
+        return list(gateway_routes.build_gateway_routes(view, context))
+    return list(routes.build_routes(view, context))
 
 
 _SERVICES = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY, MESH_CONFIG})
 
 CDS = FunctionGenerator(types.CLUSTER, _SERVICES | {DESTINATION_RULE}, clusters.build_clusters)
 EDS = FunctionGenerator(types.ENDPOINT, _SERVICES | {DESTINATION_RULE}, build_load_assignments)
-LDS = FunctionGenerator(types.LISTENER, _SERVICES, listeners.build_listeners)
-RDS = FunctionGenerator(types.ROUTE, _SERVICES | {VIRTUAL_SERVICE}, routes.build_routes)
+# Gateways make a router's listeners and routes; their VirtualServices' tcp/tls routes its listeners.
+LDS = FunctionGenerator(
+    types.LISTENER, _SERVICES | {DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE}, build_listeners
+)
+# Routes read DestinationRules too: a consistent-hash load balancer adds the route's hash policy.
+RDS = FunctionGenerator(types.ROUTE, _SERVICES | {DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE}, build_routes)
 
 GENERATORS: Mapping[str, Generator] = MappingProxyType({g.type_url: g for g in (CDS, EDS, LDS, RDS)})
 

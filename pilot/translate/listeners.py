@@ -14,16 +14,21 @@ from typing import TypeAlias
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
+from pilot.translate import tcp_routes
 from pilot.translate.clusters import ads_config_source
 from pilot.translate.context import Protocol, PushContext, Scope, Service
+from pilot.translate.cors import CORS_FILTER
 from pilot.translate.proxy import InterceptionMode, NodeType, ProxyView
+from pilot.translate.tcp_routes import TCP_PROXY_FILTER
 from pilot.xds import names
 
 log = logging.getLogger("pilot.translate.listeners")
@@ -32,9 +37,9 @@ Listener: TypeAlias = listener_pb2.Listener
 HttpConnectionManager: TypeAlias = hcm_pb2.HttpConnectionManager
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
-TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 FAULT_FILTER = "envoy.filters.http.fault"
 ROUTER_FILTER = "envoy.filters.http.router"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 VIRTUAL_OUTBOUND = "virtualOutbound"
 VIRTUAL_OUTBOUND_PORT = 15001
 CATCH_ALL_CHAIN = "virtualOutbound-catchall-tcp"  # Istio's VirtualOutboundCatchAllTCPFilterChainName
@@ -42,33 +47,28 @@ CATCH_ALL_CHAIN = "virtualOutbound-catchall-tcp"  # Istio's VirtualOutboundCatch
 
 @dataclass(frozen=True, slots=True)
 class OutboundPorts:
-    """Which ports get which kind of listener: HTTP ports, and the one service of each TCP port."""
+    """Which ports get which kind of listener: HTTP ports, and the services of each TCP-family port
+    (opaque TCP, TLS/HTTPS, Mongo...), in host order."""
 
     http: tuple[int, ...]
-    tcp: tuple[tuple[int, Service], ...]
+    tcp: tuple[tuple[int, tuple[Service, ...]], ...]
 
 
 def outbound_ports(scope: Scope) -> OutboundPorts:
     http: set[int] = set()
-    tcp: dict[int, Service] = {}
+    tcp: dict[int, list[Service]] = {}
     for service in scope.services:
         for port in service.ports:
             if port.protocol is Protocol.UDP:
                 continue
             if port.protocol.is_http:
                 http.add(port.number)
-            elif port.number in tcp:
-                log.info(
-                    "port %d: TCP service %s shadowed by %s",
-                    port.number,
-                    service.hostname,
-                    tcp[port.number].hostname,
-                )
             else:
-                tcp[port.number] = service
+                tcp.setdefault(port.number, []).append(service)
     for number in sorted(http & tcp.keys()):
-        log.info("port %d: HTTP services win over TCP service %s", number, tcp.pop(number).hostname)
-    return OutboundPorts(tuple(sorted(http)), tuple(sorted(tcp.items(), key=lambda item: item[0])))
+        shadowed = ", ".join(s.hostname for s in tcp.pop(number))
+        log.info("port %d: HTTP services win over TCP services %s", number, shadowed)
+    return OutboundPorts(tuple(sorted(http)), tuple((n, tuple(tcp[n])) for n in sorted(tcp)))
 
 
 def typed(message: Message) -> any_pb2.Any:
@@ -81,14 +81,21 @@ def _network_filter(name: str, config: Message) -> listener_components_pb2.Filte
     return listener_components_pb2.Filter(name=name, typed_config=typed(config))
 
 
+def http_filters() -> list[hcm_pb2.HttpFilter]:
+    """Istio's HTTP filter chain: fault and CORS (which routes configure through
+    ``typed_per_filter_config``; a no-op on routes that do not), then the router."""
+    return [
+        hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=typed(fault_pb2.HTTPFault())),
+        hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=typed(cors_pb2.Cors())),
+        hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=typed(router_pb2.Router())),
+    ]
+
+
 def http_connection_manager(port: int) -> HttpConnectionManager:
     return HttpConnectionManager(
         stat_prefix=f"outbound_{names.listener_name(port)}",
         rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=names.route_config_name(port)),
-        http_filters=[
-            hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=typed(fault_pb2.HTTPFault())),
-            hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=typed(router_pb2.Router())),
-        ],
+        http_filters=http_filters(),
         use_remote_address=wrappers_pb2.BoolValue(value=False),
         normalize_path=wrappers_pb2.BoolValue(value=True),
         path_with_escaped_slashes_action=HttpConnectionManager.KEEP_UNCHANGED,
@@ -106,11 +113,11 @@ def wildcard_address(port: int) -> address_pb2.Address:
     )
 
 
-def _listener(view: ProxyView, port: int, chain: listener_components_pb2.FilterChain) -> Listener:
+def _listener(view: ProxyView, port: int, *chains: listener_components_pb2.FilterChain) -> Listener:
     listener = Listener(
         name=names.listener_name(port),
         address=wildcard_address(port),
-        filter_chains=[chain],
+        filter_chains=chains,
         traffic_direction=base_pb2.OUTBOUND,
     )
     if view.interception_mode is not InterceptionMode.NONE:
@@ -125,11 +132,25 @@ def http_listener(view: ProxyView, port: int) -> Listener:
     return _listener(view, port, chain)
 
 
-def tcp_listener(view: ProxyView, port: int, service: Service) -> Listener:
-    cluster = names.outbound_cluster(service.hostname, port)
-    proxy = _network_filter(TCP_PROXY_FILTER, tcp_proxy(cluster))
-    chain = listener_components_pb2.FilterChain(filters=[proxy])
-    return _listener(view, port, chain)
+def tcp_listener(view: ProxyView, port: int, services: tuple[Service, ...], context: PushContext) -> Listener:
+    """Filter chains for the services' ``tcp``/``tls`` routes (tcp_routes.py). SNI matches need the
+    TLS inspector. An intercepted proxy sends what no chain matches where virtualOutbound would."""
+    scope = context.scope(view.namespace)
+    chains = tcp_routes.port_chains(services, port, scope, dict(view.labels))
+    listener = _listener(view, port, *chains)
+    if any(chain.filter_chain_match.server_names for chain in chains):
+        listener.listener_filters.add(
+            name=TLS_INSPECTOR, typed_config=typed(tls_inspector_pb2.TlsInspector())
+        )
+    matched = all(chain.HasField("filter_chain_match") for chain in chains)
+    if matched and view.interception_mode is not InterceptionMode.NONE:
+        cluster = names.PASSTHROUGH_CLUSTER if context.mesh.allow_any else names.BLACKHOLE_CLUSTER
+        listener.default_filter_chain.CopyFrom(
+            listener_components_pb2.FilterChain(
+                filters=[_network_filter(TCP_PROXY_FILTER, tcp_proxy(cluster))]
+            )
+        )
+    return listener
 
 
 def virtual_outbound_listener(view: ProxyView, context: PushContext) -> Listener:
@@ -156,7 +177,7 @@ def build_listeners(view: ProxyView, context: PushContext) -> list[tuple[str, Li
         return []
     ports = outbound_ports(context.scope(view.namespace))
     listeners = [http_listener(view, port) for port in ports.http]
-    listeners += [tcp_listener(view, port, service) for port, service in ports.tcp]
+    listeners += [tcp_listener(view, port, services, context) for port, services in ports.tcp]
     if view.interception_mode is not InterceptionMode.NONE:
         listeners.append(virtual_outbound_listener(view, context))
     return [(listener.name, listener) for listener in listeners]

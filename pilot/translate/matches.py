@@ -2,7 +2,8 @@
 
 Istio's ``TranslateRouteMatch`` (pilot/pkg/networking/core/route/route.go): uri exact / prefix /
 regex → path / prefix / safe_regex; headers (sorted by name), then ``:method``, ``:authority``,
-``:scheme``; a regex of ``*`` is a presence match. ``sourceLabels``, ``gateways`` and ``port`` are
+``:scheme``; a regex of ``*`` is a presence match; JWT claims (``@request.auth.claims.*``) match the
+dynamic metadata of Istio's authentication filter. ``sourceLabels``, ``gateways`` and ``port`` are
 decided at generation time (``applies``) and never reach Envoy.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from google.protobuf import wrappers_pb2
 
 from pilot.translate.context import MESH_GATEWAY
@@ -24,16 +25,30 @@ METHOD = ":method"
 AUTHORITY = ":authority"
 SCHEME = ":scheme"
 JWT_CLAIM_PREFIX = "@request.auth.claims"
+AUTHN_FILTER = "istio_authn"  # Istio's authn filter, whose metadata carries the request's JWT claims
+REQUEST_CLAIMS = "request.auth.claims"
 
 
-def applies(match: Any | None, port: int, labels: Mapping[str, str], namespace: str) -> bool:
-    """Istio's port check and ``sourceMatchHTTP`` for a sidecar (whose only gateway is ``mesh``)."""
+def applies(
+    match: Any | None,
+    port: int,
+    labels: Mapping[str, str],
+    namespace: str,
+    gateways: frozenset[str] = frozenset({MESH_GATEWAY}),
+) -> bool:
+    """Istio's port check and ``sourceMatchHTTP``, decided when the config is generated.
+
+    ``gateways`` are the names the proxy answers to (a sidecar: only ``mesh``); when the match names
+    gateways, only they count (source labels and namespace are then not looked at, as in Istio).
+    Otherwise ``sourceLabels`` must be a subset of the proxy's ``labels``: pilot's sidecar views carry
+    no workload labels, so on a sidecar a match with ``sourceLabels`` never applies.
+    """
     if match is None:
         return True
     if match.port and match.port != port:
         return False
     if match.gateways:
-        return MESH_GATEWAY in match.gateways
+        return any(name in gateways for name in match.gateways)
     if any(labels.get(k) != v for k, v in match.source_labels.items()):
         return False
     return not match.source_namespace or match.source_namespace == namespace
@@ -76,27 +91,58 @@ def query_matcher(name: str, match: Any) -> rc.QueryParameterMatcher:
     return rc.QueryParameterMatcher(name=name, string_match=string_matcher(match))
 
 
-def _headers(match: Any) -> list[rc.HeaderMatcher]:
-    out = []
+def jwt_claims(name: str) -> list[str] | None:
+    """Istio's jwt.ToRoutingClaim: ``@request.auth.claims.a.b`` or ``@request.auth.claims[a][b]`` →
+    ``["a", "b"]``; None for an ordinary header."""
+    if not name.lower().startswith(JWT_CLAIM_PREFIX):
+        return None
+    rest = name[len(JWT_CLAIM_PREFIX) :]
+    if rest.startswith(".") and len(rest) > 1:
+        return rest[1:].split(".")
+    if rest.startswith("[") and rest.endswith("]") and len(rest) > 2:
+        return rest[1:-1].split("][")
+    return None
+
+
+def claim_matcher(claims: list[str], match: Any) -> metadata_pb2.MetadataMatcher:
+    """Istio's MetadataMatcherForJWTClaims: the claim (or any item of a list claim) in the metadata
+    Istio's authentication filter sets. pilot configures no request authentication, so on its own
+    such a route never matches: narrower than ignoring the condition, which would match everyone."""
+    one_of = value_pb2.ValueMatcher(string_match=string_matcher(match))
+    path = [metadata_pb2.MetadataMatcher.PathSegment(key=key) for key in [REQUEST_CLAIMS, *claims]]
+    return metadata_pb2.MetadataMatcher(
+        filter=AUTHN_FILTER,
+        path=path,
+        value=value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(one_of=one_of)),
+    )
+
+
+def _headers(match: Any, out: rc.RouteMatch) -> None:
+    """Header and header-absence matchers (sorted by name); JWT claims as dynamic-metadata matchers."""
+    headers = []
     for name, value in sorted(match.headers.items()):
-        if name.startswith(JWT_CLAIM_PREFIX):
-            log.warning("header match %r (JWT claim) is not supported; ignored", name)
-            continue
-        out.append(header_matcher(name, value))
+        claims = jwt_claims(name)
+        if claims is not None:
+            out.dynamic_metadata.append(claim_matcher(claims, value))
+        else:
+            headers.append(header_matcher(name, value))
     for name, value in sorted(match.without_headers.items()):
-        if name.startswith(JWT_CLAIM_PREFIX):
-            log.warning("withoutHeaders %r (JWT claim) is not supported; ignored", name)
-            continue
-        out.append(_without_header(name, value))
-    out.sort(key=lambda h: h.name)
-    return out
+        claims = jwt_claims(name)
+        if claims is not None:
+            inverted = claim_matcher(claims, value)
+            inverted.invert = True
+            out.dynamic_metadata.append(inverted)
+        else:
+            headers.append(_without_header(name, value))
+    headers.sort(key=lambda h: h.name)
+    out.headers.extend(headers)
 
 
 def route_match(match: Any | None) -> rc.RouteMatch:
     out = rc.RouteMatch(prefix="/")
     if match is None:
         return out
-    out.headers.extend(_headers(match))
+    _headers(match, out)
     if match.HasField("uri"):
         kind = match.uri.WhichOneof("match_type")
         if kind == "exact":
@@ -120,4 +166,4 @@ def is_catch_all(match: rc.RouteMatch) -> bool:
     catch_all = (kind == "prefix" and match.prefix == "/") or (
         kind == "safe_regex" and match.safe_regex.regex == ".*"
     )
-    return catch_all and not match.headers and not match.query_parameters
+    return catch_all and not match.headers and not match.query_parameters and not match.dynamic_metadata

@@ -46,6 +46,11 @@ class Protocol(enum.StrEnum):
     def is_http2(self) -> bool:
         return self in (Protocol.HTTP2, Protocol.GRPC)
 
+    @property
+    def is_tls(self) -> bool:
+        """TLS the proxy does not terminate: routed by SNI (VirtualService ``tls`` routes)."""
+        return self in (Protocol.HTTPS, Protocol.TLS)
+
 
 _PROTOCOLS = {p.value.lower(): p for p in Protocol if p is not Protocol.UNSUPPORTED}
 
@@ -109,6 +114,8 @@ class Service:
     addresses: tuple[str, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
     export_to: frozenset[str] = frozenset({PUBLIC})
+    # The ServiceEntry's subjectAltNames: verified on upstream TLS when the DestinationRule names none.
+    subject_alt_names: tuple[str, ...] = ()
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.number == number), None)
@@ -162,6 +169,7 @@ def services_of(
                 addresses=tuple(spec.addresses),
                 endpoints=own,
                 export_to=export_to,
+                subject_alt_names=tuple(spec.subject_alt_names),
             )
         )
     return out

@@ -1,12 +1,12 @@
 """The parts of an Envoy route a VirtualService ``HTTPRoute`` decides, besides the match.
 
 Istio's route.go (``applyHTTPRouteDestination``, ``ApplyRedirect``, ``ApplyDirectResponse``,
-``TranslateHeadersOperations``, ``TranslateFault``) and route/retry/retry.go (``ConvertPolicy``).
+``TranslateHeadersOperations``, ``TranslateFault``, ``consistentHashToHashPolicy``). Retries are in
+retries.py, mirroring in mirror.py, CORS in cors.py.
 """
 
 from __future__ import annotations
 
-import http
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,8 +15,6 @@ from typing import Any, TypeAlias
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
-from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
-from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.type.matcher.v3 import regex_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, wrappers_pb2
@@ -24,12 +22,11 @@ from google.protobuf import any_pb2, wrappers_pb2
 from pilot._gen import networking_pb2 as nw
 from pilot.translate import hosts, traffic_policy
 from pilot.translate.context import Scope
+from pilot.translate.mirror import per_hundred, per_million
 from pilot.xds import names
 
 log = logging.getLogger("pilot.translate.route_actions")
 
-DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-RETRIABLE_STATUS_CODES = "retriable-status-codes"
 HeaderValueOption: TypeAlias = base_pb2.HeaderValueOption
 FractionalPercent: TypeAlias = percent_pb2.FractionalPercent
 
@@ -58,77 +55,14 @@ def typed(message: Any) -> any_pb2.Any:
     return packed
 
 
-# --- retries -------------------------------------------------------------------------------------
-
-
-def default_retry_policy(consistent_hash: bool = False) -> rc.RetryPolicy:
-    """Istio's DefaultPolicy; with consistent hashing, retries stay on the same host (no
-    previous-hosts predicate)."""
-    out = rc.RetryPolicy(
-        retry_on=DEFAULT_RETRY_ON,
-        num_retries=wrappers_pb2.UInt32Value(value=2),
-        host_selection_retry_max_attempts=5,
-        retriable_status_codes=[503],
-    )
-    if not consistent_hash:
-        out.retry_host_predicate.add(
-            name="envoy.retry_host_predicates.previous_hosts",
-            typed_config=typed(previous_hosts_pb2.PreviousHostsPredicate()),
-        )
-    return out
-
-
-def parse_retry_on(text: str) -> tuple[str, list[int]]:
-    """``5xx,503,gateway-error`` → (``5xx,gateway-error``, [503]): numbers are status codes."""
-    policies, codes = [], []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if part.isdigit() and int(part) in http.HTTPStatus._value2member_map_:
-            codes.append(int(part))
-        else:
-            policies.append(part)
-    return ",".join(policies), codes
-
-
-def retry_policy(retry: Any | None, consistent_hash: bool = False) -> rc.RetryPolicy | None:
-    """Istio's ConvertPolicy: no policy → the default; ``attempts: 0`` → no retries at all."""
-    out = default_retry_policy(consistent_hash)
-    if retry is None:
-        return out
-    if retry.attempts <= 0:
-        return None
-    out.num_retries.value = retry.attempts
-    if retry.retry_on:
-        retry_on, codes = parse_retry_on(retry.retry_on)
-        if codes and RETRIABLE_STATUS_CODES not in retry_on:
-            retry_on = f"{retry_on},{RETRIABLE_STATUS_CODES}" if retry_on else RETRIABLE_STATUS_CODES
-        out.retry_on = retry_on
-        del out.retriable_status_codes[:]
-        out.retriable_status_codes.extend(codes)
-    if retry.HasField("per_try_timeout"):
-        out.per_try_timeout.CopyFrom(retry.per_try_timeout)
-    if retry.HasField("retry_remote_localities") and retry.retry_remote_localities.value:
-        out.retry_priority.name = "envoy.retry_priorities.previous_priorities"
-        out.retry_priority.typed_config.CopyFrom(
-            typed(previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=2))
-        )
-    return out
-
-
 # --- fault ---------------------------------------------------------------------------------------
-
-
-def percent(value: float) -> FractionalPercent:
-    """Istio's translatePercentToFractionalPercent: a Percent (0-100, fractional) per million."""
-    return FractionalPercent(numerator=int(value * 10000), denominator=FractionalPercent.MILLION)
 
 
 def _fault_percent(spec: Any) -> FractionalPercent | None:
     if spec.HasField("percentage"):
-        return percent(spec.percentage.value)
+        return per_million(spec.percentage.value)
     if spec.percent:
-        return FractionalPercent(numerator=spec.percent, denominator=FractionalPercent.HUNDRED)
+        return per_hundred(spec.percent)
     return None
 
 
@@ -327,8 +261,9 @@ def apply_rewrite(action: rc.RouteAction, rewrite: Any) -> None:
         action.host_rewrite_literal = rewrite.authority
 
 
-def redirect(spec: Any, listener_port: int) -> rc.RedirectAction | None:
-    """Istio's ApplyRedirect; None for a response code Envoy cannot send (the route is dropped)."""
+def redirect(spec: Any, listener_port: int, is_tls: bool = False) -> rc.RedirectAction | None:
+    """Istio's ApplyRedirect; None for a response code Envoy cannot send (the route is dropped).
+    ``is_tls``: the listener terminates TLS (a gateway's HTTPS server), so the default scheme is https."""
     code = REDIRECT_CODES.get(spec.redirect_code)
     if code is None:
         log.warning("redirect code %d is not supported; route dropped", spec.redirect_code)
@@ -344,7 +279,7 @@ def redirect(spec: Any, listener_port: int) -> rc.RedirectAction | None:
             out.port_redirect = spec.port
         elif spec.derive_port == nw.HTTPRedirect.FROM_REQUEST_PORT:
             out.port_redirect = listener_port
-        scheme = spec.scheme or "http"
+        scheme = spec.scheme or ("https" if is_tls else "http")
         if (out.port_redirect, scheme) in ((80, "http"), (443, "https")):
             out.port_redirect = 0
     return out

@@ -16,8 +16,9 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2
 
-from pilot.translate import hosts, route_actions
-from pilot.translate.context import PushContext, Scope, Service, VirtualServiceEntry
+from pilot.translate import hosts, mirror, retries, route_actions
+from pilot.translate.context import MESH_GATEWAY, PushContext, Scope, Service, VirtualServiceEntry
+from pilot.translate.cors import CORS_FILTER, cors_policy
 from pilot.translate.listeners import FAULT_FILTER, outbound_ports
 from pilot.translate.matches import applies, is_catch_all, route_match
 from pilot.translate.proxy import NodeType, ProxyView
@@ -30,10 +31,18 @@ DEFAULT_ROUTE = "default"
 ALLOW_ANY = "allow_any"
 BLOCK_ALL = "block_all"
 MAX_DIRECT_RESPONSE_BODY = 1024 * 1024  # Istio's DefaultMaxDirectResponseBodySizeBytes
+MESH_ONLY = frozenset({MESH_GATEWAY})
 
 
 def _no_timeout() -> duration_pb2.Duration:
     return duration_pb2.Duration()
+
+
+def set_timeout(action: rc.RouteAction, timeout: duration_pb2.Duration | None) -> None:
+    """Istio's setTimeout: the VirtualService's timeout, else 0 (none); ``max_grpc_timeout`` mirrors
+    it so that a gRPC client's ``grpc-timeout`` header is honoured up to the same limit."""
+    action.timeout.CopyFrom(timeout if timeout is not None else _no_timeout())
+    action.max_grpc_timeout.CopyFrom(action.timeout)
 
 
 def _operation(route: rc.Route, vs_name: str, port: int) -> str:
@@ -58,13 +67,24 @@ def _config_metadata(vs: VirtualServiceEntry) -> struct_pb2.Struct:
 
 
 def translate_route(
-    vs: VirtualServiceEntry, spec: Any, match: Any | None, port: int, scope: Scope, labels: Mapping[str, str]
+    vs: VirtualServiceEntry,
+    spec: Any,
+    match: Any | None,
+    port: int,
+    scope: Scope,
+    labels: Mapping[str, str],
+    gateways: frozenset[str] = MESH_ONLY,
+    is_tls: bool = False,
 ) -> rc.Route | None:
-    """One Envoy route for one (HTTPRoute, match) pair; None when it does not apply here."""
-    if not applies(match, port, labels, scope.namespace):
+    """Istio's translateRoute: one Envoy route for one (HTTPRoute, match) pair; None when it does
+    not apply to this proxy (port, source labels, namespace or gateways) or cannot be built."""
+    if not applies(match, port, labels, scope.namespace, gateways):
         return None
     if spec.HasField("delegate"):
-        log.warning("%s: delegate VirtualServices are not supported; route skipped", vs.key)
+        # Delegates are merged into their root when the PushContext is built (delegate.py); a
+        # delegate route still here names a VirtualService that is missing or not exported to it.
+        delegate = f"{spec.delegate.namespace or vs.namespace}/{spec.delegate.name}"
+        log.info("%s: delegate %s not found; route skipped", vs.key, delegate)
         return None
     name = spec.name + (f".{match.name}" if match is not None and match.name else "")
     route = rc.Route(name=name, match=route_match(match))
@@ -77,7 +97,7 @@ def translate_route(
         route_actions.apply_headers(route, ops)
         authority = ops.authority
     if spec.HasField("redirect"):
-        redirect = route_actions.redirect(spec.redirect, port)
+        redirect = route_actions.redirect(spec.redirect, port, is_tls)
         if redirect is None:
             return None
         route.redirect.CopyFrom(redirect)
@@ -93,40 +113,56 @@ def translate_route(
         fault = route_actions.fault(spec.fault)
         if fault is not None:
             route.typed_per_filter_config[FAULT_FILTER].CopyFrom(route_actions.typed(fault))
+    if spec.HasField("cors_policy"):
+        route.typed_per_filter_config[CORS_FILTER].CopyFrom(
+            route_actions.typed(cors_policy(spec.cors_policy))
+        )
     return route
 
 
 def _apply_route_action(
     route: rc.Route, spec: Any, authority: str, vs: VirtualServiceEntry, scope: Scope, port: int
 ) -> None:
+    """Istio's applyHTTPRouteDestination."""
     action = route.route
-    action.timeout.CopyFrom(spec.timeout if spec.HasField("timeout") else _no_timeout())
+    set_timeout(action, spec.timeout if spec.HasField("timeout") else None)
     if spec.HasField("rewrite"):
         route_actions.apply_rewrite(action, spec.rewrite)
         authority = spec.rewrite.authority or authority
     if authority:
         action.host_rewrite_literal = authority
+
+    def cluster_of(destination: Any) -> str:
+        return route_actions.destination_cluster(destination, vs.namespace, scope, port)
+
+    action.request_mirror_policies.extend(mirror.mirror_policies(spec, cluster_of))
     hashed = route_actions.apply_destinations(route, action, spec, vs.namespace, scope, port)
-    retries = spec.retries if spec.HasField("retries") else scope.mesh.default_retry_policy
-    policy = route_actions.retry_policy(retries, consistent_hash=hashed)
-    if policy is not None:
-        action.retry_policy.CopyFrom(policy)
+    policy = spec.retries if spec.HasField("retries") else scope.mesh.default_retry_policy
+    converted = retries.retry_policy(policy, consistent_hash=hashed)
+    if converted is not None:
+        action.retry_policy.CopyFrom(converted)
 
 
 def virtual_service_routes(
-    vs: VirtualServiceEntry, port: int, scope: Scope, labels: Mapping[str, str]
+    vs: VirtualServiceEntry,
+    port: int,
+    scope: Scope,
+    labels: Mapping[str, str],
+    gateways: frozenset[str] = MESH_ONLY,
+    is_tls: bool = False,
 ) -> list[rc.Route]:
-    """Every route of the VirtualService that applies on ``port``, up to the first catch-all."""
+    """Istio's BuildHTTPRoutesForVirtualService: every route of the VirtualService that applies on
+    ``port`` (match blocks of one HTTPRoute are OR-ed: one Envoy route each), up to the first catch-all."""
     out: list[rc.Route] = []
     for spec in vs.spec.http:
         if not spec.match:
-            route = translate_route(vs, spec, None, port, scope, labels)
+            route = translate_route(vs, spec, None, port, scope, labels, gateways, is_tls)
             if route is not None:
                 out.append(route)
             break
         catch_all = False
         for match in spec.match:
-            route = translate_route(vs, spec, match, port, scope, labels)
+            route = translate_route(vs, spec, match, port, scope, labels, gateways, is_tls)
             if route is not None:
                 out.append(route)
                 if is_catch_all(route.match):
@@ -140,8 +176,9 @@ def virtual_service_routes(
 def default_route(service: Service, port: int, scope: Scope) -> rc.Route:
     """No VirtualService: everything to ``outbound|N||HOST`` with Istio's default retries."""
     cluster = names.outbound_cluster(service.hostname, port)
-    action = rc.RouteAction(cluster=cluster, timeout=_no_timeout())
-    policy = route_actions.retry_policy(scope.mesh.default_retry_policy)
+    action = rc.RouteAction(cluster=cluster)
+    set_timeout(action, None)
+    policy = retries.retry_policy(scope.mesh.default_retry_policy)
     if policy is not None:
         action.retry_policy.CopyFrom(policy)
     route_actions.add_hash_policy(action, scope, cluster)
@@ -163,7 +200,8 @@ def service_routes(service: Service, port: int, scope: Scope, labels: Mapping[st
 
 def catch_all_virtual_host(allow_any: bool) -> rc.VirtualHost:
     if allow_any:
-        action = rc.RouteAction(cluster=names.PASSTHROUGH_CLUSTER, timeout=_no_timeout())
+        action = rc.RouteAction(cluster=names.PASSTHROUGH_CLUSTER)
+        set_timeout(action, None)
         route = rc.Route(name=ALLOW_ANY, match=rc.RouteMatch(prefix="/"), route=action)
         name = ALLOW_ANY
     else:

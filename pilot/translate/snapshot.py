@@ -3,12 +3,19 @@
 The final check is go-control-plane's ``Snapshot.Consistent()``: every EDS name is an EDS cluster,
 every EDS cluster has its assignment, and every route configuration a listener names exists. A
 failure is a bug in the translator, never bad user config, so it raises.
+
+Given the view's previous snapshot and the context it was built from, ``build_snapshot`` only
+translates the types whose generator is affected by the config that changed in between (Istio's
+``skippedCdsConfigs`` and friends): a VirtualService edit rebuilds listeners and routes, not
+clusters and endpoints. Types are kept or rebuilt in consistency groups (CDS with EDS, LDS with
+RDS), so every check still sees both sides of what it compares. A changed kind no generator
+declares rebuilds everything.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -16,6 +23,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf.message import Message
 
 from pilot.cache.snapshot import Snapshot
+from pilot.config.objects import ConfigKey
 from pilot.errors import TranslationError
 from pilot.translate.context import PushContext
 from pilot.translate.generators import GENERATORS
@@ -76,15 +84,69 @@ def inconsistencies(messages: Mapping[str, Sequence[tuple[str, Message]]]) -> li
     return problems
 
 
-def build_snapshot(view: ProxyView, context: PushContext) -> Snapshot:
-    """Translate ``view`` at ``context``'s version into a consistent, serialized Snapshot."""
-    messages = generate_messages(view, context)
+# Types whose consistency is checked against each other: kept or rebuilt together.
+GROUPS: tuple[tuple[str, ...], ...] = ((types.CLUSTER, types.ENDPOINT), (types.LISTENER, types.ROUTE))
+
+
+def _groups() -> list[tuple[str, ...]]:
+    grouped = {type_url for group in GROUPS for type_url in group}
+    out = [tuple(t for t in group if t in GENERATORS) for group in GROUPS]
+    out += [(type_url,) for type_url in GENERATORS if type_url not in grouped]
+    return [group for group in out if group]
+
+
+def _known_kinds() -> frozenset[str] | None:
+    """Every config kind some generator says it reads; None if a generator does not say."""
+    kinds: set[str] = set()
+    for generator in GENERATORS.values():
+        declared = getattr(generator, "kinds", None)
+        if declared is None:
+            return None
+        kinds.update(declared)
+    return frozenset(kinds)
+
+
+def types_to_rebuild(changed: Iterable[ConfigKey] | None, previous: Snapshot | None = None) -> list[str]:
+    """The type URLs a view must translate again after ``changed`` (None: unknown, all of them)."""
+    everything = list(GENERATORS)
+    if changed is None or previous is None:
+        return everything
+    keys = list(changed)
+    known = _known_kinds()
+    if known is None or any(key.kind not in known for key in keys):
+        return everything
+    rebuild: set[str] = set()
+    for group in _groups():
+        missing = any(t not in previous.by_type for t in group)
+        # No key at all means nothing changed (a generator reads an empty list as "anything").
+        if missing or (keys and any(GENERATORS[t].affected_by(keys) for t in group)):
+            rebuild.update(group)
+    return [t for t in everything if t in rebuild]
+
+
+def build_snapshot(
+    view: ProxyView, context: PushContext, previous: tuple[PushContext, Snapshot] | None = None
+) -> Snapshot:
+    """Translate ``view`` at ``context``'s version into a consistent, serialized Snapshot.
+
+    ``previous``: the context the view's last snapshot was built from, and that snapshot. Types no
+    change since then can affect are taken from it untranslated; the rest share every unchanged
+    resource with it.
+    """
+    if previous is None:
+        rebuild = list(GENERATORS)
+        old = None
+    else:
+        old_context, old = previous
+        rebuild = types_to_rebuild(context.changed_since(old_context), old)
+    messages = {type_url: GENERATORS[type_url].generate(view, context) for type_url in rebuild}
     problems = inconsistencies(messages)
     if problems:
         raise TranslationError(
             f"inconsistent snapshot for {view} at version {context.version}: " + "; ".join(problems)
         )
-    return Snapshot.from_messages(context.version, messages)
+    keep = [type_url for type_url in GENERATORS if type_url not in messages]
+    return Snapshot.from_messages(context.version, messages, old, keep=keep)
 
 
-__all__ = ["build_snapshot", "generate_messages", "inconsistencies"]
+__all__ = ["GROUPS", "build_snapshot", "generate_messages", "inconsistencies", "types_to_rebuild"]

@@ -2,13 +2,15 @@
 
 Istio's cluster_traffic_policy.go: connection pool → circuit breakers (every threshold MaxUint32 by
 default, with ``track_remaining``), connect timeout, keepalive and HTTP protocol options; outlier
-detection; load balancer (LEAST_REQUEST by default). Port-level settings and subset policies are
-merged as ``util.GetPortLevelTrafficPolicy`` / ``MergeSubsetTrafficPolicy`` do: a component set at
-the narrower level replaces the one inherited.
+detection; load balancer (LEAST_REQUEST by default) with slow start and locality settings; client TLS
+and upstream PROXY protocol (cluster_tls.py). Port-level settings and subset policies are merged as
+``util.GetPortLevelTrafficPolicy`` / ``MergeSubsetTrafficPolicy`` do: a component set at the narrower
+level replaces the one inherited (port-level settings have no ``proxyProtocol`` or ``tunnel``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
@@ -18,14 +20,15 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from pilot._gen import networking_pb2 as nw
-from pilot.translate.context import ServicePort
+from pilot.translate import cluster_tls, locality
+from pilot.translate.context import MeshSettings, ServicePort
 
 Cluster: TypeAlias = cluster_pb2.Cluster
 HttpProtocolOptions: TypeAlias = upstream_http.HttpProtocolOptions
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 MAX_UINT32 = 2**32 - 1
-_COMPONENTS = ("connection_pool", "load_balancer", "outlier_detection")
+_COMPONENTS = ("connection_pool", "load_balancer", "outlier_detection", "tls", "proxy_protocol", "tunnel")
 LB = nw.LoadBalancerSettings
 H2Upgrade = nw.ConnectionPoolSettings.HTTPSettings
 
@@ -37,10 +40,16 @@ class TrafficPolicy:
     connection_pool: Any = None
     load_balancer: Any = None
     outlier_detection: Any = None
+    tls: Any = None
+    proxy_protocol: Any = None
+    tunnel: Any = None
 
 
 def _override(base: TrafficPolicy, message: Any) -> TrafficPolicy:
-    changes = {name: getattr(message, name) for name in _COMPONENTS if message.HasField(name)}
+    fields = message.DESCRIPTOR.fields_by_name
+    changes = {
+        name: getattr(message, name) for name in _COMPONENTS if name in fields and message.HasField(name)
+    }
     return replace(base, **changes) if changes else base
 
 
@@ -76,20 +85,55 @@ def default_thresholds() -> circuit_breaker_pb2.CircuitBreakers.Thresholds:
     )
 
 
-def apply(cluster: Cluster, policy: TrafficPolicy, port: ServicePort, mesh_h2_upgrade: bool) -> None:
+def apply(
+    cluster: Cluster,
+    policy: TrafficPolicy,
+    port: ServicePort,
+    mesh: MeshSettings,
+    service_sans: Sequence[str] = (),
+) -> None:
+    """Istio's applyTrafficPolicy for an outbound cluster, in Istio's order. ``service_sans`` are the
+    ServiceEntry's ``subjectAltNames`` (used when the TLS settings name none)."""
     options = HttpProtocolOptions()
     if port.protocol.is_http2:
         _set_h2(options)
+    if mesh.tcp_keepalive is not None:  # Istio's applyTCPKeepalive: the mesh's, then the rule's on top
+        _apply_keepalive(cluster, mesh.tcp_keepalive)
     _apply_connection_pool(cluster, policy.connection_pool, options)
-    if _should_h2_upgrade(port, mesh_h2_upgrade, policy.connection_pool):
+    if _should_h2_upgrade(port, mesh.h2_upgrade, policy.connection_pool):
         _set_h2(options)
     pool = policy.connection_pool
     streams = pool.http.max_concurrent_streams if _has(pool, "http") else 0
-    if streams > 0 and options.explicit_http_config.HasField("http2_protocol_options"):
+    http2 = options.explicit_http_config.HasField("http2_protocol_options")
+    if streams > 0 and http2:
         options.explicit_http_config.http2_protocol_options.max_concurrent_streams.value = streams
     _apply_outlier_detection(cluster, policy.outlier_detection)
     _apply_load_balancer(cluster, policy.load_balancer)
+    _apply_locality(cluster, policy, mesh)
+    tls_context = None
+    if policy.tls is not None:
+        tls_context = cluster_tls.upstream_tls_context(policy.tls, http2, options, service_sans)
+    socket = cluster_tls.transport_socket(tls_context, policy.proxy_protocol)
+    if socket is not None:
+        cluster.transport_socket.CopyFrom(socket)
     _pack_protocol_options(cluster, options)
+
+
+def locality_setting(policy: TrafficPolicy, mesh: MeshSettings) -> Any | None:
+    lb = policy.load_balancer
+    own = lb.locality_lb_setting if lb is not None and lb.HasField("locality_lb_setting") else None
+    return locality.setting(mesh.locality_lb_setting, own)
+
+
+def _apply_locality(cluster: Cluster, policy: TrafficPolicy, mesh: MeshSettings) -> None:
+    """Istio's applyLocalityLoadBalancer: failover only with outlier detection (Envoy never fails
+    over without it); an inline (DNS) load assignment is re-weighted here, EDS ones in clusters.py."""
+    lb_setting = locality_setting(policy, mesh)
+    failover = policy.outlier_detection is not None
+    if locality.uses_weighted_config(lb_setting, failover):
+        cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
+    if cluster.HasField("load_assignment"):
+        locality.apply(cluster.load_assignment, lb_setting, failover)
 
 
 def apply_passthrough(cluster: Cluster) -> None:
@@ -261,4 +305,12 @@ def _pack_protocol_options(cluster: Cluster, options: HttpProtocolOptions) -> No
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed)
 
 
-__all__ = ["TrafficPolicy", "apply", "apply_passthrough", "default_thresholds", "for_port", "for_subset"]
+__all__ = [
+    "TrafficPolicy",
+    "apply",
+    "apply_passthrough",
+    "default_thresholds",
+    "for_port",
+    "for_subset",
+    "locality_setting",
+]

@@ -14,8 +14,14 @@ from pilot.config import kinds
 from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.config.parse import parse_text
 from pilot.config.validation import validate
-from pilot.config.validation.support import NOT_YET_SUPPORTED, NOT_YET_SUPPORTED_MESSAGE, field_by_json_name
-from tests.config.helpers import ROUTE, errors, problems, vs, warnings
+from pilot.config.validation.support import (
+    ISTIO_MUTUAL_MESSAGE,
+    NOT_YET_SUPPORTED,
+    NOT_YET_SUPPORTED_MESSAGE,
+    SOURCE_LABELS_MESSAGE,
+    field_by_json_name,
+)
+from tests.config.helpers import errors, problems, vs, warnings
 
 # --- DestinationRule --------------------------------------------------------------------------------------
 
@@ -517,16 +523,35 @@ def test_not_yet_supported_table_names_real_fields(kind: str) -> None:
 
 def test_not_yet_supported_fields_warn_only_where_set() -> None:
     spec = {
-        "hosts": ["r"],
-        "http": [
-            {"match": [{"port": 80}], "route": ROUTE},
-            {"route": ROUTE, "mirror": {"host": "m"}, "corsPolicy": {"allowMethods": ["GET"]}},
+        "host": "r",
+        "trafficPolicy": {"loadBalancer": {"simple": "ROUND_ROBIN"}},
+        "subsets": [
+            {"name": "a", "labels": {"v": "a"}},
+            {
+                "name": "b",
+                "labels": {"v": "b"},
+                "trafficPolicy": {"loadBalancer": {"simple": "RANDOM", "warmup": {"aggression": 2}}},
+            },
         ],
     }
-    assert errors("VirtualService", spec) == set()
-    assert warnings("VirtualService", spec) == {
-        ("spec.http[1].mirror", NOT_YET_SUPPORTED_MESSAGE),
-        ("spec.http[1].corsPolicy", NOT_YET_SUPPORTED_MESSAGE),
+    assert errors("DestinationRule", spec) == set()
+    assert warnings("DestinationRule", spec) == {
+        ("spec.subsets[1].trafficPolicy.loadBalancer.warmup.aggression", NOT_YET_SUPPORTED_MESSAGE),
+    }
+
+
+def test_partly_translated_fields_warn_with_their_reason() -> None:
+    rule = {
+        "host": "r",
+        "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}},
+        "subsets": [{"name": "a", "labels": {"v": "a"}, "trafficPolicy": {"tls": {"mode": "SIMPLE"}}}],
+    }
+    assert warnings("DestinationRule", rule) == {
+        ("spec.trafficPolicy.tls.mode", ISTIO_MUTUAL_MESSAGE),
+    }
+    labelled = vs(match=[{"sourceLabels": {"app": "x"}}, {"sourceLabels": {"app": "y"}, "gateways": ["gw"]}])
+    assert warnings("VirtualService", labelled) == {
+        ("spec.http[0].match[0].sourceLabels", SOURCE_LABELS_MESSAGE),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 INPUTS = ROOT / "testdata" / "translate"
 GOLDEN = ROOT / "testdata" / "golden"
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
+TEST_CERT = ROOT / "testdata" / "certs" / "test-cert.pem"
+TEST_KEY = ROOT / "testdata" / "certs" / "test-key.pem"
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ SCENARIOS = (
     Scenario("dns-external", "dns-external.yaml", factories.sidecar("default")),
     Scenario("tcp", "tcp.yaml", factories.sidecar("default")),
     Scenario("registry-only", "registry-only.yaml", factories.sidecar("default", InterceptionMode.TPROXY)),
+    Scenario("routing-surface", "routing-surface.yaml", factories.sidecar("default")),
+    Scenario("tcp-tls", "tcp-tls.yaml", factories.sidecar("default")),
+    Scenario("tcp-tls-redirect", "tcp-tls.yaml", factories.sidecar("default", InterceptionMode.REDIRECT)),
 )
 
 
@@ -106,3 +112,38 @@ def static_bootstrap(messages: Messages) -> bootstrap_pb2.Bootstrap:
                 network_filter.typed_config.Pack(manager)
         bootstrap.static_resources.listeners.append(listener)
     return bootstrap
+
+
+# DataSource fields naming certificate files (proto3 JSON names) → the test file Envoy reads instead.
+_TEST_FILES = {"certificateChain": TEST_CERT, "privateKey": TEST_KEY, "trustedCa": TEST_CERT}
+
+
+def with_test_certificates(node: Any) -> Any:
+    """A copy of a config document (proto3 JSON) whose certificate files are the test certificate and
+    key, and without CRL files: Envoy reads these files when it loads the config, and the paths a
+    config names (``/etc/certs/...``) do not exist here."""
+    if isinstance(node, list):
+        return [with_test_certificates(child) for child in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "crl" and isinstance(value, dict) and "filename" in value:
+            continue
+        if key in _TEST_FILES and isinstance(value, dict) and "filename" in value:
+            value = {**value, "filename": str(_TEST_FILES[key])}
+        out[key] = with_test_certificates(value)
+    return out
+
+
+def envoy_validate(bootstrap: bootstrap_pb2.Bootstrap, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """``envoy --mode validate`` on ``bootstrap`` (with test certificates): returncode 0 = accepted."""
+    config = workdir / "envoy.json"
+    document = json_format.MessageToDict(bootstrap)
+    config.write_text(json.dumps(with_test_certificates(document)))
+    return subprocess.run(
+        [str(ENVOY), "--mode", "validate", "-c", str(config), "-l", "warning", "--concurrency", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -58,7 +58,9 @@ def test_locality_and_weight() -> None:
     assert not plain.HasField("locality")
     assert (placed.locality.region, placed.locality.zone, placed.locality.sub_zone) == ("r", "z", "s")
     assert placed.lb_endpoints[0].load_balancing_weight.value == 5
-    assert not plain.lb_endpoints[0].HasField("load_balancing_weight")
+    # Istio: an endpoint without a weight weighs 1; a locality weighs the sum of its endpoints.
+    assert plain.lb_endpoints[0].load_balancing_weight.value == 1
+    assert (plain.load_balancing_weight.value, placed.load_balancing_weight.value) == (2, 5)
 
 
 def test_target_port_then_service_port() -> None:

@@ -12,15 +12,21 @@ and review the diff (``git diff testdata/golden``) before committing it.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from google.protobuf import json_format
 
 from pilot.translate.snapshot import build_snapshot, generate_messages
 from tests import factories
-from tests.translate.golden import ENVOY, SCENARIOS, Scenario, dumps, static_bootstrap, to_json
+from tests.translate.golden import (
+    ENVOY,
+    SCENARIOS,
+    Scenario,
+    dumps,
+    envoy_validate,
+    static_bootstrap,
+    to_json,
+)
 
 UPDATE = os.environ.get("PILOT_UPDATE_GOLDEN") == "1"
 
@@ -52,12 +58,5 @@ def test_envoy_accepts(scenario: Scenario, tmp_path: Path) -> None:
     """``envoy --mode validate`` on a static bootstrap holding the whole translation."""
     context = factories.context_from_yaml(scenario.input_path)
     bootstrap = static_bootstrap(generate_messages(scenario.view, context))
-    config = tmp_path / "envoy.json"
-    config.write_text(json_format.MessageToJson(bootstrap))
-    result = subprocess.run(
-        [str(ENVOY), "--mode", "validate", "-c", str(config), "-l", "warning", "--concurrency", "1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = envoy_validate(bootstrap, tmp_path)
     assert result.returncode == 0, f"envoy rejected {scenario.name}:\n{result.stdout}\n{result.stderr}"

@@ -39,7 +39,11 @@ def test_http_listener() -> None:
     assert hcm.stat_prefix == "outbound_0.0.0.0_9080"
     assert hcm.rds.route_config_name == "9080"
     assert hcm.rds.config_source.HasField("ads")
-    assert [h.name for h in hcm.http_filters] == ["envoy.filters.http.fault", "envoy.filters.http.router"]
+    assert [h.name for h in hcm.http_filters] == [
+        "envoy.filters.http.fault",
+        "envoy.filters.http.cors",
+        "envoy.filters.http.router",
+    ]
 
 
 def test_tcp_listener_first_host_wins_and_http_wins_over_tcp() -> None:

@@ -132,8 +132,12 @@ def test_generators_say_not_me_cheaply() -> None:
     vs = ConfigKey("VirtualService", "default", "reviews")
     dr = ConfigKey("DestinationRule", "default", "reviews")
     gw = ConfigKey("Gateway", "istio-system", "gw")
+    se = ConfigKey("ServiceEntry", "default", "reviews")
     assert generators.RDS.affected_by([vs]) and not generators.CDS.affected_by([vs])
     assert generators.CDS.affected_by([dr]) and generators.EDS.affected_by([dr])
-    assert not generators.LDS.affected_by([vs, dr, gw])
+    # tcp/tls routes and the DestinationRule's TCP settings are in listeners; hash policies in routes.
+    assert generators.LDS.affected_by([vs]) and generators.LDS.affected_by([dr])
+    assert generators.RDS.affected_by([dr]) and not generators.EDS.affected_by([vs, gw])
+    assert all(g.affected_by([se]) for g in generators.GENERATORS.values())
     assert all(g.affected_by([]) for g in generators.GENERATORS.values())
     assert list(generators.GENERATORS) == [types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE]

@@ -68,7 +68,38 @@ def validate_gateway(spec: Msg, name: str, path: str, report: Report) -> None:
                 )
 
 
+IGNORED = "server ignored"
+
+
+def unsupported_server(server: Msg) -> tuple[str, str] | None:
+    """Why pilot cannot serve this server, as (field path under the server, message); None if it can.
+
+    Translation leaves such servers out (pilot.translate.gateway); validation warns about them.
+    """
+    if server.bind.startswith(UNIX_PREFIX):
+        return "bind", "binding a unix domain socket is not supported by pilot; " + IGNORED
+    if not server.HasField("tls"):
+        return None
+    if server.HasField("port") and parse_protocol(server.port.protocol) in HTTP_PROTOCOLS:
+        return None  # only httpsRedirect means anything on a plain HTTP port
+    tls = server.tls
+    if tls.mode == tls.AUTO_PASSTHROUGH:
+        return "tls.mode", "AUTO_PASSTHROUGH needs SNI-DNAT clusters, which pilot does not build; " + IGNORED
+    if tls.mode == tls.ISTIO_MUTUAL:
+        return "tls.mode", "ISTIO_MUTUAL needs mesh certificates over SDS, which pilot lacks; " + IGNORED
+    if tls.mode != tls.PASSTHROUGH and tls.credential_name:
+        return (
+            "tls.credentialName",
+            "credentialName needs SDS, which pilot does not serve (use serverCertificate and privateKey); "
+            + IGNORED,
+        )
+    return None
+
+
 def _server(server: Msg, path: str, report: Report) -> None:
+    unsupported = unsupported_server(server)
+    if unsupported is not None:
+        report.warn(at(path, unsupported[0]), unsupported[1])
     if not len(server.hosts):
         report.error(at(path, "hosts"), "server config must contain at least one host")
     for index, host in enumerate(server.hosts):
@@ -133,7 +164,7 @@ def _tls(tls: Msg, path: str, report: Report) -> None:
         )
     invalid, valid, duplicate = set(), set(), set()
     for suite in tls.cipher_suites:
-        if not _valid_cipher_suite(suite):
+        if not valid_cipher_suite(suite):
             invalid.add(suite)
         elif suite in valid:
             duplicate.add(suite)
@@ -186,7 +217,8 @@ def _tls(tls: Msg, path: str, report: Report) -> None:
             report.error(at(path, "caCrl"), "CRL is not supported with SIMPLE TLS")
 
 
-def _valid_cipher_suite(suite: str) -> bool:
+def valid_cipher_suite(suite: str) -> bool:
+    """An Envoy cipher suite name, or an equal-preference group ``[A|B]`` of them."""
     if suite.startswith("[") and suite.endswith("]"):  # an equal-preference group: [A|B]
         return all(part in CIPHER_SUITES for part in suite[1:-1].split("|"))
     return suite in CIPHER_SUITES

@@ -1,9 +1,20 @@
-"""What pilot does not translate yet: set fields it ignores, reported as warnings.
+"""What pilot does not translate, or translates differently from Istio: warnings on the fields concerned.
 
 ``NOT_YET_SUPPORTED`` is the single table to edit as translation support grows: delete a line when the
 translator starts honouring that field. Each entry is a field path in the YAML's camelCase names,
 relative to the spec; ``[]`` steps into every item of a list. A warning is given for every place
-where the field is set (for a scalar: set to a non-default value).
+where the field is set (for a scalar: set to a non-default value). Why each is left out:
+
+* DestinationRule ``workloadSelector``, ``failoverPriority``; WorkloadEntry ``network``: they select by
+  the proxy's workload labels (or network), which pilot's sidecar views do not carry.
+* ``warmup.minimumPercent`` / ``warmup.aggression``: Istio's translation of them not yet confirmed.
+* ``serviceAccount`` fields: identities for Istio's mTLS, which needs Istio's CA.
+* Gateway ``selector``/``servers``: until gateway support lands.
+* MeshConfig: proxy bootstrap, ingress, telemetry and mTLS settings outside pilot's translation.
+
+``_translation_notes`` warns about set fields that pilot honours only in part, each with its own
+message: DestinationRule ``tls`` with ``ISTIO_MUTUAL`` or ``credentialName``, and VirtualService
+``sourceLabels`` matches that would have to apply to sidecars.
 """
 
 from __future__ import annotations
@@ -21,41 +32,31 @@ NOT_YET_SUPPORTED_MESSAGE = "not yet supported by pilot; ignored"
 def _traffic_policy(prefix: str) -> tuple[str, ...]:
     """The unsupported parts of a TrafficPolicy at ``prefix``, and of its port-level settings."""
     per_port = (
-        "tls",
-        "loadBalancer.localityLbSetting",
+        "loadBalancer.localityLbSetting.failoverPriority",
         "loadBalancer.warmup.minimumPercent",
         "loadBalancer.warmup.aggression",
     )
     return (
-        *(f"{prefix}.{name}" for name in (*per_port, "tunnel", "proxyProtocol")),
+        *(f"{prefix}.{name}" for name in per_port),
         *(f"{prefix}.portLevelSettings[].{name}" for name in per_port),
     )
 
 
 NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
-    kinds.VIRTUAL_SERVICE: (
-        "tcp",
-        "tls",
-        "http[].delegate",
-        "http[].mirror",
-        "http[].mirrors",
-        "http[].mirrorPercent",
-        "http[].mirrorPercentage",
-        "http[].corsPolicy",
-    ),
+    kinds.VIRTUAL_SERVICE: (),
     kinds.DESTINATION_RULE: (
         "workloadSelector",
         *_traffic_policy("trafficPolicy"),
         *_traffic_policy("subsets[].trafficPolicy"),
     ),
     kinds.SERVICE_ENTRY: (
-        "subjectAltNames",
         "endpoints[].network",
         "endpoints[].serviceAccount",
     ),
     kinds.GATEWAY: (
-        "selector",
-        "servers",
+        # Also not implemented by Istio. Servers pilot cannot serve at all (credentialName,
+        # ISTIO_MUTUAL, AUTO_PASSTHROUGH, unix sockets) are warned about by validation/gateway.py.
+        "servers[].defaultEndpoint",
     ),
     kinds.WORKLOAD_ENTRY: (
         "network",
@@ -66,7 +67,6 @@ NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
         "proxyInboundListenPort",
         "proxyHttpPort",
         "protocolDetectionTimeout",
-        "tcpKeepalive",
         "ingressClass",
         "ingressService",
         "ingressControllerMode",
@@ -79,7 +79,6 @@ NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
         "enableAutoMtls",
         "trustDomain",
         "trustDomainAliases",
-        "localityLbSetting",
         "inboundClusterStatName",
         "outboundClusterStatName",
         "enablePrometheusMerge",
@@ -88,10 +87,69 @@ NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
 }
 
 
+ISTIO_MUTUAL_MESSAGE = (
+    "ISTIO_MUTUAL needs Istio's certificate authority (mesh certificates from its node agent), which pilot "
+    "does not run: connections stay plaintext"
+)
+CREDENTIAL_NAME_MESSAGE = (
+    "pilot reads no Kubernetes secrets: as Istio does for sidecars, no TLS is originated with "
+    "credentialName; give clientCertificate, privateKey and caCertificates files instead"
+)
+SOURCE_LABELS_MESSAGE = (
+    "pilot's sidecars carry no workload labels: this match never applies to a sidecar, only to gateways "
+    "whose labels it matches"
+)
+_POLICIES = (
+    "trafficPolicy",
+    "trafficPolicy.portLevelSettings[]",
+    "subsets[].trafficPolicy",
+    "subsets[].trafficPolicy.portLevelSettings[]",
+)
+ISTIO_MUTUAL = 3  # ClientTLSSettings.TLSmode.ISTIO_MUTUAL
+
+
 def report_not_yet_supported(kind: str, spec: Msg, path: str, report: Report) -> None:
     for pattern in NOT_YET_SUPPORTED.get(kind, ()):
         for where in find_set(spec, pattern.split("."), path):
             report.warn(where, NOT_YET_SUPPORTED_MESSAGE)
+    _translation_notes(kind, spec, path, report)
+
+
+def _translation_notes(kind: str, spec: Msg, path: str, report: Report) -> None:
+    """Fields pilot honours only in part."""
+    if kind == kinds.DESTINATION_RULE:
+        for policy in _POLICIES:
+            for where, tls in find_values(spec, f"{policy}.tls".split("."), path):
+                if tls.mode == ISTIO_MUTUAL:
+                    report.warn(at(where, "mode"), ISTIO_MUTUAL_MESSAGE)
+                elif tls.credential_name:
+                    report.warn(at(where, "credentialName"), CREDENTIAL_NAME_MESSAGE)
+    elif kind == kinds.VIRTUAL_SERVICE and (not spec.gateways or "mesh" in spec.gateways):
+        for section in ("http", "tcp", "tls"):
+            for where, match in find_values(spec, [f"{section}[]", "match[]"], path):
+                if match.source_labels and (not match.gateways or "mesh" in match.gateways):
+                    report.warn(at(where, "sourceLabels"), SOURCE_LABELS_MESSAGE)
+
+
+def find_values(message: Msg, steps: list[str], path: str) -> Iterator[tuple[str, Msg]]:
+    """(path, value) of every set message the field ``steps`` leads to (lists: every item)."""
+    step, rest = steps[0], steps[1:]
+    name = step.removesuffix("[]")
+    field = field_by_json_name(message.DESCRIPTOR, name)
+    if field is None:
+        raise KeyError(f"{message.DESCRIPTOR.full_name} has no field {name}")
+    here = at(path, name)
+    if step.endswith("[]"):
+        found = [(item(here, index), element) for index, element in enumerate(getattr(message, field.name))]
+    elif message.HasField(field.name):
+        found = [(here, getattr(message, field.name))]
+    else:
+        found = []
+    for where, value in found:
+        if rest:
+            yield from find_values(value, rest, where)
+        else:
+            yield where, value
 
 
 def find_set(message: Msg, steps: list[str], path: str) -> Iterator[str]:

@@ -1,0 +1,148 @@
+"""The shared corpus of real Istio config (../shared/corpus/istio), and the ServiceEntries it needs.
+
+A corpus file's VirtualServices and DestinationRules name hosts that the file does not declare (in
+Kubernetes they are Services). ``synthetic_service_entries`` makes one STATIC ServiceEntry per such
+host, with a 127.0.0.1 endpoint (one more per subset, carrying the subset's labels), on the ports the
+file routes to (80 and 9080 when it names none), so that the config has services to attach to.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pilot.config.objects import ConfigObject
+from pilot.translate import hosts
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "istio"
+DEFAULT_PORTS = (80, 9080)
+API_VERSION = "networking.istio.io/v1"
+
+
+def corpus_files() -> list[Path]:
+    return sorted(CORPUS.glob("*.yaml")) if CORPUS.is_dir() else []
+
+
+class _Hosts:
+    """Hosts named by a file: host → (namespace, {port: protocol}, [subset labels])."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, tuple[str, dict[int, str], list[dict[str, str]]]] = {}
+
+    def add(self, host: str, namespace: str, port: int = 0, protocol: str = "HTTP") -> None:
+        if not host or host == "*" or hosts.is_wildcard(host) or hosts.is_ip(host):
+            return
+        fqdn = hosts.resolve_shortname(host, namespace)
+        _, ports, _ = self.found.setdefault(fqdn, (_namespace_of(fqdn, namespace), {}, []))
+        if port:
+            ports.setdefault(port, protocol)
+        elif not ports:
+            ports.update({0: protocol})  # no port yet: the defaults, unless one is named later
+
+    def subset(self, host: str, namespace: str, labels: dict[str, str]) -> None:
+        self.add(host, namespace)
+        fqdn = hosts.resolve_shortname(host, namespace)
+        if labels and labels not in self.found[fqdn][2]:
+            self.found[fqdn][2].append(labels)
+
+
+def _namespace_of(fqdn: str, fallback: str) -> str:
+    parts = fqdn.split(".")
+    if len(parts) == 5 and parts[2] == "svc":
+        return parts[1]
+    return fallback
+
+
+def _port(destination: Any) -> int:
+    return destination.port.number if destination.HasField("port") else 0
+
+
+def _virtual_service(found: _Hosts, obj: ConfigObject) -> None:
+    spec: Any = obj.spec
+    ns = obj.namespace
+    for section, protocol in (("http", "HTTP"), ("tcp", "TCP"), ("tls", "TLS")):
+        routes = getattr(spec, section)
+        if not routes:
+            continue
+        match_ports = {m.port for r in routes for m in r.match if m.port}
+        for host in spec.hosts:
+            for port in sorted(match_ports) or [0]:
+                found.add(host, ns, port, protocol)
+        for route in routes:
+            destinations = [d.destination for d in route.route]
+            if section == "http":
+                destinations += [route.mirror] if route.HasField("mirror") else []
+                destinations += [m.destination for m in route.mirrors]
+            for destination in destinations:
+                found.add(destination.host, ns, _port(destination), protocol)
+
+
+def _destination_rule(found: _Hosts, obj: ConfigObject) -> None:
+    spec: Any = obj.spec
+    found.add(spec.host, obj.namespace)
+    for setting in spec.traffic_policy.port_level_settings:
+        found.add(spec.host, obj.namespace, setting.port.number)
+    for subset in spec.subsets:
+        found.subset(spec.host, obj.namespace, dict(subset.labels))
+
+
+def _declared(objects: Iterable[ConfigObject]) -> set[str]:
+    out = set()
+    for obj in objects:
+        if obj.kind == "ServiceEntry":
+            spec: Any = obj.spec
+            out.update(hosts.resolve_shortname(h, obj.namespace) for h in spec.hosts)
+    return out
+
+
+def synthetic_service_entries(objects: list[ConfigObject]) -> list[dict[str, Any]]:
+    """ServiceEntry documents (dicts) for every host the objects name and do not declare."""
+    found = _Hosts()
+    for obj in objects:
+        if obj.kind == "VirtualService":
+            _virtual_service(found, obj)
+        elif obj.kind == "DestinationRule":
+            _destination_rule(found, obj)
+    declared = _declared(objects)
+    out = []
+    for fqdn, (namespace, ports, subsets) in sorted(found.found.items()):
+        if fqdn in declared:
+            continue
+        default = ports.pop(0, "HTTP")
+        if not ports:
+            ports = {number: default for number in DEFAULT_PORTS}
+        endpoints: list[dict[str, Any]] = [{"address": "127.0.0.1"}]
+        endpoints += [{"address": "127.0.0.1", "labels": labels} for labels in subsets]
+        out.append(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "ServiceEntry",
+                "metadata": {
+                    "name": "synthetic-" + re.sub(r"[^a-z0-9-]", "-", fqdn.lower())[:50],
+                    "namespace": namespace,
+                },
+                "spec": {
+                    "hosts": [fqdn],
+                    "location": "MESH_INTERNAL",
+                    "resolution": "STATIC",
+                    "ports": [
+                        {"number": number, "name": f"{protocol.lower()}-{number}", "protocol": protocol}
+                        for number, protocol in sorted(ports.items())
+                    ],
+                    "endpoints": endpoints,
+                },
+            }
+        )
+    return out
+
+
+def gateway_selectors(objects: Iterable[ConfigObject]) -> list[tuple[tuple[str, str], ...]]:
+    """The distinct label selectors of the Gateways among ``objects`` (sorted)."""
+    selectors = set()
+    for obj in objects:
+        if obj.kind == "Gateway":
+            spec: Any = obj.spec
+            selectors.add(tuple(sorted(spec.selector.items())))
+    return sorted(selectors)

@@ -1,0 +1,108 @@
+"""Incremental translation (a view rebuilt from its previous snapshot) equals a full translation.
+
+For every scenario of testdata/translate/ and every object in it, the config with and without that
+object is translated both ways, in both directions, for sidecars in two namespaces, an intercepted
+sidecar and a router. The snapshots must be the same resources at the same versions; and the
+types the change cannot affect must be the previous snapshot's own objects (nothing re-translated).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pilot.cache.snapshot import Snapshot
+from pilot.config.objects import ConfigObject
+from pilot.translate.context import PushContext
+from pilot.translate.proxy import InterceptionMode, ProxyView
+from pilot.translate.snapshot import build_snapshot, types_to_rebuild
+from pilot.xds import types
+from tests import factories
+
+INPUTS = Path(__file__).resolve().parent.parent.parent / "testdata" / "translate"
+SCENARIOS = sorted(INPUTS.glob("*.yaml"))
+VIEWS = (
+    factories.sidecar("default"),
+    factories.sidecar("other"),
+    factories.sidecar("default", InterceptionMode.REDIRECT),
+    factories.router(),
+)
+
+
+def _context(objects: list[ConfigObject], revision: int) -> PushContext:
+    return PushContext.build(factories.store_snapshot(objects, revision))
+
+
+def _same(a: Snapshot, b: Snapshot) -> None:
+    assert list(a.by_type) == list(b.by_type)
+    for type_url, typed in a.by_type.items():
+        other = b.by_type[type_url]
+        assert typed.version == other.version, types.short_name(type_url)
+        assert {n: r.body for n, r in typed.resources.items()} == {
+            n: r.body for n, r in other.resources.items()
+        }, types.short_name(type_url)
+
+
+def _check(view: ProxyView, before: PushContext, after: PushContext) -> None:
+    previous = build_snapshot(view, before)
+    incremental = build_snapshot(view, after, (before, previous))
+    _same(incremental, build_snapshot(view, after))
+    rebuilt = set(types_to_rebuild(after.changed_since(before), previous))
+    for type_url, typed in incremental.by_type.items():
+        if type_url not in rebuilt:
+            assert typed is previous.by_type[type_url]
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_incremental_equals_full_for_every_removed_or_added_object(path: Path) -> None:
+    objects = factories.load_yaml(path)
+    full = _context(objects, 1)
+    for index in range(len(objects)):
+        without = _context(objects[:index] + objects[index + 1 :], 2)
+        for view in VIEWS:
+            _check(view, full, without)
+            _check(view, without, full)
+
+
+def test_a_virtual_service_edit_keeps_clusters_and_endpoints() -> None:
+    service = factories.http_service("reviews")
+    rule = factories.destination_rule(
+        "reviews", host="reviews", subsets=[{"name": "v1", "labels": {"version": "v1"}}]
+    )
+    route = {"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}
+    before = factories.push_context(
+        service, rule, factories.virtual_service("reviews", hosts=["reviews"], http=[route]), revision=1
+    )
+    timeout = {**route, "timeout": "3s"}
+    after = factories.push_context(
+        service, rule, factories.virtual_service("reviews", hosts=["reviews"], http=[timeout]), revision=2
+    )
+    view = factories.sidecar()
+    previous = build_snapshot(view, before)
+    snapshot = build_snapshot(view, after, (before, previous))
+    assert snapshot.version == after.version
+    assert snapshot.by_type[types.CLUSTER] is previous.by_type[types.CLUSTER]
+    assert snapshot.by_type[types.ENDPOINT] is previous.by_type[types.ENDPOINT]
+    assert snapshot.type_version(types.ROUTE) != previous.type_version(types.ROUTE)
+    # The listeners were translated again but did not change: the previous object is kept.
+    assert snapshot.by_type[types.LISTENER] is previous.by_type[types.LISTENER]
+
+
+def test_nothing_changed_keeps_everything_and_unknown_contexts_rebuild_everything() -> None:
+    objects = [factories.http_service("reviews")]
+    # An equal object that is not the same one counts as changed (the store keeps unchanged ones).
+    one = factories.push_context(*objects, revision=1)
+    two = factories.push_context(factories.http_service("reviews"), revision=2)
+    assert two.changed_since(one) == {objects[0].key}
+    snapshot = factories.store_snapshot(objects, 1)
+    first, second = PushContext.build(snapshot), PushContext.build(snapshot)
+    assert second.changed_since(first) == frozenset()
+    view = factories.sidecar()
+    previous = build_snapshot(view, first)
+    again = build_snapshot(view, second, (first, previous))
+    assert all(again.by_type[t] is previous.by_type[t] for t in previous.by_type)
+    hand_made = PushContext(revision=3, mesh=first.mesh, services=first.services, virtual_services=(),
+                            destination_rules=())
+    assert hand_made.changed_since(first) is None
+    assert types_to_rebuild(None, previous) == list(previous.by_type)

@@ -1,0 +1,164 @@
+"""Every file of the shared Istio corpus loads with no error, and its translation is accepted by a real
+Envoy, for a sidecar and for a router with the labels the file's Gateways select.
+
+Each file is translated together with synthetic ServiceEntries for the hosts it names
+(tests/corpus.py), and checked with ``envoy --mode validate`` on a static bootstrap (the same check as
+the golden tests). ``test_corpus_served_over_ads`` serves the whole corpus from a real ``pilot serve``
+to real Envoys and checks that nothing is NACKed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pilot.config.objects import ConfigObject
+from pilot.config.parse import parse_text
+from pilot.translate.proxy import NodeType, ProxyView
+from pilot.translate.snapshot import generate_messages, inconsistencies
+from tests import factories
+from tests.corpus import CORPUS, corpus_files, gateway_selectors, synthetic_service_entries
+from tests.support import EnvoyProcess, PilotProcess, failure_logs, wait_until
+from tests.translate.golden import ENVOY, TEST_CERT, TEST_KEY, envoy_validate, static_bootstrap
+
+pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no corpus at {CORPUS}")
+
+FILES = corpus_files()
+DEFAULT_ROUTER_LABELS = (("istio", "ingressgateway"),)
+
+
+def load(path: Path) -> list[ConfigObject]:
+    result = parse_text(path.read_text(), str(path))
+    problems = [str(e) for e in result.errors if e.severity == "error"]
+    assert not result.fatal and not problems, "\n".join(problems)
+    return list(result.objects)
+
+
+def with_services(objects: list[ConfigObject]) -> list[ConfigObject]:
+    entries = synthetic_service_entries(objects)
+    if not entries:
+        return objects
+    return objects + load_text(yaml.safe_dump_all(entries), "synthetic.yaml")
+
+
+def load_text(text: str, origin: str) -> list[ConfigObject]:
+    result = parse_text(text, origin)
+    problems = [str(e) for e in result.errors if e.severity == "error"]
+    assert not result.fatal and not problems, "\n".join(problems)
+    return list(result.objects)
+
+
+def views(objects: list[ConfigObject]) -> list[ProxyView]:
+    routers = gateway_selectors(objects) or [DEFAULT_ROUTER_LABELS]
+    return [factories.sidecar("default")] + [
+        ProxyView(NodeType.ROUTER, "istio-system", labels=labels) for labels in routers
+    ]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_corpus_file_is_valid(path: Path) -> None:
+    assert load(path), f"{path.name}: no object"
+
+
+@pytest.mark.skipif(not ENVOY.exists(), reason="no envoy binary in .venv")
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_corpus_translation_accepted_by_envoy(path: Path, tmp_path: Path) -> None:
+    objects = with_services(load(path))
+    context = factories.push_context(*objects)
+    for view in views(objects):
+        messages = generate_messages(view, context)
+        assert inconsistencies(messages) == [], f"{view}"
+        result = envoy_validate(static_bootstrap(messages), tmp_path)
+        assert result.returncode == 0, f"envoy rejected {path.name} for {view}:\n{result.stderr[-3000:]}"
+
+
+# --- the whole corpus over ADS ---------------------------------------------------------------------
+
+CERT_PATH = re.compile(r"(/etc/certs/[\w.-]+)")
+
+
+def _test_file(path: str) -> str:
+    """A corpus certificate path → the test key or certificate (Envoy reads them on load)."""
+    return str(TEST_KEY if "key" in Path(path).name else TEST_CERT)
+
+
+def write_corpus(config_dir: Path) -> list[ConfigObject]:
+    """The corpus (certificate paths pointed at the test files) and its synthetic ServiceEntries, as
+    files of a config folder; returns every object."""
+    objects: list[ConfigObject] = []
+    for path in FILES:
+        text = CERT_PATH.sub(lambda m: _test_file(m.group(1)), path.read_text())
+        (config_dir / path.name).write_text(text)
+        objects += load_text(text, path.name)
+    (config_dir / "zz-synthetic.yaml").write_text(yaml.safe_dump_all(synthetic_service_entries(objects)))
+    return objects
+
+
+def acked_everything(syncz: Any, node_id: str) -> bool:
+    """pilot's /debug/syncz: the node acknowledged what it was last sent, and NACKed nothing."""
+    text = repr(syncz)
+    return node_id in text and "error_detail" not in text.lower() and "nack" not in text.lower()
+
+
+def node_status(pilot: PilotProcess, node_id: str) -> dict[str, Any] | None:
+    rows = [row for row in pilot.debug_json("/debug/syncz") if row.get("proxy") == node_id]
+    return rows[-1] if rows else None
+
+
+def settled(pilot: PilotProcess, envoy: EnvoyProcess) -> bool:
+    """Envoy holds everything pilot sent (cds and lds acknowledged, eds and rds acknowledged or not
+    asked for) and warms nothing; a NACK fails at once."""
+    row = node_status(pilot, envoy.node_id)
+    if row is None:
+        return False
+    nacks = {t: row[t]["last_nack"] for t in ("cds", "eds", "lds", "rds") if row[t]["last_nack"]}
+    assert not nacks, f"{envoy.name} NACKed: {nacks}"
+    assert envoy.rejected_updates() == {}, envoy.log_tail(30)
+    statuses = {t: row[t]["status"] for t in ("cds", "eds", "lds", "rds")}
+    if statuses["cds"] != "SYNCED" or statuses["lds"] != "SYNCED":
+        return False
+    if any(status not in ("SYNCED", "NOT SENT") for status in statuses.values()):
+        return False
+    warming = envoy.stats(r"^(cluster_manager\.warming_clusters|listener_manager\.total_listeners_warming)$")
+    return warming != {} and not any(warming.values())
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not ENVOY.exists(), reason="no envoy binary in .venv")
+def test_corpus_served_over_ads(tmp_path: Path) -> None:
+    """The whole corpus from one ``pilot serve``: a sidecar, then one router per Gateway selector (one
+    at a time: routers of different Gateways bind the same ports), each ACKs everything it is sent."""
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    objects = write_corpus(config_dir)
+    pilot = PilotProcess(config_dir, tmp_path / "pilot.log")
+    failure_logs.watch(pilot)
+    # The sidecar is intercepted (REDIRECT): its port listeners bind nothing, only virtualOutbound.
+    nodes: list[tuple[str, str, dict[str, Any]]] = [
+        (
+            "sidecar",
+            "sidecar~127.0.0.1~corpus.default~default.svc.cluster.local",
+            {"INTERCEPTION_MODE": "REDIRECT"},
+        ),
+    ]
+    for index, selector in enumerate(gateway_selectors(objects)):
+        node_id = f"router~127.0.0.1~gateway-{index}.istio-system~istio-system.svc.cluster.local"
+        nodes.append((f"router-{index}", node_id, {"LABELS": dict(selector)}))
+    try:
+        pilot.start()
+        for name, node_id, metadata in nodes:
+            envoy = EnvoyProcess(node_id, pilot.xds_port, tmp_path, metadata=metadata, name=f"envoy-{name}")
+            failure_logs.watch(envoy)
+            try:
+                envoy.start()
+                wait_until(lambda envoy=envoy: settled(pilot, envoy), 30.0, 0.1, f"{name} in sync")
+            finally:
+                envoy.stop()
+                failure_logs.unwatch(envoy)
+    finally:
+        pilot.stop()
+        failure_logs.unwatch(pilot)
