@@ -210,6 +210,7 @@ async def _run(
             server=pilot.ads,
             ready_check=lambda: pilot.ready,
             push_status_provider=pilot.push_status,
+            sources=pilot.sources,
         ),
         settings.http_host,
         settings.http_port,

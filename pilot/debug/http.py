@@ -6,6 +6,8 @@
     GET /debug/config_dump?proxyID=   what that proxy is sent, in Envoy admin config_dump shape
     GET /debug/configz                every config object held, and every config error
     GET /debug/push_status            the last push (when the app provides it)
+    GET /debug/sourcez                each config source: kind, synced, and its own status (Kubernetes
+                                      watches: listed, resourceVersion, watch and error counts, last error)
 
 Read-only: handlers never change the store, cache or server. Like istiod, nothing here is
 authenticated: bind it to a trusted address.
@@ -14,7 +16,7 @@ authenticated: bind it to a trusted address.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -34,6 +36,7 @@ _CACHE: web.AppKey[SnapshotCache] = web.AppKey("cache", SnapshotCache)
 _SERVER: web.AppKey[views.ConnectionRegistry] = web.AppKey("server")
 _READY: web.AppKey[ReadyCheck] = web.AppKey("ready")
 _PUSH_STATUS: web.AppKey[StatusProvider | None] = web.AppKey("push_status")
+_SOURCES: web.AppKey[Sequence[views.SourceState]] = web.AppKey("sources")
 
 ENDPOINTS = (
     "/ready",
@@ -42,6 +45,7 @@ ENDPOINTS = (
     "/debug/config_dump?proxyID=",
     "/debug/configz",
     "/debug/push_status",
+    "/debug/sourcez",
 )
 
 
@@ -99,6 +103,10 @@ async def push_status(request: web.Request) -> web.Response:
     return json_response(provider())
 
 
+async def sourcez(request: web.Request) -> web.Response:
+    return json_response(views.sourcez(request.app[_SOURCES]))
+
+
 async def index(request: web.Request) -> web.Response:
     return json_response({"endpoints": list(ENDPOINTS)})
 
@@ -110,14 +118,17 @@ def build_app(
     server: views.ConnectionRegistry,
     ready_check: ReadyCheck,
     push_status_provider: StatusProvider | None = None,
+    sources: Sequence[views.SourceState] = (),
 ) -> web.Application:
-    """The aiohttp application; ``ready_check`` decides /ready (the app knows what "ready" means)."""
+    """The aiohttp application; ``ready_check`` decides /ready (the app knows what "ready" means);
+    ``sources`` are read (never run or changed) by /debug/sourcez."""
     app = web.Application()
     app[_STORE] = store
     app[_CACHE] = cache
     app[_SERVER] = server
     app[_READY] = ready_check
     app[_PUSH_STATUS] = push_status_provider
+    app[_SOURCES] = tuple(sources)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/debug", index)
@@ -125,6 +136,7 @@ def build_app(
     app.router.add_get("/debug/config_dump", config_dump)
     app.router.add_get("/debug/configz", configz)
     app.router.add_get("/debug/push_status", push_status)
+    app.router.add_get("/debug/sourcez", sourcez)
     return app
 
 

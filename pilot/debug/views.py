@@ -8,13 +8,14 @@ istiod's (what ``istioctl proxy-status`` shows) and ``config_dump`` like Envoy's
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import pkgutil
 import re
 from collections import Counter
-from collections.abc import Hashable, Sequence
-from typing import Any, Protocol
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from google.protobuf import any_pb2, descriptor_pool
 from google.protobuf.json_format import MessageToDict
@@ -253,3 +254,43 @@ def refresh_config_gauges(store: ConfigStore) -> None:
     for severity, count in severities.items():
         metrics.config_errors.labels(severity).set(count)
 
+
+
+# -- /debug/sourcez ---------------------------------------------------------------------------------
+
+
+class SourceState(Protocol):
+    """What /debug/sourcez reads of a config source (``pilot.sources.base.ConfigSource``): read-only.
+
+    Besides ``synced``, a source may show more, found by shape (debug never imports pilot.sources):
+    a ``status()`` mapping (``KubeSource``: each watch's state) and a ``path`` (``FolderSource``).
+    """
+
+    @property
+    def synced(self) -> asyncio.Event: ...
+
+
+@runtime_checkable
+class _Reports(Protocol):
+    def status(self) -> Mapping[str, Any]: ...
+
+
+def source_state(source: SourceState) -> Json:
+    """One source: its kind (class name), whether it has synced, and whatever it reports of itself."""
+    row: Json = {"kind": type(source).__name__, "synced": source.synced.is_set()}
+    path = getattr(source, "path", None)
+    if path is not None:
+        row["path"] = str(path)
+    if isinstance(source, _Reports):
+        try:
+            row["status"] = dict(source.status())
+        except Exception as err:  # a bug in a source's report must not break the endpoint
+            log.exception("sourcez: %s.status() failed", row["kind"])
+            row["status_error"] = f"{type(err).__name__}: {err}"
+    return row
+
+
+def sourcez(sources: Sequence[SourceState]) -> Json:
+    """Every config source in start-up order; ``synced`` when all are (one condition of /ready)."""
+    rows = [source_state(source) for source in sources]
+    return {"synced": all(row["synced"] for row in rows), "sources": rows}

@@ -9,8 +9,9 @@ becomes the ServiceEntry Istio's own Kubernetes registry would be equivalent to
   ExternalName Service is DNS to the external name and MESH_EXTERNAL;
 - each port's protocol from ``appProtocol``, else the port name's prefix, as Istio's ConvertProtocol;
 - endpoints: the ready addresses of the Service's EndpointSlices (label ``kubernetes.io/service-name``;
-  ``conditions.ready`` unset means ready), each with its Pod's labels (so DestinationRule subsets select
-  them) and ``ports`` = service port name → the slice's port number (the resolved targetPort);
+  ``conditions.ready`` unset means ready), one per address and Pod, each with its Pod's labels (so
+  DestinationRule subsets select them) and ``ports`` = service port name → the slice's port number (the
+  resolved targetPort);
 - exportTo from the ``networking.istio.io/exportTo`` annotation.
 
 Key: ``ServiceEntry NAMESPACE/(svc)NAME``. Kubernetes names are lowercase RFC 1123 subdomains, which
@@ -92,6 +93,7 @@ def synthetic_key(namespace: str, name: str) -> ConfigKey:
 
 
 Key = tuple[str, str]  # (namespace, name)
+_NO_POD: Key = ("", "")  # an endpoint without a Pod targetRef (sorts before every pod)
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -245,9 +247,15 @@ class ServiceIndex:
         )
 
     def _endpoints(self, key: Key, pods: set[Key]) -> list[tuple[str, dict[str, int], Labels]]:
-        """The ready endpoints of all the Service's slices, one per address, sorted (stable output)."""
+        """The ready endpoints of all the Service's slices, one per (address, pod), sorted (stable output).
+
+        An endpoint listed by two slices (it moves between them) is one endpoint: for each port name the
+        first slice, by name, wins. Two *pods* at one address (hostNetwork pods on one node, each with its
+        own port) are two endpoints, each with its own ports and labels. Istio keys its slice cache by
+        (address, port name) instead, and keeps only one of them.
+        """
         namespace, _ = key
-        merged: dict[str, tuple[dict[str, int], Labels]] = {}
+        merged: dict[tuple[str, Key], tuple[dict[str, int], Labels]] = {}
         for slice_name in sorted(self._slices_of.get(key, ())):
             endpoint_slice = self._slices.get((namespace, slice_name))
             if endpoint_slice is None:
@@ -257,10 +265,10 @@ class ServiceIndex:
                 if endpoint.pod is not None:
                     pods.add(endpoint.pod)
                     labels = self._pod_labels.get(endpoint.pod, ())
-                ports, _ = merged.setdefault(endpoint.address, ({}, labels))
+                ports, _ = merged.setdefault((endpoint.address, endpoint.pod or _NO_POD), ({}, labels))
                 for port_name, number in endpoint_slice.ports:
                     ports.setdefault(port_name, number)
-        return [(address, ports, labels) for address, (ports, labels) in sorted(merged.items())]
+        return [(address, ports, labels) for (address, _), (ports, labels) in sorted(merged.items())]
 
     def _set_pods(self, key: Key, pods: set[Key]) -> None:
         """Keep the pod → services index in step with the endpoints just built."""

@@ -30,16 +30,24 @@ https://kubernetes.io/docs/reference/using-api/api-concepts/ and docs/kubernetes
 
 Writes (``apply``, ``delete``) are methods a test calls, not HTTP: they stamp resourceVersion, uid,
 creationTimestamp and generation, and produce the events watches see.
+
+Async tests run the fake in their own event loop (``async with FakeKubeApi() as kube``). Synchronous
+tests (the end-to-end ones, which drive real processes with blocking calls) use ``KubeApiThread``: the
+fake in a thread with its own loop, every call on it made through ``call`` (the fake is not
+thread-safe). ``write_kubeconfig`` points a client, such as ``pilot serve --kubeconfig``, at it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import itertools
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -579,6 +587,78 @@ class FakeKubeApi:
             await response.write(orjson.dumps(line) + b"\n")
 
 
+class KubeApiThread:
+    """A FakeKubeApi served from a daemon thread running its own event loop, for synchronous tests::
+
+        with KubeApiThread(FakeKubeApi(token="t")) as kube:
+            kube.call(kube.api.apply, service("reviews"))
+            kube.call(kube.api.drop_watches)
+            kube.call(kube.api.restart)  # coroutine functions are awaited on the loop
+
+    ``api.url``/``api.port`` may be read from any thread once started; anything else goes through ``call``.
+    """
+
+    def __init__(self, api: FakeKubeApi | None = None, *, timeout: float = 10.0) -> None:
+        self.api = api or FakeKubeApi()
+        self.timeout = timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-kube-api", daemon=True)
+
+    def start(self) -> KubeApiThread:
+        self._thread.start()
+        self.call(self.api.start)
+        return self
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` run on the fake's loop (awaited if it returns an awaitable); its result."""
+
+        async def run() -> Any:
+            result = fn(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(self.timeout)
+
+    def stop(self) -> None:
+        """Stop serving, end the loop and its thread. Safe to call twice."""
+        if not self._thread.is_alive():
+            if not self._loop.is_closed():
+                self._loop.close()
+            return
+        try:
+            self.call(self.api.stop)
+            self.call(self._cancel_tasks)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(self.timeout)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    async def _cancel_tasks(self) -> None:
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def __enter__(self) -> KubeApiThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def write_kubeconfig(path: Path, server: str, token: str | None = None) -> Path:
+    """A kubeconfig whose current context is ``server``, with a bearer ``token`` if given."""
+    user = f"{{token: {token}}}" if token is not None else "{}"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: fake, cluster: {{server: '{server}'}}}}]\n"
+        f"users: [{{name: u, user: {user}}}]\n"
+        "contexts: [{name: fake, context: {cluster: fake, user: u}}]\ncurrent-context: fake\n"
+    )
+    return path
+
+
 # -- objects as a test writes them ------------------------------------------------------------------------
 
 
@@ -692,10 +772,12 @@ __all__ = [
     "ISTIO_VERSIONS",
     "TYPES",
     "FakeKubeApi",
+    "KubeApiThread",
     "endpoint_slice",
     "mesh_config_map",
     "pod",
     "service",
     "status",
     "virtual_service",
+    "write_kubeconfig",
 ]
