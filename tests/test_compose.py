@@ -2,10 +2,11 @@
 
 compose.yaml, the Dockerfile, the Envoy bootstraps and the Istio YAML pilot reads must agree with
 each other: every mounted file exists, every bootstrap is what ``pilot bootstrap`` prints and what
-the real Envoy binary accepts, every Envoy points at the pilot service, every published port is a
-port something listens on, and every ServiceEntry endpoint is a compose service (or the pod's own
-loopback) on a port something there listens on. tests/e2e/test_compose_topology.py runs the same
-topology with real processes.
+the real Envoy binary accepts, every Envoy points at the pilot service, the front Envoy is a router
+whose labels the ingress Gateway selects, every published port is a port something listens on,
+every ServiceEntry endpoint is a compose service (or the pod's own loopback) on a port something
+there listens on, and the commands the docs give name these files.
+tests/e2e/test_compose_topology.py runs the same topology with real processes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pilot.demo.compose import (
     ADMIN_PORT,
     ENVOY_CONFIG,
     HTTP_PORT,
+    LABELS_LABEL,
     NODE_ID_LABEL,
     PILOT_CONFIG,
     PILOT_SERVICE,
@@ -36,14 +38,17 @@ from pilot.demo.compose import (
     EnvoyService,
     PortMap,
     bootstrap_argv,
+    build_parser,
+    exported_to,
     localize_bootstrap,
     localize_config,
+    parse_labels,
     render_bootstrap,
     strip_header,
 )
 from pilot.settings import Settings
 from pilot.translate.context import PushContext
-from pilot.translate.proxy import Proxy
+from pilot.translate.proxy import NodeType, Proxy
 from pilot.translate.snapshot import build_snapshot
 from tests.support import find_envoy, free_port, get, wait_until
 
@@ -51,9 +56,12 @@ REPO = Path(__file__).resolve().parent.parent
 DIR = REPO / "manifests" / "docker-compose"
 DEMO = ComposeDemo(DIR)
 ENVOYS = DEMO.envoys()
+FRONT = next(envoy for envoy in ENVOYS if envoy.name == "front-envoy")
 BACKENDS = DEMO.backends()
 DOCKERFILE = DIR / "Dockerfile"
+DOCS = (REPO / "README.md", REPO / "docs" / "docker-compose.md")
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 
 
@@ -68,14 +76,34 @@ def config_docs() -> Iterator[tuple[Path, dict[str, Any]]]:
                 yield path, doc
 
 
+def of_kind(kind: str) -> list[dict[str, Any]]:
+    return [doc for _, doc in config_docs() if doc.get("kind") == kind]
+
+
 def service_entries() -> list[dict[str, Any]]:
-    return [doc for _, doc in config_docs() if doc.get("kind") == "ServiceEntry"]
+    return of_kind("ServiceEntry")
 
 
-def listener_ports(namespace: str) -> set[int]:
-    """The ports an Envoy in ``namespace`` listens on: its namespace's ServiceEntry ports."""
-    return {int(port["number"]) for se in service_entries()
-            if se["metadata"].get("namespace", "default") == namespace for port in se["spec"]["ports"]}
+def namespace_of(doc: dict[str, Any]) -> str:
+    return str(doc["metadata"].get("namespace", "default"))
+
+
+def seen_from(doc: dict[str, Any], namespace: str) -> bool:
+    return exported_to(doc["spec"].get("exportTo") or [], namespace_of(doc), namespace)
+
+
+def selects(gateway: dict[str, Any], envoy: EnvoyService) -> bool:
+    return envoy.selected_by(gateway["spec"].get("selector") or {})
+
+
+def listener_ports(envoy: EnvoyService) -> set[int]:
+    """The ports ``envoy`` listens on: a router those of the Gateways that select it, a sidecar the
+    ports of the ServiceEntries it sees."""
+    if envoy.is_router:
+        return {int(server["port"]["number"]) for gw in of_kind("Gateway") if selects(gw, envoy)
+                for server in gw["spec"]["servers"]}
+    return {int(port["number"]) for se in service_entries() if seen_from(se, envoy.namespace)
+            for port in se["spec"]["ports"]}
 
 
 def envoy_in_pod(pod: str) -> EnvoyService | None:
@@ -112,11 +140,55 @@ def test_topology_has_pilot_two_sidecars_and_a_front_envoy() -> None:
     assert DEMO.published("front-envoy") == ((8080, 8080),)
 
 
-def test_virtual_service_splits_80_20() -> None:
-    (vs,) = [doc for path, doc in config_docs() if doc.get("kind") == "VirtualService"]
+def test_virtual_service_splits_80_20_on_the_gateway() -> None:
+    (vs,) = of_kind("VirtualService")
     weights = {d["destination"]["subset"]: d["weight"] for d in vs["spec"]["http"][0]["route"]}
     assert weights == {"v1": 80, "v2": 20}
     assert (DEMO.config_dir / "reviews-virtualservice.yaml").exists()  # the file the docs say to edit
+    # Bound to the ingress Gateway only (no sidecar routes by it), for every host: no Host header needed.
+    assert vs["spec"]["gateways"] == ["istio-system/ingress"]
+    assert vs["spec"]["hosts"] == ["*"]
+    # The sidecars know their app as `reviews` only and route by Host (reviews-vN-pod.yaml).
+    assert vs["spec"]["http"][0]["rewrite"] == {"authority": "reviews"}
+    for se in service_entries():
+        if namespace_of(se) != "default":
+            assert se["spec"]["hosts"] == ["reviews"]
+
+
+def test_front_envoy_is_a_router_the_ingress_gateway_selects() -> None:
+    assert FRONT.node_id == "router~0.0.0.0~istio-ingressgateway.istio-system~istio-system.svc.cluster.local"
+    assert DEMO.services["front-envoy"]["labels"][LABELS_LABEL] == "istio=ingressgateway"
+    assert FRONT.is_router and FRONT.namespace == "istio-system"
+    assert FRONT.proxy.labels == {"istio": "ingressgateway"}
+    (gateway,) = of_kind("Gateway")
+    assert (namespace_of(gateway), gateway["metadata"]["name"]) == ("istio-system", "ingress")
+    assert gateway["spec"]["selector"] == {"istio": "ingressgateway"}
+    assert [envoy.name for envoy in ENVOYS if selects(gateway, envoy)] == ["front-envoy"]
+    (server,) = gateway["spec"]["servers"]
+    assert (server["port"]["number"], server["port"]["protocol"], server["hosts"]) == (8080, "HTTP", ["*"])
+    # The bootstrap carries the labels as node metadata: what pilot matches the selector against.
+    bootstrap = yaml.safe_load(FRONT.bootstrap.read_text())
+    assert bootstrap["node"]["metadata"] == {"LABELS": {"istio": "ingressgateway"}}
+    node = bootstrap["node"]
+    assert Proxy.from_node(node["id"], node["metadata"]).view() == FRONT.proxy.view()
+    # The router sees what the VirtualService routes to: the reviews ServiceEntry and its subsets.
+    for kind in ("ServiceEntry", "DestinationRule"):
+        assert any(seen_from(doc, "istio-system") and namespace_of(doc) == "default" for doc in of_kind(kind))
+
+
+def test_every_envoy_but_the_front_one_is_a_sidecar_without_labels() -> None:
+    for envoy in ENVOYS:
+        if envoy is not FRONT:
+            assert envoy.proxy.type is NodeType.SIDECAR and envoy.labels == ()
+            assert "metadata" not in yaml.safe_load(envoy.bootstrap.read_text())["node"]
+
+
+def test_parse_labels() -> None:
+    assert parse_labels("istio=ingressgateway") == (("istio", "ingressgateway"),)
+    assert parse_labels(" istio=ingressgateway, app = gw ") == (("istio", "ingressgateway"), ("app", "gw"))
+    for bad in ("", "istio", "=x", "a=b,"):
+        with pytest.raises(ValueError, match=LABELS_LABEL):
+            parse_labels(bad)
 
 
 # --- bootstraps --------------------------------------------------------------------------------
@@ -125,12 +197,12 @@ def test_virtual_service_splits_80_20() -> None:
 @pytest.mark.parametrize("envoy", ENVOYS, ids=envoy_ids)
 def test_bootstrap_is_what_pilot_bootstrap_prints(envoy: EnvoyService) -> None:
     printed = subprocess.run(
-        [sys.executable, "-m", "pilot", *bootstrap_argv(envoy.node_id)],
+        [sys.executable, "-m", "pilot", *bootstrap_argv(envoy.node_id, envoy.labels)],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout
     committed = envoy.bootstrap.read_text()
     assert strip_header(committed) == printed, "stale: run python -m pilot.demo.compose bootstraps"
-    assert committed == render_bootstrap(envoy.node_id)
+    assert committed == render_bootstrap(envoy.node_id, envoy.labels)
 
 
 def test_no_bootstrap_is_stale() -> None:
@@ -207,7 +279,7 @@ def test_envoy_services() -> None:
         assert service["command"] == ["-c", ENVOY_CONFIG]
         assert envoy.bootstrap.parent == DIR / "bootstraps" and envoy.bootstrap.name == f"{envoy.name}.yaml"
         assert service["depends_on"][PILOT_SERVICE] == {"condition": "service_healthy"}
-        assert Proxy.from_node(envoy.node_id).type == "sidecar"
+        assert envoy.proxy.type is (NodeType.ROUTER if envoy is FRONT else NodeType.SIDECAR)
 
 
 def test_published_ports_are_listened_on() -> None:
@@ -221,7 +293,7 @@ def test_published_ports_are_listened_on() -> None:
                 assert container in {XDS_PORT, HTTP_PORT}
             else:
                 assert envoy is not None, f"{name} publishes {container}, but no Envoy listens there"
-                assert container in listener_ports(envoy.namespace), f"{name}: nothing listens on {container}"
+                assert container in listener_ports(envoy), f"{name}: nothing listens on {container}"
 
 
 def test_pilot_and_backend_services_use_the_pilot_image() -> None:
@@ -234,6 +306,34 @@ def test_pilot_and_backend_services_use_the_pilot_image() -> None:
         service = DEMO.services[backend.name]
         assert (service["image"], service["build"]) == (pilot["image"], build)
         assert backend.host == "127.0.0.1", "the app is reached through its sidecar only"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda path: path.name)
+def test_the_docs_commands_name_these_files(doc: Path) -> None:
+    """The commands the docs give run as written: the compose file, the subcommands of
+    ``python -m pilot.demo.compose``, the config files to edit, the published ports to curl."""
+    text = doc.read_text()
+    if doc.name == "README.md":  # its "Docker Compose" section only
+        text = text[text.index("\n## Docker Compose\n"):]
+        end = text.find("\n## ", 1)
+        text = text if end == -1 else text[:end]
+    compose_files = re.findall(r"docker compose -f\s+([^\s`]+)", text)
+    assert compose_files, f"{doc.name}: no `docker compose -f` command"
+    for path in compose_files:
+        assert (REPO / path).resolve() == DEMO.path, path
+    commands = re.findall(r"python -m pilot\.demo\.compose ([a-z][\w -]*)", text)
+    assert any(c.split()[0] == "up" for c in commands), f"{doc.name}: no `python -m pilot.demo.compose up`"
+    for command in commands:
+        build_parser().parse_args(command.split())
+    for name in re.findall(r"config/([\w.-]+\.yaml)", text):
+        assert (DEMO.config_dir / name).exists(), name
+    published = {host for service in DEMO.services for host, _ in DEMO.published(service)}
+    for port in re.findall(r"localhost:(\d+)", text):
+        assert int(port) in published, port
+    # The curl loop needs no Host header: the gateway's VirtualService takes every host.
+    for line in text.splitlines():
+        if "curl" in line and "localhost:8080" in line:
+            assert "Host:" not in line, line
 
 
 # --- Dockerfile --------------------------------------------------------------------------------
@@ -286,39 +386,42 @@ def test_config_parses_without_errors() -> None:
 
 
 def test_service_entry_endpoints_are_compose_services_or_the_pods_loopback() -> None:
-    namespace_pods = DEMO.namespace_pods()
     backend_ports = {(b.pod, b.port) for b in BACKENDS}
     for se in service_entries():
-        namespace = se["metadata"].get("namespace", "default")
-        assert namespace in namespace_pods, f"no Envoy reads ServiceEntries of namespace {namespace}"
+        seen_by = [envoy for envoy in ENVOYS if seen_from(se, envoy.namespace)]
+        assert seen_by, f"no Envoy sees ServiceEntry {se['metadata']['name']}"
         for endpoint in se["spec"]["endpoints"]:
             (port,) = endpoint["ports"].values()
             if endpoint["address"] == "127.0.0.1":
                 # The app beside the sidecar, in the same network namespace.
                 assert se["spec"]["resolution"] == "STATIC"
-                assert (namespace_pods[namespace], port) in backend_ports
+                (envoy,) = seen_by
+                assert (envoy.pod, port) in backend_ports
             else:
                 # Another pod, by its compose service name: the port its sidecar listens on.
                 assert se["spec"]["resolution"] == "DNS"
                 pod = DEMO.pod(endpoint["address"])
                 envoy = envoy_in_pod(pod)
                 assert envoy is not None, f"endpoint {endpoint['address']} has no sidecar"
-                assert port in listener_ports(envoy.namespace)
+                assert port in listener_ports(envoy)
 
 
 def snapshot_of(envoy: EnvoyService) -> dict[str, list[str]]:
     store = ConfigStore()
     for path in sorted(DEMO.config_dir.rglob("*.yaml")):
         store.apply(parse_text(path.read_text(), str(path)))
-    snap = build_snapshot(Proxy.from_node(envoy.node_id).view(), PushContext.build(store.snapshot()))
+    snap = build_snapshot(envoy.proxy.view(), PushContext.build(store.snapshot()))
     return {type_url: sorted(res.resources) for type_url, res in snap.by_type.items()}
 
 
 @pytest.mark.parametrize("envoy", ENVOYS, ids=envoy_ids)
 def test_each_envoy_gets_only_its_own_listeners(envoy: EnvoyService) -> None:
-    """exportTo "." keeps each namespace's services to its own Envoy: no two bind one port."""
+    """exportTo keeps each sidecar to its own app's service, so no two Envoys bind one port; the
+    router listens on the Gateway's port and reaches the pods by the reviews ServiceEntry."""
     resources = snapshot_of(envoy)
-    assert resources[LISTENER_TYPE] == [f"0.0.0.0_{port}" for port in sorted(listener_ports(envoy.namespace))]
+    assert resources[LISTENER_TYPE] == [f"0.0.0.0_{port}" for port in sorted(listener_ports(envoy))]
+    if envoy.is_router:
+        assert resources[ROUTE_TYPE] == [f"http.{port}" for port in sorted(listener_ports(envoy))]
     outbound = [name for name in resources[CLUSTER_TYPE] if name.startswith("outbound|")]
     if envoy.name == "front-envoy":
         assert outbound == [
@@ -335,44 +438,101 @@ def test_each_envoy_gets_only_its_own_listeners(envoy: EnvoyService) -> None:
 
 def test_localize_config_moves_ports_per_pod() -> None:
     ports = PortMap(allocate=iter(range(20000, 20100)).__next__)
-    listeners: dict[str, set[int]] = {}
-    text = (DEMO.config_dir / "reviews.yaml").read_text()
-    moved = localize_config(text, DEMO.namespace_pods(), DEMO.service_pods(), ports, listeners)
-    assert moved is not None
-    se = next(doc for doc in yaml.safe_load_all(moved) if doc["kind"] == "ServiceEntry")
-    front, v1, v2 = ports("front-envoy", 8080), ports("reviews-v1", 8080), ports("reviews-v2", 8080)
-    assert len({front, v1, v2}) == 3
-    assert se["spec"]["ports"][0]["number"] == front
+    listeners: dict[str, set[tuple[str, int]]] = {}
+    services = DEMO.service_pods()
+
+    def moved(name: str) -> list[dict[str, Any]]:
+        text = localize_config((DEMO.config_dir / name).read_text(), ENVOYS, services, ports, listeners)
+        assert text is not None, name
+        return list(yaml.safe_load_all(text))
+
+    # The router's ServiceEntry: no sidecar listens on its port, which only names its clusters. The
+    # endpoints are the pods' sidecars, on their own local ports.
+    se = next(doc for doc in moved("reviews.yaml") if doc["kind"] == "ServiceEntry")
+    v1, v2 = ports("reviews-v1", 8080), ports("reviews-v2", 8080)
+    assert se["spec"]["ports"][0]["number"] == 8080
     assert [(e["address"], e["ports"]["http"]) for e in se["spec"]["endpoints"]] == [
         ("127.0.0.1", v1), ("127.0.0.1", v2),
     ]
-    assert listeners == {"default": {front}}
-    pod = localize_config((DEMO.config_dir / "reviews-v1-pod.yaml").read_text(), DEMO.namespace_pods(),
-                          DEMO.service_pods(), ports)
-    assert pod is not None
-    endpoint = yaml.safe_load(pod)["spec"]["endpoints"][0]
-    assert endpoint == {"address": "127.0.0.1", "ports": {"http": ports("reviews-v1", 9080)}}
-    # A file without ServiceEntries is left as written (comments and all).
+    assert listeners == {}
+    # The Gateway's server: the router's pod's port, bound to 127.0.0.1.
+    (gateway,) = moved("ingress-gateway.yaml")
+    front = ports("front-envoy", 8080)
+    assert gateway["spec"]["servers"][0]["port"]["number"] == front
+    assert gateway["spec"]["servers"][0]["bind"] == "127.0.0.1"
+    # A pod's ServiceEntry: its sidecar listens on the pod's 8080, and the app on the pod's 9080.
+    (pod,) = moved("reviews-v1-pod.yaml")
+    assert pod["spec"]["ports"][0]["number"] == v1
+    app = ports("reviews-v1", 9080)
+    assert pod["spec"]["endpoints"][0] == {"address": "127.0.0.1", "ports": {"http": app}}
+    assert len({front, v1, v2, app}) == 4
+    assert listeners == {"front-envoy": {("127.0.0.1", front)}, "reviews-v1-sidecar": {("0.0.0.0", v1)}}
+    # A file with neither ServiceEntries nor Gateways is left as written (comments and all).
     virtual_service = (DEMO.config_dir / "reviews-virtualservice.yaml").read_text()
-    assert localize_config(virtual_service, {}, {}, ports) is None
+    assert localize_config(virtual_service, ENVOYS, services, ports) is None
+
+
+SE_TEMPLATE = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: x, namespace: {namespace}}}
+spec:
+  hosts: [x.example.com]
+  exportTo: {export_to}
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: {resolution}
+  endpoints: [{{address: {address}}}]
+"""
+
+GATEWAY_TEMPLATE = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {selector}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ["*"], bind: "{bind}"}}]
+"""
 
 
 def test_localize_config_refuses_what_it_cannot_place() -> None:
     ports = PortMap()
-    unknown_host = """
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: x, namespace: default}
-spec:
-  hosts: [x.example.com]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: DNS
-  endpoints: [{address: db.example.com}]
-"""
+    services = DEMO.service_pods()
+
+    def localize(text: str) -> str | None:
+        return localize_config(text, ENVOYS, services, ports)
+
+    def entry(export_to: str = '["."]', address: str = "reviews-v1", namespace: str = "reviews-v1",
+              resolution: str = "DNS") -> str:
+        return SE_TEMPLATE.format(namespace=namespace, export_to=export_to, address=address,
+                                  resolution=resolution)
+
     with pytest.raises(ValueError, match="neither 127.0.0.1 nor a compose service"):
-        localize_config(unknown_host, {"default": "front-envoy"}, {}, ports)
-    with pytest.raises(ValueError, match="no Envoy of compose.yaml is in namespace default"):
-        localize_config(unknown_host, {}, {}, ports)
+        localize(entry(address="db.example.com"))
+    # Both sidecars would listen on its port, and on one host they cannot.
+    with pytest.raises(ValueError, match="sidecars listen on its ports in pods reviews-v1, reviews-v2"):
+        localize(entry(export_to='["*"]'))
+    # 127.0.0.1 is the pod of the Envoy that sends there: there must be exactly one.
+    with pytest.raises(ValueError, match="no Envoy sees it"):
+        localize(entry(export_to='["~"]', address="127.0.0.1", resolution="STATIC"))
+    with pytest.raises(ValueError, match="Envoys that send to 127.0.0.1 in pods"):
+        localize(entry(export_to="[reviews-v1, istio-system]", address="127.0.0.1", resolution="STATIC"))
+    with pytest.raises(ValueError, match="cannot be moved to 127.0.0.1"):
+        localize(GATEWAY_TEMPLATE.format(selector="{istio: ingressgateway}", bind="10.0.0.1"))
+    # A Gateway that selects no router of compose.yaml is left as written: nothing listens for it.
+    other = localize(GATEWAY_TEMPLATE.format(selector="{istio: other}", bind=""))
+    assert other is not None and yaml.safe_load(other)["spec"]["servers"][0]["port"]["number"] == 80
+    # Sidecars never serve Gateways, whatever their labels.
+    sidecar = EnvoyService("s", "s", "sidecar~0.0.0.0~s.ns~ns.svc.cluster.local", "ns", Path("s.yaml"), (),
+                           (("istio", "ingressgateway"),))
+    assert not sidecar.is_router and not sidecar.selected_by({"istio": "ingressgateway"})
+    assert FRONT.selected_by({}) and FRONT.selected_by({"istio": "ingressgateway"})
+    assert not FRONT.selected_by({"istio": "ingressgateway", "app": "x"})
+
+
+def test_exported_to() -> None:
+    assert exported_to([], "a", "b") and exported_to(["*"], "a", "b")
+    assert exported_to(["."], "a", "a") and not exported_to(["."], "a", "b")
+    assert exported_to([".", "b"], "a", "b") and not exported_to(["~"], "a", "a")
 
 
 def test_localize_bootstrap_points_at_local_pilot() -> None:
@@ -397,9 +557,11 @@ def test_port_map_pins_and_never_repeats() -> None:
         PortMap({("a", 1): 5, ("b", 1): 5})
 
 
-def test_node_id_labels_are_istio_sidecar_ids() -> None:
+def test_node_id_labels_are_istio_node_ids() -> None:
     for envoy in ENVOYS:
-        proxy = Proxy.from_node(DEMO.services[envoy.name]["labels"][NODE_ID_LABEL])
+        node_id = DEMO.services[envoy.name]["labels"][NODE_ID_LABEL]
+        proxy = Proxy.from_node(node_id)
+        assert node_id.split("~")[0] == proxy.type and len(node_id.split("~")) == 4
         assert proxy.namespace == envoy.namespace
         assert envoy.node_id.endswith(f"~{envoy.namespace}.svc.cluster.local")
 

@@ -5,14 +5,18 @@ compose.yaml is the one description of the topology. Its services say which cont
 pilot.demo.serve_backend``) and which run Envoys (a service with an ``io.pilot.node-id`` label:
 its node id; its bootstrap is the file mounted at /etc/envoy/envoy.yaml, printed by ``pilot
 bootstrap`` for that node id). A sidecar shares the network namespace of its app container
-(``network_mode: service:APP``): the two make a *pod*.
+(``network_mode: service:APP``): the two make a *pod*. An ``io.pilot.labels`` label
+(``"istio=ingressgateway"``, several separated by commas) gives an Envoy workload labels, sent as
+node metadata ``LABELS`` (``pilot bootstrap --label``): a router's Gateway selectors match them.
 
 Without Docker every container becomes a process on 127.0.0.1, where the pods' separate network
 namespaces collapse into one. ``LocalTopology`` therefore gives every (pod, port) pair a port of its
 own, and rewrites the config and the bootstraps to match: a ServiceEntry's port belongs to the pod
-of the Envoy in its namespace, an endpoint ``127.0.0.1`` to that pod too, an endpoint named after a
-compose service to that service's pod; every such address becomes 127.0.0.1. Everything else is
-used as written.
+of the sidecar that sees it (that listens on it; a port no sidecar sees stays as written), an
+endpoint ``127.0.0.1`` to the pod of the Envoy that sees it, an endpoint named after a compose
+service to that service's pod; every such address becomes 127.0.0.1. A Gateway server's port
+belongs to the pod of the router its selector picks, and the server binds 127.0.0.1. Everything
+else is used as written.
 
     python -m pilot.demo.compose bootstraps [--check]    regenerate (or check) the bootstraps
     python -m pilot.demo.compose up [--free-ports]       run the topology on 127.0.0.1
@@ -45,8 +49,8 @@ from pilot.demo.backend import Backend
 from pilot.demo.control_plane import PilotProcess
 from pilot.demo.envoy import EnvoyProcess
 from pilot.demo.loopback import LOOPBACK, free_port
-from pilot.translate.proxy import Proxy
-from pilot.xds.names import listener_name
+from pilot.translate.proxy import NodeType, Proxy
+from pilot.xds.names import WILDCARD_ADDRESS, listener_name
 
 __all__ = [
     "COMPOSE_DIR",
@@ -56,9 +60,11 @@ __all__ = [
     "LocalTopology",
     "PortMap",
     "bootstrap_argv",
+    "exported_to",
     "localize_bootstrap",
     "localize_config",
     "main",
+    "parse_labels",
     "render_bootstrap",
     "strip_header",
 ]
@@ -67,6 +73,7 @@ COMPOSE_DIR = Path(__file__).resolve().parents[2] / "manifests" / "docker-compos
 COMPOSE_FILE = "compose.yaml"
 PILOT_SERVICE = "pilot"
 NODE_ID_LABEL = "io.pilot.node-id"
+LABELS_LABEL = "io.pilot.labels"
 BACKEND_MODULE = "pilot.demo.serve_backend"
 ENVOY_CONFIG = "/etc/envoy/envoy.yaml"
 PILOT_CONFIG = "/etc/pilot/config"
@@ -95,6 +102,25 @@ class EnvoyService:
     namespace: str
     bootstrap: Path  # on the host
     published: tuple[tuple[int, int], ...]  # (host port, container port)
+    labels: tuple[tuple[str, str], ...] = ()  # as written in io.pilot.labels
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The node metadata its bootstrap carries."""
+        return {"LABELS": dict(self.labels)} if self.labels else {}
+
+    @property
+    def proxy(self) -> Proxy:
+        return Proxy.from_node(self.node_id, self.metadata)
+
+    @property
+    def is_router(self) -> bool:
+        return self.proxy.type is NodeType.ROUTER
+
+    def selected_by(self, selector: Mapping[str, str]) -> bool:
+        """Whether a Gateway ``selector`` picks this Envoy: a router whose labels include it."""
+        labels = dict(self.labels)
+        return self.is_router and all(labels.get(str(k)) == str(v) for k, v in selector.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +130,18 @@ class BackendService:
     version: str
     host: str
     port: int
+
+
+def parse_labels(text: str) -> tuple[tuple[str, str], ...]:
+    """An ``io.pilot.labels`` value: ``"istio=ingressgateway,app=gw"`` → ``(("istio", "ingressgateway"),
+    ("app", "gw"))``."""
+    out: dict[str, str] = {}
+    for item in str(text).split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{LABELS_LABEL} {text!r}: expected KEY=VALUE[,KEY=VALUE...]")
+        out[key.strip()] = value.strip()
+    return tuple(out.items())
 
 
 def _parse_port(entry: Any) -> tuple[int, int]:
@@ -160,7 +198,8 @@ class ComposeDemo:
     def envoys(self) -> list[EnvoyService]:
         out = []
         for name, service in self.services.items():
-            node_id = (service.get("labels") or {}).get(NODE_ID_LABEL)
+            labels = service.get("labels") or {}
+            node_id = labels.get(NODE_ID_LABEL)
             if node_id is None:
                 continue
             out.append(EnvoyService(
@@ -170,6 +209,7 @@ class ComposeDemo:
                 namespace=Proxy.from_node(str(node_id)).namespace,
                 bootstrap=self.mount(name, ENVOY_CONFIG),
                 published=self.published(name),
+                labels=parse_labels(labels[LABELS_LABEL]) if LABELS_LABEL in labels else (),
             ))
         return out
 
@@ -182,15 +222,6 @@ class ComposeDemo:
             out.append(BackendService(name, self.pod(name), args.version, args.host, args.port))
         return out
 
-    def namespace_pods(self) -> dict[str, str]:
-        """The pod of the Envoy whose node is in each namespace (one Envoy per namespace)."""
-        pods: dict[str, str] = {}
-        for envoy in self.envoys():
-            if envoy.namespace in pods:
-                raise ValueError(f"two Envoys in namespace {envoy.namespace}: the demo gives each its own")
-            pods[envoy.namespace] = envoy.pod
-        return pods
-
     def service_pods(self) -> dict[str, str]:
         return {name: self.pod(name) for name in self.services}
 
@@ -198,17 +229,22 @@ class ComposeDemo:
 # --- bootstraps --------------------------------------------------------------------------------
 
 
-def bootstrap_argv(node_id: str) -> list[str]:
-    """The ``pilot bootstrap`` arguments of a demo Envoy: pilot by its compose name, admin on 15000."""
-    return ["bootstrap", "--node-id", node_id, "--xds-address", f"{PILOT_SERVICE}:{XDS_PORT}",
-            "--admin-port", str(ADMIN_PORT), "--output", "yaml"]
+def bootstrap_argv(node_id: str, labels: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """The ``pilot bootstrap`` arguments of a demo Envoy: pilot by its compose name, admin on 15000,
+    a ``--label`` per workload label."""
+    argv = ["bootstrap", "--node-id", node_id, "--xds-address", f"{PILOT_SERVICE}:{XDS_PORT}",
+            "--admin-port", str(ADMIN_PORT)]
+    for key, value in labels:
+        argv += ["--label", f"{key}={value}"]
+    return [*argv, "--output", "yaml"]
 
 
-def render_bootstrap(node_id: str) -> str:
-    """What ``pilot bootstrap`` prints for ``node_id``, under a comment saying how it was made."""
+def render_bootstrap(node_id: str, labels: Sequence[tuple[str, str]] = ()) -> str:
+    """What ``pilot bootstrap`` prints for ``node_id`` (and ``labels``), under a comment saying how
+    it was made."""
     from pilot import cli
 
-    argv = bootstrap_argv(node_id)
+    argv = bootstrap_argv(node_id, labels)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = cli.main(argv)
@@ -232,7 +268,7 @@ def write_bootstraps(demo: ComposeDemo, *, check: bool = False) -> list[Path]:
     """Write every Envoy's bootstrap (or, with ``check``, only list those that differ)."""
     stale = []
     for envoy in demo.envoys():
-        text = render_bootstrap(envoy.node_id)
+        text = render_bootstrap(envoy.node_id, envoy.labels)
         current = envoy.bootstrap.read_text(encoding="utf-8") if envoy.bootstrap.exists() else None
         if current != text:
             stale.append(envoy.bootstrap)
@@ -269,49 +305,105 @@ class PortMap:
         return sorted(self._ports.items())
 
 
-def localize_config(
-    text: str,
-    namespace_pods: Mapping[str, str],
-    service_pods: Mapping[str, str],
-    ports: Callable[[str, int], int],
-    listeners: dict[str, set[int]] | None = None,
-) -> str | None:
-    """The YAML ``text`` with its ServiceEntries moved to 127.0.0.1 (see the module doc); None if it
-    has none. ``listeners`` collects, per namespace, the local ports its Envoy will listen on."""
-    docs = list(yaml.safe_load_all(text))
-    changed = False
-    for doc in docs:
-        if not isinstance(doc, dict) or doc.get("kind") != "ServiceEntry":
-            continue
-        metadata = doc.get("metadata") or {}
-        where = f"ServiceEntry {metadata.get('namespace', 'default')}/{metadata.get('name')}"
-        spec = doc.get("spec") or {}
-        if spec.get("workloadSelector"):
-            raise ValueError(f"{where}: workloadSelector cannot be moved to 127.0.0.1")
-        namespace = str(metadata.get("namespace") or "default")
-        own_pod = namespace_pods.get(namespace)
-        service_ports = list(spec.get("ports") or [])
-        if service_ports and own_pod is None:
-            raise ValueError(f"{where}: no Envoy of compose.yaml is in namespace {namespace}")
-        for port in service_ports:
-            if "targetPort" in port:
-                raise ValueError(f"{where}: targetPort cannot be moved to 127.0.0.1; give endpoint ports")
-        for endpoint in spec.get("endpoints") or []:
-            address = str(endpoint.get("address", ""))
-            pod = own_pod if address in LOOPBACK_NAMES else service_pods.get(address)
+def exported_to(export_to: Sequence[str], namespace: str, target: str) -> bool:
+    """Whether an object of ``namespace`` with ``exportTo: export_to`` is seen from ``target``
+    (no exportTo: every namespace, the mesh's default)."""
+    for entry in export_to or ["*"]:
+        if entry == "*" or entry == target or (entry == "." and target == namespace):
+            return True
+    return False
+
+
+def _one_pod(where: str, what: str, envoys: Sequence[EnvoyService]) -> str | None:
+    """The pod of ``envoys`` (None if there are none); ValueError if they are in several pods."""
+    pods = sorted({envoy.pod for envoy in envoys})
+    if len(pods) > 1:
+        raise ValueError(f"{where}: {what} in pods {', '.join(pods)}; on 127.0.0.1 they would share a port")
+    return pods[0] if pods else None
+
+
+def _localize_service_entry(
+    doc: dict[str, Any], where: str, envoys: Sequence[EnvoyService], service_pods: Mapping[str, str],
+    ports: Callable[[str, int], int], listeners: dict[str, set[tuple[str, int]]],
+) -> None:
+    metadata = doc.get("metadata") or {}
+    spec = doc.get("spec") or {}
+    if spec.get("workloadSelector"):
+        raise ValueError(f"{where}: workloadSelector cannot be moved to 127.0.0.1")
+    namespace = str(metadata.get("namespace") or "default")
+    seen_by = [e for e in envoys if exported_to(list(spec.get("exportTo") or []), namespace, e.namespace)]
+    sidecars = [e for e in seen_by if not e.is_router]  # routers listen on Gateway ports only
+    listening_pod = _one_pod(where, "sidecars listen on its ports", sidecars)
+    service_ports = list(spec.get("ports") or [])
+    for port in service_ports:
+        if "targetPort" in port:
+            raise ValueError(f"{where}: targetPort cannot be moved to 127.0.0.1; give endpoint ports")
+    for endpoint in spec.get("endpoints") or []:
+        address = str(endpoint.get("address", ""))
+        if address in LOOPBACK_NAMES:
+            pod = _one_pod(where, f"Envoys that send to {address}", seen_by)
+            if pod is None:
+                raise ValueError(f"{where}: endpoint {address} belongs to no Envoy's pod: no Envoy sees it")
+        else:
+            pod = service_pods.get(address)
             if pod is None:
                 raise ValueError(f"{where}: endpoint {address!r} is neither 127.0.0.1 nor a compose service")
-            named = dict(endpoint.get("ports") or {})
-            # An endpoint without a port for a service port is reached on the service port number.
-            for port in service_ports:
-                named.setdefault(str(port["name"]), int(port["number"]))
-            endpoint["address"] = LOOPBACK
-            endpoint["ports"] = {name: ports(pod, int(number)) for name, number in named.items()}
+        named = dict(endpoint.get("ports") or {})
+        # An endpoint without a port for a service port is reached on the service port number.
         for port in service_ports:
-            assert own_pod is not None
-            port["number"] = ports(own_pod, int(port["number"]))
-            if listeners is not None:
-                listeners.setdefault(namespace, set()).add(port["number"])
+            named.setdefault(str(port["name"]), int(port["number"]))
+        endpoint["address"] = LOOPBACK
+        endpoint["ports"] = {name: ports(pod, int(number)) for name, number in named.items()}
+    if listening_pod is None:
+        return  # nobody listens on its ports: they only name its clusters
+    for port in service_ports:
+        port["number"] = ports(listening_pod, int(port["number"]))
+        for envoy in sidecars:
+            listeners.setdefault(envoy.name, set()).add((WILDCARD_ADDRESS, port["number"]))
+
+
+def _localize_gateway(
+    doc: dict[str, Any], where: str, envoys: Sequence[EnvoyService],
+    ports: Callable[[str, int], int], listeners: dict[str, set[tuple[str, int]]],
+) -> None:
+    spec = doc.get("spec") or {}
+    routers = [e for e in envoys if e.selected_by(dict(spec.get("selector") or {}))]
+    pod = _one_pod(where, "routers it selects are", routers)
+    if pod is None:
+        return  # it selects no router of compose.yaml: no listener anywhere
+    for server in spec.get("servers") or []:
+        bind = str(server.get("bind") or "")
+        if bind not in ("", WILDCARD_ADDRESS, *LOOPBACK_NAMES):
+            raise ValueError(f"{where}: a server bound to {bind!r} cannot be moved to 127.0.0.1")
+        server["bind"] = LOOPBACK
+        port = server["port"]
+        port["number"] = ports(pod, int(port["number"]))
+        for envoy in routers:
+            listeners.setdefault(envoy.name, set()).add((LOOPBACK, port["number"]))
+
+
+def localize_config(
+    text: str,
+    envoys: Sequence[EnvoyService],
+    service_pods: Mapping[str, str],
+    ports: Callable[[str, int], int],
+    listeners: dict[str, set[tuple[str, int]]] | None = None,
+) -> str | None:
+    """The YAML ``text`` with its ServiceEntries and Gateways moved to 127.0.0.1 (see the module
+    doc); None if it has neither. ``listeners`` collects, per Envoy (compose service name), the
+    (address, local port) pairs it will listen on."""
+    docs = list(yaml.safe_load_all(text))
+    found: dict[str, set[tuple[str, int]]] = {} if listeners is None else listeners
+    changed = False
+    for doc in docs:
+        if not isinstance(doc, dict) or doc.get("kind") not in ("ServiceEntry", "Gateway"):
+            continue
+        metadata = doc.get("metadata") or {}
+        where = f"{doc['kind']} {metadata.get('namespace', 'default')}/{metadata.get('name')}"
+        if doc["kind"] == "ServiceEntry":
+            _localize_service_entry(doc, where, envoys, service_pods, ports, found)
+        else:
+            _localize_gateway(doc, where, envoys, ports, found)
         changed = True
     if not changed:
         return None
@@ -372,20 +464,22 @@ class LocalTopology:
         self.envoys: dict[str, EnvoyProcess] = {}
         for envoy in self.envoy_services.values():
             process = EnvoyProcess(envoy.node_id, self.pilot.xds_port, self.workdir, name=envoy.name,
-                                   log_level=envoy_log_level)
+                                   metadata=envoy.metadata, log_level=envoy_log_level)
             committed = yaml.safe_load(envoy.bootstrap.read_text(encoding="utf-8"))
             process.bootstrap = localize_bootstrap(committed, self.pilot.xds_port)
             self.envoys[envoy.name] = process
-        self.listeners: dict[str, set[int]] = {}
+        # Per Envoy: the (address, local port) pairs its config makes it listen on.
+        self.listeners: dict[str, set[tuple[str, int]]] = {}
 
     def port(self, service: str, container_port: int) -> int:
         """The local port standing for ``container_port`` of ``service`` (e.g. front-envoy 8080)."""
         return self.ports(self.demo.pod(service), container_port)
 
     def write_config(self) -> None:
-        """Copy pilot's config folder into ``config_dir``, its ServiceEntries moved to 127.0.0.1."""
+        """Copy pilot's config folder into ``config_dir``, its ServiceEntries and Gateways moved to
+        127.0.0.1."""
         source = self.demo.config_dir
-        namespace_pods, service_pods = self.demo.namespace_pods(), self.demo.service_pods()
+        envoys, service_pods = list(self.envoy_services.values()), self.demo.service_pods()
         self.listeners.clear()
         for path in sorted(source.rglob("*")):
             if not path.is_file() or path.suffix not in CONFIG_SUFFIXES:
@@ -393,7 +487,7 @@ class LocalTopology:
             target = self.config_dir / path.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
             text = path.read_text(encoding="utf-8")
-            moved = localize_config(text, namespace_pods, service_pods, self.ports, self.listeners)
+            moved = localize_config(text, envoys, service_pods, self.ports, self.listeners)
             if moved is not None:
                 text = f"# {path.name} of the compose demo, moved to {LOOPBACK}\n" + moved
             target.write_text(text, encoding="utf-8")
@@ -410,8 +504,8 @@ class LocalTopology:
                 process.start()
             for name, process in self.envoys.items():
                 process.wait_configured(timeout)
-                for port in sorted(self.listeners.get(self.envoy_services[name].namespace, ())):
-                    process.wait_listener(listener_name(port), timeout)
+                for address, port in sorted(self.listeners.get(name, ())):
+                    process.wait_listener(listener_name(port, address), timeout)
         except BaseException:
             self.stop()
             raise
@@ -472,15 +566,17 @@ def _describe(topology: LocalTopology) -> str:
     for name, backend in topology.backends.items():
         lines.append(f"  {name:<20} backend {backend.version} on {LOOPBACK}:{backend.port}")
     for name, process in topology.envoys.items():
-        ports = sorted(topology.listeners.get(topology.envoy_services[name].namespace, ()))
-        lines.append(f"  {name:<20} envoy pid {process.pid}  listens on {', '.join(map(str, ports))}"
+        envoy = topology.envoy_services[name]
+        kind = "router" if envoy.is_router else "sidecar"
+        ports = ", ".join(f"{address}:{port}" for address, port in sorted(topology.listeners.get(name, ())))
+        lines.append(f"  {name:<20} envoy ({kind}) pid {process.pid}  listens on {ports or 'nothing'}"
                      f"  admin http://{LOOPBACK}:{process.admin_port}/")
     for envoy in topology.envoy_services.values():
         for _, container in envoy.published:
             port = topology.port(envoy.name, container)
             lines += [
                 f"try ({envoy.name}, published {container} in compose.yaml):",
-                f"  for i in $(seq 100); do curl -s -H 'Host: reviews' http://{LOOPBACK}:{port}/ \\",
+                f"  for i in $(seq 100); do curl -s http://{LOOPBACK}:{port}/ \\",
                 "    | grep -o '\"version\": \"v[0-9]*\"'; done | sort | uniq -c",
             ]
     lines += [f"edit {topology.config_dir / 'reviews-virtualservice.yaml'} to shift the traffic;",

@@ -2,8 +2,9 @@
 
 Same Istio YAML, same committed Envoy bootstraps, same backends and a real ``pilot serve``, as
 processes on 127.0.0.1 (pilot.demo.compose.LocalTopology rewrites compose service names to
-127.0.0.1 and gives every pod's ports free ones). Traffic goes client -> front-envoy -> a sidecar
--> its app, split 80/20 by the VirtualService, and follows an edit of that file.
+127.0.0.1, gives every pod's ports free ones and binds the Gateway's server to 127.0.0.1). Traffic
+goes client -> the ingress gateway (front-envoy, a router) -> a sidecar -> its app, split 80/20 by
+the VirtualService bound to the Gateway, and follows an edit of that file.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tests.support.mesh import tally, wait_routed
 pytestmark = pytest.mark.e2e
 
 VIRTUAL_SERVICE = "reviews-virtualservice.yaml"
+FRONT = "front-envoy"
 SIDECARS = {"v1": "reviews-v1-sidecar", "v2": "reviews-v2-sidecar"}
 
 
@@ -37,8 +39,9 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTopology
             failure_logs.unwatch(process)
 
 
-def front_client(topology: LocalTopology, host: str = "reviews") -> HttpClient:
-    return HttpClient(topology.port("front-envoy", 8080), authority=host)
+def gateway_client(topology: LocalTopology, host: str | None = None) -> HttpClient:
+    """A client of the gateway's port 8080; without ``host``, Host is 127.0.0.1:PORT, as curl sends."""
+    return HttpClient(topology.port(FRONT, 8080), authority=host)
 
 
 def sidecar_requests(topology: LocalTopology, version: str) -> int:
@@ -47,11 +50,21 @@ def sidecar_requests(topology: LocalTopology, version: str) -> int:
     return sum(stats.values())
 
 
-def test_front_envoy_splits_80_20_through_the_sidecars(topology: LocalTopology) -> None:
+def test_the_front_envoy_is_a_router_listening_for_the_gateway(topology: LocalTopology) -> None:
+    front = topology.envoys[FRONT]
+    (dump,) = [c for c in front.config_dump()["configs"] if c["@type"].endswith(".BootstrapConfigDump")]
+    node = dump["bootstrap"]["node"]
+    assert node["id"].startswith("router~")
+    assert node["metadata"] == {"LABELS": {"istio": "ingressgateway"}}
+    # The Gateway's server on 8080, bound to 127.0.0.1 on this host: the router's only listener.
+    assert front.active_listeners() == {f"127.0.0.1_{topology.port(FRONT, 8080)}"}
+
+
+def test_gateway_splits_80_20_through_the_sidecars(topology: LocalTopology) -> None:
     before = {version: sidecar_requests(topology, version) for version in SIDECARS}
-    with front_client(topology) as client:
+    with gateway_client(topology) as client:
         wait_routed(client, lambda r: r.status == 200 and r.version in SIDECARS,
-                    message="front envoy routing")
+                    message="gateway routing")
         counts = tally(client, 300)
     assert counts["v1"] + counts["v2"] == 300, counts
     # 80% of 300 has a standard deviation of 2.3 points: 70-90% is over 4 sigma.
@@ -63,6 +76,14 @@ def test_front_envoy_splits_80_20_through_the_sidecars(topology: LocalTopology) 
         assert process.rejected_updates() == {}, process.log_tail(30)
 
 
+def test_any_host_is_served_and_reaches_the_app_as_reviews(topology: LocalTopology) -> None:
+    """hosts ["*"] on the gateway; rewrite.authority gives the sidecars the one name they know."""
+    with gateway_client(topology, host="anything.example.com") as client:
+        reply = client.get("/")
+    assert reply.status == 200 and reply.version in SIDECARS
+    assert reply.json()["headers"]["host"] == "reviews"
+
+
 def test_editing_the_virtual_service_shifts_the_traffic(topology: LocalTopology) -> None:
     path = topology.config_dir / VIRTUAL_SERVICE
     original = path.read_text()
@@ -70,16 +91,18 @@ def test_editing_the_virtual_service_shifts_the_traffic(topology: LocalTopology)
     assert shifted != original
     write_atomically(path, shifted)
     try:
-        with front_client(topology) as client:
+        with gateway_client(topology) as client:
             wait_routed(client, lambda r: r.version == "v2", consecutive=30, message="all traffic on v2")
             assert tally(client, 50) == {"v2": 50}
     finally:
         write_atomically(path, original)
-    with front_client(topology) as client:
+    with gateway_client(topology) as client:
         wait_routed(client, lambda r: r.version == "v1", consecutive=1, message="v1 back after the edit")
 
 
-def test_a_host_no_service_entry_declares_gets_502(topology: LocalTopology) -> None:
-    """REGISTRY_ONLY (config/mesh.yaml): nothing is passed through, so nothing can loop."""
-    with front_client(topology, host="elsewhere") as client:
+def test_a_host_a_sidecar_does_not_know_gets_502(topology: LocalTopology) -> None:
+    """REGISTRY_ONLY (config/mesh.yaml): a sidecar passes nothing through, so nothing can loop."""
+    with HttpClient(topology.port(SIDECARS["v1"], 8080), authority="elsewhere") as client:
         assert client.get("/").status == 502
+    with HttpClient(topology.port(SIDECARS["v1"], 8080), authority="reviews") as client:
+        assert client.get("/").version == "v1"
