@@ -13,26 +13,15 @@ from typing import Any, TypeAlias
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
-from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
 from pilot._gen import networking_pb2 as nw
+from pilot.translate.matches import string_matcher
 
 CORS_FILTER = "envoy.filters.http.cors"
 CorsPolicy: TypeAlias = cors_pb2.CorsPolicy
-
-
-def string_matcher(match: Any) -> string_pb2.StringMatcher | None:
-    """Istio's ``util.ConvertToEnvoyMatch``: exact, prefix or (RE2) regex; None when unset."""
-    kind = match.WhichOneof("match_type")
-    if kind == "exact":
-        return string_pb2.StringMatcher(exact=match.exact)
-    if kind == "prefix":
-        return string_pb2.StringMatcher(prefix=match.prefix)
-    if kind == "regex":
-        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=match.regex))
-    return None
 
 
 def cors_policy(spec: Any) -> CorsPolicy:
@@ -63,4 +52,4 @@ def cors_policy(spec: Any) -> CorsPolicy:
     return out
 
 
-__all__ = ["CORS_FILTER", "CorsPolicy", "cors_policy", "string_matcher"]
+__all__ = ["CORS_FILTER", "CorsPolicy", "cors_policy"]

@@ -14,12 +14,11 @@ from typing import Any, TypeAlias
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
-from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
 from pilot._gen import networking_pb2 as nw
 from pilot.config.validation.gateway import valid_cipher_suite
-from pilot.translate import hosts
+from pilot.translate.cluster_tls import san_matcher
 
 DownstreamTlsContext: TypeAlias = tls_pb2.DownstreamTlsContext
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
@@ -38,23 +37,11 @@ def _file(path: str) -> base_pb2.DataSource:
     return base_pb2.DataSource(filename=path)
 
 
-def _san_matcher(name: str) -> SanMatcher:
-    """A SAN to match exactly: a URI when it has a scheme (``spiffe://``), an IP, else a DNS name.
-    (Istio uses the deprecated untyped ``match_subject_alt_names``, which matches any type.)"""
-    if "://" in name:
-        san_type = SanMatcher.URI
-    elif hosts.is_ip(name):
-        san_type = SanMatcher.IP_ADDRESS
-    else:
-        san_type = SanMatcher.DNS
-    return SanMatcher(san_type=san_type, matcher=string_pb2.StringMatcher(exact=name))
-
-
 def _validation_context(tls: Any) -> common_pb2.CertificateValidationContext:
     out = common_pb2.CertificateValidationContext(trusted_ca=_file(tls.ca_certificates))
     if tls.ca_crl:
         out.crl.CopyFrom(_file(tls.ca_crl))
-    out.match_typed_subject_alt_names.extend(_san_matcher(n) for n in tls.subject_alt_names)
+    out.match_typed_subject_alt_names.extend(san_matcher(n) for n in tls.subject_alt_names)
     out.verify_certificate_spki.extend(tls.verify_certificate_spki)
     out.verify_certificate_hash.extend(tls.verify_certificate_hash)
     return out
