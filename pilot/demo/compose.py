@@ -30,15 +30,12 @@ import copy
 import io
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import yaml
@@ -49,6 +46,7 @@ from pilot.demo.backend import Backend
 from pilot.demo.control_plane import PilotProcess
 from pilot.demo.envoy import EnvoyProcess
 from pilot.demo.loopback import LOOPBACK, free_port
+from pilot.demo.process_group import sigterm_as_interrupt
 from pilot.translate.proxy import NodeType, Proxy
 from pilot.xds.names import WILDCARD_ADDRESS, listener_name
 
@@ -531,21 +529,6 @@ class LocalTopology:
 # --- command line ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Let SIGTERM unwind like Ctrl-C, so the finally blocks stop every child process."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _bootstraps(args: argparse.Namespace) -> int:
@@ -589,7 +572,7 @@ def _up(args: argparse.Namespace) -> int:
     topology = LocalTopology(workdir, ComposeDemo(args.compose_dir), keep_published=not args.free_ports,
                              envoy_log_level="info")
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             try:
                 topology.start()
                 print(_describe(topology), flush=True)

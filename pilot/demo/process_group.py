@@ -6,11 +6,15 @@ reach them before the parent has decided how to stop them; the parent then owns 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import threading
+from collections.abc import Iterator
+from types import FrameType
 
-__all__ = ["kill", "terminate"]
+__all__ = ["kill", "sigterm_as_interrupt", "terminate"]
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
@@ -36,3 +40,20 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
     except ProcessLookupError:
         pass
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM unwind like Ctrl-C, so the finally blocks stop every child process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

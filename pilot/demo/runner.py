@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import TextIO
 
 from pilot.demo.backend import Backend
@@ -29,6 +28,7 @@ from pilot.demo.control_plane import PilotProcess
 from pilot.demo.envoy import EnvoyProcess
 from pilot.demo.loopback import LOOPBACK, HttpClient, free_port
 from pilot.demo.polling import Timeout, wait_until
+from pilot.demo.process_group import sigterm_as_interrupt
 from pilot.demo.scenario import (
     JASON,
     PHASES,
@@ -98,7 +98,7 @@ class Demo:
     def run(self) -> int:
         code = 0
         started: list[str] = []
-        with tempfile.TemporaryDirectory(prefix="pilot-demo-") as tmp, _sigterm_as_interrupt():
+        with tempfile.TemporaryDirectory(prefix="pilot-demo-") as tmp, sigterm_as_interrupt():
             workdir = Path(tmp)
             stack = contextlib.ExitStack()  # closing it stops every process started
             try:
@@ -279,18 +279,3 @@ def _interrupts_deferred() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Let SIGTERM unwind like Ctrl-C, so the finally blocks stop every child process."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
