@@ -43,27 +43,35 @@ log = logging.getLogger("pilot.app")
 
 MiB = 1024 * 1024
 
-# gRPC server options for long-lived ADS streams.
+# gRPC server options for thousands of long-lived ADS streams (grpc core channel-argument names).
 GRPC_OPTIONS: tuple[tuple[str, Any], ...] = (
-    # Ping idle connections so dead proxies (and dead NAT entries) are found (Istio's
-    # GRPC_KEEPALIVE_INTERVAL / _TIMEOUT: 30 s / 10 s).
+    # Ping idle connections so dead proxies (and dead NAT entries) are found and their streams end
+    # (Istio's GRPC_KEEPALIVE_INTERVAL / _TIMEOUT: 30 s / 10 s), with or without a call in flight,
+    # and keep pinging a connection that carries no data for hours (0: no limit on such pings).
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
-    # Accept client keepalive pings (Envoy's connection_keepalive) down to every 10 s, and with no
-    # call in flight, instead of answering them with GOAWAY "too_many_pings".
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Accept the proxies' own keepalive pings (Envoy's connection_keepalive, 30 s in our bootstrap)
+    # down to one every 10 s with no data flowing, and never answer too-frequent pings with GOAWAY
+    # "too_many_pings" (0 strikes: unlimited), which would drop every stream on the connection.
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 0),
-    # Requests are small, but a NACK's error_detail can quote a lot of config (Istio: 4 MiB).
-    ("grpc.max_receive_message_length", 16 * MiB),
-    # Large meshes produce large CDS/RDS responses; Envoy accepts big messages.
+    # Requests are small; Envoy truncates a NACK's error_detail (ISTIO_GPRC_MAXRECVMSGSIZE: 4 MiB).
+    ("grpc.max_receive_message_length", 4 * MiB),
+    # A full-state CDS or LDS response of a large mesh can exceed 4 MiB; Envoy accepts big messages.
     ("grpc.max_send_message_length", 256 * MiB),
-    # One stream per proxy (ISTIO_GPRC_MAXSTREAMS).
+    # One stream per proxy, usually one proxy per connection, but a shared connection (a
+    # multiplexing proxy, a test client) must not be capped at the default 100
+    # (ISTIO_GPRC_MAXSTREAMS: 100000).
     ("grpc.max_concurrent_streams", 100_000),
     # Never share the port with another process: a second pilot must fail to bind, loudly.
     ("grpc.so_reuseport", 0),
 )
-# After max_connection_age (Settings), streams get this long to finish before the connection closes.
+# After max_connection_age (Settings) the server sends GOAWAY; streams then get this long (at most
+# the age itself) before the connection closes and they end with UNAVAILABLE (Istio's
+# keepaliveMaxServerConnectionAgeGrace: 10 s). ADS streams never finish by themselves, so the
+# grace only delays the reconnect.
 MAX_CONNECTION_AGE_GRACE = 10.0
 
 
@@ -72,10 +80,11 @@ def grpc_options(settings: Settings) -> tuple[tuple[str, Any], ...]:
     keepaliveMaxServerConnectionAge): the server sends GOAWAY, the proxy reconnects through the Service."""
     if settings.max_connection_age is None:
         return GRPC_OPTIONS
+    grace = min(MAX_CONNECTION_AGE_GRACE, settings.max_connection_age)
     return (
         *GRPC_OPTIONS,
         ("grpc.max_connection_age_ms", int(settings.max_connection_age * 1000)),
-        ("grpc.max_connection_age_grace_ms", int(MAX_CONNECTION_AGE_GRACE * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(grace * 1000)),
     )
 
 

@@ -33,7 +33,7 @@ from pilot.cache.cache import SnapshotCache
 from pilot.errors import XdsProtocolError
 from pilot.server import wire
 from pilot.server.callbacks import StreamCallbacks
-from pilot.server.connection import AdsStream, Connection, ConnectionStatus, FanOut
+from pilot.server.connection import AdsStream, Backlog, Connection, ConnectionStatus, FanOut
 from pilot.server.delta import DeltaStream
 from pilot.server.sotw import SotwStream
 
@@ -58,7 +58,7 @@ class AdsServer:
     holds its slot at most ``send_timeout`` seconds, whichever protocol the streams speak.
     ``control_plane_id``, if set, is sent as the responses' ``control_plane.identifier``.
 
-    Use from one event loop. ``connections`` and ``find_view`` may be called at any time.
+    Use from one event loop. ``connections``, ``backlog`` and ``find_view`` may be called at any time.
     """
 
     def __init__(
@@ -79,6 +79,7 @@ class AdsServer:
         self._delta_control_plane = wire.control_plane(control_plane_id, delta=True)
         self._connections: dict[int, Connection] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._streams: dict[int, AdsStream] = {}
         self._closing = False
         self._stream_ids = itertools.count(1)
 
@@ -114,6 +115,12 @@ class AdsServer:
     def connections(self) -> list[ConnectionStatus]:
         """A frozen status of every open stream (for /debug/syncz), oldest first."""
         return [conn.status() for conn in self._connections.values()]
+
+    def backlog(self, stream_id: int) -> Backlog | None:
+        """What the open stream ``stream_id`` holds for its proxy beyond what it has written (at
+        most one snapshot; see :class:`Backlog`), or None if no such stream is open."""
+        stream = self._streams.get(stream_id)
+        return stream.backlog() if stream is not None else None
 
     def find_view(self, node_id: str) -> Hashable | None:
         """The cache key read by the newest stream of ``node_id``, or None if it is not connected."""
@@ -177,8 +184,10 @@ class AdsServer:
         metrics.xds_clients.inc()
         log.info("ADS: %s stream %d open for %s from %s", protocol, stream_id, node_id, peer)
         failure: tuple[grpc.StatusCode, str] | None = None
-        running = asyncio.ensure_future(make_stream(conn).run(first))
+        stream = make_stream(conn)
+        running = asyncio.ensure_future(stream.run(first))
         self._running[stream_id] = running
+        self._streams[stream_id] = stream
         try:
             await running
         except asyncio.CancelledError:
@@ -195,6 +204,7 @@ class AdsServer:
             if not running.done():
                 running.cancel()  # the RPC itself was cancelled: stop the stream's tasks too
             del self._running[stream_id]
+            del self._streams[stream_id]
             del self._connections[stream_id]
             metrics.xds_clients.dec()
             try:

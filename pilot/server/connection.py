@@ -35,6 +35,7 @@ from pilot.xds import types
 
 __all__ = [
     "AdsStream",
+    "Backlog",
     "ByteStream",
     "Connection",
     "ConnectionStatus",
@@ -90,6 +91,19 @@ class ConnectionStatus:
     view: str  # str() of the cache key the stream reads
     protocol: str  # "sotw" (state of the world) or "delta"
     types: dict[str, TypeStatus]
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What one stream holds for its proxy beyond what it has written (debug and tests).
+
+    A stream never queues: however many snapshots arrive while its proxy is slow, it keeps only
+    the newest one it has not adopted yet, and writes one response at a time.
+    """
+
+    pending_snapshots: int  # 0 or 1: a snapshot newer than the one responses are cut from
+    pending_since: float | None  # monotonic time the oldest unadopted snapshot arrived
+    writing: bool  # a response is being written (the proxy reads slowly, or not at all)
 
 
 @dataclass(slots=True)
@@ -238,9 +252,11 @@ class ResponseWriter:
         self._stream = stream
         self._fanout = fanout
         self._describe = describe
+        self.writing = False  # a write is in flight
 
     async def write(self, data: bytes, slot: PushSlot | None) -> None:
         write: asyncio.Future[None] = asyncio.ensure_future(self._stream.write(data))
+        self.writing = True
         try:
             if slot is None or not slot.held:
                 await write
@@ -259,6 +275,8 @@ class ResponseWriter:
         except BaseException:
             write.cancel()  # the stream is ending (or broke): abandon the write still in flight
             raise
+        finally:
+            self.writing = False
 
 
 class StreamContext(ByteStream, Protocol):
@@ -318,6 +336,15 @@ class AdsStream(abc.ABC):
                 await asyncio.gather(reader, sender, return_exceptions=True)
         finally:
             cancel_watch()
+
+    def backlog(self) -> Backlog:
+        """What this stream holds that its proxy has not been written yet (at most one snapshot)."""
+        pending = self._latest is not None and self._latest is not self._adopted
+        return Backlog(
+            pending_snapshots=1 if pending else 0,
+            pending_since=self._pending_since if pending else None,
+            writing=self._writer.writing,
+        )
 
     # -- what a protocol provides ----------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import abc
 import asyncio
 import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
@@ -218,6 +218,8 @@ class Update:
     version: str  # version_info, or system_version_info
     resources: dict[str, str]
     removed: list[str]
+    size: int = field(default=0, compare=False)  # bytes of the serialized response
+    values: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)  # name -> Any.value
 
     @property
     def names(self) -> list[str]:
@@ -280,6 +282,11 @@ class XdsClient(abc.ABC):
     @abc.abstractmethod
     async def expect_silence(self) -> None: ...
 
+    async def probe(self) -> None:
+        """Ask for a probe resource: its answer comes after everything the server meant to send
+        before it (the barrier behind ``expect_silence`` and ``drain``)."""
+        await self._probe()
+
     async def drain(self) -> list[Update]:
         """ACK every response until the server has nothing more to send (a probe's answer comes
         back, as in expect_silence); return them in order."""
@@ -330,12 +337,15 @@ class SotwXds(XdsClient):
         response = await self.raw.recv(timeout)
         self._nonces[response.type_url] = response.nonce
         resources: dict[str, str] = {}
+        values: dict[str, bytes] = {}
         for resource in response.resources:
             assert resource.type_url == response.type_url
             name = resource_name(response.type_url, resource.value)
             assert name not in resources, f"{name} twice in one response"
             resources[name] = content_version(resource.value)
-        return Update(response.type_url, response.nonce, response.version_info, resources, [])
+            values[name] = resource.value
+        version = response.version_info
+        return Update(response.type_url, response.nonce, version, resources, [], response.ByteSize(), values)
 
     def _apply(self, update: Update, invalid: frozenset[str]) -> None:
         held = self._held.setdefault(update.type_url, {})
@@ -428,6 +438,7 @@ def delta_update(response: discovery_pb2.DeltaDiscoveryResponse) -> Update:
     """An :class:`Update` from a DeltaDiscoveryResponse, checking each Resource's name and version
     against its content."""
     resources: dict[str, str] = {}
+    values: dict[str, bytes] = {}
     for resource in response.resources:
         assert resource.resource.type_url == response.type_url
         if response.type_url in MESSAGES:
@@ -435,6 +446,15 @@ def delta_update(response: discovery_pb2.DeltaDiscoveryResponse) -> Update:
         assert resource.version == content_version(resource.resource.value)
         assert resource.name not in resources, f"{resource.name} twice in one response"
         resources[resource.name] = resource.version
+        values[resource.name] = resource.resource.value
     removed = list(response.removed_resources)
     assert not set(removed) & set(resources), "a name both updated and removed"
-    return Update(response.type_url, response.nonce, response.system_version_info, resources, removed)
+    return Update(
+        response.type_url,
+        response.nonce,
+        response.system_version_info,
+        resources,
+        removed,
+        response.ByteSize(),
+        values,
+    )

@@ -11,13 +11,17 @@ test_delta.py.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 from collections.abc import Callable
 
 import grpc
 import pytest
 
 from pilot import metrics
+from pilot.cache.snapshot import TypeResources
+from pilot.server.connection import Backlog
 from pilot.xds import types
 from tests.server.ads_client import DEADLINE, DEFAULT_NODE, PROBE_TYPE, Update, XdsClient, versions
 from tests.server.harness import AdsHarness, HarnessFactory
@@ -398,6 +402,52 @@ async def test_stalled_client_does_not_hold_up_others(make_harness: HarnessFacto
     # A request from the healthy proxy is answered without waiting for a slot.
     await healthy.subscribe(types.ROUTE, ["80"])
     assert (await healthy.recv()).type_url == types.ROUTE
+
+
+async def test_slow_proxy_holds_at_most_its_latest_snapshot(harness: AdsHarness, protocol: str) -> None:
+    # 50 snapshots pushed to a proxy that does not read: the stream never queues them. It writes
+    # one response at a time and keeps only the newest snapshot it has not adopted; the others
+    # are freed. When the proxy reads again it gets what was being written, then the newest.
+    stalled = harness.xds_client(protocol, options={"grpc.http2.bdp_probe": 0})
+    await stalled.subscribe(types.CLUSTER)
+    await recv_acked(stalled)
+    await stalled.expect_silence()
+    stream_id = harness.connection().stream_id
+
+    def backlog() -> Backlog:
+        found = harness.ads.backlog(stream_id)
+        assert found is not None
+        return found
+
+    # The first push is a MiB or two: with a 64 KiB HTTP/2 window it cannot be written until the
+    # proxy reads.
+    huge = make_snapshot("v1", clusters=[cluster(f"s{i:03}-" + "x" * 10_000) for i in range(100)])
+    harness.cache.set_snapshot(VIEW, huge)
+    await wait_until(lambda: backlog().writing, "the push to the stalled proxy to block")
+    sent_before = harness.connection().types[types.CLUSTER].nonce_sent
+
+    alive: list[weakref.ref[TypeResources]] = []
+    for n in range(2, 51):
+        snapshot = make_snapshot(f"v{n}", clusters=[cluster(f"n{n}-{i}-" + "y" * 20_000) for i in range(10)])
+        alive.append(weakref.ref(snapshot.by_type[types.CLUSTER]))
+        harness.cache.set_snapshot(VIEW, snapshot)
+        del snapshot
+        for _ in range(3):
+            await asyncio.sleep(0)  # let the stream's tasks run
+        assert backlog().pending_snapshots <= 1
+    assert backlog().pending_snapshots == 1 and backlog().writing
+    assert harness.connection().types[types.CLUSTER].nonce_sent == sent_before  # nothing else written
+    gc.collect()
+    # Only the newest snapshot is still held (by the cache and the stream); the 48 others are gone.
+    assert [ref() is not None for ref in alive] == [False] * 48 + [True]
+
+    # The proxy reads again: the blocked push, then the newest snapshot, and nothing in between.
+    first = await recv_acked(stalled)
+    assert first.resources == versions(huge, types.CLUSTER)
+    newest = await recv_acked(stalled)
+    assert newest.version == alive[-1]().version  # type: ignore[union-attr]
+    await stalled.expect_silence()
+    assert backlog() == Backlog(pending_snapshots=0, pending_since=None, writing=False)
 
 
 async def test_requests_are_answered_while_a_push_waits_for_a_slot(

@@ -16,6 +16,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from google.protobuf import any_pb2
 
+from pilot import metrics
 from pilot.cache.snapshot import Snapshot
 from pilot.xds import types
 from tests.server.harness import AdsHarness, HarnessFactory
@@ -177,3 +178,48 @@ async def test_envoy_updated_cluster_and_listener_warm_without_fetch_timeout(
     )
     assert asyncio.get_running_loop().time() - start < 10
     await eventually(lambda: all_acked(harness), "Envoy to ACK the update")
+
+
+def hosts(proxy: EnvoyProcess) -> dict[str, set[str]]:
+    """cluster -> the endpoint addresses Envoy has for it (admin /clusters)."""
+    found: dict[str, set[str]] = {}
+    for line in proxy.admin_get("/clusters").text.splitlines():
+        parts = line.split("::")
+        if len(parts) >= 3 and parts[2] == "health_flags":
+            found.setdefault(parts[0], set()).add(parts[1])
+    return found
+
+
+async def test_envoy_takes_a_push_of_only_the_changed_endpoints(
+    envoy: tuple[AdsHarness, EnvoyProcess],
+) -> None:
+    # SotW EDS responses hold only what changed; Envoy applies each assignment to its own cluster
+    # and keeps the others.
+    # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#grouping-resources-into-responses
+    harness, proxy = envoy
+    listener = http_listener("listener_80", "80", "listener_80")
+
+    def two_clusters(version: str, b_port: int) -> Snapshot:
+        return make_snapshot(
+            version,
+            clusters=[cluster("a"), cluster("b")],
+            loads=[endpoints("a", 18001), endpoints("b", b_port)],
+            listeners=[listener],
+            routes=[route("80", "a")],
+        )
+
+    harness.cache.set_snapshot(VIEW, two_clusters("v2", 18002))
+    await eventually(lambda: hosts(proxy).get("b") == {"127.0.0.1:18002"}, "cluster b and its endpoints")
+    await eventually(lambda: all_acked(harness), "Envoy to ACK everything")
+    eds_pushes = metrics.REGISTRY.get_sample_value("pilot_xds_pushes_total", {"type": "eds"}) or 0.0
+
+    changed = two_clusters("v3", 18003)
+    harness.cache.set_snapshot(VIEW, changed)
+    await eventually(lambda: hosts(proxy).get("b") == {"127.0.0.1:18003"}, "b's new endpoint")
+    assert (await asyncio.to_thread(hosts, proxy))["a"] == {"127.0.0.1:18001"}
+    eds_version = changed.type_version(types.ENDPOINT)
+    await eventually(
+        lambda: harness.connection(NODE).types[types.ENDPOINT].version_acked == eds_version, "the EDS ACK"
+    )
+    assert metrics.REGISTRY.get_sample_value("pilot_xds_pushes_total", {"type": "eds"}) == eds_pushes + 1
+    assert await asyncio.to_thread(proxy.rejected_updates) == {}

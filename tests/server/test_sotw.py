@@ -13,7 +13,7 @@ from pilot import metrics
 from pilot.xds import types
 from tests.server.ads_client import MESSAGES, AdsClient
 from tests.server.harness import AdsHarness
-from tests.server.resources import VIEW, base_snapshot, cluster, route
+from tests.server.resources import VIEW, base_snapshot, cluster, endpoints, route
 
 
 def names_of(response: discovery_pb2.DiscoveryResponse) -> list[str]:
@@ -44,15 +44,31 @@ async def connect_cds_lds(
     return client, cds, lds
 
 
+async def subscribe_everything(harness: AdsHarness) -> AdsClient:
+    """CDS and LDS (wildcard), EDS a and b, RDS 80 and 81: every answer received and ACKed."""
+    client, _, _ = await connect_cds_lds(harness)
+    await client.request(types.ENDPOINT, ["a", "b"])
+    eds = await client.recv()
+    assert names_of(eds) == ["a", "b"]
+    await client.ack(eds, ["a", "b"])
+    await client.request(types.ROUTE, ["80", "81"])
+    rds = await client.recv()
+    assert names_of(rds) == ["80", "81"]
+    await client.ack(rds, ["80", "81"])
+    await client.expect_silence()
+    return client
+
+
 async def test_request_after_nack_with_the_same_nonce_is_not_an_ack(harness: AdsHarness) -> None:
     client, cds, _ = await connect_cds_lds(harness)
     await client.request(types.ENDPOINT, ["a"])
     eds = await client.recv()
     await client.nack(eds, "bad endpoints", names=["a"])
-    # Envoy asks for more names after a NACK with the rejected nonce and its old version.
+    # Envoy asks for more names after a NACK with the rejected nonce and its old version: the new
+    # name is sent, the rejected one is not sent again.
     await client.request(types.ENDPOINT, ["a", "b"], nonce=eds.nonce, version="")
     more = await client.recv()
-    assert names_of(more) == ["a", "b"]
+    assert names_of(more) == ["b"]
     status = harness.connection().types[types.ENDPOINT]
     assert status.nonce_acked == "" and status.last_nack is not None
 
@@ -70,7 +86,8 @@ async def test_stale_nonce_is_ignored(harness: AdsHarness) -> None:
     assert harness.connection().types[types.CLUSTER].nonce_acked == cds.nonce
 
 
-async def test_named_subscription_sends_the_whole_named_set(harness: AdsHarness) -> None:
+async def test_named_subscription_sends_only_the_new_names(harness: AdsHarness) -> None:
+    # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#grouping-resources-into-responses
     client, _, _ = await connect_cds_lds(harness)
     await client.request(types.ENDPOINT, ["a"])
     eds = await client.recv()
@@ -78,10 +95,11 @@ async def test_named_subscription_sends_the_whole_named_set(harness: AdsHarness)
     await client.ack(eds, ["a"])
     await client.expect_silence()
 
-    # Subscribing to one more name answers with the whole new set.
+    # Subscribing to one more name answers with that name only: the proxy keeps "a".
     await client.request(types.ENDPOINT, ["a", "b"], nonce=eds.nonce)
     eds2 = await client.recv()
-    assert names_of(eds2) == ["a", "b"]
+    assert names_of(eds2) == ["b"]
+    assert eds2.version_info == base_snapshot().type_version(types.ENDPOINT)
     await client.ack(eds2, ["a", "b"])
 
     # Dropping a name needs no answer (Envoy forgets it by itself).
@@ -89,16 +107,98 @@ async def test_named_subscription_sends_the_whole_named_set(harness: AdsHarness)
     await client.expect_silence()
     assert harness.connection().types[types.ENDPOINT].names == ("a",)
 
-    # RDS the same way; names that do not exist yet are left out, and an answer is still sent.
+    # RDS the same way. The first request is answered even if a name does not exist yet; a later
+    # request that adds only names that do not exist has nothing to send, and gets nothing.
     await client.request(types.ROUTE, ["80", "nope"])
     rds = await client.recv()
     assert (rds.type_url, names_of(rds)) == (types.ROUTE, ["80"])
     await client.ack(rds, ["80", "nope"])
     await client.request(types.ROUTE, ["80", "nope", "gone"], nonce=rds.nonce)
-    rds2 = await client.recv()
-    assert names_of(rds2) == ["80"]
+    await client.expect_silence()
     status = harness.connection().types[types.ROUTE]
     assert not status.wildcard and status.names == ("80", "gone", "nope")
+    # When one of them appears, it is pushed alone.
+    harness.cache.set_snapshot(
+        VIEW, base_snapshot("v2", routes=[route("80", "a"), route("81", "b"), route("gone", "b")])
+    )
+    assert names_of(await client.recv()) == ["gone"]
+
+
+async def test_push_sends_only_the_named_resources_that_changed(harness: AdsHarness) -> None:
+    # RDS and EDS are grouped as in incremental xDS; LDS and CDS stay complete states of the world.
+    # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#grouping-resources-into-responses
+    client = await subscribe_everything(harness)
+    v2 = base_snapshot(
+        "v2",
+        clusters=[cluster("a"), cluster("b"), cluster("c")],
+        loads=[endpoints("a", 8001), endpoints("b", 9002)],
+        routes=[route("80", "a"), route("81", "c")],
+    )
+    harness.cache.set_snapshot(VIEW, v2)
+    cds, eds, rds = await client.recv(), await client.recv(), await client.recv()
+    # A new cluster: CDS holds every cluster, the unchanged ones too.
+    assert (cds.type_url, names_of(cds)) == (types.CLUSTER, ["a", "b", "c"])
+    # Only b's endpoints and route 81 changed: only they are sent, at the snapshot's type version.
+    assert (eds.type_url, names_of(eds)) == (types.ENDPOINT, ["b"])
+    assert (rds.type_url, names_of(rds)) == (types.ROUTE, ["81"])
+    assert eds.version_info == v2.type_version(types.ENDPOINT)
+    assert rds.version_info == v2.type_version(types.ROUTE)
+    for response, names in ((cds, []), (eds, ["a", "b"]), (rds, ["80", "81"])):
+        await client.ack(response, names)
+    await client.expect_silence()
+
+
+async def test_updated_cluster_resends_its_endpoints_beside_the_changed_ones(harness: AdsHarness) -> None:
+    client = await subscribe_everything(harness)
+    # Cluster a is updated (Envoy re-warms it: its endpoints go again), b's endpoints changed.
+    clusters, loads = [cluster("a", 2000), cluster("b")], [endpoints("a", 8001), endpoints("b", 9002)]
+    harness.cache.set_snapshot(VIEW, base_snapshot("v2", clusters=clusters, loads=loads))
+    cds, eds = await client.recv(), await client.recv()
+    assert (cds.type_url, eds.type_url) == (types.CLUSTER, types.ENDPOINT)
+    assert names_of(eds) == ["a", "b"]
+    await client.ack(cds)
+    await client.ack(eds, ["a", "b"])
+    await client.expect_silence()
+
+
+async def test_resubscribed_name_is_sent_again(harness: AdsHarness) -> None:
+    # A proxy that dropped a name forgot its resource: subscribing again gets it, unchanged or not.
+    client = await subscribe_everything(harness)
+    nonce = harness.connection().types[types.ENDPOINT].nonce_sent
+    await client.request(types.ENDPOINT, ["a"], nonce=nonce)
+    await client.expect_silence()
+    await client.request(types.ENDPOINT, ["a", "b"], nonce=nonce)
+    assert names_of(await client.recv()) == ["b"]
+
+
+async def test_reconnect_gets_every_subscribed_named_resource(harness: AdsHarness) -> None:
+    # A request with no nonce (a new stream, or a proxy reconnecting) gets the whole subscription.
+    first = await subscribe_everything(harness)
+    first.close()
+    client = harness.client()
+    await client.request(types.ENDPOINT, ["a", "b"], version="old-version")
+    assert names_of(await client.recv()) == ["a", "b"]
+
+
+async def test_rejected_named_version_is_not_resent_and_a_newer_one_is(harness: AdsHarness) -> None:
+    client = await subscribe_everything(harness)
+    harness.cache.set_snapshot(VIEW, base_snapshot("v2", loads=[endpoints("a", 1), endpoints("b", 8002)]))
+    bad = await client.recv()
+    assert names_of(bad) == ["a"]
+    await client.nack(bad, "port 1 is not allowed", names=["a", "b"])
+    # b changes, a keeps its rejected version: only b goes out.
+    harness.cache.set_snapshot(VIEW, base_snapshot("v3", loads=[endpoints("a", 1), endpoints("b", 9002)]))
+    only_b = await client.recv()
+    assert names_of(only_b) == ["b"]
+    await client.ack(only_b, ["a", "b"])
+    await client.expect_silence()
+    # A newer version of a goes out.
+    harness.cache.set_snapshot(VIEW, base_snapshot("v4", loads=[endpoints("a", 8003), endpoints("b", 9002)]))
+    fixed = await client.recv()
+    assert names_of(fixed) == ["a"]
+    await client.ack(fixed, ["a", "b"])
+    await client.expect_silence()
+    assert harness.connection().types[types.ENDPOINT].last_nack is None
 
 
 async def test_unsubscribe_with_empty_names_drops_the_type(harness: AdsHarness) -> None:
