@@ -74,10 +74,18 @@ class IncrementalTranslator(Protocol):
 
 
 class IstioTranslator:
-    """The real translator: ``PushContext.build`` and ``build_snapshot`` from pilot.translate."""
+    """The real translator: ``PushContext.build`` and ``build_snapshot`` from pilot.translate.
+
+    Each context is built from the one before (what did not change is reused, see
+    ``PushContext.build``)."""
+
+    def __init__(self) -> None:
+        self._last: PushContext | None = None
 
     def build_context(self, snapshot: StoreSnapshot) -> VersionedContext:
-        return PushContext.build(snapshot)
+        context = PushContext.build(snapshot, self._last)
+        self._last = context
+        return context
 
     def build_snapshot(self, view: ProxyView, context: VersionedContext) -> Snapshot:
         return build_snapshot(view, _push_context(context))

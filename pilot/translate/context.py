@@ -138,13 +138,22 @@ class PushContext:
     # keeps the same object for an unchanged key), which lets a push skip unaffected generators.
     objects: Mapping[ConfigKey, ConfigObject] | None = field(default=None, repr=False)
     _scopes: dict[str, Scope] = field(default_factory=dict, repr=False)
+    # What ``build`` made the services from, so the next context can reuse them: the WorkloadEntry
+    # objects, and the services of each ServiceEntry object.
+    _workloads: tuple[ConfigObject, ...] = field(default=(), repr=False)
+    _services_of: Mapping[ConfigKey, tuple[ConfigObject, tuple[Service, ...]]] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def version(self) -> str:
         return str(self.revision)
 
     @classmethod
-    def build(cls, snapshot: StoreSnapshot) -> PushContext:
+    def build(cls, snapshot: StoreSnapshot, previous: PushContext | None = None) -> PushContext:
+        """The context of ``snapshot``. With ``previous`` (the last context built), the services of
+        every ServiceEntry that did not change are taken from it instead of being made again
+        (when the mesh settings and WorkloadEntries they depend on did not change either)."""
         objects = sorted(snapshot.objects.values(), key=lambda o: o.key)
         by_kind: dict[str, list[ConfigObject]] = {}
         for obj in objects:
@@ -155,7 +164,21 @@ class PushContext:
             log.warning("%d MeshConfig objects; using %s", len(meshes), meshes[0].key)
         workloads = by_kind.get(WORKLOAD_ENTRY, [])
         entries = by_kind.get(SERVICE_ENTRY, [])
-        services = [svc for se in entries for svc in services_of(se, workloads, mesh.service_export_to)]
+        reusable: Mapping[ConfigKey, tuple[ConfigObject, tuple[Service, ...]]] = {}
+        if (
+            previous is not None
+            and previous.mesh == mesh
+            and len(previous._workloads) == len(workloads)
+            and all(a is b for a, b in zip(previous._workloads, workloads, strict=True))
+        ):
+            reusable = previous._services_of
+        made: dict[ConfigKey, tuple[ConfigObject, tuple[Service, ...]]] = {}
+        for se in entries:
+            found = reusable.get(se.key)
+            if found is None or found[0] is not se:
+                found = (se, tuple(services_of(se, workloads, mesh.service_export_to)))
+            made[se.key] = found
+        services = [svc for _, of_entry in made.values() for svc in of_entry]
         services.sort(key=lambda s: (s.hostname, s.key))
         return cls(
             revision=snapshot.revision,
@@ -170,6 +193,8 @@ class PushContext:
             destination_rules=tuple(_destination_rule(o, mesh) for o in by_kind.get(DESTINATION_RULE, [])),
             gateways=tuple(by_kind.get(GATEWAY, [])),
             objects=snapshot.objects,
+            _workloads=tuple(workloads),
+            _services_of=made,
         )
 
     def changed_since(self, older: PushContext) -> frozenset[ConfigKey] | None:

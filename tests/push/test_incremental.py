@@ -48,6 +48,10 @@ def _check(view: ProxyView, before: PushContext, after: PushContext) -> None:
     previous = build_snapshot(view, before)
     incremental = build_snapshot(view, after, (before, previous))
     _same(incremental, build_snapshot(view, after))
+    # The same from a context built from the previous one (reusing its services).
+    assert after.objects is not None
+    reused = PushContext.build(factories.store_snapshot(after.objects.values(), after.revision), before)
+    _same(build_snapshot(view, reused, (before, previous)), build_snapshot(view, after))
     rebuilt = set(types_to_rebuild(after.changed_since(before), previous))
     for type_url, typed in incremental.by_type.items():
         if type_url not in rebuilt:
@@ -106,3 +110,21 @@ def test_nothing_changed_keeps_everything_and_unknown_contexts_rebuild_everythin
                             destination_rules=())
     assert hand_made.changed_since(first) is None
     assert types_to_rebuild(None, previous) == list(previous.by_type)
+
+
+def test_a_context_reuses_the_services_of_unchanged_service_entries() -> None:
+    reviews, ratings = factories.http_service("reviews"), factories.http_service("ratings")
+    first = PushContext.build(factories.store_snapshot([reviews, ratings], 1))
+    changed = factories.http_service("ratings", port=9080)
+    second = PushContext.build(factories.store_snapshot([reviews, changed], 2), first)
+    by_host = {svc.hostname: svc for svc in second.services}
+    old = {svc.hostname: svc for svc in first.services}
+    assert by_host["reviews.default.svc.cluster.local"] is old["reviews.default.svc.cluster.local"]
+    assert by_host["ratings.default.svc.cluster.local"] is not old["ratings.default.svc.cluster.local"]
+    assert by_host["ratings.default.svc.cluster.local"].ports[0].number == 9080
+    # The same services as a context built from nothing.
+    assert second.services == PushContext.build(factories.store_snapshot([reviews, changed], 2)).services
+    # A new WorkloadEntry (which a ServiceEntry may select) or new mesh settings: nothing is reused.
+    mesh = factories.mesh_config(defaultServiceExportTo=["."])
+    third = PushContext.build(factories.store_snapshot([reviews, changed, mesh], 3), second)
+    assert all(svc is not by_host[svc.hostname] for svc in third.services)

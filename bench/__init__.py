@@ -1,0 +1,1 @@
+"""The fan-out benchmark (not part of the test suite): ``.venv/bin/python -m bench --help``."""

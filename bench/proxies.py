@@ -1,0 +1,303 @@
+"""Simulated Envoy proxies: one worker process runs many ADS streams on one grpc.aio event loop.
+
+Each simulated proxy has its own channel (and so its own TCP connection, as separate Envoys
+would) and subscribes the way an Envoy sidecar does over ADS:
+
+1. CDS and LDS, wildcard (the first request carries the node);
+2. on a CDS response: EDS for every EDS cluster in it (if that set changed), then the CDS ACK;
+3. on an LDS response: RDS for every route configuration its listeners name (if changed), then
+   the LDS ACK;
+4. EDS and RDS responses: ACK.
+
+A proxy has "full config" once it has ACKed a response of each of the four types. Every RDS
+response is also read for the weight of subset v1 of ``svc-0000`` (the route the benchmark
+edits), so a worker can tell when each of its proxies ACKed the new routes.
+
+Decoding is memoized per (type URL, version): every proxy of the one view gets the same bytes,
+so the worker parses a CDS/LDS/RDS payload once per version and its proxies only read the
+DiscoveryResponse envelope. This keeps the simulated fleet's CPU (which shares the machine with
+pilot) small.
+
+The parent drives a worker over a ``multiprocessing`` pipe with small tuples (see ``Worker``).
+All times are ``time.monotonic()``, which is one clock for every process on Linux.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, TypeAlias
+
+import grpc
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from bench.mesh import BenchService, node_id
+
+METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
+RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+ALL_TYPES = frozenset({CDS, EDS, LDS, RDS})
+EDITED_HOST_PREFIX = BenchService(0).host + ":"
+HCM = "envoy.filters.network.http_connection_manager"
+
+CHANNEL_OPTIONS = (
+    # Without this, channels to one target share one TCP connection in a process.
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+    ("grpc.enable_retries", 0),
+)
+
+Request = discovery_pb2.DiscoveryRequest
+Response: TypeAlias = Any  # discovery_pb2.DiscoveryResponse (the stubs do not type it)
+_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+
+
+def _eds_clusters(response: Response) -> tuple[str, ...]:
+    names = []
+    for any_msg in response.resources:
+        cluster = cluster_pb2.Cluster.FromString(any_msg.value)
+        if cluster.type == cluster_pb2.Cluster.EDS:
+            names.append(cluster.eds_cluster_config.service_name or cluster.name)
+    return tuple(sorted(names))
+
+
+def _route_names(response: Response) -> tuple[str, ...]:
+    names = set()
+    for any_msg in response.resources:
+        listener = listener_pb2.Listener.FromString(any_msg.value)
+        chains = [*listener.filter_chains]
+        if listener.HasField("default_filter_chain"):
+            chains.append(listener.default_filter_chain)
+        for chain in chains:
+            for network_filter in chain.filters:
+                if network_filter.name == HCM:
+                    manager = hcm_pb2.HttpConnectionManager.FromString(network_filter.typed_config.value)
+                    if manager.HasField("rds"):
+                        names.add(manager.rds.route_config_name)
+    return tuple(sorted(names))
+
+
+def _edited_weight(response: Response) -> int:
+    """The v1 weight of the edited service's route (-1 if not found)."""
+    for any_msg in response.resources:
+        config = route_pb2.RouteConfiguration.FromString(any_msg.value)
+        for vhost in config.virtual_hosts:
+            if not vhost.name.startswith(EDITED_HOST_PREFIX):
+                continue
+            for route in vhost.routes:
+                if route.route.HasField("weighted_clusters"):
+                    for weighted in route.route.weighted_clusters.clusters:
+                        if "|v1|" in weighted.name:
+                            return int(weighted.weight.value)
+    return -1
+
+
+class Memo:
+    """Per-process decode cache keyed by (type URL, version_info)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    def get(self, response: Response, decode: Callable[[Response], Any]) -> Any:
+        key = (response.type_url, response.version_info)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = decode(response)
+            if len(self._cache) > 4096:
+                self._cache.clear()
+                self._cache[key] = found
+        return found
+
+
+@dataclass
+class Tracker:
+    """Who ACKed RDS with a given weight of the edited route, and when."""
+
+    weight: int
+    expected: int
+    times: dict[int, float] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def record(self, index: int, at: float) -> None:
+        if index not in self.times:
+            self.times[index] = at
+            if len(self.times) >= self.expected:
+                self.done.set()
+
+
+class Fleet:
+    """The simulated proxies of one worker process."""
+
+    def __init__(self) -> None:
+        self.memo = Memo()
+        self.proxies: dict[int, asyncio.Task[None]] = {}
+        self.channels: dict[int, grpc.aio.Channel] = {}
+        self.full_at: dict[int, float] = {}
+        self.full_event = asyncio.Event()
+        self.full_expected = 0
+        self.tracker: Tracker | None = None
+        self.errors: dict[str, int] = {}
+        self.responses = 0
+        self.nacks = 0
+
+    # -- one proxy -------------------------------------------------------------------------------
+
+    async def proxy(self, index: int, target: str) -> None:
+        channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.channels[index] = channel
+        call: Any = channel.stream_stream(
+            METHOD,
+            request_serializer=Request.SerializeToString,
+            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+        )(wait_for_ready=True)  # type: ignore[call-arg]
+        node = base_pb2.Node(id=node_id(index), cluster="bench")
+        acked: set[str] = set()
+        eds_names: tuple[str, ...] = ()
+        rds_names: tuple[str, ...] = ()
+        last: dict[str, tuple[str, str]] = {}  # type -> (version, nonce) of the last response
+        weight = -1
+        try:
+            await call.write(Request(node=node, type_url=CDS))
+            await call.write(Request(type_url=LDS))
+            while True:
+                response: Response = await call.read()
+                if response is _EOF:
+                    return
+                self.responses += 1
+                type_url = response.type_url
+                version, nonce = response.version_info, response.nonce
+                last[type_url] = (version, nonce)
+                if type_url == CDS:
+                    names = self.memo.get(response, _eds_clusters)
+                    if names != eds_names:
+                        eds_names = names
+                        eds_version, eds_nonce = last.get(EDS, ("", ""))
+                        await call.write(Request(type_url=EDS, resource_names=names,
+                                                 version_info=eds_version, response_nonce=eds_nonce))
+                    await call.write(Request(type_url=CDS, version_info=version, response_nonce=nonce))
+                elif type_url == LDS:
+                    names = self.memo.get(response, _route_names)
+                    if names != rds_names:
+                        rds_names = names
+                        rds_version, rds_nonce = last.get(RDS, ("", ""))
+                        await call.write(Request(type_url=RDS, resource_names=names,
+                                                 version_info=rds_version, response_nonce=rds_nonce))
+                    await call.write(Request(type_url=LDS, version_info=version, response_nonce=nonce))
+                elif type_url == EDS:
+                    await call.write(Request(type_url=EDS, resource_names=eds_names,
+                                             version_info=version, response_nonce=nonce))
+                elif type_url == RDS:
+                    await call.write(Request(type_url=RDS, resource_names=rds_names,
+                                             version_info=version, response_nonce=nonce))
+                    new_weight = self.memo.get(response, _edited_weight)
+                    if new_weight != weight:
+                        weight = new_weight
+                        tracker = self.tracker
+                        if tracker is not None and tracker.weight == weight:
+                            tracker.record(index, time.monotonic())
+                else:
+                    continue
+                if len(acked) < 4:
+                    acked.add(type_url)
+                    if acked >= ALL_TYPES:
+                        self.full_at[index] = time.monotonic()
+                        if len(self.full_at) >= self.full_expected:
+                            self.full_event.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken stream is counted and reported, not fatal to the worker
+            key = type(exc).__name__
+            if isinstance(exc, grpc.aio.AioRpcError):
+                key = f"{exc.code().name}: {exc.details()}"[:120]
+            self.errors[key] = self.errors.get(key, 0) + 1
+        finally:
+            call.cancel()
+
+    # -- commands --------------------------------------------------------------------------------
+
+    async def connect(self, target: str, indices: list[int], timeout: float) -> dict[str, Any]:
+        self.full_at = {}
+        self.full_event = asyncio.Event()
+        self.full_expected = len(indices)
+        started = time.monotonic()
+        for index in indices:
+            self.proxies[index] = asyncio.create_task(self.proxy(index, target))
+        if not indices:
+            self.full_event.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.full_event.wait(), timeout)
+        return {"started": started, "full": dict(self.full_at), "errors": dict(self.errors)}
+
+    def expect(self, weight: int) -> None:
+        alive = sum(1 for task in self.proxies.values() if not task.done())
+        self.tracker = Tracker(weight, alive)
+
+    async def wait(self, weight: int, timeout: float) -> dict[str, Any]:
+        tracker = self.tracker
+        if tracker is None or tracker.weight != weight:
+            raise RuntimeError(f"wait({weight}) without expect({weight})")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(tracker.done.wait(), timeout)
+        return {"times": dict(tracker.times), "expected": tracker.expected, "errors": dict(self.errors)}
+
+    async def close(self) -> dict[str, Any]:
+        tasks = list(self.proxies.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        channels = list(self.channels.values())
+        await asyncio.gather(*(channel.close(None) for channel in channels), return_exceptions=True)
+        self.proxies.clear()
+        self.channels.clear()
+        self.tracker = None
+        errors, self.errors = self.errors, {}
+        responses, self.responses = self.responses, 0
+        gc.collect()
+        return {"closed": len(tasks), "errors": errors, "responses": responses}
+
+
+async def _serve(pipe: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    fleet = Fleet()
+    while True:
+        command: tuple[Any, ...] = await loop.run_in_executor(None, pipe.recv)
+        name = command[0]
+        try:
+            if name == "connect":
+                reply: Any = await fleet.connect(command[1], command[2], command[3])
+            elif name == "expect":
+                fleet.expect(command[1])
+                reply = "ok"
+            elif name == "wait":
+                reply = await fleet.wait(command[1], command[2])
+            elif name == "close":
+                reply = await fleet.close()
+            elif name == "exit":
+                await fleet.close()
+                pipe.send("bye")
+                return
+            else:
+                reply = {"error": f"unknown command {name!r}"}
+        except Exception as exc:  # report to the parent instead of dying silently
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        pipe.send(reply)
+
+
+def worker_main(pipe: Connection) -> None:
+    """Entry point of a worker process (multiprocessing, spawn)."""
+    try:
+        asyncio.run(_serve(pipe))
+    finally:
+        pipe.close()
