@@ -186,6 +186,7 @@ class AdsServer:
         failure: tuple[grpc.StatusCode, str] | None = None
         stream = make_stream(conn)
         running = asyncio.ensure_future(stream.run(first))
+        del first  # the stream owns it now; do not hold the node for the stream's life here
         self._running[stream_id] = running
         self._streams[stream_id] = stream
         try:

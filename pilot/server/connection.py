@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Hashable
@@ -192,21 +193,49 @@ class PushSlot:
     """One of the server's ``push_concurrency`` slots, held while one push is written to one
     stream. ``release`` is idempotent."""
 
-    __slots__ = ("_semaphore", "held")
+    __slots__ = ("_fanout", "held")
 
-    def __init__(self, semaphore: asyncio.Semaphore) -> None:
-        self._semaphore = semaphore
+    def __init__(self, fanout: FanOut) -> None:
+        self._fanout = fanout
         self.held = True
 
     def release(self) -> None:
         if self.held:
             self.held = False
-            self._semaphore.release()
+            self._fanout._release()
+
+
+class Interrupt(asyncio.Event):
+    """An ``asyncio.Event`` that also completes the futures given to ``notify`` when it is set, so
+    "a push slot or this event, whichever comes first" is one future, not two tasks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._notify: list[asyncio.Future[PushSlot | None]] = []
+
+    def notify(self, future: asyncio.Future[PushSlot | None]) -> None:
+        self._notify.append(future)
+
+    def forget(self, future: asyncio.Future[PushSlot | None]) -> None:
+        try:
+            self._notify.remove(future)
+        except ValueError:
+            pass
+
+    def set(self) -> None:
+        super().set()
+        notify, self._notify = self._notify, []
+        for future in notify:
+            if not future.done():
+                future.set_result(None)
 
 
 class FanOut:
     """The server-wide bound on concurrent pushes (Istio's PILOT_PUSH_THROTTLE) and the time one
-    write may hold a slot (PILOT_XDS_SEND_TIMEOUT). Shared by every stream of one server."""
+    write may hold a slot (PILOT_XDS_SEND_TIMEOUT). Shared by every stream of one server.
+
+    Waiters queue in FIFO order, each as one future that a released slot (or an ``Interrupt``)
+    completes; a slot given to a waiter that is gone is passed on."""
 
     def __init__(self, concurrency: int, send_timeout: float) -> None:
         if concurrency < 1:
@@ -214,24 +243,49 @@ class FanOut:
         if send_timeout <= 0:
             raise ValueError("send_timeout must be positive")
         self.send_timeout = send_timeout
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._free = concurrency
+        self._waiting: collections.deque[asyncio.Future[PushSlot | None]] = collections.deque()
 
     async def acquire_unless(self, interrupt: asyncio.Event) -> PushSlot | None:
         """Wait for a slot; give up and return None as soon as ``interrupt`` is set, so that a
         stream waiting to push can still answer its proxy's requests meanwhile."""
         if interrupt.is_set():
             return None
-        acquire = asyncio.ensure_future(self._semaphore.acquire())
-        interrupted = asyncio.ensure_future(interrupt.wait())
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return PushSlot(self)
+        future: asyncio.Future[PushSlot | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        watcher: asyncio.Task[bool] | None = None
+        if isinstance(interrupt, Interrupt):
+            interrupt.notify(future)
+        else:  # any other Event: watch it with a task (the slow, general way)
+            watcher = asyncio.ensure_future(interrupt.wait())
+
+            def interrupted(_: object) -> None:
+                if not future.done():
+                    future.set_result(None)
+
+            watcher.add_done_callback(interrupted)
         try:
-            await asyncio.wait((acquire, interrupted), return_when=asyncio.FIRST_COMPLETED)
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and (slot := future.result()) is not None:
+                slot.release()
+            raise
         finally:
-            interrupted.cancel()
-            acquire.cancel()  # a no-op once acquired; Semaphore.acquire undoes a cancelled wake-up
-            await asyncio.gather(acquire, interrupted, return_exceptions=True)
-        if acquire.cancelled() or acquire.exception() is not None:
-            return None
-        return PushSlot(self._semaphore)
+            if isinstance(interrupt, Interrupt):
+                interrupt.forget(future)
+            if watcher is not None:
+                watcher.cancel()
+
+    def _release(self) -> None:
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_result(PushSlot(self))
+                return
+        self._free += 1
 
 
 class ByteStream(Protocol):
@@ -245,7 +299,8 @@ class ResponseWriter:
 
     A write made while holding a push slot gives the slot back after ``send_timeout`` and then
     keeps waiting for the write without it: the slow proxy still gets its update when it reads
-    (or its stream ends), and the other proxies are not held up meanwhile.
+    (or its stream ends), and the other proxies are not held up meanwhile. The timeout is a timer
+    callback, not a task per write.
     """
 
     def __init__(self, stream: ByteStream, fanout: FanOut, describe: str) -> None:
@@ -255,28 +310,27 @@ class ResponseWriter:
         self.writing = False  # a write is in flight
 
     async def write(self, data: bytes, slot: PushSlot | None) -> None:
-        write: asyncio.Future[None] = asyncio.ensure_future(self._stream.write(data))
         self.writing = True
+        timer = None
+        if slot is not None and slot.held:
+            timer = asyncio.get_running_loop().call_later(self._fanout.send_timeout, self._timed_out, slot)
         try:
-            if slot is None or not slot.held:
-                await write
-                return
-            try:
-                await asyncio.wait_for(asyncio.shield(write), self._fanout.send_timeout)
-            except TimeoutError:
-                metrics.xds_send_timeouts.inc()
-                log.warning(
-                    "ADS: send to %s took over %.1fs; giving its push slot to others",
-                    self._describe,
-                    self._fanout.send_timeout,
-                )
-                slot.release()
-                await write
-        except BaseException:
-            write.cancel()  # the stream is ending (or broke): abandon the write still in flight
-            raise
+            await self._stream.write(data)
         finally:
             self.writing = False
+            if timer is not None:
+                timer.cancel()
+
+    def _timed_out(self, slot: PushSlot) -> None:
+        if not slot.held:
+            return
+        metrics.xds_send_timeouts.inc()
+        log.warning(
+            "ADS: send to %s took over %.1fs; giving its push slot to others",
+            self._describe,
+            self._fanout.send_timeout,
+        )
+        slot.release()
 
 
 class StreamContext(ByteStream, Protocol):
@@ -315,7 +369,7 @@ class AdsStream(abc.ABC):
         self._pending_since: float | None = None  # monotonic time the first unadopted one arrived
         self._adopted: Snapshot | None = None  # the snapshot responses are cut from
         self._wake = asyncio.Event()  # anything for the sender to do
-        self._requested = asyncio.Event()  # a request wants an answer (a TypeState.respond is set)
+        self._requested = Interrupt()  # a request wants an answer (a TypeState.respond is set)
 
     async def run(self, first: Any) -> None:
         cancel_watch = self._cache.watch(self._conn.view, self._on_snapshot)
@@ -325,6 +379,7 @@ class AdsStream(abc.ABC):
                 self._latest = self._cache.get_snapshot(self._conn.view)
             self._wake.set()
             reader = asyncio.create_task(self._read_loop(first), name=f"ads-read-{self._conn.stream_id}")
+            del first  # held by the reader until it is applied
             sender = asyncio.create_task(self._send_loop(), name=f"ads-send-{self._conn.stream_id}")
             try:
                 done, _ = await asyncio.wait((reader, sender), return_when=asyncio.FIRST_COMPLETED)
@@ -373,8 +428,12 @@ class AdsStream(abc.ABC):
 
     async def _read_loop(self, first: Any) -> None:
         request = first
+        del first
         while True:
             self._on_request(request)
+            # Hold no request while waiting for the next: a request can be big (an EDS request
+            # names every cluster), and 1000 idle streams would each keep their last one.
+            request = None
             request = await self._context.read()
             if request is _EOF:
                 log.debug("ADS: %s closed its side of stream %d", self._conn.node_id, self._conn.stream_id)

@@ -135,11 +135,11 @@ class SotwStream(AdsStream):
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#ack-and-nack-semantics-summary
             wildcard = wildcard_type and (not names or _WILDCARD in names)
             if state is None:
-                state = SotwTypeState(type_url, wildcard, names - {_WILDCARD})
+                state = SotwTypeState(type_url, wildcard, self._selections.intern(names - {_WILDCARD}))
                 self._types[type_url] = state
                 self._conn.types[type_url] = state
             else:
-                state.wildcard, state.names = wildcard, names - {_WILDCARD}
+                state.wildcard, state.names = wildcard, self._selections.intern(names - {_WILDCARD})
             # Whatever this stream sent before, the proxy gets the whole subscription again.
             state.base = None
             state.overrides.clear()
@@ -165,6 +165,7 @@ class SotwStream(AdsStream):
         if wildcard == state.wildcard and names == state.names:
             return
         added = names - state.names
+        names = self._selections.intern(names)
         self._narrow(state, names)
         if not state.full_state and state.base is not None:
             for name in added & state.base.resources.keys():

@@ -22,6 +22,7 @@ system_version_info=1, resources=2, type_url=4, nonce=5, removed_resources=6, co
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 
@@ -190,7 +191,7 @@ class Selection:
     ``resources`` field) is built on first use. Immutable once built; safe to share between streams.
     """
 
-    __slots__ = ("type_url", "version", "content", "names", "_typed", "_payload", "_on_encoded")
+    __slots__ = ("type_url", "version", "content", "names", "_resources", "_payload", "_on_encoded")
 
     def __init__(
         self,
@@ -202,7 +203,9 @@ class Selection:
         # version_info is the type's version in the snapshot, the same for every subscription.
         self.version = typed.version
         self.names = names
-        self._typed = typed
+        # The resources, not the TypeResources: a cache keyed by the TypeResources can then let an
+        # entry go when no snapshot holds its TypeResources any more.
+        self._resources = typed.resources
         self._payload: bytes | None = None
         self._on_encoded = on_encoded
         if names is None:
@@ -221,7 +224,7 @@ class Selection:
     @property
     def payload(self) -> bytes:
         if self._payload is None:
-            resources = self._typed.resources
+            resources = self._resources
             if self.names is None:
                 bodies = [r.body for r in resources.values()]
             else:
@@ -239,7 +242,7 @@ class Selection:
     @property
     def resource_names(self) -> list[str]:
         """Names of the resources this selection sends (for logs and tests)."""
-        resources = self._typed.resources
+        resources = self._resources
         if self.names is None:
             return list(resources)
         return [n for n in sorted(self.names) if n in resources]
@@ -261,6 +264,21 @@ class SelectionCache:
         self._entries: OrderedDict[tuple[int, Hashable], Selection] = OrderedDict()
         self._bytes = 0
         self._empty: dict[str, TypeResources] = {}
+        self._names: OrderedDict[frozenset[str], frozenset[str]] = OrderedDict()
+        self._by_typed: dict[int, set[tuple[int, Hashable]]] = {}
+
+    def intern(self, names: frozenset[str]) -> frozenset[str]:
+        """One shared frozenset per distinct subscription: streams of one view then hold one copy
+        of their (possibly thousands of) resource names instead of one each, and selection lookups
+        compare keys by identity instead of element by element."""
+        found = self._names.get(names)
+        if found is not None:
+            self._names.move_to_end(names)
+            return found
+        self._names[names] = names
+        if len(self._names) > self._max_entries:
+            self._names.popitem(last=False)
+        return names
 
     def select(self, snapshot: Snapshot, type_url: str, names: frozenset[str] | None) -> Selection:
         typed = snapshot.by_type.get(type_url)
@@ -274,8 +292,13 @@ class SelectionCache:
         if selection is not None:
             self._entries.move_to_end(key)
             return selection
-        selection = Selection(typed, names, self._encoded)
+        selection = Selection(typed, names, lambda built: self._encoded(key, built))
         self._entries[key] = selection
+        keys = self._by_typed.get(id(typed))
+        if keys is None:
+            keys = self._by_typed[id(typed)] = set()
+            weakref.finalize(typed, self._forget, id(typed))
+        keys.add(key)
         self._evict()
         return selection
 
@@ -286,8 +309,14 @@ class SelectionCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _encoded(self, selection: Selection) -> None:
-        key = (id(selection._typed), selection.names)
+    def _forget(self, typed_id: int) -> None:
+        """A TypeResources is gone (no snapshot holds it): so are its selections."""
+        for key in self._by_typed.pop(typed_id, ()):
+            selection = self._entries.pop(key, None)
+            if selection is not None:
+                self._bytes -= selection.encoded_size
+
+    def _encoded(self, key: tuple[int, Hashable], selection: Selection) -> None:
         if self._entries.get(key) is selection:
             self._bytes += selection.encoded_size
             self._evict(keep=key)
@@ -302,3 +331,6 @@ class SelectionCache:
                 key, oldest = next(iter(self._entries.items()))
             del self._entries[key]
             self._bytes -= oldest.encoded_size
+            keys = self._by_typed.get(key[0])
+            if keys is not None:
+                keys.discard(key)
