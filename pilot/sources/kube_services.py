@@ -32,6 +32,7 @@ from typing import Any
 
 from pilot.config import kinds
 from pilot.config.objects import ConfigKey, ConfigObject
+from pilot.config.protocols import Protocol, parse_protocol
 from pilot.sources.kube_objects import origin_of
 
 SERVICE = "Service"
@@ -43,25 +44,6 @@ EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
 SYNTHETIC_PREFIX = "(svc)"
 API_VERSION = f"{kinds.NETWORKING_GROUP}/v1"
 
-# Istio's protocol.Parse names (case-insensitive) → the spelling pilot.translate.registry.Protocol uses.
-_PROTOCOLS = {
-    name.lower(): name
-    for name in (
-        "TCP",
-        "UDP",
-        "GRPC",
-        "GRPC-Web",
-        "HTTP",
-        "HTTP_PROXY",
-        "HTTP2",
-        "HTTPS",
-        "TLS",
-        "Mongo",
-        "Redis",
-        "MySQL",
-        "Thrift",
-    )
-}
 # Kubernetes' standard appProtocol names (Istio handles these for appProtocol only).
 _K8S_APP_PROTOCOLS = {"kubernetes.io/h2c": "HTTP2", "kubernetes.io/ws": "HTTP", "kubernetes.io/wss": "HTTPS"}
 # Ports that are TCP when nothing else says so: sniffing would break their server-first protocols.
@@ -80,12 +62,12 @@ def convert_protocol(port: int, name: str, protocol: str, app_protocol: str | No
         text = app_protocol
     if text.lower().startswith("grpc-web"):
         return "GRPC-Web"
-    parsed = _PROTOCOLS.get(text.split("-", 1)[0].lower())
-    if parsed == "UDP":
+    parsed = parse_protocol(text.split("-", 1)[0])
+    if parsed is Protocol.UDP:
         return "TCP"  # a TCP port named udp-*: still TCP
-    if parsed is None:
+    if parsed is Protocol.UNSUPPORTED:
         return "TCP" if port in _WELL_KNOWN_PORTS else ""
-    return parsed
+    return parsed.value
 
 
 def synthetic_key(namespace: str, name: str) -> ConfigKey:

@@ -16,19 +16,17 @@ from typing import Any
 
 from pilot._gen import networking_pb2 as nw
 from pilot.config.objects import ConfigKey, ConfigObject
+from pilot.config.protocols import Protocol, parse_protocol, port_protocol
 from pilot.config.store import StoreSnapshot
 from pilot.translate import delegate, hosts
 from pilot.translate.proxy import DEFAULT_DNS_DOMAIN
 from pilot.translate.registry import (
     PUBLIC,
     Endpoint,
-    Protocol,
     Resolution,
     Service,
     ServicePort,
     export_set,
-    parse_protocol,
-    port_protocol,
     services_of,
     visible,
 )

@@ -18,10 +18,10 @@ from typing import Any, NamedTuple
 
 from pilot._gen import networking_pb2 as nw
 from pilot.config.objects import ConfigKey, ConfigObject
+from pilot.config.protocols import Protocol, parse_protocol
 from pilot.config.validation.gateway import unsupported_server
 from pilot.translate.context import MESH_GATEWAY, PushContext
 from pilot.translate.proxy import ProxyView
-from pilot.translate.registry import Protocol, parse_protocol
 
 log = logging.getLogger("pilot.translate.gateway")
 

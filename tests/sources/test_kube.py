@@ -19,13 +19,14 @@ import kubernetes.client
 import pytest
 
 from pilot.config.objects import ConfigEvent, ConfigKey
+from pilot.config.protocols import Protocol
 from pilot.config.store import ConfigStore
 from pilot.errors import ConfigError
 from pilot.sources.base import ConfigSource
 from pilot.sources.kube import KubeSource, load_api_client
 from pilot.sources.kube_reflector import WatchOptions
 from pilot.sources.kube_services import synthetic_key
-from pilot.translate.registry import Protocol, Resolution, services_of
+from pilot.translate.registry import Resolution, services_of
 from tests.support.kube_api import (
     FakeKubeApi,
     endpoint_slice,

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from pilot.config.objects import ConfigKey
+from pilot.config.protocols import Protocol, port_protocol
 from pilot.sources import kube_services
 from pilot.sources.kube_services import ServiceIndex, convert_protocol, services_in, synthetic_key
-from pilot.translate.registry import Protocol, port_protocol
 from tests.support.kube_api import endpoint_slice, pod, service
 
 

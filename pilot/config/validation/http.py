@@ -9,24 +9,11 @@ from __future__ import annotations
 import re
 import warnings
 
+from pilot.config import protocols
 from pilot.config.validation.common import Msg
 
 # --- protocols and HTTP ---------------------------------------------------------------------------------
 
-_PROTOCOLS = {
-    "tcp": "TCP",
-    "udp": "UDP",
-    "grpc": "GRPC",
-    "grpc-web": "GRPC-Web",
-    "http": "HTTP",
-    "http_proxy": "HTTP_PROXY",
-    "http2": "HTTP2",
-    "https": "HTTPS",
-    "tls": "TLS",
-    "mongo": "Mongo",
-    "redis": "Redis",
-    "mysql": "MySQL",
-}
 HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "HTTP_PROXY", "GRPC", "GRPC-Web"})
 TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
 TCP_PROTOCOLS = frozenset({"TCP", "HTTPS", "TLS", "Mongo", "Redis", "MySQL"})
@@ -34,7 +21,8 @@ TCP_PROTOCOLS = frozenset({"TCP", "HTTPS", "TLS", "Mongo", "Redis", "MySQL"})
 
 def parse_protocol(name: str) -> str | None:
     """Istio's canonical protocol name for ``name`` (case-insensitive), or None if unsupported."""
-    return _PROTOCOLS.get(name.lower())
+    protocol = protocols.parse_protocol(name)
+    return None if protocol is protocols.Protocol.UNSUPPORTED else protocol.value
 
 
 def check_protocol(name: str) -> str | None:
