@@ -21,19 +21,13 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from pilot.xds import types
+from pilot.xds.protowire import varint
 
 
 def content_version(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 _ANY_PREFIXES: dict[str, bytes] = {}
@@ -46,10 +40,10 @@ def encode_any(type_url: str, value: bytes) -> bytes:
     prefix = _ANY_PREFIXES.get(type_url)
     if prefix is None:
         url = type_url.encode()
-        prefix = _ANY_PREFIXES.setdefault(type_url, b"\x0a" + _varint(len(url)) + url if url else b"")
+        prefix = _ANY_PREFIXES.setdefault(type_url, b"\x0a" + varint(len(url)) + url if url else b"")
     if not value:
         return prefix
-    return b"".join((prefix, b"\x12", _varint(len(value)), value))
+    return b"".join((prefix, b"\x12", varint(len(value)), value))
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 
 from pilot.cache.snapshot import Resource, Snapshot, TypeResources
+from pilot.xds.protowire import varint
 
 __all__ = [
     "DeltaResourceCache",
@@ -56,25 +57,16 @@ _RESOURCE_ANY = b"\x12"
 _RESOURCE_NAME = b"\x1a"
 
 
-def _varint(value: int) -> bytes:
-    if value < 0x80:  # every length under 128 bytes: the common case for the short fields
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _string_field(tag: bytes, value: bytes) -> bytes:
     # proto3 omits empty scalar fields; doing the same keeps our bytes equal to SerializeToString.
-    return tag + _varint(len(value)) + value if value else b""
+    return tag + varint(len(value)) + value if value else b""
 
 
 def encode_resources(bodies: Iterable[bytes]) -> bytes:
     """The repeated ``resources`` field (2) from already serialized ``Any`` messages."""
-    return b"".join(_RESOURCES + _varint(len(body)) + body for body in bodies)
+    return b"".join(_RESOURCES + varint(len(body)) + body for body in bodies)
 
 
 def control_plane(identifier: str, *, delta: bool = False) -> bytes:
@@ -83,7 +75,7 @@ def control_plane(identifier: str, *, delta: bool = False) -> bytes:
     if not identifier:
         return b""
     inner = _string_field(_IDENTIFIER, identifier.encode())
-    return (_DELTA_CONTROL_PLANE if delta else _CONTROL_PLANE) + _varint(len(inner)) + inner
+    return (_DELTA_CONTROL_PLANE if delta else _CONTROL_PLANE) + varint(len(inner)) + inner
 
 
 def discovery_response(
@@ -108,11 +100,11 @@ def delta_resource(resource: Resource) -> bytes:
     inner = b"".join(
         (
             _string_field(_RESOURCE_VERSION, resource.version.encode()),
-            _RESOURCE_ANY + _varint(len(resource.body)) + resource.body,
+            _RESOURCE_ANY + varint(len(resource.body)) + resource.body,
             _string_field(_RESOURCE_NAME, resource.name.encode()),
         )
     )
-    return _RESOURCES + _varint(len(inner)) + inner
+    return _RESOURCES + varint(len(inner)) + inner
 
 
 def delta_discovery_response(
@@ -127,7 +119,7 @@ def delta_discovery_response(
     """A serialized DeltaDiscoveryResponse. ``resources`` is the concatenation of
     :func:`delta_resource` elements; ``control_plane`` comes from ``control_plane(..., delta=True)``."""
     removed_part = b"".join(
-        _REMOVED_RESOURCES + _varint(len(encoded)) + encoded
+        _REMOVED_RESOURCES + varint(len(encoded)) + encoded
         for encoded in (name.encode() for name in removed)
     )
     return b"".join(
