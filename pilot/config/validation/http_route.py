@@ -99,16 +99,7 @@ def validate_http_route(route: Msg, delegate: bool, path: str, report: Report) -
         )
     if route.HasField("mirror_percentage"):
         value = route.mirror_percentage.value
-        if not value <= 100:
-            report.error(
-                at(path, "mirrorPercentage"),
-                f"mirror_percentage must have a max value of 100 (it has {value:f})",
-            )
-        if value < 0:
-            report.error(
-                at(path, "mirrorPercentage"),
-                f"mirror_percentage must have a min value of 0 (it has {value:f})",
-            )
+        _mirror_percent(value, at(path, "mirrorPercentage"), "mirror_percentage", report)
     if route.HasField("mirror"):
         validate_destination(route.mirror, at(path, "mirror"), report)
     for index, mirror in enumerate(route.mirrors):
@@ -119,16 +110,7 @@ def validate_http_route(route: Msg, delegate: bool, path: str, report: Report) -
         validate_destination(mirror.destination, at(mirror_path, "destination"), report)
         if mirror.HasField("percentage"):
             value = mirror.percentage.value
-            if not value <= 100:
-                report.error(
-                    at(mirror_path, "percentage"),
-                    f"mirror percentage must have a max value of 100 (it has {value:f})",
-                )
-            if value < 0:
-                report.error(
-                    at(mirror_path, "percentage"),
-                    f"mirror percentage must have a min value of 0 (it has {value:f})",
-                )
+            _mirror_percent(value, at(mirror_path, "percentage"), "mirror percentage", report)
     if route.HasField("redirect"):
         report.check(at(path, "redirect"), _redirect(route.redirect))
     if route.HasField("direct_response"):
@@ -141,6 +123,14 @@ def validate_http_route(route: Msg, delegate: bool, path: str, report: Report) -
     validate_route_destinations(route.route, at(path, "route"), report, http_route=True)
     if route.HasField("timeout"):
         report.check(at(path, "timeout"), check_duration(route.timeout))
+
+
+def _mirror_percent(value: float, path: str, label: str, report: Report) -> None:
+    """Istio's mirror percentage bounds (its messages, with the field's name as Istio spells it)."""
+    if not value <= 100:
+        report.error(path, f"{label} must have a max value of 100 (it has {value:f})")
+    if value < 0:
+        report.error(path, f"{label} must have a min value of 0 (it has {value:f})")
 
 
 def _conflicts(route: Msg, delegate: bool, path: str, report: Report) -> None:
