@@ -13,6 +13,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from pilot.config import kinds
 from pilot.config.objects import ConfigObject
 from pilot.translate import hosts
 
@@ -23,6 +26,26 @@ API_VERSION = "networking.istio.io/v1"
 
 def corpus_files() -> list[Path]:
     return sorted(CORPUS.glob("*.yaml")) if CORPUS.is_dir() else []
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    """The objects (mappings) of one corpus file, as YAML has them."""
+    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if isinstance(d, dict)]
+
+
+def is_served(document: dict[str, Any]) -> bool:
+    """Whether pilot serves this document's kind at its apiVersion."""
+    return kinds.resolve(document["apiVersion"], document["kind"]).info is not None
+
+
+def is_not_served(document: dict[str, Any]) -> bool:
+    """An Istio or Gateway API kind pilot recognises and skips with a warning."""
+    return kinds.resolve(document["apiVersion"], document["kind"]).not_served
+
+
+def served_files() -> list[Path]:
+    """The corpus files holding at least one object of a kind pilot serves."""
+    return [path for path in corpus_files() if any(is_served(d) for d in documents(path))]
 
 
 class _Hosts:

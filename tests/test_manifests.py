@@ -186,7 +186,9 @@ def corpus_objects() -> list[tuple[str, dict[str, Any]]]:
         (f"{path.name}#{i}", doc)
         for path in CORPUS_FILES
         for i, doc in enumerate(yaml.safe_load_all(path.read_text()))
-        if isinstance(doc, dict) and doc.get("kind") in ISTIO_KINDS
+        if isinstance(doc, dict)
+        and doc.get("kind") in ISTIO_KINDS
+        and str(doc.get("apiVersion")).startswith("networking.istio.io/")
     ]
 
 

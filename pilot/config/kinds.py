@@ -66,6 +66,31 @@ KINDS: dict[str, KindInfo] = {
 }
 
 
+# Kinds of Istio's and the Kubernetes Gateway API's groups that pilot recognises but does not serve:
+# a document of one is skipped with a warning naming its kind, never in silence. A kind of an Istio
+# group that is in neither table is a typo (``VirtualServce``) and an error.
+NOT_SERVED: dict[str, frozenset[str]] = {
+    NETWORKING_GROUP: frozenset({"Sidecar", "WorkloadGroup", "EnvoyFilter", "ProxyConfig"}),
+    "security.istio.io": frozenset({"PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"}),
+    "telemetry.istio.io": frozenset({"Telemetry"}),
+    "extensions.istio.io": frozenset({"WasmPlugin"}),
+    "gateway.networking.k8s.io": frozenset(
+        {
+            "Gateway",
+            "GatewayClass",
+            "HTTPRoute",
+            "GRPCRoute",
+            "TCPRoute",
+            "TLSRoute",
+            "UDPRoute",
+            "ReferenceGrant",
+            "BackendTLSPolicy",
+        }
+    ),
+}
+ISTIO_GROUPS = frozenset({NETWORKING_GROUP, "security.istio.io", "telemetry.istio.io", "extensions.istio.io"})
+
+
 def split_api_version(api_version: str) -> tuple[str, str]:
     """``networking.istio.io/v1`` → (``networking.istio.io``, ``v1``); ``v1`` → (``""``, ``v1``)."""
     group, _, version = api_version.rpartition("/")
@@ -77,25 +102,34 @@ class Resolved:
     """What an (apiVersion, kind) pair is to pilot.
 
     ``info`` is set for a supported kind at a supported version. ``wrong_version`` is set for a
-    supported kind and group at a version pilot does not know (an error). Neither: not pilot's
-    business (skipped).
+    supported kind and group at a version pilot does not know (an error). ``not_served``: a kind of
+    Istio or the Gateway API that pilot does not serve (a warning). ``unknown``: a kind no Istio group
+    has, under an Istio apiVersion (an error). None of these: not pilot's business (skipped).
     """
 
     info: KindInfo | None = None
     wrong_version: KindInfo | None = None
+    not_served: bool = False
+    unknown: bool = False
 
 
 def resolve(api_version: str, kind: str) -> Resolved:
     """Look up a document's ``apiVersion`` and ``kind`` (the mesh ConfigMap is handled by the parser)."""
-    info = KINDS.get(kind)
-    if info is None or kind == MESH_CONFIG:
-        return Resolved()
     group, version = split_api_version(api_version)
-    if group != info.group:
-        return Resolved()
+    info = KINDS.get(kind)
+    if info is None or kind == MESH_CONFIG or group != info.group:
+        if kind in NOT_SERVED.get(group, ()):
+            return Resolved(not_served=True)
+        return Resolved(unknown=group in ISTIO_GROUPS)
     if version not in info.versions:
         return Resolved(wrong_version=info)
     return Resolved(info=info)
+
+
+def kinds_of_group(group: str) -> list[str]:
+    """Every kind pilot knows in ``group``, served or not (for error messages)."""
+    served = [info.kind for info in KINDS.values() if info.group == group and info.kind != MESH_CONFIG]
+    return sorted({*served, *NOT_SERVED.get(group, ())})
 
 
 def is_mesh_config_map(api_version: str, kind: str, name: object) -> bool:

@@ -7,7 +7,10 @@ object (kind namespace/name), the field path and its line. How problems affect t
 - an object of a supported kind with an error: its key is in ``rejected``, the store keeps its last
   good version;
 - a document that cannot be identified (no kind, no name): an error, the other documents still count;
-- a kind pilot does not serve (Deployment, another ConfigMap, ...): skipped with a debug log line.
+- a kind of Istio or the Gateway API that pilot does not serve (Sidecar, AuthorizationPolicy, HTTPRoute,
+  ...): skipped with a warning naming the kind; a kind no Istio group has (``VirtualServce``) under an
+  Istio apiVersion: an error;
+- any other kind (Deployment, another ConfigMap, ...): skipped with a debug log line.
 
 A ``kind: List`` with ``items`` (as ``kubectl get -o json`` writes) is read item by item.
 """
@@ -137,9 +140,7 @@ class _Parser:
         resolved = kinds.resolve(api_version, kind)
         info = kinds.KINDS[kinds.MESH_CONFIG] if mesh else (resolved.info or resolved.wrong_version)
         if info is None:
-            log.debug(
-                "%s:%d: skipping %s %s: not served by pilot", self.origin, obj.line(), api_version, kind
-            )
+            self._skip(obj, api_version, kind, metadata, resolved)
             return
         meta = read_metadata(info.kind, metadata)
         obj.key = meta.key
@@ -160,6 +161,29 @@ class _Parser:
             obj.error(unknown, "unknown field; ignored", (unknown,), "warning")
         spec = self._mesh_spec(obj, value) if mesh else self._spec(obj, info, value.get("spec"))
         self._finish(obj, info, api_version, spec, meta.labels, meta.annotations)
+
+    def _skip(
+        self, obj: _Object, api_version: str, kind: str, metadata: dict[str, Any], resolved: kinds.Resolved
+    ) -> None:
+        """A document pilot does not serve: a warning for Istio's kinds, an error for a kind typo."""
+        where = _join(format_path(obj.prefix), "kind")
+        name, namespace = metadata.get("name"), metadata.get("namespace")
+        named = f"{namespace}/{name}" if isinstance(namespace, str) and namespace else f"{name}"
+        if resolved.unknown:
+            group = kinds.split_api_version(api_version)[0]
+            known = ", ".join(kinds.kinds_of_group(group))
+            message = (
+                f'unknown kind "{kind}" for apiVersion {api_version} (object {named}); known kinds: {known}'
+            )
+            self.errors.append(FieldError(self.origin, message, path=where, line=obj.line(("kind",))))
+        elif resolved.not_served:
+            message = f"{kind} {named} ({api_version}) is not served by pilot; skipped"
+            self.errors.append(
+                FieldError(self.origin, message, path=where, line=obj.line(("kind",)), severity="warning")
+            )
+        else:
+            line = obj.line()
+            log.debug("%s:%d: skipping %s %s: not served by pilot", self.origin, line, api_version, kind)
 
     def _identity(self, obj: _Object, value: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
         """``apiVersion``, ``kind`` and ``metadata``, or None (with errors) when one is missing or wrong."""

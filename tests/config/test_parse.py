@@ -22,6 +22,7 @@ from pilot.config import kinds
 from pilot.config.durations import go_duration_to_json, normalize_durations
 from pilot.config.objects import ConfigKey, ParseResult
 from pilot.config.parse import parse_text
+from tests import corpus
 from tests.config.helpers import BAD_FILES, CORPUS, CORPUS_FILES, GOOD_FILES, TESTDATA, VS, errors_of, parse
 
 # --- fixtures and the Istio corpus -------------------------------------------------------------------------
@@ -33,8 +34,16 @@ def test_every_corpus_file_parses_without_errors(path: Path) -> None:
     result = parse_text(path.read_text(encoding="utf-8"), path.name)
     assert not result.fatal
     assert errors_of(result) == []
-    assert result.objects, "every corpus file holds at least one object"
     assert not result.rejected
+    # Every object of a served kind is read; every Istio or Gateway API kind pilot does not serve is
+    # skipped with a warning naming it; only other Kubernetes kinds (Service, Deployment) go unmentioned.
+    documents = corpus.documents(path)
+    assert len(result.objects) == sum(map(corpus.is_served, documents))
+    warnings = [e.message for e in result.errors if e.severity == "warning" and "not served" in e.message]
+    skipped = [d for d in documents if corpus.is_not_served(d)]
+    assert len(warnings) == len(skipped)
+    for document, warning in zip(skipped, warnings, strict=True):
+        assert warning.startswith(f"{document['kind']} "), warning
 
 
 @pytest.mark.parametrize("path", GOOD_FILES, ids=[p.name for p in GOOD_FILES])
@@ -328,3 +337,33 @@ def test_mesh_config_with_bad_yaml_inside() -> None:
 def test_mesh_config_map_without_mesh_key_is_the_default_mesh() -> None:
     (obj,) = parse("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio}\ndata: {}\n").objects
     assert obj.spec == nw.MeshConfig()
+
+
+# --- kinds pilot does not serve ------------------------------------------------------------------------
+
+
+def test_kind_typo_under_an_istio_api_version_is_an_error_naming_the_object() -> None:
+    result = parse("apiVersion: networking.istio.io/v1\nkind: VirtualServce\nmetadata: {name: r}\n")
+    [error] = errors_of(result)
+    assert error.line == 2 and error.path == "kind"
+    assert 'unknown kind "VirtualServce"' in error.message and "(object r)" in error.message
+    assert "VirtualService" in error.message  # the known kinds are listed
+
+
+def test_istio_kinds_not_served_are_skipped_with_a_warning_naming_the_kind() -> None:
+    text = (
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+        "metadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\n"
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\n"
+        "spec: {gatewayClassName: istio}\n---\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app}\n"
+    )
+    result = parse(text)
+    assert errors_of(result) == [] and result.objects == ()
+    warnings = [str(e) for e in result.errors]
+    assert warnings == [
+        "test.yaml:2: kind: PeerAuthentication istio-system/default (security.istio.io/v1) "
+        "is not served by pilot; skipped (warning)",
+        "test.yaml:7: kind: Gateway gw (gateway.networking.k8s.io/v1) "
+        "is not served by pilot; skipped (warning)",
+    ]
