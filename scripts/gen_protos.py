@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Regenerate pilot/_gen/*_pb2.py and *_pb2.pyi from protos/*.proto with grpcio-tools' protoc.
+"""Regenerate pilot/_gen/*_pb2.py and *_pb2.pyi (and *_pb2_grpc.py for protos that declare a gRPC
+service) from protos/*.proto with grpcio-tools' protoc and its gRPC Python plugin.
 
     python scripts/gen_protos.py           # (re)write pilot/_gen
     python scripts/gen_protos.py --check   # exit 1, naming each stale file, if pilot/_gen is out of date
@@ -22,7 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_DIR = ROOT / "protos"
 OUT_DIR = ROOT / "pilot" / "_gen"
-GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi")
+MESSAGE_SUFFIXES = ("_pb2.py", "_pb2.pyi")
+SERVICE_SUFFIX = "_pb2_grpc.py"
+GENERATED_SUFFIXES = (*MESSAGE_SUFFIXES, SERVICE_SUFFIX)
 
 _TOP_LEVEL_IMPORT = re.compile(r"^import (?P<mod>\w+)_pb2 as (?P<alias>\w+)$", re.MULTILINE)
 
@@ -35,7 +38,8 @@ def _protos() -> list[Path]:
 
 
 def _fix_imports(text: str, local_modules: set[str]) -> str:
-    """``import networking_pb2 as x`` → ``from . import networking_pb2 as x`` for our own protos only."""
+    """``import networking_pb2 as x`` → ``from . import networking_pb2 as x`` for our own protos only
+    (protoc and the gRPC plugin both emit the former)."""
 
     def repl(m: re.Match[str]) -> str:
         if m.group("mod") in local_modules:
@@ -47,30 +51,41 @@ def _fix_imports(text: str, local_modules: set[str]) -> str:
 
 def generate(dest: Path) -> dict[str, bytes]:
     """Run protoc into ``dest``; return {file name: contents} of every generated file."""
+    from google.protobuf import descriptor_pb2
     from grpc_tools import protoc  # imported here so --help works without grpcio-tools
 
     protos = _protos()
     well_known = resources.files("grpc_tools") / "_proto"
+    descriptor_set = dest / "protos.desc"
     args = [
         "grpc_tools.protoc",
         f"--proto_path={PROTO_DIR}",
         f"--proto_path={well_known}",
         f"--python_out={dest}",
         f"--pyi_out={dest}",
+        f"--grpc_python_out={dest}",
+        f"--descriptor_set_out={descriptor_set}",
         *(str(p) for p in protos),
     ]
     code = protoc.main(args)
     if code != 0:
         raise SystemExit(f"protoc failed with exit code {code}")
 
+    # The gRPC plugin writes a *_pb2_grpc.py for every proto, holding only imports when the proto
+    # declares no service; only the protos with a service keep theirs.
+    parsed = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
+    with_services = {Path(f.name).stem for f in parsed.file if f.service}
     local_modules = {p.stem for p in protos}
     files: dict[str, bytes] = {}
     for path in sorted(dest.iterdir()):
         if not path.name.endswith(GENERATED_SUFFIXES):
             continue
+        if path.name.endswith(SERVICE_SUFFIX) and path.name.removesuffix(SERVICE_SUFFIX) not in with_services:
+            continue
         text = _fix_imports(path.read_text(encoding="utf-8"), local_modules)
         files[path.name] = text.encode("utf-8")
-    expected = {p.stem + suffix for p in protos for suffix in GENERATED_SUFFIXES}
+    expected = {p.stem + suffix for p in protos for suffix in MESSAGE_SUFFIXES}
+    expected |= {stem + SERVICE_SUFFIX for stem in with_services}
     if set(files) != expected:
         raise SystemExit(f"protoc produced {sorted(files)}, expected {sorted(expected)}")
     return files

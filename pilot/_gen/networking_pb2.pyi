@@ -11,6 +11,15 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CaptureMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEFAULT: _ClassVar[CaptureMode]
+    IPTABLES: _ClassVar[CaptureMode]
+    NONE: _ClassVar[CaptureMode]
+DEFAULT: CaptureMode
+IPTABLES: CaptureMode
+NONE: CaptureMode
+
 class VirtualService(_message.Message):
     __slots__ = ("hosts", "gateways", "http", "tls", "tcp", "export_to")
     HOSTS_FIELD_NUMBER: _ClassVar[int]
@@ -914,6 +923,171 @@ class ServerTLSSettings(_message.Message):
     max_protocol_version: ServerTLSSettings.TLSProtocol
     cipher_suites: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, https_redirect: _Optional[bool] = ..., mode: _Optional[_Union[ServerTLSSettings.TLSmode, str]] = ..., server_certificate: _Optional[str] = ..., private_key: _Optional[str] = ..., ca_certificates: _Optional[str] = ..., ca_crl: _Optional[str] = ..., credential_name: _Optional[str] = ..., subject_alt_names: _Optional[_Iterable[str]] = ..., verify_certificate_spki: _Optional[_Iterable[str]] = ..., verify_certificate_hash: _Optional[_Iterable[str]] = ..., min_protocol_version: _Optional[_Union[ServerTLSSettings.TLSProtocol, str]] = ..., max_protocol_version: _Optional[_Union[ServerTLSSettings.TLSProtocol, str]] = ..., cipher_suites: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Sidecar(_message.Message):
+    __slots__ = ("workload_selector", "ingress", "egress", "inbound_connection_pool", "outbound_traffic_policy")
+    WORKLOAD_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    INGRESS_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_FIELD_NUMBER: _ClassVar[int]
+    INBOUND_CONNECTION_POOL_FIELD_NUMBER: _ClassVar[int]
+    OUTBOUND_TRAFFIC_POLICY_FIELD_NUMBER: _ClassVar[int]
+    workload_selector: WorkloadSelector
+    ingress: _containers.RepeatedCompositeFieldContainer[IstioIngressListener]
+    egress: _containers.RepeatedCompositeFieldContainer[IstioEgressListener]
+    inbound_connection_pool: ConnectionPoolSettings
+    outbound_traffic_policy: OutboundTrafficPolicy
+    def __init__(self, workload_selector: _Optional[_Union[WorkloadSelector, _Mapping]] = ..., ingress: _Optional[_Iterable[_Union[IstioIngressListener, _Mapping]]] = ..., egress: _Optional[_Iterable[_Union[IstioEgressListener, _Mapping]]] = ..., inbound_connection_pool: _Optional[_Union[ConnectionPoolSettings, _Mapping]] = ..., outbound_traffic_policy: _Optional[_Union[OutboundTrafficPolicy, _Mapping]] = ...) -> None: ...
+
+class IstioIngressListener(_message.Message):
+    __slots__ = ("port", "bind", "capture_mode", "default_endpoint", "tls", "connection_pool")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    BIND_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_MODE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTION_POOL_FIELD_NUMBER: _ClassVar[int]
+    port: SidecarPort
+    bind: str
+    capture_mode: CaptureMode
+    default_endpoint: str
+    tls: ServerTLSSettings
+    connection_pool: ConnectionPoolSettings
+    def __init__(self, port: _Optional[_Union[SidecarPort, _Mapping]] = ..., bind: _Optional[str] = ..., capture_mode: _Optional[_Union[CaptureMode, str]] = ..., default_endpoint: _Optional[str] = ..., tls: _Optional[_Union[ServerTLSSettings, _Mapping]] = ..., connection_pool: _Optional[_Union[ConnectionPoolSettings, _Mapping]] = ...) -> None: ...
+
+class IstioEgressListener(_message.Message):
+    __slots__ = ("port", "bind", "capture_mode", "hosts")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    BIND_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_MODE_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    port: SidecarPort
+    bind: str
+    capture_mode: CaptureMode
+    hosts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, port: _Optional[_Union[SidecarPort, _Mapping]] = ..., bind: _Optional[str] = ..., capture_mode: _Optional[_Union[CaptureMode, str]] = ..., hosts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class OutboundTrafficPolicy(_message.Message):
+    __slots__ = ("mode", "egress_proxy")
+    class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        REGISTRY_ONLY: _ClassVar[OutboundTrafficPolicy.Mode]
+        ALLOW_ANY: _ClassVar[OutboundTrafficPolicy.Mode]
+    REGISTRY_ONLY: OutboundTrafficPolicy.Mode
+    ALLOW_ANY: OutboundTrafficPolicy.Mode
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_PROXY_FIELD_NUMBER: _ClassVar[int]
+    mode: OutboundTrafficPolicy.Mode
+    egress_proxy: Destination
+    def __init__(self, mode: _Optional[_Union[OutboundTrafficPolicy.Mode, str]] = ..., egress_proxy: _Optional[_Union[Destination, _Mapping]] = ...) -> None: ...
+
+class SidecarPort(_message.Message):
+    __slots__ = ("number", "protocol", "name", "target_port")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PORT_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    protocol: str
+    name: str
+    target_port: int
+    def __init__(self, number: _Optional[int] = ..., protocol: _Optional[str] = ..., name: _Optional[str] = ..., target_port: _Optional[int] = ...) -> None: ...
+
+class WorkloadGroup(_message.Message):
+    __slots__ = ("metadata", "template", "probe")
+    class ObjectMeta(_message.Message):
+        __slots__ = ("labels", "annotations")
+        class LabelsEntry(_message.Message):
+            __slots__ = ("key", "value")
+            KEY_FIELD_NUMBER: _ClassVar[int]
+            VALUE_FIELD_NUMBER: _ClassVar[int]
+            key: str
+            value: str
+            def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+        class AnnotationsEntry(_message.Message):
+            __slots__ = ("key", "value")
+            KEY_FIELD_NUMBER: _ClassVar[int]
+            VALUE_FIELD_NUMBER: _ClassVar[int]
+            key: str
+            value: str
+            def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+        LABELS_FIELD_NUMBER: _ClassVar[int]
+        ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+        labels: _containers.ScalarMap[str, str]
+        annotations: _containers.ScalarMap[str, str]
+        def __init__(self, labels: _Optional[_Mapping[str, str]] = ..., annotations: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    PROBE_FIELD_NUMBER: _ClassVar[int]
+    metadata: WorkloadGroup.ObjectMeta
+    template: WorkloadEntry
+    probe: ReadinessProbe
+    def __init__(self, metadata: _Optional[_Union[WorkloadGroup.ObjectMeta, _Mapping]] = ..., template: _Optional[_Union[WorkloadEntry, _Mapping]] = ..., probe: _Optional[_Union[ReadinessProbe, _Mapping]] = ...) -> None: ...
+
+class ReadinessProbe(_message.Message):
+    __slots__ = ("initial_delay_seconds", "timeout_seconds", "period_seconds", "success_threshold", "failure_threshold", "http_get", "tcp_socket", "exec", "grpc")
+    INITIAL_DELAY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    HTTP_GET_FIELD_NUMBER: _ClassVar[int]
+    TCP_SOCKET_FIELD_NUMBER: _ClassVar[int]
+    EXEC_FIELD_NUMBER: _ClassVar[int]
+    GRPC_FIELD_NUMBER: _ClassVar[int]
+    initial_delay_seconds: int
+    timeout_seconds: int
+    period_seconds: int
+    success_threshold: int
+    failure_threshold: int
+    http_get: HTTPHealthCheckConfig
+    tcp_socket: TCPHealthCheckConfig
+    exec: ExecHealthCheckConfig
+    grpc: GrpcHealthCheckConfig
+    def __init__(self, initial_delay_seconds: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., period_seconds: _Optional[int] = ..., success_threshold: _Optional[int] = ..., failure_threshold: _Optional[int] = ..., http_get: _Optional[_Union[HTTPHealthCheckConfig, _Mapping]] = ..., tcp_socket: _Optional[_Union[TCPHealthCheckConfig, _Mapping]] = ..., exec: _Optional[_Union[ExecHealthCheckConfig, _Mapping]] = ..., grpc: _Optional[_Union[GrpcHealthCheckConfig, _Mapping]] = ...) -> None: ...
+
+class HTTPHealthCheckConfig(_message.Message):
+    __slots__ = ("path", "port", "host", "scheme", "http_headers")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    HTTP_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    port: int
+    host: str
+    scheme: str
+    http_headers: _containers.RepeatedCompositeFieldContainer[HTTPHeader]
+    def __init__(self, path: _Optional[str] = ..., port: _Optional[int] = ..., host: _Optional[str] = ..., scheme: _Optional[str] = ..., http_headers: _Optional[_Iterable[_Union[HTTPHeader, _Mapping]]] = ...) -> None: ...
+
+class GrpcHealthCheckConfig(_message.Message):
+    __slots__ = ("port", "service")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    port: int
+    service: str
+    def __init__(self, port: _Optional[int] = ..., service: _Optional[str] = ...) -> None: ...
+
+class HTTPHeader(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class TCPHealthCheckConfig(_message.Message):
+    __slots__ = ("host", "port")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    port: int
+    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
+
+class ExecHealthCheckConfig(_message.Message):
+    __slots__ = ("command",)
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    command: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, command: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MeshConfig(_message.Message):
     __slots__ = ("proxy_listen_port", "proxy_inbound_listen_port", "proxy_http_port", "connect_timeout", "protocol_detection_timeout", "tcp_keepalive", "ingress_class", "ingress_service", "ingress_controller_mode", "ingress_selector", "enable_tracing", "access_log_file", "access_log_format", "access_log_encoding", "outbound_traffic_policy", "inbound_traffic_policy", "enable_auto_mtls", "trust_domain", "trust_domain_aliases", "default_service_export_to", "default_virtual_service_export_to", "default_destination_rule_export_to", "root_namespace", "locality_lb_setting", "dns_refresh_rate", "h2_upgrade_policy", "inbound_cluster_stat_name", "outbound_cluster_stat_name", "enable_prometheus_merge", "path_normalization", "default_http_retry_policy")
