@@ -42,11 +42,11 @@ import yaml
 
 from pilot.bootstrap import XDS_CLUSTER
 from pilot.demo import serve_backend
-from pilot.demo.backend import Backend
-from pilot.demo.control_plane import PilotProcess
-from pilot.demo.envoy import EnvoyProcess
-from pilot.demo.loopback import LOOPBACK, free_port
-from pilot.demo.process_group import sigterm_as_interrupt
+from pilot.localmesh.backend import Backend
+from pilot.localmesh.control_plane import PilotProcess
+from pilot.localmesh.envoy import EnvoyProcess
+from pilot.localmesh.loopback import LOOPBACK, free_port
+from pilot.localmesh.process_group import sigterm_as_interrupt
 from pilot.translate.proxy import NodeType, Proxy
 from pilot.xds.names import WILDCARD_ADDRESS, listener_name
 

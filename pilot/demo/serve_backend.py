@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from pilot.demo.backend import build_app
+from pilot.localmesh.backend import build_app
 
 __all__ = ["main"]
 
