@@ -46,10 +46,6 @@ class Command(Generic[Options]):
     options: Callable[[argparse.Namespace], Options]
     handler: Callable[[Options], int]
 
-    def parse(self, args: argparse.Namespace) -> Callable[[], int]:
-        options = self.options(args)
-        return lambda: self.handler(options)
-
 
 @dataclass(frozen=True, slots=True)
 class BootstrapOptions:
@@ -286,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command: Command[Any] = args.command_spec
     try:
-        handler = command.parse(args)
+        options = command.options(args)
     except ValueError as err:
         parser.error(str(err))
     if hasattr(args, "log_level"):
@@ -294,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         pilot_log.configure(args.log_level.upper())
     try:
-        return handler()
+        return command.handler(options)
     except KeyboardInterrupt:
         # Ctrl-C is how an operator stops pilot in a terminal: not an error.
         print(file=sys.stderr)
