@@ -12,12 +12,13 @@ an edit rewrites (and pilot re-parses) one small file, as an operator's ``kubect
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pilot.localmesh.config_files import write_atomically
 
 NAMESPACE = "bench"
 API_VERSION = "networking.istio.io/v1"
@@ -124,13 +125,6 @@ def write_mesh(root: Path, services: int) -> list[BenchService]:
 def edit_weight(edit: int) -> int:
     """The v1 weight of the ``edit``-th edit: never 90 (the initial one), never twice in a row."""
     return 10 + (edit % 70)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` in one step (a hidden temp file the watcher ignores, then a rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def edit_virtual_service(root: Path, svc: BenchService, edit: int) -> None:

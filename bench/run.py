@@ -44,7 +44,7 @@ import grpc
 from bench import procstat
 from bench.mesh import BenchService, edit_virtual_service, edit_weight, virtual_service_doc, write_mesh
 from bench.proxies import worker_main
-from pilot.demo.control_plane import PilotProcess
+from pilot.localmesh.control_plane import PilotProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

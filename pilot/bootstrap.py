@@ -9,12 +9,11 @@ See https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#aggregated
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import sys
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import yaml
 
@@ -161,7 +160,17 @@ def build_bootstrap(
     return bootstrap
 
 
-def run(args: argparse.Namespace) -> int:
+class BootstrapArgs(Protocol):
+    """The ``bootstrap`` subcommand's options (pilot.cli.BootstrapOptions); the others are optional."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def xds_address(self) -> str: ...
+
+
+def run(args: BootstrapArgs) -> int:
     """``pilot bootstrap``: print a bootstrap for ``args.node_id`` pointing at ``args.xds_address``.
 
     Reads ``node_id``, ``xds_address`` (HOST:PORT), ``delta``, ``admin_port``, ``label`` and

@@ -6,8 +6,11 @@ Subcommands:
     bootstrap   print an Envoy bootstrap that points at pilot (pilot.bootstrap.run)
     validate    check Istio YAML files like istioctl validate (pilot.validate.run)
 
-Each subcommand's module is imported only when that subcommand runs, so ``pilot bootstrap`` does
-not pay for grpc and ``--help`` is quick. Exit codes: 0 ok (also Ctrl-C), 1 failure, 2 bad flags.
+Each subcommand's handler takes a frozen dataclass built from its flags (``Command.options``), never
+an ``argparse.Namespace``; options that contradict each other are refused by the class that holds
+them (``Settings``) and reported as a usage error. Each subcommand's module is imported only when
+that subcommand runs, so ``pilot bootstrap`` does not pay for grpc and ``--help`` is quick. Exit
+codes: 0 ok (also Ctrl-C), 1 failure, 2 bad flags.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from pilot import __version__
+from pilot.demo.options import DemoOptions
 from pilot.errors import PilotError
 from pilot.settings import Settings
 
@@ -27,14 +33,34 @@ log = logging.getLogger("pilot.cli")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
-Handler = Callable[[argparse.Namespace], int]
+Options = TypeVar("Options")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+@dataclass(frozen=True, slots=True)
+class Command(Generic[Options]):
+    """A subcommand: its typed options built from the parsed flags, and the handler that takes them.
+
+    ``options`` raises ValueError for flags that contradict each other (a usage error, exit 2).
+    """
+
+    options: Callable[[argparse.Namespace], Options]
+    handler: Callable[[Options], int]
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapOptions:
+    node_id: str
+    xds_address: str  # HOST:PORT
+    delta: bool = False
+    admin_port: int | None = None
+    label: tuple[tuple[str, str], ...] = ()  # workload labels, sent as node metadata LABELS
+    metadata: tuple[tuple[str, str], ...] = ()
+    output: str = "json"  # or "yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class ValidateOptions:
+    files: tuple[str, ...] = ()  # files or folders; none: standard input
 
 
 def _port(text: str) -> int:
@@ -69,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_bootstrap(commands)
     _add_validate(commands)
-    # Room for more: add a _add_<name>(commands) that sets `handler` lazily.
+    # Room for more: add a _add_<name>(commands) that sets a `command_spec`.
     return parser
 
 
@@ -89,17 +115,17 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--http-host", default=defaults.http_host, help="address of /ready, /metrics, /debug")
     serve.add_argument("--http-port", type=_port, default=defaults.http_port,
                        help="port of /ready, /metrics, /debug (0: any free port)")
-    serve.add_argument("--debounce-after", type=_seconds, default=defaults.debounce_after, metavar="SECONDS",
+    serve.add_argument("--debounce-after", type=float, default=defaults.debounce_after, metavar="SECONDS",
                        help="push after this much quiet (PILOT_DEBOUNCE_AFTER)")
-    serve.add_argument("--debounce-max", type=_seconds, default=defaults.debounce_max, metavar="SECONDS",
+    serve.add_argument("--debounce-max", type=float, default=defaults.debounce_max, metavar="SECONDS",
                        help="push at the latest this long after a burst started (PILOT_DEBOUNCE_MAX)")
-    serve.add_argument("--push-concurrency", type=_positive_int, default=defaults.push_concurrency,
+    serve.add_argument("--push-concurrency", type=int, default=defaults.push_concurrency,
                        metavar="N", help="proxies sent a push at the same time (PILOT_PUSH_THROTTLE)")
     serve.add_argument("--send-timeout", type=_seconds, default=defaults.send_timeout, metavar="SECONDS",
                        help="a send slower than this gives up its push slot")
     serve.add_argument("--shutdown-grace", type=_seconds, default=defaults.shutdown_grace, metavar="SECONDS",
                        help="time streams get to finish on shutdown")
-    serve.add_argument("--max-connection-age", type=_seconds, default=defaults.max_connection_age,
+    serve.add_argument("--max-connection-age", type=float, default=defaults.max_connection_age,
                        metavar="SECONDS", help="close xDS connections after this long so proxies rebalance "
                        "over replicas (default: 1800, with gRPC's +/-10%% jitter)")
     kube = serve.add_argument_group("Kubernetes")
@@ -123,7 +149,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     kube.add_argument("--webhook-key", type=Path, default=None, metavar="FILE",
                       help="the webhook's private key (PEM)")
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="level of pilot's own logs")
-    serve.set_defaults(handler=_serve)
+    serve.set_defaults(command_spec=Command(settings_from, _serve))
 
 
 def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -139,7 +165,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     demo.add_argument("--listen-port", type=_port, default=0,
                       help="the Envoy listener port (0: any free port)")
     demo.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="level of pilot's own logs")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(command_spec=Command(demo_options_from, _demo))
 
 
 def _add_bootstrap(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -160,7 +186,7 @@ def _add_bootstrap(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     bootstrap.add_argument("--metadata", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                            help="other node metadata, e.g. INTERCEPTION_MODE=REDIRECT; repeatable")
     bootstrap.add_argument("--output", choices=("json", "yaml"), default="json", help="output format")
-    bootstrap.set_defaults(handler=_bootstrap)
+    bootstrap.set_defaults(command_spec=Command(bootstrap_options_from, _bootstrap))
 
 
 def _add_validate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -169,7 +195,7 @@ def _add_validate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     validate.add_argument("files", nargs="*", metavar="FILE",
                           help="YAML/JSON files or folders; '-' or none: standard input")
-    validate.set_defaults(handler=_validate)
+    validate.set_defaults(command_spec=Command(validate_options_from, _validate))
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -205,10 +231,25 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-def _serve(args: argparse.Namespace) -> int:
+def demo_options_from(args: argparse.Namespace) -> DemoOptions:
+    return DemoOptions(duration=args.duration, xds_port=args.xds_port, http_port=args.http_port,
+                       listen_port=args.listen_port)
+
+
+def bootstrap_options_from(args: argparse.Namespace) -> BootstrapOptions:
+    return BootstrapOptions(
+        node_id=args.node_id, xds_address=args.xds_address, delta=args.delta, admin_port=args.admin_port,
+        label=tuple(args.label), metadata=tuple(args.metadata), output=args.output,
+    )
+
+
+def validate_options_from(args: argparse.Namespace) -> ValidateOptions:
+    return ValidateOptions(files=tuple(args.files))
+
+
+def _serve(settings: Settings) -> int:
     from pilot import app
 
-    settings = settings_from(args)
     try:
         asyncio.run(app.run(settings))
     except PilotError as err:
@@ -217,44 +258,39 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(options: DemoOptions) -> int:
     from pilot import demo
 
-    result: int = demo.run(args)
-    return result
+    return demo.run(options)
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _validate(options: ValidateOptions) -> int:
     from pilot import validate
 
-    return validate.run(args)
+    return validate.run(options)
 
 
-def _bootstrap(args: argparse.Namespace) -> int:
+def _bootstrap(options: BootstrapOptions) -> int:
     from pilot import bootstrap
 
-    return bootstrap.run(args)
+    return bootstrap.run(options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pilot ARGS``; returns the exit code (argparse exits 2 itself on bad flags)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "serve" and args.debounce_max < args.debounce_after:
-        parser.error("--debounce-max must be at least --debounce-after")
-    if args.command == "serve" and args.webhook_port is not None and not (
-        args.webhook_cert and args.webhook_key
-    ):
-        parser.error("--webhook-port needs --webhook-cert and --webhook-key")
-    if args.command == "serve" and args.watch_namespaces is not None and not args.kube:
-        parser.error("--watch-namespaces needs --kube")
+    command: Command[Any] = args.command_spec
+    try:
+        options = command.options(args)
+    except ValueError as err:
+        parser.error(str(err))
     if hasattr(args, "log_level"):
         from pilot import log as pilot_log
 
         pilot_log.configure(args.log_level.upper())
-    handler: Handler = args.handler
     try:
-        return handler(args)
+        return command.handler(options)
     except KeyboardInterrupt:
         # Ctrl-C is how an operator stops pilot in a terminal: not an error.
         print(file=sys.stderr)

@@ -8,11 +8,10 @@ error (warnings allowed), 1 otherwise; files that cannot be read count as errors
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from pilot.config.objects import FieldError, ParseResult
 from pilot.config.parse import parse_text
@@ -71,7 +70,14 @@ def report(results: Iterable[ParseResult], out: TextIO) -> int:
     return 1 if failed else 0
 
 
-def run(args: argparse.Namespace, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
+class Files(Protocol):
+    """The ``validate`` subcommand's options (pilot.cli.ValidateOptions)."""
+
+    @property
+    def files(self) -> Sequence[str]: ...
+
+
+def run(args: Files, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
     """The ``validate`` subcommand: ``args.files`` is a list of paths, ``-`` for standard input."""
     source = stdin if stdin is not None else sys.stdin
     target = out if out is not None else sys.stdout

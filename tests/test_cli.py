@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pilot.cli import build_parser, main, settings_from
+from pilot.cli import BootstrapOptions, ValidateOptions, build_parser, main, settings_from
+from pilot.demo import DemoOptions
 from pilot.settings import Settings
 
 DEADLINE = 30.0
@@ -93,6 +95,48 @@ def test_bad_flags_exit_2_with_argparse_message(argv: list[str], capsys: pytest.
         main(argv)
     assert exit_info.value.code == 2
     assert "usage: pilot" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--debounce-after", "5", "--debounce-max", "1"], "debounce_after <= debounce_max"),
+        (["serve", "--webhook-port", "15017"], "webhook needs webhook_cert and webhook_key"),
+        (["serve", "--watch-namespaces", "a"], "watch_namespaces needs kube"),
+    ],
+)
+def test_settings_that_contradict_each_other_are_a_one_line_usage_error(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+):
+    """Settings holds the check; the command line reports its ValueError as argparse does."""
+    with pytest.raises(ValueError, match=message):
+        settings_from(build_parser().parse_args(argv))
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]
+    assert last.startswith("pilot: error: ") and message in last, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "options"),
+    [
+        (["serve", "--xds-port", "0"], Settings(xds_port=0)),
+        (["demo", "--duration", "5"], DemoOptions(duration=5.0)),
+        (["bootstrap", "--node-id", "n", "--xds-address", "pilot:15010", "--label", "a=b"],
+         BootstrapOptions("n", "pilot:15010", label=(("a", "b"),))),
+        (["validate", "a.yaml", "b"], ValidateOptions(("a.yaml", "b"))),
+    ],
+)
+def test_each_subcommand_gets_frozen_options(argv: list[str], options: object):
+    args = build_parser().parse_args(argv)
+    built = args.command_spec.options(args)
+    assert built == options
+    assert dataclasses.is_dataclass(built)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(built, dataclasses.fields(built)[0].name, None)
 
 
 def test_demo_and_bootstrap_flags():

@@ -15,7 +15,9 @@ import fnmatch
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,9 @@ import yaml
 
 from pilot.config.parse import parse_text
 from pilot.config.store import ConfigStore
-from pilot.demo import compose
-from pilot.demo.compose import (
+from pilot.demo import compose_file as compose
+from pilot.demo.compose import build_parser
+from pilot.demo.compose_file import (
     ADMIN_PORT,
     ENVOY_CONFIG,
     HTTP_PORT,
@@ -36,16 +39,13 @@ from pilot.demo.compose import (
     XDS_PORT,
     ComposeDemo,
     EnvoyService,
-    PortMap,
     bootstrap_argv,
-    build_parser,
-    exported_to,
-    localize_bootstrap,
-    localize_config,
+    packaged_dir,
     parse_labels,
     render_bootstrap,
     strip_header,
 )
+from pilot.demo.compose_localize import PortMap, exported_to, localize_bootstrap, localize_config
 from pilot.settings import Settings
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import NodeType, Proxy
@@ -236,6 +236,44 @@ def test_bootstrap_points_at_pilot(envoy: EnvoyService) -> None:
     admin = bootstrap["admin"]["address"]["socket_address"]
     assert (admin["address"], admin["port_value"]) == ("127.0.0.1", ADMIN_PORT)
     assert ADMIN_PORT not in {container for _, container in DEMO.published(envoy.pod)}
+
+
+# --- the copy installed with pilot -------------------------------------------------------------
+
+
+def package_data() -> set[Path]:
+    """The files under pilot/ that the package-data patterns of pyproject.toml put in the wheel."""
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    found = {path for pattern in patterns["pilot"] for path in (REPO / "pilot").glob(pattern)}
+    return {path for path in found if path.is_file()}
+
+
+def test_the_packaged_topology_is_the_checkouts() -> None:
+    """compose.yaml and config/ ship with pilot, byte for byte those docker compose runs."""
+    packaged = packaged_dir()
+    copies = sorted(path.relative_to(packaged) for path in packaged.rglob("*") if path.is_file())
+    checkout = [Path("compose.yaml"), *(path.relative_to(DIR) for path in (DIR / "config").glob("*.yaml"))]
+    assert copies == sorted(checkout)
+    for relative in copies:
+        assert (packaged / relative).read_bytes() == (DIR / relative).read_bytes(), (
+            f"copy manifests/docker-compose/{relative} to pilot/demo/docker-compose/{relative}")
+
+
+def test_package_data_holds_what_demo_and_compose_read() -> None:
+    """Without a checkout, pilot demo and the compose runner find their files through
+    importlib.resources; each must be one the wheel carries."""
+    listed = package_data()
+    demo = resources.files("pilot.demo")
+    needed = [*packaged_dir().rglob("*.yaml"), *Path(str(demo.joinpath("config"))).glob("*.yaml")]
+    assert len(needed) > len(list((DIR / "config").glob("*.yaml")))
+    for path in needed:
+        assert path in listed, f"{path.relative_to(REPO)}: add it to package-data in pyproject.toml"
+        relative = path.relative_to(REPO / "pilot" / "demo").as_posix()
+        assert demo.joinpath(relative).is_file(), relative
+    # The runner reads the packaged copy unless told another folder; nothing leads into the checkout.
+    assert ComposeDemo().path == packaged_dir() / "compose.yaml"
+    assert ComposeDemo().config_dir == packaged_dir() / "config"
+    assert packaged_dir().resolve() != DIR.resolve()
 
 
 # --- compose.yaml ------------------------------------------------------------------------------

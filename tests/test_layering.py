@@ -52,6 +52,10 @@ TABLE: dict[str, Rule] = {
     "app": EVERYTHING,
     "cli": EVERYTHING,
     "demo": EVERYTHING,
+    # The process harness (Envoy, backends, pilot serve, free ports, polling): it starts a pilot
+    # from the outside, so it may build a bootstrap and nothing else of pilot. Of the product only
+    # demo imports it (test_only_the_demo_imports_the_harness); tests and bench import it too.
+    "localmesh": rule("bootstrap", never=("grpc",)),
     "bootstrap": EVERYTHING,
     # `pilot validate`: the config layer's parser and validation, nothing that serves or translates.
     "validate": rule("config", "errors", never=("grpc", "asyncio")),
@@ -140,6 +144,20 @@ def test_imports_follow_the_table(path: Path):
     assert not problems, "\n".join(problems)
 
 
+HARNESS = "localmesh"
+HARNESS_USERS = frozenset({"demo", HARNESS})
+
+
+def test_only_the_demo_imports_the_harness():
+    found = [
+        f"{path.relative_to(PILOT.parent)}:{line}: imports {target}"
+        for path in modules() if layer_of(path) not in HARNESS_USERS
+        for line, target in imports(path)
+        if target == f"pilot.{HARNESS}" or target.startswith(f"pilot.{HARNESS}.")
+    ]
+    assert not found, "\n".join(found)
+
+
 @pytest.mark.parametrize(
     ("layer", "target", "allowed"),
     [
@@ -161,6 +179,9 @@ def test_imports_follow_the_table(path: Path):
         ("xds", "pilot.config.objects", False),
         ("xds", "pilot.metrics", True),
         ("app", "pilot.server.ads", True),
+        ("localmesh", "pilot.bootstrap", True),
+        ("localmesh", "pilot.demo.scenario", False),
+        ("localmesh", "pilot.server.ads", False),
     ],
 )
 def test_the_checker_itself(layer: str, target: str, allowed: bool):

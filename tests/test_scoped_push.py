@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from pilot.app import RunningPilot, serve
-from pilot.demo.scenario import write_atomically
+from pilot.localmesh.config_files import write_atomically
 from pilot.settings import Settings
 from pilot.xds import types
 from tests.server.ads_client import DEADLINE, AdsClient, DeltaClient, DeltaXds, SotwXds, XdsClient

@@ -1,23 +1,23 @@
 """``pilot demo``: watch a traffic split follow edits to Istio YAML, through a real Envoy.
 
-The modules here are also the harness of the end-to-end tests: ``Backend`` (a versioned HTTP
-backend), ``PilotProcess`` (``pilot serve`` as a subprocess), ``EnvoyProcess`` (a real Envoy
-with a pilot bootstrap), ``loopback`` (plain HTTP on 127.0.0.1) and ``polling`` (deadlines).
+``runner`` drives the demo, ``scenario`` holds its config and phases, ``traffic`` counts where the
+requests went; ``compose`` runs the docker-compose topology on 127.0.0.1. The processes they start
+come from ``pilot.localmesh``, the harness the end-to-end tests and the benchmark share.
 """
 
 from __future__ import annotations
 
-import argparse
+from pilot.demo.options import DemoOptions
 
-__all__ = ["run"]
+__all__ = ["DemoOptions", "run"]
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the demo (pilot.demo.runner); reads args.duration, xds_port, http_port, listen_port.
+def run(options: DemoOptions) -> int:
+    """Run the demo (pilot.demo.runner); 0 when it ran (or was interrupted), 1 if it could not start.
 
     Imported lazily: the CLI imports this package for every ``pilot demo``, and ``--help`` should
     not start aiohttp.
     """
-    from pilot.demo.runner import run as run_demo
+    from pilot.demo.runner import Demo
 
-    return run_demo(args)
+    return Demo(options).run()

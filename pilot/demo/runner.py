@@ -9,7 +9,6 @@ Everything it started is stopped on the way out, whatever the way out is.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import http.client
 import math
@@ -19,16 +18,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from pilot.demo.backend import Backend
-from pilot.demo.control_plane import PilotProcess
-from pilot.demo.envoy import EnvoyProcess
-from pilot.demo.loopback import LOOPBACK, HttpClient, free_port
-from pilot.demo.polling import Timeout, wait_until
-from pilot.demo.process_group import sigterm_as_interrupt
+from pilot.demo.options import DemoOptions
 from pilot.demo.scenario import (
     JASON,
     PHASES,
@@ -37,48 +30,24 @@ from pilot.demo.scenario import (
     VERSIONS,
     VIRTUAL_SERVICE_FILE,
     render,
-    write_atomically,
 )
 from pilot.demo.traffic import EditWatch, Tally
+from pilot.localmesh.backend import Backend
+from pilot.localmesh.config_files import write_atomically
+from pilot.localmesh.control_plane import PilotProcess
+from pilot.localmesh.envoy import EnvoyProcess
+from pilot.localmesh.loopback import LOOPBACK, HttpClient, free_port
+from pilot.localmesh.polling import Timeout, wait_until
+from pilot.localmesh.process_group import sigterm_as_interrupt
 from pilot.xds.names import listener_name
 
-__all__ = ["DemoOptions", "run"]
+__all__ = ["Demo"]
 
 NODE_ID = "sidecar~127.0.0.1~demo.default~default.svc.cluster.local"
-# Phase length when the demo runs until Ctrl-C.
-OPEN_ENDED_PHASE = 10.0
 # Seconds of traffic per printed line; a shorter rest (at an edit, at the end) is printed only
 # when it is at least MIN_WINDOW long, as a handful of requests would make a misleading line.
 WINDOW = 1.0
 MIN_WINDOW = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class DemoOptions:
-    duration: float | None = None  # seconds of traffic; None: until Ctrl-C
-    xds_port: int = 0  # 0: pick a free port
-    http_port: int = 0
-    listen_port: int = 0  # the service port, i.e. Envoy's listener
-    rate: float = 40.0  # requests per second
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> DemoOptions:
-        duration = getattr(args, "duration", None)
-        return cls(
-            duration=float(duration) if duration is not None else None,
-            xds_port=int(getattr(args, "xds_port", None) or 0),
-            http_port=int(getattr(args, "http_port", None) or 0),
-            listen_port=int(getattr(args, "listen_port", None) or 0),
-        )
-
-    @property
-    def phase_length(self) -> float:
-        return self.duration / len(PHASES) if self.duration is not None else OPEN_ENDED_PHASE
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``pilot demo``; 0 when the demo ran (or was interrupted), 1 if it could not start."""
-    return Demo(DemoOptions.from_args(args)).run()
 
 
 class Demo:

@@ -7,14 +7,12 @@ watches.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from string import Template
 
-__all__ = ["JASON", "PHASES", "SERVICE_HOST", "VERSIONS", "Phase", "render", "write_atomically"]
+__all__ = ["JASON", "PHASES", "SERVICE_HOST", "VERSIONS", "Phase", "render"]
 
 # Requests carry ``Host: reviews``; the VirtualService names the short host too.
 SERVICE_HOST = "reviews"
@@ -54,13 +52,3 @@ def render(template: str, ports: Mapping[str, int]) -> str:
     """A bundled config file with its ``${NAME}`` placeholders filled in."""
     text = resources.files("pilot.demo").joinpath("config", template).read_text(encoding="utf-8")
     return Template(text).substitute({name: str(port) for name, port in ports.items()})
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` in one step, so the watcher never reads half a file.
-
-    The temporary name is hidden and not ``*.yaml``, so the watcher ignores it.
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

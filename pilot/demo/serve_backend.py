@@ -1,6 +1,6 @@
 """``python -m pilot.demo.serve_backend --version v1 --port 9080``: one demo backend in the foreground.
 
-The same versioned HTTP backend as ``pilot.demo.backend`` (every reply is JSON naming its
+The same versioned HTTP backend as ``pilot.localmesh.backend`` (every reply is JSON naming its
 ``version``), as a process of its own: the docker-compose demo runs it as the app container of
 each ``reviews`` pod. SIGTERM or Ctrl-C stops it.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from pilot.demo.backend import build_app
+from pilot.localmesh.backend import build_app
 
 __all__ = ["main"]
 

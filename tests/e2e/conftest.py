@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pilot.demo.backend import Backend
+from pilot.localmesh.backend import Backend
 from tests.support.mesh import Mesh, start_backends, stop_backends
 
 

@@ -10,7 +10,7 @@ import asyncio
 import socket
 import threading
 
-from pilot.demo.loopback import LOOPBACK
+from pilot.localmesh.loopback import LOOPBACK
 
 
 class NameServer:

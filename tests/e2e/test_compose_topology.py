@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from pilot.demo.compose import LocalTopology
-from pilot.demo.scenario import write_atomically
+from pilot.localmesh.config_files import write_atomically
 from tests.support import HttpClient, failure_logs
 from tests.support.mesh import tally, wait_routed
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pilot.demo.backend import Backend
+from pilot.localmesh.backend import Backend
 from tests.support import wait_until
 from tests.support.istio import split
 from tests.support.mesh import Mesh, tally, wait_routed

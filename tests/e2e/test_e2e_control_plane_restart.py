@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from pilot.bootstrap import XDS_CLUSTER
-from pilot.demo.backend import Backend
+from pilot.localmesh.backend import Backend
 from tests.support import wait_until
 from tests.support.istio import split
 from tests.support.mesh import Mesh, tally, wait_routed

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pilot.demo.backend import Backend
+from pilot.localmesh.backend import Backend
 from tests.support import wait_until
 from tests.support.istio import destination, split, virtual_service
 from tests.support.mesh import Mesh, outcome, tally, wait_routed

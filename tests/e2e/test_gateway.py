@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pilot.demo.scenario import write_atomically
+from pilot.localmesh.config_files import write_atomically
 from tests.support import Backend, EnvoyProcess, PilotProcess, failure_logs, free_port, get, wait_until
 from tests.support.certs import Certificates, make_certificates, openssl_available
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from pilot.demo.backend import Backend
+from pilot.localmesh.backend import Backend
 from tests.support import EnvoyProcess, HttpClient, PilotProcess, failure_logs, free_port
 from tests.support.kube_api import (
     FakeKubeApi,

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from pilot.demo.backend import Backend
-from pilot.demo.loopback import LOOPBACK, Reply, free_port, get
+from pilot.localmesh.backend import Backend
+from pilot.localmesh.loopback import LOOPBACK, Reply, free_port, get
 from tests.e2e.tcp_echo import NameServer, ask
 from tests.support import wait_until
 from tests.support.istio import API_VERSION, NAMESPACE, Doc, Service

@@ -13,7 +13,7 @@ import yaml
 
 from pilot import app
 from pilot.app import GRPC_OPTIONS, grpc_options, serve
-from pilot.demo.scenario import write_atomically
+from pilot.localmesh.config_files import write_atomically
 from pilot.settings import Settings
 from pilot.xds import types
 from tests.server.ads_client import DEADLINE, AdsClient, DeltaClient, DeltaXds, SotwXds, XdsClient

@@ -1,14 +1,14 @@
 """Shared test harness: real processes on 127.0.0.1, always stopped.
 
-The process and HTTP pieces are the ones ``pilot demo`` runs (pilot.demo.*), re-exported here
+The process and HTTP pieces are the ones ``pilot demo`` runs (pilot.localmesh), re-exported here
 so tests and the demo exercise the same code.
 """
 
-from pilot.demo.backend import Backend
-from pilot.demo.control_plane import PilotProcess
-from pilot.demo.envoy import EnvoyProcess, find_envoy
-from pilot.demo.loopback import HttpClient, Reply, free_port, get
-from pilot.demo.polling import Timeout, wait_until, wait_until_async
+from pilot.localmesh.backend import Backend
+from pilot.localmesh.control_plane import PilotProcess
+from pilot.localmesh.envoy import EnvoyProcess, find_envoy
+from pilot.localmesh.loopback import HttpClient, Reply, free_port, get
+from pilot.localmesh.polling import Timeout, wait_until, wait_until_async
 from tests.support import failure_logs
 
 __all__ = [

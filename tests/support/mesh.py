@@ -13,12 +13,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pilot.demo.backend import Backend
-from pilot.demo.control_plane import PilotProcess
-from pilot.demo.envoy import EnvoyProcess
-from pilot.demo.loopback import HttpClient, Reply, free_port
-from pilot.demo.polling import Timeout
-from pilot.demo.scenario import write_atomically
+from pilot.localmesh.backend import Backend
+from pilot.localmesh.config_files import write_atomically
+from pilot.localmesh.control_plane import PilotProcess
+from pilot.localmesh.envoy import EnvoyProcess
+from pilot.localmesh.loopback import HttpClient, Reply, free_port
+from pilot.localmesh.polling import Timeout
 from tests.support import failure_logs
 from tests.support.istio import Doc, Service, destination_rule, dump, service_entry
 

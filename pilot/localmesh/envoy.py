@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from pilot.bootstrap import build_bootstrap
-from pilot.demo import process_group
-from pilot.demo.loopback import LOOPBACK, Reply, get
-from pilot.demo.polling import wait_until
+from pilot.localmesh import process_group
+from pilot.localmesh.loopback import LOOPBACK, Reply, get
+from pilot.localmesh.polling import wait_until
 
 __all__ = ["EnvoyProcess", "find_envoy"]
 

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from pilot.demo import process_group
-from pilot.demo.loopback import LOOPBACK, Reply, free_port, get
-from pilot.demo.polling import wait_until
+from pilot.localmesh import process_group
+from pilot.localmesh.loopback import LOOPBACK, Reply, free_port, get
+from pilot.localmesh.polling import wait_until
 
 __all__ = ["PilotProcess"]
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pilot.demo.loopback import LOOPBACK
+from pilot.localmesh.loopback import LOOPBACK
 
 __all__ = ["Backend", "build_app"]
 
