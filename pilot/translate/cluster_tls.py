@@ -32,7 +32,7 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2
 
 from pilot._gen import networking_pb2 as nw
-from pilot.translate import hosts
+from pilot.config.addresses import is_ip
 
 log = logging.getLogger("pilot.translate.cluster_tls")
 
@@ -64,7 +64,7 @@ def san_matcher(name: str) -> SanMatcher:
     deprecated untyped ``match_subject_alt_names``, which matches any type.)"""
     if "://" in name:
         san_type = SanMatcher.URI
-    elif hosts.is_ip(name):
+    elif is_ip(name):
         san_type = SanMatcher.IP_ADDRESS
     else:
         san_type = SanMatcher.DNS

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pilot.config.addresses import is_ip
 from pilot.config.objects import Severity
 
 # Proto messages from pilot._gen are untyped to mypy; ``Msg`` marks where one is expected.
@@ -202,14 +203,6 @@ def check_namespace_slash_host(hostname: str, is_gateway: bool) -> list[str]:
         where = "gateway" if is_gateway else "sidecar"
         problems.append(f'invalid namespace value "{namespace}" in {where}')
     return problems + _gateway_or_sidecar_host(name, is_gateway)
-
-
-def is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
 
 
 def check_ip(address: str) -> str | None:

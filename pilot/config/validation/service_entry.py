@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pilot.config.addresses import is_ip
 from pilot.config.validation.common import (
     Msg,
     Report,
@@ -17,7 +18,6 @@ from pilot.config.validation.common import (
     check_unix_address,
     check_wildcard_domain,
     enum_name,
-    is_ip,
     item,
 )
 from pilot.config.validation.http import (

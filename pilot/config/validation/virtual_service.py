@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from pilot.config.addresses import is_ip
 from pilot.config.validation.common import (
     Msg,
     Report,
@@ -15,7 +16,6 @@ from pilot.config.validation.common import (
     check_port,
     check_wildcard_domain,
     check_wildcard_domain_for_gateway,
-    is_ip,
     item,
 )
 from pilot.config.validation.destinations import validate_route_destinations
