@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from pilot._gen import networking_pb2 as nw
+from pilot.config import kinds
 from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.config.protocols import Protocol, parse_protocol, port_protocol
 from pilot.config.store import StoreSnapshot
@@ -33,12 +34,6 @@ from pilot.translate.registry import (
 
 log = logging.getLogger("pilot.translate.context")
 
-SERVICE_ENTRY = "ServiceEntry"
-WORKLOAD_ENTRY = "WorkloadEntry"
-VIRTUAL_SERVICE = "VirtualService"
-DESTINATION_RULE = "DestinationRule"
-MESH_CONFIG = "MeshConfig"
-GATEWAY = "Gateway"
 MESH_GATEWAY = "mesh"
 ROOT_NAMESPACE = "istio-system"
 
@@ -156,12 +151,12 @@ class PushContext:
         by_kind: dict[str, list[ConfigObject]] = {}
         for obj in objects:
             by_kind.setdefault(obj.kind, []).append(obj)
-        meshes = by_kind.get(MESH_CONFIG, [])
+        meshes = by_kind.get(kinds.MESH_CONFIG, [])
         mesh = MeshSettings.from_spec(meshes[0].spec) if meshes else MeshSettings()
         if len(meshes) > 1:
             log.warning("%d MeshConfig objects; using %s", len(meshes), meshes[0].key)
-        workloads = by_kind.get(WORKLOAD_ENTRY, [])
-        entries = by_kind.get(SERVICE_ENTRY, [])
+        workloads = by_kind.get(kinds.WORKLOAD_ENTRY, [])
+        entries = by_kind.get(kinds.SERVICE_ENTRY, [])
         reusable: Mapping[ConfigKey, tuple[ConfigObject, tuple[Service, ...]]] = {}
         if (
             previous is not None
@@ -185,11 +180,13 @@ class PushContext:
             virtual_services=tuple(
                 _virtual_service(o, spec, mesh)
                 for o, spec in delegate.merge_virtual_services(
-                    by_kind.get(VIRTUAL_SERVICE, []), mesh.virtual_service_export_to
+                    by_kind.get(kinds.VIRTUAL_SERVICE, []), mesh.virtual_service_export_to
                 )
             ),
-            destination_rules=tuple(_destination_rule(o, mesh) for o in by_kind.get(DESTINATION_RULE, [])),
-            gateways=tuple(by_kind.get(GATEWAY, [])),
+            destination_rules=tuple(
+                _destination_rule(o, mesh) for o in by_kind.get(kinds.DESTINATION_RULE, [])
+            ),
+            gateways=tuple(by_kind.get(kinds.GATEWAY, [])),
             objects=snapshot.objects,
             _workloads=tuple(workloads),
             _services_of=made,
