@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pilot.config.addresses import is_ip
 from pilot.config.objects import ConfigObject
 from pilot.translate import hosts
 
@@ -33,7 +32,7 @@ class _Hosts:
         self.found: dict[str, tuple[str, dict[int, str], list[dict[str, str]]]] = {}
 
     def add(self, host: str, namespace: str, port: int = 0, protocol: str = "HTTP") -> None:
-        if not host or host == "*" or hosts.is_wildcard(host) or is_ip(host):
+        if not host or host == "*" or hosts.is_wildcard(host) or hosts.is_ip(host):
             return
         fqdn = hosts.resolve_shortname(host, namespace)
         _, ports, _ = self.found.setdefault(fqdn, (_namespace_of(fqdn, namespace), {}, []))
