@@ -9,10 +9,9 @@ and the VirtualService and DestinationRule that apply to each host.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from pilot._gen import networking_pb2 as nw
 from pilot.config import kinds
@@ -57,31 +56,44 @@ class MeshSettings:
 
     @classmethod
     def from_spec(cls, spec: nw.MeshConfig) -> MeshSettings:
-        kwargs: dict[str, Any] = {}
-        if spec.HasField("outbound_traffic_policy"):
-            allow_any = nw.MeshConfig.OutboundTrafficPolicy.ALLOW_ANY
-            kwargs["allow_any"] = spec.outbound_traffic_policy.mode == allow_any
-        if spec.HasField("connect_timeout"):
-            kwargs["connect_timeout"] = spec.connect_timeout.ToTimedelta()
-        if spec.HasField("dns_refresh_rate"):
-            kwargs["dns_refresh_rate"] = spec.dns_refresh_rate.ToTimedelta()
-        if spec.root_namespace:
-            kwargs["root_namespace"] = spec.root_namespace
-        kwargs["h2_upgrade"] = spec.h2_upgrade_policy == nw.MeshConfig.UPGRADE
-        if spec.HasField("default_http_retry_policy"):
-            kwargs["default_retry_policy"] = spec.default_http_retry_policy
-        if spec.HasField("locality_lb_setting"):
-            kwargs["locality_lb_setting"] = spec.locality_lb_setting
-        if spec.HasField("tcp_keepalive"):
-            kwargs["tcp_keepalive"] = spec.tcp_keepalive
-        for attr, name in (
-            ("service_export_to", "default_service_export_to"),
-            ("virtual_service_export_to", "default_virtual_service_export_to"),
-            ("destination_rule_export_to", "default_destination_rule_export_to"),
-        ):
-            if getattr(spec, name):
-                kwargs[attr] = frozenset(getattr(spec, name))
-        return cls(**kwargs)
+        """The settings ``spec`` sets, Istio's defaults for the others."""
+        default = cls()
+        allow_any = nw.MeshConfig.OutboundTrafficPolicy.ALLOW_ANY
+        return cls(
+            allow_any=(
+                spec.outbound_traffic_policy.mode == allow_any
+                if spec.HasField("outbound_traffic_policy")
+                else default.allow_any
+            ),
+            connect_timeout=(
+                spec.connect_timeout.ToTimedelta()
+                if spec.HasField("connect_timeout")
+                else default.connect_timeout
+            ),
+            dns_refresh_rate=(
+                spec.dns_refresh_rate.ToTimedelta()
+                if spec.HasField("dns_refresh_rate")
+                else default.dns_refresh_rate
+            ),
+            root_namespace=spec.root_namespace or default.root_namespace,
+            h2_upgrade=spec.h2_upgrade_policy == nw.MeshConfig.UPGRADE,
+            default_retry_policy=(
+                spec.default_http_retry_policy if spec.HasField("default_http_retry_policy") else None
+            ),
+            locality_lb_setting=spec.locality_lb_setting if spec.HasField("locality_lb_setting") else None,
+            tcp_keepalive=spec.tcp_keepalive if spec.HasField("tcp_keepalive") else None,
+            service_export_to=_export_default(spec.default_service_export_to, default.service_export_to),
+            virtual_service_export_to=_export_default(
+                spec.default_virtual_service_export_to, default.virtual_service_export_to
+            ),
+            destination_rule_export_to=_export_default(
+                spec.default_destination_rule_export_to, default.destination_rule_export_to
+            ),
+        )
+
+
+def _export_default(written: Iterable[str], default: frozenset[str]) -> frozenset[str]:
+    return frozenset(written) or default
 
 
 @dataclass(frozen=True, slots=True)
