@@ -14,11 +14,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+
+from pilot._gen import networking_pb2 as nw
 from pilot.config.addresses import is_ip
 from pilot.config.objects import Severity
-
-# Proto messages from pilot._gen are untyped to mypy; ``Msg`` marks where one is expected.
-Msg = Any
 
 
 @dataclass(slots=True)
@@ -265,7 +266,7 @@ def check_percent(value: int) -> str | None:
     return None if 0 <= value <= 100 else f"percentage {value} is not in range 0..100"
 
 
-def check_percentage(percent: Msg) -> str | None:
+def check_percentage(percent: nw.Percent) -> str | None:
     """A ``Percent`` message: 0, or within [0.0001, 100]."""
     value = percent.value
     if not 0.0 <= value <= 100.0 or 0.0 < value < 0.0001:
@@ -273,11 +274,11 @@ def check_percentage(percent: Msg) -> str | None:
     return None
 
 
-def duration_nanos(duration: Msg) -> int:
+def duration_nanos(duration: duration_pb2.Duration) -> int:
     return int(duration.seconds) * 1_000_000_000 + int(duration.nanos)
 
 
-def check_duration(duration: Msg) -> str | None:
+def check_duration(duration: duration_pb2.Duration) -> str | None:
     """Istio's ``ValidateDuration``: at least 1ms, in whole milliseconds."""
     nanos = duration_nanos(duration)
     if nanos < 1_000_000:
@@ -337,8 +338,11 @@ def check_selector_labels(labels: Any) -> list[str]:
     return problems
 
 
-def enum_name(message: Msg, field: str) -> str:
+def enum_name(message: Message, field: str) -> str:
     """The name of enum ``field``'s value in ``message`` (its number, if the value is unknown)."""
     number = getattr(message, field)
-    value = message.DESCRIPTOR.fields_by_name[field].enum_type.values_by_number.get(number)
+    enum_type = message.DESCRIPTOR.fields_by_name[field].enum_type
+    if enum_type is None:
+        raise TypeError(f"{message.DESCRIPTOR.full_name}.{field} is not an enum")
+    value = enum_type.values_by_number.get(number)
     return str(number) if value is None else str(value.name)
