@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from google.protobuf import duration_pb2
 from google.protobuf.message import Message
@@ -94,7 +94,7 @@ def check_label_key(key: str) -> str | None:
     return None
 
 
-def check_labels(labels: Any) -> list[str]:
+def check_labels(labels: Mapping[str, str]) -> list[str]:
     """Istio's ``labels.Instance.Validate`` for a map of label selectors."""
     problems: list[str] = []
     for key, value in sorted(labels.items()):
@@ -230,7 +230,7 @@ def check_unix_address(address: str) -> str | None:
     return None
 
 
-def check_gateway_names(names: Any) -> tuple[list[str], list[str]]:
+def check_gateway_names(names: Iterable[str]) -> tuple[list[str], list[str]]:
     """(errors, warnings) for a ``gateways`` list: ``namespace/name``, or the legacy forms."""
     errors: list[str] = []
     warns: list[str] = []
@@ -291,7 +291,9 @@ def check_duration(duration: duration_pb2.Duration) -> str | None:
 # --- visibility and selectors ---------------------------------------------------------------------------
 
 
-def check_export_to(namespace: str, export_to: Any, is_service_entry: bool, dr_selector: bool) -> list[str]:
+def check_export_to(
+    namespace: str, export_to: Sequence[str], is_service_entry: bool, dr_selector: bool
+) -> list[str]:
     problems: list[str] = []
     if not export_to:
         return problems
@@ -328,7 +330,7 @@ def check_export_to(namespace: str, export_to: Any, is_service_entry: bool, dr_s
     return problems
 
 
-def check_selector_labels(labels: Any) -> list[str]:
+def check_selector_labels(labels: Mapping[str, str]) -> list[str]:
     problems: list[str] = []
     for key, value in sorted(labels.items()):
         if not key:
