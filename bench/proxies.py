@@ -38,10 +38,10 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from bench.mesh import BenchService, node_id
+from pilot.xds.listeners import route_config_names
 
 METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -50,7 +50,6 @@ LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 ALL_TYPES = frozenset({CDS, EDS, LDS, RDS})
 EDITED_HOST_PREFIX = BenchService(0).host + ":"
-HCM = "envoy.filters.network.http_connection_manager"
 
 CHANNEL_OPTIONS = (
     # Without this, channels to one target share one TCP connection in a process.
@@ -74,19 +73,8 @@ def _eds_clusters(response: Response) -> tuple[str, ...]:
 
 
 def _route_names(response: Response) -> tuple[str, ...]:
-    names = set()
-    for any_msg in response.resources:
-        listener = listener_pb2.Listener.FromString(any_msg.value)
-        chains = [*listener.filter_chains]
-        if listener.HasField("default_filter_chain"):
-            chains.append(listener.default_filter_chain)
-        for chain in chains:
-            for network_filter in chain.filters:
-                if network_filter.name == HCM:
-                    manager = hcm_pb2.HttpConnectionManager.FromString(network_filter.typed_config.value)
-                    if manager.HasField("rds"):
-                        names.add(manager.rds.route_config_name)
-    return tuple(sorted(names))
+    listeners = (listener_pb2.Listener.FromString(any_msg.value) for any_msg in response.resources)
+    return tuple(sorted(route_config_names(listeners)))
 
 
 def _edited_weight(response: Response) -> int:

@@ -9,13 +9,14 @@ See https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#aggregated
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import sys
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
 import yaml
+
+from pilot.config.addresses import is_ip
 
 __all__ = ["XDS_CLUSTER", "build_bootstrap", "parse_address", "run"]
 
@@ -29,14 +30,6 @@ _DOWNSTREAM_CONNECTIONS: Final = (
 def _duration(seconds: float) -> str:
     """Protobuf JSON Duration ("0.250s")."""
     return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -57,9 +50,9 @@ def _xds_cluster(host: str, port: int) -> dict[str, Any]:
         "name": XDS_CLUSTER,
         # A literal address needs no resolver; a name (a Kubernetes Service, "localhost") is
         # re-resolved so the control plane can move.
-        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "type": "STATIC" if is_ip(host) else "STRICT_DNS",
         # AUTO prefers IPv6 and "localhost" would then miss a control plane bound to 0.0.0.0.
-        **({} if _is_ip(host) else {"dns_lookup_family": "V4_PREFERRED"}),
+        **({} if is_ip(host) else {"dns_lookup_family": "V4_PREFERRED"}),
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,

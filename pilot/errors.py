@@ -6,6 +6,7 @@ lifecycle misuse::
 
     PilotError
     ├── ConfigError            config that cannot be loaded at all (unreadable dir, bad settings)
+    │   └── SettingsError      a setting out of its bounds (pilot.settings), also a ValueError
     ├── TranslationError       a bug: the translator produced an inconsistent snapshot
     ├── XdsProtocolError       a client broke the xDS protocol (no node, unknown type URL on ADS)
     └── LifecycleError         a component used out of order (started twice, used after stop)
@@ -20,6 +21,12 @@ class PilotError(Exception):
 
 class ConfigError(PilotError):
     """Configuration that cannot be loaded at all (not a single bad object: that is data)."""
+
+
+class SettingsError(ConfigError, ValueError):
+    """A setting out of its bounds or contradicting another (raised by pilot.settings only).
+
+    Also a ValueError: a bad number passed to a constructor is what ValueError means."""
 
 
 class TranslationError(PilotError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pilot.errors import SettingsError
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -48,13 +50,35 @@ class Settings:
     max_connection_age: float | None = 1800.0
 
     def __post_init__(self) -> None:
-        if self.debounce_after < 0 or self.debounce_max < self.debounce_after:
-            raise ValueError("need 0 <= debounce_after <= debounce_max")
+        """Every bound of every setting, checked once here (the CLI and the debouncer rely on it)."""
+        check_debounce(self.debounce_after, self.debounce_max)
+        for name, port in (("xds_port", self.xds_port), ("http_port", self.http_port)):
+            _check_port(name, port)
+        if self.webhook_port is not None:
+            _check_port("webhook_port", self.webhook_port)
         if self.push_concurrency < 1:
-            raise ValueError("push_concurrency must be at least 1")
+            raise SettingsError(f"push_concurrency must be at least 1, got {self.push_concurrency}")
+        for name, seconds in (("send_timeout", self.send_timeout), ("shutdown_grace", self.shutdown_grace)):
+            if seconds < 0:
+                raise SettingsError(f"{name} must not be negative, got {seconds}")
         if self.webhook_port is not None and (self.webhook_cert is None or self.webhook_key is None):
-            raise ValueError("the webhook needs webhook_cert and webhook_key")
+            raise SettingsError("the webhook needs webhook_cert and webhook_key")
         if self.watch_namespaces is not None and not self.kube:
-            raise ValueError("watch_namespaces needs kube")
+            raise SettingsError("watch_namespaces needs kube")
         if self.max_connection_age is not None and self.max_connection_age <= 0:
-            raise ValueError("max_connection_age must be positive")
+            raise SettingsError(f"max_connection_age must be positive, got {self.max_connection_age}")
+
+
+def check_debounce(after: float, max_wait: float) -> None:
+    """The bounds of Istio's push debounce: ``0 <= after <= max_wait`` (a burst can never be
+    pushed later than ``max_wait`` if a quiet ``after`` already exceeds it). SettingsError if not."""
+    if after < 0:
+        raise SettingsError(f"debounce_after must not be negative, got {after}")
+    if max_wait < after:
+        raise SettingsError(f"debounce_max ({max_wait}) must be at least debounce_after ({after})")
+
+
+def _check_port(name: str, port: int) -> None:
+    """0 is allowed: bind any free port."""
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"{name} is not a port: {port}")

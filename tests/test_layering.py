@@ -44,7 +44,8 @@ TABLE: dict[str, Rule] = {
     "sources": rule("config", "errors"),
     "translate": rule("config", "xds", "_gen", "cache.snapshot", never=("asyncio", "grpc")),
     "cache": rule("xds", never=("grpc",)),
-    "push": rule("config", "translate", "cache"),
+    # settings too: the debouncer checks its bounds with the settings' own check.
+    "push": rule("config", "translate", "cache", "settings"),
     "server": rule("cache", "xds", "errors"),
     # xds too: the debug views name types by their type URL (pilot.xds.types); the table in
     # docs/internals.md should list it.

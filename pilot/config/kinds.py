@@ -8,11 +8,12 @@ a ``MeshConfig`` object named ``istio``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Final, Generic, TypeGuard, TypeVar
 
 from google.protobuf.message import Message
 
 from pilot._gen import networking_pb2
+from pilot.config.objects import ConfigObject, SpecT
 
 NETWORKING_GROUP = "networking.istio.io"
 NETWORKING_VERSIONS = ("v1", "v1beta1", "v1alpha3")
@@ -31,37 +32,51 @@ MESH_CONFIG_MAP_KEY = "mesh"
 
 
 @dataclass(frozen=True, slots=True)
-class KindInfo:
+class KindInfo(Generic[SpecT]):
     """One supported kind: its API group, the versions pilot accepts, and its spec message."""
 
     kind: str
     group: str
     versions: tuple[str, ...]
-    message: type[Message]
+    message: type[SpecT]
     # Where the spec sits in the document, for error paths: ``spec``, or ``data.mesh`` for the mesh config.
     spec_path: str = "spec"
 
     def api_versions(self) -> tuple[str, ...]:
         return tuple(f"{self.group}/{version}" if self.group else version for version in self.versions)
 
-    def new_spec(self) -> Message:
-        spec: Message = self.message()
-        return spec
+    def new_spec(self) -> SpecT:
+        return self.message()
+
+    def holds(self, obj: ConfigObject) -> TypeGuard[ConfigObject[SpecT]]:
+        """``obj`` is of this kind, so its spec is this kind's message: the parser and the sources
+        make every spec with ``new_spec`` of its kind's KindInfo."""
+        return obj.key.kind == self.kind
 
 
-def _networking(kind: str, message: Any) -> KindInfo:
+_M = TypeVar("_M", bound=Message)
+
+
+def _networking(kind: str, message: type[_M]) -> KindInfo[_M]:
     return KindInfo(kind, NETWORKING_GROUP, NETWORKING_VERSIONS, message)
 
+
+VIRTUAL_SERVICE_INFO: Final = _networking(VIRTUAL_SERVICE, networking_pb2.VirtualService)
+DESTINATION_RULE_INFO: Final = _networking(DESTINATION_RULE, networking_pb2.DestinationRule)
+SERVICE_ENTRY_INFO: Final = _networking(SERVICE_ENTRY, networking_pb2.ServiceEntry)
+GATEWAY_INFO: Final = _networking(GATEWAY, networking_pb2.Gateway)
+WORKLOAD_ENTRY_INFO: Final = _networking(WORKLOAD_ENTRY, networking_pb2.WorkloadEntry)
+MESH_CONFIG_INFO: Final = KindInfo(MESH_CONFIG, "", ("v1",), networking_pb2.MeshConfig, spec_path="data.mesh")
 
 KINDS: dict[str, KindInfo] = {
     info.kind: info
     for info in (
-        _networking(VIRTUAL_SERVICE, networking_pb2.VirtualService),
-        _networking(DESTINATION_RULE, networking_pb2.DestinationRule),
-        _networking(SERVICE_ENTRY, networking_pb2.ServiceEntry),
-        _networking(GATEWAY, networking_pb2.Gateway),
-        _networking(WORKLOAD_ENTRY, networking_pb2.WorkloadEntry),
-        KindInfo(MESH_CONFIG, "", ("v1",), networking_pb2.MeshConfig, spec_path="data.mesh"),
+        VIRTUAL_SERVICE_INFO,
+        DESTINATION_RULE_INFO,
+        SERVICE_ENTRY_INFO,
+        GATEWAY_INFO,
+        WORKLOAD_ENTRY_INFO,
+        MESH_CONFIG_INFO,
     )
 }
 

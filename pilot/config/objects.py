@@ -6,9 +6,20 @@ Errors are data (``FieldError``), never exceptions: one bad object must not cost
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Generic, Literal
 
 from google.protobuf.message import Message
+
+if TYPE_CHECKING:
+    # PEP 696's default (typing's own from Python 3.13): a bare ``ConfigObject`` is a
+    # ``ConfigObject[Message]``. Only the checker needs it; at run time a TypeVar is a TypeVar.
+    from typing_extensions import TypeVar
+
+    SpecT = TypeVar("SpecT", bound=Message, covariant=True, default=Message)
+else:
+    from typing import TypeVar
+
+    SpecT = TypeVar("SpecT", bound=Message, covariant=True)
 
 DEFAULT_NAMESPACE = "default"
 
@@ -26,16 +37,18 @@ class ConfigKey:
 
 
 @dataclass(frozen=True, slots=True)
-class ConfigObject:
+class ConfigObject(Generic[SpecT]):
     """One validated object. Immutable; ``spec`` must never be mutated once stored.
 
     ``spec`` is the generated proto message for the kind (pilot._gen), ``origin`` where it came
     from (a file path, or ``kube:...``), ``revision`` the store revision at which it last changed.
+    ``ConfigObject[VirtualService]`` is one whose spec is a VirtualService: narrow a plain
+    ``ConfigObject`` to it by kind with ``pilot.config.kinds.KindInfo.holds``.
     """
 
     key: ConfigKey
     api_version: str
-    spec: Message
+    spec: SpecT
     origin: str
     revision: int = 0
     labels: tuple[tuple[str, str], ...] = ()

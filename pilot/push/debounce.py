@@ -17,12 +17,12 @@ Not thread-safe; one event loop owns it.
 from __future__ import annotations
 
 from pilot.push.request import PushRequest
+from pilot.settings import check_debounce
 
 
 class Debouncer:
     def __init__(self, after: float, max_wait: float) -> None:
-        if after < 0 or max_wait < after:
-            raise ValueError("need 0 <= after <= max_wait")
+        check_debounce(after, max_wait)
         self._after = after
         self._max_wait = max_wait
         self._pending: PushRequest | None = None

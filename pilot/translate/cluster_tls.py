@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2, proxy_protocol_pb2
 from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_protocol_pb2
@@ -30,9 +30,10 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as upstream_http
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 
 from pilot._gen import networking_pb2 as nw
-from pilot.translate import hosts
+from pilot.config.addresses import is_ip
 
 log = logging.getLogger("pilot.translate.cluster_tls")
 
@@ -49,7 +50,7 @@ CONFIG_MAP_CREDENTIAL = "kubernetes-configmap://"
 Mode = nw.ClientTLSSettings
 
 
-def _typed(message: Any) -> any_pb2.Any:
+def _typed(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
@@ -64,7 +65,7 @@ def san_matcher(name: str) -> SanMatcher:
     deprecated untyped ``match_subject_alt_names``, which matches any type.)"""
     if "://" in name:
         san_type = SanMatcher.URI
-    elif hosts.is_ip(name):
+    elif is_ip(name):
         san_type = SanMatcher.IP_ADDRESS
     else:
         san_type = SanMatcher.DNS
@@ -72,7 +73,10 @@ def san_matcher(name: str) -> SanMatcher:
 
 
 def upstream_tls_context(
-    tls: Any, http2: bool, options: upstream_http.HttpProtocolOptions, service_sans: Sequence[str] = ()
+    tls: nw.ClientTLSSettings,
+    http2: bool,
+    options: upstream_http.HttpProtocolOptions,
+    service_sans: Sequence[str] = (),
 ) -> UpstreamTlsContext | None:
     """The TLS context for ``tls`` (a ClientTLSSettings), or None for plaintext. ``options`` gets
     ``auto_sni`` / ``auto_san_validation`` when they apply."""
@@ -107,7 +111,7 @@ def upstream_tls_context(
 
 
 def transport_socket(
-    tls_context: UpstreamTlsContext | None, proxy_protocol: Any | None
+    tls_context: UpstreamTlsContext | None, proxy_protocol: nw.TrafficPolicy.ProxyProtocol | None
 ) -> TransportSocket | None:
     """The cluster's transport socket: TLS, wrapped in the upstream PROXY protocol when asked for."""
     inner = TransportSocket(name=TLS_SOCKET, typed_config=_typed(tls_context)) if tls_context else None

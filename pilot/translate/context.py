@@ -9,13 +9,13 @@ and the VirtualService and DestinationRule that apply to each host.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from pilot._gen import networking_pb2 as nw
-from pilot.config.objects import ConfigKey, ConfigObject
+from pilot.config import kinds
+from pilot.config.objects import ConfigKey, ConfigObject, SpecT
 from pilot.config.protocols import Protocol, parse_protocol, port_protocol
 from pilot.config.store import StoreSnapshot
 from pilot.translate import delegate, hosts
@@ -33,12 +33,6 @@ from pilot.translate.registry import (
 
 log = logging.getLogger("pilot.translate.context")
 
-SERVICE_ENTRY = "ServiceEntry"
-WORKLOAD_ENTRY = "WorkloadEntry"
-VIRTUAL_SERVICE = "VirtualService"
-DESTINATION_RULE = "DestinationRule"
-MESH_CONFIG = "MeshConfig"
-GATEWAY = "Gateway"
 MESH_GATEWAY = "mesh"
 ROOT_NAMESPACE = "istio-system"
 
@@ -56,36 +50,50 @@ class MeshSettings:
     service_export_to: frozenset[str] = frozenset({PUBLIC})
     virtual_service_export_to: frozenset[str] = frozenset({PUBLIC})
     destination_rule_export_to: frozenset[str] = frozenset({PUBLIC})
-    locality_lb_setting: Any = None  # the mesh-wide LocalityLoadBalancerSetting, if any
-    tcp_keepalive: Any = None  # the mesh-wide TcpKeepalive of upstream connections, if any
+    locality_lb_setting: nw.LocalityLoadBalancerSetting | None = None  # the mesh-wide one, if any
+    # the mesh-wide keepalive of upstream connections, if any
+    tcp_keepalive: nw.ConnectionPoolSettings.TCPSettings.TcpKeepalive | None = None
 
     @classmethod
-    def from_spec(cls, spec: Any) -> MeshSettings:
-        kwargs: dict[str, Any] = {}
-        if spec.HasField("outbound_traffic_policy"):
-            allow_any = nw.MeshConfig.OutboundTrafficPolicy.ALLOW_ANY
-            kwargs["allow_any"] = spec.outbound_traffic_policy.mode == allow_any
-        if spec.HasField("connect_timeout"):
-            kwargs["connect_timeout"] = spec.connect_timeout.ToTimedelta()
-        if spec.HasField("dns_refresh_rate"):
-            kwargs["dns_refresh_rate"] = spec.dns_refresh_rate.ToTimedelta()
-        if spec.root_namespace:
-            kwargs["root_namespace"] = spec.root_namespace
-        kwargs["h2_upgrade"] = spec.h2_upgrade_policy == nw.MeshConfig.UPGRADE
-        if spec.HasField("default_http_retry_policy"):
-            kwargs["default_retry_policy"] = spec.default_http_retry_policy
-        if spec.HasField("locality_lb_setting"):
-            kwargs["locality_lb_setting"] = spec.locality_lb_setting
-        if spec.HasField("tcp_keepalive"):
-            kwargs["tcp_keepalive"] = spec.tcp_keepalive
-        for attr, name in (
-            ("service_export_to", "default_service_export_to"),
-            ("virtual_service_export_to", "default_virtual_service_export_to"),
-            ("destination_rule_export_to", "default_destination_rule_export_to"),
-        ):
-            if getattr(spec, name):
-                kwargs[attr] = frozenset(getattr(spec, name))
-        return cls(**kwargs)
+    def from_spec(cls, spec: nw.MeshConfig) -> MeshSettings:
+        """The settings ``spec`` sets, Istio's defaults for the others."""
+        default = cls()
+        allow_any = nw.MeshConfig.OutboundTrafficPolicy.ALLOW_ANY
+        return cls(
+            allow_any=(
+                spec.outbound_traffic_policy.mode == allow_any
+                if spec.HasField("outbound_traffic_policy")
+                else default.allow_any
+            ),
+            connect_timeout=(
+                spec.connect_timeout.ToTimedelta()
+                if spec.HasField("connect_timeout")
+                else default.connect_timeout
+            ),
+            dns_refresh_rate=(
+                spec.dns_refresh_rate.ToTimedelta()
+                if spec.HasField("dns_refresh_rate")
+                else default.dns_refresh_rate
+            ),
+            root_namespace=spec.root_namespace or default.root_namespace,
+            h2_upgrade=spec.h2_upgrade_policy == nw.MeshConfig.UPGRADE,
+            default_retry_policy=(
+                spec.default_http_retry_policy if spec.HasField("default_http_retry_policy") else None
+            ),
+            locality_lb_setting=spec.locality_lb_setting if spec.HasField("locality_lb_setting") else None,
+            tcp_keepalive=spec.tcp_keepalive if spec.HasField("tcp_keepalive") else None,
+            service_export_to=_export_default(spec.default_service_export_to, default.service_export_to),
+            virtual_service_export_to=_export_default(
+                spec.default_virtual_service_export_to, default.virtual_service_export_to
+            ),
+            destination_rule_export_to=_export_default(
+                spec.default_destination_rule_export_to, default.destination_rule_export_to
+            ),
+        )
+
+
+def _export_default(written: Iterable[str], default: frozenset[str]) -> frozenset[str]:
+    return frozenset(written) or default
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +102,7 @@ class VirtualServiceEntry:
     hosts: tuple[str, ...]
     gateways: tuple[str, ...]
     export_to: frozenset[str]
-    spec: Any
+    spec: nw.VirtualService
 
     @property
     def namespace(self) -> str:
@@ -112,7 +120,7 @@ class DestinationRuleEntry:
     key: ConfigKey
     host: str
     export_to: frozenset[str]
-    spec: Any
+    spec: nw.DestinationRule
 
     @property
     def namespace(self) -> str:
@@ -130,7 +138,7 @@ class PushContext:
     virtual_services: tuple[VirtualServiceEntry, ...]
     destination_rules: tuple[DestinationRuleEntry, ...]
     # Every Gateway, by key; routers select theirs by labels (pilot.translate.gateway).
-    gateways: tuple[ConfigObject, ...] = ()
+    gateways: tuple[ConfigObject[nw.Gateway], ...] = ()
     # The store objects this context was built from (None when built by hand): comparing two
     # contexts' objects by identity tells exactly which config changed between them (the store
     # keeps the same object for an unchanged key), which lets a push skip unaffected generators.
@@ -138,8 +146,8 @@ class PushContext:
     _scopes: dict[str, Scope] = field(default_factory=dict, repr=False)
     # What ``build`` made the services from, so the next context can reuse them: the WorkloadEntry
     # objects, and the services of each ServiceEntry object.
-    _workloads: tuple[ConfigObject, ...] = field(default=(), repr=False)
-    _services_of: Mapping[ConfigKey, tuple[ConfigObject, tuple[Service, ...]]] = field(
+    _workloads: tuple[ConfigObject[nw.WorkloadEntry], ...] = field(default=(), repr=False)
+    _services_of: Mapping[ConfigKey, tuple[ConfigObject[nw.ServiceEntry], tuple[Service, ...]]] = field(
         default_factory=dict, repr=False
     )
 
@@ -156,13 +164,13 @@ class PushContext:
         by_kind: dict[str, list[ConfigObject]] = {}
         for obj in objects:
             by_kind.setdefault(obj.kind, []).append(obj)
-        meshes = by_kind.get(MESH_CONFIG, [])
+        meshes = _of_kind(kinds.MESH_CONFIG_INFO, by_kind)
         mesh = MeshSettings.from_spec(meshes[0].spec) if meshes else MeshSettings()
         if len(meshes) > 1:
             log.warning("%d MeshConfig objects; using %s", len(meshes), meshes[0].key)
-        workloads = by_kind.get(WORKLOAD_ENTRY, [])
-        entries = by_kind.get(SERVICE_ENTRY, [])
-        reusable: Mapping[ConfigKey, tuple[ConfigObject, tuple[Service, ...]]] = {}
+        workloads = _of_kind(kinds.WORKLOAD_ENTRY_INFO, by_kind)
+        entries = _of_kind(kinds.SERVICE_ENTRY_INFO, by_kind)
+        reusable: Mapping[ConfigKey, tuple[ConfigObject[nw.ServiceEntry], tuple[Service, ...]]] = {}
         if (
             previous is not None
             and previous.mesh == mesh
@@ -170,7 +178,7 @@ class PushContext:
             and all(a is b for a, b in zip(previous._workloads, workloads, strict=True))
         ):
             reusable = previous._services_of
-        made: dict[ConfigKey, tuple[ConfigObject, tuple[Service, ...]]] = {}
+        made: dict[ConfigKey, tuple[ConfigObject[nw.ServiceEntry], tuple[Service, ...]]] = {}
         for se in entries:
             found = reusable.get(se.key)
             if found is None or found[0] is not se:
@@ -185,11 +193,13 @@ class PushContext:
             virtual_services=tuple(
                 _virtual_service(o, spec, mesh)
                 for o, spec in delegate.merge_virtual_services(
-                    by_kind.get(VIRTUAL_SERVICE, []), mesh.virtual_service_export_to
+                    _of_kind(kinds.VIRTUAL_SERVICE_INFO, by_kind), mesh.virtual_service_export_to
                 )
             ),
-            destination_rules=tuple(_destination_rule(o, mesh) for o in by_kind.get(DESTINATION_RULE, [])),
-            gateways=tuple(by_kind.get(GATEWAY, [])),
+            destination_rules=tuple(
+                _destination_rule(o, mesh) for o in _of_kind(kinds.DESTINATION_RULE_INFO, by_kind)
+            ),
+            gateways=tuple(_of_kind(kinds.GATEWAY_INFO, by_kind)),
             objects=snapshot.objects,
             _workloads=tuple(workloads),
             _services_of=made,
@@ -371,7 +381,16 @@ def merge_rules(rules: list[DestinationRuleEntry]) -> DestinationRuleEntry:
     return DestinationRuleEntry(rules[0].key, rules[0].host, rules[0].export_to, merged)
 
 
-def _virtual_service(obj: ConfigObject, spec: Any, mesh: MeshSettings) -> VirtualServiceEntry:
+def _of_kind(
+    info: kinds.KindInfo[SpecT], by_kind: Mapping[str, list[ConfigObject]]
+) -> list[ConfigObject[SpecT]]:
+    """The objects of ``info``'s kind, typed by their spec."""
+    return [obj for obj in by_kind.get(info.kind, ()) if info.holds(obj)]
+
+
+def _virtual_service(
+    obj: ConfigObject[nw.VirtualService], spec: nw.VirtualService, mesh: MeshSettings
+) -> VirtualServiceEntry:
     """``spec`` is the object's spec, or for a root VirtualService its spec with delegates merged."""
     return VirtualServiceEntry(
         key=obj.key,
@@ -382,8 +401,8 @@ def _virtual_service(obj: ConfigObject, spec: Any, mesh: MeshSettings) -> Virtua
     )
 
 
-def _destination_rule(obj: ConfigObject, mesh: MeshSettings) -> DestinationRuleEntry:
-    spec: Any = obj.spec
+def _destination_rule(obj: ConfigObject[nw.DestinationRule], mesh: MeshSettings) -> DestinationRuleEntry:
+    spec = obj.spec
     # A DestinationRule with a workload selector applies only to the selected workloads (Istio):
     # keep it to its own namespace. Sidecar views carry no labels, so it is never selected here.
     if spec.HasField("workload_selector"):

@@ -9,7 +9,7 @@ seconds, and preflights that match no origin are forwarded unless ``unmatchedPre
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
@@ -24,7 +24,7 @@ CORS_FILTER = "envoy.filters.http.cors"
 CorsPolicy: TypeAlias = cors_pb2.CorsPolicy
 
 
-def cors_policy(spec: Any) -> CorsPolicy:
+def cors_policy(spec: nw.CorsPolicy) -> CorsPolicy:
     out = CorsPolicy(
         forward_not_matching_preflights=wrappers_pb2.BoolValue(
             value=spec.unmatched_preflights != nw.CorsPolicy.IGNORE

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TypeAlias
 
 from pilot._gen import networking_pb2 as nw
 from pilot.config.objects import ConfigObject
@@ -22,6 +22,8 @@ from pilot.translate import hosts
 from pilot.translate.registry import export_set, visible
 
 log = logging.getLogger("pilot.translate.delegate")
+
+VirtualServiceObject: TypeAlias = ConfigObject[nw.VirtualService]
 
 # HTTPRoute fields a delegate route inherits from its root when it does not set them (Istio's list).
 _INHERITED = (
@@ -38,24 +40,24 @@ _INHERITED = (
 _STRING_MATCHES = ("uri", "scheme", "method", "authority")
 
 
-def is_delegate(spec: Any) -> bool:
+def is_delegate(spec: nw.VirtualService) -> bool:
     return len(spec.hosts) == 0
 
 
-def is_root(spec: Any) -> bool:
+def is_root(spec: nw.VirtualService) -> bool:
     return any(route.HasField("delegate") for route in spec.http)
 
 
 def merge_virtual_services(
-    objects: Iterable[ConfigObject], default_export_to: frozenset[str]
-) -> list[tuple[ConfigObject, Any]]:
+    objects: Iterable[VirtualServiceObject], default_export_to: frozenset[str]
+) -> list[tuple[VirtualServiceObject, nw.VirtualService]]:
     """(object, spec to translate) for every VirtualService that has hosts; a root's spec is a copy
     with its delegates merged in. Delegates themselves are left out (they bind to no host)."""
     objects = list(objects)
     delegates = {(o.namespace, o.name): o for o in objects if is_delegate(o.spec)}
-    out: list[tuple[ConfigObject, Any]] = []
+    out: list[tuple[VirtualServiceObject, nw.VirtualService]] = []
     for obj in objects:
-        spec: Any = obj.spec
+        spec = obj.spec
         if is_delegate(spec):
             continue
         out.append((obj, merge_root(obj, delegates, default_export_to) if is_root(spec) else spec))
@@ -63,9 +65,11 @@ def merge_virtual_services(
 
 
 def merge_root(
-    root: ConfigObject, delegates: dict[tuple[str, str], ConfigObject], default_export_to: frozenset[str]
-) -> Any:
-    spec: Any = root.spec
+    root: VirtualServiceObject,
+    delegates: dict[tuple[str, str], VirtualServiceObject],
+    default_export_to: frozenset[str],
+) -> nw.VirtualService:
+    spec = root.spec
     merged = nw.VirtualService()
     merged.CopyFrom(spec)
     del merged.http[:]
@@ -78,7 +82,7 @@ def merge_root(
         if delegate is None:
             log.info("%s: delegate VirtualService %s/%s not found", root.key, *key)
             continue
-        delegate_spec: Any = delegate.spec
+        delegate_spec = delegate.spec
         exported = export_set(delegate_spec.export_to, delegate.namespace, default_export_to)
         if not visible(exported, root.namespace):
             log.info("%s: delegate %s is not exported to %s", root.key, delegate.key, root.namespace)
@@ -90,7 +94,7 @@ def merge_root(
     return merged
 
 
-def _resolved(route: Any, namespace: str) -> Any:
+def _resolved(route: nw.HTTPRoute, namespace: str) -> nw.HTTPRoute:
     """A copy of the delegate's route with its destination shortnames resolved in ``namespace``."""
     out = nw.HTTPRoute()
     out.CopyFrom(route)
@@ -103,7 +107,7 @@ def _resolved(route: Any, namespace: str) -> Any:
     return out
 
 
-def merge_http_route(root: Any, delegate: Any) -> Any | None:
+def merge_http_route(root: nw.HTTPRoute, delegate: nw.HTTPRoute) -> nw.HTTPRoute | None:
     """Istio's mergeHTTPRoute on a copy of ``delegate``; None when its matches conflict with the root's."""
     matches = merge_matches(list(root.match), list(delegate.match))
     if matches is None:
@@ -123,14 +127,16 @@ def merge_http_route(root: Any, delegate: Any) -> Any | None:
     return out
 
 
-def merge_matches(root: list[Any], delegate: list[Any]) -> list[Any] | None:
+def merge_matches(
+    root: list[nw.HTTPMatchRequest], delegate: list[nw.HTTPMatchRequest]
+) -> list[nw.HTTPMatchRequest] | None:
     """Istio's mergeHTTPMatchRequests: every delegate match merged with each root match it does not
     conflict with; None (a conflict) when some delegate match fits no root match."""
     if not root:
         return delegate
     if not delegate:
         return root
-    out: list[Any] = []
+    out: list[nw.HTTPMatchRequest] = []
     for sub in delegate:
         fitting = [r for r in root if not has_conflict(r, sub)]
         if not fitting:
@@ -139,7 +145,7 @@ def merge_matches(root: list[Any], delegate: list[Any]) -> list[Any] | None:
     return out or None
 
 
-def merge_match(root: Any, delegate: Any) -> Any:
+def merge_match(root: nw.HTTPMatchRequest, delegate: nw.HTTPMatchRequest) -> nw.HTTPMatchRequest:
     """Istio's mergeHTTPMatchRequest: the delegate's match, completed by the root's."""
     out = nw.HTTPMatchRequest()
     out.CopyFrom(delegate)
@@ -168,7 +174,7 @@ def merge_match(root: Any, delegate: Any) -> Any:
     return out
 
 
-def has_conflict(root: Any, leaf: Any) -> bool:
+def has_conflict(root: nw.HTTPMatchRequest, leaf: nw.HTTPMatchRequest) -> bool:
     """Istio's hasConflict: true when ``leaf`` is not within ``root``."""
     for name in _STRING_MATCHES:
         if _string_conflict(_get(root, name), _get(leaf, name)):
@@ -195,11 +201,11 @@ def has_conflict(root: Any, leaf: Any) -> bool:
     return False
 
 
-def _get(match: Any, name: str) -> Any | None:
+def _get(match: nw.HTTPMatchRequest, name: str) -> nw.StringMatch | None:
     return getattr(match, name) if match.HasField(name) else None
 
 
-def _string_conflict(root: Any | None, leaf: Any | None) -> bool:
+def _string_conflict(root: nw.StringMatch | None, leaf: nw.StringMatch | None) -> bool:
     """Istio's stringMatchConflict: the leaf must be the root's exact value or under its prefix;
     regexes only combine with an unset match."""
     if root is None or leaf is None:

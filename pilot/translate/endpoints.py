@@ -13,7 +13,7 @@ from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import wrappers_pb2
 
-from pilot.translate import hosts
+from pilot.config.addresses import is_ip
 from pilot.translate.context import Endpoint, Service, ServicePort
 
 log = logging.getLogger("pilot.translate.endpoints")
@@ -50,7 +50,7 @@ def selected_endpoints(
     for endpoint in service.endpoints:
         if not endpoint.has_labels(subset_labels):
             continue
-        if ip_only and not (hosts.is_ip(endpoint.address) or endpoint.address.startswith(UNIX_PREFIX)):
+        if ip_only and not (is_ip(endpoint.address) or endpoint.address.startswith(UNIX_PREFIX)):
             log.warning(
                 "%s: endpoint %r is not an IP address; a STATIC ServiceEntry needs IPs",
                 service.key,

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from pilot._gen import networking_pb2 as nw
 from pilot.config.objects import ConfigKey, ConfigObject
@@ -69,7 +69,7 @@ class GatewayServer:
 
     gateway: str  # the owning Gateway, ``namespace/name``
     key: ConfigKey
-    spec: Any  # networking Server
+    spec: nw.Server
     hosts: tuple[str, ...]
     number: int
     protocol: Protocol
@@ -84,7 +84,7 @@ class GatewayServer:
         return str(self.spec.name)
 
     @property
-    def tls(self) -> Any | None:
+    def tls(self) -> nw.ServerTLSSettings | None:
         return self.spec.tls if self.spec.HasField("tls") else None
 
     @property
@@ -119,7 +119,7 @@ class GatewayServer:
         return tuple(sorted({strip_namespace(h) for h in self.hosts}))
 
 
-def route_name(server: Any, protocol: Protocol, key: ConfigKey) -> str:
+def route_name(server: nw.Server, protocol: Protocol, key: ConfigKey) -> str:
     """Istio's gatewayRDSRouteName: ``http.PORT`` for HTTP servers (shared by every HTTP server of
     the port), ``https.PORT.PORTNAME.GATEWAY.NAMESPACE`` per HTTPS server terminated here, else ""."""
     bind = f".{server.bind}" if server.bind else ""
@@ -162,7 +162,7 @@ class MergedGateway:
 
 def selected_gateways(
     view: ProxyView, context: PushContext, scope_to_namespace: bool = False
-) -> list[ConfigObject]:
+) -> list[ConfigObject[nw.Gateway]]:
     """The Gateways whose selector is a subset of the router's labels (an empty selector selects
     every router), from every namespace unless PILOT_SCOPE_GATEWAY_TO_NAMESPACE. In key order
     (Istio orders by creation time, which files do not have)."""
@@ -171,14 +171,13 @@ def selected_gateways(
     for gateway in context.gateways:
         if scope_to_namespace and gateway.namespace != view.namespace:
             continue
-        spec: Any = gateway.spec
-        if all(labels.get(k) == v for k, v in spec.selector.items()):
+        if all(labels.get(k) == v for k, v in gateway.spec.selector.items()):
             out.append(gateway)
     return out
 
 
-def _servers(gateway: ConfigObject) -> Iterable[GatewayServer]:
-    spec: Any = gateway.spec
+def _servers(gateway: ConfigObject[nw.Gateway]) -> Iterable[GatewayServer]:
+    spec = gateway.spec
     name = f"{gateway.namespace}/{gateway.name}"
     for index, server in enumerate(spec.servers):
         if not server.HasField("port"):
@@ -290,7 +289,7 @@ class _Merger:
         return MergedGateway(ports, by_route)
 
 
-def merge_gateways(gateways: Iterable[ConfigObject]) -> MergedGateway:
+def merge_gateways(gateways: Iterable[ConfigObject[nw.Gateway]]) -> MergedGateway:
     merger = _Merger()
     for gateway in gateways:
         for server in _servers(gateway):

@@ -8,8 +8,9 @@ Istio's push_context.go (``VirtualServicesForGateway``: bound to the gateway, by
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TypeAlias
 
+from pilot._gen import networking_pb2 as nw
 from pilot.translate import hosts
 from pilot.translate.context import PushContext, VirtualServiceEntry
 from pilot.translate.gateway import GatewayServer, resolve_gateway_name
@@ -31,7 +32,13 @@ def virtual_services_for_gateway(
     ]
 
 
-def match_gateway_names(matches: Iterable[Any], namespace: str, gateway: str) -> frozenset[str]:
+# The match conditions of a tcp route, and of a tls route: both have a port and gateways.
+L4Match: TypeAlias = nw.L4MatchAttributes | nw.TLSMatchAttributes
+
+
+def match_gateway_names(
+    matches: Iterable[nw.HTTPMatchRequest], namespace: str, gateway: str
+) -> frozenset[str]:
     """The names in the matches' ``gateways`` lists that mean ``gateway`` (as written, for
     ``matches.applies``)."""
     return frozenset(
@@ -81,7 +88,7 @@ def matching_gateway_hosts(server_hosts: Iterable[str], vs: VirtualServiceEntry)
     return out
 
 
-def l4_match(match: Any, server: GatewayServer, vs: VirtualServiceEntry) -> bool:
+def l4_match(match: L4Match, server: GatewayServer, vs: VirtualServiceEntry) -> bool:
     """Istio's l4SingleMatch for a gateway: the port (if given) and the gateways (if given)."""
     if match.port and match.port != server.number:
         return False

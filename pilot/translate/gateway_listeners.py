@@ -20,9 +20,9 @@ Routers always bind their ports (no iptables in front of a gateway).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
@@ -31,6 +31,8 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
+from pilot._gen import networking_pb2 as nw
+from pilot.errors import TranslationError
 from pilot.translate import gateway, gateway_binding, gateway_tls, listeners, tcp_routes
 from pilot.translate.context import PushContext, Scope, VirtualServiceEntry
 from pilot.translate.gateway import GatewayServer, MergedPort
@@ -103,15 +105,21 @@ def http_chain(port: MergedPort, listener_name: str) -> ChainOpts:
 
 
 def https_chain(server: GatewayServer, listener_name: str) -> ChainOpts:
+    """The chain of an HTTPS server terminated here (``server.is_https_terminating``)."""
+    tls = server.tls
+    if tls is None:  # is_https_terminating needs TLS settings: a bug if it got here without
+        raise TranslationError(f"gateway {server.gateway}: HTTPS chain for a server without TLS settings")
     prefix = server.name or default_stat_prefix(listener_name)
     manager = gateway_connection_manager(server.route_name, prefix, server.number)
-    return ChainOpts(server.sni_hosts, gateway_tls.downstream_tls_context(server.tls), [_hcm_filter(manager)])
+    return ChainOpts(server.sni_hosts, gateway_tls.downstream_tls_context(tls), [_hcm_filter(manager)])
 
 
 # --- TCP and TLS ---------------------------------------------------------------------------------
 
 
-def _l4_multi_match(matches: Any, server: GatewayServer, vs: VirtualServiceEntry) -> bool:
+def _l4_multi_match(
+    matches: Sequence[nw.L4MatchAttributes], server: GatewayServer, vs: VirtualServiceEntry
+) -> bool:
     """Istio's l4MultiMatch: no match conditions, or any one that holds."""
     return not matches or any(gateway_binding.l4_match(m, server, vs) for m in matches)
 

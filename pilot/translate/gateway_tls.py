@@ -10,7 +10,8 @@ files to its node agent as SDS resources; pilot serves no SDS, so Envoy reads th
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from collections.abc import Iterable
+from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
@@ -28,7 +29,7 @@ TLS = nw.ServerTLSSettings
 SanMatcher: TypeAlias = common_pb2.SubjectAltNameMatcher
 
 
-def filter_cipher_suites(suites: Any) -> list[str]:
+def filter_cipher_suites(suites: Iterable[str]) -> list[str]:
     """Istio's FilterCipherSuites: valid names only, each once, in the order given."""
     return list(dict.fromkeys(s for s in suites if valid_cipher_suite(s)))
 
@@ -37,7 +38,7 @@ def _file(path: str) -> base_pb2.DataSource:
     return base_pb2.DataSource(filename=path)
 
 
-def _validation_context(tls: Any) -> common_pb2.CertificateValidationContext:
+def _validation_context(tls: nw.ServerTLSSettings) -> common_pb2.CertificateValidationContext:
     out = common_pb2.CertificateValidationContext(trusted_ca=_file(tls.ca_certificates))
     if tls.ca_crl:
         out.crl.CopyFrom(_file(tls.ca_crl))
@@ -47,7 +48,7 @@ def _validation_context(tls: Any) -> common_pb2.CertificateValidationContext:
     return out
 
 
-def _tls_params(tls: Any) -> common_pb2.TlsParameters | None:
+def _tls_params(tls: nw.ServerTLSSettings) -> common_pb2.TlsParameters | None:
     """Istio's applyServerTLSSettings (the enums map one to one)."""
     params = common_pb2.TlsParameters()
     if tls.min_protocol_version != TLS.TLS_AUTO:
@@ -58,7 +59,7 @@ def _tls_params(tls: Any) -> common_pb2.TlsParameters | None:
     return params if params.ByteSize() else None
 
 
-def downstream_tls_context(tls: Any) -> DownstreamTlsContext:
+def downstream_tls_context(tls: nw.ServerTLSSettings) -> DownstreamTlsContext:
     """For a SIMPLE, MUTUAL or OPTIONAL_MUTUAL server with certificate files."""
     common = tls_pb2.CommonTlsContext(alpn_protocols=ALPN_HTTP)
     if tls.server_certificate or tls.private_key:

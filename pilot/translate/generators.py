@@ -14,17 +14,17 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 
-from pilot.config.objects import ConfigKey
-from pilot.translate import clusters, gateway_listeners, gateway_routes, listeners, routes
-from pilot.translate.context import (
+from pilot.config.kinds import (
     DESTINATION_RULE,
     GATEWAY,
     MESH_CONFIG,
     SERVICE_ENTRY,
     VIRTUAL_SERVICE,
     WORKLOAD_ENTRY,
-    PushContext,
 )
+from pilot.config.objects import ConfigKey
+from pilot.translate import clusters, gateway_listeners, gateway_routes, listeners, routes
+from pilot.translate.context import PushContext
 from pilot.translate.proxy import NodeType, ProxyView
 from pilot.xds import types
 

@@ -7,24 +7,12 @@ Istio's ``ResolveShortnameToFQDN`` (pilot/pkg/model/config.go), ``host.Name.Matc
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 from collections.abc import Iterable
 
+from pilot.config.addresses import is_ip
 from pilot.translate.proxy import DEFAULT_DNS_DOMAIN
 
 WILDCARD = "*"
-
-
-@functools.lru_cache(maxsize=65536)
-def is_ip(text: str) -> bool:
-    """Memoized: translation asks about the same endpoint addresses and hosts on every push, and
-    ``ipaddress.ip_address`` (an exception for every hostname) is slow."""
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def resolve_shortname(host: str, namespace: str, domain: str = DEFAULT_DNS_DOMAIN) -> str:

@@ -16,10 +16,15 @@ endpoints without a locality first.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterable
+from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+
+from pilot._gen import networking_pb2 as nw
+
+LbSetting: TypeAlias = nw.LocalityLoadBalancerSetting
 
 PROXY_LOCALITY = base_pb2.Locality()  # what pilot knows of a proxy's locality: nothing yet
 
@@ -29,7 +34,7 @@ def split(text: str) -> tuple[str, str, str]:
     return region, zone, sub_zone
 
 
-def setting(mesh_setting: Any | None, rule_setting: Any | None) -> Any | None:
+def setting(mesh_setting: LbSetting | None, rule_setting: LbSetting | None) -> LbSetting | None:
     """Istio's GetLocalityLbSetting: the DestinationRule's, else the mesh's; ``enabled: false`` is none."""
     chosen = rule_setting if rule_setting is not None else mesh_setting
     if chosen is None or (chosen.HasField("enabled") and not chosen.enabled.value):
@@ -37,7 +42,7 @@ def setting(mesh_setting: Any | None, rule_setting: Any | None) -> Any | None:
     return chosen
 
 
-def uses_weighted_config(lb_setting: Any | None, failover: bool) -> bool:
+def uses_weighted_config(lb_setting: LbSetting | None, failover: bool) -> bool:
     """Whether the cluster needs ``locality_weighted_lb_config`` (Istio's applyLocalityLoadBalancer)."""
     if lb_setting is None:
         return False
@@ -66,7 +71,7 @@ def lb_priority(proxy: base_pb2.Locality, endpoints: base_pb2.Locality) -> int:
 
 def apply(
     assignment: endpoint_pb2.ClusterLoadAssignment,
-    lb_setting: Any | None,
+    lb_setting: LbSetting | None,
     failover: bool,
     proxy: base_pb2.Locality = PROXY_LOCALITY,
 ) -> None:
@@ -80,7 +85,9 @@ def apply(
 
 
 def _apply_weights(
-    assignment: endpoint_pb2.ClusterLoadAssignment, proxy: base_pb2.Locality, rules: Any
+    assignment: endpoint_pb2.ClusterLoadAssignment,
+    proxy: base_pb2.Locality,
+    rules: Iterable[LbSetting.Distribute],
 ) -> None:
     groups = assignment.endpoints
     for rule in rules:
@@ -105,7 +112,9 @@ def _apply_weights(
 
 
 def _apply_failover(
-    assignment: endpoint_pb2.ClusterLoadAssignment, proxy: base_pb2.Locality, rules: Any
+    assignment: endpoint_pb2.ClusterLoadAssignment,
+    proxy: base_pb2.Locality,
+    rules: Iterable[LbSetting.Failover],
 ) -> None:
     by_priority: dict[int, list[endpoint_components_pb2.LocalityLbEndpoints]] = {}
     for group in assignment.endpoints:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from google.protobuf import wrappers_pb2
 
+from pilot._gen import networking_pb2 as nw
 from pilot.translate.context import MESH_GATEWAY
 
 log = logging.getLogger("pilot.translate.matches")
@@ -30,7 +30,7 @@ REQUEST_CLAIMS = "request.auth.claims"
 
 
 def applies(
-    match: Any | None,
+    match: nw.HTTPMatchRequest | None,
     port: int,
     labels: Mapping[str, str],
     namespace: str,
@@ -54,7 +54,7 @@ def applies(
     return not match.source_namespace or match.source_namespace == namespace
 
 
-def string_matcher(match: Any) -> string_pb2.StringMatcher | None:
+def string_matcher(match: nw.StringMatch) -> string_pb2.StringMatcher | None:
     kind = match.WhichOneof("match_type")
     if kind == "exact":
         return string_pb2.StringMatcher(exact=match.exact)
@@ -65,19 +65,19 @@ def string_matcher(match: Any) -> string_pb2.StringMatcher | None:
     return None
 
 
-def _is_presence(match: Any) -> bool:
+def _is_presence(match: nw.StringMatch) -> bool:
     """An empty match, or the regex ``*`` (not RE2; istio/istio#20629), means "the header is present"."""
     kind = match.WhichOneof("match_type")
     return kind is None or (kind == "regex" and match.regex == "*")
 
 
-def header_matcher(name: str, match: Any) -> rc.HeaderMatcher:
+def header_matcher(name: str, match: nw.StringMatch) -> rc.HeaderMatcher:
     if _is_presence(match):
         return rc.HeaderMatcher(name=name, present_match=True)
     return rc.HeaderMatcher(name=name, string_match=string_matcher(match))
 
 
-def _without_header(name: str, match: Any) -> rc.HeaderMatcher:
+def _without_header(name: str, match: nw.StringMatch) -> rc.HeaderMatcher:
     out = header_matcher(name, match)
     out.invert_match = True
     if not _is_presence(match):
@@ -85,7 +85,7 @@ def _without_header(name: str, match: Any) -> rc.HeaderMatcher:
     return out
 
 
-def query_matcher(name: str, match: Any) -> rc.QueryParameterMatcher:
+def query_matcher(name: str, match: nw.StringMatch) -> rc.QueryParameterMatcher:
     if _is_presence(match):
         return rc.QueryParameterMatcher(name=name, present_match=True)
     return rc.QueryParameterMatcher(name=name, string_match=string_matcher(match))
@@ -104,7 +104,7 @@ def jwt_claims(name: str) -> list[str] | None:
     return None
 
 
-def claim_matcher(claims: list[str], match: Any) -> metadata_pb2.MetadataMatcher:
+def claim_matcher(claims: list[str], match: nw.StringMatch) -> metadata_pb2.MetadataMatcher:
     """Istio's MetadataMatcherForJWTClaims: the claim (or any item of a list claim) in the metadata
     Istio's authentication filter sets. pilot configures no request authentication, so on its own
     such a route never matches: narrower than ignoring the condition, which would match everyone."""
@@ -117,7 +117,7 @@ def claim_matcher(claims: list[str], match: Any) -> metadata_pb2.MetadataMatcher
     )
 
 
-def _headers(match: Any, out: rc.RouteMatch) -> None:
+def _headers(match: nw.HTTPMatchRequest, out: rc.RouteMatch) -> None:
     """Header and header-absence matchers (sorted by name); JWT claims as dynamic-metadata matchers."""
     headers = []
     for name, value in sorted(match.headers.items()):
@@ -138,7 +138,7 @@ def _headers(match: Any, out: rc.RouteMatch) -> None:
     out.headers.extend(headers)
 
 
-def route_match(match: Any | None) -> rc.RouteMatch:
+def route_match(match: nw.HTTPMatchRequest | None) -> rc.RouteMatch:
     out = rc.RouteMatch(prefix="/")
     if match is None:
         return out

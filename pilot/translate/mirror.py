@@ -10,17 +10,19 @@ explicit 0 turns mirroring off. Mirrored requests are never trace-sampled.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
+from pilot._gen import networking_pb2 as nw
+
 FractionalPercent: TypeAlias = percent_pb2.FractionalPercent
 RequestMirrorPolicy: TypeAlias = rc.RouteAction.RequestMirrorPolicy
 # (destination) → cluster name, with the route's namespace and listener port already bound.
-ClusterOf: TypeAlias = Callable[[Any], str]
+ClusterOf: TypeAlias = Callable[[nw.Destination], str]
 
 
 def per_million(value: float) -> FractionalPercent:
@@ -37,7 +39,7 @@ def _runtime(fraction: FractionalPercent) -> base_pb2.RuntimeFractionalPercent:
     return base_pb2.RuntimeFractionalPercent(default_value=fraction)
 
 
-def mirror_percent(route: Any) -> base_pb2.RuntimeFractionalPercent | None:
+def mirror_percent(route: nw.HTTPRoute) -> base_pb2.RuntimeFractionalPercent | None:
     """The fraction of an HTTPRoute's single ``mirror``; None when explicitly 0."""
     if route.HasField("mirror_percentage"):
         value = route.mirror_percentage.value
@@ -48,7 +50,7 @@ def mirror_percent(route: Any) -> base_pb2.RuntimeFractionalPercent | None:
     return _runtime(per_hundred(100))
 
 
-def policy_percent(mirror: Any) -> base_pb2.RuntimeFractionalPercent | None:
+def policy_percent(mirror: nw.HTTPMirrorPolicy) -> base_pb2.RuntimeFractionalPercent | None:
     """The fraction of one ``mirrors[]`` entry; None when explicitly 0."""
     if mirror.HasField("percentage"):
         value = mirror.percentage.value
@@ -62,7 +64,7 @@ def mirror_policy(cluster: str, fraction: base_pb2.RuntimeFractionalPercent) -> 
     )
 
 
-def mirror_policies(route: Any, cluster_of: ClusterOf) -> list[RequestMirrorPolicy]:
+def mirror_policies(route: nw.HTTPRoute, cluster_of: ClusterOf) -> list[RequestMirrorPolicy]:
     """Every mirror policy of an HTTPRoute, ``mirror`` first, then ``mirrors`` in order."""
     out = []
     if route.HasField("mirror"):

@@ -7,9 +7,8 @@ ports with their protocol (Istio's ``protocol.Parse``, or the port name's prefix
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pilot._gen import networking_pb2 as nw
 from pilot.config.objects import ConfigKey, ConfigObject
@@ -86,11 +85,13 @@ def visible(export_to: frozenset[str], namespace: str) -> bool:
 
 
 def services_of(
-    se: ConfigObject, workloads: list[ConfigObject], default_export_to: frozenset[str] = frozenset({PUBLIC})
+    se: ConfigObject[nw.ServiceEntry],
+    workloads: Sequence[ConfigObject[nw.WorkloadEntry]],
+    default_export_to: frozenset[str] = frozenset({PUBLIC}),
 ) -> list[Service]:
     """One Service per host of a ServiceEntry. Short hosts are resolved in its namespace (Istio
     takes them literally; without Kubernetes, ``reviews`` should mean the same as in a VirtualService)."""
-    spec: Any = se.spec
+    spec = se.spec
     namespace = se.namespace
     resolution = Resolution(nw.ServiceEntry.Resolution.Name(spec.resolution))
     ports = tuple(
@@ -129,7 +130,7 @@ def services_of(
     return out
 
 
-def _endpoint(we: Any, object_labels: Mapping[str, str]) -> Endpoint:
+def _endpoint(we: nw.WorkloadEntry, object_labels: Mapping[str, str]) -> Endpoint:
     labels = {**object_labels, **dict(we.labels)}
     return Endpoint(
         address=we.address,

@@ -11,12 +11,14 @@ and gRPC ones such as ``deadline-exceeded`` or ``resource-exhausted``) is passed
 from __future__ import annotations
 
 import http
-from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf.message import Message
+
+from pilot._gen import networking_pb2 as nw
 
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 RETRIABLE_STATUS_CODES = "retriable-status-codes"
@@ -24,7 +26,7 @@ PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
 
 
-def _typed(message: Any) -> any_pb2.Any:
+def _typed(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
@@ -60,7 +62,7 @@ def parse_retry_on(text: str) -> tuple[str, list[int]]:
     return ",".join(policies), codes
 
 
-def retry_policy(retry: Any | None, consistent_hash: bool = False) -> rc.RetryPolicy | None:
+def retry_policy(retry: nw.HTTPRetry | None, consistent_hash: bool = False) -> rc.RetryPolicy | None:
     """Istio's ConvertPolicy: no policy → the default; ``attempts: 0`` → no retries at all."""
     out = default_retry_policy(consistent_hash)
     if retry is None:

@@ -18,6 +18,7 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.type.matcher.v3 import regex_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf.message import Message
 
 from pilot._gen import networking_pb2 as nw
 from pilot.translate import hosts, traffic_policy
@@ -49,7 +50,7 @@ REDIRECT_CODES = {
 }
 
 
-def typed(message: Any) -> any_pb2.Any:
+def typed(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
@@ -58,7 +59,9 @@ def typed(message: Any) -> any_pb2.Any:
 # --- fault ---------------------------------------------------------------------------------------
 
 
-def _fault_percent(spec: Any) -> FractionalPercent | None:
+def _fault_percent(
+    spec: nw.HTTPFaultInjection.Delay | nw.HTTPFaultInjection.Abort,
+) -> FractionalPercent | None:
     if spec.HasField("percentage"):
         return per_million(spec.percentage.value)
     if spec.percent:
@@ -66,7 +69,7 @@ def _fault_percent(spec: Any) -> FractionalPercent | None:
     return None
 
 
-def fault(spec: Any) -> fault_pb2.HTTPFault | None:
+def fault(spec: nw.HTTPFaultInjection) -> fault_pb2.HTTPFault | None:
     out = fault_pb2.HTTPFault()
     if spec.HasField("delay"):
         if spec.delay.HasField("fixed_delay"):
@@ -85,7 +88,7 @@ def fault(spec: Any) -> fault_pb2.HTTPFault | None:
     return out
 
 
-def _abort(spec: Any) -> fault_pb2.FaultAbort | None:
+def _abort(spec: nw.HTTPFaultInjection.Abort) -> fault_pb2.FaultAbort | None:
     out = fault_pb2.FaultAbort()
     kind = spec.WhichOneof("error_type")
     if kind == "http_status":
@@ -134,7 +137,7 @@ def _append(headers: Mapping[str, str], action: int) -> tuple[list[HeaderValueOp
     return options, authority
 
 
-def header_operations(spec: Any) -> HeaderOperations:
+def header_operations(spec: nw.Headers) -> HeaderOperations:
     """set → OVERWRITE_IF_EXISTS_OR_ADD, add → APPEND_IF_EXISTS_OR_ADD; ``host`` becomes a rewrite."""
     out = HeaderOperations()
     request, response = spec.request, spec.response
@@ -162,7 +165,7 @@ def apply_headers(target: Any, ops: HeaderOperations) -> None:
 # --- destinations, redirect, direct response ------------------------------------------------------
 
 
-def destination_cluster(destination: Any, namespace: str, scope: Scope, listener_port: int) -> str:
+def destination_cluster(destination: nw.Destination, namespace: str, scope: Scope, listener_port: int) -> str:
     """Istio's GetDestinationCluster: the destination's port, else the service's only port, else
     the listener's; the host is resolved in the VirtualService's namespace."""
     host = hosts.resolve_shortname(destination.host, namespace)
@@ -174,7 +177,7 @@ def destination_cluster(destination: Any, namespace: str, scope: Scope, listener
     return names.outbound_cluster(host, port, destination.subset)
 
 
-def consistent_hash(scope: Scope, cluster: str) -> Any | None:
+def consistent_hash(scope: Scope, cluster: str) -> nw.LoadBalancerSettings.ConsistentHashLB | None:
     """The consistent-hash settings of the DestinationRule (subset, port) behind an outbound cluster."""
     parsed = names.parse_cluster(cluster)
     rule = scope.destination_rule(parsed.host) if parsed is not None else None
@@ -190,7 +193,7 @@ def consistent_hash(scope: Scope, cluster: str) -> Any | None:
     return lb.consistent_hash if lb is not None and lb.HasField("consistent_hash") else None
 
 
-def hash_policy(hashing: Any | None) -> rc.RouteAction.HashPolicy | None:
+def hash_policy(hashing: nw.LoadBalancerSettings.ConsistentHashLB | None) -> rc.RouteAction.HashPolicy | None:
     """Istio's consistentHashToHashPolicy: the request attribute a ring-hash/maglev cluster hashes."""
     if hashing is None:
         return None
@@ -220,7 +223,7 @@ def add_hash_policy(action: rc.RouteAction, scope: Scope, cluster: str) -> bool:
 
 
 def apply_destinations(
-    route: rc.Route, action: rc.RouteAction, spec: Any, namespace: str, scope: Scope, port: int
+    route: rc.Route, action: rc.RouteAction, spec: nw.HTTPRoute, namespace: str, scope: Scope, port: int
 ) -> bool:
     """One destination: ``cluster``; several: ``weighted_clusters`` without the weight-0 ones.
     Returns True when the single destination is consistent-hashed (retries then stay on the host)."""
@@ -251,7 +254,7 @@ def apply_destinations(
     return False
 
 
-def apply_rewrite(action: rc.RouteAction, rewrite: Any) -> None:
+def apply_rewrite(action: rc.RouteAction, rewrite: nw.HTTPRewrite) -> None:
     if rewrite.HasField("uri_regex_rewrite"):
         action.regex_rewrite.pattern.CopyFrom(regex_pb2.RegexMatcher(regex=rewrite.uri_regex_rewrite.match))
         action.regex_rewrite.substitution = rewrite.uri_regex_rewrite.rewrite
@@ -261,7 +264,7 @@ def apply_rewrite(action: rc.RouteAction, rewrite: Any) -> None:
         action.host_rewrite_literal = rewrite.authority
 
 
-def redirect(spec: Any, listener_port: int, is_tls: bool = False) -> rc.RedirectAction | None:
+def redirect(spec: nw.HTTPRedirect, listener_port: int, is_tls: bool = False) -> rc.RedirectAction | None:
     """Istio's ApplyRedirect; None for a response code Envoy cannot send (the route is dropped).
     ``is_tls``: the listener terminates TLS (a gateway's HTTPS server), so the default scheme is https."""
     code = REDIRECT_CODES.get(spec.redirect_code)
@@ -285,7 +288,7 @@ def redirect(spec: Any, listener_port: int, is_tls: bool = False) -> rc.Redirect
     return out
 
 
-def direct_response(spec: Any) -> rc.DirectResponseAction:
+def direct_response(spec: nw.HTTPDirectResponse) -> rc.DirectResponseAction:
     out = rc.DirectResponseAction(status=spec.status)
     kind = spec.body.WhichOneof("specifier") if spec.HasField("body") else None
     if kind == "string":

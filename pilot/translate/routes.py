@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2
 
+from pilot._gen import networking_pb2 as nw
 from pilot.translate import hosts, mirror, retries, route_actions
 from pilot.translate.context import MESH_GATEWAY, PushContext, Scope, Service, VirtualServiceEntry
 from pilot.translate.cors import CORS_FILTER, cors_policy
@@ -68,8 +69,8 @@ def _config_metadata(vs: VirtualServiceEntry) -> struct_pb2.Struct:
 
 def translate_route(
     vs: VirtualServiceEntry,
-    spec: Any,
-    match: Any | None,
+    spec: nw.HTTPRoute,
+    match: nw.HTTPMatchRequest | None,
     port: int,
     scope: Scope,
     labels: Mapping[str, str],
@@ -121,7 +122,7 @@ def translate_route(
 
 
 def _apply_route_action(
-    route: rc.Route, spec: Any, authority: str, vs: VirtualServiceEntry, scope: Scope, port: int
+    route: rc.Route, spec: nw.HTTPRoute, authority: str, vs: VirtualServiceEntry, scope: Scope, port: int
 ) -> None:
     """Istio's applyHTTPRouteDestination."""
     action = route.route
@@ -132,7 +133,7 @@ def _apply_route_action(
     if authority:
         action.host_rewrite_literal = authority
 
-    def cluster_of(destination: Any) -> str:
+    def cluster_of(destination: nw.Destination) -> str:
         return route_actions.destination_cluster(destination, vs.namespace, scope, port)
 
     action.request_mirror_policies.extend(mirror.mirror_policies(spec, cluster_of))

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf.message import Message
 
 from pilot.cache.snapshot import Snapshot
@@ -27,9 +25,9 @@ from pilot.config.objects import ConfigKey
 from pilot.errors import TranslationError
 from pilot.translate.context import PushContext
 from pilot.translate.generators import GENERATORS
-from pilot.translate.listeners import HCM_FILTER
 from pilot.translate.proxy import ProxyView
 from pilot.xds import types
+from pilot.xds.listeners import route_config_names
 
 Messages = dict[str, list[tuple[str, Message]]]
 
@@ -37,23 +35,6 @@ Messages = dict[str, list[tuple[str, Message]]]
 def generate_messages(view: ProxyView, context: PushContext) -> Messages:
     """Every generator's output for ``view``: type URL → [(name, message)] (debug views, tests)."""
     return {type_url: generator.generate(view, context) for type_url, generator in GENERATORS.items()}
-
-
-def _listener_route_names(listeners: Sequence[tuple[str, Message]]) -> set[str]:
-    out = set()
-    for _, message in listeners:
-        listener: Any = message
-        chains = [*listener.filter_chains]
-        if listener.HasField("default_filter_chain"):
-            chains.append(listener.default_filter_chain)
-        for chain in chains:
-            for network_filter in chain.filters:
-                if network_filter.name == HCM_FILTER:
-                    manager = hcm_pb2.HttpConnectionManager()
-                    network_filter.typed_config.Unpack(manager)
-                    if manager.HasField("rds"):
-                        out.add(manager.rds.route_config_name)
-    return out
 
 
 def inconsistencies(messages: Mapping[str, Sequence[tuple[str, Message]]]) -> list[str]:
@@ -77,7 +58,7 @@ def inconsistencies(messages: Mapping[str, Sequence[tuple[str, Message]]]) -> li
         f"EDS cluster {n!r} has no ClusterLoadAssignment" for n in sorted(eds_clusters - assignments)
     ]
     route_configs = {name for name, _ in messages.get(types.ROUTE, ())}
-    named = _listener_route_names(messages.get(types.LISTENER, ()))
+    named = route_config_names(message for _, message in messages.get(types.LISTENER, ()))
     problems += [
         f"route configuration {n!r} named by a listener is missing" for n in sorted(named - route_configs)
     ]

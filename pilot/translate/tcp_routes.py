@@ -20,7 +20,7 @@ import ipaddress
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
@@ -30,6 +30,7 @@ from envoy.type.v3 import hash_policy_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
+from pilot._gen import networking_pb2 as nw
 from pilot.translate import hosts
 from pilot.translate.context import MESH_GATEWAY, Protocol, Scope, Service, VirtualServiceEntry
 from pilot.translate.route_actions import destination_cluster
@@ -82,7 +83,9 @@ def service_cidrs(service: Service) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _source_matches(match: Any, labels: Mapping[str, str], port: int, namespace: str) -> bool:
+def _source_matches(
+    match: nw.L4MatchAttributes | nw.TLSMatchAttributes, labels: Mapping[str, str], port: int, namespace: str
+) -> bool:
     """Istio's matchTLS / matchTCP for a proxy whose only gateway is ``mesh``."""
     if match.gateways and MESH_GATEWAY not in match.gateways:
         return False
@@ -96,7 +99,7 @@ def _source_matches(match: Any, labels: Mapping[str, str], port: int, namespace:
 # --- network filters -------------------------------------------------------------------------------
 
 
-def _tcp_settings(proxy: Any, rule: Any | None, subset: str) -> None:
+def _tcp_settings(proxy: TcpProxy, rule: nw.DestinationRule | None, subset: str) -> None:
     """Idle timeout, connection duration, source-IP hashing and tunneling from the DestinationRule."""
     if rule is None:
         return
@@ -149,7 +152,11 @@ def single_destination(cluster: str, protocol: Protocol, scope: Scope, subset: s
 
 
 def route_filters(
-    routes: Sequence[Any], vs: VirtualServiceEntry, protocol: Protocol, scope: Scope, port: int
+    routes: Sequence[nw.RouteDestination],
+    vs: VirtualServiceEntry,
+    protocol: Protocol,
+    scope: Scope,
+    port: int,
 ) -> list[lc.Filter]:
     """Istio's buildOutboundNetworkFilters for the destinations of one tcp/tls route."""
     first = routes[0].destination

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as upstream_http
@@ -37,15 +37,17 @@ H2Upgrade = nw.ConnectionPoolSettings.HTTPSettings
 class TrafficPolicy:
     """The parts of a TrafficPolicy that apply to one cluster (proto messages, never mutated)."""
 
-    connection_pool: Any = None
-    load_balancer: Any = None
-    outlier_detection: Any = None
-    tls: Any = None
-    proxy_protocol: Any = None
-    tunnel: Any = None
+    connection_pool: nw.ConnectionPoolSettings | None = None
+    load_balancer: nw.LoadBalancerSettings | None = None
+    outlier_detection: nw.OutlierDetection | None = None
+    tls: nw.ClientTLSSettings | None = None
+    proxy_protocol: nw.TrafficPolicy.ProxyProtocol | None = None
+    tunnel: nw.TrafficPolicy.TunnelSettings | None = None
 
 
-def _override(base: TrafficPolicy, message: Any) -> TrafficPolicy:
+def _override(
+    base: TrafficPolicy, message: nw.TrafficPolicy | nw.TrafficPolicy.PortTrafficPolicy
+) -> TrafficPolicy:
     fields = message.DESCRIPTOR.fields_by_name
     changes = {
         name: getattr(message, name) for name in _COMPONENTS if name in fields and message.HasField(name)
@@ -53,21 +55,21 @@ def _override(base: TrafficPolicy, message: Any) -> TrafficPolicy:
     return replace(base, **changes) if changes else base
 
 
-def _with_port_level(merged: TrafficPolicy, message: Any, port: int) -> TrafficPolicy:
+def _with_port_level(merged: TrafficPolicy, message: nw.TrafficPolicy, port: int) -> TrafficPolicy:
     for setting in message.port_level_settings:
         if setting.HasField("port") and setting.port.number == port:
             return _override(merged, setting)
     return merged
 
 
-def for_port(top: Any | None, port: int) -> TrafficPolicy:
+def for_port(top: nw.TrafficPolicy | None, port: int) -> TrafficPolicy:
     """The DestinationRule's top-level policy for ``port`` (its port-level settings win)."""
     if top is None:
         return TrafficPolicy()
     return _with_port_level(_override(TrafficPolicy(), top), top, port)
 
 
-def for_subset(base: TrafficPolicy, subset_policy: Any | None, port: int) -> TrafficPolicy:
+def for_subset(base: TrafficPolicy, subset_policy: nw.TrafficPolicy | None, port: int) -> TrafficPolicy:
     """A subset's policy over the rule's: each component the subset sets replaces the rule's."""
     if subset_policy is None:
         return base
@@ -103,7 +105,7 @@ def apply(
     if _should_h2_upgrade(port, mesh.h2_upgrade, policy.connection_pool):
         _set_h2(options)
     pool = policy.connection_pool
-    streams = pool.http.max_concurrent_streams if _has(pool, "http") else 0
+    streams = pool.http.max_concurrent_streams if pool is not None and pool.HasField("http") else 0
     http2 = options.explicit_http_config.HasField("http2_protocol_options")
     if streams > 0 and http2:
         options.explicit_http_config.http2_protocol_options.max_concurrent_streams.value = streams
@@ -119,7 +121,7 @@ def apply(
     _pack_protocol_options(cluster, options)
 
 
-def locality_setting(policy: TrafficPolicy, mesh: MeshSettings) -> Any | None:
+def locality_setting(policy: TrafficPolicy, mesh: MeshSettings) -> nw.LocalityLoadBalancerSetting | None:
     lb = policy.load_balancer
     own = lb.locality_lb_setting if lb is not None and lb.HasField("locality_lb_setting") else None
     return locality.setting(mesh.locality_lb_setting, own)
@@ -145,10 +147,6 @@ def apply_passthrough(cluster: Cluster) -> None:
     _pack_protocol_options(cluster, options)
 
 
-def _has(message: Any, name: str) -> bool:
-    return message is not None and bool(message.HasField(name))
-
-
 def _set_h2(options: HttpProtocolOptions) -> None:
     options.explicit_http_config.http2_protocol_options.SetInParent()
 
@@ -158,8 +156,10 @@ def _set_downstream_protocol(options: HttpProtocolOptions) -> None:
     options.use_downstream_protocol_config.http2_protocol_options.SetInParent()
 
 
-def _should_h2_upgrade(port: ServicePort, mesh_h2_upgrade: bool, pool: Any) -> bool:
-    if _has(pool, "http"):
+def _should_h2_upgrade(
+    port: ServicePort, mesh_h2_upgrade: bool, pool: nw.ConnectionPoolSettings | None
+) -> bool:
+    if pool is not None and pool.HasField("http"):
         if pool.http.h2_upgrade_policy == H2Upgrade.UPGRADE:
             return True
         if pool.http.h2_upgrade_policy == H2Upgrade.DO_NOT_UPGRADE:
@@ -167,11 +167,13 @@ def _should_h2_upgrade(port: ServicePort, mesh_h2_upgrade: bool, pool: Any) -> b
     return port.protocol.is_http and mesh_h2_upgrade
 
 
-def _apply_connection_pool(cluster: Cluster, pool: Any, options: HttpProtocolOptions) -> None:
+def _apply_connection_pool(
+    cluster: Cluster, pool: nw.ConnectionPoolSettings | None, options: HttpProtocolOptions
+) -> None:
     threshold = default_thresholds()
     common = options.common_http_protocol_options
     idle_timeout: duration_pb2.Duration | None = None
-    if _has(pool, "http"):
+    if pool is not None and pool.HasField("http"):
         http = pool.http
         if http.http2_max_requests > 0:
             threshold.max_requests.value = http.http2_max_requests
@@ -185,7 +187,7 @@ def _apply_connection_pool(cluster: Cluster, pool: Any, options: HttpProtocolOpt
             common.max_requests_per_connection.value = http.max_requests_per_connection
         if http.use_client_protocol:
             _set_downstream_protocol(options)
-    if _has(pool, "tcp"):
+    if pool is not None and pool.HasField("tcp"):
         tcp = pool.tcp
         if tcp.HasField("connect_timeout"):
             cluster.connect_timeout.CopyFrom(tcp.connect_timeout)
@@ -202,7 +204,7 @@ def _apply_connection_pool(cluster: Cluster, pool: Any, options: HttpProtocolOpt
     cluster.circuit_breakers.thresholds.append(threshold)
 
 
-def _apply_keepalive(cluster: Cluster, keepalive: Any) -> None:
+def _apply_keepalive(cluster: Cluster, keepalive: nw.ConnectionPoolSettings.TCPSettings.TcpKeepalive) -> None:
     out = cluster.upstream_connection_options.tcp_keepalive
     out.SetInParent()
     if keepalive.probes > 0:
@@ -213,7 +215,7 @@ def _apply_keepalive(cluster: Cluster, keepalive: Any) -> None:
         out.keepalive_interval.value = keepalive.interval.seconds
 
 
-def _apply_outlier_detection(cluster: Cluster, outlier: Any) -> None:
+def _apply_outlier_detection(cluster: Cluster, outlier: nw.OutlierDetection | None) -> None:
     if outlier is None:
         return
     out = outlier_detection_pb2.OutlierDetection(enforcing_success_rate=wrappers_pb2.UInt32Value(value=0))
@@ -249,17 +251,17 @@ def _apply_outlier_detection(cluster: Cluster, outlier: Any) -> None:
     )
 
 
-def _warmup(lb: Any) -> duration_pb2.Duration | None:
+def _warmup(lb: nw.LoadBalancerSettings | None) -> duration_pb2.Duration | None:
     if lb is None:
         return None
     if lb.HasField("warmup_duration_secs"):
-        return lb.warmup_duration_secs  # type: ignore[no-any-return]
+        return lb.warmup_duration_secs
     if lb.HasField("warmup") and lb.warmup.HasField("duration"):
-        return lb.warmup.duration  # type: ignore[no-any-return]
+        return lb.warmup.duration
     return None
 
 
-def _apply_load_balancer(cluster: Cluster, lb: Any) -> None:
+def _apply_load_balancer(cluster: Cluster, lb: nw.LoadBalancerSettings | None) -> None:
     if cluster.type == Cluster.ORIGINAL_DST:
         cluster.lb_policy = Cluster.CLUSTER_PROVIDED
         return
@@ -279,7 +281,7 @@ def _apply_load_balancer(cluster: Cluster, lb: Any) -> None:
         _apply_consistent_hash(cluster, lb.consistent_hash)
 
 
-def _apply_consistent_hash(cluster: Cluster, hashing: Any) -> None:
+def _apply_consistent_hash(cluster: Cluster, hashing: nw.LoadBalancerSettings.ConsistentHashLB) -> None:
     if hashing.HasField("maglev"):
         cluster.lb_policy = Cluster.MAGLEV
         if hashing.maglev.table_size:

@@ -1,4 +1,5 @@
-"""Protocol vocabulary shared by every layer: type URLs and Istio resource names.
+"""Protocol vocabulary shared by every layer: type URLs, Istio resource names, and what a Listener
+makes Envoy fetch over RDS (``listeners``).
 
 Imports nothing from pilot.
 """

@@ -15,12 +15,10 @@ from collections.abc import Iterable
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 
 from pilot.xds import types
+from pilot.xds.listeners import route_config_names
 from tests.server.ads_client import PROBE_TYPE, Update, XdsClient
-
-_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
 
 def eds_names(clusters: Iterable[bytes]) -> set[str]:
@@ -35,19 +33,7 @@ def eds_names(clusters: Iterable[bytes]) -> set[str]:
 
 def rds_names(listeners: Iterable[bytes]) -> set[str]:
     """The route configuration names that serialized listeners fetch over RDS."""
-    names = set()
-    for value in listeners:
-        listener = listener_pb2.Listener.FromString(value)
-        chains = [*listener.filter_chains]
-        if listener.HasField("default_filter_chain"):
-            chains.append(listener.default_filter_chain)
-        for chain in chains:
-            for network_filter in chain.filters:
-                if network_filter.typed_config.type_url == _HCM:
-                    manager = hcm.HttpConnectionManager.FromString(network_filter.typed_config.value)
-                    if manager.HasField("rds"):
-                        names.add(manager.rds.route_config_name)
-    return names
+    return route_config_names(listener_pb2.Listener.FromString(value) for value in listeners)
 
 
 class EnvoyLike:

@@ -13,13 +13,12 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import json_format
 
-from pilot.translate.listeners import HCM_FILTER
 from pilot.translate.proxy import InterceptionMode, ProxyView
 from pilot.translate.snapshot import Messages
 from pilot.xds import types
+from pilot.xds.listeners import http_connection_managers
 from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,19 +96,11 @@ def static_bootstrap(messages: Messages) -> bootstrap_pb2.Bootstrap:
     for _, message in messages[types.LISTENER]:
         listener = listener_pb2.Listener()
         listener.CopyFrom(message)
-        chains = [*listener.filter_chains]
-        if listener.HasField("default_filter_chain"):
-            chains.append(listener.default_filter_chain)
-        for chain in chains:
-            for network_filter in chain.filters:
-                if network_filter.name != HCM_FILTER:
-                    continue
-                manager = hcm_pb2.HttpConnectionManager()
-                network_filter.typed_config.Unpack(manager)
-                route_config = route_pb2.RouteConfiguration()
-                route_config.CopyFrom(routes[manager.rds.route_config_name])
-                manager.route_config.CopyFrom(route_config)
-                network_filter.typed_config.Pack(manager)
+        for network_filter, manager in http_connection_managers(listener):
+            route_config = route_pb2.RouteConfiguration()
+            route_config.CopyFrom(routes[manager.rds.route_config_name])
+            manager.route_config.CopyFrom(route_config)
+            network_filter.typed_config.Pack(manager)
         bootstrap.static_resources.listeners.append(listener)
     return bootstrap
 

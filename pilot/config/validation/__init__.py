@@ -26,21 +26,21 @@ def validate(obj: ConfigObject) -> list[FieldError]:
     info = kinds.KINDS.get(obj.kind)
     if info is None:
         return []
-    spec, path = obj.spec, info.spec_path
+    path = info.spec_path
     _annotations(obj, report)
-    if obj.kind == kinds.VIRTUAL_SERVICE:
-        validate_virtual_service(spec, obj.namespace, path, report)
-    elif obj.kind == kinds.DESTINATION_RULE:
-        validate_destination_rule(spec, obj.namespace, path, report)
-    elif obj.kind == kinds.SERVICE_ENTRY:
-        validate_service_entry(spec, obj.namespace, path, report)
-    elif obj.kind == kinds.GATEWAY:
-        validate_gateway(spec, obj.name, path, report)
-    elif obj.kind == kinds.WORKLOAD_ENTRY:
-        validate_workload_entry(spec, None, True, path, report)
-    elif obj.kind == kinds.MESH_CONFIG:
-        validate_mesh_config(spec, path, report)
-    report_not_yet_supported(obj.kind, spec, path, report)
+    if kinds.VIRTUAL_SERVICE_INFO.holds(obj):
+        validate_virtual_service(obj.spec, obj.namespace, path, report)
+    elif kinds.DESTINATION_RULE_INFO.holds(obj):
+        validate_destination_rule(obj.spec, obj.namespace, path, report)
+    elif kinds.SERVICE_ENTRY_INFO.holds(obj):
+        validate_service_entry(obj.spec, obj.namespace, path, report)
+    elif kinds.GATEWAY_INFO.holds(obj):
+        validate_gateway(obj.spec, obj.name, path, report)
+    elif kinds.WORKLOAD_ENTRY_INFO.holds(obj):
+        validate_workload_entry(obj.spec, None, True, path, report)
+    elif kinds.MESH_CONFIG_INFO.holds(obj):
+        validate_mesh_config(obj.spec, path, report)
+    report_not_yet_supported(obj.kind, obj.spec, path, report)
     return [
         FieldError(obj.origin, message, obj.key, where, None, severity)
         for where, message, severity in report.items

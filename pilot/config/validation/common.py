@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+
+from pilot._gen import networking_pb2 as nw
+from pilot.config.addresses import is_ip
 from pilot.config.objects import Severity
-
-# Proto messages from pilot._gen are untyped to mypy; ``Msg`` marks where one is expected.
-Msg = Any
 
 
 @dataclass(slots=True)
@@ -92,7 +94,7 @@ def check_label_key(key: str) -> str | None:
     return None
 
 
-def check_labels(labels: Any) -> list[str]:
+def check_labels(labels: Mapping[str, str]) -> list[str]:
     """Istio's ``labels.Instance.Validate`` for a map of label selectors."""
     problems: list[str] = []
     for key, value in sorted(labels.items()):
@@ -204,14 +206,6 @@ def check_namespace_slash_host(hostname: str, is_gateway: bool) -> list[str]:
     return problems + _gateway_or_sidecar_host(name, is_gateway)
 
 
-def is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
-
-
 def check_ip(address: str) -> str | None:
     return None if is_ip(address) else f"{address} is not a valid IP"
 
@@ -236,7 +230,7 @@ def check_unix_address(address: str) -> str | None:
     return None
 
 
-def check_gateway_names(names: Any) -> tuple[list[str], list[str]]:
+def check_gateway_names(names: Iterable[str]) -> tuple[list[str], list[str]]:
     """(errors, warnings) for a ``gateways`` list: ``namespace/name``, or the legacy forms."""
     errors: list[str] = []
     warns: list[str] = []
@@ -272,7 +266,7 @@ def check_percent(value: int) -> str | None:
     return None if 0 <= value <= 100 else f"percentage {value} is not in range 0..100"
 
 
-def check_percentage(percent: Msg) -> str | None:
+def check_percentage(percent: nw.Percent) -> str | None:
     """A ``Percent`` message: 0, or within [0.0001, 100]."""
     value = percent.value
     if not 0.0 <= value <= 100.0 or 0.0 < value < 0.0001:
@@ -280,11 +274,11 @@ def check_percentage(percent: Msg) -> str | None:
     return None
 
 
-def duration_nanos(duration: Msg) -> int:
+def duration_nanos(duration: duration_pb2.Duration) -> int:
     return int(duration.seconds) * 1_000_000_000 + int(duration.nanos)
 
 
-def check_duration(duration: Msg) -> str | None:
+def check_duration(duration: duration_pb2.Duration) -> str | None:
     """Istio's ``ValidateDuration``: at least 1ms, in whole milliseconds."""
     nanos = duration_nanos(duration)
     if nanos < 1_000_000:
@@ -297,7 +291,9 @@ def check_duration(duration: Msg) -> str | None:
 # --- visibility and selectors ---------------------------------------------------------------------------
 
 
-def check_export_to(namespace: str, export_to: Any, is_service_entry: bool, dr_selector: bool) -> list[str]:
+def check_export_to(
+    namespace: str, export_to: Sequence[str], is_service_entry: bool, dr_selector: bool
+) -> list[str]:
     problems: list[str] = []
     if not export_to:
         return problems
@@ -334,7 +330,7 @@ def check_export_to(namespace: str, export_to: Any, is_service_entry: bool, dr_s
     return problems
 
 
-def check_selector_labels(labels: Any) -> list[str]:
+def check_selector_labels(labels: Mapping[str, str]) -> list[str]:
     problems: list[str] = []
     for key, value in sorted(labels.items()):
         if not key:
@@ -344,8 +340,11 @@ def check_selector_labels(labels: Any) -> list[str]:
     return problems
 
 
-def enum_name(message: Msg, field: str) -> str:
+def enum_name(message: Message, field: str) -> str:
     """The name of enum ``field``'s value in ``message`` (its number, if the value is unknown)."""
     number = getattr(message, field)
-    value = message.DESCRIPTOR.fields_by_name[field].enum_type.values_by_number.get(number)
+    enum_type = message.DESCRIPTOR.fields_by_name[field].enum_type
+    if enum_type is None:
+        raise TypeError(f"{message.DESCRIPTOR.full_name}.{field} is not an enum")
+    value = enum_type.values_by_number.get(number)
     return str(number) if value is None else str(value.name)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
+from pilot._gen import networking_pb2 as nw
 from pilot.config.validation.common import (
-    Msg,
     Report,
     at,
     check_duration,
@@ -23,7 +23,7 @@ from pilot.config.validation.common import (
 from pilot.config.validation.locality import check_locality_lb_setting
 
 
-def validate_destination_rule(spec: Msg, namespace: str, path: str, report: Report) -> None:
+def validate_destination_rule(spec: nw.DestinationRule, namespace: str, path: str, report: Report) -> None:
     report.check(at(path, "host"), check_wildcard_domain(spec.host))
     if spec.HasField("traffic_policy"):
         validate_traffic_policy(spec.traffic_policy, at(path, "trafficPolicy"), report)
@@ -51,7 +51,7 @@ def validate_destination_rule(spec: Msg, namespace: str, path: str, report: Repo
 _POLICY_FIELDS = ("outlier_detection", "connection_pool", "load_balancer", "tls", "tunnel", "proxy_protocol")
 
 
-def validate_traffic_policy(policy: Msg, path: str, report: Report) -> None:
+def validate_traffic_policy(policy: nw.TrafficPolicy, path: str, report: Report) -> None:
     if not len(policy.port_level_settings) and not any(policy.HasField(name) for name in _POLICY_FIELDS):
         report.error(path, "traffic policy must have at least one field")
         return
@@ -73,7 +73,9 @@ def validate_traffic_policy(policy: Msg, path: str, report: Report) -> None:
         _tunnel(policy.tunnel, at(path, "tunnel"), report)
 
 
-def _settings(policy: Msg, path: str, report: Report) -> None:
+def _settings(
+    policy: nw.TrafficPolicy | nw.TrafficPolicy.PortTrafficPolicy, path: str, report: Report
+) -> None:
     """The settings a policy and its port-level policies share."""
     if policy.HasField("outlier_detection"):
         _outlier_detection(policy.outlier_detection, at(path, "outlierDetection"), report)
@@ -87,7 +89,7 @@ def _settings(policy: Msg, path: str, report: Report) -> None:
         validate_client_tls(policy.tls, at(path, "tls"), report)
 
 
-def _tunnel(tunnel: Msg, path: str, report: Report) -> None:
+def _tunnel(tunnel: nw.TrafficPolicy.TunnelSettings, path: str, report: Report) -> None:
     if tunnel.protocol not in ("", "CONNECT", "POST"):
         report.error(at(path, "protocol"), 'tunnel protocol must be "CONNECT" or "POST"')
     fqdn_problem, ip_problem = check_fqdn(tunnel.target_host), check_ip(tunnel.target_host)
@@ -100,7 +102,7 @@ def _tunnel(tunnel: Msg, path: str, report: Report) -> None:
         report.error(at(path, "targetPort"), f"tunnel target port is invalid: {problem}")
 
 
-def _outlier_detection(outlier: Msg, path: str, report: Report) -> None:
+def _outlier_detection(outlier: nw.OutlierDetection, path: str, report: Report) -> None:
     if outlier.HasField("base_ejection_time"):
         report.check(at(path, "baseEjectionTime"), check_duration(outlier.base_ejection_time))
     if outlier.consecutive_errors != 0:
@@ -130,7 +132,7 @@ _NON_NEGATIVE_HTTP = (
 )
 
 
-def _connection_pool(pool: Msg, path: str, report: Report) -> None:
+def _connection_pool(pool: nw.ConnectionPoolSettings, path: str, report: Report) -> None:
     if not pool.HasField("http") and not pool.HasField("tcp"):
         report.error(path, "connection pool must have at least one field")
         return
@@ -161,7 +163,7 @@ def _connection_pool(pool: Msg, path: str, report: Report) -> None:
                     report.check(at(keepalive_path, field), check_duration(getattr(keepalive, field)))
 
 
-def _load_balancer(balancer: Msg, has_outlier: bool, path: str, report: Report) -> None:
+def _load_balancer(balancer: nw.LoadBalancerSettings, has_outlier: bool, path: str, report: Report) -> None:
     if balancer.HasField("consistent_hash"):
         hashing, hash_path = balancer.consistent_hash, at(path, "consistentHash")
         key = hashing.WhichOneof("hash_key")
@@ -207,7 +209,7 @@ def _is_prime(x: int) -> bool:
     return all(x % factor for factor in range(3, math.isqrt(x) + 1, 2))
 
 
-def validate_client_tls(tls: Msg, path: str, report: Report) -> None:
+def validate_client_tls(tls: nw.ClientTLSSettings, path: str, report: Report) -> None:
     """Istio's ``agent.ValidateTLS`` for upstream (client) TLS settings."""
     simple, mutual = tls.mode == tls.SIMPLE, tls.mode == tls.MUTUAL
     if tls.insecure_skip_verify.value:

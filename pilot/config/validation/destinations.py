@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from pilot._gen import networking_pb2 as nw
 from pilot.config.validation.common import (
-    Msg,
     Report,
     at,
     check_port,
@@ -14,7 +16,12 @@ from pilot.config.validation.common import (
 from pilot.config.validation.http import check_header_operation_name, check_header_value
 
 
-def validate_route_destinations(destinations: Msg, path: str, report: Report, http_route: bool) -> None:
+def validate_route_destinations(
+    destinations: Sequence[nw.HTTPRouteDestination | nw.RouteDestination],
+    path: str,
+    report: Report,
+    http_route: bool,
+) -> None:
     """``route`` of an HTTP, TCP or TLS route: destinations and their weights."""
     total = 0
     for index, weighted in enumerate(destinations):
@@ -23,7 +30,7 @@ def validate_route_destinations(destinations: Msg, path: str, report: Report, ht
             report.error(weighted_path, "destination is required")
         else:
             validate_destination(weighted.destination, at(weighted_path, "destination"), report)
-        if http_route and weighted.HasField("headers"):
+        if http_route and isinstance(weighted, nw.HTTPRouteDestination) and weighted.HasField("headers"):
             check_header_operations(weighted.headers, at(weighted_path, "headers"), report)
         if weighted.weight < 0:
             report.error(at(weighted_path, "weight"), f"weight {weighted.weight} < 0")
@@ -32,7 +39,7 @@ def validate_route_destinations(destinations: Msg, path: str, report: Report, ht
         report.error(path, "total destination weight = 0")
 
 
-def validate_destination(destination: Msg, path: str, report: Report) -> None:
+def validate_destination(destination: nw.Destination, path: str, report: Report) -> None:
     host = destination.host
     if host == "*":
         report.error(at(path, "host"), f"invalid destination host {host}")
@@ -44,7 +51,7 @@ def validate_destination(destination: Msg, path: str, report: Report) -> None:
         report.check(at(path, "port.number"), check_port(destination.port.number))
 
 
-def check_header_operations(headers: Msg, path: str, report: Report) -> None:
+def check_header_operations(headers: nw.Headers, path: str, report: Report) -> None:
     """``headers.request`` / ``headers.response`` set, add and remove."""
     for side, allow_authority in (("request", True), ("response", False)):
         if not headers.HasField(side):

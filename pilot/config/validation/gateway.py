@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from pilot._gen import networking_pb2 as nw
 from pilot.config.validation.common import (
-    Msg,
     Report,
     at,
     check_ip,
@@ -44,7 +44,7 @@ CIPHER_SUITES = frozenset(
 )
 
 
-def validate_gateway(spec: Msg, name: str, path: str, report: Report) -> None:
+def validate_gateway(spec: nw.Gateway, name: str, path: str, report: Report) -> None:
     if not is_dns1123_label(name):
         report.error("metadata.name", f'invalid gateway name: "{name}"')
     servers_path = at(path, "servers")
@@ -71,7 +71,7 @@ def validate_gateway(spec: Msg, name: str, path: str, report: Report) -> None:
 IGNORED = "server ignored"
 
 
-def unsupported_server(server: Msg) -> tuple[str, str] | None:
+def unsupported_server(server: nw.Server) -> tuple[str, str] | None:
     """Why pilot cannot serve this server, as (field path under the server, message); None if it can.
 
     Translation leaves such servers out (pilot.translate.gateway); validation warns about them.
@@ -96,7 +96,7 @@ def unsupported_server(server: Msg) -> tuple[str, str] | None:
     return None
 
 
-def _server(server: Msg, path: str, report: Report) -> None:
+def _server(server: nw.Server, path: str, report: Report) -> None:
     unsupported = unsupported_server(server)
     if unsupported is not None:
         report.warn(at(path, unsupported[0]), unsupported[1])
@@ -124,7 +124,7 @@ def _server(server: Msg, path: str, report: Report) -> None:
             report.error(at(path, "tls"), "server cannot have TLS settings for non HTTPS/TLS ports")
 
 
-def _port(server: Msg, path: str, report: Report) -> bool:
+def _port(server: nw.Server, path: str, report: Report) -> bool:
     """Check the server's port; True when it has no error (so its protocol can be trusted)."""
     if not server.HasField("port"):
         report.error(path, "port is required")
@@ -145,7 +145,7 @@ def _port(server: Msg, path: str, report: Report) -> bool:
     return len(report.items) == errors
 
 
-def _bind(server: Msg, path: str, report: Report) -> None:
+def _bind(server: nw.Server, path: str, report: Report) -> None:
     bind = server.bind
     if bind.startswith(UNIX_PREFIX):
         report.check(at(path, "bind"), check_unix_address(bind[len(UNIX_PREFIX) :]))
@@ -155,7 +155,7 @@ def _bind(server: Msg, path: str, report: Report) -> None:
         report.check(at(path, "bind"), check_ip(bind))
 
 
-def _tls(tls: Msg, path: str, report: Report) -> None:
+def _tls(tls: nw.ServerTLSSettings, path: str, report: Report) -> None:
     if tls.min_protocol_version in (tls.TLSV1_0, tls.TLSV1_1) and not len(tls.cipher_suites):
         report.warn(
             at(path, "minProtocolVersion"),

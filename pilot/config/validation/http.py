@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 import warnings
 
+from pilot._gen import networking_pb2 as nw
 from pilot.config import protocols
-from pilot.config.validation.common import Msg
 
 # --- protocols and HTTP ---------------------------------------------------------------------------------
 
@@ -171,7 +171,7 @@ def check_regex(regex: str, where: str) -> str | None:
     return None
 
 
-def check_string_match(match: Msg, where: str, allow_empty_prefix: bool = False) -> str | None:
+def check_string_match(match: nw.StringMatch, where: str, allow_empty_prefix: bool = False) -> str | None:
     """A ``StringMatch``: a non-empty prefix (the uri may match the empty prefix), a valid regex."""
     kind = match.WhichOneof("match_type")
     if kind == "prefix" and not match.prefix and not allow_empty_prefix:

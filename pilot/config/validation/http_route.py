@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import http
 
+from pilot._gen import networking_pb2 as nw
 from pilot.config.validation.common import (
-    Msg,
     Report,
     at,
     check_duration,
@@ -77,7 +77,7 @@ _KB = 1024
 _MB = 1024 * _KB
 
 
-def validate_http_route(route: Msg, delegate: bool, path: str, report: Report) -> None:
+def validate_http_route(route: nw.HTTPRoute, delegate: bool, path: str, report: Report) -> None:
     """``route`` is ``spec.http[i]`` at ``path``; ``delegate``: it belongs to a delegate (host-less) VS."""
     _conflicts(route, delegate, path, report)
     _matches(route, path, report)
@@ -133,7 +133,7 @@ def _mirror_percent(value: float, path: str, label: str, report: Report) -> None
         report.error(path, f"{label} must have a min value of 0 (it has {value:f})")
 
 
-def _conflicts(route: Msg, delegate: bool, path: str, report: Report) -> None:
+def _conflicts(route: nw.HTTPRoute, delegate: bool, path: str, report: Report) -> None:
     if not delegate and route.HasField("delegate"):
         # A root route: it hands its traffic to the delegate, so it may not route or redirect itself.
         if route.HasField("redirect"):
@@ -166,7 +166,7 @@ def _conflicts(route: Msg, delegate: bool, path: str, report: Report) -> None:
         report.error(path, "HTTP route cannot contain both mirror and mirrors")
 
 
-def _matches(route: Msg, path: str, report: Report) -> None:
+def _matches(route: nw.HTTPRoute, path: str, report: Report) -> None:
     for index, match in enumerate(route.match):
         match_path = item(at(path, "match"), index)
         for name, header in sorted(match.headers.items()):
@@ -209,7 +209,7 @@ def _matches(route: Msg, path: str, report: Report) -> None:
             )
 
 
-def _cors(policy: Msg, path: str, report: Report) -> None:
+def _cors(policy: nw.CorsPolicy, path: str, report: Report) -> None:
     for index, origin in enumerate(policy.allow_origins):
         origin_path = item(at(path, "allowOrigins"), index)
         kind = origin.WhichOneof("match_type")
@@ -232,7 +232,7 @@ def _cors(policy: Msg, path: str, report: Report) -> None:
             report.error(at(path, "maxAge"), "max_age duration is accurate only to seconds precision")
 
 
-def _fault(fault: Msg, path: str, report: Report) -> None:
+def _fault(fault: nw.HTTPFaultInjection, path: str, report: Report) -> None:
     if not fault.HasField("abort") and not fault.HasField("delay"):
         report.error(path, "HTTP fault injection must have an abort and/or a delay")
     if fault.HasField("abort"):
@@ -282,7 +282,7 @@ def check_http_status(status: int) -> str | None:
     return None if 200 <= status <= 599 else f"HTTP status {status} is not in range 200-599"
 
 
-def _redirect(redirect: Msg) -> str | None:
+def _redirect(redirect: nw.HTTPRedirect) -> str | None:
     if (
         not redirect.uri
         and not redirect.authority
@@ -299,7 +299,7 @@ def _redirect(redirect: Msg) -> str | None:
     return None
 
 
-def _direct_response(response: Msg, path: str, report: Report) -> None:
+def _direct_response(response: nw.HTTPDirectResponse, path: str, report: Report) -> None:
     if response.HasField("body"):
         kind = response.body.WhichOneof("specifier")
         size = 0 if kind is None else len(getattr(response.body, kind))
@@ -313,7 +313,7 @@ def _direct_response(response: Msg, path: str, report: Report) -> None:
     report.check(at(path, "status"), check_http_status(response.status))
 
 
-def _retries(retries: Msg, path: str, report: Report) -> None:
+def _retries(retries: nw.HTTPRetry, path: str, report: Report) -> None:
     if retries.attempts < 0:
         report.error(at(path, "attempts"), "attempts cannot be negative")
     if retries.attempts == 0 and (
@@ -329,7 +329,7 @@ def _retries(retries: Msg, path: str, report: Report) -> None:
                 report.error(at(path, "retryOn"), f'"{policy}" is not a valid retryOn policy')
 
 
-def _rewrite(rewrite: Msg) -> str | None:
+def _rewrite(rewrite: nw.HTTPRewrite) -> str | None:
     has_regex = rewrite.HasField("uri_regex_rewrite")
     if rewrite.uri and has_regex:
         return "rewrite may only contain one of URI or UriRegexRewrite"
@@ -351,7 +351,7 @@ def _rewrite(rewrite: Msg) -> str | None:
     return None
 
 
-def _authority_rewrite(route: Msg, path: str, report: Report) -> None:
+def _authority_rewrite(route: nw.HTTPRoute, path: str, report: Report) -> None:
     """The authority may be rewritten in one place only: ``rewrite.authority`` or one header operation."""
     current = route.rewrite.authority
     request = route.headers.request

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pilot.config.validation.common import Msg, Report, at, item
+from pilot._gen import networking_pb2 as nw
+from pilot.config.validation.common import Report, at, item
 
 _TOPOLOGY_LABELS = (
     "topology.kubernetes.io/region",
@@ -11,7 +12,9 @@ _TOPOLOGY_LABELS = (
 )
 
 
-def check_locality_lb_setting(setting: Msg, has_outlier: bool, path: str, report: Report) -> None:
+def check_locality_lb_setting(
+    setting: nw.LocalityLoadBalancerSetting, has_outlier: bool, path: str, report: Report
+) -> None:
     if len(setting.distribute) and len(setting.failover):
         report.error(path, "can not simultaneously specify 'distribute' and 'failover'")
         return

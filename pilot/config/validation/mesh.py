@@ -5,8 +5,8 @@ Istio validates a mesh config merged over its defaults; here only the fields the
 
 from __future__ import annotations
 
+from pilot._gen import networking_pb2 as nw
 from pilot.config.validation.common import (
-    Msg,
     Report,
     at,
     check_duration,
@@ -21,7 +21,7 @@ _MS = 1_000_000
 _HOUR = 3600 * 1_000_000_000
 
 
-def validate_mesh_config(mesh: Msg, path: str, report: Report) -> None:
+def validate_mesh_config(mesh: nw.MeshConfig, path: str, report: Report) -> None:
     if mesh.proxy_listen_port:
         if (problem := check_port(mesh.proxy_listen_port)) is not None:
             report.error(at(path, "proxyListenPort"), f"invalid proxy listen port: {problem}")

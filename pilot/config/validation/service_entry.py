@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from pilot._gen import networking_pb2 as nw
+from pilot.config.addresses import is_ip
 from pilot.config.validation.common import (
-    Msg,
     Report,
     at,
     check_export_to,
@@ -17,7 +18,6 @@ from pilot.config.validation.common import (
     check_unix_address,
     check_wildcard_domain,
     enum_name,
-    is_ip,
     item,
 )
 from pilot.config.validation.http import (
@@ -31,7 +31,7 @@ from pilot.config.validation.http import (
 UNIX_PREFIX = "unix://"
 
 
-def validate_service_entry(spec: Msg, namespace: str, path: str, report: Report) -> None:
+def validate_service_entry(spec: nw.ServiceEntry, namespace: str, path: str, report: Report) -> None:
     resolution = enum_name(spec, "resolution")
     has_selector = spec.HasField("workload_selector")
     if has_selector:
@@ -75,7 +75,7 @@ def validate_service_entry(spec: Msg, namespace: str, path: str, report: Report)
     report.check_all(at(path, "exportTo"), check_export_to(namespace, spec.export_to, True, False))
 
 
-def _ports(spec: Msg, resolution: str, path: str, report: Report) -> set[str]:
+def _ports(spec: nw.ServiceEntry, resolution: str, path: str, report: Report) -> set[str]:
     names: set[str] = set()
     numbers: set[int] = set()
     for index, port in enumerate(spec.ports):
@@ -98,7 +98,9 @@ def _ports(spec: Msg, resolution: str, path: str, report: Report) -> set[str]:
     return names
 
 
-def _resolution(spec: Msg, resolution: str, port_names: set[str], path: str, report: Report) -> None:
+def _resolution(
+    spec: nw.ServiceEntry, resolution: str, port_names: set[str], path: str, report: Report
+) -> None:
     endpoints_path = at(path, "endpoints")
     if resolution == "NONE":
         if len(spec.endpoints):
@@ -150,7 +152,9 @@ def _resolution(spec: Msg, resolution: str, port_names: set[str], path: str, rep
         report.error(at(path, "resolution"), f"unsupported resolution type {resolution}")
 
 
-def _endpoint_ports(endpoint: Msg, port_names: set[str] | None, path: str, report: Report) -> None:
+def _endpoint_ports(
+    endpoint: nw.WorkloadEntry, port_names: set[str] | None, path: str, report: Report
+) -> None:
     for name, number in sorted(endpoint.ports.items()):
         port_path = item(at(path, "ports"), name)
         if port_names is not None and name not in port_names:
@@ -160,7 +164,7 @@ def _endpoint_ports(endpoint: Msg, port_names: set[str] | None, path: str, repor
 
 
 def validate_workload_entry(
-    entry: Msg, port_names: set[str] | None, allow_fqdn: bool, path: str, report: Report
+    entry: nw.WorkloadEntry, port_names: set[str] | None, allow_fqdn: bool, path: str, report: Report
 ) -> None:
     """A WorkloadEntry, standalone (``port_names`` None, FQDN addresses allowed) or as an endpoint."""
     address = entry.address

@@ -20,11 +20,23 @@ message: DestinationRule ``tls`` with ``ISTIO_MUTUAL`` or ``credentialName``, an
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from pilot._gen import networking_pb2 as nw
+
+if TYPE_CHECKING:
+    from google._upb._message import Descriptor as UpbDescriptor
+    from google._upb._message import FieldDescriptor as UpbFieldDescriptor
+
+    # What ``Message.DESCRIPTOR`` and its fields are: the pure-Python or the upb implementation's.
+    AnyDescriptor: TypeAlias = Descriptor | UpbDescriptor
+    AnyFieldDescriptor: TypeAlias = FieldDescriptor | UpbFieldDescriptor
 
 from pilot.config import kinds
-from pilot.config.validation.common import Msg, Report, at, item
+from pilot.config.validation.common import Report, at, item
 
 NOT_YET_SUPPORTED_MESSAGE = "not yet supported by pilot; ignored"
 
@@ -108,14 +120,14 @@ _POLICIES = (
 ISTIO_MUTUAL = 3  # ClientTLSSettings.TLSmode.ISTIO_MUTUAL
 
 
-def report_not_yet_supported(kind: str, spec: Msg, path: str, report: Report) -> None:
+def report_not_yet_supported(kind: str, spec: Message, path: str, report: Report) -> None:
     for pattern in NOT_YET_SUPPORTED.get(kind, ()):
         for where in find_set(spec, pattern.split("."), path):
             report.warn(where, NOT_YET_SUPPORTED_MESSAGE)
     _translation_notes(kind, spec, path, report)
 
 
-def _translation_notes(kind: str, spec: Msg, path: str, report: Report) -> None:
+def _translation_notes(kind: str, spec: Message, path: str, report: Report) -> None:
     """Fields pilot honours only in part."""
     if kind == kinds.DESTINATION_RULE:
         for policy in _POLICIES:
@@ -124,14 +136,14 @@ def _translation_notes(kind: str, spec: Msg, path: str, report: Report) -> None:
                     report.warn(at(where, "mode"), ISTIO_MUTUAL_MESSAGE)
                 elif tls.credential_name:
                     report.warn(at(where, "credentialName"), CREDENTIAL_NAME_MESSAGE)
-    elif kind == kinds.VIRTUAL_SERVICE and (not spec.gateways or "mesh" in spec.gateways):
+    elif isinstance(spec, nw.VirtualService) and (not spec.gateways or "mesh" in spec.gateways):
         for section in ("http", "tcp", "tls"):
             for where, match in find_values(spec, [f"{section}[]", "match[]"], path):
                 if match.source_labels and (not match.gateways or "mesh" in match.gateways):
                     report.warn(at(where, "sourceLabels"), SOURCE_LABELS_MESSAGE)
 
 
-def find_values(message: Msg, steps: list[str], path: str) -> Iterator[tuple[str, Msg]]:
+def find_values(message: Message, steps: list[str], path: str) -> Iterator[tuple[str, Any]]:
     """(path, value) of every set message the field ``steps`` leads to (lists: every item)."""
     step, rest = steps[0], steps[1:]
     name = step.removesuffix("[]")
@@ -152,7 +164,7 @@ def find_values(message: Msg, steps: list[str], path: str) -> Iterator[tuple[str
             yield where, value
 
 
-def find_set(message: Msg, steps: list[str], path: str) -> Iterator[str]:
+def find_set(message: Message, steps: list[str], path: str) -> Iterator[str]:
     """Paths under ``path`` where the field ``steps`` leads to is set in ``message``."""
     step, rest = steps[0], steps[1:]
     name = step.removesuffix("[]")
@@ -172,14 +184,14 @@ def find_set(message: Msg, steps: list[str], path: str) -> Iterator[str]:
         yield from find_set(value, rest, here)
 
 
-def field_by_json_name(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
+def field_by_json_name(descriptor: AnyDescriptor, name: str) -> AnyFieldDescriptor | None:
     for field in descriptor.fields:
         if field.json_name == name:
             return field
     return None
 
 
-def _is_set(message: Msg, field: FieldDescriptor) -> bool:
+def _is_set(message: Message, field: AnyFieldDescriptor) -> bool:
     if field.is_repeated:
         return len(getattr(message, field.name)) > 0
     if field.message_type is not None or field.containing_oneof is not None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
+from pilot._gen import networking_pb2 as nw
+from pilot.config.addresses import is_ip
 from pilot.config.validation.common import (
-    Msg,
     Report,
     at,
     check_export_to,
@@ -15,7 +17,6 @@ from pilot.config.validation.common import (
     check_port,
     check_wildcard_domain,
     check_wildcard_domain_for_gateway,
-    is_ip,
     item,
 )
 from pilot.config.validation.destinations import validate_route_destinations
@@ -25,7 +26,7 @@ from pilot.config.validation.http_route import validate_http_route
 MESH_GATEWAY = "mesh"
 
 
-def validate_virtual_service(spec: Msg, namespace: str, path: str, report: Report) -> None:
+def validate_virtual_service(spec: nw.VirtualService, namespace: str, path: str, report: Report) -> None:
     delegate = len(spec.hosts) == 0
     if delegate:
         # A VirtualService without hosts is a delegate: it only makes sense merged into a root's HTTP route.
@@ -46,18 +47,19 @@ def validate_virtual_service(spec: Msg, namespace: str, path: str, report: Repor
     _hosts(spec, applies_to_gateway, path, report)
     if not len(spec.http) and not len(spec.tcp) and not len(spec.tls):
         report.error(path, "http, tcp or tls must be provided in virtual service")
-    for index, route in enumerate(spec.http):
-        validate_http_route(route, delegate, item(at(path, "http"), index), report)
-    for index, route in enumerate(spec.tls):
-        _tls_route(route, spec, item(at(path, "tls"), index), report)
-    for index, route in enumerate(spec.tcp):
-        _tcp_route(route, item(at(path, "tcp"), index), report)
+    for index, http_route in enumerate(spec.http):
+        validate_http_route(http_route, delegate, item(at(path, "http"), index), report)
+    for index, tls_route in enumerate(spec.tls):
+        _tls_route(tls_route, spec, item(at(path, "tls"), index), report)
+    for index, tcp_route in enumerate(spec.tcp):
+        _tcp_route(tcp_route, item(at(path, "tcp"), index), report)
     report.check_all(at(path, "exportTo"), check_export_to(namespace, spec.export_to, False, False))
-    for section, named in (("http", True), ("tcp", False), ("tls", False)):
-        _unreachable_rules(getattr(spec, section), named, at(path, section), report)
+    _unreachable_rules(spec.http, True, at(path, "http"), report)
+    _unreachable_rules(spec.tcp, False, at(path, "tcp"), report)
+    _unreachable_rules(spec.tls, False, at(path, "tls"), report)
 
 
-def _jwt_claim_routes(spec: Msg, path: str, report: Report) -> None:
+def _jwt_claim_routes(spec: nw.VirtualService, path: str, report: Report) -> None:
     gateways = "[" + " ".join(spec.gateways) + "]"
     for route_index, route in enumerate(spec.http):
         for match_index, match in enumerate(route.match):
@@ -72,7 +74,7 @@ def _jwt_claim_routes(spec: Msg, path: str, report: Report) -> None:
                         )
 
 
-def _hosts(spec: Msg, applies_to_gateway: bool, path: str, report: Report) -> None:
+def _hosts(spec: nw.VirtualService, applies_to_gateway: bool, path: str, report: Report) -> None:
     all_valid = True
     sni = _has_sni_hosts(spec)
     for index, host in enumerate(spec.hosts):
@@ -121,11 +123,11 @@ def host_subset_of(a: str, b: str) -> bool:
     return not a.startswith("*") and a == b
 
 
-def _has_sni_hosts(spec: Msg) -> bool:
+def _has_sni_hosts(spec: nw.VirtualService) -> bool:
     return any(len(match.sni_hosts) for route in spec.tls for match in route.match)
 
 
-def _tls_route(route: Msg, spec: Msg, path: str, report: Report) -> None:
+def _tls_route(route: nw.TLSRoute, spec: nw.VirtualService, path: str, report: Report) -> None:
     if not len(route.match):
         report.error(path, "TLS route must have at least one match condition")
     # Istio checks SNI hosts as gateway hosts unless the VirtualService names the mesh gateway.
@@ -142,7 +144,7 @@ def _tls_route(route: Msg, spec: Msg, path: str, report: Report) -> None:
     validate_route_destinations(route.route, at(path, "route"), report, http_route=False)
 
 
-def _sni_host(sni_host: str, spec: Msg, gateway_style: bool, path: str, report: Report) -> None:
+def _sni_host(sni_host: str, spec: nw.VirtualService, gateway_style: bool, path: str, report: Report) -> None:
     if gateway_style:
         problem = check_wildcard_domain_for_gateway(True, sni_host)
     else:
@@ -166,7 +168,7 @@ def _sni_host(sni_host: str, spec: Msg, gateway_style: bool, path: str, report: 
         )
 
 
-def _tcp_route(route: Msg, path: str, report: Report) -> None:
+def _tcp_route(route: nw.TCPRoute, path: str, report: Report) -> None:
     for index, match in enumerate(route.match):
         match_path = item(at(path, "match"), index)
         if match.source_subnet:
@@ -177,7 +179,7 @@ def _tcp_route(route: Msg, path: str, report: Report) -> None:
     validate_route_destinations(route.route, at(path, "route"), report, http_route=False)
 
 
-def _l4_match(match: Msg, path: str, report: Report) -> None:
+def _l4_match(match: nw.L4MatchAttributes | nw.TLSMatchAttributes, path: str, report: Report) -> None:
     for index, subnet in enumerate(match.destination_subnets):
         report.check(item(at(path, "destinationSubnets"), index), check_ip_subnet(subnet))
     if match.port != 0:
@@ -189,15 +191,24 @@ def _l4_match(match: Msg, path: str, report: Report) -> None:
         report.warn(at(path, "gateways"), warning)
 
 
-def _unreachable_rules(routes: Sequence[Msg], named: bool, path: str, report: Report) -> None:
+# The routes of a VirtualService and their match conditions; only the HTTP ones have names.
+Rule: TypeAlias = nw.HTTPRoute | nw.TCPRoute | nw.TLSRoute
+RuleMatch: TypeAlias = nw.HTTPMatchRequest | nw.L4MatchAttributes | nw.TLSMatchAttributes
+
+
+def _name(message: Rule | RuleMatch, named: bool) -> str:
+    return message.name if named and isinstance(message, nw.HTTPRoute | nw.HTTPMatchRequest) else ""
+
+
+def _unreachable_rules(routes: Sequence[Rule], named: bool, path: str, report: Report) -> None:
     """Istio's unreachable-rule analysis (warnings): a second match-less rule, or matches already used."""
 
     def rule_name(index: int) -> str:
-        name = routes[index].name if named else ""
+        name = _name(routes[index], named)
         return f'"{name}"' if name else f"#{index}"
 
-    def match_name(match: Msg, index: int) -> str:
-        name = match.name if named else ""
+    def match_name(match: RuleMatch, index: int) -> str:
+        name = _name(match, named)
         return f'"{name}"' if name else f"#{index}"
 
     seen: dict[bytes, int] = {}
@@ -214,7 +225,8 @@ def _unreachable_rules(routes: Sequence[Msg], named: bool, path: str, report: Re
             empty_seen = True
             continue
         duplicates = 0
-        for match_index, match in enumerate(route.match):
+        matches: Sequence[RuleMatch] = route.match
+        for match_index, match in enumerate(matches):
             key = _match_key(match, named)
             if key in seen:
                 report.warn(
@@ -232,10 +244,10 @@ def _unreachable_rules(routes: Sequence[Msg], named: bool, path: str, report: Re
             )
 
 
-def _match_key(match: Msg, named: bool) -> bytes:
+def _match_key(match: RuleMatch, named: bool) -> bytes:
     """The match without its name, serialized deterministically: equal keys route the same traffic."""
-    if named and match.name:
-        copy: Msg = type(match)()
+    if named and isinstance(match, nw.HTTPMatchRequest) and match.name:
+        copy = nw.HTTPMatchRequest()
         copy.CopyFrom(match)
         copy.ClearField("name")
         match = copy
