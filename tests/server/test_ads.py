@@ -21,7 +21,7 @@ import pytest
 
 from pilot import metrics
 from pilot.cache.snapshot import TypeResources
-from pilot.server.connection import Backlog
+from pilot.server.status import Backlog
 from pilot.xds import types
 from tests.server.ads_client import DEADLINE, DEFAULT_NODE, PROBE_TYPE, Update, XdsClient, versions
 from tests.server.harness import AdsHarness, HarnessFactory
