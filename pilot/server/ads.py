@@ -37,7 +37,7 @@ from pilot.server.connection import Connection
 from pilot.server.delta import DeltaStream
 from pilot.server.fanout import FanOut
 from pilot.server.requests import DeltaRequest, Request, SotwRequest
-from pilot.server.selections import DeltaResourceCache, SelectionCache
+from pilot.server.selections import DeltaResourceCache, NameSets, SelectionCache
 from pilot.server.sotw import SotwStream
 from pilot.server.status import Backlog, ConnectionStatus
 from pilot.server.stream import EOF, AdsStream
@@ -80,8 +80,9 @@ class AdsServer:
         self._cache = cache
         self._callbacks = callbacks
         self._fanout = FanOut(push_concurrency, send_timeout)
-        self._selections = SelectionCache()
-        self._delta_resources = DeltaResourceCache()
+        names = NameSets()  # subscriptions, shared by the streams of both protocols
+        self._selections = SelectionCache(names=names)
+        self._delta_resources = DeltaResourceCache(names=names)
         self._control_plane = wire.control_plane(control_plane_id)
         self._delta_control_plane = wire.control_plane(control_plane_id, delta=True)
         self._connections: dict[int, Connection] = {}

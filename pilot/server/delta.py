@@ -83,14 +83,14 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         # (the legacy form Envoy still sends). Explicit names may sit beside the wildcard.
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#how-the-client-specifies-what-resources-to-return
         wildcard = _WILDCARD in subscribe or (not subscribe and type_url in types.WILDCARD_TYPES)
-        ledger = TypeLedger(type_url, wildcard, subscribe - {_WILDCARD})
+        ledger = TypeLedger(type_url, wildcard, self._shared.intern(subscribe - {_WILDCARD}))
         # On a reconnect the proxy lists what it already has: only resources it has at another
         # version (or not at all) are sent, and names it has that no longer exist are removed.
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremental-xds
         initial = request.initial_resource_versions
         ledger.overrides = {name: version for name, version in initial.items() if ledger.wants(name)}
         # Names it asks for but has no version of are sent even if it seems to hold them.
-        ledger.announce = set(ledger.names - ledger.overrides.keys())
+        ledger.announce = ledger.names - ledger.overrides.keys()
         self._conn.types[type_url] = ledger
         # The first request of a type is always answered, even with nothing, so that the proxy's
         # initial fetch completes.
@@ -128,17 +128,18 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
             # Every name is wanted now; the proxy holds only what it held through its names.
             rules.materialize(ledger, names)
             ledger.wildcard = True
-        for name in joining - {_WILDCARD}:
+        joining.discard(_WILDCARD)
+        for name in joining:
             if not ledger.wants(name):
                 rules.forget(ledger, name)
-            # The proxy may have forgotten a resource it still seems to hold: a subscribed name is
-            # always sent again (when it exists).
-            names.add(name)
-            ledger.announce.add(name)
+        # The proxy may have forgotten a resource it still seems to hold: a subscribed name is
+        # always sent again (when it exists).
+        names |= joining
         leave_wildcard = _WILDCARD in leaving
-        for name in leaving - {_WILDCARD}:
+        leaving.discard(_WILDCARD)
+        ledger.announce = (ledger.announce | joining) - leaving
+        for name in leaving:
             names.discard(name)
-            ledger.announce.discard(name)
             if leave_wildcard or not ledger.wildcard:
                 ledger.overrides.pop(name, None)  # the proxy forgets it; a resubscribe gets it anew
             # Under a wildcard the name stays covered by it: the proxy keeps it and its updates.
@@ -149,9 +150,9 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
             ledger.wildcard = False
         # An empty subscription after this is just empty, never the legacy wildcard again (that
         # is only for a type's first request on a stream), so the ledger stays.
-        ledger.names = frozenset(names)
+        ledger.names = self._shared.intern(frozenset(names))
         ledger.synced_with = None
-        if joining:
+        if subscribe:
             self._ask_answer(ledger)
 
     # -- the sender ------------------------------------------------------------------------------

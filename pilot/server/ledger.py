@@ -17,7 +17,6 @@ Spec: https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -33,6 +32,7 @@ __all__ = [
     "acknowledge",
     "changes",
     "forget",
+    "in_flight",
     "materialize",
     "record",
     "reject",
@@ -43,6 +43,7 @@ __all__ = [
 
 MAX_PENDING = 64  # responses in flight remembered per type; older ones count as applied
 _MAX_REJECTED = 1024  # names with rejected versions remembered per type
+_NOTHING: frozenset[str] = frozenset()  # one empty set for every ledger (an empty set is 200 bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,7 @@ class TypeLedger:
     base: TypeResources | None = None
     overrides: dict[str, str | None] = field(default_factory=dict)
     # Newly subscribed names sent at the next response even if the proxy seems to hold them.
-    announce: set[str] = field(default_factory=set)
+    announce: frozenset[str] = _NOTHING
     # The type version of the snapshot the proxy was last brought in line with, while nothing in
     # the subscription changed since: a snapshot whose type has that version has nothing to send.
     synced_with: str | None = None
@@ -93,8 +94,10 @@ class TypeLedger:
     # The nonce and whole-state content the proxy rejected: never sent again.
     rejected_nonce: str = ""
     rejected_content: str | None = None
-    last: Sent | None = None  # the latest response
-    pending: OrderedDict[str, Sent] = field(default_factory=OrderedDict)  # in flight, by nonce
+    # Responses in flight (not ACKed or NACKed yet), oldest first (a tuple: usually one or none).
+    pending: tuple[Sent, ...] = ()
+    content_sent: str | None = None  # Sent.content of the latest response
+    sent_from: TypeResources | None = None  # Sent.typed of the latest response
     nonce_sent: str = ""
     version_sent: str = ""
     sent_at: float | None = None
@@ -259,7 +262,7 @@ def record(
     rejected (not sent: it keeps what it had). ``drops_removed``: a response also removes what
     the snapshot does not have (delta); else (SotW) an empty type changes nothing held.
     ``keep_pending``: earlier responses stay in flight until ACKed (delta); else the new one
-    supersedes them (SotW: a request with an older nonce is stale)."""
+    supersedes them (SotW: a request with an older nonce is stale) and stays until the next."""
     typed = sent.typed
     if typed is not None or drops_removed:
         overrides: dict[str, str | None] = {}
@@ -272,30 +275,31 @@ def record(
                         overrides[name] = held  # not sent: the proxy keeps what it had
         ledger.base, ledger.overrides = typed, overrides
     ledger.synced_with = sent.version
-    ledger.announce.clear()
+    ledger.announce = _NOTHING
     ledger.respond = False
     ledger.first = False
-    ledger.last = sent
-    if not keep_pending:
-        ledger.pending.clear()
-    ledger.pending[sent.nonce] = sent
-    while len(ledger.pending) > MAX_PENDING:
-        ledger.pending.popitem(last=False)
+    ledger.content_sent = sent.content
+    ledger.sent_from = typed
+    ledger.pending = (*ledger.pending[1 - MAX_PENDING :], sent) if keep_pending else (sent,)
     ledger.nonce_sent = sent.nonce
     ledger.version_sent = sent.version
     ledger.sent_at = time.time()
     ledger.push_started = push_started
 
 
+def in_flight(ledger: TypeLedger, nonce: str) -> Sent | None:
+    """The response ``nonce`` if it is still in flight, else None."""
+    return next((sent for sent in ledger.pending if sent.nonce == nonce), None)
+
+
 def settle(ledger: TypeLedger, nonce: str) -> Sent | None:
     """Forget the response ``nonce`` and every earlier one (the proxy answers them in order);
     return it, or None if it is not one still in flight."""
-    if nonce not in ledger.pending:
-        return None
-    while True:
-        key, sent = ledger.pending.popitem(last=False)
-        if key == nonce:
+    for i, sent in enumerate(ledger.pending):
+        if sent.nonce == nonce:
+            ledger.pending = ledger.pending[i + 1 :]
             return sent
+    return None
 
 
 def reject(ledger: TypeLedger, sent: Sent) -> None:
@@ -308,9 +312,9 @@ def reject(ledger: TypeLedger, sent: Sent) -> None:
             ledger.rejected.setdefault(name, set()).add(version)
         while len(ledger.rejected) > _MAX_REJECTED:
             del ledger.rejected[next(iter(ledger.rejected))]
-    if sent is ledger.last:
+    if sent.nonce == ledger.nonce_sent:
         ledger.rejected_nonce = sent.nonce
-        ledger.rejected_content = sent.content
+        ledger.rejected_content = ledger.content_sent
         ledger.push_started = None
 
 

@@ -22,17 +22,37 @@ from pilot.cache.snapshot import Resource, Snapshot, TypeResources
 from pilot.server import wire
 from pilot.server.bounded import BoundedCache
 
-__all__ = ["DeltaResourceCache", "Selection", "SelectionCache"]
+__all__ = ["DeltaResourceCache", "NameSets", "Selection", "SelectionCache"]
 
 _SelectionKey = tuple[int, Hashable]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+class NameSets:
+    """One shared frozenset per distinct subscription: streams of one view then hold one copy of
+    their (possibly thousands of) resource names instead of one each, and selection lookups
+    compare keys by identity instead of element by element."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._sets: BoundedCache[frozenset[str], frozenset[str]] = BoundedCache(max_entries, 1, _no_size)
+
+    def intern(self, names: frozenset[str]) -> frozenset[str]:
+        found = self._sets.get(names)
+        if found is not None:
+            return found
+        self._sets.put(names, names)
+        return names
+
+
 class _Shared(Generic[K, V]):
-    """What both caches report: their entries and the bytes those hold."""
+    """What both caches do alike: intern subscriptions, report their entries and bytes."""
 
     _entries: BoundedCache[K, V]
+    _names: NameSets
+
+    def intern(self, names: frozenset[str]) -> frozenset[str]:
+        return self._names.intern(names)
 
     @property
     def encoded_bytes(self) -> int:
@@ -49,7 +69,10 @@ class DeltaResourceCache(_Shared[tuple[str, str, str], bytes]):
     names the bytes exactly, across snapshots and views. Bounded by entry count and bytes.
     """
 
-    def __init__(self, max_entries: int = 65536, max_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self, max_entries: int = 65536, max_bytes: int = 256 * 1024 * 1024, names: NameSets | None = None
+    ) -> None:
+        self._names = names or NameSets()
         self._entries: BoundedCache[tuple[str, str, str], bytes] = BoundedCache(max_entries, max_bytes, len)
 
     def encoded(self, type_url: str, resource: Resource) -> bytes:
@@ -138,23 +161,15 @@ class SelectionCache(_Shared[_SelectionKey, "Selection"]):
     evicted while a stream still uses it keeps working, it is just no longer shared.
     """
 
-    def __init__(self, max_entries: int = 4096, max_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self, max_entries: int = 4096, max_bytes: int = 256 * 1024 * 1024, names: NameSets | None = None
+    ) -> None:
+        self._names = names or NameSets(max_entries)
         self._entries: BoundedCache[_SelectionKey, Selection] = BoundedCache(
             max_entries, max_bytes, _encoded_size, self._evicted
         )
         self._empty: dict[str, TypeResources] = {}
-        self._names: BoundedCache[frozenset[str], frozenset[str]] = BoundedCache(max_entries, 1, _no_size)
         self._by_typed: dict[int, set[_SelectionKey]] = {}
-
-    def intern(self, names: frozenset[str]) -> frozenset[str]:
-        """One shared frozenset per distinct subscription: streams of one view then hold one copy
-        of their (possibly thousands of) resource names instead of one each, and selection lookups
-        compare keys by identity instead of element by element."""
-        found = self._names.get(names)
-        if found is not None:
-            return found
-        self._names.put(names, names)
-        return names
 
     def select(self, snapshot: Snapshot, type_url: str, names: frozenset[str] | None) -> Selection:
         return self.cut(snapshot.by_type.get(type_url), type_url, names)

@@ -25,7 +25,6 @@ again even if unchanged, because Envoy keeps an updated cluster warming until th
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 from pilot.cache.snapshot import Snapshot, TypeResources
@@ -71,8 +70,9 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#nack
             nonce = request.response_nonce
             self._record_nack(ledger, type_url, nonce, request.version_info, request.error_detail)
-            if ledger is not None and ledger.last is not None and nonce and nonce == ledger.nonce_sent:
-                rules.reject(ledger, ledger.last)
+            sent = rules.in_flight(ledger, nonce) if ledger is not None and nonce else None
+            if ledger is not None and sent is not None:
+                rules.reject(ledger, sent)
             return
 
         names = frozenset(request.resource_names)
@@ -110,8 +110,9 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
         if request.response_nonce != ledger.rejected_nonce:
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#ack
             rules.acknowledge(ledger, request.response_nonce, request.version_info)
-            if ledger.last is not None:
-                rules.accept(ledger, ledger.last)
+            sent = rules.in_flight(ledger, request.response_nonce)
+            if sent is not None:
+                rules.accept(ledger, sent)
         # else: the proxy rejected this nonce and asks again (say, for more names) with the same
         # nonce and its old version; that is no ACK, and the NACK stays recorded.
 
@@ -141,13 +142,12 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
         is not resent)."""
         for name in ledger.names - names:
             ledger.overrides.pop(name, None)
-        last = ledger.last
-        if last is None or last.content is None or ledger.wildcard or not names <= ledger.names:
+        if ledger.content_sent is None or ledger.wildcard or not names <= ledger.names:
             return
-        narrowed = self._shared.cut(last.typed, ledger.type_url, names).content
+        narrowed = self._shared.cut(ledger.sent_from, ledger.type_url, names).content
         if ledger.rejected_nonce == ledger.nonce_sent:
             ledger.rejected_content = narrowed
-        ledger.last = dataclasses.replace(last, content=narrowed)
+        ledger.content_sent = narrowed
 
     # -- the sender ------------------------------------------------------------------------------
 
@@ -157,7 +157,7 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
     def _has_changes(self, ledger: TypeLedger, snapshot: Snapshot) -> bool:
         if ledger.type_url in types.WILDCARD_TYPES:
             content = self._select(ledger, snapshot).content
-            return content not in (_content(ledger), ledger.rejected_content)
+            return content not in (ledger.content_sent, ledger.rejected_content)
         return bool(rules.changes(ledger, snapshot.by_type.get(ledger.type_url)))
 
     def _cut(self, ledger: TypeLedger, snapshot: Snapshot, rewarm: frozenset[str]) -> Cut | None:
@@ -169,9 +169,9 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
             selection = self._select(ledger, snapshot)
             if ledger.respond:
                 ledger.respond = False
-            elif not ledger.nonce_sent or selection.content in (_content(ledger), ledger.rejected_content):
+            elif not ledger.nonce_sent or selection.content in (ledger.content_sent, ledger.rejected_content):
                 return None
-            changes = selection.content != _content(ledger)
+            changes = selection.content != ledger.content_sent
             return self._response(ledger, selection, typed, changes, selection.content)
         # RDS, EDS and other named types: only the subscribed resources the proxy does not hold at
         # their current version. The proxy keeps the others; a resource is never deleted by
@@ -216,7 +216,3 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
             content=content,
         )
 
-
-def _content(ledger: TypeLedger) -> str | None:
-    """The content of the last whole-state response (None: none sent)."""
-    return ledger.last.content if ledger.last is not None else None
