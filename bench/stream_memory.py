@@ -4,7 +4,8 @@ Each proxy is a fake gRPC context that subscribes the way a sidecar does (CDS an
 EDS for every cluster, RDS for every route configuration), ACKs every response, and keeps nothing
 of what it is sent. The figure is the Python heap the server holds (tracemalloc) once every proxy
 is in step with the view's snapshot, then again after a push of a snapshot with one changed
-route, divided by N; it includes each stream's share of what the streams share (encoded
+route, divided by N (``--push-time``: the wall time of that push instead, without
+tracemalloc); it includes each stream's share of what the streams share (encoded
 selections), and not the snapshots themselves (built before measuring).
 
     .venv/bin/python -m bench.stream_memory --proxies 1000 --services 1000
@@ -99,7 +100,9 @@ def translate(root: Path) -> tuple[ConfigStore, Snapshot]:
     return store, build_snapshot(view, PushContext.build(store.snapshot()))
 
 
-async def measure(protocol: str, proxies: int, root: Path, services: list[Any]) -> dict[str, float]:
+async def measure(
+    protocol: str, proxies: int, root: Path, services: list[Any], trace: bool = True
+) -> dict[str, float]:
     _, snapshot = translate(root)
     edit_virtual_service(root, services[0], 1)
     _, changed = translate(root)  # one route differs
@@ -124,11 +127,12 @@ async def measure(protocol: str, proxies: int, root: Path, services: list[Any]) 
         while writes < target:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{writes} of {target} responses")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.005)
         await asyncio.sleep(0.5)  # the last ACKs are read
 
     gc.collect()
-    tracemalloc.start()
+    if trace:
+        tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     tasks = []
     stream_type = SotwStream if protocol == "sotw" else DeltaStream
@@ -145,15 +149,20 @@ async def measure(protocol: str, proxies: int, root: Path, services: list[Any]) 
     gc.collect()
     in_step = tracemalloc.get_traced_memory()[0] - before
 
+    pushed = time.perf_counter()
     cache.set_snapshot(VIEW, changed)
     await settle(expected + proxies)  # one RDS response each
+    push_seconds = time.perf_counter() - pushed - 0.5
     del snapshot
     gc.collect()
     after_push = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
+    if trace:
+        tracemalloc.stop()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if not trace:
+        return {"push_ms": round(push_seconds * 1000)}
     return {
         "in_step_kib_per_proxy": round(in_step / proxies / 1024, 1),
         "after_push_kib_per_proxy": round(after_push / proxies / 1024, 1),
@@ -167,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--proxies", type=int, default=1000)
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--protocol", choices=("sotw", "delta", "both"), default="both")
+    parser.add_argument(
+        "--push-time", action="store_true",
+        help="no tracemalloc: time the push of one changed route to every proxy instead",
+    )
     opts = parser.parse_args(argv)
     protocols = ("sotw", "delta") if opts.protocol == "both" else (opts.protocol,)
     out: dict[str, Any] = {"proxies": opts.proxies, "services": opts.services}
@@ -174,7 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             services = write_mesh(root, opts.services)
-            out[protocol] = asyncio.run(measure(protocol, opts.proxies, root, services))
+            out[protocol] = asyncio.run(
+                measure(protocol, opts.proxies, root, services, trace=not opts.push_time)
+            )
     print(json.dumps(out, indent=2))
     return 0
 

@@ -159,18 +159,18 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
 
     def _has_changes(self, ledger: TypeLedger, snapshot: Snapshot) -> bool:
         typed = snapshot.by_type.get(ledger.type_url)
-        return bool(rules.changes(ledger, typed) or rules.removals(ledger, typed))
+        updates, removed = rules.changes(ledger, typed, removals=True)
+        return bool(updates or removed)
 
     def _cut(self, ledger: TypeLedger, snapshot: Snapshot, rewarm: frozenset[str]) -> Cut | None:
         typed = snapshot.by_type.get(ledger.type_url)
-        updates = rules.changes(ledger, typed)
-        # Names the proxy holds (we sent them, or it listed them on reconnect) that are gone.
-        # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#deleting-resources
+        # Removed: names the proxy holds (we sent them, or it listed them on reconnect) that are
+        # gone. https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#deleting-resources
         # A subscribed name that never existed is not reported: the proxy's initial_fetch_timeout
         # covers it, as the spec expects clients to do. Envoy's RDS ignores a delta removal, and
         # the removal still stops that timeout, so a listener would never finish warming.
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#knowing-when-a-requested-resource-does-not-exist
-        removed = rules.removals(ledger, typed)
+        updates, removed = rules.changes(ledger, typed, removals=True)
         updates = rules.rewarm(ledger, typed, updates, rewarm)
         changes = bool(updates or removed)
         if not changes and not ledger.respond:

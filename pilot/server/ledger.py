@@ -36,7 +36,6 @@ __all__ = [
     "materialize",
     "record",
     "reject",
-    "removals",
     "rewarm",
     "settle",
 ]
@@ -118,13 +117,6 @@ class TypeLedger:
         resource = self.base.resources.get(name) if self.base is not None else None
         return resource.version if resource is not None else None
 
-    def held_names(self) -> Iterator[str]:
-        """Every name the proxy holds something of (wanted or not: callers filter)."""
-        overrides = self.overrides
-        if self.base is not None:
-            yield from (name for name in self.base.resources if name not in overrides)
-        yield from (name for name, version in overrides.items() if version is not None)
-
     def is_rejected(self, name: str, version: str) -> bool:
         versions = self.rejected.get(name)
         return versions is not None and version in versions
@@ -165,50 +157,68 @@ def materialize(ledger: TypeLedger, keep: Iterable[str]) -> None:
 # -- what differs ---------------------------------------------------------------------------------
 
 
-def changes(ledger: TypeLedger, typed: TypeResources | None) -> list[Resource]:
-    """The wanted resources of ``typed`` the proxy does not hold at their version (or that were
-    newly subscribed), and not at a version it rejected: wildcard in the type's order, else in
-    name order. Remembers when nothing differs, so an unchanged type is not compared again."""
+def changes(
+    ledger: TypeLedger, typed: TypeResources | None, *, removals: bool = False
+) -> tuple[list[Resource], list[str]]:
+    """What differs for the proxy from ``typed``: the wanted resources it does not hold at their
+    version (or that were newly subscribed), but not at a version it rejected (wildcard in the
+    type's order, else in name order); and with ``removals``, the wanted names it holds that
+    ``typed`` no longer has (name order). Remembers when nothing differs, so an unchanged type
+    is not compared again."""
     version = typed.version if typed is not None else ""
     if ledger.synced_with == version and not ledger.announce:
+        return [], []
+    updates = _updates(ledger, typed)
+    removed = _removed(ledger, typed) if removals else []
+    if not updates and not removed and not ledger.announce:
+        ledger.synced_with = version
+        if removals and not ledger.overrides and not ledger.rejected:
+            # In step with ``typed`` (an equal rebuild of base): hold on to it, not the old one.
+            ledger.base = typed
+    return updates, removed
+
+
+def _updates(ledger: TypeLedger, typed: TypeResources | None) -> list[Resource]:
+    if typed is None or (typed is ledger.base and not ledger.overrides and not ledger.announce):
         return []
     updates: list[Resource] = []
-    if typed is not None and not (typed is ledger.base and not ledger.overrides and not ledger.announce):
-        resources = typed.resources
-        base: Mapping[str, Resource] = ledger.base.resources if ledger.base is not None else {}
-        overrides, announce = ledger.overrides, ledger.announce
-        present: Iterable[Resource]
-        if ledger.wildcard:
-            present = resources.values()
-        else:
-            present = (resources[name] for name in ledger.names if name in resources)
-        for resource in present:
-            name = resource.name
-            if name not in announce:
-                if name in overrides:
-                    held = overrides[name]
-                else:
-                    old = base.get(name)
-                    if old is resource:  # unchanged resources are shared between snapshots
-                        continue
-                    held = old.version if old is not None else None
-                if held == resource.version:
+    resources = typed.resources
+    base: Mapping[str, Resource] = ledger.base.resources if ledger.base is not None else {}
+    overrides, announce = ledger.overrides, ledger.announce
+    present: Iterable[Resource]
+    if ledger.wildcard:
+        present = resources.values()
+    else:
+        present = (resources[name] for name in ledger.names if name in resources)
+    for resource in present:
+        name = resource.name
+        if name not in announce:
+            if name in overrides:
+                held = overrides[name]
+            else:
+                old = base.get(name)
+                if old is resource:  # unchanged resources are shared between snapshots
                     continue
-            if not ledger.is_rejected(name, resource.version):
-                updates.append(resource)
-        if not ledger.wildcard:
-            updates.sort(key=_name)
-    if not updates and not ledger.announce:
-        ledger.synced_with = version
+                held = old.version if old is not None else None
+            if held == resource.version:
+                continue
+        if not ledger.is_rejected(name, resource.version):
+            updates.append(resource)
+    if not ledger.wildcard:
+        updates.sort(key=_name)
     return updates
 
 
-def removals(ledger: TypeLedger, typed: TypeResources | None) -> list[str]:
-    """Wanted names the proxy holds that ``typed`` no longer has, in name order."""
+def _removed(ledger: TypeLedger, typed: TypeResources | None) -> list[str]:
     resources: Mapping[str, Resource] = typed.resources if typed is not None else {}
-    if ledger.base is typed and not any(v is not None for v in ledger.overrides.values()):
-        return []
-    return sorted(n for n in ledger.held_names() if n not in resources and ledger.wants(n))
+    overrides, base = ledger.overrides, ledger.base
+    gone: set[str] = set()
+    if base is not None and base is not typed:
+        gone = base.resources.keys() - resources.keys()
+        if overrides:
+            gone.difference_update(overrides)
+    gone.update(n for n, v in overrides.items() if v is not None and n not in resources)
+    return sorted(n for n in gone if ledger.wants(n))
 
 
 def rewarm(

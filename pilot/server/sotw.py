@@ -158,7 +158,7 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
         if ledger.type_url in types.WILDCARD_TYPES:
             content = self._select(ledger, snapshot).content
             return content not in (ledger.content_sent, ledger.rejected_content)
-        return bool(rules.changes(ledger, snapshot.by_type.get(ledger.type_url)))
+        return bool(rules.changes(ledger, snapshot.by_type.get(ledger.type_url))[0])
 
     def _cut(self, ledger: TypeLedger, snapshot: Snapshot, rewarm: frozenset[str]) -> Cut | None:
         typed = snapshot.by_type.get(ledger.type_url)
@@ -179,7 +179,7 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#deleting-resources
         if not ledger.nonce_sent and not ledger.respond:
             return None  # its first request has not been answered yet: that answer sends everything
-        changed = rules.changes(ledger, typed)
+        changed, _ = rules.changes(ledger, typed)
         changes = bool(changed)
         changed = rules.rewarm(ledger, typed, changed, rewarm)
         answer = ledger.respond and ledger.first
