@@ -30,6 +30,7 @@ __all__ = [
     "TypeLedger",
     "accept",
     "acknowledge",
+    "carried",
     "changes",
     "forget",
     "in_flight",
@@ -38,6 +39,7 @@ __all__ = [
     "reject",
     "rewarm",
     "settle",
+    "updated",
 ]
 
 MAX_PENDING = 64  # responses in flight remembered per type; older ones count as applied
@@ -57,16 +59,21 @@ class Sent:
 
     def carried(self) -> Iterator[tuple[str, str]]:
         """(name, version) of every resource the response carried."""
-        if self.typed is None:
-            return
-        resources = self.typed.resources
-        if self.names is None:
-            yield from ((name, resource.version) for name, resource in resources.items())
-            return
-        for name in self.names:
-            found = resources.get(name)
-            if found is not None:
-                yield name, found.version
+        return carried(self.typed, self.names)
+
+
+def carried(typed: TypeResources | None, names: frozenset[str] | None) -> Iterator[tuple[str, str]]:
+    """(name, version) of the resources ``names`` (None: all) of ``typed`` holds."""
+    if typed is None:
+        return
+    resources = typed.resources
+    if names is None:
+        yield from ((name, resource.version) for name, resource in resources.items())
+        return
+    for name in names:
+        found = resources.get(name)
+        if found is not None:
+            yield name, found.version
 
 
 @dataclass(slots=True)

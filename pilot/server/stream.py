@@ -301,8 +301,7 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
                 continue
             if type_url == types.CLUSTER:
                 # Clusters the proxy has at another version: it rebuilds and re-warms them.
-                carried = Sent("", cut.version, cut.typed, cut.names, cut.content).carried()
-                updated_clusters = rules.updated(ledger, carried)
+                updated_clusters = rules.updated(ledger, rules.carried(cut.typed, cut.names))
             await self._respond(ledger, cut, slot, push_started if cut.changes else None)
 
     async def _respond(
