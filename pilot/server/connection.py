@@ -44,5 +44,19 @@ class Connection:
             connected_at=self.connected_at,
             view=str(self.view),
             protocol=self.protocol,
-            types={url: ledger.status() for url, ledger in self.types.items()},
+            types={url: _status(ledger) for url, ledger in self.types.items()},
         )
+
+
+def _status(ledger: TypeLedger) -> TypeStatus:
+    return TypeStatus(
+        type_url=ledger.type_url,
+        wildcard=ledger.wildcard,
+        names=tuple(sorted(ledger.names)),
+        version_sent=ledger.version_sent,
+        nonce_sent=ledger.nonce_sent,
+        version_acked=ledger.version_acked,
+        nonce_acked=ledger.nonce_acked,
+        last_nack=ledger.last_nack,
+        last_sent_at=ledger.sent_at,
+    )

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from pilot import metrics
 from pilot.cache.snapshot import Resource, TypeResources
-from pilot.server.status import NackStatus, TypeStatus
+from pilot.server.status import NackStatus
 
 __all__ = [
     "MAX_PENDING",
@@ -128,19 +128,6 @@ class TypeLedger:
         versions = self.rejected.get(name)
         return versions is not None and version in versions
 
-    def status(self) -> TypeStatus:
-        return TypeStatus(
-            type_url=self.type_url,
-            wildcard=self.wildcard,
-            names=tuple(sorted(self.names)),
-            version_sent=self.version_sent,
-            nonce_sent=self.nonce_sent,
-            version_acked=self.version_acked,
-            nonce_acked=self.nonce_acked,
-            last_nack=self.last_nack,
-            last_sent_at=self.sent_at,
-        )
-
 
 # -- the subscription -----------------------------------------------------------------------------
 
@@ -173,6 +160,8 @@ def changes(
     ``typed`` no longer has (name order). Remembers when nothing differs, so an unchanged type
     is not compared again."""
     version = typed.version if typed is not None else ""
+    if typed is not None and ledger.base is not None and ledger.base.version == version:
+        ledger.base = typed  # the same content (a version is a hash of it): hold the newer one
     if ledger.synced_with == version and not ledger.announce:
         return [], []
     updates = _updates(ledger, typed)
