@@ -104,9 +104,10 @@ class TypeLedger:
     pending: tuple[Sent, ...] = ()
     content_sent: str | None = None  # Sent.content of the latest response
     sent_from: TypeResources | None = None  # Sent.typed of the latest response
+    # The latest response and the latest ACK and NACK, as /debug/syncz shows them.
     nonce_sent: str = ""
     version_sent: str = ""
-    sent_at: float | None = None
+    sent_at: float | None = None  # wall-clock seconds
     nonce_acked: str = ""
     version_acked: str = ""
     last_nack: NackStatus | None = None
