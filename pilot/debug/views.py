@@ -24,7 +24,7 @@ from pilot import metrics
 from pilot.cache.snapshot import Resource, Snapshot
 from pilot.config.objects import FieldError
 from pilot.config.store import ConfigStore, StoreSnapshot
-from pilot.server.connection import ConnectionStatus, TypeStatus
+from pilot.server.status import ConnectionStatus, TypeStatus
 from pilot.xds import types
 
 log = logging.getLogger("pilot.debug")

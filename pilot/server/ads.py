@@ -23,7 +23,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import TypeVar
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
@@ -33,9 +33,14 @@ from pilot.cache.cache import SnapshotCache
 from pilot.errors import XdsProtocolError
 from pilot.server import wire
 from pilot.server.callbacks import StreamCallbacks
-from pilot.server.connection import AdsStream, Backlog, Connection, ConnectionStatus, FanOut
+from pilot.server.connection import Connection
 from pilot.server.delta import DeltaStream
+from pilot.server.fanout import FanOut
+from pilot.server.requests import DeltaRequest, Request, SotwRequest
+from pilot.server.selections import DeltaResourceCache, NameSets, SelectionCache
 from pilot.server.sotw import SotwStream
+from pilot.server.status import Backlog, ConnectionStatus
+from pilot.server.stream import EOF, AdsStream
 
 __all__ = ["ADS_SERVICE", "AdsServer"]
 
@@ -43,7 +48,9 @@ log = logging.getLogger("pilot.server.ads")
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
-_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+RequestT = TypeVar("RequestT", bound=Request)
+SharedT = TypeVar("SharedT")
+
 
 
 def _bytes_through(message: bytes) -> bytes:
@@ -73,13 +80,14 @@ class AdsServer:
         self._cache = cache
         self._callbacks = callbacks
         self._fanout = FanOut(push_concurrency, send_timeout)
-        self._selections = wire.SelectionCache()
-        self._delta_resources = wire.DeltaResourceCache()
+        names = NameSets()  # subscriptions, shared by the streams of both protocols
+        self._selections = SelectionCache(names=names)
+        self._delta_resources = DeltaResourceCache(names=names)
         self._control_plane = wire.control_plane(control_plane_id)
         self._delta_control_plane = wire.control_plane(control_plane_id, delta=True)
         self._connections: dict[int, Connection] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
-        self._streams: dict[int, AdsStream] = {}
+        self._backlogs: dict[int, Callable[[], Backlog]] = {}  # by stream id: AdsStream.backlog
         self._closing = False
         self._stream_ids = itertools.count(1)
 
@@ -119,8 +127,8 @@ class AdsServer:
     def backlog(self, stream_id: int) -> Backlog | None:
         """What the open stream ``stream_id`` holds for its proxy beyond what it has written (at
         most one snapshot; see :class:`Backlog`), or None if no such stream is open."""
-        stream = self._streams.get(stream_id)
-        return stream.backlog() if stream is not None else None
+        backlog = self._backlogs.get(stream_id)
+        return backlog() if backlog is not None else None
 
     def find_view(self, node_id: str) -> Hashable | None:
         """The cache key read by the newest stream of ``node_id``, or None if it is not connected."""
@@ -130,18 +138,18 @@ class AdsServer:
         return None
 
     async def _stream_aggregated_resources(
-        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, bytes]
+        self, request_iterator: object, context: grpc.aio.ServicerContext[SotwRequest, bytes]
     ) -> None:
-        def sotw(conn: Connection) -> AdsStream:
+        def sotw(conn: Connection) -> AdsStream[SotwRequest, SelectionCache]:
             return SotwStream(conn, context, self._cache, self._fanout, self._selections, self._control_plane)
 
         await self._serve(context, "sotw", sotw)
 
     async def _delta_aggregated_resources(
-        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, bytes]
+        self, request_iterator: object, context: grpc.aio.ServicerContext[DeltaRequest, bytes]
     ) -> None:
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremental-xds
-        def delta(conn: Connection) -> AdsStream:
+        def delta(conn: Connection) -> AdsStream[DeltaRequest, DeltaResourceCache]:
             return DeltaStream(
                 conn, context, self._cache, self._fanout, self._delta_resources, self._delta_control_plane
             )
@@ -150,9 +158,9 @@ class AdsServer:
 
     async def _serve(
         self,
-        context: grpc.aio.ServicerContext[Any, bytes],
+        context: grpc.aio.ServicerContext[RequestT, bytes],
         protocol: str,
-        make_stream: Callable[[Connection], AdsStream],
+        make_stream: Callable[[Connection], AdsStream[RequestT, SharedT]],
     ) -> None:
         """One ADS call of either protocol, from its first request to its end. A coroutine handler
         uses grpc.aio's reader/writer API (context.read()/write()), so the request iterator stays
@@ -162,7 +170,7 @@ class AdsServer:
         if self._closing:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "pilot is shutting down")
         first = await context.read()
-        if first is _EOF:
+        if first is EOF:
             return
         if not first.HasField("node") or not first.node.id:
             # Only the first request of a stream must identify the node; later ones may omit it.
@@ -188,7 +196,7 @@ class AdsServer:
         running = asyncio.ensure_future(stream.run(first))
         del first  # the stream owns it now; do not hold the node for the stream's life here
         self._running[stream_id] = running
-        self._streams[stream_id] = stream
+        self._backlogs[stream_id] = stream.backlog
         try:
             await running
         except asyncio.CancelledError:
@@ -205,7 +213,7 @@ class AdsServer:
             if not running.done():
                 running.cancel()  # the RPC itself was cancelled: stop the stream's tasks too
             del self._running[stream_id]
-            del self._streams[stream_id]
+            del self._backlogs[stream_id]
             del self._connections[stream_id]
             metrics.xds_clients.dec()
             try:

@@ -12,7 +12,7 @@ from envoy.config.core.v3 import base_pb2
 
 from pilot.cache.cache import SnapshotCache
 from pilot.server.ads import AdsServer
-from pilot.server.connection import ConnectionStatus
+from pilot.server.status import ConnectionStatus
 from tests.server.ads_client import (
     DEADLINE,
     DEFAULT_NODE,

@@ -21,7 +21,7 @@ import pytest
 
 from pilot import metrics
 from pilot.cache.snapshot import TypeResources
-from pilot.server.connection import Backlog
+from pilot.server.status import Backlog
 from pilot.xds import types
 from tests.server.ads_client import DEADLINE, DEFAULT_NODE, PROBE_TYPE, Update, XdsClient, versions
 from tests.server.harness import AdsHarness, HarnessFactory
@@ -413,6 +413,7 @@ async def test_slow_proxy_holds_at_most_its_latest_snapshot(harness: AdsHarness,
     await recv_acked(stalled)
     await stalled.expect_silence()
     stream_id = harness.connection().stream_id
+    answered = harness.connection().types[types.CLUSTER].nonce_sent
 
     def backlog() -> Backlog:
         found = harness.ads.backlog(stream_id)
@@ -423,7 +424,11 @@ async def test_slow_proxy_holds_at_most_its_latest_snapshot(harness: AdsHarness,
     # proxy reads.
     huge = make_snapshot("v1", clusters=[cluster(f"s{i:03}-" + "x" * 10_000) for i in range(100)])
     harness.cache.set_snapshot(VIEW, huge)
-    await wait_until(lambda: backlog().writing, "the push to the stalled proxy to block")
+    # The push, not the tail of the write of the first answer (which may still be returning).
+    await wait_until(
+        lambda: backlog().writing and harness.connection().types[types.CLUSTER].nonce_sent != answered,
+        "the push to the stalled proxy to block",
+    )
     sent_before = harness.connection().types[types.CLUSTER].nonce_sent
 
     alive: list[weakref.ref[TypeResources]] = []

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from pilot.server.connection import Connection, FanOut, TypeState
+from pilot.server.connection import Connection
+from pilot.server.fanout import FanOut
+from pilot.server.ledger import TypeLedger
 from pilot.xds import types
 
 
@@ -37,7 +39,7 @@ async def test_slot_wait_gives_up_when_interrupted_and_never_leaks_a_slot() -> N
 
 def test_status_is_a_frozen_copy() -> None:
     conn = Connection(7, "node-1", "ipv4:127.0.0.1:1", view=("a", 1), protocol="sotw")
-    conn.types[types.ENDPOINT] = TypeState(types.ENDPOINT, wildcard=False, names=frozenset({"b", "a"}))
+    conn.types[types.ENDPOINT] = TypeLedger(types.ENDPOINT, wildcard=False, names=frozenset({"b", "a"}))
     assert [conn.next_nonce(), conn.next_nonce()] == ["1", "2"]
     status = conn.status()
     conn.types[types.ENDPOINT].nonce_sent = "9"

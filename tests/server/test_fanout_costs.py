@@ -7,8 +7,8 @@ import asyncio
 import gc
 
 from pilot.cache.snapshot import Resource, Snapshot, TypeResources
-from pilot.server import wire
-from pilot.server.connection import FanOut, Interrupt, ResponseWriter
+from pilot.server.fanout import FanOut, Interrupt, ResponseWriter
+from pilot.server.selections import SelectionCache
 from pilot.xds import types
 
 
@@ -18,14 +18,14 @@ def _snapshot(version: str) -> Snapshot:
 
 
 def test_equal_subscriptions_share_one_set() -> None:
-    cache = wire.SelectionCache()
+    cache = SelectionCache()
     first = cache.intern(frozenset({"a", "b"}))
     again = cache.intern(frozenset(["b", "a"]))
     assert again is first
 
 
 def test_selections_go_when_their_snapshot_goes() -> None:
-    cache = wire.SelectionCache()
+    cache = SelectionCache()
     names = cache.intern(frozenset({"a"}))
     snapshot = _snapshot("1")
     assert cache.select(snapshot, types.ENDPOINT, names).payload

@@ -9,7 +9,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
 from pilot.cache.snapshot import Resource
-from pilot.server import wire
+from pilot.server import selections, wire
 from pilot.xds import types
 from tests.server.resources import base_snapshot, cluster, make_snapshot
 
@@ -27,7 +27,7 @@ def expected(
 
 def test_response_bytes_parse_to_the_expected_message_and_match_protobuf() -> None:
     snapshot = base_snapshot()
-    selection = wire.SelectionCache().select(snapshot, types.CLUSTER, None)
+    selection = selections.SelectionCache().select(snapshot, types.CLUSTER, None)
     data = wire.discovery_response(
         version_info=selection.version,
         resources=selection.payload,
@@ -49,7 +49,7 @@ def test_long_fields_use_multi_byte_lengths() -> None:
     # A resource over 127 bytes (and one over 16 KiB) needs a multi-byte varint length.
     big = cluster("x" * 20_000)
     snapshot = make_snapshot("v", clusters=[cluster("small"), big])
-    selection = wire.SelectionCache().select(snapshot, types.CLUSTER, None)
+    selection = selections.SelectionCache().select(snapshot, types.CLUSTER, None)
     data = wire.discovery_response(
         version_info="v" * 300, resources=selection.payload, type_url=types.CLUSTER, nonce="123456"
     )
@@ -68,7 +68,7 @@ def test_empty_fields_are_omitted_like_proto3() -> None:
 
 def test_named_selection_keeps_only_existing_subscribed_names() -> None:
     snapshot = base_snapshot()
-    cache = wire.SelectionCache()
+    cache = selections.SelectionCache()
     selection = cache.select(snapshot, types.ENDPOINT, frozenset({"b", "missing"}))
     assert selection.resource_names == ["b"]
     want = wire.encode_resources([snapshot.resources(types.ENDPOINT)["b"].body])
@@ -78,7 +78,7 @@ def test_named_selection_keeps_only_existing_subscribed_names() -> None:
 
 
 def test_selections_are_shared_and_content_tracks_subscribed_versions() -> None:
-    cache = wire.SelectionCache()
+    cache = selections.SelectionCache()
     one, two = base_snapshot("v1"), base_snapshot("v2")
     names = frozenset({"a"})
     assert cache.select(one, types.ENDPOINT, names) is cache.select(one, types.ENDPOINT, frozenset({"a"}))
@@ -93,7 +93,7 @@ def test_selections_are_shared_and_content_tracks_subscribed_versions() -> None:
 
 
 def test_selection_cache_is_bounded() -> None:
-    cache = wire.SelectionCache(max_entries=3)
+    cache = selections.SelectionCache(max_entries=3)
     snapshot = base_snapshot()
     for name in ("a", "b", "c", "d", "e"):
         cache.select(snapshot, types.ENDPOINT, frozenset({name}))
@@ -102,8 +102,8 @@ def test_selection_cache_is_bounded() -> None:
 
 def test_selection_cache_bounds_encoded_bytes_and_keeps_working_after_eviction() -> None:
     snapshot = base_snapshot()
-    one_payload = len(wire.SelectionCache().select(snapshot, types.CLUSTER, None).payload)
-    cache = wire.SelectionCache(max_bytes=one_payload + 1)
+    one_payload = len(selections.SelectionCache().select(snapshot, types.CLUSTER, None).payload)
+    cache = selections.SelectionCache(max_bytes=one_payload + 1)
     first = cache.select(snapshot, types.CLUSTER, None)
     assert first.payload and cache.encoded_bytes == one_payload
     second = cache.select(snapshot, types.CLUSTER, frozenset({"a", "b"}))
@@ -140,7 +140,7 @@ def expected_delta(
 def test_delta_response_bytes_parse_to_the_expected_message_and_match_protobuf() -> None:
     snapshot = make_snapshot("v", clusters=[cluster("a"), cluster("x" * 20_000)])
     resources = list(snapshot.resources(types.CLUSTER).values())
-    cache = wire.DeltaResourceCache()
+    cache = selections.DeltaResourceCache()
     data = wire.delta_discovery_response(
         system_version_info=snapshot.type_version(types.CLUSTER),
         resources=b"".join(cache.encoded(types.CLUSTER, r) for r in resources),
@@ -173,7 +173,7 @@ def test_delta_resources_are_encoded_once_per_name_and_version_and_bounded() -> 
     one, two = base_snapshot("v1"), base_snapshot("v2")  # the same clusters, built twice
     a1, a2 = one.resources(types.CLUSTER)["a"], two.resources(types.CLUSTER)["a"]
     assert a1 is not a2 and a1.version == a2.version
-    cache = wire.DeltaResourceCache(max_entries=2)
+    cache = selections.DeltaResourceCache(max_entries=2)
     first = cache.encoded(types.CLUSTER, a1)
     assert cache.encoded(types.CLUSTER, a2) is first and len(cache) == 1
     assert cache.encoded_bytes == len(first)

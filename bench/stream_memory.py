@@ -1,0 +1,198 @@
+"""Per-stream memory of the ADS server: N in-process proxies of one view, K services.
+
+Each proxy is a fake gRPC context that subscribes the way a sidecar does (CDS and LDS wildcard,
+EDS for every cluster, RDS for every route configuration), ACKs every response, and keeps nothing
+of what it is sent. The figure is the Python heap the server holds (tracemalloc) once every proxy
+is in step with the view's snapshot, then again after a push of a snapshot with one changed
+route, divided by N (``--push-time``: the wall time of that push instead, without
+tracemalloc); it includes each stream's share of what the streams share (encoded
+selections), and not the snapshots themselves (built before measuring).
+
+    .venv/bin/python -m bench.stream_memory --proxies 1000 --services 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from bench.mesh import edit_virtual_service, node_id, write_mesh
+from pilot.cache.cache import SnapshotCache
+from pilot.cache.snapshot import Snapshot
+from pilot.config.parse import parse_text
+from pilot.config.store import ConfigStore
+from pilot.server.ads import AdsServer
+from pilot.server.connection import Connection
+from pilot.server.delta import DeltaStream
+from pilot.server.sotw import SotwStream
+from pilot.translate.context import PushContext
+from pilot.translate.proxy import Proxy
+from pilot.translate.snapshot import build_snapshot
+from pilot.xds import types
+
+_EOF: object = object()
+VIEW = "bench"
+
+
+class FakeProxy:
+    """A sidecar's side of one stream: its requests in order, an ACK for every response."""
+
+    def __init__(self, protocol: str, first: list[Any], synced: Callable[[], None]) -> None:
+        self._protocol = protocol
+        self._requests: asyncio.Queue[Any] = asyncio.Queue()
+        for request in first:
+            self._requests.put_nowait(request)
+        self._synced = synced
+        self.unacked = 0
+
+    async def read(self) -> Any:
+        return await self._requests.get()
+
+    async def write(self, data: bytes) -> None:
+        if self._protocol == "sotw":
+            response = discovery_pb2.DiscoveryResponse.FromString(data)
+            ack: Any = discovery_pb2.DiscoveryRequest(
+                type_url=response.type_url,
+                version_info=response.version_info,
+                response_nonce=response.nonce,
+                resource_names=_SUBSCRIBED.get(response.type_url, ()),
+            )
+        else:
+            delta = discovery_pb2.DeltaDiscoveryResponse.FromString(data)
+            ack = discovery_pb2.DeltaDiscoveryRequest(type_url=delta.type_url, response_nonce=delta.nonce)
+        self._requests.put_nowait(ack)
+        self._synced()
+
+
+_SUBSCRIBED: dict[str, Sequence[str]] = {}
+
+
+def first_requests(protocol: str, index: int, snapshot: Snapshot) -> list[Any]:
+    node = {"id": node_id(index)}
+    out: list[Any] = []
+    for type_url in types.PUSH_ORDER:
+        names = _SUBSCRIBED.get(type_url, ())
+        if protocol == "sotw":
+            out.append(discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=names, node=node))
+        else:
+            out.append(discovery_pb2.DeltaDiscoveryRequest(
+                type_url=type_url, resource_names_subscribe=names or ["*"], node=node
+            ))
+        node = {}
+    return out
+
+
+def translate(root: Path) -> tuple[ConfigStore, Snapshot]:
+    store = ConfigStore()
+    for path in sorted(root.rglob("*.yaml")):
+        store.apply(parse_text(path.read_text(encoding="utf-8"), str(path)))
+    view = Proxy.from_node(node_id(0)).view()
+    return store, build_snapshot(view, PushContext.build(store.snapshot()))
+
+
+async def measure(
+    protocol: str, proxies: int, root: Path, services: list[Any], trace: bool = True
+) -> dict[str, float]:
+    _, snapshot = translate(root)
+    edit_virtual_service(root, services[0], 1)
+    _, changed = translate(root)  # one route differs
+    _SUBSCRIBED.clear()
+    _SUBSCRIBED[types.ENDPOINT] = sorted(snapshot.resources(types.ENDPOINT))
+    _SUBSCRIBED[types.ROUTE] = sorted(snapshot.resources(types.ROUTE))
+    cache = SnapshotCache()
+    cache.set_snapshot(VIEW, snapshot)
+    # The server's shared parts (fan-out, encoded caches), as AdsServer builds them.
+    server = AdsServer(cache, callbacks=None, push_concurrency=100, send_timeout=30.0)  # type: ignore[arg-type]
+    shared = server._selections if protocol == "sotw" else server._delta_resources
+    control_plane = server._control_plane if protocol == "sotw" else server._delta_control_plane
+    writes = 0
+    expected = 0
+
+    def synced() -> None:
+        nonlocal writes
+        writes += 1
+
+    async def settle(target: int) -> None:
+        deadline = time.monotonic() + 600
+        while writes < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{writes} of {target} responses")
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.5)  # the last ACKs are read
+
+    gc.collect()
+    if trace:
+        tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    tasks = []
+    stream_type = SotwStream if protocol == "sotw" else DeltaStream
+    for i in range(proxies):
+        conn = Connection(i + 1, node_id(i), "bench", VIEW, protocol=protocol)
+        fake = FakeProxy(protocol, first_requests(protocol, i, snapshot), synced)
+        stream = stream_type(conn, fake, cache, server._fanout, shared, control_plane)  # type: ignore[arg-type]
+        first = await fake.read()
+        tasks.append(asyncio.create_task(stream.run(first)))
+        if i % 50 == 49:
+            await asyncio.sleep(0)
+    expected += proxies * len(types.PUSH_ORDER)
+    await settle(expected)
+    gc.collect()
+    in_step = tracemalloc.get_traced_memory()[0] - before
+
+    pushed = time.perf_counter()
+    cache.set_snapshot(VIEW, changed)
+    await settle(expected + proxies)  # one RDS response each
+    push_seconds = time.perf_counter() - pushed - 0.5
+    del snapshot
+    gc.collect()
+    after_push = tracemalloc.get_traced_memory()[0] - before
+    if trace:
+        tracemalloc.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if not trace:
+        return {"push_ms": round(push_seconds * 1000)}
+    return {
+        "in_step_kib_per_proxy": round(in_step / proxies / 1024, 1),
+        "after_push_kib_per_proxy": round(after_push / proxies / 1024, 1),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--proxies", type=int, default=1000)
+    parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--protocol", choices=("sotw", "delta", "both"), default="both")
+    parser.add_argument(
+        "--push-time", action="store_true",
+        help="no tracemalloc: time the push of one changed route to every proxy instead",
+    )
+    opts = parser.parse_args(argv)
+    protocols = ("sotw", "delta") if opts.protocol == "both" else (opts.protocol,)
+    out: dict[str, Any] = {"proxies": opts.proxies, "services": opts.services}
+    for protocol in protocols:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            services = write_mesh(root, opts.services)
+            out[protocol] = asyncio.run(
+                measure(protocol, opts.proxies, root, services, trace=not opts.push_time)
+            )
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

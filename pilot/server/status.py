@@ -1,0 +1,63 @@
+"""Read-only status of the ADS server's streams: what ``/debug/syncz`` and tests read.
+
+A stream's tasks own its mutable state (:mod:`pilot.server.ledger`); anyone else reads these frozen
+values, which are safe to keep and serialize. Both protocols report the same status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Backlog", "ConnectionStatus", "NackStatus", "TypeStatus"]
+
+
+@dataclass(frozen=True, slots=True)
+class NackStatus:
+    """The last rejection of one type by one proxy (``error_detail`` of its request)."""
+
+    message: str
+    code: int
+    nonce: str
+    version: str  # the version the proxy says it still runs
+    at: float  # wall-clock seconds
+
+
+@dataclass(frozen=True, slots=True)
+class TypeStatus:
+    """Read-only status of one type URL on one stream (a row of ``/debug/syncz``)."""
+
+    type_url: str
+    wildcard: bool
+    names: tuple[str, ...]  # subscribed names (sorted); empty and wildcard=True for "all"
+    version_sent: str
+    nonce_sent: str
+    version_acked: str
+    nonce_acked: str
+    last_nack: NackStatus | None
+    last_sent_at: float | None  # wall-clock seconds
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatus:
+    """Read-only status of one stream, safe to keep and serialize."""
+
+    stream_id: int
+    node_id: str
+    peer: str
+    connected_at: float  # wall-clock seconds
+    view: str  # str() of the cache key the stream reads
+    protocol: str  # "sotw" (state of the world) or "delta"
+    types: dict[str, TypeStatus]
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What one stream holds for its proxy beyond what it has written (debug and tests).
+
+    A stream never queues: however many snapshots arrive while its proxy is slow, it keeps only
+    the newest one it has not adopted yet, and writes one response at a time.
+    """
+
+    pending_snapshots: int  # 0 or 1: a snapshot newer than the one responses are cut from
+    pending_since: float | None  # monotonic time the oldest unadopted snapshot arrived
+    writing: bool  # a response is being written (the proxy reads slowly, or not at all)
