@@ -638,7 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--floor-loop", choices=("asyncio", "uvloop", "same"), default="same")
     parser.add_argument("--floor-rds", choices=("changed", "full"), default="changed",
                         help="the floor's RDS pushes hold the changed route configurations (what pilot "
-                             "sends since 2320e6d) or all of them (what it sent before)")
+                             "sends) or all of them")
     parser.add_argument("--translate-repeats", type=int, default=5)
     parser.add_argument("--profile", choices=("python", "native"), default=None,
                         help="py-spy record pilot (storm, edits) and the floor (pushes) into bench/results/")
