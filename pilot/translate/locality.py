@@ -8,7 +8,7 @@ not list); otherwise, when the cluster has outlier detection (failover never hap
 localities get priorities by how much of region/zone/subzone they share with the proxy, with
 ``failover`` naming the region to fall back to. The cluster then uses locality-weighted balancing.
 
-pilot's proxy views carry no locality yet, so every proxy is in the empty locality, as an Istio proxy
+pilot's proxy views carry no locality, so every proxy is in the empty locality, as an Istio proxy
 whose node has none: a ``distribute`` rule applies when its ``from`` is ``*``, and failover ranks the
 endpoints without a locality first.
 """
@@ -21,7 +21,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
-PROXY_LOCALITY = base_pb2.Locality()  # what pilot knows of a proxy's locality: nothing yet
+PROXY_LOCALITY = base_pb2.Locality()  # what pilot knows of a proxy's locality: nothing
 
 
 def split(text: str) -> tuple[str, str, str]:
