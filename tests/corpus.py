@@ -1,4 +1,5 @@
-"""The shared corpus of real Istio config (../shared/corpus/istio), and the ServiceEntries it needs.
+"""The shared corpus of real Istio config (../shared/corpus/istio): the files and objects pilot
+serves, and the ServiceEntries they need.
 
 A corpus file's VirtualServices and DestinationRules name hosts that the file does not declare (in
 Kubernetes they are Services). ``synthetic_service_entries`` makes one STATIC ServiceEntry per such
@@ -8,11 +9,15 @@ file routes to (80 and 9080 when it names none), so that the config has services
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from pilot.config import kinds
 from pilot.config.objects import ConfigObject
 from pilot.translate import hosts
 
@@ -21,8 +26,27 @@ DEFAULT_PORTS = (80, 9080)
 API_VERSION = "networking.istio.io/v1"
 
 
+def served_documents(path: Path) -> list[dict[str, Any]]:
+    """The documents of a corpus file whose apiVersion and kind pilot serves (``kinds.resolve``).
+    The corpus also holds what pilot does not read: Sidecars, WorkloadGroups, security.istio.io
+    policies, Kubernetes Gateway API objects (whose ``Gateway`` is not Istio's) and core objects."""
+    return [
+        doc
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if isinstance(doc, dict)
+        and kinds.resolve(str(doc.get("apiVersion", "")), str(doc.get("kind", ""))).info is not None
+    ]
+
+
+@functools.cache
+def _served_files() -> tuple[Path, ...]:
+    paths = sorted(CORPUS.glob("*.yaml")) if CORPUS.is_dir() else []
+    return tuple(path for path in paths if served_documents(path))
+
+
 def corpus_files() -> list[Path]:
-    return sorted(CORPUS.glob("*.yaml")) if CORPUS.is_dir() else []
+    """The corpus files that hold at least one object pilot serves."""
+    return list(_served_files())
 
 
 class _Hosts:

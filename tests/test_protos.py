@@ -1,7 +1,8 @@
 """The generated config API (pilot._gen) is up to date with protos/, and parses Istio's published config.
 
-Every object of the shared Istio corpus (shared/corpus/istio/*.yaml) must parse into the message for its
-kind with no unknown field: a failure here means protos/networking.proto is missing a field.
+Every object pilot serves in the shared Istio corpus (shared/corpus/istio/*.yaml, see tests/corpus.py)
+must parse into the message for its kind with no unknown field: a failure here means
+protos/networking.proto is missing a field.
 """
 
 from __future__ import annotations
@@ -12,17 +13,16 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-import yaml
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from pilot._gen import networking_pb2
 from pilot.config.durations import go_duration_to_json, normalize_durations
+from tests.corpus import CORPUS, corpus_files, served_documents
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "istio"
-CORPUS_FILES = sorted(CORPUS.glob("*.yaml")) if CORPUS.is_dir() else []
+CORPUS_FILES = corpus_files()
 
 KINDS: dict[str, type[Message]] = {
     "VirtualService": networking_pb2.VirtualService,
@@ -146,7 +146,7 @@ def test_mesh_config_parses() -> None:
 @pytest.mark.skipif(not CORPUS_FILES, reason=f"Istio corpus not found at {CORPUS}")
 @pytest.mark.parametrize("path", CORPUS_FILES, ids=[p.name for p in CORPUS_FILES])
 def test_corpus_object_parses(path: Path) -> None:
-    docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+    docs = served_documents(path)
     assert docs, f"{path.name} holds no object"
     for doc in docs:
         kind = doc["kind"]
