@@ -1,6 +1,8 @@
 """Summarize a py-spy ``--format raw`` (collapsed stacks) file: top frames by self and total time.
 
     .venv/bin/python -m bench.profile_summary bench/results/profile-1000x100-pilot-edits.txt [--top 25]
+
+``python -m bench --profile python`` writes such files.
 """
 
 from __future__ import annotations

@@ -456,7 +456,8 @@ def run_pilot(n: int, k: int, root: Path, config: Path, workers: Workers, opts: 
 def run_floor(n: int, config: Path, root: Path, workers: Workers, opts: Options, log: Any) -> dict[str, Any]:
     import yaml
 
-    from bench.mesh import virtual_service_path, write_atomically
+    from bench.mesh import virtual_service_path
+    from pilot.localmesh.config_files import write_atomically
 
     edited = BenchService(0)
     initial = yaml.safe_dump(virtual_service_doc(edited), sort_keys=False)
@@ -638,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--floor-loop", choices=("asyncio", "uvloop", "same"), default="same")
     parser.add_argument("--floor-rds", choices=("changed", "full"), default="changed",
                         help="the floor's RDS pushes hold the changed route configurations (what pilot "
-                             "sends since 2320e6d) or all of them (what it sent before)")
+                             "sends) or all of them")
     parser.add_argument("--translate-repeats", type=int, default=5)
     parser.add_argument("--profile", choices=("python", "native"), default=None,
                         help="py-spy record pilot (storm, edits) and the floor (pushes) into bench/results/")

@@ -164,8 +164,9 @@ def _single(field: FieldDescriptor, stack: tuple[str, ...]) -> dict[str, Any]:
         if message.full_name in _WRAPPERS:
             return dict(_SCALARS[_WRAPPERS[message.full_name]])
         return schema_of(message, stack)
-    if field.type == _FD.TYPE_ENUM:
-        return {"type": "string", "enum": [value.name for value in field.enum_type.values]}
+    enum = field.enum_type  # set exactly for TYPE_ENUM fields
+    if enum is not None:
+        return {"type": "string", "enum": [value.name for value in enum.values]}
     return dict(_SCALARS[field.type])
 
 

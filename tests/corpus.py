@@ -1,4 +1,5 @@
-"""The shared corpus of real Istio config (../shared/corpus/istio), and the ServiceEntries it needs.
+"""The shared corpus of real Istio config (../shared/corpus/istio): the files and objects pilot
+serves, and the ServiceEntries they need.
 
 A corpus file's VirtualServices and DestinationRules name hosts that the file does not declare (in
 Kubernetes they are Services). ``synthetic_service_entries`` makes one STATIC ServiceEntry per such
@@ -8,6 +9,7 @@ file routes to (80 and 9080 when it names none), so that the config has services
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,28 +26,41 @@ DEFAULT_PORTS = (80, 9080)
 API_VERSION = "networking.istio.io/v1"
 
 
-def corpus_files() -> list[Path]:
-    return sorted(CORPUS.glob("*.yaml")) if CORPUS.is_dir() else []
-
-
 def documents(path: Path) -> list[dict[str, Any]]:
     """The objects (mappings) of one corpus file, as YAML has them."""
     return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if isinstance(d, dict)]
 
 
 def is_served(document: dict[str, Any]) -> bool:
-    """Whether pilot serves this document's kind at its apiVersion."""
-    return kinds.resolve(document["apiVersion"], document["kind"]).info is not None
+    """Whether pilot serves this document's kind at its apiVersion (``kinds.resolve``)."""
+    return kinds.resolve(str(document.get("apiVersion", "")), str(document.get("kind", ""))).info is not None
 
 
 def is_not_served(document: dict[str, Any]) -> bool:
     """An Istio or Gateway API kind pilot recognises and skips with a warning."""
-    return kinds.resolve(document["apiVersion"], document["kind"]).not_served
+    return kinds.resolve(str(document.get("apiVersion", "")), str(document.get("kind", ""))).not_served
+
+
+def served_documents(path: Path) -> list[dict[str, Any]]:
+    """The documents of a corpus file whose apiVersion and kind pilot serves. The corpus also holds
+    what pilot does not read: Sidecars, WorkloadGroups, security.istio.io policies, Kubernetes Gateway
+    API objects (whose ``Gateway`` is not Istio's) and core objects."""
+    return [doc for doc in documents(path) if is_served(doc)]
+
+
+def all_files() -> list[Path]:
+    """Every file of the corpus."""
+    return sorted(CORPUS.glob("*.yaml")) if CORPUS.is_dir() else []
+
+
+@functools.cache
+def _served_files() -> tuple[Path, ...]:
+    return tuple(path for path in all_files() if served_documents(path))
 
 
 def served_files() -> list[Path]:
     """The corpus files holding at least one object of a kind pilot serves."""
-    return [path for path in corpus_files() if any(is_served(d) for d in documents(path))]
+    return list(_served_files())
 
 
 class _Hosts:

@@ -54,6 +54,34 @@ def service_entry(name: str, namespace: str = "default", **spec: Any) -> ConfigO
     return config("ServiceEntry", name, spec, namespace)
 
 
+def service_entry_yaml(
+    name: str,
+    host: str,
+    *,
+    port: int = 80,
+    resolution: str = "STATIC",
+    location: str = "MESH_INTERNAL",
+    endpoint: str | None = None,
+) -> str:
+    """A ServiceEntry in namespace default as a config file holds it, with one HTTP port."""
+    endpoints = f"  endpoints:\n  - address: {endpoint}\n" if endpoint else ""
+    return f"""\
+apiVersion: {API_VERSION}
+kind: ServiceEntry
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  hosts: [{host}]
+  ports:
+  - number: {port}
+    name: http
+    protocol: HTTP
+  resolution: {resolution}
+  location: {location}
+{endpoints}"""
+
+
 def virtual_service(name: str, namespace: str = "default", **spec: Any) -> ConfigObject:
     return config("VirtualService", name, spec, namespace)
 

@@ -21,13 +21,13 @@ from pilot.config.parse import parse_text
 from pilot.translate.proxy import NodeType, ProxyView
 from pilot.translate.snapshot import generate_messages, inconsistencies
 from tests import factories
-from tests.corpus import CORPUS, corpus_files, gateway_selectors, served_files, synthetic_service_entries
+from tests.corpus import CORPUS, all_files, gateway_selectors, served_files, synthetic_service_entries
 from tests.support import EnvoyProcess, PilotProcess, failure_logs, wait_until
 from tests.translate.golden import ENVOY, TEST_CERT, TEST_KEY, envoy_validate, static_bootstrap
 
 pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no corpus at {CORPUS}")
 
-FILES = corpus_files()
+FILES = all_files()
 SERVED_FILES = served_files()
 DEFAULT_ROUTER_LABELS = (("istio", "ingressgateway"),)
 

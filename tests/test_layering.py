@@ -1,8 +1,8 @@
 """The import table of docs/internals.md, enforced by reading every module's imports with ast.
 
 Imports inside functions and under TYPE_CHECKING count too: a layer is a layer. The leaves
-``errors``, ``metrics`` and ``log`` may be imported from anywhere (ARCHITECTURE.md: "The leaves log
-and metrics may be imported from anywhere"; errors is the one exception tree every layer raises from).
+``errors``, ``metrics`` and ``log`` may be imported from anywhere (docs/internals.md; errors is the
+one exception tree every layer raises from).
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ TABLE: dict[str, Rule] = {
     # settings too: the debouncer checks its bounds with the settings' own check.
     "push": rule("config", "translate", "cache", "settings"),
     "server": rule("cache", "xds", "errors"),
-    # xds too: the debug views name types by their type URL (pilot.xds.types); the table in
-    # docs/internals.md should list it.
+    # xds too: the debug views name types by their type URL (pilot.xds.types).
     "debug": rule("server", "cache", "config", "xds"),
     "app": EVERYTHING,
     "cli": EVERYTHING,

@@ -22,11 +22,11 @@ import yaml
 
 from pilot.config.parse import parse_text
 from pilot.sources import kube as kube_source
+from tests.corpus import CORPUS, served_documents, served_files
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "istio"  # beside the repository
-CORPUS_FILES = sorted(CORPUS.glob("*.yaml")) if CORPUS.is_dir() else []
+CORPUS_FILES = served_files()
 MANIFEST_FILES = sorted(
     p for p in MANIFESTS.rglob("*.yaml") if "docker-compose" not in p.relative_to(MANIFESTS).parts
 )
@@ -185,10 +185,8 @@ def corpus_objects() -> list[tuple[str, dict[str, Any]]]:
     return [
         (f"{path.name}#{i}", doc)
         for path in CORPUS_FILES
-        for i, doc in enumerate(yaml.safe_load_all(path.read_text()))
-        if isinstance(doc, dict)
-        and doc.get("kind") in ISTIO_KINDS
-        and str(doc.get("apiVersion")).startswith("networking.istio.io/")
+        for i, doc in enumerate(served_documents(path))
+        if doc["kind"] in ISTIO_KINDS
     ]
 
 

@@ -15,7 +15,6 @@ from typing import Any, cast
 
 import grpc
 import pytest
-import yaml
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
@@ -24,11 +23,10 @@ from pilot._gen import ca_pb2, ca_pb2_grpc, networking_pb2, security_pb2
 from pilot.config.durations import go_duration_to_json, normalize_durations
 from pilot.config.kinds import split_api_version
 from tests import corpus
+from tests.corpus import CORPUS, served_documents, served_files
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "istio"
-# Files holding a kind pilot serves; the other kinds are skipped with a warning (tests/config/test_parse.py).
-CORPUS_FILES = corpus.served_files()
+CORPUS_FILES = served_files()  # the other kinds: WORKLOAD_AND_SECURITY_FILES below
 
 KINDS: dict[str, type[Message]] = {
     "VirtualService": networking_pb2.VirtualService,
@@ -66,7 +64,7 @@ def is_workload_or_security(document: dict[str, Any]) -> bool:
 
 
 WORKLOAD_AND_SECURITY_FILES = [
-    path for path in corpus.corpus_files() if any(map(is_workload_or_security, corpus.documents(path)))
+    path for path in corpus.all_files() if any(map(is_workload_or_security, corpus.documents(path)))
 ]
 
 
@@ -188,9 +186,9 @@ def test_mesh_config_parses() -> None:
 @pytest.mark.skipif(not CORPUS_FILES, reason=f"Istio corpus not found at {CORPUS}")
 @pytest.mark.parametrize("path", CORPUS_FILES, ids=[p.name for p in CORPUS_FILES])
 def test_corpus_object_parses(path: Path) -> None:
-    docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+    docs = served_documents(path)
     assert docs, f"{path.name} holds no object"
-    for doc in filter(corpus.is_served, docs):
+    for doc in docs:
         kind = doc["kind"]
         assert kind in KINDS, f"{path.name}: no message for kind {kind}"
         name = doc.get("metadata", {}).get("name")

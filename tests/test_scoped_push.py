@@ -275,7 +275,7 @@ async def test_bytes_one_proxy_receives_for_one_endpoint_change(
     for protocol in ("sotw", "delta"):
         for label, counts in (
             ("full (a fresh connection)", fresh[protocol]),
-            ("scoped (this change)", scoped[protocol]),
+            ("scoped (the endpoint change)", scoped[protocol]),
         ):
             cells = " ".join(f"{counts.get(t, 0):>8}" for t in TYPES)
             lines.append(f"  {protocol:8} {label:28} {cells} {sum(counts.values()):>9}")

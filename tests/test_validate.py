@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from pilot import validate
 
 GOOD = """\
@@ -95,16 +93,7 @@ def test_yaml_syntax_error_is_invalid() -> None:
     assert code == 1 and out.startswith("error: <stdin>:")
 
 
-def _has_validate_command() -> bool:
-    probe = subprocess.run(
-        [sys.executable, "-m", "pilot", "validate", "--help"], capture_output=True, timeout=60
-    )
-    return probe.returncode == 0
-
-
 def test_pilot_validate_command(tmp_path: Path) -> None:
-    if not _has_validate_command():
-        pytest.skip("pilot has no validate subcommand yet (pilot/cli.py)")
     bad = tmp_path / "bad.yaml"
     bad.write_text(BAD)
     result = subprocess.run(

@@ -99,8 +99,7 @@ class TypeResources:
 
 
 def _type_version(by_name: Mapping[str, Resource]) -> str:
-    # name NUL version NUL, for every resource in name order (the format older versions hashed
-    # with one update() per field; the digest is the same).
+    # name NUL version NUL, for every resource in name order.
     data = b"".join(f"{name}\0{resource.version}\0".encode() for name, resource in by_name.items())
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 

@@ -8,7 +8,7 @@ not list); otherwise, when the cluster has outlier detection (failover never hap
 localities get priorities by how much of region/zone/subzone they share with the proxy, with
 ``failover`` naming the region to fall back to. The cluster then uses locality-weighted balancing.
 
-pilot's proxy views carry no locality yet, so every proxy is in the empty locality, as an Istio proxy
+pilot's proxy views carry no locality, so every proxy is in the empty locality, as an Istio proxy
 whose node has none: a ``distribute`` rule applies when its ``from`` is ``*``, and failover ranks the
 endpoints without a locality first.
 """
@@ -26,7 +26,7 @@ from pilot._gen import networking_pb2 as nw
 
 LbSetting: TypeAlias = nw.LocalityLoadBalancerSetting
 
-PROXY_LOCALITY = base_pb2.Locality()  # what pilot knows of a proxy's locality: nothing yet
+PROXY_LOCALITY = base_pb2.Locality()  # what pilot knows of a proxy's locality: nothing
 
 
 def split(text: str) -> tuple[str, str, str]:

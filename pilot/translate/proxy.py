@@ -43,7 +43,7 @@ class ProxyView:
     interception_mode: InterceptionMode = InterceptionMode.NONE
     dns_domain: str = DEFAULT_DNS_DOMAIN
     # Only routers select Gateways by labels; a sidecar's labels do not change its outbound
-    # config yet, so they stay out of its view (more sharing).
+    # config, so they stay out of its view (more sharing).
     labels: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:

@@ -9,11 +9,12 @@ import yaml
 
 from pilot.config.objects import FieldError, ParseResult
 from pilot.config.parse import parse_text
+from tests import corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTDATA = ROOT / "testdata" / "config"
-CORPUS = ROOT.parent / "shared" / "corpus" / "istio"
-CORPUS_FILES = sorted(CORPUS.glob("*.yaml")) if CORPUS.is_dir() else []
+CORPUS = corpus.CORPUS
+CORPUS_FILES = corpus.all_files()
 BAD_FILES = sorted(p for p in (TESTDATA / "bad").iterdir() if p.suffix in (".yaml", ".json"))
 GOOD_FILES = sorted(p for p in (TESTDATA / "good").iterdir() if p.suffix in (".yaml", ".json"))
 

@@ -16,26 +16,13 @@ from pilot.config.store import ConfigStore
 from pilot.errors import ConfigError
 from pilot.sources.base import ConfigSource
 from pilot.sources.files import FolderSource, is_config_file
+from tests.factories import service_entry_yaml
 
 DEADLINE = 10.0
 
 
 def service_entry(name: str, host: str = "httpbin.org") -> str:
-    return f"""\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  hosts: [{host}]
-  ports:
-  - number: 80
-    name: http
-    protocol: HTTP
-  resolution: DNS
-  location: MESH_EXTERNAL
-"""
+    return service_entry_yaml(name, host, resolution="DNS", location="MESH_EXTERNAL")
 
 
 def se_key(name: str) -> ConfigKey:

@@ -2,7 +2,7 @@
 
 ``validate(obj)`` returns every problem as a ``FieldError`` naming the field path (its ``line`` is left
 for the parser to fill in). Errors make the parser reject the object; warnings, including the fields
-pilot does not translate yet (``support.NOT_YET_SUPPORTED``), do not.
+pilot does not translate (``support.NOT_YET_SUPPORTED``), do not.
 """
 
 from __future__ import annotations

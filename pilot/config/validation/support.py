@@ -7,9 +7,9 @@ where the field is set (for a scalar: set to a non-default value). Why each is l
 
 * DestinationRule ``workloadSelector``, ``failoverPriority``; WorkloadEntry ``network``: they select by
   the proxy's workload labels (or network), which pilot's sidecar views do not carry.
-* ``warmup.minimumPercent`` / ``warmup.aggression``: Istio's translation of them not yet confirmed.
+* ``warmup.minimumPercent`` / ``warmup.aggression``: how Istio translates them is unconfirmed.
 * ``serviceAccount`` fields: identities for Istio's mTLS, which needs Istio's CA.
-* Gateway ``selector``/``servers``: until gateway support lands.
+* Gateway ``servers[].defaultEndpoint``: Istio does not implement it either.
 * MeshConfig: proxy bootstrap, ingress, telemetry and mTLS settings outside pilot's translation.
 
 ``_translation_notes`` warns about set fields that pilot honours only in part, each with its own

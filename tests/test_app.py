@@ -17,6 +17,7 @@ from pilot.app import serve
 from pilot.errors import ConfigError
 from pilot.settings import Settings
 from pilot.xds import types
+from tests.factories import service_entry_yaml
 from tests.server.ads_client import AdsClient
 
 DEADLINE = 15.0
@@ -24,23 +25,7 @@ NODE = "sidecar~127.0.0.1~app-1.default~default.svc.cluster.local"
 
 
 def service_entry(name: str, port: int = 80) -> str:
-    return f"""\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  hosts: [{name}.example.com]
-  ports:
-  - number: {port}
-    name: http
-    protocol: HTTP
-  resolution: STATIC
-  location: MESH_INTERNAL
-  endpoints:
-  - address: 127.0.0.1
-"""
+    return service_entry_yaml(name, f"{name}.example.com", port=port, endpoint="127.0.0.1")
 
 
 def settings(config_dir: Path | None, **overrides: Any) -> Settings:
