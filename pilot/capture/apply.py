@@ -9,6 +9,7 @@ the namespace as it was; applying twice fails because the ``ISTIO_*`` chains alr
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -24,19 +25,31 @@ def apply(rules: RuleSet, binary: str = IPTABLES_RESTORE) -> None:
     path = shutil.which(binary)
     if path is None:
         raise ConfigError(f"{binary} not found: install the iptables package (Debian: iptables)")
+    text = rules.restore_text()
     try:
         subprocess.run(
             [path, "--noflush"],
-            input=rules.restore_text(),
+            input=text,
             text=True,
             capture_output=True,
             check=True,
             timeout=TIMEOUT,
         )
     except subprocess.CalledProcessError as err:
-        raise ConfigError(f"{binary} failed (exit {err.returncode}): {err.stderr.strip()}") from None
+        message = err.stderr.strip() + quoted_line(err.stderr, text)
+        raise ConfigError(f"{binary} failed (exit {err.returncode}): {message}") from None
     except subprocess.TimeoutExpired:
         raise ConfigError(f"{binary} did not finish in {TIMEOUT:g} s (xtables lock held?)") from None
 
 
-__all__ = ["IPTABLES_RESTORE", "apply"]
+def quoted_line(message: str, text: str) -> str:
+    """`` (line N: RULE)`` when iptables-restore names the input line it refused, which it does by
+    number only ("line 2 failed: Chain already exists.")."""
+    found = re.search(r"line (\d+) failed", message)
+    lines = text.splitlines()
+    if found is None or not 0 < int(found.group(1)) <= len(lines):
+        return ""
+    return f" (line {found.group(1)}: {lines[int(found.group(1)) - 1]})"
+
+
+__all__ = ["IPTABLES_RESTORE", "apply", "quoted_line"]

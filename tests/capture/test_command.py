@@ -50,3 +50,14 @@ def test_tproxy_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]):
         main(["iptables", "-m", "TPROXY"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'TPROXY'" in capsys.readouterr().err
+
+
+def test_a_refused_line_is_quoted_from_the_input():
+    from pilot.capture.apply import quoted_line
+
+    text = "* nat\n-N ISTIO_INBOUND\nCOMMIT\n"
+    assert quoted_line("iptables-restore: line 2 failed: Chain already exists.", text) == (
+        " (line 2: -N ISTIO_INBOUND)"
+    )
+    assert quoted_line("iptables-restore: line 9 failed", text) == ""
+    assert quoted_line("Permission denied (you must be root)", text) == ""

