@@ -1,12 +1,13 @@
 """``pilot iptables``: print or install one pod's capture rules, as Istio's istio-iptables does.
 
-The flags are istio-iptables' own short flags (the long names are pilot's); ``args`` holds their
-strings, parsed here so a bad value is reported with the flag that carried it.
+The flags are istio-iptables' own, short and long (tools/istio-iptables/pkg/cmd/root.go); ``args``
+holds their strings, parsed here so a bad value is reported with the flag that carried it.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from typing import TextIO
 
@@ -15,23 +16,8 @@ from pilot.capture.options import CaptureOptions, from_flags
 from pilot.capture.rules import redirect_rules
 from pilot.errors import ConfigError
 
-# argparse dest -> from_flags keyword (the same names).
-FLAG_FIELDS = (
-    "proxy_port",
-    "inbound_capture_port",
-    "inbound_tunnel_port",
-    "proxy_uid",
-    "proxy_gid",
-    "interception_mode",
-    "inbound_ports",
-    "inbound_ports_exclude",
-    "outbound_ip_ranges",
-    "outbound_ip_ranges_exclude",
-    "outbound_ports_include",
-    "outbound_ports_exclude",
-    "reroute_virtual_interfaces",
-    "exclude_interfaces",
-)
+# The argparse dests are from_flags' keyword names (pilot/cli.py registers them).
+FLAG_FIELDS = tuple(inspect.signature(from_flags).parameters)
 
 
 def options_from(args: argparse.Namespace) -> CaptureOptions:
