@@ -10,18 +10,16 @@ Skipped, with the reason, where the machine cannot make network namespaces (test
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from tests.support import netns
 
-PROGRAMS = Path(__file__).parent / "pod_programs"
+PROGRAMS = netns.PROGRAMS
 PROXY_UID = netns.PROXY_UID
 APP_PORT = 8080
 HEALTH_PORT = 15021  # among the inbound ports -d excludes by default
@@ -71,12 +69,9 @@ class CaptureMesh:
     def get(self, pod: netns.Pod, host: str, port: int, uid: int | None = None) -> dict[str, str]:
         """One plain HTTP GET from ``pod``: the app's JSON answer (app, peer, reached) and the client's
         own address (local)."""
-        client = netns.python_program(PROGRAMS / "http_client.py", uid)
-        done = self.mesh.run(pod, [*client, host, str(port)], uid)
-        assert done.returncode == 0, done.stderr
-        result = json.loads(done.stdout)
-        assert result["status"] == 200, result
-        return {"local": result["local"], **json.loads(result["body"])}
+        answer = self.mesh.http_get(pod, host, port, uid)
+        assert answer.status == 200, answer
+        return {"local": answer.local, **answer.json()}
 
 
 def envoy_binary() -> str | None:
@@ -101,8 +96,7 @@ def capture_mesh() -> Iterator[CaptureMesh]:
     with netns.mesh("client", "server") as mesh:
         client, server = mesh.pods["client"], mesh.pods["server"]
         for pod in (client, server):
-            applied = mesh.run(pod, [sys.executable, "-m", "pilot", "iptables", "--apply"])
-            assert applied.returncode == 0, applied.stderr
+            mesh.install_capture(pod)
         relay = netns.python_program(PROGRAMS / "original_dst_relay.py", PROXY_UID)
         started = [
             mesh.spawn(server, [*netns.python_program(PROGRAMS / "http_app.py"), "server", str(APP_PORT),
@@ -120,8 +114,7 @@ def test_the_rules_are_in_the_pods_namespace(capture_mesh: CaptureMesh):
         saved = capture_mesh.mesh.run(pod, ["iptables-save", "-t", "nat"]).stdout
         assert "-A OUTPUT -j ISTIO_OUTPUT" in saved
         assert "-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001" in saved
-    outer = netns.Pod("outer", capture_mesh.mesh.outer, "")
-    assert "ISTIO" not in capture_mesh.mesh.run(outer, ["iptables-save", "-t", "nat"]).stdout
+    assert "ISTIO" not in capture_mesh.mesh.run(capture_mesh.mesh.node, ["iptables-save", "-t", "nat"]).stdout
 
 
 def test_applying_twice_fails_and_leaves_the_rules_as_they_were(capture_mesh: CaptureMesh):
@@ -191,8 +184,7 @@ def envoy_pod(capture_mesh: CaptureMesh) -> tuple[netns.Pod, netns.PodProcess]:
         pytest.skip(f"no envoy binary that uid {PROXY_UID} may run (found: {envoy})")
     mesh = capture_mesh.mesh
     pod = mesh.add_pod("envoy")
-    applied = mesh.run(pod, [sys.executable, "-m", "pilot", "iptables", "--apply"])
-    assert applied.returncode == 0, applied.stderr
+    mesh.install_capture(pod)
     sidecar = mesh.spawn(pod, [envoy, "--config-yaml", ENVOY_SIDECAR, "--disable-hot-restart",
                                "--file-flush-interval-msec", "50", "--log-level", "info"], uid=PROXY_UID)
     sidecar.log.wait_for(lambda line: "starting workers" in line, ENVOY_READY_TIMEOUT)

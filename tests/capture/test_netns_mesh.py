@@ -12,6 +12,8 @@ import pytest
 
 from tests.support import netns
 
+PROGRAMS = netns.PROGRAMS
+
 
 @pytest.fixture(autouse=True)
 def needs_namespaces() -> None:
@@ -32,12 +34,23 @@ def gone(pid: int) -> bool:
 def test_pods_reach_each_other_over_the_bridge_and_nothing_else():
     with netns.mesh("a", "b") as mesh:
         a, b = mesh.pods["a"], mesh.pods["b"]
+        app = netns.python_program(PROGRAMS / "http_app.py")
+        mesh.spawn(b, [*app, "b", "8080"]).log.wait_for(lambda line: line == "listening")
+        answer = mesh.http_get(a, b.address, 8080).json()
+        assert answer["app"] == "b"
+        assert answer["peer"].startswith(f"{a.address}:")
         # One route, the bridge's subnet: no default route, no way to any other address.
         routes = mesh.run(a, ["ip", "-4", "route"]).stdout
         assert routes.strip() == f"{netns.SUBNET}.0/24 dev eth0 proto kernel scope link src {a.address}"
-        neighbour = mesh.run(a, ["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
-        assert f"inet {a.address}/24" in neighbour
-        assert b.address != a.address
+
+
+def test_a_process_on_the_node_is_reached_from_pods_at_the_bridge_address():
+    with netns.mesh("a") as mesh:
+        app = netns.python_program(PROGRAMS / "http_app.py")
+        mesh.spawn(mesh.node, [*app, "node", "18080"]).log.wait_for(lambda line: line == "listening")
+        answer = mesh.http_get(mesh.pods["a"], netns.NODE_ADDRESS, 18080).json()
+        assert answer["app"] == "node"
+        assert answer["peer"].startswith(f"{mesh.pods['a'].address}:")
 
 
 def test_close_kills_started_and_stray_processes_and_deletes_every_namespace():

@@ -4,18 +4,23 @@ node wires its pods.
 Layout (every name starts with ``pilot-t<PID>-<N>-``, PID being the test process)::
 
     OUTER netns  ── bridge br0 ──┬── veth ── POD netns "a": eth0 10.44.0.2/24, lo
-    (no address)                 └── veth ── POD netns "b": eth0 10.44.0.3/24, lo
+                   10.44.0.1/24  └── veth ── POD netns "b": eth0 10.44.0.3/24, lo
 
 Nothing here runs in, or changes, the host's own network namespace: the bridge and the bridge-side
 veth ends are created inside OUTER (``ip -n OUTER``), the pod-side ends go straight into their pod's
 namespace, and the pods' traffic stays on that bridge. Processes run in a pod through
-``nsenter --net=/run/netns/POD``, optionally as another uid/gid (the proxy's 1337).
+``nsenter --net=/run/netns/POD``, optionally as another uid/gid (the proxy's 1337). ``Mesh.node`` is
+OUTER itself, reachable from every pod at the bridge's address: the place for what a Kubernetes node
+runs beside its pods (pilot, for one). ``Mesh.install_capture`` runs ``pilot iptables --apply`` in a pod.
 
 Cleanup: ``Mesh.close`` kills every process it started and any other process still in its
 namespaces, then deletes the pod namespaces (which destroys their veths) and OUTER (which destroys the
 bridge). ``mesh()`` calls it on every exit path, and first sweeps namespaces left by test processes
 that are gone (killed before their cleanup ran), recognised by the PID in their name, so a concurrent
 run's namespaces are never touched.
+
+Small programs for pods (an HTTP app, a plain HTTP client, a sidecar stand-in) are in
+tests/support/pod_programs/; ``Mesh.http_get`` runs the client.
 
 Needs root, ``ip`` (iproute2), ``nsenter`` (util-linux) and, to install capture rules,
 ``iptables-restore`` (iptables); ``unavailable()`` says which is missing.
@@ -24,6 +29,7 @@ Needs root, ``ip`` (iproute2), ``nsenter`` (util-linux) and, to install capture 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import shutil
@@ -44,11 +50,13 @@ NAME = re.compile(rf"^{PREFIX}(\d+)-")
 SUBNET = "10.44.0"  # pod addresses; only ever assigned inside namespaces this module made
 PREFIX_LENGTH = 24
 BRIDGE = "br0"
+NODE_ADDRESS = f"{SUBNET}.1"  # the bridge's own address, in OUTER
 POD_INTERFACE = "eth0"
 NETNS_DIR = Path("/run/netns")
 TOOLS = ("ip", "nsenter", "iptables-restore", "iptables-save")
 COMMAND_TIMEOUT = 10.0
 PROXY_UID = 1337  # Istio's sidecar uid, which capture never redirects
+PROGRAMS = Path(__file__).parent / "pod_programs"
 
 _serial = itertools.count(1)
 
@@ -177,6 +185,20 @@ class PodProcess:
 
 
 @dataclass(frozen=True)
+class HttpAnswer:
+    """What the client printed: the address it sent from, and the answer's status and body."""
+
+    local: str
+    status: int
+    body: str
+
+    def json(self) -> dict[str, str]:
+        """The body of pod_programs/http_app.py: app, peer (as the app saw it) and reached."""
+        decoded: dict[str, str] = json.loads(self.body)
+        return decoded
+
+
+@dataclass(frozen=True)
 class Pod:
     name: str
     netns: str
@@ -203,10 +225,16 @@ class Mesh:
     def outer(self) -> str:
         return f"{self.tag}-outer"
 
+    @property
+    def node(self) -> Pod:
+        """OUTER as a place to run processes; pods reach it at NODE_ADDRESS."""
+        return Pod(name="node", netns=self.outer, address=NODE_ADDRESS)
+
     def start(self) -> Mesh:
         self._add_netns(self.outer)
         ip("-n", self.outer, "link", "set", "lo", "up")
         ip("-n", self.outer, "link", "add", BRIDGE, "type", "bridge")
+        ip("-n", self.outer, "addr", "add", f"{NODE_ADDRESS}/{PREFIX_LENGTH}", "dev", BRIDGE)
         ip("-n", self.outer, "link", "set", BRIDGE, "up")
         return self
 
@@ -242,6 +270,21 @@ class Mesh:
             timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
         return subprocess.run(pod.command(argv, uid), capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
+
+    def http_get(self, pod: Pod, host: str, port: int, uid: int | None = None) -> HttpAnswer:
+        """One plain HTTP GET from ``pod`` (pod_programs/http_client.py), as ``uid``."""
+        client = python_program(PROGRAMS / "http_client.py", uid)
+        done = self.run(pod, [*client, host, str(port)], uid)
+        if done.returncode != 0:
+            raise NetnsError(f"GET http://{host}:{port}/ from {pod.name}: {done.stderr.strip()}")
+        printed = json.loads(done.stdout)
+        return HttpAnswer(local=printed["local"], status=printed["status"], body=printed["body"])
+
+    def install_capture(self, pod: Pod, *flags: str) -> None:
+        """``pilot iptables --apply FLAGS`` in ``pod`` (no flags: the rules of an injected sidecar)."""
+        done = self.run(pod, [sys.executable, "-m", "pilot", "iptables", "--apply", *flags])
+        if done.returncode != 0:
+            raise NetnsError(f"pilot iptables in {pod.name}: exit {done.returncode}: {done.stderr.strip()}")
 
     def close(self) -> None:
         """Stop every process, then delete the pods' namespaces and the outer one; never raises."""
@@ -298,6 +341,9 @@ def mesh(*pod_names: str) -> Iterator[Mesh]:
 
 
 __all__ = [
+    "NODE_ADDRESS",
+    "PROGRAMS",
+    "HttpAnswer",
     "Mesh",
     "NetnsError",
     "Pod",
