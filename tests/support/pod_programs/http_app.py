@@ -25,8 +25,13 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-servers = [ThreadingHTTPServer(("0.0.0.0", int(port)), Handler) for port in sys.argv[2:]]
-for server in servers:
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-print("listening", flush=True)
-threading.Event().wait()
+def main() -> None:
+    servers = [ThreadingHTTPServer(("0.0.0.0", int(port)), Handler) for port in sys.argv[2:]]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    print("listening", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -5,13 +5,19 @@ import http.client
 import json
 import sys
 
-connection = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=5)
-connection.connect()
-local = connection.sock.getsockname()
-connection.request("GET", "/")
-response = connection.getresponse()
-print(json.dumps({
-    "local": f"{local[0]}:{local[1]}",
-    "status": response.status,
-    "body": response.read().decode(),
-}), flush=True)
+
+def main() -> None:
+    connection = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=5)
+    connection.connect()
+    local = connection.sock.getsockname()
+    connection.request("GET", "/")
+    response = connection.getresponse()
+    print(json.dumps({
+        "local": f"{local[0]}:{local[1]}",
+        "status": response.status,
+        "body": response.read().decode(),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

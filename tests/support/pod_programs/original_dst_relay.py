@@ -69,4 +69,5 @@ def main() -> None:
         threading.Thread(target=serve, args=(conn, peer, source), daemon=True).start()
 
 
-main()
+if __name__ == "__main__":
+    main()
