@@ -80,7 +80,7 @@ class CaptureOptions:
 
     @property
     def gids(self) -> tuple[str, ...]:
-        """The proxy's groups: ``proxy_gids``, else its uids (config.go: "ProxyGID = ProxyUID")."""
+        """The proxy's groups: ``proxy_gids``, else its uids (config.go FillConfigFromEnvironment)."""
         return self.proxy_uids if self.proxy_gids is None else self.proxy_gids
 
 
