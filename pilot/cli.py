@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pilot import __version__
+from pilot.capture.options import IptablesOptions
 from pilot.errors import PilotError
 from pilot.settings import Settings
 
@@ -216,10 +217,22 @@ def _add_iptables(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     iptables.set_defaults(handler=_iptables)
 
 
+def iptables_options_from(args: argparse.Namespace) -> IptablesOptions:
+    """``pilot iptables`` flags as typed options (ValueError naming the flag of a bad value)."""
+    from pilot.capture import command
+
+    return command.options_from(args)
+
+
 def _iptables(args: argparse.Namespace) -> int:
     from pilot.capture import command
 
-    return command.run(args)
+    try:
+        options = iptables_options_from(args)
+    except ValueError as err:
+        print(f"pilot iptables: error: {err}", file=sys.stderr)
+        return 2
+    return command.run(options)
 
 
 def _key_value(text: str) -> tuple[str, str]:

@@ -9,7 +9,8 @@ value is the capture a sidecar pod gets. istio-iptables run without flags captur
 ``ISTIO_IPTABLES_DEFAULTS`` is that value, which Istio's golden tests start from.
 
 Only IPv4 and REDIRECT mode are implemented: TPROXY, DNS capture (``--redirect-dns``), ``--drop-invalid``
-and ip6tables rules are not.
+and ip6tables rules are not. Values that are not valid raise ValueError, as ``pilot.settings.Settings``
+does: the command line reports them as usage errors.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import Literal
-
-from pilot.errors import ConfigError
 
 ALL: Literal["*"] = "*"
 """istio-iptables' wildcard: every port (``-b '*'``), every destination (``-i '*'``), every group."""
@@ -36,7 +35,7 @@ DEFAULT_EXCLUDED_INBOUND_PORTS = (15090, 15021, 15020)
 PROXY_UID = "1337"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CaptureOptions:
     """One pod's capture, as istio-iptables is told it (flag in parentheses)."""
 
@@ -62,7 +61,7 @@ class CaptureOptions:
 
     def __post_init__(self) -> None:
         if self.interception_mode not in INTERCEPTION_MODES:
-            raise ConfigError(
+            raise ValueError(
                 f"interception mode {self.interception_mode!r} is not implemented (only {REDIRECT})"
             )
         ports = [self.proxy_port, self.inbound_capture_port, self.inbound_tunnel_port]
@@ -71,12 +70,12 @@ class CaptureOptions:
             ports.extend(() if group == ALL else group)
         bad = [port for port in ports if not 0 < port < 65536]
         if bad:
-            raise ConfigError(f"not a port: {bad[0]}")
+            raise ValueError(f"not a port: {bad[0]}")
         # config.ValidateIPv4LoopbackCidr.
         if not self.host_loopback.ip.is_loopback or self.host_loopback.network.prefixlen < 8:
-            raise ConfigError(f"host loopback {self.host_loopback}: not IPv4 loopback with a /8 to /32 mask")
+            raise ValueError(f"host loopback {self.host_loopback}: not IPv4 loopback with a /8 to /32 mask")
         if not self.proxy_uids:
-            raise ConfigError("at least one proxy uid is needed: the proxy's own traffic is never captured")
+            raise ValueError("at least one proxy uid is needed: the proxy's own traffic is never captured")
 
     @property
     def gids(self) -> tuple[str, ...]:
@@ -91,6 +90,14 @@ ISTIO_IPTABLES_DEFAULTS = CaptureOptions(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class IptablesOptions:
+    """What ``pilot iptables`` is told: the capture, and whether to install it or print it."""
+
+    capture: CaptureOptions
+    apply: bool = False  # install in the current network namespace instead of printing
+
+
 def split(text: str) -> tuple[str, ...]:
     """istio-iptables' comma lists (config.Split): empty items are dropped, so ``'6000,7000,'`` is two."""
     return tuple(item.strip() for item in text.split(",") if item.strip())
@@ -100,7 +107,7 @@ def parse_ports(text: str, flag: str) -> tuple[int, ...]:
     ports = []
     for item in split(text):
         if not item.isdigit() or not 0 < int(item) < 65536:
-            raise ConfigError(f"{flag}: not a port: {item!r}")
+            raise ValueError(f"{flag}: not a port: {item!r}")
         ports.append(int(item))
     return tuple(ports)
 
@@ -115,9 +122,9 @@ def parse_ranges(text: str, flag: str) -> tuple[ipaddress.IPv4Network, ...]:
         try:
             network = ipaddress.ip_network(item, strict=False)
         except ValueError:
-            raise ConfigError(f"{flag}: not an IP range in CIDR form: {item!r}") from None
+            raise ValueError(f"{flag}: not an IP range in CIDR form: {item!r}") from None
         if not isinstance(network, ipaddress.IPv4Network):
-            raise ConfigError(f"{flag}: {item}: IPv6 ranges are not implemented (IPv4 rules only)")
+            raise ValueError(f"{flag}: {item}: IPv6 ranges are not implemented (IPv4 rules only)")
         ranges.append(network)
     return tuple(ranges)
 
@@ -143,15 +150,15 @@ def from_flags(
     reroute_virtual_interfaces: str = "",
     exclude_interfaces: str = "",
 ) -> CaptureOptions:
-    """Options from istio-iptables' flag strings (ConfigError on a bad value, naming the flag)."""
+    """Options from istio-iptables' flag strings (ValueError on a bad value, naming the flag)."""
     if outbound_ip_ranges_exclude.strip() == ALL:
         # run.go: "invalid value for OUTBOUND_IP_RANGES_EXCLUDE".
-        raise ConfigError("-x: '*' is not a valid exclusion (exclude ranges, or capture nothing with -i '')")
+        raise ValueError("-x: '*' is not a valid exclusion (exclude ranges, or capture nothing with -i '')")
     single = {"-p": proxy_port, "-z": inbound_capture_port, "-e": inbound_tunnel_port}
     ports = {flag: parse_ports(text, flag) for flag, text in single.items()}
     for flag, parsed in ports.items():
         if len(parsed) != 1:
-            raise ConfigError(f"{flag}: expected one port, got {single[flag]!r}")
+            raise ValueError(f"{flag}: expected one port, got {single[flag]!r}")
     gids = split(proxy_gid)
     return CaptureOptions(
         proxy_port=ports["-p"][0],
@@ -177,6 +184,7 @@ __all__ = [
     "ISTIO_IPTABLES_DEFAULTS",
     "CaptureOptions",
     "GroupSelection",
+    "IptablesOptions",
     "PortSelection",
     "RangeSelection",
     "from_flags",

@@ -15,7 +15,6 @@ import pytest
 
 from pilot.capture.options import ALL, ISTIO_IPTABLES_DEFAULTS, CaptureOptions, from_flags
 from pilot.capture.rules import ISTIO_CHAINS, redirect_rules
-from pilot.errors import ConfigError
 
 GOLDENS = Path(__file__).parent / "istio_goldens"
 TEN_EIGHT = (ipaddress.IPv4Network("10.0.0.0/8"),)
@@ -119,8 +118,8 @@ def test_excluded_outbound_ports_and_ranges_come_before_the_redirect():
         ({"proxy_uid": ""}, "at least one proxy uid"),
     ],
 )
-def test_bad_flags_are_config_errors_naming_the_flag(flags: dict[str, str], message: str):
-    with pytest.raises(ConfigError, match=message.replace("*", r"\*")):
+def test_bad_flags_are_value_errors_naming_the_flag(flags: dict[str, str], message: str):
+    with pytest.raises(ValueError, match=message.replace("*", r"\*")):
         from_flags(**flags)
 
 
@@ -130,5 +129,5 @@ def test_gids_default_to_the_uids_as_istio():
 
 
 def test_host_loopback_must_be_loopback():
-    with pytest.raises(ConfigError, match="loopback"):
+    with pytest.raises(ValueError, match="loopback"):
         CaptureOptions(host_loopback=ipaddress.IPv4Interface("10.0.0.1/32"))
