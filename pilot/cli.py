@@ -5,6 +5,7 @@ Subcommands:
     demo        a self-contained demo with real Envoys (pilot.demo.run)
     bootstrap   print an Envoy bootstrap that points at pilot (pilot.bootstrap.run)
     validate    check Istio YAML files like istioctl validate (pilot.validate.run)
+    iptables    print or apply a pod's capture rules like istio-iptables (pilot.capture.command.run)
 
 Each subcommand's handler takes a frozen dataclass built from its flags (``Command.options``), never
 an ``argparse.Namespace``; options that contradict each other are refused by the class that holds
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pilot import __version__
+from pilot.capture.options import IptablesOptions
 from pilot.demo.options import DemoOptions
 from pilot.errors import PilotError
 from pilot.settings import Settings
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_bootstrap(commands)
     _add_validate(commands)
+    _add_iptables(commands)
     # Room for more: add a _add_<name>(commands) that sets a `command_spec`.
     return parser
 
@@ -196,6 +199,61 @@ def _add_validate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     validate.add_argument("files", nargs="*", metavar="FILE",
                           help="YAML/JSON files or folders; '-' or none: standard input")
     validate.set_defaults(command_spec=Command(validate_options_from, _validate))
+
+
+def _add_iptables(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """istio-iptables' short flags; the defaults are what Istio's injector gives istio-init."""
+    iptables = commands.add_parser(
+        "iptables",
+        help="print (or --apply) a pod's traffic capture rules, like istio-iptables in REDIRECT mode",
+        description="The nat rules Istio's istio-iptables installs in a pod, as iptables-restore input. "
+        "Lists are comma-separated; '*' means all. IPv4 and REDIRECT mode only.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    # (short, long, dest, default, help): istio-iptables' flags (tools/istio-iptables/pkg/cmd/root.go).
+    istio_flags = (
+        ("-p", "--envoy-port", "proxy_port", "15001", "outbound capture port"),
+        ("-z", "--inbound-capture-port", "inbound_capture_port", "15006", "inbound capture port"),
+        ("-e", "--inbound-tunnel-port", "inbound_tunnel_port", "15008", "tunnel port, never redirected"),
+        ("-u", "--proxy-uid", "proxy_uid", "1337", "uids whose traffic is never captured"),
+        ("-g", "--proxy-gid", "proxy_gid", "", "gids whose traffic is never captured (empty: the -u ids)"),
+        ("-b", "--istio-inbound-ports", "inbound_ports", "*",
+         "inbound ports redirected to the inbound capture port ('*': all, empty: none)"),
+        ("-d", "--istio-local-exclude-ports", "inbound_ports_exclude", "15090,15021,15020",
+         "inbound ports not redirected (with -b '*')"),
+        ("-i", "--istio-service-cidr", "outbound_ip_ranges", "*",
+         "outbound destinations redirected ('*': all, empty: none)"),
+        ("-x", "--istio-service-exclude-cidr", "outbound_ip_ranges_exclude", "",
+         "outbound destinations not redirected"),
+        ("-q", "--istio-outbound-ports", "outbound_ports_include", "", "outbound ports always redirected"),
+        ("-o", "--istio-local-outbound-ports-exclude", "outbound_ports_exclude", "",
+         "outbound ports never redirected"),
+        ("-k", "--kube-virt-interfaces", "reroute_virtual_interfaces", "",
+         "interfaces whose inbound traffic is treated as outbound"),
+        ("-c", "--istio-exclude-interfaces", "exclude_interfaces", "", "interfaces never captured"),
+    )
+    for short, long, dest, default, help_text in istio_flags:
+        iptables.add_argument(short, long, dest=dest, default=default, help=help_text)
+    iptables.add_argument("-m", "--istio-inbound-interception-mode", dest="interception_mode",
+                          default="REDIRECT", choices=("REDIRECT",),
+                          help="inbound interception mode (TPROXY is not implemented)")
+    iptables.add_argument("--apply", action="store_true",
+                          help="install the rules in the current network namespace "
+                          "(iptables-restore --noflush) instead of printing them")
+    iptables.set_defaults(command_spec=Command(iptables_options_from, _iptables))
+
+
+def iptables_options_from(args: argparse.Namespace) -> IptablesOptions:
+    """``pilot iptables`` flags as typed options (ValueError naming the flag of a bad value)."""
+    from pilot.capture import command
+
+    return command.options_from(args)
+
+
+def _iptables(options: IptablesOptions) -> int:
+    from pilot.capture import command
+
+    return command.run(options)
 
 
 def _key_value(text: str) -> tuple[str, str]:

@@ -59,6 +59,8 @@ TABLE: dict[str, Rule] = {
     "bootstrap": EVERYTHING,
     # `pilot validate`: the config layer's parser and validation, nothing that serves or translates.
     "validate": rule("config", "errors", never=("grpc", "asyncio")),
+    # `pilot iptables`: istio-iptables' rules; set up before any proxy runs, it knows no config or xDS.
+    "capture": rule("errors", never=("grpc", "asyncio")),
     "__main__": EVERYTHING,
     "__init__": rule(),
 }
