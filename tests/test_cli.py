@@ -100,7 +100,7 @@ def test_bad_flags_exit_2_with_argparse_message(argv: list[str], capsys: pytest.
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["serve", "--debounce-after", "5", "--debounce-max", "1"], "debounce_max .* must be at least debounce_after"),
+        (["serve", "--debounce-after", "5", "--debounce-max", "1"], "must be at least debounce_after"),
         (["serve", "--webhook-port", "15017"], "webhook needs webhook_cert and webhook_key"),
         (["serve", "--watch-namespaces", "a"], "watch_namespaces needs kube"),
     ],
