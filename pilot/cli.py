@@ -5,6 +5,7 @@ Subcommands:
     demo        a self-contained demo with real Envoys (pilot.demo.run)
     bootstrap   print an Envoy bootstrap that points at pilot (pilot.bootstrap.run)
     validate    check Istio YAML files like istioctl validate (pilot.validate.run)
+    token       print a folder-mode service-account token for the mesh CA (pilot.ca.token_command.run)
 
 Each subcommand's module is imported only when that subcommand runs, so ``pilot bootstrap`` does
 not pay for grpc and ``--help`` is quick. Exit codes: 0 ok (also Ctrl-C), 1 failure, 2 bad flags.
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_bootstrap(commands)
     _add_validate(commands)
+    _add_token(commands)
     # Room for more: add a _add_<name>(commands) that sets `handler` lazily.
     return parser
 
@@ -234,6 +236,46 @@ def _bootstrap(args: argparse.Namespace) -> int:
     from pilot import bootstrap
 
     return bootstrap.run(args)
+
+
+def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def duration(text: str) -> object:
+        from pilot.ca.token_command import parse_duration
+
+        try:
+            return parse_duration(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from err
+
+    token = commands.add_parser(
+        "token", help="print a service-account token the mesh CA of --ca-dir accepts (folder mode)",
+        description="Sign a JWT with Kubernetes service-account token claims with the token-signing key "
+        "of the CA directory: the folder-mode stand-in for a projected service-account token.",
+    )
+    token.add_argument("--ca-dir", type=Path, required=True, metavar="DIR",
+                       help="the CA directory of pilot serve")
+    token.add_argument("--namespace", required=True, metavar="NS")
+    token.add_argument("--service-account", required=True, metavar="SA")
+    token.add_argument("--ttl", type=duration, default="1h", help="lifetime, e.g. 1h, 30m, 90s (default: 1h)")
+    token.add_argument("--audience", default="istio-ca", help="the aud claim (default: istio-ca)")
+    token.set_defaults(handler=_token)
+
+
+def _token(args: argparse.Namespace) -> int:
+    from pilot.ca.identity import ServiceAccount
+    from pilot.ca.token_command import TokenOptions, run
+
+    try:
+        options = TokenOptions(args.ca_dir, ServiceAccount(args.namespace, args.service_account), args.ttl,
+                               args.audience)
+    except ValueError as err:
+        print(f"pilot token: {err}", file=sys.stderr)
+        return 2
+    try:
+        return run(options)
+    except PilotError as err:
+        log.error("%s", err)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
