@@ -145,11 +145,17 @@ class CertificateAuthority:
         return min(cert.not_valid_after_utc for cert in (self.certificate, *self.intermediates))
 
     def sign(self, builder: x509.CertificateBuilder) -> x509.Certificate:
-        """Issue ``builder`` from this CA: issuer name, Authority Key Identifier, signature."""
-        issuer_ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        builder = builder.issuer_name(self.certificate.subject).add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski), critical=False
-        )
+        """Issue ``builder`` from this CA: issuer name, Authority Key Identifier, signature.
+
+        The AKI is the issuer's SKI (RFC 5280 4.2.1.1). A signing certificate without an SKI (Istio's own
+        samples/certs/ca-cert.pem has none) gets the key identifier computed from its public key, the
+        SHA-1 method of RFC 5280 4.2.1.2 that openssl's ``subjectKeyIdentifier=hash`` uses too."""
+        try:
+            ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        except x509.ExtensionNotFound:
+            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key())
+        builder = builder.issuer_name(self.certificate.subject).add_extension(aki, critical=False)
         return builder.sign(self.key, signature_hash(self.key))
 
 
@@ -330,11 +336,6 @@ def load_cacerts(ca_dir: Path, settings: CaSettings) -> CertificateAuthority:
         _check_valid_at(issuer, at, chain_path)
     _check_is_ca(root, root_path)
     _check_valid_at(root, at, root_path)
-    try:
-        certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-    except x509.ExtensionNotFound as err:
-        # Leaves carry the issuer's SKI as their Authority Key Identifier (RFC 5280 4.2.1.1).
-        raise ConfigError(f"{cert_path}: the signing certificate has no Subject Key Identifier") from err
     return CertificateAuthority(
         settings=settings,
         key=key,

@@ -120,3 +120,24 @@ def verify_chain(chain_pems: Sequence[str], at: datetime.datetime | None = None)
     roots = x509.load_pem_x509_certificates(chain_pems[-1].encode())
     builder = PolicyBuilder().store(Store(roots)).time(at or datetime.datetime.now(datetime.UTC))
     return builder.build_client_verifier().verify(leaf, intermediates)
+
+
+def openssl_verify(
+    chain_pems: Sequence[str], work: Path, purpose: str = "sslclient", strict: bool = True
+) -> str:
+    """``openssl verify`` of a CreateCertificate answer (OpenSSL's checks, kin to Envoy's BoringSSL;
+    ``strict``: with -x509_strict, RFC 5280's rules on every certificate); its output, or RuntimeError
+    with openssl's complaint."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "leaf.pem").write_text(chain_pems[0])
+    (work / "intermediates.pem").write_text("".join(chain_pems[1:-1]))
+    (work / "roots.pem").write_text(chain_pems[-1])
+    args = ["verify", *(["-x509_strict"] if strict else []), "-purpose", purpose, "-CAfile", "roots.pem"]
+    if len(chain_pems) > 2:
+        args += ["-untrusted", "intermediates.pem"]
+    result = subprocess.run(
+        ["openssl", *args, "leaf.pem"], cwd=work, capture_output=True, text=True, timeout=30
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl verify: {result.stdout.strip()} {result.stderr.strip()}")
+    return result.stdout

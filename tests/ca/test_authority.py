@@ -15,7 +15,7 @@ from pilot.ca.authority import CaSettings, KeyAlgorithm, load_or_create
 from pilot.ca.identity import ServiceAccount
 from pilot.ca.workload_certificate import issue_workload_certificate
 from pilot.errors import ConfigError
-from tests.ca.pki import make_csr, make_istio_cacerts, new_key, verify_chain
+from tests.ca.pki import make_csr, make_istio_cacerts, new_key, openssl_verify, verify_chain
 from tests.support.certs import openssl_available
 
 needs_openssl = pytest.mark.skipif(not openssl_available(), reason="openssl makes the operator's cacerts")
@@ -67,6 +67,15 @@ def test_the_root_is_reused_on_the_next_start(tmp_path: Path):
     assert second.certificate == first.certificate
 
 
+def test_concurrent_first_starts_create_one_root(tmp_path: Path):
+    """``pilot serve`` and ``pilot token`` racing on an empty directory: the flock lets one create."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        authorities = list(pool.map(lambda _: load_or_create(tmp_path, CaSettings()), range(4)))
+    assert len({authority.certificate for authority in authorities}) == 1
+
+
 def test_an_rsa_root_when_configured(tmp_path: Path):
     authority = load_or_create(
         tmp_path, CaSettings(key_algorithm=KeyAlgorithm.RSA, trust_domain="example.org")
@@ -92,7 +101,7 @@ def test_a_partial_cacerts_set_is_an_error_naming_the_missing_files(tmp_path: Pa
 
 
 @needs_openssl
-def test_the_operators_cacerts_with_an_intermediate(istio_cacerts: Path):
+def test_the_operators_cacerts_with_an_intermediate(istio_cacerts: Path, tmp_path: Path):
     ca_dir = istio_cacerts
     before = {p.name: p.read_bytes() for p in ca_dir.iterdir()}
 
@@ -112,6 +121,8 @@ def test_the_operators_cacerts_with_an_intermediate(istio_cacerts: Path):
         "L=cluster1,CN=Intermediate CA,O=Istio",
         "CN=Root CA,O=Istio",
     ]
+    for purpose in ("sslclient", "sslserver"):
+        assert openssl_verify(issued.chain_pems, tmp_path / purpose, purpose).strip().endswith("leaf.pem: OK")
 
 
 @needs_openssl

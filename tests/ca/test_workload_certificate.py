@@ -15,7 +15,8 @@ from pilot.ca.authority import CaSettings, CertificateAuthority, load_or_create
 from pilot.ca.identity import ServiceAccount, parse_spiffe_id
 from pilot.ca.workload_certificate import MAX_CSR_BYTES, issue_server_certificate, issue_workload_certificate
 from pilot.errors import CertificateRequestError, IdentityMismatchError
-from tests.ca.pki import make_csr, new_key, verify_chain
+from tests.ca.pki import make_csr, new_key, openssl_verify, verify_chain
+from tests.support.certs import openssl_available
 
 SLEEP = ServiceAccount("default", "sleep")
 SLEEP_ID = "spiffe://cluster.local/ns/default/sa/sleep"
@@ -150,3 +151,12 @@ def test_a_server_certificate_names_hosts_and_addresses(authority: CertificateAu
     assert san.critical
     assert san.value.get_values_for_type(x509.DNSName) == ["istiod.istio-system.svc", "pilot.example"]
     assert [str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+
+
+@pytest.mark.skipif(not openssl_available(), reason="openssl checks the chain")
+@pytest.mark.parametrize("purpose", ["sslclient", "sslserver"])
+def test_openssl_strictly_verifies_the_chain_for_both_ends_of_mtls(
+    authority: CertificateAuthority, tmp_path: Path, purpose: str
+):
+    issued = issue_workload_certificate(authority, make_csr([SLEEP_ID]), SLEEP)
+    assert openssl_verify(issued.chain_pems, tmp_path, purpose).strip().endswith("leaf.pem: OK")
