@@ -107,12 +107,6 @@ def certificate_pem(certificate: x509.Certificate) -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _public_der(key: object) -> bytes:
-    public_bytes = getattr(key, "public_bytes")  # noqa: B009 - every public key type has it
-    der: bytes = public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return der
-
-
 @dataclass(frozen=True, slots=True)
 class CertificateAuthority:
     """The signing key and certificate, the certificates between it and the root, and the roots.
@@ -311,7 +305,7 @@ def load_cacerts(ca_dir: Path, settings: CaSettings) -> CertificateAuthority:
         raise ConfigError(f"{cert_path}: expected one certificate (the signing CA), found {len(signing)}")
     certificate = signing[0]
     key = _private_key(key_path)
-    if _public_der(key.public_key()) != _public_der(certificate.public_key()):
+    if key.public_key() != certificate.public_key():
         raise ConfigError(
             f"{key_path} does not match {cert_path}: the key's public half is not the certificate's"
         )

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from pilot.ca.authority import CaSettings, KeyAlgorithm, load_or_create
+from pilot.ca.authority import CaSettings, KeyAlgorithm, certificate_pem, load_or_create, private_key_pem
 from pilot.ca.identity import ServiceAccount
 from pilot.ca.workload_certificate import issue_workload_certificate
 from pilot.errors import ConfigError
@@ -135,6 +135,13 @@ def test_a_key_that_does_not_match_its_certificate_is_an_error_naming_both(
         load_or_create(ca_dir, CaSettings())
 
 
+def test_a_key_of_the_same_type_that_does_not_match_is_an_error(tmp_path: Path):
+    load_or_create(tmp_path, CaSettings())
+    (tmp_path / "ca-key.pem").write_bytes(private_key_pem(new_key("ec")))
+    with pytest.raises(ConfigError, match=r"ca-key.pem does not match .*ca-cert.pem"):
+        load_or_create(tmp_path, CaSettings())
+
+
 @needs_openssl
 def test_a_chain_that_does_not_reach_the_root_is_an_error(istio_cacerts: Path, tmp_path: Path):
     ca_dir = istio_cacerts
@@ -172,8 +179,6 @@ def test_a_signing_certificate_that_is_not_a_ca_is_refused(tmp_path: Path):
     authority = load_or_create(tmp_path / "root", CaSettings())
     key = new_key()
     leaf = issue_workload_certificate(authority, make_csr(key=key), SLEEP).leaf
-    from pilot.ca.authority import certificate_pem, private_key_pem
-
     ca_dir = tmp_path / "cacerts"
     ca_dir.mkdir()
     (ca_dir / "ca-cert.pem").write_text(certificate_pem(leaf))
