@@ -6,6 +6,7 @@ Subcommands:
     bootstrap   print an Envoy bootstrap that points at pilot (pilot.bootstrap.run)
     validate    check Istio YAML files like istioctl validate (pilot.validate.run)
     iptables    print or apply a pod's capture rules like istio-iptables (pilot.capture.command.run)
+    token       print a folder-mode service-account token for the mesh CA (pilot.ca.token_command.run)
 
 Each subcommand's handler takes a frozen dataclass built from its flags (``Command.options``), never
 an ``argparse.Namespace``; options that contradict each other are refused by the class that holds
@@ -23,13 +24,16 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pilot import __version__
 from pilot.capture.options import IptablesOptions
 from pilot.demo.options import DemoOptions
 from pilot.errors import PilotError
 from pilot.settings import Settings
+
+if TYPE_CHECKING:  # pilot.ca imports cryptography and PyJWT: only `pilot token` pays for them
+    from pilot.ca.token_command import TokenOptions
 
 log = logging.getLogger("pilot.cli")
 
@@ -98,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bootstrap(commands)
     _add_validate(commands)
     _add_iptables(commands)
+    _add_token(commands)
     # Room for more: add a _add_<name>(commands) that sets a `command_spec`.
     return parser
 
@@ -332,6 +337,48 @@ def _bootstrap(options: BootstrapOptions) -> int:
     from pilot import bootstrap
 
     return bootstrap.run(options)
+
+
+def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def duration(text: str) -> object:
+        from pilot.ca.token_command import parse_duration
+
+        try:
+            return parse_duration(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from err
+
+    token = commands.add_parser(
+        "token", help="print a service-account token the mesh CA of --ca-dir accepts (folder mode)",
+        description="Sign a JWT with Kubernetes service-account token claims with the token-signing key "
+        "of the CA directory: the folder-mode stand-in for a projected service-account token.",
+    )
+    token.add_argument("--ca-dir", type=Path, required=True, metavar="DIR",
+                       help="the CA directory of pilot serve")
+    token.add_argument("--namespace", required=True, metavar="NS")
+    token.add_argument("--service-account", required=True, metavar="SA")
+    token.add_argument("--ttl", type=duration, default="1h", help="lifetime, e.g. 1h, 30m, 90s (default: 1h)")
+    token.add_argument("--audience", default="istio-ca", help="the aud claim (default: istio-ca)")
+    token.set_defaults(command_spec=Command(token_options_from, _token))
+
+
+def token_options_from(args: argparse.Namespace) -> TokenOptions:
+    """ValueError (a usage error) for a namespace or service account Kubernetes would refuse."""
+    from pilot.ca.identity import ServiceAccount
+    from pilot.ca.token_command import TokenOptions
+
+    account = ServiceAccount(args.namespace, args.service_account)
+    return TokenOptions(args.ca_dir, account, args.ttl, args.audience)
+
+
+def _token(options: TokenOptions) -> int:
+    from pilot.ca import token_command
+
+    try:
+        return token_command.run(options)
+    except PilotError as err:
+        log.error("%s", err)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,10 @@ lifecycle misuse::
     │   └── SettingsError      a setting out of its bounds (pilot.settings), also a ValueError
     ├── TranslationError       a bug: the translator produced an inconsistent snapshot
     ├── XdsProtocolError       a client broke the xDS protocol (no node, unknown type URL on ADS)
-    └── LifecycleError         a component used out of order (started twice, used after stop)
+    ├── LifecycleError         a component used out of order (started twice, used after stop)
+    ├── AuthenticationError    a caller's credential (a token) is missing, malformed, expired or not ours
+    └── CertificateRequestError  a CSR the mesh CA will not sign (malformed, weak key, lifetime too long)
+        └── IdentityMismatchError  the CSR asks for an identity other than the caller's
 """
 
 from __future__ import annotations
@@ -39,3 +42,15 @@ class XdsProtocolError(PilotError):
 
 class LifecycleError(PilotError):
     """A component was used out of order."""
+
+
+class AuthenticationError(PilotError):
+    """A caller could not be authenticated; the message says why (it goes back to the caller)."""
+
+
+class CertificateRequestError(PilotError):
+    """A certificate signing request the mesh CA refuses; the message says why."""
+
+
+class IdentityMismatchError(CertificateRequestError):
+    """A CSR names an identity other than the one its caller authenticated as."""
