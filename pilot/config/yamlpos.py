@@ -5,7 +5,8 @@ module turns the tree into JSON-like values (dict, list, str, int, float, bool, 
 each path, the line of the field that names it (the key of a mapping entry, the start of a list item).
 
 Safety limits make hostile input an error rather than a hang or a crash: libyaml itself refuses
-nesting deeper than 1000, this module refuses documents deeper than ``MAX_DEPTH`` and alias expansion
+nesting deeper than 1000, this module refuses documents deeper than ``max_depth`` (``MAX_DEPTH`` unless
+given) and alias expansion
 larger than the text could hold without aliases ("billion laughs").
 
 Paths are tuples of mapping keys (str) and list indexes (int): ``("spec", "http", 0, "route")``.
@@ -89,14 +90,14 @@ def format_path(path: YamlPath) -> str:
     return out
 
 
-def load_documents(text: str) -> Loaded:
+def load_documents(text: str, max_depth: int = MAX_DEPTH) -> Loaded:
     """Read every document of ``text``; a syntax error anywhere makes the whole text fatal."""
     try:
         loader = _Loader(text)
     except UnicodeEncodeError as err:
         return Loaded(fatal=Problem(f"not valid UTF-8 text: {err.reason}", _line_at(text, err.start)))
     # Without aliases every node costs at least one character; more nodes than that means alias expansion.
-    converter = _Converter(loader, budget=2 * len(text) + 10_000)
+    converter = _Converter(loader, budget=2 * len(text) + 10_000, max_depth=max_depth)
     documents: list[Document] = []
     try:
         while loader.check_node():
@@ -140,8 +141,9 @@ class _BudgetExceeded(Exception):
 
 
 class _Converter:
-    def __init__(self, loader: Any, budget: int) -> None:
+    def __init__(self, loader: Any, budget: int, max_depth: int) -> None:
         self._loader = loader
+        self._max_depth = max_depth
         self._budget = budget
         self._lines: dict[YamlPath, int] = {}
         self._block_starts: dict[YamlPath, int] = {}
@@ -167,8 +169,8 @@ class _Converter:
         self._budget -= 1
         if self._budget < 0:
             raise _BudgetExceeded
-        if depth > MAX_DEPTH:
-            self._problems.append(Problem(f"nested deeper than {MAX_DEPTH} levels", _line(node), path))
+        if depth > self._max_depth:
+            self._problems.append(Problem(f"nested deeper than {self._max_depth} levels", _line(node), path))
             return None
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path, depth)
