@@ -50,13 +50,9 @@ def parse_text(text: str, origin: str, limits: ParseLimits = DEFAULT_LIMITS) -> 
     """Parse every document of ``text`` (read from ``origin``) into validated objects. Never raises."""
     if len(text) > limits.file_bytes or len(text.encode("utf-8", "surrogatepass")) > limits.file_bytes:
         return _fatal(origin, too_large(origin, limits.file_bytes))
-    loaded = load_documents(text, limits.depth)
+    loaded = load_documents(text, limits.depth, limits.objects_per_file)
     if loaded.fatal is not None:
         return _fatal(origin, FieldError(origin, loaded.fatal.message, line=loaded.fatal.line))
-    count = sum(_object_count(document.value) for document in loaded.documents)
-    if count > limits.objects_per_file:
-        message = f"holds {count} objects, more than the limit of {limits.objects_per_file}; not loaded"
-        return _fatal(origin, FieldError(origin, message))
     parser = _Parser(origin, limits)
     for document in loaded.documents:
         try:
@@ -80,16 +76,6 @@ def too_large(origin: str, limit: int) -> FieldError:
     """The error for a file of more than ``limit`` bytes (sources say it before reading the file)."""
     shown = f"{limit // (1024 * 1024)} MiB" if limit % (1024 * 1024) == 0 else f"{limit} bytes"
     return FieldError(origin, f"file is larger than {shown}; not loaded")
-
-
-def _object_count(value: Any) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, dict) and isinstance(value.get("items"), list):
-        kind = value.get("kind")
-        if isinstance(kind, str) and kind.endswith("List"):
-            return len(value["items"])
-    return 1
 
 
 def _bounded(origin: str, errors: list[FieldError], limit: int) -> tuple[FieldError, ...]:

@@ -90,8 +90,13 @@ def format_path(path: YamlPath) -> str:
     return out
 
 
-def load_documents(text: str, max_depth: int = MAX_DEPTH) -> Loaded:
-    """Read every document of ``text``; a syntax error anywhere makes the whole text fatal."""
+def load_documents(text: str, max_depth: int = MAX_DEPTH, max_objects: int | None = None) -> Loaded:
+    """Read every document of ``text``; a syntax error anywhere makes the whole text fatal.
+
+    With ``max_objects``, more objects than that (a document is one, a ``kind: *List`` document is
+    as many as its ``items``) is fatal too, found from libyaml's node tree before any of it is
+    turned into Python values (the costly part for a List of 100,000 items).
+    """
     try:
         loader = _Loader(text)
     except UnicodeEncodeError as err:
@@ -99,11 +104,19 @@ def load_documents(text: str, max_depth: int = MAX_DEPTH) -> Loaded:
     # Without aliases every node costs at least one character; more nodes than that means alias expansion.
     converter = _Converter(loader, budget=2 * len(text) + 10_000, max_depth=max_depth)
     documents: list[Document] = []
+    nodes: list[yaml.Node] = []
+    objects = 0
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is None:
                 continue
+            objects += _object_count(node)
+            if max_objects is not None and objects > max_objects:
+                message = f"holds more than {max_objects} objects (the limit); not loaded"
+                return Loaded(fatal=Problem(message, node.start_mark.line + 1))
+            nodes.append(node)
+        for node in nodes:
             document = converter.document(node)
             if document is None:
                 return Loaded(
@@ -125,6 +138,18 @@ def load_documents(text: str, max_depth: int = MAX_DEPTH) -> Loaded:
     finally:
         loader.dispose()
     return Loaded(documents=tuple(documents))
+
+
+def _object_count(node: yaml.Node) -> int:
+    """1, or the number of ``items`` of a ``kind: *List`` mapping."""
+    if not isinstance(node, yaml.MappingNode):
+        return 1
+    fields = {key.value: value for key, value in node.value if isinstance(key, yaml.ScalarNode)}
+    kind, items = fields.get("kind"), fields.get("items")
+    if isinstance(kind, yaml.ScalarNode) and str(kind.value).endswith("List"):
+        if isinstance(items, yaml.SequenceNode):
+            return len(items.value)
+    return 1
 
 
 def _describe(err: yaml.MarkedYAMLError) -> str:

@@ -36,14 +36,15 @@ def test_deep_nesting_is_an_error() -> None:
 def test_every_limit_is_configurable_and_names_the_file() -> None:
     vs = VS.format(name="a")
     hosts = vs.replace("hosts: [a]", "hosts: [a, b, c]")
+    three = "---\n".join(VS.format(name=name) for name in "abc")
     routes = vs + "  - route: [{destination: {host: b}}]\n  - route: [{destination: {host: c}}]\n"
     listed = "apiVersion: v1\nkind: List\nitems:\n" + "".join(
         "- " + json.dumps(yaml.safe_load(VS.format(name=f"n{i}"))) + "\n" for i in range(3)
     )
     cases = [
         (ParseLimits(file_bytes=100), vs, True, "larger than 100 bytes"),
-        (ParseLimits(objects_per_file=2), listed, True, "holds 3 objects, more than the limit of 2"),
-        (ParseLimits(objects_per_file=2), "---\n".join(VS.format(name=n) for n in "abc"), True, "holds 3"),
+        (ParseLimits(objects_per_file=2), listed, True, "holds more than 2 objects (the limit)"),
+        (ParseLimits(objects_per_file=2), three, True, "holds more than 2 objects"),
         (ParseLimits(hosts_per_object=2), hosts, False, "has 3 hosts, more than the limit of 2"),
         (ParseLimits(routes_per_object=2), routes, False, "has 3 routes, more than the limit of 2"),
         (ParseLimits(depth=5), vs, False, "nested deeper than 5 levels"),
@@ -58,13 +59,13 @@ def test_every_limit_is_configurable_and_names_the_file() -> None:
             assert result.rejected == {ConfigKey("VirtualService", "default", "a")}  # last good version stays
 
 
-def test_a_list_of_100k_items_is_refused_quickly() -> None:
-    """A 0.9 MB List of 100,000 items held the event loop for 8.6 s and made 300,000 errors."""
-    text = "apiVersion: v1\nkind: List\nitems:\n" + "- {a: 1}\n" * 100_000
-    started = time.monotonic()
+def test_a_list_past_the_object_limit_is_refused_as_a_whole() -> None:
+    """A 0.9 MB List of 100,000 items was read item by item into 300,000 errors (8.6 s on the loop)."""
+    text = "apiVersion: v1\nkind: List\nitems:\n" + "- {a: 1}\n" * 10_001
     result = parse(text)
-    assert result.fatal and "holds 100000 objects, more than the limit of 10000" in result.errors[0].message
-    assert time.monotonic() - started < 10
+    assert result.fatal and [e.message for e in result.errors] == [
+        "holds more than 10000 objects (the limit); not loaded"
+    ]
 
 
 def test_problems_per_file_are_bounded() -> None:
