@@ -89,10 +89,11 @@ def parse_limits(settings: Settings) -> ParseLimits:
 
 
 def parser_pool() -> Executor:
-    """Where config files are read, parsed and validated: one worker process, not a thread. Parsing is
+    """Where config files are read, parsed and validated: a worker process, not a thread (the folder
+    source makes two: one for large files, one for the rest). Parsing is
     pure-Python and libyaml work that holds the GIL; from a thread, a 100k-item file stalled /ready
     for up to 970 ms, from a process for at most 55 ms. ``spawn``, not ``fork``: the parent runs
-    gRPC's threads. The worker ignores SIGINT; pilot stops it when the source stops."""
+    gRPC's threads. The workers ignore SIGINT; pilot stops them when the source stops."""
     return ProcessPoolExecutor(
         max_workers=1,
         mp_context=multiprocessing.get_context("spawn"),

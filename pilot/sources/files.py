@@ -53,6 +53,10 @@ SUFFIXES = frozenset({".yaml", ".yml", ".json"})
 # or after DEBOUNCE_MS of continuous changes. Pushes are debounced again by the Pusher.
 STEP_MS = 20
 DEBOUNCE_MS = 400
+# Files read by one executor job: few and small enough that workers share a burst and a large file
+# is read alone (an edit of a small file must not wait for it), enough to amortise a job.
+BATCH_FILES = 32
+BATCH_BYTES = 256 * 1024
 
 
 def is_config_file(relative: PurePath) -> bool:
@@ -106,6 +110,9 @@ class _Shipped:
                 )
             )
         return dataclasses.replace(self.result, objects=tuple(objects))
+
+
+_Read = _Shipped | ParseResult | None  # what a worker returns for one file
 
 
 def read_files(root: str, relatives: list[str], limits: ParseLimits) -> list[_Shipped | None]:
@@ -174,10 +181,15 @@ class FolderSource:
         self._absolute = Path(os.path.abspath(self.path))
         self._limits = limits
         self._make_executor = executor
-        self._executor: Executor | None = None
+        # Two executors: one for files larger than BATCH_BYTES, one for the rest, so that an edit of
+        # a small file never waits for a large one to be parsed.
+        self._executors: dict[bool, Executor] = {}
         self._force_polling = force_polling
         self._step_ms = step_ms
         self._known: set[PurePath] = set()  # relative paths currently applied to the store
+        # Each path's latest load or forget: a result read before a newer change of its file is dropped.
+        self._generation: dict[PurePath, int] = {}
+        self._changes: set[asyncio.Task[None]] = set()  # batches of changes being read
 
     async def run(self) -> None:
         """Initial load, ``synced``, then watch until cancelled. Raises ConfigError only if the folder
@@ -200,9 +212,13 @@ class FolderSource:
                 await asyncio.wait({watcher})
             watcher.result()
         finally:
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = None
+            for task in self._changes:
+                task.cancel()
+            if self._changes:
+                await asyncio.wait(self._changes)
+            for executor in self._executors.values():
+                executor.shutdown(wait=False, cancel_futures=True)
+            self._executors.clear()
 
     async def _watch(self, stop: asyncio.Event) -> None:
         async for changes in awatch(
@@ -214,7 +230,15 @@ class FolderSource:
             force_polling=self._force_polling,
             recursive=True,
         ):
-            await self.apply_changes(path for _, path in changes)
+            # Not awaited: a small edit must not wait behind a large file still being parsed.
+            task = asyncio.create_task(self.apply_changes([path for _, path in changes]))
+            self._changes.add(task)
+            task.add_done_callback(self._changed)
+
+    def _changed(self, task: asyncio.Task[None]) -> None:
+        self._changes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("applying changes in %s failed", self.path, exc_info=task.exception())
 
     async def apply_changes(self, paths: Iterable[str]) -> None:
         """Bring the store in line with the disk for every touched path (absolute paths)."""
@@ -237,16 +261,17 @@ class FolderSource:
                 forget.append(relative)  # deleted or renamed away: a file, or a folder of files
         for relative in forget:
             self._forget(relative)
-        await self._load(load)
+        await self._load(load, in_order=False)
         if rescan:
             await self._rescan()
 
     # -- loading --------------------------------------------------------------------------------
 
     async def _rescan(self) -> None:
+        known = set(self._known)  # files applied after the walk are not for this rescan to forget
         found = await asyncio.to_thread(self._files_under, self._absolute)
-        await self._load(found)
-        for gone in sorted(self._known - set(found)):
+        await self._load(found, in_order=True)
+        for gone in sorted(known - set(found)):
             self._forget(gone)
 
     def _files_under(self, top: Path) -> list[PurePath]:
@@ -261,31 +286,79 @@ class FolderSource:
                 if is_config_file(relative) and (self._absolute / relative).is_file():
                     yield relative
 
-    async def _load(self, relatives: list[PurePath]) -> None:
-        """Read and parse ``relatives`` off the loop, then apply each result, in order, to the store."""
+    async def _load(self, relatives: list[PurePath], *, in_order: bool) -> None:
+        """Read and parse ``relatives`` off the loop, in batches that the executor's workers share,
+        and apply each result to the store unless its file changed again meanwhile: in the order
+        given (``in_order``: a full scan), or each batch as soon as it is read."""
         if not relatives:
             return
-        names = [relative.as_posix() for relative in relatives]
-        results = await self._read(names)
-        for relative, result in zip(relatives, results, strict=True):
-            if result is None:
-                self._forget(relative)
-            else:
-                self._apply(relative, result.unpack() if isinstance(result, _Shipped) else result)
+        generations = {relative: self._next_generation(relative) for relative in relatives}
+        batches = await asyncio.to_thread(self._batches, relatives)
+        reads = [
+            asyncio.ensure_future(self._read([r.as_posix() for r in batch], large))
+            for batch, large in batches
+        ]
 
-    async def _read(self, names: list[str]) -> Sequence[_Shipped | ParseResult | None]:
+        async def apply(batch: list[PurePath], read: asyncio.Future[Sequence[_Read]]) -> None:
+            for relative, result in zip(batch, await read, strict=True):
+                if self._generation.get(relative) != generations[relative]:
+                    continue  # a newer change of this file is being (or was) handled
+                if result is None:
+                    self._forget(relative)
+                else:
+                    self._apply(relative, result.unpack() if isinstance(result, _Shipped) else result)
+
+        try:
+            if in_order:
+                for (batch, _), read in zip(batches, reads, strict=True):
+                    await apply(batch, read)
+            else:
+                pairs = zip(batches, reads, strict=True)
+                await asyncio.gather(*(apply(batch, read) for (batch, _), read in pairs))
+        finally:
+            for read in reads:
+                read.cancel()
+
+    def _next_generation(self, relative: PurePath) -> int:
+        generation = self._generation.get(relative, 0) + 1
+        self._generation[relative] = generation
+        return generation
+
+    def _batches(self, relatives: list[PurePath]) -> list[tuple[list[PurePath], bool]]:
+        """``relatives`` in jobs of at most BATCH_FILES files and BATCH_BYTES bytes; a larger file is
+        a job of its own, marked large."""
+        batches: list[tuple[list[PurePath], bool]] = []
+        size = 0
+        for relative in relatives:
+            try:
+                length = os.stat(self._absolute / relative).st_size
+            except OSError:
+                length = 0
+            if length > BATCH_BYTES:
+                batches.append(([relative], True))
+                continue
+            last = batches[-1] if batches else None
+            if last is None or last[1] or len(last[0]) >= BATCH_FILES or size + length > BATCH_BYTES:
+                batches.append(([], False))
+                size = 0
+            batches[-1][0].append(relative)
+            size += length
+        return batches
+
+    async def _read(self, names: list[str], large: bool) -> Sequence[_Read]:
         loop = asyncio.get_running_loop()
-        if self._make_executor is not None and self._executor is None:
-            self._executor = self._make_executor()
+        if self._make_executor is not None and large not in self._executors:
+            self._executors[large] = self._make_executor()
+        executor = self._executors.get(large)
         root = str(self._absolute)
         try:
-            return await loop.run_in_executor(self._executor, read_files, root, names, self._limits)
+            return await loop.run_in_executor(executor, read_files, root, names, self._limits)
         except BrokenProcessPool:
             # The worker died (killed, out of memory): say so on each file, and start a new worker.
             log.error("the process reading %d config files died; their last good objects stay", len(names))
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = None
+            broken = self._executors.pop(large, None)
+            if broken is not None:
+                broken.shutdown(wait=False, cancel_futures=True)
             message = "internal error: the process reading this file died (see pilot's log)"
             return [ParseResult(name, errors=(FieldError(name, message),), fatal=True) for name in names]
 
@@ -305,6 +378,8 @@ class FolderSource:
 
     def _forget(self, relative: PurePath) -> None:
         """``relative`` is gone: drop it, or every file under it if it was a folder."""
+        for path in [path for path in self._generation if path == relative or relative in path.parents]:
+            self._next_generation(path)  # a read of it still under way is now stale
         gone = [known for known in self._known if known == relative or relative in known.parents]
         for known in sorted(gone):
             self._known.discard(known)
