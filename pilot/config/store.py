@@ -5,9 +5,10 @@ works out what changed, bumps its revision and tells subscribers. Readers take a
 an immutable view at one revision, which is what a push translates from.
 
 An object leaves only by an explicit act: its origin removed, or an origin read cleanly that no
-longer holds it. A fatal result (unreadable file) keeps all of the origin's objects, a rejected
-object keeps its last good version, and a ``partial`` result (a document pilot cannot identify, an
-emptied file) keeps every object it lacks; the reason is kept with the origin's errors.
+longer holds it and has no error at all. A fatal result (unreadable file) keeps all of the origin's
+objects, a rejected object keeps its last good version, and a result with an error, or ``partial``
+(a document pilot cannot identify, an emptied file), keeps every object it lacks; the reason is kept
+with the origin's errors.
 
 Two origins holding the same object: the origin that sorts first (as strings; for the folder source,
 the file path relative to the config folder) wins, whatever the order they were read in, so start-up
@@ -103,7 +104,9 @@ class ConfigStore:
                 log.warning("%s could not be loaded; keeping its %d last good objects", origin, len(old))
             return None
         new = {obj.key: obj for obj in result.objects}
-        kept = [key for key in old if key not in new and (result.partial or key in result.rejected)]
+        # Only an origin read cleanly (no error at all) says that an object it lacks is gone.
+        clean = not result.partial and not any(error.severity == "error" for error in result.errors)
+        kept = [key for key in old if key not in new and (not clean or key in result.rejected)]
         for key in kept:
             new[key] = old[key]
         missing = [key for key in kept if key not in result.rejected]
@@ -112,8 +115,8 @@ class ConfigStore:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             message = (
                 f"{len(missing)} objects this file held ({shown}{more}) are not in it now but stay served "
-                "at their last good version, because the file has a document pilot cannot identify or "
-                "no document at all; delete the file, or remove them from a file that loads cleanly"
+                "at their last good version, because the file has errors or no document at all; delete "
+                "the file, or remove them from a file that loads without errors"
             )
             errors.append(FieldError(origin, message, severity="warning"))
             log.warning("%s: %s", origin, message)
