@@ -298,15 +298,19 @@ async def _ready(port: int) -> bytes:
         writer.close()
 
 
+async def _half_sent(port: int, count: int, opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]):
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /ready HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and never the rest
+        opened.append((reader, writer))
+
+
 async def test_half_sent_requests_are_closed_after_the_request_timeout() -> None:
     """200 sockets sending partial headers stayed open for good (still open after 30 s)."""
     http = await _started(request_timeout=1.0, max_connections=300)
-    opened = []
+    opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
-        for _ in range(200):
-            reader, writer = await asyncio.open_connection("127.0.0.1", http.port)
-            writer.write(b"GET /ready HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and never the rest
-            opened.append((reader, writer))
+        await _half_sent(http.port, 200, opened)
         assert (await _ready(http.port)).startswith(b"HTTP/1.1 200")
         started = asyncio.get_running_loop().time()
         closed = await asyncio.gather(*(_closed_by_server(reader, within=10) for reader, _ in opened))
@@ -320,12 +324,9 @@ async def test_half_sent_requests_are_closed_after_the_request_timeout() -> None
 
 async def test_connections_past_the_cap_are_refused_and_the_port_recovers() -> None:
     http = await _started(request_timeout=30.0, max_connections=20)
-    opened = []
+    opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
-        for _ in range(20):
-            reader, writer = await asyncio.open_connection("127.0.0.1", http.port)
-            writer.write(b"GET /ready HTTP/1.1\r\n")
-            opened.append((reader, writer))
+        await _half_sent(http.port, 20, opened)
         await asyncio.sleep(0.1)
         assert (await _ready(http.port)).startswith(b"HTTP/1.1 503")  # past the cap: refused at once
         for _, writer in opened:
