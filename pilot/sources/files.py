@@ -57,6 +57,8 @@ DEBOUNCE_MS = 400
 # is read alone (an edit of a small file must not wait for it), enough to amortise a job.
 BATCH_FILES = 32
 BATCH_BYTES = 256 * 1024
+# Files applied to (or removed from) the store between two yields to the event loop.
+YIELD_EVERY = 16
 
 
 def is_config_file(relative: PurePath) -> bool:
@@ -242,10 +244,22 @@ class FolderSource:
 
     async def apply_changes(self, paths: Iterable[str]) -> None:
         """Bring the store in line with the disk for every touched path (absolute paths)."""
+        load, forget, rescan = await asyncio.to_thread(self._classify, sorted(set(paths)))
+        for index, relative in enumerate(forget):
+            self._forget(relative)
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # a burst of deletes: let xDS and HTTP in between
+        await self._load(load, in_order=False)
+        if rescan:
+            await self._rescan()
+
+    def _classify(self, paths: list[str]) -> tuple[list[PurePath], list[PurePath], bool]:
+        """Touched paths as files to load, paths to forget, and whether to rescan (a thread's work:
+        it looks at the disk)."""
         rescan = False
         load: list[PurePath] = []
         forget: list[PurePath] = []
-        for raw in sorted(set(paths)):
+        for raw in paths:
             relative = self._relative(raw)
             if relative is None:
                 continue
@@ -254,16 +268,12 @@ class FolderSource:
                 continue
             full = self._absolute / relative
             if full.is_dir() and not full.is_symlink():
-                load.extend(await asyncio.to_thread(self._files_under, full))  # a folder moved in
+                load.extend(self._walk(full))  # a folder moved in
             elif full.is_file() and is_config_file(relative):
                 load.append(relative)
             else:
                 forget.append(relative)  # deleted or renamed away: a file, or a folder of files
-        for relative in forget:
-            self._forget(relative)
-        await self._load(load, in_order=False)
-        if rescan:
-            await self._rescan()
+        return load, forget, rescan
 
     # -- loading --------------------------------------------------------------------------------
 
@@ -300,7 +310,9 @@ class FolderSource:
         ]
 
         async def apply(batch: list[PurePath], read: asyncio.Future[Sequence[_Read]]) -> None:
-            for relative, result in zip(batch, await read, strict=True):
+            for index, (relative, result) in enumerate(zip(batch, await read, strict=True)):
+                if index % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)
                 if self._generation.get(relative) != generations[relative]:
                     continue  # a newer change of this file is being (or was) handled
                 if result is None:
@@ -378,9 +390,13 @@ class FolderSource:
 
     def _forget(self, relative: PurePath) -> None:
         """``relative`` is gone: drop it, or every file under it if it was a folder."""
-        for path in [path for path in self._generation if path == relative or relative in path.parents]:
+        if relative in self._generation:  # a file: no need to look through every path (bursts of deletes)
+            affected = [relative]
+        else:
+            affected = [path for path in self._generation if relative in path.parents]
+        for path in affected:
             self._next_generation(path)  # a read of it still under way is now stale
-        gone = [known for known in self._known if known == relative or relative in known.parents]
+        gone = [path for path in affected if path in self._known]
         for known in sorted(gone):
             self._known.discard(known)
             event = self._store.remove_origin(known.as_posix())
