@@ -136,6 +136,22 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--max-connection-age", type=float, default=defaults.max_connection_age,
                        metavar="SECONDS", help="close xDS connections after this long so proxies rebalance "
                        "over replicas (default: 1800, with gRPC's +/-10%% jitter)")
+    limits = serve.add_argument_group("limits (past one, a config file or object is refused with an error)")
+    limits.add_argument("--max-file-bytes", type=int, default=defaults.max_file_bytes, metavar="N",
+                        help="bytes of one config file")
+    limits.add_argument("--max-objects-per-file", type=int, default=defaults.max_objects_per_file,
+                        metavar="N", help="objects in one file, counting kind: List items")
+    limits.add_argument("--max-hosts-per-object", type=int, default=defaults.max_hosts_per_object,
+                        metavar="N", help="hosts of one object")
+    limits.add_argument("--max-routes-per-object", type=int,
+                        default=defaults.max_routes_per_object, metavar="N",
+                        help="HTTP, TLS and TCP routes of one VirtualService")
+    limits.add_argument("--max-yaml-depth", type=int, default=defaults.max_yaml_depth, metavar="N",
+                        help="nesting of one YAML document")
+    limits.add_argument("--http-request-timeout", type=_seconds, default=defaults.http_request_timeout,
+                        metavar="SECONDS", help="time a request to the HTTP port has to arrive whole")
+    limits.add_argument("--http-max-connections", type=int, default=defaults.http_max_connections,
+                        metavar="N", help="open connections to the HTTP port")
     kube = serve.add_argument_group("Kubernetes")
     kube.add_argument("--kube", action="store_true",
                       help="read Istio config, Services, EndpointSlices and the mesh ConfigMap from the "
@@ -282,6 +298,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
         send_timeout=args.send_timeout,
         shutdown_grace=args.shutdown_grace,
         max_connection_age=args.max_connection_age,
+        max_file_bytes=args.max_file_bytes,
+        max_objects_per_file=args.max_objects_per_file,
+        max_hosts_per_object=args.max_hosts_per_object,
+        max_routes_per_object=args.max_routes_per_object,
+        max_yaml_depth=args.max_yaml_depth,
+        http_request_timeout=args.http_request_timeout,
+        http_max_connections=args.http_max_connections,
         kube=args.kube,
         watch_namespaces=args.watch_namespaces,
         pilot_namespace=args.pilot_namespace,

@@ -48,6 +48,18 @@ class Settings:
     # gRPC core adds +/-10% jitter so that proxies connected together do not reconnect together.
     # None: never.
     max_connection_age: float | None = 1800.0
+    # What one config file may hold (pilot.config.limits.ParseLimits, which has the same defaults);
+    # past a limit the file, or the object, is refused with an error naming the file.
+    max_file_bytes: int = 10 * 1024 * 1024
+    max_objects_per_file: int = 10_000
+    max_hosts_per_object: int = 10_000
+    max_routes_per_object: int = 10_000
+    max_yaml_depth: int = 100
+    # The HTTP port: a request must arrive whole (line, headers and body) within this long of the
+    # connection opening or of the previous response, or the connection is closed ...
+    http_request_timeout: float = 10.0
+    # ... and at most this many connections are open at once; more are closed on accept.
+    http_max_connections: int = 256
 
     def __post_init__(self) -> None:
         """Every bound of every setting, checked once here (the CLI and the debouncer rely on it)."""
@@ -67,6 +79,10 @@ class Settings:
             raise SettingsError("watch_namespaces needs kube")
         if self.max_connection_age is not None and self.max_connection_age <= 0:
             raise SettingsError(f"max_connection_age must be positive, got {self.max_connection_age}")
+        limits = (self.max_file_bytes, self.max_objects_per_file, self.max_hosts_per_object,
+                  self.max_routes_per_object, self.max_yaml_depth, self.http_max_connections)
+        if min(limits) < 1 or self.http_request_timeout <= 0:
+            raise SettingsError("config and HTTP limits must be positive")
 
 
 def check_debounce(after: float, max_wait: float) -> None:

@@ -13,8 +13,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from pilot.config.limits import DEFAULT_LIMITS
 from pilot.config.objects import FieldError, ParseResult
-from pilot.config.parse import parse_text
+from pilot.config.parse import parse_text, too_large
 
 STDIN = "-"
 STDIN_ORIGIN = "<stdin>"
@@ -36,6 +37,8 @@ def check(path: str, stdin: TextIO) -> ParseResult:
     if path == STDIN:
         return parse_text(stdin.read(), STDIN_ORIGIN)
     try:
+        if Path(path).stat().st_size > DEFAULT_LIMITS.file_bytes:  # refused before it is read
+            return ParseResult(path, errors=(too_large(path, DEFAULT_LIMITS.file_bytes),), fatal=True)
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)

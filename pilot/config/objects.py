@@ -103,6 +103,10 @@ class ParseResult:
     ``objects`` passed parsing and validation. ``rejected`` names the objects that were recognised
     but are invalid: the store keeps their last good version. ``fatal`` means the origin could not
     be read at all (a YAML syntax error): the store keeps everything it had from that origin.
+    ``partial`` means the origin holds something that may be a served object pilot cannot identify
+    (no valid kind or name, a kind typo) or holds nothing at all: the store keeps the last good
+    version of every object the result lacks, since only a deleted origin, or one read cleanly
+    without an object, removes that object.
     """
 
     origin: str
@@ -110,6 +114,7 @@ class ParseResult:
     errors: tuple[FieldError, ...] = ()
     rejected: frozenset[ConfigKey] = field(default_factory=frozenset)
     fatal: bool = False
+    partial: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,13 +3,17 @@
 ``parse_text`` never raises on user input: every problem is a ``FieldError`` naming the file, the
 object (kind namespace/name), the field path and its line. How problems affect the store:
 
-- the text cannot be read (YAML syntax error, too large): ``fatal``, the store keeps everything it had;
-- an object of a supported kind with an error: its key is in ``rejected``, the store keeps its last
-  good version;
-- a document that cannot be identified (no kind, no name): an error, the other documents still count;
+- the text cannot be read (YAML syntax error, over a ``ParseLimits`` bound for the file): ``fatal``,
+  the store keeps everything it had;
+- an object of a supported kind with an error (an object over the hosts or routes limit too): its key
+  is in ``rejected``, the store keeps its last good version;
+- a document that cannot be identified (no kind, no valid name): an error, and the result is
+  ``partial``: the other documents still count, and the store keeps every object the file held
+  before that is not in the result (that document may be one of them); so does a file with no
+  document at all (emptied);
 - a kind of Istio or the Gateway API that pilot does not serve (Sidecar, AuthorizationPolicy, HTTPRoute,
   ...): skipped with a warning naming the kind; a kind no Istio group has (``VirtualServce``) under an
-  Istio apiVersion: an error;
+  Istio apiVersion: an error, and ``partial``;
 - any other kind (Deployment, another ConfigMap, ...): skipped with a debug log line.
 
 A ``kind: List`` with ``items`` (as ``kubectl get -o json`` writes) is read item by item.
@@ -18,6 +22,7 @@ A ``kind: List`` with ``items`` (as ``kubectl get -o json`` writes) is read item
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -26,6 +31,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from pilot.config import kinds
+from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
 from pilot.config.metadata import read_metadata
 from pilot.config.objects import ConfigKey, ConfigObject, FieldError, ParseResult, Severity
 from pilot.config.schema import Checked, check_message, describe
@@ -34,21 +40,20 @@ from pilot.config.yamlpos import Document, Problem, YamlPath, format_path, load_
 
 log = logging.getLogger("pilot.config.parse")
 
-MAX_TEXT_BYTES = 10 * 1024 * 1024
+MAX_TEXT_BYTES = DEFAULT_LIMITS.file_bytes
 
 _TOP_LEVEL_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 _CONFIG_MAP_FIELDS = frozenset({"apiVersion", "kind", "metadata", "data", "binaryData", "immutable"})
 
 
-def parse_text(text: str, origin: str) -> ParseResult:
+def parse_text(text: str, origin: str, limits: ParseLimits = DEFAULT_LIMITS) -> ParseResult:
     """Parse every document of ``text`` (read from ``origin``) into validated objects. Never raises."""
-    if len(text) > MAX_TEXT_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
-        limit = MAX_TEXT_BYTES // (1024 * 1024)
-        return _fatal(origin, FieldError(origin, f"file is larger than {limit} MiB; not loaded"))
-    loaded = load_documents(text)
+    if len(text) > limits.file_bytes or len(text.encode("utf-8", "surrogatepass")) > limits.file_bytes:
+        return _fatal(origin, too_large(origin, limits.file_bytes))
+    loaded = load_documents(text, limits.depth, limits.objects_per_file)
     if loaded.fatal is not None:
         return _fatal(origin, FieldError(origin, loaded.fatal.message, line=loaded.fatal.line))
-    parser = _Parser(origin)
+    parser = _Parser(origin, limits)
     for document in loaded.documents:
         try:
             parser.document(document)
@@ -56,7 +61,30 @@ def parse_text(text: str, origin: str) -> ParseResult:
             log.exception("%s:%d: internal error while parsing a document", origin, document.line)
             message = "internal error while parsing this document (see pilot's log)"
             return _fatal(origin, *parser.errors, FieldError(origin, message, line=document.line))
-    return ParseResult(origin, tuple(parser.objects), tuple(parser.errors), frozenset(parser.rejected))
+    # Nothing at all in the file (emptied, or every document blank): not a reason to drop what it held.
+    empty = all(document.value is None for document in loaded.documents)
+    return ParseResult(
+        origin,
+        tuple(parser.objects),
+        _bounded(origin, parser.errors, limits.errors_per_file),
+        frozenset(parser.rejected),
+        partial=parser.partial or empty,
+    )
+
+
+def too_large(origin: str, limit: int) -> FieldError:
+    """The error for a file of more than ``limit`` bytes (sources say it before reading the file)."""
+    shown = f"{limit // (1024 * 1024)} MiB" if limit % (1024 * 1024) == 0 else f"{limit} bytes"
+    return FieldError(origin, f"file is larger than {shown}; not loaded")
+
+
+def _bounded(origin: str, errors: list[FieldError], limit: int) -> tuple[FieldError, ...]:
+    """At most ``limit`` problems: the first ones (errors before warnings), then a count of the rest."""
+    if len(errors) <= limit:
+        return tuple(errors)
+    ranked = sorted(errors, key=lambda error: error.severity != "error")[: limit - 1]
+    more = len(errors) - len(ranked)
+    return (*ranked, FieldError(origin, f"{more} more problems not shown (at most {limit} per file)"))
 
 
 def _fatal(origin: str, *errors: FieldError) -> ParseResult:
@@ -70,6 +98,7 @@ class _Object:
     origin: str
     document: Document
     prefix: YamlPath  # of the object in its document: () or ("items", i)
+    problems: Sequence[Problem] = ()  # the document's YAML problems inside this object
     key: ConfigKey | None = None
     errors: list[FieldError] = field(default_factory=list)
     lines: dict[str, int] = field(default_factory=dict)
@@ -99,10 +128,13 @@ class _Object:
 @dataclass(slots=True)
 class _Parser:
     origin: str
+    limits: ParseLimits
     objects: list[ConfigObject] = field(default_factory=list)
     errors: list[FieldError] = field(default_factory=list)
     rejected: set[ConfigKey] = field(default_factory=set)
     seen: dict[ConfigKey, int] = field(default_factory=dict)
+    # A document that may be a served object but cannot be identified (see ParseResult.partial).
+    partial: bool = False
 
     def document(self, document: Document) -> None:
         value = document.value
@@ -111,16 +143,22 @@ class _Parser:
         if not isinstance(value, dict):
             message = f"a document must be a mapping, got {describe(value)}"
             self.errors.append(FieldError(self.origin, message, line=document.line))
+            self.partial = True
             return
         kind, items = value.get("kind"), value.get("items")
         if isinstance(kind, str) and kind.endswith("List") and isinstance(items, list):
-            for index, entry in enumerate(items):
-                self.object(_Object(self.origin, document, ("items", index)), entry)
+            # Each item's problems, grouped once (not searched for per item: a List may be long).
+            inside: dict[YamlPath, list[Problem]] = {}
             for problem in document.problems:
-                if problem.path[:1] != ("items",):
+                if problem.path[:1] != ("items",) or len(problem.path) < 2:
                     self.errors.append(self._problem(problem, None))
+                else:
+                    inside.setdefault(problem.path[:2], []).append(problem)
+            for index, entry in enumerate(items):
+                prefix: YamlPath = ("items", index)
+                self.object(_Object(self.origin, document, prefix, inside.get(prefix, ())), entry)
             return
-        self.object(_Object(self.origin, document, ()), value)
+        self.object(_Object(self.origin, document, (), document.problems), value)
 
     def _problem(self, problem: Problem, key: ConfigKey | None, path: str = "") -> FieldError:
         return FieldError(self.origin, problem.message, key, path, problem.line, problem.severity)
@@ -131,9 +169,11 @@ class _Parser:
             self.errors.append(
                 FieldError(self.origin, message, path=format_path(obj.prefix), line=obj.line())
             )
+            self.partial = True
             return
         identity = self._identity(obj, value)
         if identity is None:
+            self.partial = True
             return
         api_version, kind, metadata = identity
         mesh = kinds.is_mesh_config_map(api_version, kind, metadata.get("name"))
@@ -146,21 +186,47 @@ class _Parser:
         obj.key = meta.key
         for item in meta.problems:
             obj.error(item.path, item.message, item.where, item.severity)
+            if item.severity == "error" and item.path in ("metadata.name", "metadata.namespace"):
+                self.partial = True  # not the name of the object it was: keep that one
+        if meta.key is None:
+            self.partial = True
         prefix_length = len(obj.prefix)
-        for problem in obj.document.problems:
-            if problem.path[:prefix_length] == obj.prefix:
-                path = format_path(problem.path[prefix_length:])
-                obj.errors.append(self._problem(problem, obj.key, path))
-                if problem.severity == "error":
-                    obj.dropped.append(path)
+        for problem in obj.problems:
+            path = format_path(problem.path[prefix_length:])
+            obj.errors.append(self._problem(problem, obj.key, path))
+            if problem.severity == "error":
+                obj.dropped.append(path)
         if resolved.wrong_version is not None:
             supported = ", ".join(info.api_versions())
             message = f'unsupported apiVersion "{api_version}" for {kind}; supported: {supported}'
             obj.error("apiVersion", message, ("apiVersion",))
         for unknown in sorted(set(value) - (_CONFIG_MAP_FIELDS if mesh else _TOP_LEVEL_FIELDS)):
             obj.error(unknown, "unknown field; ignored", (unknown,), "warning")
-        spec = self._mesh_spec(obj, value) if mesh else self._spec(obj, info, value.get("spec"))
+        if not mesh and self._over_limits(obj, value.get("spec")):
+            spec = None  # refused before the costly checks
+        else:
+            spec = self._mesh_spec(obj, value) if mesh else self._spec(obj, info, value.get("spec"))
         self._finish(obj, info, api_version, spec, meta.labels, meta.annotations)
+
+    def _over_limits(self, obj: _Object, spec: Any) -> bool:
+        """Too many hosts or routes for ``limits``: an error on the object, which is then rejected."""
+        if not isinstance(spec, dict):
+            return False
+        hosts = _length(spec.get("hosts"))
+        servers = spec.get("servers")
+        if isinstance(servers, list):
+            hosts += sum(_length(server.get("hosts")) for server in servers if isinstance(server, dict))
+        routes = sum(_length(spec.get(section)) for section in ("http", "tls", "tcp"))
+        over = False
+        for what, count, limit in (
+            ("hosts", hosts, self.limits.hosts_per_object),
+            ("routes", routes, self.limits.routes_per_object),
+        ):
+            if count > limit:
+                message = f"has {count} {what}, more than the limit of {limit}; not loaded"
+                obj.error("spec", message, ("spec",))
+                over = True
+        return over
 
     def _skip(
         self, obj: _Object, api_version: str, kind: str, metadata: dict[str, Any], resolved: kinds.Resolved
@@ -170,6 +236,8 @@ class _Parser:
         name, namespace = metadata.get("name"), metadata.get("namespace")
         named = f"{namespace}/{name}" if isinstance(namespace, str) and namespace else f"{name}"
         if resolved.unknown:
+            # A kind typo: it may be an object pilot serves, so the origin keeps what it had.
+            self.partial = True
             group = kinds.split_api_version(api_version)[0]
             known = ", ".join(kinds.kinds_of_group(group))
             message = (
@@ -298,8 +366,9 @@ class _Parser:
             candidate = ConfigObject(
                 key, api_version, spec, self.origin, labels=labels, annotations=annotations
             )
+            dropped = _Dropped(obj.dropped)
             for error in validate(candidate):
-                if not any(_related(error.path, dropped) for dropped in obj.dropped):
+                if not dropped.related(error.path):
                     obj.errors.append(replace(error, line=obj.line_of_display(error.path)))
         obj.errors.sort(key=lambda error: error.line or 0)  # stable: same-line problems keep their order
         if key is not None and key in self.seen:
@@ -316,11 +385,33 @@ class _Parser:
             self.objects.append(candidate)
 
 
-def _related(path: str, other: str) -> bool:
-    """``path`` is ``other``, inside it, or contains it."""
-    if len(path) > len(other):
-        path, other = other, path
-    return other == path or other.startswith((f"{path}.", f"{path}["))
+class _Dropped:
+    """Paths whose values the converted spec lacks; ``related`` in time linear in the path's depth
+    (an object may have thousands of dropped values and thousands of validation errors)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self._paths = set(paths)
+        self._ancestors = {ancestor for path in paths for ancestor in _ancestors(path)}
+
+    def related(self, path: str) -> bool:
+        """``path`` is a dropped path, inside one, or contains one."""
+        if not self._paths:
+            return False
+        return path in self._paths or path in self._ancestors or any(
+            ancestor in self._paths for ancestor in _ancestors(path)
+        )
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """``spec.http[0].route`` → ``spec.http[0]``, ``spec.http``, ``spec`` (not ``""``)."""
+    while path:
+        path = _parent(path)
+        if path:
+            yield path
+
+
+def _length(value: Any) -> int:
+    return len(value) if isinstance(value, list) else 0
 
 
 def _join(prefix: str, name: str) -> str:

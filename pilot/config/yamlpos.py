@@ -5,7 +5,8 @@ module turns the tree into JSON-like values (dict, list, str, int, float, bool, 
 each path, the line of the field that names it (the key of a mapping entry, the start of a list item).
 
 Safety limits make hostile input an error rather than a hang or a crash: libyaml itself refuses
-nesting deeper than 1000, this module refuses documents deeper than ``MAX_DEPTH`` and alias expansion
+nesting deeper than 1000, this module refuses documents deeper than ``max_depth`` (``MAX_DEPTH`` unless
+given) and alias expansion
 larger than the text could hold without aliases ("billion laughs").
 
 Paths are tuples of mapping keys (str) and list indexes (int): ``("spec", "http", 0, "route")``.
@@ -89,20 +90,33 @@ def format_path(path: YamlPath) -> str:
     return out
 
 
-def load_documents(text: str) -> Loaded:
-    """Read every document of ``text``; a syntax error anywhere makes the whole text fatal."""
+def load_documents(text: str, max_depth: int = MAX_DEPTH, max_objects: int | None = None) -> Loaded:
+    """Read every document of ``text``; a syntax error anywhere makes the whole text fatal.
+
+    With ``max_objects``, more objects than that (a document is one, a ``kind: *List`` document is
+    as many as its ``items``) is fatal too, found from libyaml's node tree before any of it is
+    turned into Python values (the costly part for a List of 100,000 items).
+    """
     try:
         loader = _Loader(text)
     except UnicodeEncodeError as err:
         return Loaded(fatal=Problem(f"not valid UTF-8 text: {err.reason}", _line_at(text, err.start)))
     # Without aliases every node costs at least one character; more nodes than that means alias expansion.
-    converter = _Converter(loader, budget=2 * len(text) + 10_000)
+    converter = _Converter(loader, budget=2 * len(text) + 10_000, max_depth=max_depth)
     documents: list[Document] = []
+    nodes: list[yaml.Node] = []
+    objects = 0
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is None:
                 continue
+            objects += _object_count(node)
+            if max_objects is not None and objects > max_objects:
+                message = f"holds more than {max_objects} objects (the limit); not loaded"
+                return Loaded(fatal=Problem(message, node.start_mark.line + 1))
+            nodes.append(node)
+        for node in nodes:
             document = converter.document(node)
             if document is None:
                 return Loaded(
@@ -126,6 +140,18 @@ def load_documents(text: str) -> Loaded:
     return Loaded(documents=tuple(documents))
 
 
+def _object_count(node: yaml.Node) -> int:
+    """1, or the number of ``items`` of a ``kind: *List`` mapping."""
+    if not isinstance(node, yaml.MappingNode):
+        return 1
+    fields = {key.value: value for key, value in node.value if isinstance(key, yaml.ScalarNode)}
+    kind, items = fields.get("kind"), fields.get("items")
+    if isinstance(kind, yaml.ScalarNode) and str(kind.value).endswith("List"):
+        if isinstance(items, yaml.SequenceNode):
+            return len(items.value)
+    return 1
+
+
 def _describe(err: yaml.MarkedYAMLError) -> str:
     parts = [part for part in (err.context, err.problem) if part]
     return ", ".join(parts) if parts else "syntax error"
@@ -140,8 +166,9 @@ class _BudgetExceeded(Exception):
 
 
 class _Converter:
-    def __init__(self, loader: Any, budget: int) -> None:
+    def __init__(self, loader: Any, budget: int, max_depth: int) -> None:
         self._loader = loader
+        self._max_depth = max_depth
         self._budget = budget
         self._lines: dict[YamlPath, int] = {}
         self._block_starts: dict[YamlPath, int] = {}
@@ -167,8 +194,8 @@ class _Converter:
         self._budget -= 1
         if self._budget < 0:
             raise _BudgetExceeded
-        if depth > MAX_DEPTH:
-            self._problems.append(Problem(f"nested deeper than {MAX_DEPTH} levels", _line(node), path))
+        if depth > self._max_depth:
+            self._problems.append(Problem(f"nested deeper than {self._max_depth} levels", _line(node), path))
             return None
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path, depth)

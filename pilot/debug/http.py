@@ -141,20 +141,68 @@ def build_app(
 
 
 class HttpServer:
-    """Runs an application on ``host:port`` (0: any free port); ``port`` is the bound one."""
+    """Runs an application on ``host:port`` (0: any free port); ``port`` is the bound one.
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    A client must send a whole request within ``request_timeout`` of connecting or of its previous
+    response, or its connection is closed (aiohttp's keep-alive timer closes a connection that is
+    waiting for a request, complete or not); a request body the handler leaves unread is drained for
+    at most as long (aiohttp's lingering close). At most ``max_connections`` are open at once: a
+    connection past the cap is answered 503 and closed, so half-sent requests cannot hold every
+    socket and file descriptor of the process.
+    """
+
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        *,
+        request_timeout: float = 10.0,
+        max_connections: int = 256,
+    ) -> None:
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=request_timeout,
+            lingering_time=request_timeout,
+        )
         self._host = host
         self._port = port
+        self._max_connections = max_connections
+        self._listener: asyncio.Server | None = None
         self.port = 0
 
     async def start(self) -> int:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_port=False)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        server = self._runner.server
+        assert server is not None  # set by setup()
+
+        def connection() -> asyncio.BaseProtocol:
+            if len(server.connections) >= self._max_connections:
+                return _Refused()
+            return server()
+
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(connection, self._host, self._port, reuse_port=False)
+        self.port = int(self._listener.sockets[0].getsockname()[1])
         return self.port
 
     async def stop(self) -> None:
-        await self._runner.cleanup()
+        if self._listener is not None:
+            self._listener.close()
+        await self._runner.cleanup()  # closes the open connections
+        if self._listener is not None:
+            await self._listener.wait_closed()
+            self._listener = None
+
+
+class _Refused(asyncio.Protocol):
+    """A connection past the cap: told so, and closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        transport.close()

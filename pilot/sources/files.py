@@ -1,9 +1,21 @@
 """FolderSource: Istio YAML/JSON files in a folder (recursively), loaded once and then watched.
 
-Each file is one origin in the store: a change re-reads the whole file and ``store.apply``s it
-(the store works out what changed and keeps last good objects); a deleted file is
-``store.remove_origin``. A file that cannot be read or parsed is recorded as a fatal result, so its
-error shows in /debug/configz while its last good objects keep being served.
+Each file is one origin in the store, named by its path relative to the folder (``team/reviews.yaml``),
+so errors and /debug output never show where the folder sits on the host. A change re-reads the
+whole file and ``store.apply``s it (the store works out what changed and keeps last good objects);
+a deleted file is ``store.remove_origin``. A file that cannot be read or parsed is recorded as a
+fatal result, so its error shows in /debug/configz while its last good objects keep being served.
+A file emptied of every document keeps its objects too (``ParseResult.partial``): deleting the file
+is what removes them.
+
+Reading, parsing and validating run in an executor, never on the event loop that serves xDS and
+HTTP. ``app`` gives a process pool: parsing is pure-Python and libyaml work that holds the GIL for
+up to a second at a time on a large file, which stalls the loop even from another thread. A file
+larger than ``limits.file_bytes`` is refused from its ``stat``, before it is read.
+
+Symlinks are followed only to targets inside the folder (the folder's own real path): Kubernetes
+ConfigMap mounts (``a.yaml -> ..data/a.yaml``, ``..data -> ..2024_01_01_...``) keep working, a link
+to a file elsewhere on the host is an error on the link and is not read.
 
 Editors save through temp files and renames, and watchers report those in bursts of added,
 modified and deleted events; rather than trust the event kind, each touched path is looked at on
@@ -15,15 +27,21 @@ hidden ``..data`` symlink; an event there triggers a full rescan.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from watchfiles import awatch
 
-from pilot.config.objects import FieldError, ParseResult
-from pilot.config.parse import parse_text
+from pilot.config import kinds
+from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
+from pilot.config.objects import ConfigKey, ConfigObject, FieldError, ParseResult
+from pilot.config.parse import parse_text, too_large
 from pilot.config.store import ConfigStore
 from pilot.errors import ConfigError
 
@@ -35,6 +53,12 @@ SUFFIXES = frozenset({".yaml", ".yml", ".json"})
 # or after DEBOUNCE_MS of continuous changes. Pushes are debounced again by the Pusher.
 STEP_MS = 20
 DEBOUNCE_MS = 400
+# Files read by one executor job: few and small enough that workers share a burst and a large file
+# is read alone (an edit of a small file must not wait for it), enough to amortise a job.
+BATCH_FILES = 32
+BATCH_BYTES = 256 * 1024
+# Files applied to (or removed from) the store between two yields to the event loop.
+YIELD_EVERY = 16
 
 
 def is_config_file(relative: PurePath) -> bool:
@@ -47,11 +71,100 @@ def is_config_file(relative: PurePath) -> bool:
     return not (name.endswith("~") or name.startswith("#"))
 
 
+@dataclass(frozen=True, slots=True)
+class _ShippedObject:
+    """A ConfigObject with its spec as proto wire bytes: the generated classes do not pickle."""
+
+    key: ConfigKey
+    api_version: str
+    spec: bytes
+    labels: tuple[tuple[str, str], ...]
+    annotations: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Shipped:
+    """A ParseResult as it crosses from a worker process to the loop."""
+
+    result: ParseResult  # without its objects
+    objects: tuple[_ShippedObject, ...]
+
+    @classmethod
+    def of(cls, result: ParseResult) -> _Shipped:
+        objects = tuple(
+            _ShippedObject(
+                obj.key, obj.api_version, obj.spec.SerializeToString(deterministic=True), obj.labels,
+                obj.annotations,
+            )
+            for obj in result.objects
+        )
+        return cls(dataclasses.replace(result, objects=()), objects)
+
+    def unpack(self) -> ParseResult:
+        objects = []
+        for shipped in self.objects:
+            spec = kinds.KINDS[shipped.key.kind].new_spec()
+            spec.ParseFromString(shipped.spec)
+            objects.append(
+                ConfigObject(
+                    shipped.key, shipped.api_version, spec, self.result.origin,
+                    labels=shipped.labels, annotations=shipped.annotations,
+                )
+            )
+        return dataclasses.replace(self.result, objects=tuple(objects))
+
+
+_Read = _Shipped | ParseResult | None  # what a worker returns for one file
+
+
+def read_files(root: str, relatives: list[str], limits: ParseLimits) -> list[_Shipped | None]:
+    """Read and parse each file (paths relative to ``root``); None for one that is gone.
+
+    Runs in an executor (a worker process in ``app``): it takes only picklable arguments and returns
+    picklable results, and never touches the store.
+    """
+    real_root = os.path.realpath(root)
+    results = [read_file(root, real_root, relative, limits) for relative in relatives]
+    return [None if result is None else _Shipped.of(result) for result in results]
+
+
+def read_file(root: str, real_root: str, relative: str, limits: ParseLimits) -> ParseResult | None:
+    """One file as a ParseResult whose origin is ``relative``: refused when it leads outside
+    ``real_root`` or is larger than the limit (both checked before reading), None when it is gone."""
+    full = os.path.join(root, relative)
+    try:
+        target = os.path.realpath(full, strict=True)
+        if os.path.commonpath([real_root, target]) != real_root:
+            message = "a symlink to a file outside the config folder; not loaded"
+            return ParseResult(relative, errors=(FieldError(relative, message),), fatal=True)
+        with open(target, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size > limits.file_bytes:
+                return ParseResult(relative, errors=(too_large(relative, limits.file_bytes),), fatal=True)
+            data = stream.read(limits.file_bytes + 1)  # it may grow after the fstat
+        if len(data) > limits.file_bytes:
+            return ParseResult(relative, errors=(too_large(relative, limits.file_bytes),), fatal=True)
+        text = data.decode("utf-8")
+    except FileNotFoundError:
+        return None  # gone between the event and the read; its delete event follows
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        message = f"cannot read file: {reason}"
+        return ParseResult(relative, errors=(FieldError(relative, message),), fatal=True)
+    try:
+        return parse_text(text, relative, limits)
+    except Exception as err:  # a parser bug must not stop the source
+        log.exception("parsing %s failed", relative)
+        message = f"internal parse error: {err}"
+        return ParseResult(relative, errors=(FieldError(relative, message),), fatal=True)
+
+
 class FolderSource:
     """Loads ``path`` recursively into ``store``, sets ``synced``, then follows changes.
 
-    Origins are file paths spelled from ``path`` as given (``config/reviews.yaml`` for
-    ``FolderSource("config", ...)``), so messages name files the way the operator does.
+    Origins are file paths relative to ``path`` (``reviews.yaml``, ``team/a.yaml``).
+    ``executor`` makes the executor that reads and parses files (None: the loop's default thread
+    pool); a new one is made if the last one broke (a worker process killed, say by the OOM killer).
     """
 
     def __init__(
@@ -59,6 +172,8 @@ class FolderSource:
         path: Path | str,
         store: ConfigStore,
         *,
+        limits: ParseLimits = DEFAULT_LIMITS,
+        executor: Callable[[], Executor] | None = None,
         force_polling: bool | None = None,
         step_ms: int = STEP_MS,
     ) -> None:
@@ -66,29 +181,46 @@ class FolderSource:
         self.synced = asyncio.Event()
         self._store = store
         self._absolute = Path(os.path.abspath(self.path))
+        self._limits = limits
+        self._make_executor = executor
+        # Two executors: one for files larger than BATCH_BYTES, one for the rest, so that an edit of
+        # a small file never waits for a large one to be parsed.
+        self._executors: dict[bool, Executor] = {}
         self._force_polling = force_polling
         self._step_ms = step_ms
         self._known: set[PurePath] = set()  # relative paths currently applied to the store
+        # Each path's latest load or forget: a result read before a newer change of its file is dropped.
+        self._generation: dict[PurePath, int] = {}
+        self._changes: set[asyncio.Task[None]] = set()  # batches of changes being read
 
     async def run(self) -> None:
         """Initial load, ``synced``, then watch until cancelled. Raises ConfigError only if the folder
         itself is missing (one bad file is data, never an exception)."""
         if not self._absolute.is_dir():
             raise ConfigError(f"config dir {self.path} is not a directory")
-        self._rescan()
-        log.info("loaded %d files from %s (%d objects)", len(self._known), self.path,
-                 len(self._store.snapshot().objects))
-        self.synced.set()
-        # awatch's worker thread only notices cancellation through its stop event, checked every
-        # step: stop it explicitly, or cancelling would wait for the watcher's 5 s timeout.
-        stop = asyncio.Event()
-        watcher = asyncio.create_task(self._watch(stop), name=f"watch {self.path}")
         try:
-            await asyncio.wait({watcher})
+            await self._rescan()
+            log.info("loaded %d files from %s (%d objects)", len(self._known), self.path,
+                     len(self._store.snapshot().objects))
+            self.synced.set()
+            # awatch's worker thread only notices cancellation through its stop event, checked every
+            # step: stop it explicitly, or cancelling would wait for the watcher's 5 s timeout.
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(self._watch(stop), name=f"watch {self.path}")
+            try:
+                await asyncio.wait({watcher})
+            finally:
+                stop.set()
+                await asyncio.wait({watcher})
+            watcher.result()
         finally:
-            stop.set()
-            await asyncio.wait({watcher})
-        watcher.result()
+            for task in self._changes:
+                task.cancel()
+            if self._changes:
+                await asyncio.wait(self._changes)
+            for executor in self._executors.values():
+                executor.shutdown(wait=False, cancel_futures=True)
+            self._executors.clear()
 
     async def _watch(self, stop: asyncio.Event) -> None:
         async for changes in awatch(
@@ -100,12 +232,34 @@ class FolderSource:
             force_polling=self._force_polling,
             recursive=True,
         ):
-            self.apply_changes(path for _, path in changes)
+            # Not awaited: a small edit must not wait behind a large file still being parsed.
+            task = asyncio.create_task(self.apply_changes([path for _, path in changes]))
+            self._changes.add(task)
+            task.add_done_callback(self._changed)
 
-    def apply_changes(self, paths: Iterable[str]) -> None:
+    def _changed(self, task: asyncio.Task[None]) -> None:
+        self._changes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("applying changes in %s failed", self.path, exc_info=task.exception())
+
+    async def apply_changes(self, paths: Iterable[str]) -> None:
         """Bring the store in line with the disk for every touched path (absolute paths)."""
+        load, forget, rescan = await asyncio.to_thread(self._classify, sorted(set(paths)))
+        for index, relative in enumerate(forget):
+            self._forget(relative)
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # a burst of deletes: let xDS and HTTP in between
+        await self._load(load, in_order=False)
+        if rescan:
+            await self._rescan()
+
+    def _classify(self, paths: list[str]) -> tuple[list[PurePath], list[PurePath], bool]:
+        """Touched paths as files to load, paths to forget, and whether to rescan (a thread's work:
+        it looks at the disk)."""
         rescan = False
-        for raw in sorted(set(paths)):
+        load: list[PurePath] = []
+        forget: list[PurePath] = []
+        for raw in paths:
             relative = self._relative(raw)
             if relative is None:
                 continue
@@ -113,24 +267,25 @@ class FolderSource:
                 rescan = True  # Kubernetes ConfigMap mount: the ..data symlink was swapped
                 continue
             full = self._absolute / relative
-            if full.is_dir():
-                for found in self._walk(full):  # a folder moved in
-                    self._load(found)
+            if full.is_dir() and not full.is_symlink():
+                load.extend(self._walk(full))  # a folder moved in
             elif full.is_file() and is_config_file(relative):
-                self._load(relative)
+                load.append(relative)
             else:
-                self._forget(relative)  # deleted or renamed away: a file, or a folder of files
-        if rescan:
-            self._rescan()
+                forget.append(relative)  # deleted or renamed away: a file, or a folder of files
+        return load, forget, rescan
 
     # -- loading --------------------------------------------------------------------------------
 
-    def _rescan(self) -> None:
-        found = list(self._walk(self._absolute))
-        for relative in found:
-            self._load(relative)
-        for gone in sorted(self._known - set(found)):
+    async def _rescan(self) -> None:
+        known = set(self._known)  # files applied after the walk are not for this rescan to forget
+        found = await asyncio.to_thread(self._files_under, self._absolute)
+        await self._load(found, in_order=True)
+        for gone in sorted(known - set(found)):
             self._forget(gone)
+
+    def _files_under(self, top: Path) -> list[PurePath]:
+        return list(self._walk(top))
 
     def _walk(self, top: Path) -> Iterator[PurePath]:
         """Config files under ``top`` in sorted order, relative to the root, skipping hidden folders."""
@@ -141,22 +296,85 @@ class FolderSource:
                 if is_config_file(relative) and (self._absolute / relative).is_file():
                     yield relative
 
-    def _load(self, relative: PurePath) -> None:
-        origin = self._origin(relative)
-        try:
-            text = (self._absolute / relative).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            self._forget(relative)  # gone between the event and the read; its delete event follows
+    async def _load(self, relatives: list[PurePath], *, in_order: bool) -> None:
+        """Read and parse ``relatives`` off the loop, in batches that the executor's workers share,
+        and apply each result to the store unless its file changed again meanwhile: in the order
+        given (``in_order``: a full scan), or each batch as soon as it is read."""
+        if not relatives:
             return
-        except (OSError, UnicodeDecodeError) as err:
-            result = ParseResult(origin, errors=(FieldError(origin, f"cannot read file: {err}"),), fatal=True)
-        else:
+        generations = {relative: self._next_generation(relative) for relative in relatives}
+        batches = await asyncio.to_thread(self._batches, relatives)
+        reads = [
+            asyncio.ensure_future(self._read([r.as_posix() for r in batch], large))
+            for batch, large in batches
+        ]
+
+        async def apply(batch: list[PurePath], read: asyncio.Future[Sequence[_Read]]) -> None:
+            for index, (relative, result) in enumerate(zip(batch, await read, strict=True)):
+                if index % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)
+                if self._generation.get(relative) != generations[relative]:
+                    continue  # a newer change of this file is being (or was) handled
+                if result is None:
+                    self._forget(relative)
+                else:
+                    self._apply(relative, result.unpack() if isinstance(result, _Shipped) else result)
+
+        try:
+            if in_order:
+                for (batch, _), read in zip(batches, reads, strict=True):
+                    await apply(batch, read)
+            else:
+                pairs = zip(batches, reads, strict=True)
+                await asyncio.gather(*(apply(batch, read) for (batch, _), read in pairs))
+        finally:
+            for read in reads:
+                read.cancel()
+
+    def _next_generation(self, relative: PurePath) -> int:
+        generation = self._generation.get(relative, 0) + 1
+        self._generation[relative] = generation
+        return generation
+
+    def _batches(self, relatives: list[PurePath]) -> list[tuple[list[PurePath], bool]]:
+        """``relatives`` in jobs of at most BATCH_FILES files and BATCH_BYTES bytes; a larger file is
+        a job of its own, marked large."""
+        batches: list[tuple[list[PurePath], bool]] = []
+        size = 0
+        for relative in relatives:
             try:
-                result = parse_text(text, origin=origin)
-            except Exception as err:  # a parser bug must not stop the source
-                log.exception("parsing %s failed", origin)
-                result = ParseResult(origin, errors=(FieldError(origin, f"internal parse error: {err}"),),
-                                     fatal=True)
+                length = os.stat(self._absolute / relative).st_size
+            except OSError:
+                length = 0
+            if length > BATCH_BYTES:
+                batches.append(([relative], True))
+                continue
+            last = batches[-1] if batches else None
+            if last is None or last[1] or len(last[0]) >= BATCH_FILES or size + length > BATCH_BYTES:
+                batches.append(([], False))
+                size = 0
+            batches[-1][0].append(relative)
+            size += length
+        return batches
+
+    async def _read(self, names: list[str], large: bool) -> Sequence[_Read]:
+        loop = asyncio.get_running_loop()
+        if self._make_executor is not None and large not in self._executors:
+            self._executors[large] = self._make_executor()
+        executor = self._executors.get(large)
+        root = str(self._absolute)
+        try:
+            return await loop.run_in_executor(executor, read_files, root, names, self._limits)
+        except BrokenProcessPool:
+            # The worker died (killed, out of memory): say so on each file, and start a new worker.
+            log.error("the process reading %d config files died; their last good objects stay", len(names))
+            broken = self._executors.pop(large, None)
+            if broken is not None:
+                broken.shutdown(wait=False, cancel_futures=True)
+            message = "internal error: the process reading this file died (see pilot's log)"
+            return [ParseResult(name, errors=(FieldError(name, message),), fatal=True) for name in names]
+
+    def _apply(self, relative: PurePath, result: ParseResult) -> None:
         self._known.add(relative)
         for error in result.errors:
             if error.severity == "error":
@@ -165,22 +383,25 @@ class FolderSource:
                 log.info("%s", error)
         event = self._store.apply(result)
         if result.fatal:
-            log.warning("%s not loaded; its last good objects stay", origin)
+            log.warning("%s not loaded; its last good objects stay", result.origin)
         elif event is not None:
-            log.info("applied %s: %d objects, %d changed at revision %d", origin, len(result.objects),
+            log.info("applied %s: %d objects, %d changed at revision %d", result.origin, len(result.objects),
                      len(event.changed), event.revision)
 
     def _forget(self, relative: PurePath) -> None:
         """``relative`` is gone: drop it, or every file under it if it was a folder."""
-        gone = [known for known in self._known if known == relative or relative in known.parents]
+        if relative in self._generation:  # a file: no need to look through every path (bursts of deletes)
+            affected = [relative]
+        else:
+            affected = [path for path in self._generation if relative in path.parents]
+        for path in affected:
+            self._next_generation(path)  # a read of it still under way is now stale
+        gone = [path for path in affected if path in self._known]
         for known in sorted(gone):
             self._known.discard(known)
-            event = self._store.remove_origin(self._origin(known))
-            log.info("removed %s%s", self._origin(known),
+            event = self._store.remove_origin(known.as_posix())
+            log.info("removed %s%s", known.as_posix(),
                      f": {len(event.changed)} objects deleted" if event is not None else "")
-
-    def _origin(self, relative: PurePath) -> str:
-        return str(self.path / relative)
 
     def _relative(self, raw: str) -> PurePath | None:
         try:
@@ -190,4 +411,4 @@ class FolderSource:
         return relative if relative.parts else None
 
 
-__all__ = ["FolderSource", "SUFFIXES", "is_config_file"]
+__all__ = ["FolderSource", "SUFFIXES", "is_config_file", "read_file", "read_files"]

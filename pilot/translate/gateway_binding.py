@@ -64,28 +64,28 @@ def names_for_namespace(server_hosts: Iterable[str], namespace: str) -> list[str
 def intersection(left: Iterable[str], right: Iterable[str]) -> list[str]:
     """Istio's host.Names.Intersection: for each overlapping pair, the more specific host."""
     right = list(right)
-    out: list[str] = []
+    out: dict[str, None] = {}  # ordered, and a linear membership test (16,000 hosts)
     for a in left:
         for b in right:
             found = a if hosts.subset_of(a, b) else b if hosts.subset_of(b, a) else None
-            if found is not None and found not in out:
-                out.append(found)
-    return out
+            if found is not None:
+                out.setdefault(found)
+    return list(out)
 
 
 def matching_gateway_hosts(server_hosts: Iterable[str], vs: VirtualServiceEntry) -> list[str]:
     """Istio's pickMatchingGatewayHosts: VirtualService hosts a server host (of the VirtualService's
     namespace, when qualified) matches."""
-    out = []
+    out: dict[str, None] = {}  # ordered, and a linear membership test
     for vs_host in vs.hosts:
         for host in server_hosts:
             if "/" in host:
                 prefix, _, host = host.partition("/")
                 if prefix != vs.namespace:
                     continue
-            if hosts.matches(host, vs_host) and vs_host not in out:
-                out.append(vs_host)
-    return out
+            if hosts.matches(host, vs_host):
+                out.setdefault(vs_host)
+    return list(out)
 
 
 def l4_match(match: L4Match, server: GatewayServer, vs: VirtualServiceEntry) -> bool:

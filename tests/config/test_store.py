@@ -212,3 +212,91 @@ def test_editing_a_file_keeps_the_last_good_config(store: ConfigStore, events: l
     event = store.remove_origin("reviews.yaml")
     assert event is not None and event.changed == {VS_KEY, DR_KEY}
     assert store.snapshot().objects == {}
+
+
+# --- an object leaves only by an explicit act -----------------------------------------------------------
+
+SERVED = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [a]
+  http: [{route: [{destination: {host: a}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: se}
+spec:
+  hosts: [se.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+"""
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(SERVED.replace("kind: VirtualService", "kind: VirtualServce"), id="kind typo"),
+        pytest.param(SERVED.replace("kind: ServiceEntry", "kind: -1"), id="kind not a string"),
+        pytest.param(SERVED.replace("metadata: {name: a}", "metadata: {}"), id="name missing"),
+        pytest.param(SERVED.replace("metadata: {name: a}", "metadata: {name: [a]}"), id="name not a string"),
+        pytest.param(SERVED.replace("metadata: {name: a}", "metadata: {name: A_}"), id="name invalid"),
+        pytest.param(SERVED.replace("metadata: {name: se}", "metadata: 7"), id="metadata not a mapping"),
+        pytest.param(SERVED.split("---")[0] + "---\n- x\n- y\n", id="document not a mapping"),
+        pytest.param(SERVED.replace("metadata: {name: a}", "metadata: {name: a"), id="YAML syntax error"),
+        pytest.param("", id="emptied"),
+        pytest.param("# all commented out\n---\n", id="only comments"),
+        pytest.param(SERVED.split("---")[0] + "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+                     "metadata: {name: se}\nspec:\n  hosts: [se.example.com]\n  ports: [{num", id="cut off"),
+    ],
+)
+def test_a_bad_edit_keeps_every_served_object(store: ConfigStore, broken: str) -> None:
+    store.apply(parse_text(SERVED, "f.yaml"))
+    before = dict(store.snapshot().objects)
+    assert len(before) == 2
+    result = parse_text(broken, "f.yaml")
+    assert result.partial or result.fatal or any(error.severity == "error" for error in result.errors)
+    store.apply(result)
+    assert set(store.snapshot().objects) == set(before)
+    assert any(error.origin == "f.yaml" for error in store.errors())  # the reason is on the file
+
+
+def test_a_file_read_cleanly_without_an_object_removes_it(store: ConfigStore) -> None:
+    store.apply(parse_text(SERVED, "f.yaml"))
+    only_vs = SERVED.split("---")[0]
+    result = parse_text(only_vs, "f.yaml")
+    assert not result.partial
+    event = store.apply(result)
+    assert event is not None and event.changed == {ConfigKey("ServiceEntry", "default", "se")}
+    # ... and a kind pilot does not serve (skipped with a warning) is no reason to keep one either
+    event = store.apply(parse_text(only_vs.replace("kind: VirtualService", "kind: Sidecar"), "f.yaml"))
+    assert event is not None and event.changed == {A} and not store.snapshot().objects
+
+
+# --- duplicates: the origin that sorts first wins, whatever the order of loading -------------------------
+
+
+@pytest.mark.parametrize("order", [("a.yaml", "b.yaml"), ("b.yaml", "a.yaml")])
+def test_the_duplicate_whose_origin_sorts_first_wins(order: tuple[str, str]) -> None:
+    store = ConfigStore()
+    for origin in order:
+        store.apply(result(origin, vs(A, host=origin, origin=origin)))
+    obj = store.get(A)
+    assert obj is not None and obj.origin == "a.yaml" and list(obj.spec.hosts) == ["a.yaml"]  # type: ignore[attr-defined]
+    (error,) = store.errors()
+    assert error.origin == "b.yaml" and error.key == A and "already loaded from a.yaml" in error.message
+
+
+def test_the_other_copy_is_served_when_the_winner_lets_go(store: ConfigStore) -> None:
+    store.apply(result("b.yaml", vs(A, host="b", origin="b.yaml")))
+    event = store.apply(result("a.yaml", vs(A, host="a", origin="a.yaml")))
+    assert event is not None and event.changed == {A}
+    assert store.get(A).origin == "a.yaml"  # type: ignore[union-attr]
+    event = store.apply(result("a.yaml"))  # a.yaml read cleanly without it
+    assert event is not None and event.changed == {A}
+    obj = store.get(A)
+    assert obj is not None and obj.origin == "b.yaml" and list(obj.spec.hosts) == ["b"]  # type: ignore[attr-defined]
+    assert store.errors() == []
+    store.remove_origin("b.yaml")
+    assert store.get(A) is None

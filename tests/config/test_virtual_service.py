@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pilot.config.validation.http import check_regex
-from pilot.config.validation.virtual_service import host_matches
+from pilot.config.validation.virtual_service import host_matches, overlapping_hosts
 from tests.config.helpers import ROUTE, errors, vs, warnings
 
 # --- VirtualService ---------------------------------------------------------------------------------------
@@ -359,3 +362,56 @@ def test_re2_syntax_is_accepted(regex: str) -> None:
 @pytest.mark.parametrize("regex", [r"(a", r"(?=a)", r"(?!a)", r"(?<=a)b", r"(a)\1", "a" * 1025])
 def test_invalid_or_non_re2_regex_is_rejected(regex: str) -> None:
     assert check_regex(regex, "uri") is not None
+
+
+# --- duplicate hosts: the same answer as Istio's pairwise check, without its quadratic cost -----------------
+
+_LABELS = st.sampled_from(["a", "b", "ab", "ba", "com", "x"])
+_HOSTS = st.builds(
+    lambda wildcard, labels: ("*." if wildcard == 1 else "*" if wildcard == 2 else "") + ".".join(labels),
+    st.integers(0, 2),
+    st.lists(_LABELS, min_size=1, max_size=3),
+) | st.just("*")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_HOSTS, max_size=12))
+def test_overlapping_hosts_agrees_with_the_pairwise_check(hosts: list[str]) -> None:
+    pairwise = {}
+    for j in range(len(hosts)):
+        earlier = [i for i in range(j) if host_matches(hosts[i], hosts[j])]
+        if earlier:
+            pairwise[j] = earlier[0]
+    assert dict(overlapping_hosts(hosts)) == pairwise
+
+
+def test_duplicate_host_check_is_not_quadratic() -> None:
+    """Istio's pairwise check took 6.7 s on 8,000 hosts here (0.27 s on 1,000): twice the hosts must
+    cost about twice the time, not four times."""
+
+    def timed(count: int) -> float:
+        hosts = [f"h{i}.example.com" for i in range(count)] + ["*.example.com"]
+        started = time.perf_counter()
+        found = overlapping_hosts(hosts)
+        elapsed = time.perf_counter() - started
+        assert found == [(count, 0)]
+        return elapsed
+
+    small = min(timed(4_000) for _ in range(3))
+    large = min(timed(16_000) for _ in range(3))
+    assert large < 0.5
+    assert large < 8 * small  # quadratic would be 16x
+
+
+def test_sni_hosts_are_checked_against_wildcard_hosts() -> None:
+    spec = {
+        "hosts": ["*.foo.com", "bar.com"],
+        "tls": [
+            {
+                "match": [{"sniHosts": ["a.foo.com", "*.b.foo.com", "bar.com", "baz.com"], "port": 443}],
+                "route": ROUTE,
+            }
+        ],
+    }
+    found = errors("VirtualService", spec)
+    assert [path for path, _ in found] == ["spec.tls[0].match[0].sniHosts[3]"]

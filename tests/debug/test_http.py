@@ -3,6 +3,7 @@ and cache; the ADS server's registry is a stand-in holding real ConnectionStatus
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Hashable, Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from pilot.cache.snapshot import Snapshot
 from pilot.config.objects import ConfigKey, ConfigObject, FieldError, ParseResult
 from pilot.config.store import ConfigStore
 from pilot.debug import views
-from pilot.debug.http import build_app
+from pilot.debug.http import HttpServer, build_app
 from pilot.server.connection import ConnectionStatus, NackStatus, TypeStatus
 from pilot.xds import types
 
@@ -263,3 +264,76 @@ def test_nested_typed_config_of_a_package_nobody_imported_is_rendered():
     rendered = views.render_resource(types.LISTENER, resource)
     assert "render_error" not in rendered
     assert rendered["filter_chains"][0]["filters"][0]["typed_config"]["@type"].endswith("buffer.v3.Buffer")
+
+
+# --- the HTTP port under abuse: half-sent requests, too many connections ----------------------------------
+
+
+async def _started(**kwargs: Any) -> HttpServer:
+    app = build_app(store=ConfigStore(), cache=SnapshotCache(), server=Registry(), ready_check=lambda: True)
+    http = HttpServer(app, "127.0.0.1", 0, **kwargs)
+    await http.start()
+    return http
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(4096):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+async def _ready(port: int) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    try:
+        async with asyncio.timeout(5):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def _half_sent(port: int, count: int, opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]):
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /ready HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and never the rest
+        opened.append((reader, writer))
+
+
+async def test_half_sent_requests_are_closed_after_the_request_timeout() -> None:
+    """200 sockets sending partial headers stayed open for good (still open after 30 s)."""
+    http = await _started(request_timeout=1.0, max_connections=300)
+    opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        await _half_sent(http.port, 200, opened)
+        assert (await _ready(http.port)).startswith(b"HTTP/1.1 200")
+        started = asyncio.get_running_loop().time()
+        closed = await asyncio.gather(*(_closed_by_server(reader, within=10) for reader, _ in opened))
+        assert all(closed)
+        assert asyncio.get_running_loop().time() - started < 5
+    finally:
+        for _, writer in opened:
+            writer.close()
+        await http.stop()
+
+
+async def test_connections_past_the_cap_are_refused_and_the_port_recovers() -> None:
+    http = await _started(request_timeout=30.0, max_connections=20)
+    opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        await _half_sent(http.port, 20, opened)
+        await asyncio.sleep(0.1)
+        assert (await _ready(http.port)).startswith(b"HTTP/1.1 503")  # past the cap: refused at once
+        for _, writer in opened:
+            writer.close()
+        deadline = asyncio.get_running_loop().time() + 5
+        while not (await _ready(http.port)).startswith(b"HTTP/1.1 200"):
+            assert asyncio.get_running_loop().time() < deadline, "the port never recovered"
+            await asyncio.sleep(0.05)
+    finally:
+        await http.stop()

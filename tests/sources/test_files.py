@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path, PurePath
 
 import pytest
 
+from pilot.config.limits import ParseLimits
 from pilot.config.objects import ConfigKey
 from pilot.config.store import ConfigStore
 from pilot.errors import ConfigError
 from pilot.sources.base import ConfigSource
-from pilot.sources.files import FolderSource, is_config_file
+from pilot.sources.files import FolderSource, is_config_file, read_file
 from tests.factories import service_entry_yaml
 
 DEADLINE = 10.0
@@ -95,23 +98,23 @@ async def test_initial_load_is_recursive_sorted_and_skips_what_is_not_config(tmp
     async with running(source):
         assert names(store) == {"a", "a2", "b", "c"}
         objects = store.snapshot().objects
-        assert objects[se_key("a")].origin == str(tmp_path / "sub" / "deeper" / "a.yml")
-        assert objects[se_key("b")].origin == str(tmp_path / "b.yaml")
+        assert objects[se_key("a")].origin == "sub/deeper/a.yml"
+        assert objects[se_key("b")].origin == "b.yaml"
         # Sorted load order: b.yaml, c.json, then sub/deeper/a.yml → revisions follow it.
         assert objects[se_key("b")].revision < objects[se_key("c")].revision < objects[se_key("a")].revision
         assert store.errors() == []
 
 
-async def test_relative_folder_gives_relative_origins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+async def test_origins_are_relative_to_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "x.yaml").write_text(service_entry("x"))
     monkeypatch.chdir(tmp_path)
     store = ConfigStore()
     async with running(FolderSource("conf", store)):
-        assert store.snapshot().objects[se_key("x")].origin == os.path.join("conf", "x.yaml")
+        assert store.snapshot().objects[se_key("x")].origin == "x.yaml"
         (tmp_path / "conf" / "y.yaml").write_text(service_entry("y"))
         await eventually(lambda: se_key("y") in store.snapshot().objects, "y.yaml loaded")
-        assert store.snapshot().objects[se_key("y")].origin == os.path.join("conf", "y.yaml")
+        assert store.snapshot().objects[se_key("y")].origin == "y.yaml"
 
 
 async def test_add_modify_break_fix_delete(tmp_path: Path):
@@ -133,7 +136,7 @@ async def test_add_modify_break_fix_delete(tmp_path: Path):
         await eventually(lambda: bool(store.errors()), "syntax error recorded")
         assert store.snapshot().objects[se_key("se")] is good
         error = store.errors()[0]
-        assert error.origin == str(path)
+        assert error.origin == "se.yaml"
         assert error.severity == "error"
 
         # Fixed again: the error goes away.
@@ -177,7 +180,7 @@ async def test_folders_moved_out_and_in(tmp_path: Path):
         await eventually(lambda: names(store) == set(), "folder moved out")
         os.rename(outside, watched / "team2")
         await eventually(lambda: names(store) == {"a", "b"}, "folder moved back in")
-        assert store.snapshot().objects[se_key("a")].origin == str(watched / "team2" / "a.yaml")
+        assert store.snapshot().objects[se_key("a")].origin == "team2/a.yaml"
 
 
 async def test_unreadable_file_is_an_error_not_a_crash(tmp_path: Path):
@@ -187,7 +190,7 @@ async def test_unreadable_file_is_an_error_not_a_crash(tmp_path: Path):
     async with running(FolderSource(tmp_path, store)) as task:
         assert names(store) == {"good"}
         errors = store.errors()
-        assert [e.origin for e in errors] == [str(tmp_path / "binary.yaml")]
+        assert [e.origin for e in errors] == ["binary.yaml"]
         assert "cannot read" in errors[0].message
         assert not task.done()
 
@@ -214,3 +217,68 @@ async def test_missing_folder_is_a_config_error(tmp_path: Path):
     with pytest.raises(ConfigError, match="not a directory"):
         await source.run()
     assert not source.synced.is_set()
+
+
+# --- symlinks, sizes, relative paths ------------------------------------------------------------------------
+
+
+async def test_symlinks_are_followed_only_inside_the_folder(tmp_path: Path):
+    config, elsewhere = tmp_path / "config", tmp_path / "elsewhere"
+    config.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "secret.yaml").write_text(service_entry("outside"))
+    (config / "real.yaml").write_text(service_entry("inside"))
+    os.symlink(elsewhere / "secret.yaml", config / "leak.yaml")
+    os.symlink("real.yaml", config / "alias.yaml")  # inside: followed (and a duplicate of real.yaml)
+    store = ConfigStore()
+    async with running(FolderSource(config, store)):
+        assert names(store) == {"inside"}
+        errors = {e.origin: e.message for e in store.errors()}
+        assert "outside the config folder" in errors["leak.yaml"]
+        assert "already loaded from alias.yaml" in errors["real.yaml"]
+        assert not any(str(tmp_path) in str(e) for e in store.errors())
+        # Pointing a link that was inside to a target outside: refused, the last good objects stay.
+        os.symlink(elsewhere / "secret.yaml", config / "tmp-link")
+        os.replace(config / "tmp-link", config / "alias.yaml")
+        await eventually(lambda: any(e.origin == "alias.yaml" for e in store.errors()), "relinked")
+        assert names(store) == {"inside"}
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path: Path):
+    huge = tmp_path / "huge.yaml"
+    with open(huge, "wb") as stream:
+        stream.truncate(50 * 1024 * 1024 * 1024)  # sparse: 50 GiB that a read would take minutes for
+    started = time.monotonic()
+    result = read_file(str(tmp_path), os.path.realpath(tmp_path), "huge.yaml", ParseLimits())
+    assert time.monotonic() - started < 1
+    assert result is not None and result.fatal and result.origin == "huge.yaml"
+    assert "larger than 10 MiB" in result.errors[0].message
+
+
+async def test_the_same_duplicate_wins_at_start_up_and_while_running(tmp_path: Path):
+    (tmp_path / "10-later.yaml").write_text(service_entry("se", host="later.example.com"))
+    store = ConfigStore()
+    async with running(FolderSource(tmp_path, store)):
+        (tmp_path / "00-first.yaml").write_text(service_entry("se", host="first.example.com"))
+        await eventually(lambda: store.get(se_key("se")).origin == "00-first.yaml", "first wins")  # type: ignore[union-attr]
+        running_errors = [(e.origin, e.message) for e in store.errors()]
+    restarted = ConfigStore()
+    async with running(FolderSource(tmp_path, restarted)):
+        assert restarted.snapshot().objects[se_key("se")].origin == "00-first.yaml"
+        assert [(e.origin, e.message) for e in restarted.errors()] == running_errors
+        assert [origin for origin, _ in running_errors] == ["10-later.yaml"]
+
+
+async def test_files_are_parsed_in_a_worker_process(tmp_path: Path):
+    (tmp_path / "a.yaml").write_text(service_entry("a"))
+    store = ConfigStore()
+    spawn = multiprocessing.get_context("spawn")
+    source = FolderSource(tmp_path, store, executor=lambda: ProcessPoolExecutor(1, mp_context=spawn))
+    async with running(source):
+        assert names(store) == {"a"}
+        (tmp_path / "a.yaml").write_text("")  # emptied: the object stays until the file is deleted
+        (tmp_path / "b.yaml").write_text(service_entry("b"))
+        await eventually(lambda: names(store) == {"a", "b"}, "b.yaml loaded")
+        await eventually(lambda: any(e.origin == "a.yaml" for e in store.errors()), "emptied a.yaml reported")
+        (tmp_path / "a.yaml").unlink()
+        await eventually(lambda: names(store) == {"b"}, "a.yaml deleted")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import sys
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
@@ -49,8 +51,9 @@ def validate_virtual_service(spec: nw.VirtualService, namespace: str, path: str,
         report.error(path, "http, tcp or tls must be provided in virtual service")
     for index, http_route in enumerate(spec.http):
         validate_http_route(http_route, delegate, item(at(path, "http"), index), report)
+    covering = _CoveringHosts(spec.hosts)
     for index, tls_route in enumerate(spec.tls):
-        _tls_route(tls_route, spec, item(at(path, "tls"), index), report)
+        _tls_route(tls_route, spec, covering, item(at(path, "tls"), index), report)
     for index, tcp_route in enumerate(spec.tcp):
         _tcp_route(tcp_route, item(at(path, "tcp"), index), report)
     report.check_all(at(path, "exportTo"), check_export_to(namespace, spec.export_to, False, False))
@@ -94,14 +97,58 @@ def _hosts(spec: nw.VirtualService, applies_to_gateway: bool, path: str, report:
             all_valid = False
     if all_valid:
         # Literal and wildcard duplicates: *.foo.com and *.com overlap in one VirtualService.
-        hosts = list(spec.hosts)
-        for i, first in enumerate(hosts):
-            for j in range(i + 1, len(hosts)):
-                if host_matches(first, hosts[j]):
-                    report.error(
-                        item(at(path, "hosts"), j),
-                        f"duplicate hosts in virtual service: {first} & {hosts[j]}",
-                    )
+        for later, earlier in overlapping_hosts(list(spec.hosts)):
+            report.error(
+                item(at(path, "hosts"), later),
+                f"duplicate hosts in virtual service: {spec.hosts[earlier]} & {spec.hosts[later]}",
+            )
+
+
+def overlapping_hosts(hosts: Sequence[str]) -> list[tuple[int, int]]:
+    """``(j, i)`` for every host ``j`` that ``host_matches`` an earlier host; ``i`` is the first such.
+
+    Istio compares every pair (quadratic: 16,000 hosts take minutes); this finds the same hosts in
+    O(n·L·log n) for hostnames of at most L characters. A wildcard ``*S`` matches a host that ends
+    with ``S``, so: equal hosts and equal wildcards by hash; a wildcard whose ``S`` ends another
+    host by a hash look-up of each suffix of that host; hosts ending with a wildcard's ``S`` by a
+    prefix range of the sorted reversed hosts. Each distinct ``S`` scans its range once and a range
+    holds only hosts that ``S`` is a suffix of, so the scans add up to at most n·L entries. A host
+    matches itself, so the first index matching a host is earlier than the host exactly when some
+    other host, earlier in the list, matches it.
+    """
+    exact: dict[str, int] = {}
+    wild: dict[str, int] = {}  # the part after "*" → first index
+    for index, host in enumerate(hosts):
+        if host.startswith("*"):
+            wild.setdefault(host[1:], index)
+        else:
+            exact.setdefault(host, index)
+    reversed_exact = sorted((host[::-1], index) for host, index in exact.items())
+    reversed_wild = sorted((suffix[::-1], index) for suffix, index in wild.items())
+    earliest: dict[str, int] = {}  # host → the first index of any host that matches it (itself included)
+    for host in hosts:
+        if host in earliest:
+            continue
+        wildcard = host.startswith("*")
+        name = host[1:] if wildcard else host
+        # Itself, and wildcards whose suffix ends this host (or this wildcard's suffix).
+        candidates = [(wild if wildcard else exact)[name]]
+        candidates.extend(wild[name[k:]] for k in range(len(name) + 1) if name[k:] in wild)
+        if wildcard:  # hosts and wildcards that this wildcard's suffix ends
+            candidates.append(_first_with_prefix(reversed_exact, name[::-1]))
+            candidates.append(_first_with_prefix(reversed_wild, name[::-1]))
+        earliest[host] = min(candidates)
+    return [(index, earliest[host]) for index, host in enumerate(hosts) if earliest[host] < index]
+
+
+def _first_with_prefix(entries: Sequence[tuple[str, int]], prefix: str) -> int:
+    """The smallest index among sorted ``(text, index)`` entries whose text starts with ``prefix``."""
+    first = sys.maxsize
+    position = bisect.bisect_left(entries, (prefix,))
+    while position < len(entries) and entries[position][0].startswith(prefix):
+        first = min(first, entries[position][1])
+        position += 1
+    return first
 
 
 def host_matches(a: str, b: str) -> bool:
@@ -127,7 +174,30 @@ def _has_sni_hosts(spec: nw.VirtualService) -> bool:
     return any(len(match.sni_hosts) for route in spec.tls for match in route.match)
 
 
-def _tls_route(route: nw.TLSRoute, spec: nw.VirtualService, path: str, report: Report) -> None:
+class _CoveringHosts:
+    """The VirtualService's hosts, indexed to answer "is this SNI host a subset of one of them"
+    (``host_subset_of``) in time linear in the SNI host's length rather than in the hosts."""
+
+    def __init__(self, hosts: Sequence[str]) -> None:
+        self.hosts = list(hosts)
+        self._exact = {host for host in hosts if not host.startswith("*")}
+        self._wild = {host[1:] for host in hosts if host.startswith("*")}
+
+    def cover(self, sni_host: str) -> bool:
+        name = sni_host[1:] if sni_host.startswith("*") else sni_host
+        if not sni_host.startswith("*") and sni_host in self._exact:
+            return True
+        return any(name[k:] in self._wild for k in range(len(name) + 1))
+
+    def describe(self, shown: int = 10) -> str:
+        listed = ", ".join(self.hosts[:shown])
+        more = len(self.hosts) - shown
+        return f"{listed}, ... ({more} more)" if more > 0 else listed
+
+
+def _tls_route(
+    route: nw.TLSRoute, spec: nw.VirtualService, covering: _CoveringHosts, path: str, report: Report
+) -> None:
     if not len(route.match):
         report.error(path, "TLS route must have at least one match condition")
     # Istio checks SNI hosts as gateway hosts unless the VirtualService names the mesh gateway.
@@ -137,14 +207,17 @@ def _tls_route(route: nw.TLSRoute, spec: nw.VirtualService, path: str, report: R
         if not len(match.sni_hosts):
             report.error(match_path, "TLS match must have at least one SNI host")
         for sni_index, sni_host in enumerate(match.sni_hosts):
-            _sni_host(sni_host, spec, gateway_style, item(at(match_path, "sniHosts"), sni_index), report)
+            sni_path = item(at(match_path, "sniHosts"), sni_index)
+            _sni_host(sni_host, covering, gateway_style, sni_path, report)
         _l4_match(match, match_path, report)
     if not len(route.route):
         report.error(path, "TLS route is required")
     validate_route_destinations(route.route, at(path, "route"), report, http_route=False)
 
 
-def _sni_host(sni_host: str, spec: nw.VirtualService, gateway_style: bool, path: str, report: Report) -> None:
+def _sni_host(
+    sni_host: str, covering: _CoveringHosts, gateway_style: bool, path: str, report: Report
+) -> None:
     if gateway_style:
         problem = check_wildcard_domain_for_gateway(True, sni_host)
     else:
@@ -159,8 +232,8 @@ def _sni_host(sni_host: str, spec: nw.VirtualService, gateway_style: bool, path:
         else:
             report.error(path, problem)
         return
-    if not any(host_subset_of(sni_host, host) for host in spec.hosts):
-        hosts = ", ".join(spec.hosts)
+    if not covering.cover(sni_host):
+        hosts = covering.describe()
         report.error(
             path,
             f'SNI host "{sni_host}" is not a compatible subset of any of the virtual service '
