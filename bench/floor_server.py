@@ -51,7 +51,8 @@ def _snapshot(store: ConfigStore) -> Snapshot:
 def _response(typed: TypeResources, nonce: str, previous: TypeResources | None = None) -> bytes:
     """Every resource of ``typed``, or with ``previous`` only those that differ from it."""
     resources = [
-        r for name, r in typed.resources.items()
+        r
+        for name, r in typed.resources.items()
         if previous is None or name not in previous.resources or previous.resources[name].version != r.version
     ]
     payload = wire.encode_resources(r.body for r in resources)
@@ -129,9 +130,11 @@ async def main_async(args: argparse.Namespace) -> None:
     weights = [int(w) for w in args.weights.split(",") if w]
     initial, routes = load(Path(args.config_dir), weights, args.rds == "changed")
     floor = FloorServer(initial, routes)
-    options: list[tuple[str, Any]] = [("grpc.max_send_message_length", 256 * 1024 * 1024),
-                                      ("grpc.max_concurrent_streams", 100_000),
-                                      ("grpc.so_reuseport", 0)]
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", 256 * 1024 * 1024),
+        ("grpc.max_concurrent_streams", 100_000),
+        ("grpc.so_reuseport", 0),
+    ]
     # Extra channel arguments to experiment with (JSON list of [name, value]).
     options += [tuple(item) for item in json.loads(os.environ.get("BENCH_GRPC_OPTIONS", "[]"))]
     server = grpc.aio.server(options=tuple(options))
@@ -140,12 +143,15 @@ async def main_async(args: argparse.Namespace) -> None:
         request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
         response_serializer=_bytes,
     )
-    push = grpc.unary_unary_rpc_method_handler(floor.push, request_deserializer=_bytes,
-                                               response_serializer=_bytes)
-    server.add_generic_rpc_handlers((
-        grpc.method_handlers_generic_handler(ADS_SERVICE, {"StreamAggregatedResources": ads}),
-        grpc.method_handlers_generic_handler(FLOOR_SERVICE, {"Push": push}),
-    ))
+    push = grpc.unary_unary_rpc_method_handler(
+        floor.push, request_deserializer=_bytes, response_serializer=_bytes
+    )
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(ADS_SERVICE, {"StreamAggregatedResources": ads}),
+            grpc.method_handlers_generic_handler(FLOOR_SERVICE, {"Push": push}),
+        )
+    )
     port = server.add_insecure_port(f"127.0.0.1:{args.port}")
     await server.start()
     stop = asyncio.Event()
@@ -163,8 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--weights", default="")
     parser.add_argument("--uvloop", action="store_true")
-    parser.add_argument("--rds", choices=("changed", "full"), default="changed",
-                        help="an RDS push holds the changed route configurations, or all of them")
+    parser.add_argument(
+        "--rds",
+        choices=("changed", "full"),
+        default="changed",
+        help="an RDS push holds the changed route configurations, or all of them",
+    )
     args = parser.parse_args(argv)
     if args.uvloop:
         import uvloop

@@ -55,8 +55,11 @@ def _meta(name: str) -> dict[str, str]:
 def service_docs(svc: BenchService) -> list[dict[str, Any]]:
     third = svc.index % 250
     endpoints = [
-        {"address": f"10.{svc.index // 250 + 1}.{third}.{e + 1}", "ports": {"http": 8080},
-         "labels": {"app": svc.name, "version": version}}
+        {
+            "address": f"10.{svc.index // 250 + 1}.{third}.{e + 1}",
+            "ports": {"http": 8080},
+            "labels": {"app": svc.name, "version": version},
+        }
         for e, version in enumerate(("v1", "v1", "v2"))
     ]
     service_entry: dict[str, Any] = {

@@ -43,10 +43,14 @@ def machine() -> dict[str, object]:
         if line.startswith("MemTotal:"):
             mem_kib = int(line.split()[1])
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                timeout=5, check=False).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
-                                    timeout=5, check=False).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5, check=False
+            ).stdout.strip()
+        )
     except OSError:
         commit, dirty = "", False
     return {

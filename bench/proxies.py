@@ -172,23 +172,41 @@ class Fleet:
                     if names != eds_names:
                         eds_names = names
                         eds_version, eds_nonce = last.get(EDS, ("", ""))
-                        await call.write(Request(type_url=EDS, resource_names=names,
-                                                 version_info=eds_version, response_nonce=eds_nonce))
+                        await call.write(
+                            Request(
+                                type_url=EDS,
+                                resource_names=names,
+                                version_info=eds_version,
+                                response_nonce=eds_nonce,
+                            )
+                        )
                     await call.write(Request(type_url=CDS, version_info=version, response_nonce=nonce))
                 elif type_url == LDS:
                     names = self.memo.get(response, _route_names)
                     if names != rds_names:
                         rds_names = names
                         rds_version, rds_nonce = last.get(RDS, ("", ""))
-                        await call.write(Request(type_url=RDS, resource_names=names,
-                                                 version_info=rds_version, response_nonce=rds_nonce))
+                        await call.write(
+                            Request(
+                                type_url=RDS,
+                                resource_names=names,
+                                version_info=rds_version,
+                                response_nonce=rds_nonce,
+                            )
+                        )
                     await call.write(Request(type_url=LDS, version_info=version, response_nonce=nonce))
                 elif type_url == EDS:
-                    await call.write(Request(type_url=EDS, resource_names=eds_names,
-                                             version_info=version, response_nonce=nonce))
+                    await call.write(
+                        Request(
+                            type_url=EDS, resource_names=eds_names, version_info=version, response_nonce=nonce
+                        )
+                    )
                 elif type_url == RDS:
-                    await call.write(Request(type_url=RDS, resource_names=rds_names,
-                                             version_info=version, response_nonce=nonce))
+                    await call.write(
+                        Request(
+                            type_url=RDS, resource_names=rds_names, version_info=version, response_nonce=nonce
+                        )
+                    )
                     new_weight = self.memo.get(response, _edited_weight)
                     if new_weight != weight:
                         weight = new_weight

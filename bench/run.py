@@ -116,7 +116,7 @@ class Workers:
         """Open proxies ``indices`` (split over the workers) at once.
 
         Returns (start time, index → time it had full config, errors)."""
-        slices = [list(indices[w:: len(self.pipes)]) for w in range(len(self.pipes))]
+        slices = [list(indices[w :: len(self.pipes)]) for w in range(len(self.pipes))]
         started = time.monotonic()
         replies = self.call_all([("connect", target, s, timeout) for s in slices], timeout + 30)
         full: dict[int, float] = {}
@@ -133,8 +133,11 @@ class Workers:
         for reply in replies:
             for key, count in reply["errors"].items():
                 errors[key] = errors.get(key, 0) + count
-        return {"closed": sum(r["closed"] for r in replies), "errors": errors,
-                "responses": sum(r["responses"] for r in replies)}
+        return {
+            "closed": sum(r["closed"] for r in replies),
+            "errors": errors,
+            "responses": sum(r["responses"] for r in replies),
+        }
 
     def stop(self) -> None:
         for pipe in self.pipes:
@@ -171,13 +174,23 @@ class FloorProcess:
     def __init__(
         self, config_dir: Path, weights: Sequence[int], log_path: Path, uvloop: bool, rds: str = "changed"
     ) -> None:
-        command = [sys.executable, "-m", "bench.floor_server", "--config-dir", str(config_dir),
-                   "--weights", ",".join(str(w) for w in weights), "--rds", rds]
+        command = [
+            sys.executable,
+            "-m",
+            "bench.floor_server",
+            "--config-dir",
+            str(config_dir),
+            "--weights",
+            ",".join(str(w) for w in weights),
+            "--rds",
+            rds,
+        ]
         if uvloop:
             command.append("--uvloop")
         self._log = open(log_path, "ab")  # noqa: SIM115 -- closed in stop()
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, start_new_session=True
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()  # READY <port>, or EOF if it died
         if not line.startswith("READY "):
@@ -185,8 +198,9 @@ class FloorProcess:
             raise RuntimeError(f"floor server did not start (see {log_path})")
         self.port = int(line.split()[1])
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-        self._push = self.channel.unary_unary("/bench.Floor/Push", request_serializer=None,
-                                              response_deserializer=None)
+        self._push = self.channel.unary_unary(
+            "/bench.Floor/Push", request_serializer=None, response_deserializer=None
+        )
 
     @property
     def pid(self) -> int:
@@ -218,8 +232,19 @@ class PySpy:
     def __enter__(self) -> PySpy:
         if self.out is not None:
             exe = Path(sys.executable).with_name("py-spy")
-            command = [str(exe), "record", "--pid", str(self.pid), "--format", "raw", "--rate", "250",
-                       "--output", str(self.out), "--nonblocking"]
+            command = [
+                str(exe),
+                "record",
+                "--pid",
+                str(self.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "250",
+                "--output",
+                str(self.out),
+                "--nonblocking",
+            ]
             if self.native:
                 command.append("--native")
             self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -344,17 +369,30 @@ def _added_connections(workers: Workers, target: str, pid: int, n: int, opts: Op
     time.sleep(1.0)
     after_kib = procstat.rss_kib(pid)
     closed = workers.close_proxies()
-    return {"count": added, "batch": batch, "connected": connected, "errors": errors,
-            "rss_one_proxy_kib": one_kib, "rss_after_kib": after_kib, "closed": closed["closed"],
-            "per_connection_kib": (after_kib - one_kib) / max(1, connected)}
+    return {
+        "count": added,
+        "batch": batch,
+        "connected": connected,
+        "errors": errors,
+        "rss_one_proxy_kib": one_kib,
+        "rss_after_kib": after_kib,
+        "closed": closed["closed"],
+        "per_connection_kib": (after_kib - one_kib) / max(1, connected),
+    }
 
 
-def run_pilot(n: int, k: int, root: Path, config: Path, workers: Workers, opts: Options,
-              log: Any) -> dict[str, Any]:
+def run_pilot(
+    n: int, k: int, root: Path, config: Path, workers: Workers, opts: Options, log: Any
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     edited = BenchService(0)
-    pilot = BenchPilot(config, root / "pilot.log", debounce_after=opts.debounce, uvloop=opts.pilot_uvloop,
-                       extra_args=("--log-level", "info"))
+    pilot = BenchPilot(
+        config,
+        root / "pilot.log",
+        debounce_after=opts.debounce,
+        uvloop=opts.pilot_uvloop,
+        extra_args=("--log-level", "info"),
+    )
     wall_minus_mono = time.time() - time.monotonic()
     pilot.start(timeout=120)
     try:
@@ -410,25 +448,29 @@ def run_pilot(n: int, k: int, root: Path, config: Path, workers: Workers, opts: 
             push_to_ack = [t - push_start for t in times]
             from_write += write_to_ack
             from_push += push_to_ack
-            rounds.append({
-                "edit": edit,
-                "weight": weight,
-                "missing": missing,
-                "pushes": pushes,
-                "views": last["views"],
-                "translate_s": last["duration"],
-                "debounce_s": push_start - t0,
-                "last_ack_from_write_s": max(write_to_ack, default=float("nan")),
-                "push_s": max(push_to_ack, default=float("nan")),
-                "cpu_s": cpu1 - cpu0 - 0.05 * out["idle_cpu_per_s"],
-                "rss_kib": procstat.rss_kib(pid),
-            })
+            rounds.append(
+                {
+                    "edit": edit,
+                    "weight": weight,
+                    "missing": missing,
+                    "pushes": pushes,
+                    "views": last["views"],
+                    "translate_s": last["duration"],
+                    "debounce_s": push_start - t0,
+                    "last_ack_from_write_s": max(write_to_ack, default=float("nan")),
+                    "push_s": max(push_to_ack, default=float("nan")),
+                    "cpu_s": cpu1 - cpu0 - 0.05 * out["idle_cpu_per_s"],
+                    "rss_kib": procstat.rss_kib(pid),
+                }
+            )
             if edit == 0:
                 time.sleep(0.5)
                 out["rss_after_first_edit_kib"] = procstat.rss_kib(pid)
             if edit in (0, opts.edits - 1) or (edit + 1) % 25 == 0:
-                log(f"  pilot edit {edit + 1}/{opts.edits}: push {rounds[-1]['push_s']:.3f}s, "
-                    f"cpu {rounds[-1]['cpu_s']:.3f}s, missing {missing}")
+                log(
+                    f"  pilot edit {edit + 1}/{opts.edits}: push {rounds[-1]['push_s']:.3f}s, "
+                    f"cpu {rounds[-1]['cpu_s']:.3f}s, missing {missing}"
+                )
         spy.__exit__()
         time.sleep(0.5)
         out["rss_after_last_edit_kib"] = procstat.rss_kib(pid)
@@ -489,10 +531,16 @@ def run_floor(n: int, config: Path, root: Path, workers: Workers, opts: Options,
             t0, times, missing = _edit_round(workers, weight, lambda w=weight: floor.push(w), timeout=60)
             time.sleep(0.05)
             cpu1 = procstat.cpu_seconds(pid)
-            rounds.append({"weight": weight, "missing": missing,
-                           "push_s": max((t - t0 for t in times), default=float("nan")),
-                           "p50_s": percentile([t - t0 for t in times], 50) if times else float("nan"),
-                           "cpu_s": cpu1 - cpu0 - 0.05 * idle, "rss_kib": procstat.rss_kib(pid)})
+            rounds.append(
+                {
+                    "weight": weight,
+                    "missing": missing,
+                    "push_s": max((t - t0 for t in times), default=float("nan")),
+                    "p50_s": percentile([t - t0 for t in times], 50) if times else float("nan"),
+                    "cpu_s": cpu1 - cpu0 - 0.05 * idle,
+                    "rss_kib": procstat.rss_kib(pid),
+                }
+            )
         spy.__exit__()
         out["edits"] = {
             "count": len(weights),
@@ -627,25 +675,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--proxies", default="10,100,1000", help="comma-separated N values")
     parser.add_argument("--services", default="100,1000", help="comma-separated K values")
-    parser.add_argument("--all", action="store_true",
-                        help=f"also run cases with N*K > {DEFAULT_MAX_PRODUCT} (skipped by default)")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help=f"also run cases with N*K > {DEFAULT_MAX_PRODUCT} (skipped by default)",
+    )
     parser.add_argument("--workers", type=int, default=4, help="simulated-proxy processes")
     parser.add_argument("--edits", type=int, default=100, help="consecutive VirtualService edits per case")
     parser.add_argument("--floor-edits", type=int, default=20, help="pushes by the floor server per case")
-    parser.add_argument("--added", type=int, default=None,
-                        help="proxies added at the end (default N/4, at least 25)")
+    parser.add_argument(
+        "--added", type=int, default=None, help="proxies added at the end (default N/4, at least 25)"
+    )
     parser.add_argument("--debounce", type=float, default=0.1, help="pilot --debounce-after (s)")
     parser.add_argument("--pilot-loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--floor-loop", choices=("asyncio", "uvloop", "same"), default="same")
-    parser.add_argument("--floor-rds", choices=("changed", "full"), default="changed",
-                        help="the floor's RDS pushes hold the changed route configurations (what pilot "
-                             "sends) or all of them")
+    parser.add_argument(
+        "--floor-rds",
+        choices=("changed", "full"),
+        default="changed",
+        help="the floor's RDS pushes hold the changed route configurations (what pilot sends) or all of them",
+    )
     parser.add_argument("--translate-repeats", type=int, default=5)
-    parser.add_argument("--profile", choices=("python", "native"), default=None,
-                        help="py-spy record pilot (storm, edits) and the floor (pushes) into bench/results/")
+    parser.add_argument(
+        "--profile",
+        choices=("python", "native"),
+        default=None,
+        help="py-spy record pilot (storm, edits) and the floor (pushes) into bench/results/",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="copy pilot/floor logs to bench/results/")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON path (default bench/results/<time>.json)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON path (default bench/results/<time>.json)"
+    )
     args = parser.parse_args(argv)
 
     proxies = [int(x) for x in args.proxies.split(",") if x]
@@ -655,9 +715,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases = [case for case in cases if case not in skipped]
     floor_loop = args.pilot_loop if args.floor_loop == "same" else args.floor_loop
     opts = Options(
-        workers=args.workers, edits=args.edits, floor_edits=args.floor_edits, added=args.added,
-        debounce=args.debounce, pilot_uvloop=args.pilot_loop == "uvloop", floor_uvloop=floor_loop == "uvloop",
-        translate_repeats=args.translate_repeats, keep=args.keep_logs, profile=args.profile,
+        workers=args.workers,
+        edits=args.edits,
+        floor_edits=args.floor_edits,
+        added=args.added,
+        debounce=args.debounce,
+        pilot_uvloop=args.pilot_loop == "uvloop",
+        floor_uvloop=floor_loop == "uvloop",
+        translate_repeats=args.translate_repeats,
+        keep=args.keep_logs,
+        profile=args.profile,
         floor_rds=args.floor_rds,
     )
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -693,7 +760,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or RESULTS / time.strftime("%Y%m%d-%H%M%S.json", time.localtime(started))
     out.write_text(json.dumps(results, indent=1, sort_keys=False))
     print(table(results["cases"]))
-    print(f"\nload average before/after: {results['load_before']} / {results['load_after']}; "
-          f"pilot loop: {args.pilot_loop}; {machine['nproc']} x {machine['cpu_model']}")
+    print(
+        f"\nload average before/after: {results['load_before']} / {results['load_after']}; "
+        f"pilot loop: {args.pilot_loop}; {machine['nproc']} x {machine['cpu_model']}"
+    )
     print(f"results: {out}")
     return 0

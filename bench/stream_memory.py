@@ -85,9 +85,11 @@ def first_requests(protocol: str, index: int, snapshot: Snapshot) -> list[Any]:
         if protocol == "sotw":
             out.append(discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=names, node=node))
         else:
-            out.append(discovery_pb2.DeltaDiscoveryRequest(
-                type_url=type_url, resource_names_subscribe=names or ["*"], node=node
-            ))
+            out.append(
+                discovery_pb2.DeltaDiscoveryRequest(
+                    type_url=type_url, resource_names_subscribe=names or ["*"], node=node
+                )
+            )
         node = {}
     return out
 
@@ -177,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--protocol", choices=("sotw", "delta", "both"), default="both")
     parser.add_argument(
-        "--push-time", action="store_true",
+        "--push-time",
+        action="store_true",
         help="no tracemalloc: time the push of one changed route to every proxy instead",
     )
     opts = parser.parse_args(argv)

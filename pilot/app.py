@@ -152,7 +152,9 @@ class RunningPilot:
             "store_revision": self.store.revision,
             "context_version": self.pusher.context.version if self.pusher.context is not None else None,
             "views": {str(view): streams for view, streams in self.pusher.views().items()},
-            "last_push": None if last is None else {
+            "last_push": None
+            if last is None
+            else {
                 "number": last.number,
                 "version": last.version,
                 "revision": last.revision,
@@ -281,7 +283,10 @@ async def _run(
             pilot.serving = True
             log.info(
                 "xDS (ADS gRPC) on %s:%d; serving %d config objects at revision %d",
-                settings.xds_host, pilot.xds_port, len(pilot.store.snapshot().objects), pilot.store.revision,
+                settings.xds_host,
+                pilot.xds_port,
+                len(pilot.store.snapshot().objects),
+                pilot.store.revision,
             )
             if on_ready is not None:
                 on_ready(pilot)

@@ -57,9 +57,20 @@ def _xds_cluster(host: str, port: int) -> dict[str, Any]:
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,
             "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                    "address": host, "port_value": port,
-                }}}}]}
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {
+                                        "address": host,
+                                        "port_value": port,
+                                    }
+                                }
+                            }
+                        }
+                    ]
+                }
             ],
         },
         # xDS is a gRPC service, so the upstream connection must speak HTTP/2.
@@ -118,17 +129,21 @@ def build_bootstrap(
                 # The node goes on the first request of a stream only; the server remembers it.
                 # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#resource-hints
                 "set_node_on_first_message_only": True,
-                "grpc_services": [{
-                    "envoy_grpc": {
-                        "cluster_name": XDS_CLUSTER,
-                        # Backoff between attempts to re-open the stream (Envoy's default
-                        # caps at 30 s, a long time to follow a restarted control plane).
-                        "retry_policy": {"retry_back_off": {
-                            "base_interval": _duration(retry_base),
-                            "max_interval": _duration(retry_max),
-                        }},
+                "grpc_services": [
+                    {
+                        "envoy_grpc": {
+                            "cluster_name": XDS_CLUSTER,
+                            # Backoff between attempts to re-open the stream (Envoy's default
+                            # caps at 30 s, a long time to follow a restarted control plane).
+                            "retry_policy": {
+                                "retry_back_off": {
+                                    "base_interval": _duration(retry_base),
+                                    "max_interval": _duration(retry_max),
+                                }
+                            },
+                        }
                     }
-                }],
+                ],
             },
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
@@ -136,13 +151,17 @@ def build_bootstrap(
         "static_resources": {"clusters": [_xds_cluster(xds_host, xds_port)]},
         # Without a limit on downstream connections Envoy warns on every start; set a generous
         # one explicitly (the overload manager's monitor replaced Istio's runtime key).
-        "overload_manager": {"resource_monitors": [{
-            "name": "envoy.resource_monitors.global_downstream_max_connections",
-            "typed_config": {
-                "@type": f"type.googleapis.com/{_DOWNSTREAM_CONNECTIONS}",
-                "max_active_downstream_connections": max_connections,
-            },
-        }]},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": f"type.googleapis.com/{_DOWNSTREAM_CONNECTIONS}",
+                        "max_active_downstream_connections": max_connections,
+                    },
+                }
+            ]
+        },
     }
     if admin_port is not None:
         if not 0 <= admin_port < 65536:
@@ -176,7 +195,9 @@ def run(args: BootstrapArgs) -> int:
     try:
         host, port = parse_address(str(args.xds_address))
         bootstrap = build_bootstrap(
-            str(args.node_id), host, port,
+            str(args.node_id),
+            host,
+            port,
             delta=bool(getattr(args, "delta", False)),
             admin_port=getattr(args, "admin_port", None),
             metadata=metadata or None,

@@ -115,63 +115,172 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Watch a folder of Istio YAML and serve it to Envoy proxies over ADS.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    serve.add_argument("--config-dir", type=Path, default=None, metavar="DIR",
-                       help="folder of Istio YAML/JSON, watched recursively (none: serve empty config)")
+    serve.add_argument(
+        "--config-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of Istio YAML/JSON, watched recursively (none: serve empty config)",
+    )
     serve.add_argument("--xds-host", default=defaults.xds_host, help="address of the ADS gRPC server")
-    serve.add_argument("--xds-port", type=_port, default=defaults.xds_port,
-                       help="port of the ADS gRPC server (0: any free port)")
+    serve.add_argument(
+        "--xds-port",
+        type=_port,
+        default=defaults.xds_port,
+        help="port of the ADS gRPC server (0: any free port)",
+    )
     serve.add_argument("--http-host", default=defaults.http_host, help="address of /ready, /metrics, /debug")
-    serve.add_argument("--http-port", type=_port, default=defaults.http_port,
-                       help="port of /ready, /metrics, /debug (0: any free port)")
-    serve.add_argument("--debounce-after", type=float, default=defaults.debounce_after, metavar="SECONDS",
-                       help="push after this much quiet (PILOT_DEBOUNCE_AFTER)")
-    serve.add_argument("--debounce-max", type=float, default=defaults.debounce_max, metavar="SECONDS",
-                       help="push at the latest this long after a burst started (PILOT_DEBOUNCE_MAX)")
-    serve.add_argument("--push-concurrency", type=int, default=defaults.push_concurrency,
-                       metavar="N", help="proxies sent a push at the same time (PILOT_PUSH_THROTTLE)")
-    serve.add_argument("--send-timeout", type=_seconds, default=defaults.send_timeout, metavar="SECONDS",
-                       help="a send slower than this gives up its push slot")
-    serve.add_argument("--shutdown-grace", type=_seconds, default=defaults.shutdown_grace, metavar="SECONDS",
-                       help="time streams get to finish on shutdown")
-    serve.add_argument("--max-connection-age", type=float, default=defaults.max_connection_age,
-                       metavar="SECONDS", help="close xDS connections after this long so proxies rebalance "
-                       "over replicas (default: 1800, with gRPC's +/-10%% jitter)")
+    serve.add_argument(
+        "--http-port",
+        type=_port,
+        default=defaults.http_port,
+        help="port of /ready, /metrics, /debug (0: any free port)",
+    )
+    serve.add_argument(
+        "--debounce-after",
+        type=float,
+        default=defaults.debounce_after,
+        metavar="SECONDS",
+        help="push after this much quiet (PILOT_DEBOUNCE_AFTER)",
+    )
+    serve.add_argument(
+        "--debounce-max",
+        type=float,
+        default=defaults.debounce_max,
+        metavar="SECONDS",
+        help="push at the latest this long after a burst started (PILOT_DEBOUNCE_MAX)",
+    )
+    serve.add_argument(
+        "--push-concurrency",
+        type=int,
+        default=defaults.push_concurrency,
+        metavar="N",
+        help="proxies sent a push at the same time (PILOT_PUSH_THROTTLE)",
+    )
+    serve.add_argument(
+        "--send-timeout",
+        type=_seconds,
+        default=defaults.send_timeout,
+        metavar="SECONDS",
+        help="a send slower than this gives up its push slot",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=_seconds,
+        default=defaults.shutdown_grace,
+        metavar="SECONDS",
+        help="time streams get to finish on shutdown",
+    )
+    serve.add_argument(
+        "--max-connection-age",
+        type=float,
+        default=defaults.max_connection_age,
+        metavar="SECONDS",
+        help="close xDS connections after this long so proxies rebalance "
+        "over replicas (default: 1800, with gRPC's +/-10%% jitter)",
+    )
     limits = serve.add_argument_group("limits (past one, a config file or object is refused with an error)")
-    limits.add_argument("--max-file-bytes", type=int, default=defaults.max_file_bytes, metavar="N",
-                        help="bytes of one config file")
-    limits.add_argument("--max-objects-per-file", type=int, default=defaults.max_objects_per_file,
-                        metavar="N", help="objects in one file, counting kind: List items")
-    limits.add_argument("--max-hosts-per-object", type=int, default=defaults.max_hosts_per_object,
-                        metavar="N", help="hosts of one object")
-    limits.add_argument("--max-routes-per-object", type=int,
-                        default=defaults.max_routes_per_object, metavar="N",
-                        help="HTTP, TLS and TCP routes of one VirtualService")
-    limits.add_argument("--max-yaml-depth", type=int, default=defaults.max_yaml_depth, metavar="N",
-                        help="nesting of one YAML document")
-    limits.add_argument("--http-request-timeout", type=_seconds, default=defaults.http_request_timeout,
-                        metavar="SECONDS", help="time a request to the HTTP port has to arrive whole")
-    limits.add_argument("--http-max-connections", type=int, default=defaults.http_max_connections,
-                        metavar="N", help="open connections to the HTTP port")
+    limits.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=defaults.max_file_bytes,
+        metavar="N",
+        help="bytes of one config file",
+    )
+    limits.add_argument(
+        "--max-objects-per-file",
+        type=int,
+        default=defaults.max_objects_per_file,
+        metavar="N",
+        help="objects in one file, counting kind: List items",
+    )
+    limits.add_argument(
+        "--max-hosts-per-object",
+        type=int,
+        default=defaults.max_hosts_per_object,
+        metavar="N",
+        help="hosts of one object",
+    )
+    limits.add_argument(
+        "--max-routes-per-object",
+        type=int,
+        default=defaults.max_routes_per_object,
+        metavar="N",
+        help="HTTP, TLS and TCP routes of one VirtualService",
+    )
+    limits.add_argument(
+        "--max-yaml-depth",
+        type=int,
+        default=defaults.max_yaml_depth,
+        metavar="N",
+        help="nesting of one YAML document",
+    )
+    limits.add_argument(
+        "--http-request-timeout",
+        type=_seconds,
+        default=defaults.http_request_timeout,
+        metavar="SECONDS",
+        help="time a request to the HTTP port has to arrive whole",
+    )
+    limits.add_argument(
+        "--http-max-connections",
+        type=int,
+        default=defaults.http_max_connections,
+        metavar="N",
+        help="open connections to the HTTP port",
+    )
     kube = serve.add_argument_group("Kubernetes")
-    kube.add_argument("--kube", action="store_true",
-                      help="read Istio config, Services, EndpointSlices and the mesh ConfigMap from the "
-                      "Kubernetes API")
-    kube.add_argument("--watch-namespaces", type=_namespaces, default=None, metavar="NS[,NS...]",
-                      help="only these namespaces, comma-separated (None: all)")
-    kube.add_argument("--pilot-namespace", default=defaults.pilot_namespace, metavar="NS",
-                      help="pilot's own namespace, where the ConfigMap 'istio' is read")
-    kube.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
-                      help="(None: the in-cluster service account, else $KUBECONFIG or ~/.kube/config)")
-    kube.add_argument("--cluster-domain", default=defaults.cluster_domain, metavar="DOMAIN",
-                      help="DNS suffix of Services (NAME.NS.svc.DOMAIN)")
-    kube.add_argument("--webhook-host", default=defaults.webhook_host,
-                      help="address of the admission webhook")
-    kube.add_argument("--webhook-port", type=_port, default=None, metavar="N",
-                      help="serve the validating admission webhook (HTTPS) on this port (Istio: 15017)")
-    kube.add_argument("--webhook-cert", type=Path, default=None, metavar="FILE",
-                      help="the webhook's certificate (PEM; reloaded when the file changes)")
-    kube.add_argument("--webhook-key", type=Path, default=None, metavar="FILE",
-                      help="the webhook's private key (PEM)")
+    kube.add_argument(
+        "--kube",
+        action="store_true",
+        help="read Istio config, Services, EndpointSlices and the mesh ConfigMap from the Kubernetes API",
+    )
+    kube.add_argument(
+        "--watch-namespaces",
+        type=_namespaces,
+        default=None,
+        metavar="NS[,NS...]",
+        help="only these namespaces, comma-separated (None: all)",
+    )
+    kube.add_argument(
+        "--pilot-namespace",
+        default=defaults.pilot_namespace,
+        metavar="NS",
+        help="pilot's own namespace, where the ConfigMap 'istio' is read",
+    )
+    kube.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="(None: the in-cluster service account, else $KUBECONFIG or ~/.kube/config)",
+    )
+    kube.add_argument(
+        "--cluster-domain",
+        default=defaults.cluster_domain,
+        metavar="DOMAIN",
+        help="DNS suffix of Services (NAME.NS.svc.DOMAIN)",
+    )
+    kube.add_argument(
+        "--webhook-host", default=defaults.webhook_host, help="address of the admission webhook"
+    )
+    kube.add_argument(
+        "--webhook-port",
+        type=_port,
+        default=None,
+        metavar="N",
+        help="serve the validating admission webhook (HTTPS) on this port (Istio: 15017)",
+    )
+    kube.add_argument(
+        "--webhook-cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the webhook's certificate (PEM; reloaded when the file changes)",
+    )
+    kube.add_argument(
+        "--webhook-key", type=Path, default=None, metavar="FILE", help="the webhook's private key (PEM)"
+    )
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="level of pilot's own logs")
     serve.set_defaults(command_spec=Command(settings_from, _serve))
 
@@ -182,12 +291,18 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="run a demo: pilot, real Envoys and backends on 127.0.0.1",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    demo.add_argument("--duration", type=_seconds, default=None, metavar="SECONDS",
-                      help="stop after this long (default: until Ctrl-C)")
+    demo.add_argument(
+        "--duration",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this long (default: until Ctrl-C)",
+    )
     demo.add_argument("--xds-port", type=_port, default=0, help="pilot's ADS port (0: any free port)")
     demo.add_argument("--http-port", type=_port, default=0, help="pilot's HTTP port (0: any free port)")
-    demo.add_argument("--listen-port", type=_port, default=0,
-                      help="the Envoy listener port (0: any free port)")
+    demo.add_argument(
+        "--listen-port", type=_port, default=0, help="the Envoy listener port (0: any free port)"
+    )
     demo.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="level of pilot's own logs")
     demo.set_defaults(command_spec=Command(demo_options_from, _demo))
 
@@ -198,17 +313,38 @@ def _add_bootstrap(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         help="print an Envoy bootstrap that points at pilot",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    bootstrap.add_argument("--node-id", required=True, metavar="ID",
-                           help="Envoy node id, e.g. sidecar~10.0.0.1~pod.ns~ns.svc.cluster.local")
+    bootstrap.add_argument(
+        "--node-id",
+        required=True,
+        metavar="ID",
+        help="Envoy node id, e.g. sidecar~10.0.0.1~pod.ns~ns.svc.cluster.local",
+    )
     bootstrap.add_argument("--xds-address", required=True, metavar="HOST:PORT", help="pilot's ADS address")
     bootstrap.add_argument("--delta", action="store_true", help="use delta (incremental) xDS")
-    bootstrap.add_argument("--admin-port", type=_port, default=None, metavar="N",
-                           help="Envoy admin port on 127.0.0.1 (default: no admin)")
-    bootstrap.add_argument("--label", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-                           help="a workload label, sent as node metadata LABELS (a router's Gateway "
-                           "selector matches these); repeatable")
-    bootstrap.add_argument("--metadata", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-                           help="other node metadata, e.g. INTERCEPTION_MODE=REDIRECT; repeatable")
+    bootstrap.add_argument(
+        "--admin-port",
+        type=_port,
+        default=None,
+        metavar="N",
+        help="Envoy admin port on 127.0.0.1 (default: no admin)",
+    )
+    bootstrap.add_argument(
+        "--label",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a workload label, sent as node metadata LABELS (a router's Gateway "
+        "selector matches these); repeatable",
+    )
+    bootstrap.add_argument(
+        "--metadata",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="other node metadata, e.g. INTERCEPTION_MODE=REDIRECT; repeatable",
+    )
     bootstrap.add_argument("--output", choices=("json", "yaml"), default="json", help="output format")
     bootstrap.set_defaults(command_spec=Command(bootstrap_options_from, _bootstrap))
 
@@ -217,8 +353,9 @@ def _add_validate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     validate = commands.add_parser(
         "validate", help="check Istio YAML like istioctl validate (exit 1 on errors)"
     )
-    validate.add_argument("files", nargs="*", metavar="FILE",
-                          help="YAML/JSON files or folders; '-' or none: standard input")
+    validate.add_argument(
+        "files", nargs="*", metavar="FILE", help="YAML/JSON files or folders; '-' or none: standard input"
+    )
     validate.set_defaults(command_spec=Command(validate_options_from, _validate))
 
 
@@ -238,29 +375,67 @@ def _add_iptables(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         ("-e", "--inbound-tunnel-port", "inbound_tunnel_port", "15008", "tunnel port, never redirected"),
         ("-u", "--proxy-uid", "proxy_uid", "1337", "uids whose traffic is never captured"),
         ("-g", "--proxy-gid", "proxy_gid", "", "gids whose traffic is never captured (empty: the -u ids)"),
-        ("-b", "--istio-inbound-ports", "inbound_ports", "*",
-         "inbound ports redirected to the inbound capture port ('*': all, empty: none)"),
-        ("-d", "--istio-local-exclude-ports", "inbound_ports_exclude", "15090,15021,15020",
-         "inbound ports not redirected (with -b '*')"),
-        ("-i", "--istio-service-cidr", "outbound_ip_ranges", "*",
-         "outbound destinations redirected ('*': all, empty: none)"),
-        ("-x", "--istio-service-exclude-cidr", "outbound_ip_ranges_exclude", "",
-         "outbound destinations not redirected"),
+        (
+            "-b",
+            "--istio-inbound-ports",
+            "inbound_ports",
+            "*",
+            "inbound ports redirected to the inbound capture port ('*': all, empty: none)",
+        ),
+        (
+            "-d",
+            "--istio-local-exclude-ports",
+            "inbound_ports_exclude",
+            "15090,15021,15020",
+            "inbound ports not redirected (with -b '*')",
+        ),
+        (
+            "-i",
+            "--istio-service-cidr",
+            "outbound_ip_ranges",
+            "*",
+            "outbound destinations redirected ('*': all, empty: none)",
+        ),
+        (
+            "-x",
+            "--istio-service-exclude-cidr",
+            "outbound_ip_ranges_exclude",
+            "",
+            "outbound destinations not redirected",
+        ),
         ("-q", "--istio-outbound-ports", "outbound_ports_include", "", "outbound ports always redirected"),
-        ("-o", "--istio-local-outbound-ports-exclude", "outbound_ports_exclude", "",
-         "outbound ports never redirected"),
-        ("-k", "--kube-virt-interfaces", "reroute_virtual_interfaces", "",
-         "interfaces whose inbound traffic is treated as outbound"),
+        (
+            "-o",
+            "--istio-local-outbound-ports-exclude",
+            "outbound_ports_exclude",
+            "",
+            "outbound ports never redirected",
+        ),
+        (
+            "-k",
+            "--kube-virt-interfaces",
+            "reroute_virtual_interfaces",
+            "",
+            "interfaces whose inbound traffic is treated as outbound",
+        ),
         ("-c", "--istio-exclude-interfaces", "exclude_interfaces", "", "interfaces never captured"),
     )
     for short, long, dest, default, help_text in istio_flags:
         iptables.add_argument(short, long, dest=dest, default=default, help=help_text)
-    iptables.add_argument("-m", "--istio-inbound-interception-mode", dest="interception_mode",
-                          default="REDIRECT", choices=("REDIRECT",),
-                          help="inbound interception mode (TPROXY is not implemented)")
-    iptables.add_argument("--apply", action="store_true",
-                          help="install the rules in the current network namespace "
-                          "(iptables-restore --noflush) instead of printing them")
+    iptables.add_argument(
+        "-m",
+        "--istio-inbound-interception-mode",
+        dest="interception_mode",
+        default="REDIRECT",
+        choices=("REDIRECT",),
+        help="inbound interception mode (TPROXY is not implemented)",
+    )
+    iptables.add_argument(
+        "--apply",
+        action="store_true",
+        help="install the rules in the current network namespace "
+        "(iptables-restore --noflush) instead of printing them",
+    )
     iptables.set_defaults(command_spec=Command(iptables_options_from, _iptables))
 
 
@@ -318,14 +493,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def demo_options_from(args: argparse.Namespace) -> DemoOptions:
-    return DemoOptions(duration=args.duration, xds_port=args.xds_port, http_port=args.http_port,
-                       listen_port=args.listen_port)
+    return DemoOptions(
+        duration=args.duration, xds_port=args.xds_port, http_port=args.http_port, listen_port=args.listen_port
+    )
 
 
 def bootstrap_options_from(args: argparse.Namespace) -> BootstrapOptions:
     return BootstrapOptions(
-        node_id=args.node_id, xds_address=args.xds_address, delta=args.delta, admin_port=args.admin_port,
-        label=tuple(args.label), metadata=tuple(args.metadata), output=args.output,
+        node_id=args.node_id,
+        xds_address=args.xds_address,
+        delta=args.delta,
+        admin_port=args.admin_port,
+        label=tuple(args.label),
+        metadata=tuple(args.metadata),
+        output=args.output,
     )
 
 
@@ -372,12 +553,14 @@ def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             raise argparse.ArgumentTypeError(str(err)) from err
 
     token = commands.add_parser(
-        "token", help="print a service-account token the mesh CA of --ca-dir accepts (folder mode)",
+        "token",
+        help="print a service-account token the mesh CA of --ca-dir accepts (folder mode)",
         description="Sign a JWT with Kubernetes service-account token claims with the token-signing key "
         "of the CA directory: the folder-mode stand-in for a projected service-account token.",
     )
-    token.add_argument("--ca-dir", type=Path, required=True, metavar="DIR",
-                       help="the CA directory of pilot serve")
+    token.add_argument(
+        "--ca-dir", type=Path, required=True, metavar="DIR", help="the CA directory of pilot serve"
+    )
     token.add_argument("--namespace", required=True, metavar="NS")
     token.add_argument("--service-account", required=True, metavar="SA")
     token.add_argument("--ttl", type=duration, default="1h", help="lifetime, e.g. 1h, 30m, 90s (default: 1h)")

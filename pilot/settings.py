@@ -79,8 +79,14 @@ class Settings:
             raise SettingsError("watch_namespaces needs kube")
         if self.max_connection_age is not None and self.max_connection_age <= 0:
             raise SettingsError(f"max_connection_age must be positive, got {self.max_connection_age}")
-        limits = (self.max_file_bytes, self.max_objects_per_file, self.max_hosts_per_object,
-                  self.max_routes_per_object, self.max_yaml_depth, self.http_max_connections)
+        limits = (
+            self.max_file_bytes,
+            self.max_objects_per_file,
+            self.max_hosts_per_object,
+            self.max_routes_per_object,
+            self.max_yaml_depth,
+            self.http_max_connections,
+        )
         if min(limits) < 1 or self.http_request_timeout <= 0:
             raise SettingsError("config and HTTP limits must be positive")
 

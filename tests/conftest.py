@@ -59,8 +59,9 @@ def pilot_process(config_dir: Path, tmp_path: Path) -> Iterator[PilotProcess]:
 @pytest.fixture
 def envoy_process(pilot_process: PilotProcess, tmp_path: Path) -> Iterator[EnvoyProcess]:
     """A sidecar Envoy (node ``sidecar~127.0.0.1~test.default~...``) configured by ``pilot_process``."""
-    envoy = EnvoyProcess("sidecar~127.0.0.1~test.default~default.svc.cluster.local",
-                         pilot_process.xds_port, tmp_path)
+    envoy = EnvoyProcess(
+        "sidecar~127.0.0.1~test.default~default.svc.cluster.local", pilot_process.xds_port, tmp_path
+    )
     failure_logs.watch(envoy)
     try:
         envoy.start().wait_configured()

@@ -30,8 +30,14 @@ def service_entry(name: str, port: int = 80) -> str:
 
 def settings(config_dir: Path | None, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "config_dir": config_dir, "xds_host": "127.0.0.1", "xds_port": 0, "http_host": "127.0.0.1",
-        "http_port": 0, "debounce_after": 0.01, "debounce_max": 1.0, "shutdown_grace": 1.0,
+        "config_dir": config_dir,
+        "xds_host": "127.0.0.1",
+        "xds_port": 0,
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        "debounce_after": 0.01,
+        "debounce_max": 1.0,
+        "shutdown_grace": 1.0,
     }
     values.update(overrides)
     return Settings(**values)

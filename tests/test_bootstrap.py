@@ -37,7 +37,10 @@ def validate(bootstrap: dict[str, Any], tmp_path: Path) -> subprocess.CompletedP
     path.write_text(json.dumps(bootstrap))
     return subprocess.run(
         [str(find_envoy()), "--mode", "validate", "-c", str(path), "-l", "warning", "--disable-hot-restart"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -117,8 +120,9 @@ def test_run_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_run_prints_yaml(capsys: pytest.CaptureFixture[str]) -> None:
-    args = argparse.Namespace(node_id=NODE, xds_address="127.0.0.1:15010", delta=False, admin_port=None,
-                              output="yaml")
+    args = argparse.Namespace(
+        node_id=NODE, xds_address="127.0.0.1:15010", delta=False, admin_port=None, output="yaml"
+    )
     assert run(args) == 0
     assert yaml.safe_load(capsys.readouterr().out) == build_bootstrap(NODE, "127.0.0.1", 15010)
 
@@ -126,10 +130,24 @@ def test_run_prints_yaml(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_labels_and_metadata_become_node_metadata(capsys: pytest.CaptureFixture[str]) -> None:
     from pilot.cli import main
 
-    assert main([
-        "bootstrap", "--node-id", NODE, "--xds-address", "pilot:15010",
-        "--label", "istio=ingressgateway", "--label", "app=gw", "--metadata", "INTERCEPTION_MODE=NONE",
-    ]) == 0
+    assert (
+        main(
+            [
+                "bootstrap",
+                "--node-id",
+                NODE,
+                "--xds-address",
+                "pilot:15010",
+                "--label",
+                "istio=ingressgateway",
+                "--label",
+                "app=gw",
+                "--metadata",
+                "INTERCEPTION_MODE=NONE",
+            ]
+        )
+        == 0
+    )
     node = json.loads(capsys.readouterr().out)["node"]
     labels = {"istio": "ingressgateway", "app": "gw"}
     assert node["metadata"] == {"INTERCEPTION_MODE": "NONE", "LABELS": labels}
@@ -166,11 +184,15 @@ class FirstRequests:
             "envoy.service.discovery.v3.AggregatedDiscoveryService",
             {
                 "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                    record, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
-                    response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString),
+                    record,
+                    request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                    response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString,
+                ),
                 "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                    record, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
-                    response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString),
+                    record,
+                    request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                    response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+                ),
             },
         )
 

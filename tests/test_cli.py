@@ -23,7 +23,14 @@ from pilot.settings import Settings
 DEADLINE = 30.0
 
 LOOPBACK_PORTS = [
-    "--xds-host", "127.0.0.1", "--xds-port", "0", "--http-host", "127.0.0.1", "--http-port", "0",
+    "--xds-host",
+    "127.0.0.1",
+    "--xds-port",
+    "0",
+    "--http-host",
+    "127.0.0.1",
+    "--http-port",
+    "0",
 ]
 
 SERVICE_ENTRY = """\
@@ -52,20 +59,48 @@ def test_serve_help_lists_every_flag(capsys: pytest.CaptureFixture[str]):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     for flag in (
-        "--config-dir", "--xds-host", "--xds-port", "--http-host", "--http-port", "--debounce-after",
-        "--debounce-max", "--push-concurrency", "--log-level",
+        "--config-dir",
+        "--xds-host",
+        "--xds-port",
+        "--http-host",
+        "--http-port",
+        "--debounce-after",
+        "--debounce-max",
+        "--push-concurrency",
+        "--log-level",
     ):
         assert flag in out
 
 
 def test_serve_flags_become_settings():
-    args = build_parser().parse_args([
-        "serve", "--config-dir", "conf", "--xds-host", "127.0.0.1", "--xds-port", "0", "--http-port", "0",
-        "--debounce-after", "0.25", "--debounce-max", "3", "--push-concurrency", "7",
-    ])
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--config-dir",
+            "conf",
+            "--xds-host",
+            "127.0.0.1",
+            "--xds-port",
+            "0",
+            "--http-port",
+            "0",
+            "--debounce-after",
+            "0.25",
+            "--debounce-max",
+            "3",
+            "--push-concurrency",
+            "7",
+        ]
+    )
     assert settings_from(args) == Settings(
-        config_dir=Path("conf"), xds_host="127.0.0.1", xds_port=0, http_host="0.0.0.0", http_port=0,
-        debounce_after=0.25, debounce_max=3.0, push_concurrency=7,
+        config_dir=Path("conf"),
+        xds_host="127.0.0.1",
+        xds_port=0,
+        http_host="0.0.0.0",
+        http_port=0,
+        debounce_after=0.25,
+        debounce_max=3.0,
+        push_concurrency=7,
     )
 
 
@@ -125,8 +160,10 @@ def test_settings_that_contradict_each_other_are_a_one_line_usage_error(
     [
         (["serve", "--xds-port", "0"], Settings(xds_port=0)),
         (["demo", "--duration", "5"], DemoOptions(duration=5.0)),
-        (["bootstrap", "--node-id", "n", "--xds-address", "pilot:15010", "--label", "a=b"],
-         BootstrapOptions("n", "pilot:15010", label=(("a", "b"),))),
+        (
+            ["bootstrap", "--node-id", "n", "--xds-address", "pilot:15010", "--label", "a=b"],
+            BootstrapOptions("n", "pilot:15010", label=(("a", "b"),)),
+        ),
         (["validate", "a.yaml", "b"], ValidateOptions(("a.yaml", "b"))),
     ],
 )
@@ -148,7 +185,10 @@ def test_demo_and_bootstrap_flags():
         ["bootstrap", "--node-id", "n", "--xds-address", "127.0.0.1:15010", "--delta", "--admin-port", "9901"]
     )
     assert (bootstrap.node_id, bootstrap.xds_address, bootstrap.delta, bootstrap.admin_port) == (
-        "n", "127.0.0.1:15010", True, 9901,
+        "n",
+        "127.0.0.1:15010",
+        True,
+        9901,
     )
     assert bootstrap.output == "json"
 
@@ -186,12 +226,24 @@ def test_serve_runs_until_a_signal_and_exits_0(tmp_path: Path, signum: signal.Si
     log_path = tmp_path / "pilot.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pilot", "serve", "--config-dir", str(tmp_path), *LOOPBACK_PORTS,
-             "--log-level", "debug"],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "pilot",
+                "serve",
+                "--config-dir",
+                str(tmp_path),
+                *LOOPBACK_PORTS,
+                "--log-level",
+                "debug",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         try:
+
             def http_port() -> int | None:
                 if proc.poll() is not None:
                     raise AssertionError(f"pilot exited with {proc.returncode}:\n{log_path.read_text()}")
@@ -216,7 +268,10 @@ def test_serve_runs_until_a_signal_and_exits_0(tmp_path: Path, signum: signal.Si
 def test_serve_reports_a_missing_config_dir_and_exits_1(tmp_path: Path):
     result = subprocess.run(
         [sys.executable, "-m", "pilot", "serve", "--config-dir", str(tmp_path / "nope"), *LOOPBACK_PORTS],
-        capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 1, result.stderr
     assert "not a directory" in result.stderr

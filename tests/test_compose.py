@@ -100,10 +100,18 @@ def listener_ports(envoy: EnvoyService) -> set[int]:
     """The ports ``envoy`` listens on: a router those of the Gateways that select it, a sidecar the
     ports of the ServiceEntries it sees."""
     if envoy.is_router:
-        return {int(server["port"]["number"]) for gw in of_kind("Gateway") if selects(gw, envoy)
-                for server in gw["spec"]["servers"]}
-    return {int(port["number"]) for se in service_entries() if seen_from(se, envoy.namespace)
-            for port in se["spec"]["ports"]}
+        return {
+            int(server["port"]["number"])
+            for gw in of_kind("Gateway")
+            if selects(gw, envoy)
+            for server in gw["spec"]["servers"]
+        }
+    return {
+        int(port["number"])
+        for se in service_entries()
+        if seen_from(se, envoy.namespace)
+        for port in se["spec"]["ports"]
+    }
 
 
 def envoy_in_pod(pod: str) -> EnvoyService | None:
@@ -135,7 +143,9 @@ def test_topology_has_pilot_two_sidecars_and_a_front_envoy() -> None:
     assert {(b.name, b.version) for b in BACKENDS} == {("reviews-v1", "v1"), ("reviews-v2", "v2")}
     # Each sidecar lives in its app's pod; the front envoy in a pod of its own.
     assert {envoy.name: envoy.pod for envoy in ENVOYS} == {
-        "front-envoy": "front-envoy", "reviews-v1-sidecar": "reviews-v1", "reviews-v2-sidecar": "reviews-v2",
+        "front-envoy": "front-envoy",
+        "reviews-v1-sidecar": "reviews-v1",
+        "reviews-v2-sidecar": "reviews-v2",
     }
     assert DEMO.published("front-envoy") == ((8080, 8080),)
 
@@ -198,7 +208,10 @@ def test_parse_labels() -> None:
 def test_bootstrap_is_what_pilot_bootstrap_prints(envoy: EnvoyService) -> None:
     printed = subprocess.run(
         [sys.executable, "-m", "pilot", *bootstrap_argv(envoy.node_id, envoy.labels)],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
     committed = envoy.bootstrap.read_text()
     assert strip_header(committed) == printed, "stale: run python -m pilot.demo.compose bootstraps"
@@ -213,9 +226,19 @@ def test_no_bootstrap_is_stale() -> None:
 @pytest.mark.parametrize("envoy", ENVOYS, ids=envoy_ids)
 def test_bootstrap_validates_with_envoy(envoy: EnvoyService) -> None:
     result = subprocess.run(
-        [str(find_envoy()), "--mode", "validate", "-c", str(envoy.bootstrap), "-l", "warning",
-         "--disable-hot-restart"],
-        capture_output=True, text=True, timeout=60,
+        [
+            str(find_envoy()),
+            "--mode",
+            "validate",
+            "-c",
+            str(envoy.bootstrap),
+            "-l",
+            "warning",
+            "--disable-hot-restart",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -256,7 +279,8 @@ def test_the_packaged_topology_is_the_checkouts() -> None:
     assert copies == sorted(checkout)
     for relative in copies:
         assert (packaged / relative).read_bytes() == (DIR / relative).read_bytes(), (
-            f"copy manifests/docker-compose/{relative} to pilot/demo/docker-compose/{relative}")
+            f"copy manifests/docker-compose/{relative} to pilot/demo/docker-compose/{relative}"
+        )
 
 
 def test_package_data_holds_what_demo_and_compose_read() -> None:
@@ -305,8 +329,9 @@ def test_depends_on_names_services_and_health_checked_ones_have_a_check() -> Non
 
 
 def test_envoy_services() -> None:
-    version = subprocess.run([str(find_envoy()), "--version"], capture_output=True, text=True,
-                             check=True, timeout=60).stdout
+    version = subprocess.run(
+        [str(find_envoy()), "--version"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     tested = re.search(r"/(\d+\.\d+)\.\d+/", version)
     assert tested is not None, version
     for envoy in ENVOYS:
@@ -352,7 +377,7 @@ def test_the_docs_commands_name_these_files(doc: Path) -> None:
     ``python -m pilot.demo.compose``, the config files to edit, the published ports to curl."""
     text = doc.read_text()
     if doc.name == "README.md":  # its "Docker Compose" section only
-        text = text[text.index("\n## Docker Compose\n"):]
+        text = text[text.index("\n## Docker Compose\n") :]
         end = text.find("\n## ", 1)
         text = text if end == -1 else text[:end]
     compose_files = re.findall(r"docker compose -f\s+([^\s`]+)", text)
@@ -381,9 +406,14 @@ def test_dockerfile_runs_pilot_serve_on_istio_ports() -> None:
     assert instruction("FROM") == ["python:3.11-slim"]
     (expose,) = instruction("EXPOSE")
     settings = Settings()
-    assert {int(port) for port in expose.split()} == {settings.xds_port, settings.http_port} == {
-        XDS_PORT, HTTP_PORT,
-    }
+    assert (
+        {int(port) for port in expose.split()}
+        == {settings.xds_port, settings.http_port}
+        == {
+            XDS_PORT,
+            HTTP_PORT,
+        }
+    )
     assert yaml.safe_load(instruction("ENTRYPOINT")[0]) == ["pilot"]
     assert yaml.safe_load(instruction("CMD")[0]) == ["serve", "--config-dir", PILOT_CONFIG]
     (user,) = instruction("USER")
@@ -490,7 +520,8 @@ def test_localize_config_moves_ports_per_pod() -> None:
     v1, v2 = ports("reviews-v1", 8080), ports("reviews-v2", 8080)
     assert se["spec"]["ports"][0]["number"] == 8080
     assert [(e["address"], e["ports"]["http"]) for e in se["spec"]["endpoints"]] == [
-        ("127.0.0.1", v1), ("127.0.0.1", v2),
+        ("127.0.0.1", v1),
+        ("127.0.0.1", v2),
     ]
     assert listeners == {}
     # The Gateway's server: the router's pod's port, bound to 127.0.0.1.
@@ -539,10 +570,15 @@ def test_localize_config_refuses_what_it_cannot_place() -> None:
     def localize(text: str) -> str | None:
         return localize_config(text, ENVOYS, services, ports)
 
-    def entry(export_to: str = '["."]', address: str = "reviews-v1", namespace: str = "reviews-v1",
-              resolution: str = "DNS") -> str:
-        return SE_TEMPLATE.format(namespace=namespace, export_to=export_to, address=address,
-                                  resolution=resolution)
+    def entry(
+        export_to: str = '["."]',
+        address: str = "reviews-v1",
+        namespace: str = "reviews-v1",
+        resolution: str = "DNS",
+    ) -> str:
+        return SE_TEMPLATE.format(
+            namespace=namespace, export_to=export_to, address=address, resolution=resolution
+        )
 
     with pytest.raises(ValueError, match="neither 127.0.0.1 nor a compose service"):
         localize(entry(address="db.example.com"))
@@ -560,8 +596,15 @@ def test_localize_config_refuses_what_it_cannot_place() -> None:
     other = localize(GATEWAY_TEMPLATE.format(selector="{istio: other}", bind=""))
     assert other is not None and yaml.safe_load(other)["spec"]["servers"][0]["port"]["number"] == 80
     # Sidecars never serve Gateways, whatever their labels.
-    sidecar = EnvoyService("s", "s", "sidecar~0.0.0.0~s.ns~ns.svc.cluster.local", "ns", Path("s.yaml"), (),
-                           (("istio", "ingressgateway"),))
+    sidecar = EnvoyService(
+        "s",
+        "s",
+        "sidecar~0.0.0.0~s.ns~ns.svc.cluster.local",
+        "ns",
+        Path("s.yaml"),
+        (),
+        (("istio", "ingressgateway"),),
+    )
     assert not sidecar.is_router and not sidecar.selected_by({"istio": "ingressgateway"})
     assert FRONT.selected_by({}) and FRONT.selected_by({"istio": "ingressgateway"})
     assert not FRONT.selected_by({"istio": "ingressgateway", "app": "x"})
@@ -608,7 +651,9 @@ def test_serve_backend_cli_answers_with_its_version(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pilot.demo.serve_backend", "--version", "v9", "--port", str(port)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         reply = wait_until(lambda: get(port, "/healthz", timeout=2.0), 20.0, 0.1, "serve_backend answering")

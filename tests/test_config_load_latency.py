@@ -59,7 +59,11 @@ def test_settings_and_parse_limits_have_the_same_defaults() -> None:
 async def test_large_files_do_not_hold_up_ready_or_other_edits(tmp_path: Path) -> None:
     (tmp_path / "se.yaml").write_text(SE.format(host="h0.example.com"))
     settings = Settings(
-        config_dir=tmp_path, xds_host="127.0.0.1", xds_port=0, http_host="127.0.0.1", http_port=0,
+        config_dir=tmp_path,
+        xds_host="127.0.0.1",
+        xds_port=0,
+        http_host="127.0.0.1",
+        http_port=0,
         max_hosts_per_object=20_000,
     )
     async with serve(settings) as pilot:

@@ -163,7 +163,8 @@ HARNESS_USERS = frozenset({"demo", HARNESS})
 def test_only_the_demo_imports_the_harness():
     found = [
         f"{path.relative_to(PILOT.parent)}:{line}: imports {target}"
-        for path in modules() if layer_of(path) not in HARNESS_USERS
+        for path in modules()
+        if layer_of(path) not in HARNESS_USERS
         for line, target in imports(path)
         if target == f"pilot.{HARNESS}" or target.startswith(f"pilot.{HARNESS}.")
     ]

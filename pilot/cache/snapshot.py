@@ -28,8 +28,6 @@ def content_version(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
-
-
 _ANY_PREFIXES: dict[str, bytes] = {}
 
 

@@ -65,8 +65,12 @@ class CaptureOptions:
                 f"interception mode {self.interception_mode!r} is not implemented (only {REDIRECT})"
             )
         ports = [self.proxy_port, self.inbound_capture_port, self.inbound_tunnel_port]
-        for group in (self.inbound_ports, self.inbound_ports_exclude, self.outbound_ports_include,
-                      self.outbound_ports_exclude):
+        for group in (
+            self.inbound_ports,
+            self.inbound_ports_exclude,
+            self.outbound_ports_include,
+            self.outbound_ports_exclude,
+        ):
             ports.extend(() if group == ALL else group)
         bad = [port for port in ports if not 0 < port < 65536]
         if bad:
@@ -85,9 +89,7 @@ class CaptureOptions:
 
 # istio-iptables with no flags (config.DefaultConfig plus the env defaults): no inbound and no outbound
 # capture, only the chains and the uid/gid/loopback exceptions. Istio's capture golden tests start here.
-ISTIO_IPTABLES_DEFAULTS = CaptureOptions(
-    inbound_ports=(), inbound_ports_exclude=(), outbound_ip_ranges=()
-)
+ISTIO_IPTABLES_DEFAULTS = CaptureOptions(inbound_ports=(), inbound_ports_exclude=(), outbound_ip_ranges=())
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,8 +112,9 @@ def redirect_rules(options: CaptureOptions) -> RuleSet:
 
     build.append(ISTIO_INBOUND, "-p", "tcp", "--dport", str(options.inbound_tunnel_port), "-j", "RETURN")
     build.append(ISTIO_REDIRECT, "-p", "tcp", "-j", "REDIRECT", "--to-ports", str(options.proxy_port))
-    build.append(ISTIO_IN_REDIRECT, "-p", "tcp", "-j", "REDIRECT",
-                 "--to-ports", str(options.inbound_capture_port))
+    build.append(
+        ISTIO_IN_REDIRECT, "-p", "tcp", "-j", "REDIRECT", "--to-ports", str(options.inbound_capture_port)
+    )
 
     # handleInboundPortsInclude: the -d exclusions apply only with -b '*'.
     if options.inbound_ports:
@@ -140,9 +141,25 @@ def redirect_rules(options: CaptureOptions) -> RuleSet:
             # The proxy calling its own pod's address (an app calling its own service through the
             # sidecar) goes through the inbound side; the app's own loopback traffic is left alone;
             # everything else the proxy sends is never captured.
-            build.append(ISTIO_OUTPUT, "-o", "lo", "!", "-d", loopback, "-p", "tcp",
-                         "!", "--dport", str(options.inbound_tunnel_port),
-                         "-m", "owner", owner, owner_id, "-j", ISTIO_IN_REDIRECT)
+            build.append(
+                ISTIO_OUTPUT,
+                "-o",
+                "lo",
+                "!",
+                "-d",
+                loopback,
+                "-p",
+                "tcp",
+                "!",
+                "--dport",
+                str(options.inbound_tunnel_port),
+                "-m",
+                "owner",
+                owner,
+                owner_id,
+                "-j",
+                ISTIO_IN_REDIRECT,
+            )
             if keep_app_loopback:
                 build.append(ISTIO_OUTPUT, "-o", "lo", "-m", "owner", "!", owner, owner_id, "-j", "RETURN")
             build.append(ISTIO_OUTPUT, "-m", "owner", owner, owner_id, "-j", "RETURN")
@@ -152,8 +169,11 @@ def redirect_rules(options: CaptureOptions) -> RuleSet:
         for group in options.owner_groups_exclude:
             build.append(ISTIO_OUTPUT, "-m", "owner", "--gid-owner", group, "-j", "RETURN")
     else:
-        matchers = [arg for group in options.owner_groups_include
-                    for arg in ("-m", "owner", "!", "--gid-owner", group)]
+        matchers = [
+            arg
+            for group in options.owner_groups_include
+            for arg in ("-m", "owner", "!", "--gid-owner", group)
+        ]
         build.append(ISTIO_OUTPUT, *matchers, "-j", "RETURN")
 
     build.append(ISTIO_OUTPUT, "-d", loopback, "-j", "RETURN")

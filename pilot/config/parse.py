@@ -397,8 +397,10 @@ class _Dropped:
         """``path`` is a dropped path, inside one, or contains one."""
         if not self._paths:
             return False
-        return path in self._paths or path in self._ancestors or any(
-            ancestor in self._paths for ancestor in _ancestors(path)
+        return (
+            path in self._paths
+            or path in self._ancestors
+            or any(ancestor in self._paths for ancestor in _ancestors(path))
         )
 
 

@@ -65,8 +65,13 @@ def sync_status(sent: str, acked: str) -> str:
 def _type_row(status: TypeStatus | None) -> Json:
     if status is None:
         return {
-            "status": "NOT SENT", "version_sent": "", "nonce_sent": "", "version_acked": "",
-            "nonce_acked": "", "subscribed": None, "last_nack": None,
+            "status": "NOT SENT",
+            "version_sent": "",
+            "nonce_sent": "",
+            "version_acked": "",
+            "nonce_acked": "",
+            "subscribed": None,
+            "last_nack": None,
         }
     nack = status.last_nack
     return {
@@ -78,8 +83,13 @@ def _type_row(status: TypeStatus | None) -> Json:
         # None for a wildcard subscription ("everything"), else the names asked for.
         "subscribed": None if status.wildcard else list(status.names),
         "last_sent_at": status.last_sent_at,
-        "last_nack": None if nack is None else {
-            "message": nack.message, "code": nack.code, "nonce": nack.nonce, "version": nack.version,
+        "last_nack": None
+        if nack is None
+        else {
+            "message": nack.message,
+            "code": nack.code,
+            "nonce": nack.nonce,
+            "version": nack.version,
             "at": nack.at,
         },
     }
@@ -253,7 +263,6 @@ def refresh_config_gauges(store: ConfigStore) -> None:
         metrics.config_objects.labels(kind).set(count)
     for severity, count in severities.items():
         metrics.config_errors.labels(severity).set(count)
-
 
 
 # -- /debug/sourcez ---------------------------------------------------------------------------------

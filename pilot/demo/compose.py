@@ -51,8 +51,15 @@ class LocalTopology:
     every Envoy listens where its config says; ``stop()`` stops everything it started.
     """
 
-    def __init__(self, workdir: Path, demo: ComposeDemo | None = None, *, keep_published: bool = False,
-                 debounce_after: float = 0.1, envoy_log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        demo: ComposeDemo | None = None,
+        *,
+        keep_published: bool = False,
+        debounce_after: float = 0.1,
+        envoy_log_level: str = "warning",
+    ) -> None:
         self.demo = demo or ComposeDemo()
         self.workdir = Path(workdir)
         self.config_dir = self.workdir / "config"
@@ -64,8 +71,10 @@ class LocalTopology:
         self.ports = PortMap(pinned)
         pilot_pod = self.demo.pod(PILOT_SERVICE)
         self.pilot = PilotProcess(
-            self.config_dir, self.workdir / "pilot.log",
-            xds_port=self.ports(pilot_pod, XDS_PORT), http_port=self.ports(pilot_pod, HTTP_PORT),
+            self.config_dir,
+            self.workdir / "pilot.log",
+            xds_port=self.ports(pilot_pod, XDS_PORT),
+            http_port=self.ports(pilot_pod, HTTP_PORT),
             debounce_after=debounce_after,
         )
         self.backend_services = self.demo.backends()
@@ -73,11 +82,18 @@ class LocalTopology:
         self.envoy_services = {envoy.name: envoy for envoy in self.demo.envoys()}
         self.envoys: dict[str, EnvoyProcess] = {}
         for envoy in self.envoy_services.values():
-            process = EnvoyProcess(envoy.node_id, self.pilot.xds_port, self.workdir, name=envoy.name,
-                                   metadata=envoy.metadata, log_level=envoy_log_level)
+            process = EnvoyProcess(
+                envoy.node_id,
+                self.pilot.xds_port,
+                self.workdir,
+                name=envoy.name,
+                metadata=envoy.metadata,
+                log_level=envoy_log_level,
+            )
             # The bootstrap the container gets (the checkout's bootstraps/ hold the same), moved here.
-            process.bootstrap = localize_bootstrap(demo_bootstrap(envoy.node_id, envoy.labels),
-                                                   self.pilot.xds_port)
+            process.bootstrap = localize_bootstrap(
+                demo_bootstrap(envoy.node_id, envoy.labels), self.pilot.xds_port
+            )
             self.envoys[envoy.name] = process
         # Per Envoy: the (address, local port) pairs its config makes it listen on.
         self.listeners: dict[str, set[tuple[str, int]]] = {}
@@ -167,34 +183,44 @@ def bootstraps(options: BootstrapsOptions) -> int:
 
 
 def describe(topology: LocalTopology) -> str:
-    lines = [f"the docker-compose topology on {LOOPBACK}, without Docker (config: {topology.config_dir})",
-             f"  {PILOT_SERVICE:<20} pid {topology.pilot.pid}  xDS {LOOPBACK}:{topology.pilot.xds_port}"
-             f"  debug http://{LOOPBACK}:{topology.pilot.http_port}/debug/syncz"]
+    lines = [
+        f"the docker-compose topology on {LOOPBACK}, without Docker (config: {topology.config_dir})",
+        f"  {PILOT_SERVICE:<20} pid {topology.pilot.pid}  xDS {LOOPBACK}:{topology.pilot.xds_port}"
+        f"  debug http://{LOOPBACK}:{topology.pilot.http_port}/debug/syncz",
+    ]
     for name, backend in topology.backends.items():
         lines.append(f"  {name:<20} backend {backend.version} on {LOOPBACK}:{backend.port}")
     for name, process in topology.envoys.items():
         envoy = topology.envoy_services[name]
         kind = "router" if envoy.is_router else "sidecar"
         ports = ", ".join(f"{address}:{port}" for address, port in sorted(topology.listeners.get(name, ())))
-        lines.append(f"  {name:<20} envoy ({kind}) pid {process.pid}  listens on {ports or 'nothing'}"
-                     f"  admin http://{LOOPBACK}:{process.admin_port}/")
+        lines.append(
+            f"  {name:<20} envoy ({kind}) pid {process.pid}  listens on {ports or 'nothing'}"
+            f"  admin http://{LOOPBACK}:{process.admin_port}/"
+        )
     for envoy in topology.envoy_services.values():
         for _, container in envoy.published:
             port = topology.port(envoy.name, container)
             lines += [
                 f"try ({envoy.name}, published {container} in compose.yaml):",
                 f"  for i in $(seq 100); do curl -s http://{LOOPBACK}:{port}/ \\",
-                "    | grep -o '\"version\": \"v[0-9]*\"'; done | sort | uniq -c",
+                '    | grep -o \'"version": "v[0-9]*"\'; done | sort | uniq -c',
             ]
-    lines += [f"edit {topology.config_dir / 'reviews-virtualservice.yaml'} to shift the traffic;",
-              "Ctrl-C stops everything."]
+    lines += [
+        f"edit {topology.config_dir / 'reviews-virtualservice.yaml'} to shift the traffic;",
+        "Ctrl-C stops everything.",
+    ]
     return "\n".join(lines)
 
 
 def up(options: UpOptions) -> int:
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="pilot-compose-"))
-    topology = LocalTopology(workdir, ComposeDemo(options.compose_dir), keep_published=not options.free_ports,
-                             envoy_log_level="info")
+    topology = LocalTopology(
+        workdir,
+        ComposeDemo(options.compose_dir),
+        keep_published=not options.free_ports,
+        envoy_log_level="info",
+    )
     try:
         with sigterm_as_interrupt():
             try:
@@ -217,22 +243,35 @@ def up(options: UpOptions) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pilot.demo.compose",
-                                     description="The docker-compose demo: the same topology on 127.0.0.1 "
-                                                 "without Docker, or its bootstraps.")
+    parser = argparse.ArgumentParser(
+        prog="python -m pilot.demo.compose",
+        description="The docker-compose demo: the same topology on 127.0.0.1 "
+        "without Docker, or its bootstraps.",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = commands.add_parser("up", help="run the topology on 127.0.0.1 until Ctrl-C")
-    run.add_argument("--compose-dir", type=Path, default=None,
-                     help="folder of compose.yaml and config/ (default: the copy installed with pilot)")
-    run.add_argument("--free-ports", action="store_true",
-                     help="use free ports instead of the published ones (8080, 15014)")
+    run.add_argument(
+        "--compose-dir",
+        type=Path,
+        default=None,
+        help="folder of compose.yaml and config/ (default: the copy installed with pilot)",
+    )
+    run.add_argument(
+        "--free-ports", action="store_true", help="use free ports instead of the published ones (8080, 15014)"
+    )
     run.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
-    run.add_argument("--workdir", type=Path, default=None,
-                     help="keep config and logs here (default: a temporary folder)")
-    boot = commands.add_parser("bootstraps",
-                               help="write every Envoy bootstrap, as `pilot bootstrap` prints it")
-    boot.add_argument("--compose-dir", type=Path, default=CHECKOUT_DIR,
-                      help="folder of compose.yaml and bootstraps/ (run from the repository root)")
+    run.add_argument(
+        "--workdir", type=Path, default=None, help="keep config and logs here (default: a temporary folder)"
+    )
+    boot = commands.add_parser(
+        "bootstraps", help="write every Envoy bootstrap, as `pilot bootstrap` prints it"
+    )
+    boot.add_argument(
+        "--compose-dir",
+        type=Path,
+        default=CHECKOUT_DIR,
+        help="folder of compose.yaml and bootstraps/ (run from the repository root)",
+    )
     boot.add_argument("--check", action="store_true", help="only report stale bootstraps (exit 1)")
     return parser
 
@@ -241,8 +280,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bootstraps":
         return bootstraps(BootstrapsOptions(compose_dir=args.compose_dir, check=args.check))
-    return up(UpOptions(compose_dir=args.compose_dir, free_ports=args.free_ports, duration=args.duration,
-                        workdir=args.workdir))
+    return up(
+        UpOptions(
+            compose_dir=args.compose_dir,
+            free_ports=args.free_ports,
+            duration=args.duration,
+            workdir=args.workdir,
+        )
+    )
 
 
 if __name__ == "__main__":

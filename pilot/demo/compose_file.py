@@ -188,15 +188,17 @@ class ComposeDemo:
             node_id = labels.get(NODE_ID_LABEL)
             if node_id is None:
                 continue
-            out.append(EnvoyService(
-                name=name,
-                pod=self.pod(name),
-                node_id=str(node_id),
-                namespace=Proxy.from_node(str(node_id)).namespace,
-                bootstrap=self.mount(name, ENVOY_CONFIG),
-                published=self.published(name),
-                labels=parse_labels(labels[LABELS_LABEL]) if LABELS_LABEL in labels else (),
-            ))
+            out.append(
+                EnvoyService(
+                    name=name,
+                    pod=self.pod(name),
+                    node_id=str(node_id),
+                    namespace=Proxy.from_node(str(node_id)).namespace,
+                    bootstrap=self.mount(name, ENVOY_CONFIG),
+                    published=self.published(name),
+                    labels=parse_labels(labels[LABELS_LABEL]) if LABELS_LABEL in labels else (),
+                )
+            )
         return out
 
     def backends(self) -> list[BackendService]:
@@ -217,8 +219,15 @@ class ComposeDemo:
 
 def bootstrap_argv(node_id: str, labels: Sequence[tuple[str, str]] = ()) -> list[str]:
     """The ``pilot bootstrap`` arguments that print a demo Envoy's bootstrap (``demo_bootstrap``)."""
-    argv = ["bootstrap", "--node-id", node_id, "--xds-address", f"{PILOT_SERVICE}:{XDS_PORT}",
-            "--admin-port", str(ADMIN_PORT)]
+    argv = [
+        "bootstrap",
+        "--node-id",
+        node_id,
+        "--xds-address",
+        f"{PILOT_SERVICE}:{XDS_PORT}",
+        "--admin-port",
+        str(ADMIN_PORT),
+    ]
     for key, value in labels:
         argv += ["--label", f"{key}={value}"]
     return [*argv, "--output", "yaml"]
@@ -227,8 +236,13 @@ def bootstrap_argv(node_id: str, labels: Sequence[tuple[str, str]] = ()) -> list
 def demo_bootstrap(node_id: str, labels: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """A demo Envoy's bootstrap: pilot by its compose name, admin on 15000, ``labels`` as node
     metadata LABELS."""
-    return build_bootstrap(node_id, PILOT_SERVICE, XDS_PORT, admin_port=ADMIN_PORT,
-                           metadata={"LABELS": dict(labels)} if labels else None)
+    return build_bootstrap(
+        node_id,
+        PILOT_SERVICE,
+        XDS_PORT,
+        admin_port=ADMIN_PORT,
+        metadata={"LABELS": dict(labels)} if labels else None,
+    )
 
 
 def render_bootstrap(node_id: str, labels: Sequence[tuple[str, str]] = ()) -> str:

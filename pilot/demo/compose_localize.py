@@ -31,8 +31,9 @@ LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost"})
 class PortMap:
     """A port on 127.0.0.1 for every (pod, container port): the pinned ones as given, others free."""
 
-    def __init__(self, pinned: Mapping[tuple[str, int], int] | None = None,
-                 allocate: Callable[[], int] = free_port) -> None:
+    def __init__(
+        self, pinned: Mapping[tuple[str, int], int] | None = None, allocate: Callable[[], int] = free_port
+    ) -> None:
         self._ports: dict[tuple[str, int], int] = dict(pinned or {})
         if len(set(self._ports.values())) != len(self._ports):
             raise ValueError(f"two pods pinned to one port: {self._ports}")
@@ -70,8 +71,12 @@ def _one_pod(where: str, what: str, envoys: Sequence[EnvoyService]) -> str | Non
 
 
 def _localize_service_entry(
-    doc: dict[str, Any], where: str, envoys: Sequence[EnvoyService], service_pods: Mapping[str, str],
-    ports: Callable[[str, int], int], listeners: dict[str, set[tuple[str, int]]],
+    doc: dict[str, Any],
+    where: str,
+    envoys: Sequence[EnvoyService],
+    service_pods: Mapping[str, str],
+    ports: Callable[[str, int], int],
+    listeners: dict[str, set[tuple[str, int]]],
 ) -> None:
     metadata = doc.get("metadata") or {}
     spec = doc.get("spec") or {}
@@ -110,8 +115,11 @@ def _localize_service_entry(
 
 
 def _localize_gateway(
-    doc: dict[str, Any], where: str, envoys: Sequence[EnvoyService],
-    ports: Callable[[str, int], int], listeners: dict[str, set[tuple[str, int]]],
+    doc: dict[str, Any],
+    where: str,
+    envoys: Sequence[EnvoyService],
+    ports: Callable[[str, int], int],
+    listeners: dict[str, set[tuple[str, int]]],
 ) -> None:
     spec = doc.get("spec") or {}
     routers = [e for e in envoys if e.selected_by(dict(spec.get("selector") or {}))]

@@ -103,8 +103,9 @@ class Demo:
         write_atomically(config_dir / SERVICE_FILE, render(SERVICE_FILE, self.ports))
         write_atomically(config_dir / VIRTUAL_SERVICE_FILE, render(PHASES[0].template, self.ports))
 
-        self.pilot = PilotProcess(config_dir, workdir / "pilot.log",
-                                  xds_port=options.xds_port, http_port=options.http_port)
+        self.pilot = PilotProcess(
+            config_dir, workdir / "pilot.log", xds_port=options.xds_port, http_port=options.http_port
+        )
         stack.callback(self.pilot.stop)
         self.pilot.start()
         started.append(f"pilot (pid {self.pilot.pid})")
@@ -114,20 +115,27 @@ class Demo:
         started.append(f"envoy (pid {self.envoy.pid})")
 
         backend_list = ", ".join(f"{v} on :{b.port}" for v, b in backends.items())
-        self.say(f"pilot demo: Envoy on {LOOPBACK}:{listen_port} routes 'Host: {SERVICE_HOST}' "
-                 "to three backends")
+        self.say(
+            f"pilot demo: Envoy on {LOOPBACK}:{listen_port} routes 'Host: {SERVICE_HOST}' to three backends"
+        )
         self.say(f"  backends {backend_list}")
         self.say(f"  config   {config_dir}  (edit it while the demo runs, if you like)")
-        self.say(f"  pilot    pid {self.pilot.pid}  xDS {LOOPBACK}:{self.pilot.xds_port}  "
-                 f"debug http://{LOOPBACK}:{self.pilot.http_port}/debug/syncz")
+        self.say(
+            f"  pilot    pid {self.pilot.pid}  xDS {LOOPBACK}:{self.pilot.xds_port}  "
+            f"debug http://{LOOPBACK}:{self.pilot.http_port}/debug/syncz"
+        )
         self.say(f"  envoy    pid {self.envoy.pid}  admin http://{LOOPBACK}:{self.envoy.admin_port}/")
 
         self.envoy.wait_listener(listener_name(listen_port), timeout=30.0)
         client = HttpClient(listen_port, authority=SERVICE_HOST, timeout=2.0)
         try:
-            wait_until(lambda: client.get("/").version is not None, 30.0, 0.1,
-                       f"a reply through Envoy on port {listen_port}",
-                       ignore=(OSError, http.client.HTTPException))
+            wait_until(
+                lambda: client.get("/").version is not None,
+                30.0,
+                0.1,
+                f"a reply through Envoy on port {listen_port}",
+                ignore=(OSError, http.client.HTTPException),
+            )
         except BaseException:
             client.close()
             raise
@@ -144,8 +152,9 @@ class Demo:
         options = self.options
         until = "until Ctrl-C" if options.duration is None else f"for {options.duration:g}s"
         self.say(f"sending {options.rate:g} requests/s {until}; every 4th carries 'end-user: jason'.")
-        self.say("each line: the share of replies per version over the last second "
-                 "(bar: 1 = v1, 2 = v2, 3 = v3).")
+        self.say(
+            "each line: the share of replies per version over the last second (bar: 1 = v1, 2 = v2, 3 = v3)."
+        )
         self.say()
         self.say(f"phase 1: {PHASES[0].title}")
         interval = 1.0 / options.rate
@@ -246,5 +255,3 @@ def _interrupts_deferred() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-

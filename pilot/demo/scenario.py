@@ -43,8 +43,13 @@ class Phase:
 PHASES = (
     Phase("80% v1 / 20% v2", "reviews-80-20.yaml", frozenset({"v1", "v2"}), frozenset({"v1", "v2"})),
     Phase("100% v2", "reviews-all-v2.yaml", frozenset({"v2"}), frozenset({"v2"})),
-    Phase("end-user: jason -> v3, everyone else -> v2", "reviews-jason-v3.yaml",
-          frozenset({"v3"}), frozenset({"v2"}), new_versions=frozenset({"v3"})),
+    Phase(
+        "end-user: jason -> v3, everyone else -> v2",
+        "reviews-jason-v3.yaml",
+        frozenset({"v3"}),
+        frozenset({"v2"}),
+        new_versions=frozenset({"v3"}),
+    ),
 )
 
 

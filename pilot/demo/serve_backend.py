@@ -36,8 +36,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"backend {args.version} on http://{args.host}:{args.port}", flush=True)
     # handle_signals: SIGTERM (docker stop) and SIGINT end the server cleanly.
-    web.run_app(build_app(args.version), host=args.host, port=args.port, access_log=None,
-                handle_signals=True, print=None, shutdown_timeout=1.0)
+    web.run_app(
+        build_app(args.version),
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        handle_signals=True,
+        print=None,
+        shutdown_timeout=1.0,
+    )
     return 0
 
 

@@ -137,8 +137,12 @@ class Backend:
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        runner = web.AppRunner(build_app(self.version, self.received), access_log=None, handle_signals=False,
-                               shutdown_timeout=0.5)
+        runner = web.AppRunner(
+            build_app(self.version, self.received),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=0.5,
+        )
         await runner.setup()
         try:
             await web.SockSite(runner, self._sock).start()

@@ -51,11 +51,22 @@ class PilotProcess:
     @property
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "pilot", "serve",
-            "--config-dir", str(self.config_dir),
-            "--xds-host", LOOPBACK, "--xds-port", str(self.xds_port),
-            "--http-host", LOOPBACK, "--http-port", str(self.http_port),
-            "--debounce-after", str(self.debounce_after),
+            sys.executable,
+            "-m",
+            "pilot",
+            "serve",
+            "--config-dir",
+            str(self.config_dir),
+            "--xds-host",
+            LOOPBACK,
+            "--xds-port",
+            str(self.xds_port),
+            "--http-host",
+            LOOPBACK,
+            "--http-port",
+            str(self.http_port),
+            "--debounce-after",
+            str(self.debounce_after),
             *self.extra_args,
         ]
 
@@ -76,8 +87,12 @@ class PilotProcess:
         self._log.flush()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._proc = subprocess.Popen(
-            self.command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True,
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         try:
             wait_until(self._ready, timeout, 0.1, f"{self.name} /ready")

@@ -60,9 +60,15 @@ class EnvoyProcess:
         self.admin_address_path = self.workdir / f"{name}-admin-address.txt"
         self.log_path = self.workdir / f"{name}.log"
         self.bootstrap = build_bootstrap(
-            node_id, xds_host, xds_port, delta=delta, admin_port=0, metadata=metadata,
+            node_id,
+            xds_host,
+            xds_port,
+            delta=delta,
+            admin_port=0,
+            metadata=metadata,
             # Follow a restarted control plane within about a second (tests and the demo do).
-            retry_base=0.25, retry_max=1.0,
+            retry_base=0.25,
+            retry_max=1.0,
         )
         self.log_level = log_level
         self.admin_port: int | None = None
@@ -86,13 +92,24 @@ class EnvoyProcess:
         self.admin_port = None
         self._log = open(self.log_path, "ab")  # noqa: SIM115 -- closed in stop()
         cmd = [
-            str(find_envoy()), "-c", str(self.bootstrap_path),
-            "--admin-address-path", str(self.admin_address_path),
-            "--disable-hot-restart", "--concurrency", "1",
-            "-l", self.log_level, "--log-path", str(self.log_path),
+            str(find_envoy()),
+            "-c",
+            str(self.bootstrap_path),
+            "--admin-address-path",
+            str(self.admin_address_path),
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "-l",
+            self.log_level,
+            "--log-path",
+            str(self.log_path),
         ]
         self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
@@ -104,8 +121,9 @@ class EnvoyProcess:
 
     def _admin_ready(self) -> bool:
         if self._proc is None or self._proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited early (code {self._proc and self._proc.returncode}):\n"
-                               + self.log_tail())
+            raise RuntimeError(
+                f"{self.name} exited early (code {self._proc and self._proc.returncode}):\n" + self.log_tail()
+            )
         text = self.admin_address_path.read_text() if self.admin_address_path.exists() else ""
         if not text.strip():
             return False
@@ -140,8 +158,10 @@ class EnvoyProcess:
     def configured(self) -> bool:
         """Whether Envoy has accepted at least one cluster and one listener response (even empty)."""
         stats = self.stats(r"^(cluster_manager\.cds|listener_manager\.lds)\.update_success$")
-        return (stats.get("cluster_manager.cds.update_success", 0) > 0
-                and stats.get("listener_manager.lds.update_success", 0) > 0)
+        return (
+            stats.get("cluster_manager.cds.update_success", 0) > 0
+            and stats.get("listener_manager.lds.update_success", 0) > 0
+        )
 
     def wait_configured(self, timeout: float = 15.0) -> None:
         wait_until(self.configured, timeout, 0.1, f"{self.name} accepting config from the control plane")
@@ -190,4 +210,3 @@ class EnvoyProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-

@@ -54,8 +54,14 @@ class Reply:
         return self.body.decode("utf-8", "replace")
 
 
-def get(port: int, path: str = "/", *, headers: Mapping[str, str] | None = None,
-        timeout: float = 5.0, host: str = LOOPBACK) -> Reply:
+def get(
+    port: int,
+    path: str = "/",
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 5.0,
+    host: str = LOOPBACK,
+) -> Reply:
     """One GET on a fresh connection. Raises OSError (refused, reset, timeout) as http.client does."""
     started = time.monotonic()
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
@@ -63,8 +69,9 @@ def get(port: int, path: str = "/", *, headers: Mapping[str, str] | None = None,
         conn.request("GET", path, headers=dict(headers or {}))
         resp = conn.getresponse()
         body = resp.read()
-        return Reply(resp.status, body, {k.lower(): v for k, v in resp.getheaders()},
-                     time.monotonic() - started)
+        return Reply(
+            resp.status, body, {k.lower(): v for k, v in resp.getheaders()}, time.monotonic() - started
+        )
     finally:
         conn.close()
 
@@ -106,8 +113,9 @@ class HttpClient:
         self._conn.request("GET", path, headers=headers)
         resp = self._conn.getresponse()
         body = resp.read()
-        reply = Reply(resp.status, body, {k.lower(): v for k, v in resp.getheaders()},
-                      time.monotonic() - started)
+        reply = Reply(
+            resp.status, body, {k.lower(): v for k, v in resp.getheaders()}, time.monotonic() - started
+        )
         if resp.will_close:
             self.close()
         return reply

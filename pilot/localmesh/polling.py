@@ -23,8 +23,14 @@ def _describe(message: str, timeout: float, last_error: BaseException | None) ->
     return text
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
-               message: str = "", *, ignore: tuple[type[BaseException], ...] = (OSError,)) -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "",
+    *,
+    ignore: tuple[type[BaseException], ...] = (OSError,),
+) -> T:
     """Call ``predicate`` until it returns something truthy, and return that; Timeout after ``timeout``.
 
     Exceptions listed in ``ignore`` count as "not yet" (a server still starting refuses connections).
@@ -44,9 +50,14 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
-async def wait_until_async(predicate: Callable[[], Awaitable[T]], timeout: float = 10.0,
-                           interval: float = 0.05, message: str = "", *,
-                           ignore: tuple[type[BaseException], ...] = (OSError,)) -> T:
+async def wait_until_async(
+    predicate: Callable[[], Awaitable[T]],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "",
+    *,
+    ignore: tuple[type[BaseException], ...] = (OSError,),
+) -> T:
     """``wait_until`` for an async predicate."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None

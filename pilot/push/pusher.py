@@ -279,7 +279,13 @@ class Pusher:
         self.last_push = status
         log.info(
             "push %d: revision %d, version %s, %d views (%d failed), %.1f ms, %s",
-            status.number, status.revision, status.version, done, failed, duration * 1000, request.describe(),
+            status.number,
+            status.revision,
+            status.version,
+            done,
+            failed,
+            duration * 1000,
+            request.describe(),
         )
         return status
 
@@ -293,8 +299,9 @@ class Pusher:
             context = self._translator.build_context(snapshot)
         except Exception:
             metrics.translation_errors.inc()
-            log.exception("building the PushContext at revision %d failed; keeping the previous one",
-                          snapshot.revision)
+            log.exception(
+                "building the PushContext at revision %d failed; keeping the previous one", snapshot.revision
+            )
             return None
         self._context = context
         self._revision = snapshot.revision
@@ -319,8 +326,9 @@ class Pusher:
                 snapshot = self._translator.build_snapshot(view, context)
         except Exception:
             metrics.translation_errors.inc()
-            log.exception("translating view %s at version %s failed; it keeps its last snapshot", view,
-                          context.version)
+            log.exception(
+                "translating view %s at version %s failed; it keeps its last snapshot", view, context.version
+            )
             return False
         self._cache.set_snapshot(view, snapshot)
         self._built[view] = context

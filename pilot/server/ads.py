@@ -52,7 +52,6 @@ RequestT = TypeVar("RequestT", bound=Request)
 SharedT = TypeVar("SharedT")
 
 
-
 def _bytes_through(message: bytes) -> bytes:
     return message
 

@@ -215,4 +215,3 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
             summary=lambda: f"{len(selection.resource_names)} resources",
             content=content,
         )
-

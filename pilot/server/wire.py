@@ -108,8 +108,7 @@ def delta_discovery_response(
     """A serialized DeltaDiscoveryResponse. ``resources`` is the concatenation of
     :func:`delta_resource` elements; ``control_plane`` comes from ``control_plane(..., delta=True)``."""
     removed_part = b"".join(
-        _REMOVED_RESOURCES + varint(len(encoded)) + encoded
-        for encoded in (name.encode() for name in removed)
+        _REMOVED_RESOURCES + varint(len(encoded)) + encoded for encoded in (name.encode() for name in removed)
     )
     return b"".join(
         (

@@ -93,7 +93,10 @@ class _Shipped:
     def of(cls, result: ParseResult) -> _Shipped:
         objects = tuple(
             _ShippedObject(
-                obj.key, obj.api_version, obj.spec.SerializeToString(deterministic=True), obj.labels,
+                obj.key,
+                obj.api_version,
+                obj.spec.SerializeToString(deterministic=True),
+                obj.labels,
                 obj.annotations,
             )
             for obj in result.objects
@@ -107,8 +110,12 @@ class _Shipped:
             spec.ParseFromString(shipped.spec)
             objects.append(
                 ConfigObject(
-                    shipped.key, shipped.api_version, spec, self.result.origin,
-                    labels=shipped.labels, annotations=shipped.annotations,
+                    shipped.key,
+                    shipped.api_version,
+                    spec,
+                    self.result.origin,
+                    labels=shipped.labels,
+                    annotations=shipped.annotations,
                 )
             )
         return dataclasses.replace(self.result, objects=tuple(objects))
@@ -200,8 +207,12 @@ class FolderSource:
             raise ConfigError(f"config dir {self.path} is not a directory")
         try:
             await self._rescan()
-            log.info("loaded %d files from %s (%d objects)", len(self._known), self.path,
-                     len(self._store.snapshot().objects))
+            log.info(
+                "loaded %d files from %s (%d objects)",
+                len(self._known),
+                self.path,
+                len(self._store.snapshot().objects),
+            )
             self.synced.set()
             # awatch's worker thread only notices cancellation through its stop event, checked every
             # step: stop it explicitly, or cancelling would wait for the watcher's 5 s timeout.
@@ -385,8 +396,13 @@ class FolderSource:
         if result.fatal:
             log.warning("%s not loaded; its last good objects stay", result.origin)
         elif event is not None:
-            log.info("applied %s: %d objects, %d changed at revision %d", result.origin, len(result.objects),
-                     len(event.changed), event.revision)
+            log.info(
+                "applied %s: %d objects, %d changed at revision %d",
+                result.origin,
+                len(result.objects),
+                len(event.changed),
+                event.revision,
+            )
 
     def _forget(self, relative: PurePath) -> None:
         """``relative`` is gone: drop it, or every file under it if it was a folder."""
@@ -400,8 +416,11 @@ class FolderSource:
         for known in sorted(gone):
             self._known.discard(known)
             event = self._store.remove_origin(known.as_posix())
-            log.info("removed %s%s", known.as_posix(),
-                     f": {len(event.changed)} objects deleted" if event is not None else "")
+            log.info(
+                "removed %s%s",
+                known.as_posix(),
+                f": {len(event.changed)} objects deleted" if event is not None else "",
+            )
 
     def _relative(self, raw: str) -> PurePath | None:
         try:

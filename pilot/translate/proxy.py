@@ -78,7 +78,12 @@ class Proxy:
             if len(parts) == 4:
                 log.warning("node %r: unknown proxy type %r, treating it as a sidecar", node_id, parts[0])
             node_type, ip, pod, pod_namespace, domain_namespace, dns_domain = (
-                NodeType.SIDECAR, "", node_id, "", "", "",
+                NodeType.SIDECAR,
+                "",
+                node_id,
+                "",
+                "",
+                "",
             )
         namespace = str(metadata.get("NAMESPACE") or pod_namespace or domain_namespace or DEFAULT_NAMESPACE)
         mode_text = str(metadata.get("INTERCEPTION_MODE") or InterceptionMode.NONE).upper()

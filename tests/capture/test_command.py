@@ -17,21 +17,62 @@ def test_without_flags_it_prints_a_sidecar_pods_rules(capsys: pytest.CaptureFixt
 def test_istio_init_arguments_parse_to_the_same_options():
     # The injector's istio-init arguments (injection-template.yaml), short flags as istio-iptables has them.
     args = build_parser().parse_args(
-        ["iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "",
-         "-b", "*", "-d", "15090,15021,15020", "-o", "9000", "-k", "eth1", "-c", "eth2", "-q", "25",
-         "-g", "7"]
+        [
+            "iptables",
+            "-p",
+            "15001",
+            "-z",
+            "15006",
+            "-u",
+            "1337",
+            "-m",
+            "REDIRECT",
+            "-i",
+            "*",
+            "-x",
+            "",
+            "-b",
+            "*",
+            "-d",
+            "15090,15021,15020",
+            "-o",
+            "9000",
+            "-k",
+            "eth1",
+            "-c",
+            "eth2",
+            "-q",
+            "25",
+            "-g",
+            "7",
+        ]
     )
     from pilot.capture.command import options_from
 
     assert options_from(args).capture == from_flags(
-        outbound_ports_exclude="9000", reroute_virtual_interfaces="eth1", exclude_interfaces="eth2",
-        outbound_ports_include="25", proxy_gid="7",
+        outbound_ports_exclude="9000",
+        reroute_virtual_interfaces="eth1",
+        exclude_interfaces="eth2",
+        outbound_ports_include="25",
+        proxy_gid="7",
     )
 
 
 def test_long_flags_set_the_same_fields(capsys: pytest.CaptureFixture[str]):
-    assert main(["iptables", "--envoy-port", "16001", "--istio-inbound-ports", "", "--istio-service-cidr",
-                 "10.0.0.0/8"]) == 0
+    assert (
+        main(
+            [
+                "iptables",
+                "--envoy-port",
+                "16001",
+                "--istio-inbound-ports",
+                "",
+                "--istio-service-cidr",
+                "10.0.0.0/8",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 16001" in out
     assert "PREROUTING" not in out

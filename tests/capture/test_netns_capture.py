@@ -99,8 +99,10 @@ def capture_mesh() -> Iterator[CaptureMesh]:
             mesh.install_capture(pod)
         relay = netns.python_program(PROGRAMS / "original_dst_relay.py", PROXY_UID)
         started = [
-            mesh.spawn(server, [*netns.python_program(PROGRAMS / "http_app.py"), "server", str(APP_PORT),
-                                str(HEALTH_PORT)]),
+            mesh.spawn(
+                server,
+                [*netns.python_program(PROGRAMS / "http_app.py"), "server", str(APP_PORT), str(HEALTH_PORT)],
+            ),
             mesh.spawn(client, [*relay, "15001"], uid=PROXY_UID),
             mesh.spawn(server, [*relay, "15006", "127.0.0.6"], uid=PROXY_UID),
         ]
@@ -185,8 +187,20 @@ def envoy_pod(capture_mesh: CaptureMesh) -> tuple[netns.Pod, netns.PodProcess]:
     mesh = capture_mesh.mesh
     pod = mesh.add_pod("envoy")
     mesh.install_capture(pod)
-    sidecar = mesh.spawn(pod, [envoy, "--config-yaml", ENVOY_SIDECAR, "--disable-hot-restart",
-                               "--file-flush-interval-msec", "50", "--log-level", "info"], uid=PROXY_UID)
+    sidecar = mesh.spawn(
+        pod,
+        [
+            envoy,
+            "--config-yaml",
+            ENVOY_SIDECAR,
+            "--disable-hot-restart",
+            "--file-flush-interval-msec",
+            "50",
+            "--log-level",
+            "info",
+        ],
+        uid=PROXY_UID,
+    )
     sidecar.log.wait_for(lambda line: "starting workers" in line, ENVOY_READY_TIMEOUT)
     return pod, sidecar
 

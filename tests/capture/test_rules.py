@@ -27,7 +27,8 @@ CASES: dict[str, dict[str, object]] = {
     "ipnets": {"outbound_ip_ranges": TEN_EIGHT},
     "kube-virt-interfaces": {"reroute_virtual_interfaces": ("eth1", "eth2"), "outbound_ip_ranges": ALL},
     "ipnets-with-kube-virt-interfaces": {
-        "reroute_virtual_interfaces": ("eth1", "eth2"), "outbound_ip_ranges": TEN_EIGHT,
+        "reroute_virtual_interfaces": ("eth1", "eth2"),
+        "outbound_ip_ranges": TEN_EIGHT,
     },
     "basic-exclude-nic": {"exclude_interfaces": ("not-istio-nic",)},
     "outbound-ports-include": {"outbound_ports_include": (32000, 31000)},
@@ -95,14 +96,19 @@ def test_a_loopback_include_range_captures_the_apps_loopback_traffic():
 
 
 def test_excluded_outbound_ports_and_ranges_come_before_the_redirect():
-    options = from_flags(outbound_ports_exclude="53,8443", outbound_ip_ranges_exclude="10.96.0.0/12,",
-                         outbound_ip_ranges="10.0.0.0/8")
+    options = from_flags(
+        outbound_ports_exclude="53,8443",
+        outbound_ip_ranges_exclude="10.96.0.0/12,",
+        outbound_ip_ranges="10.0.0.0/8",
+    )
     lines = redirect_rules(options).restore_text().splitlines()
     assert lines.index("-A ISTIO_OUTPUT -p tcp --dport 53 -j RETURN") < lines.index(
-        "-A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN")
+        "-A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN"
+    )
     assert "-A ISTIO_OUTPUT -p udp --dport 8443 -j RETURN" in lines
     assert lines.index("-A ISTIO_OUTPUT -d 10.96.0.0/12 -j RETURN") < lines.index(
-        "-A ISTIO_OUTPUT -d 10.0.0.0/8 -j ISTIO_REDIRECT")
+        "-A ISTIO_OUTPUT -d 10.0.0.0/8 -j ISTIO_REDIRECT"
+    )
 
 
 @pytest.mark.parametrize(

@@ -247,8 +247,11 @@ spec:
         pytest.param(SERVED.replace("metadata: {name: a}", "metadata: {name: a"), id="YAML syntax error"),
         pytest.param("", id="emptied"),
         pytest.param("# all commented out\n---\n", id="only comments"),
-        pytest.param(SERVED.split("---")[0] + "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
-                     "metadata: {name: se}\nspec:\n  hosts: [se.example.com]\n  ports: [{num", id="cut off"),
+        pytest.param(
+            SERVED.split("---")[0] + "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+            "metadata: {name: se}\nspec:\n  hosts: [se.example.com]\n  ports: [{num",
+            id="cut off",
+        ),
     ],
 )
 def test_a_bad_edit_keeps_every_served_object(store: ConfigStore, broken: str) -> None:

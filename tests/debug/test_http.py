@@ -32,8 +32,14 @@ VIEW = ("sidecar", "shop")
 
 def type_status(url: str, sent: str, acked: str, nack: NackStatus | None = None, names: tuple[str, ...] = ()):
     return TypeStatus(
-        type_url=url, wildcard=not names, names=names, version_sent=f"v{sent}" if sent else "",
-        nonce_sent=sent, version_acked=f"v{acked}" if acked else "", nonce_acked=acked, last_nack=nack,
+        type_url=url,
+        wildcard=not names,
+        names=names,
+        version_sent=f"v{sent}" if sent else "",
+        nonce_sent=sent,
+        version_acked=f"v{acked}" if acked else "",
+        nonce_acked=acked,
+        last_nack=nack,
         last_sent_at=1.0 if sent else None,
     )
 
@@ -45,7 +51,11 @@ class Registry:
         nack = NackStatus(message="bad cluster", code=3, nonce="4", version="v2", at=2.0)
         self.statuses = [
             ConnectionStatus(
-                stream_id=1, node_id=SIDECAR, peer="ipv4:127.0.0.1:5000", connected_at=1.0, view=str(VIEW),
+                stream_id=1,
+                node_id=SIDECAR,
+                peer="ipv4:127.0.0.1:5000",
+                connected_at=1.0,
+                view=str(VIEW),
                 protocol="sotw",
                 types={
                     types.CLUSTER: type_status(types.CLUSTER, "4", "2", nack),
@@ -72,9 +82,9 @@ def snapshot() -> Snapshot:
     )
     manager.http_filters.add(name="envoy.filters.http.router").typed_config.CopyFrom(router)
     listener = listener_pb2.Listener(name="0.0.0.0_9080")
-    listener.filter_chains.add().filters.add(name="envoy.filters.network.http_connection_manager").typed_config.Pack(
-        manager
-    )
+    listener.filter_chains.add().filters.add(
+        name="envoy.filters.network.http_connection_manager"
+    ).typed_config.Pack(manager)
     name = "outbound|80||a"
     return Snapshot.from_messages(
         "ctx-1",
@@ -92,12 +102,22 @@ def store_with_config() -> ConfigStore:
     spec = struct_pb2.Struct()
     spec.update({"hosts": ["a.example.com"], "exportTo": ["."]})
     objects = tuple(
-        ConfigObject(ConfigKey("ServiceEntry", "shop", name), "networking.istio.io/v1", spec, "se.yaml",
-                     labels=(("app", "a"),))
+        ConfigObject(
+            ConfigKey("ServiceEntry", "shop", name),
+            "networking.istio.io/v1",
+            spec,
+            "se.yaml",
+            labels=(("app", "a"),),
+        )
         for name in ("a", "b")
     )
-    problem = FieldError("se.yaml", "weights must sum to 100", ConfigKey("VirtualService", "shop", "r"),
-                         "spec.http[0].route", line=12)
+    problem = FieldError(
+        "se.yaml",
+        "weights must sum to 100",
+        ConfigKey("VirtualService", "shop", "r"),
+        "spec.http[0].route",
+        line=12,
+    )
     store.apply(ParseResult("se.yaml", objects=objects, errors=(problem,)))
     broken = FieldError("broken.yaml", "YAML syntax error", line=3)
     store.apply(ParseResult("broken.yaml", errors=(broken,), fatal=True))
@@ -127,7 +147,10 @@ def cache() -> SnapshotCache:
 @pytest.fixture
 async def client(cache: SnapshotCache, ready_flag: ReadyFlag) -> AsyncIterator[TestClient[Any, Any]]:
     app = build_app(
-        store=store_with_config(), cache=cache, server=Registry(), ready_check=ready_flag,
+        store=store_with_config(),
+        cache=cache,
+        server=Registry(),
+        ready_check=ready_flag,
         push_status_provider=lambda: {"push_count": 3},
     )
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
@@ -161,7 +184,11 @@ async def test_syncz_reports_each_type_like_proxy_status(client):
     assert row["view"] == str(VIEW)
     assert row["cds"]["status"] == "STALE"
     assert row["cds"]["last_nack"] == {
-        "message": "bad cluster", "code": 3, "nonce": "4", "version": "v2", "at": 2.0,
+        "message": "bad cluster",
+        "code": 3,
+        "nonce": "4",
+        "version": "v2",
+        "at": 2.0,
     }
     assert row["eds"]["status"] == "SYNCED"
     assert row["eds"]["subscribed"] == ["outbound|80||a"]
@@ -180,7 +207,10 @@ async def test_config_dump_is_envoy_admin_shaped(client):
     assert dump["proxy"] == SIDECAR and dump["version"] == "ctx-1"
     by_type = {config["@type"].rsplit(".", 1)[-1]: config for config in dump["configs"]}
     assert list(by_type) == [
-        "ClustersConfigDump", "EndpointsConfigDump", "ListenersConfigDump", "RoutesConfigDump",
+        "ClustersConfigDump",
+        "EndpointsConfigDump",
+        "ListenersConfigDump",
+        "RoutesConfigDump",
     ]
     [cluster] = by_type["ClustersConfigDump"]["dynamic_active_clusters"]
     assert cluster["cluster"]["@type"] == types.CLUSTER
@@ -226,8 +256,14 @@ async def test_configz_lists_objects_and_errors(client):
     assert first["labels"] == {"app": "a"}
     errors = {e["origin"]: e for e in body["errors"]}
     assert errors["se.yaml"] == {
-        "origin": "se.yaml", "line": 12, "kind": "VirtualService", "namespace": "shop", "name": "r",
-        "key": "VirtualService shop/r", "path": "spec.http[0].route", "message": "weights must sum to 100",
+        "origin": "se.yaml",
+        "line": 12,
+        "kind": "VirtualService",
+        "namespace": "shop",
+        "name": "r",
+        "key": "VirtualService shop/r",
+        "path": "spec.http[0].route",
+        "message": "weights must sum to 100",
         "severity": "error",
     }
     assert errors["broken.yaml"]["line"] == 3

@@ -32,7 +32,10 @@ class NoConnections:
 @contextlib.asynccontextmanager
 async def debug_client(sources: Sequence[views.SourceState]) -> AsyncIterator[TestClient[Any, Any]]:
     app = build_app(
-        store=ConfigStore(), cache=SnapshotCache(), server=NoConnections(), ready_check=lambda: True,
+        store=ConfigStore(),
+        cache=SnapshotCache(),
+        server=NoConnections(),
+        ready_check=lambda: True,
         sources=sources,
     )
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:

@@ -32,4 +32,3 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, mesh_backends: dict[str, Back
         yield started.start()
     finally:
         started.stop()
-

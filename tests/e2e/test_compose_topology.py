@@ -63,8 +63,7 @@ def test_the_front_envoy_is_a_router_listening_for_the_gateway(topology: LocalTo
 def test_gateway_splits_80_20_through_the_sidecars(topology: LocalTopology) -> None:
     before = {version: sidecar_requests(topology, version) for version in SIDECARS}
     with gateway_client(topology) as client:
-        wait_routed(client, lambda r: r.status == 200 and r.version in SIDECARS,
-                    message="gateway routing")
+        wait_routed(client, lambda r: r.status == 200 and r.version in SIDECARS, message="gateway routing")
         counts = tally(client, 300)
     assert counts["v1"] + counts["v2"] == 300, counts
     # 80% of 300 has a standard deviation of 2.3 points: 70-90% is over 4 sigma.

@@ -22,8 +22,11 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module", params=["sotw", "delta"])
-def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-         mesh_backends: dict[str, Backend]) -> Iterator[Mesh]:
+def mesh(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    mesh_backends: dict[str, Backend],
+) -> Iterator[Mesh]:
     delta = request.param == "delta"
     started = Mesh(tmp_path_factory.mktemp(f"mesh-{request.param}"), mesh_backends, delta=delta)
     try:
@@ -38,7 +41,7 @@ def config_errors_for(mesh: Mesh, filename: str) -> list[dict[str, Any]]:
 
 
 def ads_protocol(mesh: Mesh) -> str:
-    """"delta" or "sotw": what the mesh's Envoy speaks (its bootstrap's ADS api_type)."""
+    """ "delta" or "sotw": what the mesh's Envoy speaks (its bootstrap's ADS api_type)."""
     api_type = mesh.envoy.bootstrap["dynamic_resources"]["ads_config"]["api_type"]
     return "delta" if api_type == "DELTA_GRPC" else "sotw"
 
@@ -51,8 +54,9 @@ def test_edit_propagates(mesh: Mesh, capsys: pytest.CaptureFixture[str]) -> None
         wait_routed(client, lambda r: r.version == "v1", consecutive=30, message="all on v1")
         written = time.monotonic()
         mesh.write("canary-vs.yaml", split(svc, {"v1": 0, "v2": 100}))
-        seconds = wait_routed(client, lambda r: r.version == "v2", consecutive=30, since=written,
-                              message="all on v2")
+        seconds = wait_routed(
+            client, lambda r: r.version == "v2", consecutive=30, since=written, message="all on v2"
+        )
     with capsys.disabled():
         print(f"\n[e2e] edit propagation ({protocol}): all on v2 {seconds:.3f}s after the file write")
     assert seconds < 5.0
@@ -75,8 +79,9 @@ def test_yaml_syntax_error_keeps_last_good_config(mesh: Mesh) -> None:
     with mesh.client(svc) as client:
         wait_routed(client, lambda r: r.version == "v1", consecutive=30, message="all on v1")
         mesh.write("sturdy-vs.yaml", BROKEN_YAML)
-        errors = wait_until(lambda: config_errors_for(mesh, "sturdy-vs.yaml"), 15.0, 0.1,
-                            "the syntax error in /debug/configz")
+        errors = wait_until(
+            lambda: config_errors_for(mesh, "sturdy-vs.yaml"), 15.0, 0.1, "the syntax error in /debug/configz"
+        )
         assert errors[0]["severity"] == "error"
         # Without the VirtualService, Envoy would spread requests over v1 and v2.
         assert tally(client, 60) == {"v1": 60}
@@ -90,8 +95,12 @@ def test_invalid_object_keeps_last_good_config(mesh: Mesh) -> None:
     with mesh.client(svc) as client:
         wait_routed(client, lambda r: r.version == "v1", consecutive=30, message="all on v1")
         mesh.write("guarded-vs.yaml", split(svc, {"v1": -5, "v2": 105}))
-        errors = wait_until(lambda: config_errors_for(mesh, "guarded-vs.yaml"), 15.0, 0.1,
-                            "the invalid weight in /debug/configz")
+        errors = wait_until(
+            lambda: config_errors_for(mesh, "guarded-vs.yaml"),
+            15.0,
+            0.1,
+            "the invalid weight in /debug/configz",
+        )
         assert any("weight" in f"{e.get('path')} {e.get('message')}" for e in errors), errors
         assert tally(client, 60) == {"v1": 60}
         # A fix replaces the error and takes effect.

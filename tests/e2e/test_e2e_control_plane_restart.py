@@ -27,16 +27,25 @@ pytestmark = pytest.mark.e2e
 PROTOCOLS = ["sotw", "delta"]
 
 
-def start_mesh(root_factory: pytest.TempPathFactory, name: str, backends: dict[str, Backend], *,
-               protocol: str, pilot_args: tuple[str, ...] = ()) -> Mesh:
+def start_mesh(
+    root_factory: pytest.TempPathFactory,
+    name: str,
+    backends: dict[str, Backend],
+    *,
+    protocol: str,
+    pilot_args: tuple[str, ...] = (),
+) -> Mesh:
     mesh = Mesh(root_factory.mktemp(f"{name}-{protocol}"), backends, delta=protocol == "delta")
     mesh.pilot.extra_args = pilot_args
     return mesh.start()
 
 
 @pytest.fixture(scope="module", params=PROTOCOLS)
-def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-         mesh_backends: dict[str, Backend]) -> Iterator[Mesh]:
+def mesh(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    mesh_backends: dict[str, Backend],
+) -> Iterator[Mesh]:
     started = start_mesh(tmp_path_factory, "mesh", mesh_backends, protocol=request.param)
     try:
         yield started
@@ -49,10 +58,18 @@ MAX_CONNECTION_AGE = 2
 
 
 @pytest.fixture(params=PROTOCOLS)
-def aging_mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-               mesh_backends: dict[str, Backend]) -> Iterator[Mesh]:
-    started = start_mesh(tmp_path_factory, "aging", mesh_backends, protocol=request.param,
-                         pilot_args=("--max-connection-age", str(MAX_CONNECTION_AGE)))
+def aging_mesh(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    mesh_backends: dict[str, Backend],
+) -> Iterator[Mesh]:
+    started = start_mesh(
+        tmp_path_factory,
+        "aging",
+        mesh_backends,
+        protocol=request.param,
+        pilot_args=("--max-connection-age", str(MAX_CONNECTION_AGE)),
+    )
     try:
         yield started
     finally:
@@ -75,8 +92,12 @@ def test_envoy_survives_and_follows_a_restarted_control_plane(mesh: Mesh) -> Non
 
         mesh.pilot.start()  # same ports, same folder
         wait_until(mesh.envoy.connected, 20.0, 0.1, "Envoy reconnecting")
-        wait_until(lambda: mesh.envoy.node_id in json.dumps(mesh.pilot.debug_json("/debug/syncz")),
-                   15.0, 0.1, "the proxy in the new pilot's /debug/syncz")
+        wait_until(
+            lambda: mesh.envoy.node_id in json.dumps(mesh.pilot.debug_json("/debug/syncz")),
+            15.0,
+            0.1,
+            "the proxy in the new pilot's /debug/syncz",
+        )
         # The edit made while pilot was down arrives with the restarted pilot's first push...
         wait_routed(client, lambda r: r.version == "v2", consecutive=30, message="all on v2 after restart")
         # ...and a new edit follows as usual.

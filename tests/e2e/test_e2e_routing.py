@@ -21,8 +21,11 @@ JASON = {"end-user": "jason"}
 
 
 @pytest.fixture(scope="module", params=["sotw", "delta"])
-def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-         mesh_backends: dict[str, Backend]) -> Iterator[Mesh]:
+def mesh(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    mesh_backends: dict[str, Backend],
+) -> Iterator[Mesh]:
     delta = request.param == "delta"
     started = Mesh(tmp_path_factory.mktemp(f"mesh-{request.param}"), mesh_backends, delta=delta)
     try:
@@ -52,10 +55,16 @@ def test_weighted_split_80_20(mesh: Mesh) -> None:
 
 def test_header_match(mesh: Mesh) -> None:
     svc = mesh.add_service("header")
-    mesh.write("header-vs.yaml", virtual_service(svc, [
-        {"match": [{"headers": {"end-user": {"exact": "jason"}}}], "route": [destination(svc, "v2")]},
-        {"route": [destination(svc, "v1")]},
-    ]))
+    mesh.write(
+        "header-vs.yaml",
+        virtual_service(
+            svc,
+            [
+                {"match": [{"headers": {"end-user": {"exact": "jason"}}}], "route": [destination(svc, "v2")]},
+                {"route": [destination(svc, "v1")]},
+            ],
+        ),
+    )
     with mesh.client(svc) as client:
         wait_routed(client, lambda r: r.version == "v2", headers=JASON, message="jason to v2")
         assert tally(client, 30, headers=JASON) == {"v2": 30}
@@ -66,11 +75,20 @@ def test_header_match(mesh: Mesh) -> None:
 
 def test_uri_prefix_match_with_rewrite(mesh: Mesh) -> None:
     svc = mesh.add_service("rewrite")
-    mesh.write("rewrite-vs.yaml", virtual_service(svc, [
-        {"match": [{"uri": {"prefix": "/api/"}}], "rewrite": {"uri": "/v2/"},
-         "route": [destination(svc, "v2")]},
-        {"route": [destination(svc, "v1")]},
-    ]))
+    mesh.write(
+        "rewrite-vs.yaml",
+        virtual_service(
+            svc,
+            [
+                {
+                    "match": [{"uri": {"prefix": "/api/"}}],
+                    "rewrite": {"uri": "/v2/"},
+                    "route": [destination(svc, "v2")],
+                },
+                {"route": [destination(svc, "v1")]},
+            ],
+        ),
+    )
     with mesh.client(svc) as client:
         wait_routed(client, lambda r: r.version == "v2", path="/api/items", message="/api/ to v2")
         rewritten = client.get("/api/items/7?color=red")
@@ -84,10 +102,18 @@ def test_uri_prefix_match_with_rewrite(mesh: Mesh) -> None:
 
 def test_fault_abort(mesh: Mesh) -> None:
     svc = mesh.add_service("fault")
-    mesh.write("fault-vs.yaml", virtual_service(svc, [
-        {"fault": {"abort": {"httpStatus": 418, "percentage": {"value": 100}}},
-         "route": [destination(svc, "v1")]},
-    ]))
+    mesh.write(
+        "fault-vs.yaml",
+        virtual_service(
+            svc,
+            [
+                {
+                    "fault": {"abort": {"httpStatus": 418, "percentage": {"value": 100}}},
+                    "route": [destination(svc, "v1")],
+                },
+            ],
+        ),
+    )
     with mesh.client(svc) as client:
         wait_routed(client, lambda r: r.status == 418, message="abort with 418")
         replies = [client.get("/") for _ in range(20)]
@@ -99,15 +125,22 @@ def test_fault_abort(mesh: Mesh) -> None:
 
 def test_route_timeout(mesh: Mesh) -> None:
     svc = mesh.add_service("timeout")
-    mesh.write("timeout-vs.yaml", virtual_service(svc, [
-        {"timeout": "0.5s", "route": [destination(svc, "v1")]},
-    ]))
+    mesh.write(
+        "timeout-vs.yaml",
+        virtual_service(
+            svc,
+            [
+                {"timeout": "0.5s", "route": [destination(svc, "v1")]},
+            ],
+        ),
+    )
 
     def timeout_in_envoy() -> bool:
         config = mesh.route_config(svc) or {}
         return any(
             route.get("route", {}).get("timeout") in ("0.5s", "0.500s")
-            for vhost in config.get("virtual_hosts", []) for route in vhost.get("routes", [])
+            for vhost in config.get("virtual_hosts", [])
+            for route in vhost.get("routes", [])
         )
 
     wait_until(timeout_in_envoy, 15.0, 0.1, "route timeout in Envoy")

@@ -96,9 +96,14 @@ def kube_mesh(tmp_path: Path) -> Iterator[KubeMesh]:
     try:
         kube.start()
         port = free_port()
-        kube.call(kube.api.apply, service(
-            "reviews", cluster_ip="10.96.0.10", ports=[{"name": "http", "port": port, "targetPort": "http"}],
-        ))
+        kube.call(
+            kube.api.apply,
+            service(
+                "reviews",
+                cluster_ip="10.96.0.10",
+                ports=[{"name": "http", "port": port, "targetPort": "http"}],
+            ),
+        )
         for version, backend in backends.items():
             labels = {"app": "reviews", "version": version}
             kube.call(kube.api.apply, pod(f"reviews-{version}-x", ip="127.0.0.1", labels=labels))
@@ -109,7 +114,8 @@ def kube_mesh(tmp_path: Path) -> Iterator[KubeMesh]:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.api.url, token=TOKEN)
         (tmp_path / "config").mkdir()  # PilotProcess always passes --config-dir: an empty folder
         pilot = PilotProcess(
-            tmp_path / "config", tmp_path / "pilot.log",
+            tmp_path / "config",
+            tmp_path / "pilot.log",
             extra_args=("--kube", "--kubeconfig", str(kubeconfig), "--pilot-namespace", "pilot-system"),
         )
         failure_logs.watch(pilot)
@@ -157,8 +163,13 @@ def test_kube_changes_reach_a_real_envoy(kube_mesh: KubeMesh, capsys: pytest.Cap
         # 2. MODIFIED VirtualService (100% v2), through the fake's watch.
         written = time.monotonic()
         mesh.apply(virtual_service("reviews", subset="v2"))
-        seconds = wait_routed(client, lambda r: r.version == "v2", consecutive=30, since=written,
-                              message="all on v2 after the VirtualService change")
+        seconds = wait_routed(
+            client,
+            lambda r: r.version == "v2",
+            consecutive=30,
+            since=written,
+            message="all on v2 after the VirtualService change",
+        )
         timings.append(f"VirtualService v1 -> v2: all on v2 {seconds:.3f}s after the API write")
         assert seconds < 5.0
 
@@ -166,16 +177,26 @@ def test_kube_changes_reach_a_real_envoy(kube_mesh: KubeMesh, capsys: pytest.Cap
         #    to another subset: Envoy answers 503 (no healthy upstream), and v1 gets nothing.
         written = time.monotonic()
         assert mesh.kube.call(api.delete, "EndpointSlice", "default", "reviews-v2")
-        seconds = wait_routed(client, lambda r: r.status == 503, consecutive=20, since=written,
-                              message="503 once subset v2 has no endpoints")
+        seconds = wait_routed(
+            client,
+            lambda r: r.status == 503,
+            consecutive=20,
+            since=written,
+            message="503 once subset v2 has no endpoints",
+        )
         timings.append(f"EndpointSlice reviews-v2 deleted: 503s {seconds:.3f}s after the API delete")
         assert tally(client, 20) == {"status 503": 20}
 
         # 4. Scaled back up: a new slice with the v2 pod (ADDED) brings v2 back.
         written = time.monotonic()
         mesh.apply(reviews_slice("v2", mesh.backends["v2"].port))
-        seconds = wait_routed(client, lambda r: r.version == "v2", consecutive=30, since=written,
-                              message="v2 again after the slice is re-created")
+        seconds = wait_routed(
+            client,
+            lambda r: r.version == "v2",
+            consecutive=30,
+            since=written,
+            message="v2 again after the slice is re-created",
+        )
         timings.append(f"EndpointSlice reviews-v2 re-created: all on v2 {seconds:.3f}s after the API write")
 
         # 5. Every watch connection is cut mid-stream, and the VirtualService changes while they are
@@ -186,8 +207,13 @@ def test_kube_changes_reach_a_real_envoy(kube_mesh: KubeMesh, capsys: pytest.Cap
         assert dropped >= 8, dropped  # 4 Istio kinds, Services, EndpointSlices, Pods, the ConfigMap
         written = time.monotonic()
         mesh.apply(virtual_service("reviews", subset="v1"))
-        seconds = wait_routed(client, lambda r: r.version == "v1", consecutive=30, since=written,
-                              message="all on v1 after the watches were cut")
+        seconds = wait_routed(
+            client,
+            lambda r: r.version == "v1",
+            consecutive=30,
+            since=written,
+            message="all on v1 after the watches were cut",
+        )
         timings.append(f"watches cut, VirtualService v2 -> v1: all on v1 {seconds:.3f}s after the API write")
         assert mesh.kube.call(lambda: len(api.watch_requests("virtualservices"))) > watches_before
         assert mesh.kube.call(lambda: len(api.list_requests("virtualservices"))) == lists_before

@@ -106,8 +106,9 @@ def test_nothing_changed_keeps_everything_and_unknown_contexts_rebuild_everythin
     previous = build_snapshot(view, first)
     again = build_snapshot(view, second, (first, previous))
     assert all(again.by_type[t] is previous.by_type[t] for t in previous.by_type)
-    hand_made = PushContext(revision=3, mesh=first.mesh, services=first.services, virtual_services=(),
-                            destination_rules=())
+    hand_made = PushContext(
+        revision=3, mesh=first.mesh, services=first.services, virtual_services=(), destination_rules=()
+    )
     assert hand_made.changed_since(first) is None
     assert types_to_rebuild(None, previous) == list(previous.by_type)
 

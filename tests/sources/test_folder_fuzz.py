@@ -32,9 +32,37 @@ SEEDS = GOOD_FILES + CORPUS_FILES[6:]
 TARGET = "zz-mutant.yaml"  # sorts after every untouched file: its duplicates never win
 
 _YAML_BITS = st.sampled_from(
-    [":", " ", "\n", "-", "- ", "  ", "\t", "{", "}", "[", "]", "'", '"', "&a", "*a", "!!binary", "#",
-     "---\n", "kind: ", "name: ", "metadata:", "spec:", "hosts:", "VirtualServce", "-1", "null", "~", "\x00",
-     "é"]
+    [
+        ":",
+        " ",
+        "\n",
+        "-",
+        "- ",
+        "  ",
+        "\t",
+        "{",
+        "}",
+        "[",
+        "]",
+        "'",
+        '"',
+        "&a",
+        "*a",
+        "!!binary",
+        "#",
+        "---\n",
+        "kind: ",
+        "name: ",
+        "metadata:",
+        "spec:",
+        "hosts:",
+        "VirtualServce",
+        "-1",
+        "null",
+        "~",
+        "\x00",
+        "é",
+    ]
 )
 _SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12)

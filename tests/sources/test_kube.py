@@ -467,8 +467,10 @@ async def test_api_server_down_at_start(client: Any):
             # CRD discovery and the core watches fail independently, each after its own retries:
             # wait for both, not for whichever fails first.
             await eventually(
-                lambda: bool(source.status()["discovery_error"])
-                and any(w["errors"] for w in source.status()["watches"]),
+                lambda: (
+                    bool(source.status()["discovery_error"])
+                    and any(w["errors"] for w in source.status()["watches"])
+                ),
                 "failed attempts of discovery and of a watch",
             )
             assert not source.synced.is_set()

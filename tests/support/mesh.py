@@ -44,8 +44,9 @@ def stop_backends(backends: Mapping[str, Backend]) -> None:
 class Mesh:
     """pilot + Envoy sharing ``root``; backends are passed in (they outlive a pilot restart)."""
 
-    def __init__(self, root: Path, backends: Mapping[str, Backend], *, delta: bool = False,
-                 debounce_after: float = 0.1) -> None:
+    def __init__(
+        self, root: Path, backends: Mapping[str, Backend], *, delta: bool = False, debounce_after: float = 0.1
+    ) -> None:
         self.root = Path(root)
         self.config_dir = self.root / "config"
         self.backends = backends
@@ -55,8 +56,9 @@ class Mesh:
 
     def new_envoy(self, name: str, *, delta: bool = False) -> EnvoyProcess:
         """Another sidecar of the same pilot (started by ``start()``, or by hand after it)."""
-        envoy = EnvoyProcess(SIDECAR_NODE.format(name=name), self.pilot.xds_port, self.root,
-                             delta=delta, name=f"envoy-{name}")
+        envoy = EnvoyProcess(
+            SIDECAR_NODE.format(name=name), self.pilot.xds_port, self.root, delta=delta, name=f"envoy-{name}"
+        )
         self.envoys.append(envoy)
         return envoy
 
@@ -94,8 +96,9 @@ class Mesh:
         write_atomically(path, text)
         return path
 
-    def add_service(self, name: str, versions: tuple[str, ...] = ("v1", "v2"), *,
-                    envoy: EnvoyProcess | None = None) -> Service:
+    def add_service(
+        self, name: str, versions: tuple[str, ...] = ("v1", "v2"), *, envoy: EnvoyProcess | None = None
+    ) -> Service:
         """ServiceEntry + DestinationRule for ``name`` on a fresh port; waits for Envoy's listener."""
         service = Service(name, free_port())
         ports = {v: self.backends[v].port for v in versions}
@@ -140,15 +143,24 @@ def outcome(reply: Reply) -> str:
     return version if reply.status == 200 and version else f"status {reply.status}"
 
 
-def tally(client: HttpClient, count: int, path: str = "/",
-          headers: Mapping[str, str] | None = None) -> Counter[str]:
+def tally(
+    client: HttpClient, count: int, path: str = "/", headers: Mapping[str, str] | None = None
+) -> Counter[str]:
     """Send ``count`` requests one after another; count the outcomes."""
     return Counter(outcome(client.get(path, headers)) for _ in range(count))
 
 
-def wait_routed(client: HttpClient, accept: Callable[[Reply], bool], *, timeout: float = 15.0,
-                consecutive: int = 20, path: str = "/", headers: Mapping[str, str] | None = None,
-                since: float | None = None, message: str = "") -> float:
+def wait_routed(
+    client: HttpClient,
+    accept: Callable[[Reply], bool],
+    *,
+    timeout: float = 15.0,
+    consecutive: int = 20,
+    path: str = "/",
+    headers: Mapping[str, str] | None = None,
+    since: float | None = None,
+    message: str = "",
+) -> float:
     """Send requests until ``consecutive`` replies in a row satisfy ``accept``.
 
     Returns the seconds from ``since`` (a ``time.monotonic()`` value; default: the call) until the

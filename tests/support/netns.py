@@ -243,8 +243,20 @@ class Mesh:
         pod = Pod(name=name, netns=f"{self.tag}-{name}", address=f"{SUBNET}.{index}")
         self._add_netns(pod.netns)
         bridge_side = f"veth{index}"
-        ip("-n", self.outer, "link", "add", bridge_side, "type", "veth",
-           "peer", "name", POD_INTERFACE, "netns", pod.netns)
+        ip(
+            "-n",
+            self.outer,
+            "link",
+            "add",
+            bridge_side,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            POD_INTERFACE,
+            "netns",
+            pod.netns,
+        )
         ip("-n", self.outer, "link", "set", bridge_side, "master", BRIDGE, "up")
         ip("-n", pod.netns, "link", "set", "lo", "up")
         ip("-n", pod.netns, "addr", "add", f"{pod.address}/{PREFIX_LENGTH}", "dev", POD_INTERFACE)
@@ -258,18 +270,23 @@ class Mesh:
 
     def spawn(self, pod: Pod, argv: Sequence[str], uid: int | None = None) -> PodProcess:
         process = subprocess.Popen(
-            pod.command(argv, uid), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, text=True,
+            pod.command(argv, uid),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
         )
         assert process.stdout is not None
         started = PodProcess(pod, tuple(argv), process, LineLog(process.stdout))
         self.processes.append(started)
         return started
 
-    def run(self, pod: Pod, argv: Sequence[str], uid: int | None = None,
-            timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(pod.command(argv, uid), capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+    def run(
+        self, pod: Pod, argv: Sequence[str], uid: int | None = None, timeout: float = COMMAND_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            pod.command(argv, uid), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
 
     def http_get(self, pod: Pod, host: str, port: int, uid: int | None = None) -> HttpAnswer:
         """One plain HTTP GET from ``pod`` (pod_programs/http_client.py), as ``uid``."""

@@ -10,11 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         local = self.connection.getsockname()
-        body = json.dumps({
-            "app": sys.argv[1],
-            "peer": f"{self.client_address[0]}:{self.client_address[1]}",
-            "reached": f"{local[0]}:{local[1]}",
-        }).encode()
+        body = json.dumps(
+            {
+                "app": sys.argv[1],
+                "peer": f"{self.client_address[0]}:{self.client_address[1]}",
+                "reached": f"{local[0]}:{local[1]}",
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

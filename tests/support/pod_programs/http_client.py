@@ -12,11 +12,16 @@ def main() -> None:
     local = connection.sock.getsockname()
     connection.request("GET", "/")
     response = connection.getresponse()
-    print(json.dumps({
-        "local": f"{local[0]}:{local[1]}",
-        "status": response.status,
-        "body": response.read().decode(),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "local": f"{local[0]}:{local[1]}",
+                "status": response.status,
+                "body": response.read().decode(),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
