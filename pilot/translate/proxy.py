@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pilot.config.objects import DEFAULT_NAMESPACE
+from pilot.translate.targets import ServiceTarget
 
 log = logging.getLogger("pilot.translate.proxy")
 
@@ -45,6 +46,8 @@ class ProxyView:
     # Only routers select Gateways by labels; a sidecar's labels do not change its outbound
     # config, so they stay out of its view (more sharing).
     labels: tuple[tuple[str, str], ...] = ()
+    # The ports of the services this proxy backs (sorted): its inbound listener's chains and clusters.
+    targets: tuple[ServiceTarget, ...] = ()
 
     def __str__(self) -> str:
         text = f"{self.type}/{self.namespace}/{self.interception_mode}"
