@@ -7,9 +7,7 @@ push; while it runs, /ready (answered on the same loop) must stay fast.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -24,6 +22,7 @@ from pilot.translate.proxy import ProxyView
 from pilot.xds import types
 from tests.push.test_pusher import DEADLINE, StandInTranslator, cluster_names, entry, node
 from tests.server.ads_client import AdsClient
+from tests.test_config_load_latency import probe
 
 ROUTER = "router~10.0.0.9~gw-1.istio-system~istio-system.svc.cluster.local"
 HOSTS = 16_000
@@ -57,18 +56,6 @@ def big_virtual_service(destination: str) -> str:
         f"spec:\n  gateways: [istio-system/gw]\n  hosts:\n{listed}"
         f"  http:\n  - route:\n    - destination: {{host: {destination}.example.com}}\n"
     )
-
-
-def probe(port: int, stop: threading.Event, latencies: list[float]) -> None:
-    """GET /ready in a loop from another thread: a blocked loop shows as a slow answer."""
-    while not stop.is_set():
-        started = time.perf_counter()
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        connection.request("GET", "/ready")
-        connection.getresponse().read()
-        connection.close()
-        latencies.append(time.perf_counter() - started)
-        time.sleep(0.005)
 
 
 async def probed(port: int, during: asyncio.Future[object]) -> list[float]:
