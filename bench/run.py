@@ -167,7 +167,9 @@ class BenchPilot(PilotProcess):
         command = super().command
         if self.uvloop:
             command[1:3] = ["-m", "bench.pilot_uvloop"]
-        return command
+        # The simulated proxies connect all at once and do not retry a refused stream as Envoy
+        # does: admit them all (the benchmark measures serving, not the admission rate).
+        return [*command, "--max-requests-per-second", "0"]
 
 
 class FloorProcess:

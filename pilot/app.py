@@ -36,6 +36,7 @@ from pilot.debug.http import HttpServer, build_app
 from pilot.errors import ConfigError, LifecycleError
 from pilot.push.pusher import Pusher
 from pilot.server.ads import AdsServer
+from pilot.server.limits import StreamLimits
 from pilot.settings import Settings
 from pilot.sources.base import ConfigSource
 from pilot.sources.files import FolderSource
@@ -196,8 +197,18 @@ def build(settings: Settings, stop: asyncio.Event | None = None) -> RunningPilot
             port=settings.webhook_port,
         )
     pusher = Pusher(store, cache, debounce_after=settings.debounce_after, debounce_max=settings.debounce_max)
+    stream_limits = StreamLimits(
+        streams_per_second=settings.max_requests_per_second,
+        requests_per_second=settings.max_stream_requests_per_second,
+        request_burst=settings.stream_request_burst,
+        nack_log_interval=settings.nack_log_interval,
+    )
     ads = AdsServer(
-        cache, pusher, push_concurrency=settings.push_concurrency, send_timeout=settings.send_timeout
+        cache,
+        pusher,
+        push_concurrency=settings.push_concurrency,
+        send_timeout=settings.send_timeout,
+        limits=stream_limits,
     )
     return RunningPilot(
         settings, store, cache, pusher, ads, sources, webhook=webhook, stop_event=stop or asyncio.Event()

@@ -229,6 +229,35 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="open connections to the HTTP port",
     )
+    limits.add_argument(
+        "--max-requests-per-second",
+        type=float,
+        default=defaults.max_requests_per_second,
+        metavar="N",
+        help="new xDS streams per second, all proxies together; 0: no limit "
+        "(PILOT_MAX_REQUESTS_PER_SECOND, default min(15 + 5 * CPUs, 100))",
+    )
+    limits.add_argument(
+        "--max-stream-requests-per-second",
+        type=float,
+        default=defaults.max_stream_requests_per_second,
+        metavar="N",
+        help="requests per second of one xDS stream, beyond --stream-request-burst; 0: no limit",
+    )
+    limits.add_argument(
+        "--stream-request-burst",
+        type=int,
+        default=defaults.stream_request_burst,
+        metavar="N",
+        help="requests one xDS stream may send at once before its rate applies",
+    )
+    limits.add_argument(
+        "--nack-log-interval",
+        type=_seconds,
+        default=defaults.nack_log_interval,
+        metavar="SECONDS",
+        help="one stream's NACKs are logged at most once per this long (with a count of the others)",
+    )
     kube = serve.add_argument_group("Kubernetes")
     kube.add_argument(
         "--kube",
@@ -480,6 +509,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         max_yaml_depth=args.max_yaml_depth,
         http_request_timeout=args.http_request_timeout,
         http_max_connections=args.http_max_connections,
+        max_requests_per_second=args.max_requests_per_second,
+        max_stream_requests_per_second=args.max_stream_requests_per_second,
+        stream_request_burst=args.stream_request_burst,
+        nack_log_interval=args.nack_log_interval,
         kube=args.kube,
         watch_namespaces=args.watch_namespaces,
         pilot_namespace=args.pilot_namespace,

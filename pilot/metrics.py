@@ -27,6 +27,17 @@ xds_rejects = Counter(
     "pilot_total_xds_rejects", "NACKs received from proxies, by type.", ["type"], registry=REGISTRY
 )
 
+xds_invalid_node_ids = Counter(
+    "pilot_xds_invalid_node_id", "ADS streams refused for their node id.", registry=REGISTRY
+)
+
+xds_rate_limited = Counter(
+    "pilot_xds_rate_limited",
+    "ADS streams refused (scope stream) and requests held back (scope request) by a rate limit.",
+    ["scope"],
+    registry=REGISTRY,
+)
+
 xds_expired_nonce = Counter(
     "pilot_xds_expired_nonce", "Requests carrying a stale nonce, by type.", ["type"], registry=REGISTRY
 )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pilot.errors import SettingsError
@@ -60,6 +61,16 @@ class Settings:
     http_request_timeout: float = 10.0
     # ... and at most this many connections are open at once; more are closed on accept.
     http_max_connections: int = 256
+    # New xDS streams per second, all proxies together (burst 1); a stream that gets no turn
+    # within a second ends with RESOURCE_EXHAUSTED (Istio's PILOT_MAX_REQUESTS_PER_SECOND, whose
+    # default scales with the CPUs). 0: no limit.
+    max_requests_per_second: float = field(default_factory=lambda: istio_request_rate(os.cpu_count()))
+    # Requests per second of one xDS stream beyond a burst; past it the stream's next request is
+    # read later, so one proxy's flood cannot starve the others. 0: no limit.
+    max_stream_requests_per_second: float = 100.0
+    stream_request_burst: int = 100
+    # One stream's NACKs are logged: the first, then at most one per this many seconds.
+    nack_log_interval: float = 10.0
 
     def __post_init__(self) -> None:
         """Every bound of every setting, checked once here (the CLI and the debouncer rely on it)."""
@@ -89,6 +100,16 @@ class Settings:
         )
         if min(limits) < 1 or self.http_request_timeout <= 0:
             raise SettingsError("config and HTTP limits must be positive")
+        rates = (self.max_requests_per_second, self.max_stream_requests_per_second, self.nack_log_interval)
+        if min(rates) < 0 or self.stream_request_burst < 1:
+            raise SettingsError(
+                "request rates and the NACK log interval must not be negative, the burst positive"
+            )
+
+
+def istio_request_rate(cpus: int | None) -> float:
+    """istiod's default PILOT_MAX_REQUESTS_PER_SECOND since 1.21: ``min(15 + 5 * cpus, 100)``."""
+    return float(min(15 + 5 * (cpus or 1), 100))
 
 
 def check_debounce(after: float, max_wait: float) -> None:

@@ -24,7 +24,7 @@ from pilot import metrics
 from pilot.cache.snapshot import Resource, Snapshot
 from pilot.config.objects import FieldError
 from pilot.config.store import ConfigStore, StoreSnapshot
-from pilot.server.status import ConnectionStatus, TypeStatus
+from pilot.server.status import ConnectionStatus, TypeStatus, bounded_text
 from pilot.xds import types
 
 log = logging.getLogger("pilot.debug")
@@ -86,7 +86,7 @@ def _type_row(status: TypeStatus | None) -> Json:
         "last_nack": None
         if nack is None
         else {
-            "message": nack.message,
+            "message": bounded_text(nack.message),  # a proxy's text: never shown whole
             "code": nack.code,
             "nonce": nack.nonce,
             "version": nack.version,

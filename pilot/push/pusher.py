@@ -13,6 +13,14 @@ serialized (Istio: "a new push starts only after the previous push function retu
 PushContext builds never overlap. A translation failure for one view is a bug in pilot: it is
 logged and counted, that view keeps its previous snapshot and the others still get theirs.
 
+Building a PushContext and translating a view run on the pusher's own worker thread, one at a
+time, never on the event loop: a gateway bound to a 16,000-host VirtualService takes a quarter of
+a second per push, which on the loop would stall every xDS stream and /ready that long. The
+translator reads only frozen inputs (a store snapshot, a PushContext, a previous Snapshot), so it
+needs no lock; the pusher's own state and the cache are touched on the loop only. The worker
+holds the GIL while it runs pure Python, but gives it up every switch interval (5 ms), which is
+what keeps the loop's added latency small (``tests/push/test_pusher_off_loop.py`` measures it).
+
 Runs on one event loop; not thread-safe.
 """
 
@@ -22,8 +30,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf.json_format import MessageToDict
@@ -42,6 +51,7 @@ from pilot.translate.snapshot import build_snapshot
 log = logging.getLogger("pilot.push")
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 
 
 class VersionedContext(Protocol):
@@ -137,7 +147,10 @@ class Pusher:
         self._translator: Translator = translator if translator is not None else IstioTranslator()
         self._debouncer = Debouncer(debounce_after, debounce_max)
         self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one push at a time
+        self._translating = asyncio.Lock()  # one view translation at a time (push or stream open)
+        # The one thread translation runs on; its threads end with the executor (garbage collected).
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pilot-translate")
         self._context: VersionedContext | None = None
         self._revision = -1  # store revision of the current context
         self._event_revision = -1  # newest store revision a config event announced
@@ -169,14 +182,22 @@ class Pusher:
             raise ValueError("node.id is empty: every proxy needs a node id")
         proxy = Proxy.from_node(node.id, MessageToDict(node.metadata))
         view = proxy.view()
-        context = self._context if self._context is not None else self._new_context()
-        if context is None:
-            raise ValueError("no PushContext could be built (see pilot's log)")
-        if not self._is_built(view, context) or self._cache.get_snapshot(view) is None:
-            if not self._translate(view, context) and self._cache.get_snapshot(view) is None:
-                raise ValueError(f"no config could be built for view {view} (see pilot's log)")
+        # Registered before translating, so a push that runs meanwhile builds the view too and a
+        # translation that ends after its last stream left is dropped (see _translate).
         self._streams[stream_id] = view
         self._views.setdefault(view, set()).add(stream_id)
+        try:
+            if self._context is None:
+                async with self._lock:  # the first context: never two builds at once
+                    if self._context is None:
+                        await self._new_context()
+            if self._context is None:
+                raise ValueError("no PushContext could be built (see pilot's log)")
+            if not await self._translate(view) and self._cache.get_snapshot(view) is None:
+                raise ValueError(f"no config could be built for view {view} (see pilot's log)")
+        except BaseException:
+            self.on_stream_closed(stream_id)  # refused or cancelled: the server will not call it
+            raise
         log.debug("stream %d: proxy %s joined view %s", stream_id, proxy.id, view)
         return view
 
@@ -248,7 +269,7 @@ class Pusher:
         metrics.debounce_time.observe(max(0.0, started - request.start))
         for reason, count in request.reasons.items():
             metrics.push_triggers.labels(reason).inc(count)
-        context = self._new_context()
+        context = await self._new_context()
         done = failed = 0
         if context is None:
             failed = len(self._views)  # every view keeps its snapshot from the previous context
@@ -258,11 +279,10 @@ class Pusher:
                 # a new stream that already saw this context.
                 if view not in self._views or self._is_built(view, context):
                     continue
-                if self._translate(view, context):
+                if await self._translate(view):
                     done += 1
                 else:
                     failed += 1
-                await asyncio.sleep(0)  # let streams send between views
         duration = self._clock() - started
         metrics.push_time.observe(duration)
         self.push_count += 1
@@ -289,14 +309,19 @@ class Pusher:
         )
         return status
 
-    def _new_context(self) -> VersionedContext | None:
+    async def _off_loop(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, work)
+
+    async def _new_context(self) -> VersionedContext | None:
         """One PushContext per push, from one store snapshot (translation never reads the live store).
 
         None when building it failed (a bug in pilot): logged and counted, the previous context stays.
         """
         snapshot = self._store.snapshot()
+        translator = self._translator
         try:
-            context = self._translator.build_context(snapshot)
+            async with self._translating:
+                context = await self._off_loop(lambda: translator.build_context(snapshot))
         except Exception:
             metrics.translation_errors.inc()
             log.exception(
@@ -311,25 +336,46 @@ class Pusher:
         built = self._built.get(view)
         return built is not None and built.version == context.version
 
-    def _translate(self, view: ProxyView, context: VersionedContext) -> bool:
-        """Build and publish one view's snapshot; on a bug keep its old snapshot and say False."""
-        previous_context = self._built.get(view)
-        previous = self._cache.get_snapshot(view)
+    async def _translate(self, view: ProxyView) -> bool:
+        """Build and publish one view's snapshot from the newest context, off the loop (unless it
+        is built from it already); on a bug keep its old snapshot and say False."""
+        async with self._translating:
+            context = self._context
+            if context is None:
+                return False
+            previous = self._cache.get_snapshot(view)
+            if previous is not None and self._is_built(view, context):
+                return True  # a push or another stream of the view built it while we waited
+            return await self._translate_now(view, context, self._built.get(view), previous)
+
+    async def _translate_now(
+        self,
+        view: ProxyView,
+        context: VersionedContext,
+        previous_context: VersionedContext | None,
+        previous: Snapshot | None,
+    ) -> bool:
+        translator = self._translator
         try:
             if (
                 previous is not None
                 and previous_context is not None
-                and isinstance(self._translator, IncrementalTranslator)
+                and isinstance(translator, IncrementalTranslator)
             ):
-                snapshot = self._translator.update_snapshot(view, context, previous_context, previous)
+                base = previous_context
+                snapshot = await self._off_loop(
+                    lambda: translator.update_snapshot(view, context, base, previous)
+                )
             else:
-                snapshot = self._translator.build_snapshot(view, context)
+                snapshot = await self._off_loop(lambda: translator.build_snapshot(view, context))
         except Exception:
             metrics.translation_errors.inc()
             log.exception(
                 "translating view %s at version %s failed; it keeps its last snapshot", view, context.version
             )
             return False
+        if view not in self._views:
+            return True  # its last stream left while it was translated: nobody reads it
         self._cache.set_snapshot(view, snapshot)
         self._built[view] = context
         return True

@@ -36,6 +36,8 @@ from pilot.server.callbacks import StreamCallbacks
 from pilot.server.connection import Connection
 from pilot.server.delta import DeltaStream
 from pilot.server.fanout import FanOut
+from pilot.server.limits import UNLIMITED, StreamAdmission, StreamLimits
+from pilot.server.node_id import InvalidNodeIdError, check_node_id
 from pilot.server.requests import DeltaRequest, Request, SotwRequest
 from pilot.server.selections import DeltaResourceCache, NameSets, SelectionCache
 from pilot.server.sotw import SotwStream
@@ -63,6 +65,7 @@ class AdsServer:
     ends). At most ``push_concurrency`` streams are written a push at the same time, and a write
     holds its slot at most ``send_timeout`` seconds, whichever protocol the streams speak.
     ``control_plane_id``, if set, is sent as the responses' ``control_plane.identifier``.
+    ``limits`` bounds new streams per second, each stream's requests per second and its NACK log.
 
     Use from one event loop. ``connections``, ``backlog`` and ``find_view`` may be called at any time.
     """
@@ -75,8 +78,11 @@ class AdsServer:
         push_concurrency: int,
         send_timeout: float,
         control_plane_id: str = "",
+        limits: StreamLimits = UNLIMITED,
     ) -> None:
         self._cache = cache
+        self._limits = limits
+        self._admission = StreamAdmission(limits.streams_per_second)
         self._callbacks = callbacks
         self._fanout = FanOut(push_concurrency, send_timeout)
         names = NameSets()  # subscriptions, shared by the streams of both protocols
@@ -140,7 +146,9 @@ class AdsServer:
         self, request_iterator: object, context: grpc.aio.ServicerContext[SotwRequest, bytes]
     ) -> None:
         def sotw(conn: Connection) -> AdsStream[SotwRequest, SelectionCache]:
-            return SotwStream(conn, context, self._cache, self._fanout, self._selections, self._control_plane)
+            return SotwStream(
+                conn, context, self._cache, self._fanout, self._selections, self._control_plane, self._limits
+            )
 
         await self._serve(context, "sotw", sotw)
 
@@ -150,7 +158,13 @@ class AdsServer:
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremental-xds
         def delta(conn: Connection) -> AdsStream[DeltaRequest, DeltaResourceCache]:
             return DeltaStream(
-                conn, context, self._cache, self._fanout, self._delta_resources, self._delta_control_plane
+                conn,
+                context,
+                self._cache,
+                self._fanout,
+                self._delta_resources,
+                self._delta_control_plane,
+                self._limits,
             )
 
         await self._serve(context, "delta", delta)
@@ -168,6 +182,13 @@ class AdsServer:
         peer: str = context.peer()
         if self._closing:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "pilot is shutting down")
+        if not await self._admission.admit():
+            # istiod's WaitForRequestLimit: the proxy backs off and reconnects (elsewhere at best).
+            metrics.xds_rate_limited.labels(scope="stream").inc()
+            log.info(
+                "ADS: %s stream %d from %s exceeds the stream rate; refusing it", protocol, stream_id, peer
+            )
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "request rate limit exceeded")
         first = await context.read()
         if first is EOF:
             return
@@ -177,6 +198,12 @@ class AdsServer:
             log.info("ADS: %s stream %d from %s sent no node id; refusing it", protocol, stream_id, peer)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first request must carry node.id")
         node_id: str = first.node.id
+        try:
+            check_node_id(node_id)
+        except InvalidNodeIdError as exc:
+            metrics.xds_invalid_node_ids.inc()
+            log.info("ADS: refused %s stream %d from %s: %s", protocol, stream_id, peer, exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             view = await self._callbacks.on_stream_open(stream_id, first.node)
         except ValueError as exc:

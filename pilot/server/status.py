@@ -8,14 +8,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Backlog", "ConnectionStatus", "NackStatus", "TypeStatus"]
+__all__ = ["MAX_DETAIL_BYTES", "Backlog", "ConnectionStatus", "NackStatus", "TypeStatus", "bounded_text"]
+
+# What is kept, shown or logged of a proxy's ``error_detail.message``: Envoy's own NACK text is a
+# few hundred bytes, and a proxy can send megabytes (gRPC's default 4 MB message limit).
+MAX_DETAIL_BYTES = 4096
+
+
+def bounded_text(text: str, limit: int = MAX_DETAIL_BYTES) -> str:
+    """``text`` if it fits in ``limit`` UTF-8 bytes, else its head with a note of how much was
+    cut, the whole at most ``limit`` bytes."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    note = f" ... [{len(data)} bytes, cut to {limit}]"
+    head = data[: max(0, limit - len(note))].decode("utf-8", "ignore")  # never half a character
+    return head + note
 
 
 @dataclass(frozen=True, slots=True)
 class NackStatus:
     """The last rejection of one type by one proxy (``error_detail`` of its request)."""
 
-    message: str
+    message: str  # at most MAX_DETAIL_BYTES (bounded_text)
     code: int
     nonce: str
     version: str  # the version the proxy says it still runs

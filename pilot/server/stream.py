@@ -25,8 +25,9 @@ from pilot.server import ledger as rules
 from pilot.server.connection import Connection
 from pilot.server.fanout import ByteStream, FanOut, Interrupt, PushSlot, ResponseWriter
 from pilot.server.ledger import Sent, TypeLedger
+from pilot.server.limits import UNLIMITED, LogGate, StreamLimits, request_bucket
 from pilot.server.requests import ErrorDetail, Request
-from pilot.server.status import Backlog, NackStatus
+from pilot.server.status import Backlog, NackStatus, bounded_text
 from pilot.xds import types
 
 __all__ = ["EOF", "AdsStream", "Cut", "StreamContext"]
@@ -95,6 +96,7 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         fanout: FanOut,
         shared: SharedT,
         control_plane: bytes = b"",
+        limits: StreamLimits = UNLIMITED,
     ) -> None:
         self._conn = conn
         self._shared = shared  # what responses are encoded from, shared by the server's streams
@@ -108,6 +110,8 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         self._adopted: Snapshot | None = None  # the snapshot responses are cut from
         self._wake = asyncio.Event()  # anything for the sender to do
         self._requested = Interrupt()  # a request wants an answer (a TypeLedger.respond is set)
+        self._requests = request_bucket(limits)  # this stream's request rate, if bounded
+        self._nack_log = LogGate(limits.nack_log_interval)
 
     async def run(self, first: RequestT) -> None:
         cancel_watch = self._cache.watch(self._conn.view, self._on_snapshot)
@@ -173,6 +177,11 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
             # Hold no request while waiting for the next: a request can be big (an EDS request
             # names every cluster), and 1000 idle streams would each keep their last one.
             request = None
+            if self._requests is not None:
+                if not self._requests.has_capacity():
+                    metrics.xds_rate_limited.labels(scope="request").inc()
+                # Past its rate, the stream's next request waits in gRPC's flow-control window.
+                await self._requests.acquire()
             request = await self._context.read()
             if request is EOF:
                 log.debug("ADS: %s closed its side of stream %d", self._conn.node_id, self._conn.stream_id)
@@ -191,18 +200,24 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#nack"""
         short = types.short_name(type_url)
         metrics.xds_rejects.labels(type=short).inc()
-        log.warning(
-            "ADS:%s NACK from %s (stream %d) nonce %s, keeps version %r: %s",
-            short,
-            self._conn.node_id,
-            self._conn.stream_id,
-            nonce,
-            version,
-            error.message,
-        )
+        # The proxy wrote the text: keep, show and log at most MAX_DETAIL_BYTES of it, and log a
+        # NACK storm as its first line and then one line per interval.
+        message = bounded_text(error.message)
+        held_back = self._nack_log.admit()
+        if held_back is not None:
+            log.warning(
+                "ADS:%s NACK from %s (stream %d) nonce %s, keeps version %r: %s%s",
+                short,
+                self._conn.node_id,
+                self._conn.stream_id,
+                nonce,
+                bounded_text(version, 256),
+                message,
+                f" ({held_back} more NACKs of this stream not logged)" if held_back else "",
+            )
         if ledger is not None:
             ledger.last_nack = NackStatus(
-                message=error.message, code=error.code, nonce=nonce, version=version, at=time.time()
+                message=message, code=error.code, nonce=nonce, version=bounded_text(version), at=time.time()
             )
 
     def _record_stale(self, ledger: TypeLedger, nonce: str) -> None:

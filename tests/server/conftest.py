@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from pilot.server.limits import UNLIMITED, StreamLimits
 from tests.server.harness import AdsHarness, HarnessFactory
 from tests.server.resources import VIEW, base_snapshot
 
@@ -14,8 +15,16 @@ from tests.server.resources import VIEW, base_snapshot
 async def make_harness() -> AsyncIterator[HarnessFactory]:
     harnesses: list[AdsHarness] = []
 
-    async def make(*, push_concurrency: int = 4, send_timeout: float = 5.0, port: int = 0) -> AdsHarness:
-        harness = AdsHarness(push_concurrency=push_concurrency, send_timeout=send_timeout, port=port)
+    async def make(
+        *,
+        push_concurrency: int = 4,
+        send_timeout: float = 5.0,
+        port: int = 0,
+        limits: StreamLimits = UNLIMITED,
+    ) -> AdsHarness:
+        harness = AdsHarness(
+            push_concurrency=push_concurrency, send_timeout=send_timeout, port=port, limits=limits
+        )
         harnesses.append(harness)
         await harness.start()
         return harness

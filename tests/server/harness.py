@@ -12,6 +12,7 @@ from envoy.config.core.v3 import base_pb2
 
 from pilot.cache.cache import SnapshotCache
 from pilot.server.ads import AdsServer
+from pilot.server.limits import UNLIMITED, StreamLimits
 from pilot.server.status import ConnectionStatus
 from tests.server.ads_client import (
     DEADLINE,
@@ -51,11 +52,22 @@ class FakeCallbacks:
 
 
 class AdsHarness:
-    def __init__(self, *, push_concurrency: int, send_timeout: float, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        push_concurrency: int,
+        send_timeout: float,
+        port: int = 0,
+        limits: StreamLimits = UNLIMITED,
+    ) -> None:
         self.cache = SnapshotCache()
         self.callbacks = FakeCallbacks()
         self.ads = AdsServer(
-            self.cache, self.callbacks, push_concurrency=push_concurrency, send_timeout=send_timeout
+            self.cache,
+            self.callbacks,
+            push_concurrency=push_concurrency,
+            send_timeout=send_timeout,
+            limits=limits,
         )
         self.server = grpc.aio.server()
         self.ads.add_to(self.server)
@@ -114,5 +126,6 @@ class AdsHarness:
             await asyncio.sleep(0.01)
 
 
-# make_harness(push_concurrency=..., send_timeout=..., port=...) -> a started AdsHarness (conftest.py).
+# make_harness(push_concurrency=..., send_timeout=..., port=..., limits=...): a started AdsHarness
+# (conftest.py).
 HarnessFactory = Callable[..., Awaitable[AdsHarness]]

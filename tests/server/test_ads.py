@@ -313,21 +313,21 @@ async def test_missing_node_is_invalid_argument(harness: AdsHarness, protocol: s
 
 
 async def test_refused_node_is_invalid_argument(harness: AdsHarness, protocol: str) -> None:
-    harness.callbacks.refuse.add("sidecar~bad")
-    client = harness.xds_client(protocol, "sidecar~bad")
+    harness.callbacks.refuse.add("sidecar-bad")
+    client = harness.xds_client(protocol, "sidecar-bad")
     await client.subscribe(types.CLUSTER)
     assert await client.status() == grpc.StatusCode.INVALID_ARGUMENT
     assert harness.callbacks.closed == []
 
 
 async def test_missing_type_url_ends_only_that_stream(harness: AdsHarness, protocol: str) -> None:
-    good, _, _ = await connect_cds_lds(harness, protocol, "sidecar~good")
-    bad = harness.xds_client(protocol, "sidecar~bad")
+    good, _, _ = await connect_cds_lds(harness, protocol, "sidecar-good")
+    bad = harness.xds_client(protocol, "sidecar-bad")
     await bad.subscribe("")
     assert await bad.status() == grpc.StatusCode.INVALID_ARGUMENT
     await wait_until(lambda: len(harness.callbacks.closed) == 1, "on_stream_closed")
     await good.expect_silence()
-    assert [c.node_id for c in harness.ads.connections()] == ["sidecar~good"]
+    assert [c.node_id for c in harness.ads.connections()] == ["sidecar-good"]
 
 
 async def test_client_cancel_cleans_up(harness: AdsHarness, protocol: str) -> None:
@@ -354,11 +354,11 @@ async def test_connection_status_for_syncz(harness: AdsHarness, protocol: str) -
 
 
 async def test_both_protocols_at_once_share_the_registry(harness: AdsHarness) -> None:
-    sotw, _, _ = await connect_cds_lds(harness, "sotw", "sidecar~sotw")
-    delta, _, _ = await connect_cds_lds(harness, "delta", "sidecar~delta")
+    sotw, _, _ = await connect_cds_lds(harness, "sotw", "sidecar-sotw")
+    delta, _, _ = await connect_cds_lds(harness, "delta", "sidecar-delta")
     assert {c.node_id: c.protocol for c in harness.ads.connections()} == {
-        "sidecar~sotw": "sotw",
-        "sidecar~delta": "delta",
+        "sidecar-sotw": "sotw",
+        "sidecar-delta": "delta",
     }
     snapshot = base_snapshot("v2", clusters=[cluster("a"), cluster("c")])
     harness.cache.set_snapshot(VIEW, snapshot)
@@ -372,24 +372,24 @@ async def test_both_protocols_at_once_share_the_registry(harness: AdsHarness) ->
 
 async def test_stalled_client_does_not_hold_up_others(make_harness: HarnessFactory, protocol: str) -> None:
     harness = await make_harness(push_concurrency=1, send_timeout=0.3)
-    harness.callbacks.views.update({"sidecar~stalled": "stalled", "sidecar~healthy": "healthy"})
+    harness.callbacks.views.update({"sidecar-stalled": "stalled", "sidecar-healthy": "healthy"})
     harness.cache.set_snapshot("stalled", make_snapshot("v1", clusters=[cluster("s")]))
     harness.cache.set_snapshot("healthy", make_snapshot("v1", clusters=[cluster("h")]))
     timeouts = sample("pilot_xds_write_timeout_total")
 
     # The stalled client reads its first answer, then never reads again. Without BDP probing its
     # HTTP/2 window stays at 64 KiB, so a push of a few MiB cannot be written to it.
-    stalled = harness.xds_client(protocol, "sidecar~stalled", options={"grpc.http2.bdp_probe": 0})
+    stalled = harness.xds_client(protocol, "sidecar-stalled", options={"grpc.http2.bdp_probe": 0})
     await stalled.subscribe(types.CLUSTER)
     await recv_acked(stalled)
-    healthy, _, _ = await connect_cds_lds(harness, protocol, "sidecar~healthy")
+    healthy, _, _ = await connect_cds_lds(harness, protocol, "sidecar-healthy")
 
     huge = make_snapshot("v2", clusters=[cluster(f"s{i:03}-" + "x" * 20_000) for i in range(200)])
     harness.cache.set_snapshot("stalled", huge)
     # Its push holds the only slot until the send timeout gives it back.
     await wait_until(
         lambda: (
-            harness.connection("sidecar~stalled").types[types.CLUSTER].version_sent
+            harness.connection("sidecar-stalled").types[types.CLUSTER].version_sent
             == huge.type_version(types.CLUSTER)
         ),
         "the push to the stalled client to start",
@@ -459,20 +459,20 @@ async def test_requests_are_answered_while_a_push_waits_for_a_slot(
     make_harness: HarnessFactory, protocol: str
 ) -> None:
     harness = await make_harness(push_concurrency=1, send_timeout=DEADLINE * 3)
-    harness.callbacks.views.update({"sidecar~stalled": "stalled", "sidecar~healthy": "healthy"})
+    harness.callbacks.views.update({"sidecar-stalled": "stalled", "sidecar-healthy": "healthy"})
     harness.cache.set_snapshot("stalled", make_snapshot("v1", clusters=[cluster("s")]))
     harness.cache.set_snapshot("healthy", base_snapshot("v1"))
-    stalled = harness.xds_client(protocol, "sidecar~stalled", options={"grpc.http2.bdp_probe": 0})
+    stalled = harness.xds_client(protocol, "sidecar-stalled", options={"grpc.http2.bdp_probe": 0})
     await stalled.subscribe(types.CLUSTER)
     await recv_acked(stalled)
-    healthy, _, _ = await connect_cds_lds(harness, protocol, "sidecar~healthy")
+    healthy, _, _ = await connect_cds_lds(harness, protocol, "sidecar-healthy")
 
     # The stalled client holds the only slot for longer than this test runs.
     huge = make_snapshot("v2", clusters=[cluster(f"s{i:03}-" + "x" * 20_000) for i in range(200)])
     harness.cache.set_snapshot("stalled", huge)
     await wait_until(
         lambda: (
-            harness.connection("sidecar~stalled").types[types.CLUSTER].version_sent
+            harness.connection("sidecar-stalled").types[types.CLUSTER].version_sent
             == huge.type_version(types.CLUSTER)
         ),
         "the push to the stalled client to start",

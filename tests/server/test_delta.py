@@ -348,7 +348,7 @@ async def test_unknown_nonce_is_stale(harness: AdsHarness) -> None:
 async def test_delta_and_sotw_deliver_the_same_resources(harness: AdsHarness) -> None:
     # One proxy view, one SotW and one delta proxy with the same subscriptions, through a series of
     # updates: after each, both hold the same resources at the same versions.
-    clients = [harness.xds_client("sotw", "sidecar~sotw"), harness.xds_client("delta", "sidecar~delta")]
+    clients = [harness.xds_client("sotw", "sidecar-sotw"), harness.xds_client("delta", "sidecar-delta")]
     subscriptions = {
         types.CLUSTER: [],
         types.ENDPOINT: ["a", "b", "c"],
