@@ -199,6 +199,7 @@ def build(settings: Settings, stop: asyncio.Event | None = None) -> RunningPilot
     ads = AdsServer(
         cache, pusher, push_concurrency=settings.push_concurrency, send_timeout=settings.send_timeout
     )
+    pusher.move_stream = ads.move_stream  # a proxy's view can change with the config
     return RunningPilot(
         settings, store, cache, pusher, ads, sources, webhook=webhook, stop_event=stop or asyncio.Event()
     )
