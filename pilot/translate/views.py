@@ -2,7 +2,8 @@
 its config, so that proxies that would be sent the same config share one snapshot.
 
 The view holds the proxy's type, namespace, interception mode and DNS domain; its service
-targets; and its workload labels — but only the ``key=value`` pairs that some workload selector
+targets; and its workload labels (node metadata ``LABELS``/``STATIC_LABELS``, else the
+registry's labels for its address) — but only the ``key=value`` pairs that some workload selector
 of the config names (VirtualService match ``sourceLabels``, DestinationRule ``workloadSelector``;
 Sidecar ``workloadSelector`` joins ``PushContext.selector_pairs`` once Sidecars are translated).
 
@@ -35,7 +36,8 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
         labels = base.labels
     else:
         pairs = context.selector_pairs()
-        labels = tuple(sorted(item for item in proxy.labels.items() if item in pairs))
+        workload = proxy.labels or registry_labels(context, proxy.ip, proxy.namespace)
+        labels = tuple(sorted(item for item in workload.items() if item in pairs))
     return ProxyView(
         base.type,
         base.namespace,
@@ -44,6 +46,18 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
         labels,
         service_targets(context, proxy.ip, proxy.namespace),
     )
+
+
+def registry_labels(context: PushContext, address: str, namespace: str) -> dict[str, str]:
+    """The labels the registry holds for the workload at ``address`` in ``namespace`` (a
+    WorkloadEntry's, or a ServiceEntry endpoint's): what a proxy that sent no ``LABELS`` is known
+    by, as Istio labels a VM proxy by its WorkloadEntry (ServiceTargets step 1)."""
+    out: dict[str, str] = {}
+    if address:
+        for service, endpoint in context.endpoints_at(address):
+            if service.namespace == namespace:
+                out.update(endpoint.labels)
+    return out
 
 
 def service_targets(context: PushContext, address: str, namespace: str) -> tuple[ServiceTarget, ...]:

@@ -93,6 +93,19 @@ def test_workload_entries_selected_by_a_service_entry_are_targets() -> None:
     assert view.targets == (ServiceTarget("vm.default.svc.cluster.local", 80, 80, "HTTP"),)
 
 
+def test_a_proxy_without_labels_is_known_by_its_workload_entrys() -> None:
+    context = f.push_context(
+        f.http_service("vm", port=80, endpoints=(), workloadSelector={"labels": {"app": "vm"}}),
+        f.config(
+            "WorkloadEntry", "vm-1", {"address": "10.1.0.1", "labels": {"app": "vm", "track": "canary"}}
+        ),
+        f.destination_rule("canary", host="vm", workloadSelector={"matchLabels": {"track": "canary"}}),
+    )
+    assert view_of(sidecar_at("10.1.0.1"), context).labels == (("track", "canary"),)
+    # Labels the proxy sends are what counts when it sends some.
+    assert view_of(sidecar_at("10.1.0.1", track="stable"), context).labels == ()
+
+
 # -- the view: which labels count -------------------------------------------------------------------
 
 
