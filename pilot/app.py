@@ -210,6 +210,7 @@ def build(settings: Settings, stop: asyncio.Event | None = None) -> RunningPilot
         send_timeout=settings.send_timeout,
         limits=stream_limits,
     )
+    pusher.move_stream = ads.move_stream  # a proxy's view can change with the config
     return RunningPilot(
         settings, store, cache, pusher, ads, sources, webhook=webhook, stop_event=stop or asyncio.Event()
     )

@@ -186,12 +186,21 @@ def run(args: BootstrapArgs) -> int:
     """``pilot bootstrap``: print a bootstrap for ``args.node_id`` pointing at ``args.xds_address``.
 
     Reads ``node_id``, ``xds_address`` (HOST:PORT), ``delta``, ``admin_port``, ``label`` and
-    ``metadata`` (lists of (key, value)) and ``output`` ("json", the default, or "yaml").
+    ``metadata`` (lists of (key, value)), ``service_account``, ``interception`` and ``output``
+    ("json", the default, or "yaml"). Labels, service account and interception mode go under
+    Istio's node metadata keys (``LABELS``, ``SERVICE_ACCOUNT``, ``INTERCEPTION_MODE``), as
+    istio-agent writes them from ``ISTIO_META_*``.
     """
     metadata: dict[str, Any] = dict(getattr(args, "metadata", None) or [])
     labels = dict(getattr(args, "label", None) or [])
     if labels:
         metadata["LABELS"] = labels
+    service_account = getattr(args, "service_account", None)
+    if service_account:
+        metadata["SERVICE_ACCOUNT"] = str(service_account)
+    interception = getattr(args, "interception", None)
+    if interception:
+        metadata["INTERCEPTION_MODE"] = str(interception)
     try:
         host, port = parse_address(str(args.xds_address))
         bootstrap = build_bootstrap(

@@ -62,6 +62,8 @@ class BootstrapOptions:
     label: tuple[tuple[str, str], ...] = ()  # workload labels, sent as node metadata LABELS
     metadata: tuple[tuple[str, str], ...] = ()
     output: str = "json"  # or "yaml"
+    service_account: str | None = None  # node metadata SERVICE_ACCOUNT
+    interception: str | None = None  # node metadata INTERCEPTION_MODE: REDIRECT or NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +376,19 @@ def _add_bootstrap(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="KEY=VALUE",
         help="other node metadata, e.g. INTERCEPTION_MODE=REDIRECT; repeatable",
     )
+    bootstrap.add_argument(
+        "--service-account",
+        default=None,
+        metavar="NAME",
+        help="the workload's service account, sent as node metadata SERVICE_ACCOUNT",
+    )
+    bootstrap.add_argument(
+        "--interception",
+        choices=("REDIRECT", "NONE"),
+        default=None,
+        help="how traffic reaches the proxy, sent as node metadata INTERCEPTION_MODE (absent: "
+        "pilot treats the proxy as NONE, where Istio assumes REDIRECT)",
+    )
     bootstrap.add_argument("--output", choices=("json", "yaml"), default="json", help="output format")
     bootstrap.set_defaults(command_spec=Command(bootstrap_options_from, _bootstrap))
 
@@ -540,6 +555,8 @@ def bootstrap_options_from(args: argparse.Namespace) -> BootstrapOptions:
         label=tuple(args.label),
         metadata=tuple(args.metadata),
         output=args.output,
+        service_account=args.service_account,
+        interception=args.interception,
     )
 
 

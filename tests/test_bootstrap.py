@@ -153,6 +153,36 @@ def test_cli_labels_and_metadata_become_node_metadata(capsys: pytest.CaptureFixt
     assert node["metadata"] == {"INTERCEPTION_MODE": "NONE", "LABELS": labels}
 
 
+def test_cli_service_account_and_interception_become_istios_node_metadata(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pilot.cli import main
+    from pilot.translate.proxy import InterceptionMode, Proxy
+
+    argv = ["bootstrap", "--node-id", NODE, "--xds-address", "pilot:15010", "--label", "app=reviews"]
+    argv += ["--service-account", "bookinfo-reviews", "--interception", "REDIRECT"]
+    assert main(argv) == 0
+    node = json.loads(capsys.readouterr().out)["node"]
+    assert node["metadata"] == {
+        "LABELS": {"app": "reviews"},
+        "SERVICE_ACCOUNT": "bookinfo-reviews",
+        "INTERCEPTION_MODE": "REDIRECT",
+    }
+    # What pilot reads back from such a node.
+    proxy = Proxy.from_node(node["id"], node["metadata"])
+    assert proxy.service_account == "bookinfo-reviews"
+    assert proxy.interception_mode is InterceptionMode.REDIRECT
+    assert proxy.labels == {"app": "reviews"}
+
+
+def test_cli_rejects_an_unknown_interception_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    from pilot.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["bootstrap", "--node-id", NODE, "--xds-address", "pilot:15010", "--interception", "TPROXY"])
+    assert "--interception" in capsys.readouterr().err
+
+
 def test_cli_rejects_a_label_without_a_value(capsys: pytest.CaptureFixture[str]) -> None:
     from pilot.cli import main
 

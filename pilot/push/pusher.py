@@ -21,6 +21,11 @@ needs no lock; the pusher's own state and the cache are touched on the loop only
 holds the GIL while it runs pure Python, but gives it up every switch interval (5 ms), which is
 what keeps the loop's added latency small (``tests/push/test_pusher_off_loop.py`` measures it).
 
+A proxy's view depends on the config too (its service targets, the selectors naming its labels:
+pilot.translate.views), so the pusher keeps each stream's ``Proxy`` and computes every stream's
+view again on each push. A stream whose view changed is moved, once the new view's snapshot is in
+the cache, through ``move_stream`` (the server's ``AdsServer.move_stream``, wired by app.py).
+
 Runs on one event loop; not thread-safe.
 """
 
@@ -47,6 +52,7 @@ from pilot.push.request import CONFIG, GLOBAL, PushRequest
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import Proxy, ProxyView
 from pilot.translate.snapshot import build_snapshot
+from pilot.translate.views import view_of
 
 log = logging.getLogger("pilot.push")
 
@@ -83,6 +89,14 @@ class IncrementalTranslator(Protocol):
     ) -> Snapshot: ...
 
 
+@runtime_checkable
+class ViewingTranslator(Protocol):
+    """A translator whose views depend on the config as well as the node. Without it a proxy's
+    view is ``Proxy.view()``, from its node alone."""
+
+    def view_of(self, proxy: Proxy, context: VersionedContext) -> ProxyView: ...
+
+
 class IstioTranslator:
     """The real translator: ``PushContext.build`` and ``build_snapshot`` from pilot.translate.
 
@@ -100,6 +114,9 @@ class IstioTranslator:
     def build_snapshot(self, view: ProxyView, context: VersionedContext) -> Snapshot:
         return build_snapshot(view, _push_context(context))
 
+    def view_of(self, proxy: Proxy, context: VersionedContext) -> ProxyView:
+        return view_of(proxy, _push_context(context))
+
     def update_snapshot(
         self,
         view: ProxyView,
@@ -116,6 +133,14 @@ def _push_context(context: VersionedContext) -> PushContext:
     return context
 
 
+@dataclass(slots=True)
+class _Reader:
+    """One stream: its proxy (kept to compute its view at each push) and the view it reads."""
+
+    proxy: Proxy
+    view: ProxyView
+
+
 @dataclass(frozen=True, slots=True)
 class PushStatus:
     """What the last push did (for /debug and logs)."""
@@ -128,6 +153,8 @@ class PushStatus:
     duration: float
     finished_at: float  # wall-clock seconds since the epoch
     reasons: tuple[tuple[str, int], ...]
+    moved_streams: int = 0  # streams whose view changed with this push
+    view_time: float = 0.0  # seconds spent computing every stream's view
 
 
 class Pusher:
@@ -154,11 +181,15 @@ class Pusher:
         self._context: VersionedContext | None = None
         self._revision = -1  # store revision of the current context
         self._event_revision = -1  # newest store revision a config event announced
-        self._streams: dict[int, ProxyView] = {}
+        self._streams: dict[int, _Reader] = {}
+        # Told when a stream must read another view (app.py: AdsServer.move_stream).
+        self.move_stream: Callable[[int, Hashable], None] = _stay
         self._views: dict[ProxyView, set[int]] = {}
         # view -> the context its cached snapshot was built from (the base of its next, incremental,
         # translation; an older context stays alive only while some view still needs it)
         self._built: dict[ProxyView, VersionedContext] = {}
+        # Views a push builds for streams about to move there: wanted before any stream reads them.
+        self._incoming: set[ProxyView] = set()
         self.push_count = 0
         self.last_push: PushStatus | None = None
         store.subscribe(self._on_config_event)
@@ -174,6 +205,10 @@ class Pusher:
         """Active views and how many streams read each."""
         return {view: len(streams) for view, streams in self._views.items()}
 
+    def stream_views(self) -> dict[int, ProxyView]:
+        """The view each open stream reads, by stream id."""
+        return {stream_id: reader.view for stream_id, reader in self._streams.items()}
+
     # -- StreamCallbacks -----------------------------------------------------------------------
 
     async def on_stream_open(self, stream_id: int, node: base_pb2.Node) -> Hashable:
@@ -181,18 +216,19 @@ class Pusher:
         if not node.id:
             raise ValueError("node.id is empty: every proxy needs a node id")
         proxy = Proxy.from_node(node.id, MessageToDict(node.metadata))
-        view = proxy.view()
+        if self._context is None:
+            async with self._lock:  # the first context: never two builds at once
+                if self._context is None:
+                    await self._new_context()
+        context = self._context
+        if context is None:
+            raise ValueError("no PushContext could be built (see pilot's log)")
+        view = self._view_of(proxy, context)
         # Registered before translating, so a push that runs meanwhile builds the view too and a
         # translation that ends after its last stream left is dropped (see _translate).
-        self._streams[stream_id] = view
+        self._streams[stream_id] = _Reader(proxy, view)
         self._views.setdefault(view, set()).add(stream_id)
         try:
-            if self._context is None:
-                async with self._lock:  # the first context: never two builds at once
-                    if self._context is None:
-                        await self._new_context()
-            if self._context is None:
-                raise ValueError("no PushContext could be built (see pilot's log)")
             if not await self._translate(view) and self._cache.get_snapshot(view) is None:
                 raise ValueError(f"no config could be built for view {view} (see pilot's log)")
         except BaseException:
@@ -202,18 +238,24 @@ class Pusher:
         return view
 
     def on_stream_closed(self, stream_id: int) -> None:
-        view = self._streams.pop(stream_id, None)
-        if view is None:
+        reader = self._streams.pop(stream_id, None)
+        if reader is None:
             return
+        self._leave(stream_id, reader.view)
+
+    def _leave(self, stream_id: int, view: ProxyView) -> None:
         streams = self._views.get(view)
         if streams is not None:
             streams.discard(stream_id)
             if not streams:
                 # Nobody reads this view any more: free its snapshot; it is rebuilt on next use.
                 del self._views[view]
-                self._built.pop(view, None)
-                self._cache.clear_snapshot(view)
-                log.debug("view %s has no streams left; snapshot dropped", view)
+                self._drop(view)
+
+    def _drop(self, view: ProxyView) -> None:
+        self._built.pop(view, None)
+        self._cache.clear_snapshot(view)
+        log.debug("view %s has no streams left; snapshot dropped", view)
 
     # -- the push loop --------------------------------------------------------------------------
 
@@ -271,18 +313,32 @@ class Pusher:
             metrics.push_triggers.labels(reason).inc(count)
         context = await self._new_context()
         done = failed = 0
+        moves: dict[int, ProxyView] = {}
+        view_time = 0.0
+        moved = 0
         if context is None:
             failed = len(self._views)  # every view keeps its snapshot from the previous context
         else:
-            for view in list(self._views):
+            view_started = self._clock()
+            moves = self._changed_views(context)
+            view_time = self._clock() - view_started
+            targets = dict.fromkeys(moves.values())
+            self._incoming = set(targets)
+            # Views every stream leaves are not translated again: they go once the streams moved.
+            staying = {reader.view for sid, reader in self._streams.items() if sid not in moves}
+            for view in dict.fromkeys([*(v for v in self._views if v in staying), *targets]):
                 # A view may have lost its last stream while we yielded, or been built meanwhile by
                 # a new stream that already saw this context.
-                if view not in self._views or self._is_built(view, context):
+                if (view not in self._views and view not in targets) or self._is_built(view, context):
                     continue
                 if await self._translate(view):
                     done += 1
                 else:
                     failed += 1
+            self._incoming = set()
+            moved = self._move(moves)
+            for view in targets.keys() - self._views.keys():
+                self._drop(view)  # built for streams that closed meanwhile
         duration = self._clock() - started
         metrics.push_time.observe(duration)
         self.push_count += 1
@@ -295,6 +351,8 @@ class Pusher:
             duration=duration,
             finished_at=time.time(),
             reasons=tuple(sorted(request.reasons.items())),
+            moved_streams=moved,
+            view_time=view_time,
         )
         self.last_push = status
         log.info(
@@ -331,6 +389,37 @@ class Pusher:
         self._context = context
         self._revision = snapshot.revision
         return context
+
+    def _view_of(self, proxy: Proxy, context: VersionedContext) -> ProxyView:
+        if isinstance(self._translator, ViewingTranslator):
+            return self._translator.view_of(proxy, context)
+        return proxy.view()
+
+    def _changed_views(self, context: VersionedContext) -> dict[int, ProxyView]:
+        """Every stream whose view under ``context`` differs from the one it reads, and its new view."""
+        out: dict[int, ProxyView] = {}
+        for stream_id, reader in self._streams.items():
+            view = self._view_of(reader.proxy, context)
+            if view != reader.view:
+                out[stream_id] = view
+        return out
+
+    def _move(self, moves: dict[int, ProxyView]) -> int:
+        """Move each stream to its new view, when that view has a snapshot (else it stays: a failed
+        translation keeps a proxy on its last config). Returns how many moved."""
+        moved = 0
+        for stream_id, view in moves.items():
+            reader = self._streams.get(stream_id)
+            if reader is None or reader.view == view or self._cache.get_snapshot(view) is None:
+                continue
+            old = reader.view
+            reader.view = view
+            self._views.setdefault(view, set()).add(stream_id)
+            self.move_stream(stream_id, view)
+            self._leave(stream_id, old)
+            log.debug("stream %d: proxy %s moved from view %s to %s", stream_id, reader.proxy.id, old, view)
+            moved += 1
+        return moved
 
     def _is_built(self, view: ProxyView, context: VersionedContext) -> bool:
         built = self._built.get(view)
@@ -374,8 +463,12 @@ class Pusher:
                 "translating view %s at version %s failed; it keeps its last snapshot", view, context.version
             )
             return False
-        if view not in self._views:
+        if view not in self._views and view not in self._incoming:
             return True  # its last stream left while it was translated: nobody reads it
         self._cache.set_snapshot(view, snapshot)
         self._built[view] = context
         return True
+
+
+def _stay(stream_id: int, view: Hashable) -> None:
+    """No server to tell (tests without one): the stream keeps reading its old key."""

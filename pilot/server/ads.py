@@ -93,6 +93,7 @@ class AdsServer:
         self._connections: dict[int, Connection] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
         self._backlogs: dict[int, Callable[[], Backlog]] = {}  # by stream id: AdsStream.backlog
+        self._moves: dict[int, Callable[[Hashable], None]] = {}  # by stream id: AdsStream.move
         self._closing = False
         self._stream_ids = itertools.count(1)
 
@@ -134,6 +135,13 @@ class AdsServer:
         most one snapshot; see :class:`Backlog`), or None if no such stream is open."""
         backlog = self._backlogs.get(stream_id)
         return backlog() if backlog is not None else None
+
+    def move_stream(self, stream_id: int, view: Hashable) -> None:
+        """Make the open stream ``stream_id`` read ``view`` from now on (its proxy's view changed
+        with the config; the cache already holds a snapshot for ``view``). No-op if it is gone."""
+        move = self._moves.get(stream_id)
+        if move is not None:
+            move(view)
 
     def find_view(self, node_id: str) -> Hashable | None:
         """The cache key read by the newest stream of ``node_id``, or None if it is not connected."""
@@ -223,6 +231,7 @@ class AdsServer:
         del first  # the stream owns it now; do not hold the node for the stream's life here
         self._running[stream_id] = running
         self._backlogs[stream_id] = stream.backlog
+        self._moves[stream_id] = stream.move
         try:
             await running
         except asyncio.CancelledError:
@@ -240,6 +249,7 @@ class AdsServer:
                 running.cancel()  # the RPC itself was cancelled: stop the stream's tasks too
             del self._running[stream_id]
             del self._backlogs[stream_id]
+            del self._moves[stream_id]
             del self._connections[stream_id]
             metrics.xds_clients.dec()
             try:

@@ -12,7 +12,7 @@ import abc
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -43,6 +43,10 @@ _PUSH_ORDER = frozenset(types.PUSH_ORDER)
 RequestT = TypeVar("RequestT", bound=Request)
 RequestT_co = TypeVar("RequestT_co", bound=Request, covariant=True)
 SharedT = TypeVar("SharedT")
+
+
+def _no_watch() -> None:
+    pass
 
 
 class StreamContext(ByteStream, Protocol[RequestT_co]):
@@ -112,9 +116,22 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         self._requested = Interrupt()  # a request wants an answer (a TypeLedger.respond is set)
         self._requests = request_bucket(limits)  # this stream's request rate, if bounded
         self._nack_log = LogGate(limits.nack_log_interval)
+        self._cancel_watch: Callable[[], None] = _no_watch
+
+    def move(self, view: Hashable) -> None:
+        """Read ``view`` from now on; its current snapshot is pushed like any new snapshot (the
+        ledgers diff it against what the proxy holds)."""
+        self._conn.view = view
+        if self._cancel_watch is _no_watch:
+            return  # not running (yet or any more): ``run`` watches ``conn.view``
+        self._cancel_watch()
+        self._cancel_watch = self._cache.watch(view, self._on_snapshot)
+        snapshot = self._cache.get_snapshot(view)
+        if snapshot is not None:
+            self._on_snapshot(snapshot)
 
     async def run(self, first: RequestT) -> None:
-        cancel_watch = self._cache.watch(self._conn.view, self._on_snapshot)
+        self._cancel_watch = self._cache.watch(self._conn.view, self._on_snapshot)
         try:
             # Read the current snapshot only after the watch exists, so no update falls between.
             if self._latest is None:
@@ -132,7 +149,8 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
                     task.cancel()
                 await asyncio.gather(reader, sender, return_exceptions=True)
         finally:
-            cancel_watch()
+            self._cancel_watch()
+            self._cancel_watch = _no_watch
 
     def backlog(self) -> Backlog:
         """What this stream holds that its proxy has not been written yet (at most one snapshot)."""

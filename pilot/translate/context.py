@@ -143,7 +143,11 @@ class PushContext:
     # contexts' objects by identity tells exactly which config changed between them (the store
     # keeps the same object for an unchanged key), which lets a push skip unaffected generators.
     objects: Mapping[ConfigKey, ConfigObject] | None = field(default=None, repr=False)
-    _scopes: dict[str, Scope] = field(default_factory=dict, repr=False)
+    _scopes: dict[tuple[str, tuple[tuple[str, str], ...]], Scope] = field(default_factory=dict, repr=False)
+    # Built on first use, once per context: endpoint address -> (service, endpoint) pairs, and
+    # every label pair some workload selector of the config names (pilot.translate.views).
+    _at_address: dict[str, tuple[tuple[Service, Endpoint], ...]] = field(default_factory=dict, repr=False)
+    _selector_pairs: list[frozenset[tuple[str, str]]] = field(default_factory=list, repr=False)
     # What ``build`` made the services from, so the next context can reuse them: the WorkloadEntry
     # objects, and the services of each ServiceEntry object.
     _workloads: tuple[ConfigObject[nw.WorkloadEntry], ...] = field(default=(), repr=False)
@@ -217,12 +221,49 @@ class PushContext:
         changed.update(key for key in old if key not in new)
         return frozenset(changed)
 
-    def scope(self, namespace: str) -> Scope:
-        """What a proxy in ``namespace`` sees (memoized)."""
-        found = self._scopes.get(namespace)
+    def scope(self, namespace: str, labels: tuple[tuple[str, str], ...] = ()) -> Scope:
+        """What a proxy in ``namespace`` with workload ``labels`` sees (memoized). The labels only
+        choose among DestinationRules with a ``workloadSelector``; everything else is shared with
+        the namespace's label-less scope."""
+        found = self._scopes.get((namespace, labels))
         if found is None:
-            found = self._scopes.setdefault(namespace, Scope(self, namespace))
+            base = self.scope(namespace) if labels else None
+            found = self._scopes.setdefault((namespace, labels), Scope(self, namespace, labels, base))
         return found
+
+    def endpoints_at(self, address: str) -> tuple[tuple[Service, Endpoint], ...]:
+        """Every (service, endpoint) whose endpoint address is ``address`` (indexed on first use)."""
+        index = self._at_address
+        if not index and self.services:
+            found: dict[str, list[tuple[Service, Endpoint]]] = {}
+            for svc in self.services:
+                for endpoint in svc.endpoints:
+                    found.setdefault(endpoint.address, []).append((svc, endpoint))
+            index.update((addr, tuple(pairs)) for addr, pairs in found.items())
+            index.setdefault("", ())  # built, even when no endpoint has an address
+        return index.get(address, ())
+
+    def selector_pairs(self) -> frozenset[tuple[str, str]]:
+        """Every ``key=value`` a workload selector of the config names: VirtualService match
+        ``sourceLabels`` (HTTP, TCP, TLS) and DestinationRule ``workloadSelector``. A proxy's labels
+        outside this set can never change what it is sent."""
+        if not self._selector_pairs:
+            pairs: set[tuple[str, str]] = set()
+            for vs in self.virtual_services:
+                for http in vs.spec.http:
+                    for match in http.match:
+                        pairs.update(match.source_labels.items())
+                for tcp in vs.spec.tcp:
+                    for l4_match in tcp.match:
+                        pairs.update(l4_match.source_labels.items())
+                for tls in vs.spec.tls:
+                    for tls_match in tls.match:
+                        pairs.update(tls_match.source_labels.items())
+            for dr in self.destination_rules:
+                pairs.update(dr.spec.workload_selector.match_labels.items())
+            # Sidecar ``workloadSelector.labels`` belong here too once Sidecars are translated.
+            self._selector_pairs.append(frozenset(pairs))
+        return self._selector_pairs[0]
 
     def services_by_host(self) -> dict[str, list[Service]]:
         """Every Service per hostname, before visibility (for debug views)."""
@@ -248,12 +289,38 @@ class PushContext:
 
 
 class Scope:
-    """The config visible from one namespace (Istio's default SidecarScope). Read-only."""
+    """The config visible from one namespace (Istio's default SidecarScope), for a workload with
+    ``labels`` (they only choose among DestinationRules with a ``workloadSelector``). Read-only."""
 
-    def __init__(self, context: PushContext, namespace: str) -> None:
+    services: tuple[Service, ...]
+    _by_host: dict[str, Service]
+    _virtual_services: tuple[VirtualServiceEntry, ...]
+    _vs_exact: dict[str, list[int]]
+    _vs_wildcard: list[int]
+    _vs_by_host: dict[str, tuple[VirtualServiceEntry, ...]]
+
+    def __init__(
+        self,
+        context: PushContext,
+        namespace: str,
+        labels: tuple[tuple[str, str], ...] = (),
+        base: Scope | None = None,
+    ) -> None:
         self.context = context
         self.namespace = namespace
         self.mesh = context.mesh
+        self.labels = dict(labels)
+        self._rules: dict[str, DestinationRuleEntry | None] = {}
+        self._rule_index: dict[str, _RuleIndex] | None = None
+        if base is not None:  # the same namespace without labels: share what labels cannot change
+            self.services = base.services
+            self._by_host = base._by_host
+            self._virtual_services = base._virtual_services
+            self._vs_exact = base._vs_exact
+            self._vs_wildcard = base._vs_wildcard
+            self._vs_by_host = base._vs_by_host
+            self._rule_index = base._rules_by_namespace()
+            return
         chosen: dict[str, Service] = {}
         for svc in context.services:
             if not visible(svc.export_to, namespace):
@@ -270,7 +337,7 @@ class Scope:
                         namespace,
                     )
                 chosen[svc.hostname] = svc
-        self.services: tuple[Service, ...] = tuple(chosen[h] for h in sorted(chosen))
+        self.services = tuple(chosen[h] for h in sorted(chosen))
         self._by_host = chosen
         self._virtual_services = tuple(
             sorted(
@@ -281,16 +348,14 @@ class Scope:
         # Indexes, so a lookup per host is not a scan of every VirtualService / DestinationRule
         # (which made translating K services O(K²)). A VirtualService can match ``host`` only if
         # it names ``host`` exactly or has a wildcard host; only those are looked at.
-        self._vs_exact: dict[str, list[int]] = {}
-        self._vs_wildcard: list[int] = []
+        self._vs_exact = {}
+        self._vs_wildcard = []
         for order, vs in enumerate(self._virtual_services):
             for vs_host in dict.fromkeys(vs.hosts):
                 self._vs_exact.setdefault(vs_host, []).append(order)
             if any(hosts.is_wildcard(h) for h in vs.hosts):
                 self._vs_wildcard.append(order)
-        self._vs_by_host: dict[str, tuple[VirtualServiceEntry, ...]] = {}
-        self._rules: dict[str, DestinationRuleEntry | None] = {}
-        self._rule_index: dict[str, _RuleIndex] | None = None
+        self._vs_by_host = {}
 
     def service(self, host: str) -> Service | None:
         return self._by_host.get(host)
@@ -316,31 +381,49 @@ class Scope:
             self._rules[host] = self._find_rule(host)
         return self._rules[host]
 
-    def _find_rule(self, host: str) -> DestinationRuleEntry | None:
-        svc = self.service(host)
-        order = [self.namespace]
-        if svc is not None:
-            order.append(svc.namespace)
-        order.append(self.mesh.root_namespace)
+    def _rules_by_namespace(self) -> dict[str, _RuleIndex]:
         index = self._rule_index
         if index is None:
             index = self._rule_index = {}
             for dr in self.context.destination_rules:
                 if visible(dr.export_to, self.namespace):
                     index.setdefault(dr.namespace, _RuleIndex()).add(dr)
+        return index
+
+    def _find_rule(self, host: str) -> DestinationRuleEntry | None:
+        svc = self.service(host)
+        order = [self.namespace]
+        if svc is not None:
+            order.append(svc.namespace)
+        order.append(self.mesh.root_namespace)
+        index = self._rules_by_namespace()
         for ns in dict.fromkeys(order):
             rules = index.get(ns)
             if rules is None:
                 continue
             # Istio's MostSpecificHostMatch over the namespace's rules: the exact host, else the
             # longest wildcard covering it; then every rule for that host, merged in order.
-            exact = rules.exact.get(host)
-            if exact is not None:
-                return merge_rules(exact)
-            best = hosts.most_specific_match(host, (dr.host for dr in rules.wildcard))
-            if best is not None:
-                return merge_rules([dr for dr in rules.wildcard if dr.host == best])
+            found = rules.exact.get(host)
+            if found is None:
+                best = hosts.most_specific_match(host, (dr.host for dr in rules.wildcard))
+                if best is None:
+                    continue
+                found = [dr for dr in rules.wildcard if dr.host == best]
+            return self._choose(found)
         return None
+
+    def _choose(self, rules: list[DestinationRuleEntry]) -> DestinationRuleEntry | None:
+        """Istio's SidecarScope.DestinationRule: a rule with a ``workloadSelector`` (only ever
+        indexed in its own namespace) that selects this workload wins, the first in config order;
+        else the rules without one, merged; else none (Istio does not look further then)."""
+        for dr in rules:
+            selector = dr.spec.workload_selector.match_labels
+            if dr.spec.HasField("workload_selector") and all(
+                self.labels.get(k) == v for k, v in selector.items()
+            ):
+                return dr
+        catch_all = [dr for dr in rules if not dr.spec.HasField("workload_selector")]
+        return merge_rules(catch_all) if catch_all else None
 
 
 class _RuleIndex:
@@ -403,10 +486,10 @@ def _virtual_service(
 
 def _destination_rule(obj: ConfigObject[nw.DestinationRule], mesh: MeshSettings) -> DestinationRuleEntry:
     spec = obj.spec
-    # A DestinationRule with a workload selector applies only to the selected workloads (Istio):
-    # keep it to its own namespace. Sidecar views carry no labels, so it is never selected here.
+    # A DestinationRule with a workload selector applies only to the workloads it selects in its
+    # own namespace (Istio's SidecarScope.DestinationRule): visible there only, chosen by labels.
     if spec.HasField("workload_selector"):
-        export_to: frozenset[str] = frozenset()
+        export_to: frozenset[str] = frozenset({obj.namespace})
     else:
         export_to = export_set(spec.export_to, obj.namespace, mesh.destination_rule_export_to)
     return DestinationRuleEntry(obj.key, hosts.resolve_shortname(spec.host, obj.namespace), export_to, spec)

@@ -172,7 +172,7 @@ def tcp_chains(
     server: GatewayServer, view: ProxyView, context: PushContext, sni_taken: dict[str, str]
 ) -> list[ChainOpts]:
     """Istio's createGatewayTCPFilterChainOpts: opaque TCP, TLS terminated then TCP, or passthrough."""
-    scope = context.scope(view.namespace)
+    scope = context.scope(view.namespace, view.labels)
     bound = gateway_binding.virtual_services_for_gateway(context, view.namespace, server.gateway)
     if server.tls is None or not server.is_passthrough:
         filters = tcp_route_filters(server, bound, scope)

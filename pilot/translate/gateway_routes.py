@@ -44,7 +44,7 @@ def gateway_routes(
     return virtual_service_routes(
         vs,
         server.number,
-        context.scope(view.namespace),
+        context.scope(view.namespace, view.labels),
         dict(view.labels),
         gateways=accepted,
         is_tls=server.tls is not None,

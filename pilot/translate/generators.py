@@ -59,7 +59,7 @@ class FunctionGenerator:
 
 def build_load_assignments(view: ProxyView, context: PushContext) -> Resources:
     """A ClusterLoadAssignment for every EDS cluster CDS sends, empty when nothing matches."""
-    scope = context.scope(view.namespace)
+    scope = context.scope(view.namespace, view.labels)
     out: Resources = []
     for target in clusters.outbound_targets(scope, router=view.type is NodeType.ROUTER):
         if target.eds:

@@ -135,7 +135,7 @@ def http_listener(view: ProxyView, port: int) -> Listener:
 def tcp_listener(view: ProxyView, port: int, services: tuple[Service, ...], context: PushContext) -> Listener:
     """Filter chains for the services' ``tcp``/``tls`` routes (tcp_routes.py). SNI matches need the
     TLS inspector. An intercepted proxy sends what no chain matches where virtualOutbound would."""
-    scope = context.scope(view.namespace)
+    scope = context.scope(view.namespace, view.labels)
     chains = tcp_routes.port_chains(services, port, scope, dict(view.labels))
     listener = _listener(view, port, *chains)
     if any(chain.filter_chain_match.server_names for chain in chains):
@@ -175,7 +175,7 @@ def virtual_outbound_listener(view: ProxyView, context: PushContext) -> Listener
 def build_listeners(view: ProxyView, context: PushContext) -> list[tuple[str, Listener]]:
     if view.type is NodeType.ROUTER:
         return []
-    ports = outbound_ports(context.scope(view.namespace))
+    ports = outbound_ports(context.scope(view.namespace, view.labels))
     listeners = [http_listener(view, port) for port in ports.http]
     listeners += [tcp_listener(view, port, services, context) for port, services in ports.tcp]
     if view.interception_mode is not InterceptionMode.NONE:

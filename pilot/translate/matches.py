@@ -40,8 +40,8 @@ def applies(
 
     ``gateways`` are the names the proxy answers to (a sidecar: only ``mesh``); when the match names
     gateways, only they count (source labels and namespace are then not looked at, as in Istio).
-    Otherwise ``sourceLabels`` must be a subset of the proxy's ``labels``: pilot's sidecar views carry
-    no workload labels, so on a sidecar a match with ``sourceLabels`` never applies.
+    Otherwise ``sourceLabels`` must be a subset of the proxy's ``labels`` (a sidecar view carries
+    the labels some selector names, pilot.translate.views).
     """
     if match is None:
         return True

@@ -43,8 +43,8 @@ class ProxyView:
     namespace: str
     interception_mode: InterceptionMode = InterceptionMode.NONE
     dns_domain: str = DEFAULT_DNS_DOMAIN
-    # Only routers select Gateways by labels; a sidecar's labels do not change its outbound
-    # config, so they stay out of its view (more sharing).
+    # A router's labels (Gateways select it by them); a sidecar's only where some workload
+    # selector names them (pilot.translate.views says why), so most sidecars share views.
     labels: tuple[tuple[str, str], ...] = ()
     # The ports of the services this proxy backs (sorted): its inbound listener's chains and clusters.
     targets: tuple[ServiceTarget, ...] = ()
@@ -53,11 +53,16 @@ class ProxyView:
         text = f"{self.type}/{self.namespace}/{self.interception_mode}"
         if self.labels:
             text += "/" + ",".join(f"{k}={v}" for k, v in self.labels)
+        if self.targets:
+            text += "/targets:" + ",".join(f"{t.hostname}:{t.port}" for t in self.targets)
         return text
 
 
 @dataclass(frozen=True, slots=True)
 class Proxy:
+    """One connected Envoy as its node says (Istio's node metadata keys, ISTIO-SIDECAR-AND-SECURITY.md
+    §1.1). Per-proxy: what decides its config is its ``ProxyView`` (pilot.translate.views)."""
+
     id: str
     type: NodeType
     ip: str
@@ -66,6 +71,10 @@ class Proxy:
     dns_domain: str
     interception_mode: InterceptionMode
     labels: Mapping[str, str]
+    service_account: str = ""
+    workload_name: str = ""
+    istio_version: str = ""
+    cluster_id: str = ""
 
     @classmethod
     def from_node(cls, node_id: str, metadata: Mapping[str, Any] | None = None) -> Proxy:
@@ -89,14 +98,16 @@ class Proxy:
                 "",
             )
         namespace = str(metadata.get("NAMESPACE") or pod_namespace or domain_namespace or DEFAULT_NAMESPACE)
+        # Istio treats a missing INTERCEPTION_MODE as REDIRECT (its agent always captures); pilot's
+        # proxies mostly bind their own ports, so a missing one stays NONE here.
         mode_text = str(metadata.get("INTERCEPTION_MODE") or InterceptionMode.NONE).upper()
         try:
             mode = InterceptionMode(mode_text)
         except ValueError:
             log.warning("node %r: unknown INTERCEPTION_MODE %r, using NONE", node_id, mode_text)
             mode = InterceptionMode.NONE
-        raw_labels = metadata.get("LABELS") or {}
-        labels = {str(k): str(v) for k, v in raw_labels.items()} if isinstance(raw_labels, Mapping) else {}
+        # STATIC_LABELS (ISTIO_METAJSON_LABELS) are always merged over LABELS, as in Istio.
+        labels = {**_labels(metadata.get("LABELS")), **_labels(metadata.get("STATIC_LABELS"))}
         return cls(
             id=node_id,
             type=node_type,
@@ -106,8 +117,18 @@ class Proxy:
             dns_domain=dns_domain or DEFAULT_DNS_DOMAIN,
             interception_mode=mode,
             labels=labels,
+            service_account=str(metadata.get("SERVICE_ACCOUNT") or ""),
+            workload_name=str(metadata.get("WORKLOAD_NAME") or ""),
+            istio_version=str(metadata.get("ISTIO_VERSION") or ""),
+            cluster_id=str(metadata.get("CLUSTER_ID") or ""),
         )
 
     def view(self) -> ProxyView:
+        """The view from the node alone (no config): a sidecar's labels and targets need the push
+        context, see ``pilot.translate.views.view_of``."""
         labels = tuple(sorted(self.labels.items())) if self.type is NodeType.ROUTER else ()
         return ProxyView(self.type, self.namespace, self.interception_mode, self.dns_domain, labels)
+
+
+def _labels(raw: object) -> dict[str, str]:
+    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}

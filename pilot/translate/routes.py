@@ -257,6 +257,6 @@ def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfig
 def build_routes(view: ProxyView, context: PushContext) -> list[tuple[str, RouteConfiguration]]:
     if view.type is NodeType.ROUTER:
         return []
-    scope = context.scope(view.namespace)
+    scope = context.scope(view.namespace, view.labels)
     configs = [route_configuration(port, view, scope) for port in outbound_ports(scope).http]
     return [(config.name, config) for config in configs]

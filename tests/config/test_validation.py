@@ -18,7 +18,6 @@ from pilot.config.validation.support import (
     ISTIO_MUTUAL_MESSAGE,
     NOT_YET_SUPPORTED,
     NOT_YET_SUPPORTED_MESSAGE,
-    SOURCE_LABELS_MESSAGE,
     field_by_json_name,
 )
 from tests.config.helpers import errors, problems, vs, warnings
@@ -550,9 +549,8 @@ def test_partly_translated_fields_warn_with_their_reason() -> None:
         ("spec.trafficPolicy.tls.mode", ISTIO_MUTUAL_MESSAGE),
     }
     labelled = vs(match=[{"sourceLabels": {"app": "x"}}, {"sourceLabels": {"app": "y"}, "gateways": ["gw"]}])
-    assert warnings("VirtualService", labelled) == {
-        ("spec.http[0].match[0].sourceLabels", SOURCE_LABELS_MESSAGE),
-    }
+    # sourceLabels apply to sidecars too (their views carry the labels selectors name).
+    assert warnings("VirtualService", labelled) == set()
 
 
 def test_translated_fields_do_not_warn() -> None:

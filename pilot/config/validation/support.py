@@ -5,16 +5,15 @@ translator starts honouring that field. Each entry is a field path in the YAML's
 relative to the spec; ``[]`` steps into every item of a list. A warning is given for every place
 where the field is set (for a scalar: set to a non-default value). Why each is left out:
 
-* DestinationRule ``workloadSelector``, ``failoverPriority``; WorkloadEntry ``network``: they select by
-  the proxy's workload labels (or network), which pilot's sidecar views do not carry.
+* DestinationRule ``failoverPriority``; WorkloadEntry ``network``: they select by the proxy's
+  network and locality labels, which pilot's views do not carry.
 * ``warmup.minimumPercent`` / ``warmup.aggression``: how Istio translates them is unconfirmed.
 * ``serviceAccount`` fields: identities for Istio's mTLS, which needs Istio's CA.
 * Gateway ``servers[].defaultEndpoint``: Istio does not implement it either.
 * MeshConfig: proxy bootstrap, ingress, telemetry and mTLS settings outside pilot's translation.
 
 ``_translation_notes`` warns about set fields that pilot honours only in part, each with its own
-message: DestinationRule ``tls`` with ``ISTIO_MUTUAL`` or ``credentialName``, and VirtualService
-``sourceLabels`` matches that would have to apply to sidecars.
+message: DestinationRule ``tls`` with ``ISTIO_MUTUAL`` or ``credentialName``.
 """
 
 from __future__ import annotations
@@ -24,8 +23,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-
-from pilot._gen import networking_pb2 as nw
 
 if TYPE_CHECKING:
     from google._upb._message import Descriptor as UpbDescriptor
@@ -57,7 +54,6 @@ def _traffic_policy(prefix: str) -> tuple[str, ...]:
 NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
     kinds.VIRTUAL_SERVICE: (),
     kinds.DESTINATION_RULE: (
-        "workloadSelector",
         *_traffic_policy("trafficPolicy"),
         *_traffic_policy("subsets[].trafficPolicy"),
     ),
@@ -107,10 +103,6 @@ CREDENTIAL_NAME_MESSAGE = (
     "pilot reads no Kubernetes secrets: as Istio does for sidecars, no TLS is originated with "
     "credentialName; give clientCertificate, privateKey and caCertificates files instead"
 )
-SOURCE_LABELS_MESSAGE = (
-    "pilot's sidecars carry no workload labels: this match never applies to a sidecar, only to gateways "
-    "whose labels it matches"
-)
 _POLICIES = (
     "trafficPolicy",
     "trafficPolicy.portLevelSettings[]",
@@ -136,11 +128,6 @@ def _translation_notes(kind: str, spec: Message, path: str, report: Report) -> N
                     report.warn(at(where, "mode"), ISTIO_MUTUAL_MESSAGE)
                 elif tls.credential_name:
                     report.warn(at(where, "credentialName"), CREDENTIAL_NAME_MESSAGE)
-    elif isinstance(spec, nw.VirtualService) and (not spec.gateways or "mesh" in spec.gateways):
-        for section in ("http", "tcp", "tls"):
-            for where, match in find_values(spec, [f"{section}[]", "match[]"], path):
-                if match.source_labels and (not match.gateways or "mesh" in match.gateways):
-                    report.warn(at(where, "sourceLabels"), SOURCE_LABELS_MESSAGE)
 
 
 def find_values(message: Message, steps: list[str], path: str) -> Iterator[tuple[str, Any]]:
