@@ -1,0 +1,157 @@
+"""pilot's REDIRECT sidecar config on real Envoys in a network-namespace mesh.
+
+Pods ``client``, ``reviews-v1`` and ``reviews-v2`` each get a sidecar pod's capture rules (``pilot
+iptables``) and an Envoy (uid 1337) running, statically, exactly what pilot translates for it: the
+client's view is a REDIRECT sidecar; the reviews pods' views also carry their ServiceTarget (reviews
+9080 → the app's 8080). The client app's plain HTTP GET to the ServiceEntry address is captured on
+15001, routed by the VirtualService (all to v2), and arrives at the v2 pod, whose capture sends it to
+15006: ``virtualInbound``'s chain ``0.0.0.0_8080`` hands it to ``inbound|8080||``, which reaches the
+app from 127.0.0.6. Each Envoy's admin (127.0.0.1:15000 in its pod) gives the counters that say which
+listener and chain carried a request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import pytest
+from google.protobuf import json_format
+
+from pilot.translate.proxy import InterceptionMode
+from pilot.translate.snapshot import generate_messages
+from pilot.translate.targets import ServiceTarget
+from tests import factories as f
+from tests.capture.test_netns_capture import envoy_binary
+from tests.support import netns
+from tests.translate.golden import static_bootstrap
+
+APP_PORT = 8080
+SERVICE_PORT = 9080
+VIP = "10.96.0.10"  # the ServiceEntry's address: nothing in the mesh has it, only capture reaches it
+HOST = "reviews.default.svc.cluster.local"
+ADMIN_PORT = 15000
+READY_TIMEOUT = 5.0
+ENVOY_READY_TIMEOUT = 20.0
+MAX_ARGUMENT = 120_000  # Linux refuses one command-line argument over 128 KiB
+
+
+def config(v1: str, v2: str) -> tuple:
+    reviews = f.service_entry(
+        "reviews",
+        hosts=[HOST],
+        addresses=[VIP],
+        location="MESH_INTERNAL",
+        resolution="STATIC",
+        ports=[{"number": SERVICE_PORT, "name": "http", "protocol": "HTTP", "targetPort": APP_PORT}],
+        endpoints=[
+            {"address": v1, "labels": {"version": "v1"}},
+            {"address": v2, "labels": {"version": "v2"}},
+        ],
+    )
+    rule = f.destination_rule(
+        "reviews",
+        host="reviews",
+        subsets=[{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}],
+    )
+    route = f.virtual_service(
+        "reviews", hosts=["reviews"], http=[{"route": [{"destination": {"host": "reviews", "subset": "v2"}}]}]
+    )
+    return reviews, rule, route
+
+
+def envoy_config(view, objects) -> str:
+    """pilot's translation for ``view`` as one static bootstrap, with an admin on loopback."""
+    bootstrap = static_bootstrap(generate_messages(view, f.push_context(*objects)))
+    bootstrap.admin.address.socket_address.address = "127.0.0.1"
+    bootstrap.admin.address.socket_address.port_value = ADMIN_PORT
+    text = json.dumps(json_format.MessageToDict(bootstrap))
+    assert len(text) < MAX_ARGUMENT
+    return text
+
+
+@dataclass(frozen=True)
+class RedirectMesh:
+    mesh: netns.Mesh
+    client: netns.Pod
+    v1: netns.Pod
+    v2: netns.Pod
+
+    def stats(self, pod: netns.Pod) -> dict[str, int]:
+        """The Envoy's counters in ``pod`` (read as root: loopback is never captured)."""
+        read = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:%d/stats').read().decode())"
+        done = self.mesh.run(pod, [netns.python_for(None) or "python3", "-c", read % ADMIN_PORT])
+        assert done.returncode == 0, done.stderr
+        out = {}
+        for line in done.stdout.splitlines():
+            name, _, value = line.partition(": ")
+            if value.isdigit():
+                out[name] = int(value)
+        return out
+
+
+@pytest.fixture(scope="module")
+def redirect_mesh() -> Iterator[RedirectMesh]:
+    reason = netns.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    envoy = envoy_binary()
+    if envoy is None or not netns.runnable_by_anyone(envoy):
+        pytest.skip(f"no envoy binary that uid {netns.PROXY_UID} may run (found: {envoy})")
+    with netns.mesh("client", "reviews-v1", "reviews-v2") as mesh:
+        client, v1, v2 = (mesh.pods[name] for name in ("client", "reviews-v1", "reviews-v2"))
+        objects = config(v1.address, v2.address)
+        client_view = f.sidecar(mode=InterceptionMode.REDIRECT)
+        server_view = replace(client_view, targets=(ServiceTarget(HOST, SERVICE_PORT, APP_PORT, "HTTP"),))
+        # The service address is routed out of the pod, as a pod's default route would; capture turns
+        # the connection to 15001 before it leaves.
+        netns.ip("-n", client.netns, "route", "add", "default", "via", netns.NODE_ADDRESS)
+        started = []
+        for pod, view, name in (
+            (client, client_view, None),
+            (v1, server_view, "v1"),
+            (v2, server_view, "v2"),
+        ):
+            mesh.install_capture(pod)
+            if name is not None:
+                app = mesh.spawn(
+                    pod, [*netns.python_program(netns.PROGRAMS / "http_app.py"), name, str(APP_PORT)]
+                )
+                app.log.wait_for(lambda line: line == "listening", READY_TIMEOUT)
+            argv = [envoy, "--config-yaml", envoy_config(view, objects), "--disable-hot-restart"]
+            started.append(mesh.spawn(pod, [*argv, "--log-level", "info"], uid=netns.PROXY_UID))
+        for sidecar in started:
+            sidecar.log.wait_for(lambda line: "starting workers" in line, ENVOY_READY_TIMEOUT)
+        yield RedirectMesh(mesh, client, v1, v2)
+
+
+def test_a_captured_request_is_routed_and_delivered_through_the_inbound_listener(redirect_mesh: RedirectMesh):
+    mesh = redirect_mesh
+    answer = mesh.mesh.http_get(mesh.client, VIP, SERVICE_PORT)
+    assert answer.status == 200, answer
+    body = answer.json()
+    assert body["app"] == "v2"  # the VirtualService's route, not the service's two endpoints
+    assert body["reached"] == f"{mesh.v2.address}:{APP_PORT}"
+    assert body["peer"].startswith("127.0.0.6:")  # inbound|8080|| binds the passthrough source
+    client = mesh.stats(mesh.client)
+    assert client["cluster.outbound|9080|v2|reviews.default.svc.cluster.local.upstream_rq_completed"] >= 1
+    assert (
+        client.get("cluster.outbound|9080|v1|reviews.default.svc.cluster.local.upstream_rq_completed", 0) == 0
+    )
+    server = mesh.stats(mesh.v2)
+    assert server["http.inbound_0.0.0.0_8080.downstream_rq_completed"] >= 1
+    assert server["cluster.inbound|8080||.upstream_rq_completed"] >= 1
+    assert server.get("cluster.InboundPassthroughCluster.upstream_cx_total", 0) == 0
+
+
+def test_an_unknown_destination_passes_through_both_sidecars(redirect_mesh: RedirectMesh):
+    """Port 8080 is no service port: virtualOutbound's catch-all (ALLOW_ANY) passes it through, and
+    the v1 pod's inbound chain for its target port delivers it."""
+    mesh = redirect_mesh
+    before = mesh.stats(mesh.client).get("cluster.PassthroughCluster.upstream_cx_total", 0)
+    answer = mesh.mesh.http_get(mesh.client, mesh.v1.address, APP_PORT)
+    assert answer.status == 200, answer
+    assert answer.json()["app"] == "v1" and answer.json()["peer"].startswith("127.0.0.6:")
+    assert mesh.stats(mesh.client)["cluster.PassthroughCluster.upstream_cx_total"] == before + 1
+    assert mesh.stats(mesh.v1)["http.inbound_0.0.0.0_8080.downstream_rq_completed"] >= 1
