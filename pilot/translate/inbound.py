@@ -9,12 +9,13 @@ original_dst listener filter restores its destination, and a chain matching that
 hands it to the workload at its own address from 127.0.0.6, the source the capture rules let through
 (pilot/capture/rules.py ``INBOUND_PASSTHROUGH_SOURCE``).
 
-Plain text only: each chain's match comes from ``match_options``, one entry per transport; peer
-authentication adds its TLS entries there.
+Plain text only: a port's chains come from ``match_options``, one ``MatchOption`` per chain; peer
+authentication adds its ``tls`` options there (and the TLS inspector and transport sockets they need).
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -65,11 +66,30 @@ PLAINTEXT_HTTP_ALPN = ("http/1.1", "h2c")  # what the HTTP inspector reports for
 INBOUND_VIRTUAL_HOST_PREFIX = "inbound|http|"
 
 
-class ChainKind:
-    """What a filter chain runs: an HTTP connection manager, or a tcp_proxy."""
+class ChainKind(enum.Enum):
+    """What a filter chain runs (Istio's ListenerProtocol): an HTTP connection manager, or a tcp_proxy."""
 
     HTTP = "http"
     TCP = "tcp"
+
+
+@dataclass(frozen=True, slots=True)
+class MatchOption:
+    """One filter chain of a port: Istio's ``FilterChainMatchOptions``. ``tls`` chains (mTLS, from
+    peer authentication) terminate TLS; plain text has none yet."""
+
+    kind: ChainKind
+    transport_protocol: str
+    application_protocols: tuple[str, ...] = ()
+    tls: bool = False
+
+    def filter_chain_match(self, target_port: int) -> FilterChainMatch:
+        match = FilterChainMatch(
+            transport_protocol=self.transport_protocol, application_protocols=self.application_protocols
+        )
+        if target_port > 0:
+            match.destination_port.value = target_port
+        return match
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,17 +116,22 @@ def inbound_ports(view: ProxyView) -> tuple[InboundPort, ...]:
     return tuple(ports[number] for number in sorted(ports))
 
 
-def match_options(protocol: Protocol) -> tuple[tuple[str, FilterChainMatch], ...]:
-    """The (chain kind, match) pairs of a port of ``protocol``, plain text only (the DISABLE column
-    of §2.3's table): HTTP → HCM on ``raw_buffer``; TCP → tcp_proxy on ``raw_buffer``; an unknown
-    protocol is sniffed: plain HTTP ALPNs → HCM, anything else → tcp_proxy."""
-    raw = FilterChainMatch(transport_protocol=RAW_BUFFER)
-    sniffed_http = FilterChainMatch(transport_protocol=RAW_BUFFER, application_protocols=PLAINTEXT_HTTP_ALPN)
+# Istio's inboundPlainText{HTTP,TCP,}FilterChainMatchOptions (filterchain_options.go): the DISABLE
+# column of §2.3's table. An unknown protocol (Istio's "auto") is sniffed: plain HTTP ALPNs → HCM,
+# anything else → tcp_proxy.
+_PLAINTEXT_HTTP = (MatchOption(ChainKind.HTTP, RAW_BUFFER),)
+_PLAINTEXT_TCP = (MatchOption(ChainKind.TCP, RAW_BUFFER),)
+_PLAINTEXT_AUTO = (MatchOption(ChainKind.HTTP, RAW_BUFFER, PLAINTEXT_HTTP_ALPN), *_PLAINTEXT_TCP)
+
+
+def match_options(protocol: Protocol) -> tuple[MatchOption, ...]:
+    """The chains of a port of ``protocol``, in Istio's order (``getFilterChainMatchOptions`` with mTLS
+    mode DISABLE; the STRICT and PERMISSIVE sets add ``tls`` options)."""
     if protocol.is_http:
-        return ((ChainKind.HTTP, raw),)
+        return _PLAINTEXT_HTTP
     if protocol is Protocol.UNSUPPORTED:
-        return ((ChainKind.HTTP, sniffed_http), (ChainKind.TCP, raw))
-    return ((ChainKind.TCP, raw),)
+        return _PLAINTEXT_AUTO
+    return _PLAINTEXT_TCP
 
 
 def inbound_route_configuration(
@@ -148,36 +173,44 @@ def inbound_http_connection_manager(
 
 
 def _chain(
-    name: str, kind: str, match: FilterChainMatch, cluster: str, routes: route_pb2.RouteConfiguration
+    name: str,
+    option: MatchOption,
+    target_port: int,
+    cluster: str,
+    routes: route_pb2.RouteConfiguration,
+    stat_prefix: str,
+    http2: bool = False,
 ) -> FilterChain:
-    if kind == ChainKind.HTTP:
-        manager = inbound_http_connection_manager(f"inbound_{name}", routes)
+    if option.kind is ChainKind.HTTP:
+        manager = inbound_http_connection_manager(stat_prefix, routes)
+        if http2:  # HTTP/2 and gRPC ports (Istio's buildSidecarInboundHTTPOpts)
+            manager.http2_protocol_options.SetInParent()
         filters = [network_filter(HCM_FILTER, manager)]
     else:
         filters = [network_filter(TCP_PROXY_FILTER, tcp_proxy(cluster))]
-    return FilterChain(name=name, filter_chain_match=match, filters=filters)
+    return FilterChain(name=name, filter_chain_match=option.filter_chain_match(target_port), filters=filters)
 
 
 def blackhole_chain() -> FilterChain:
     """Connections addressed to 15006 itself: nothing real listens there (a loop guard)."""
+    match = FilterChainMatch(destination_port=wrappers_pb2.UInt32Value(value=VIRTUAL_INBOUND_PORT))
     return FilterChain(
         name=BLACKHOLE_CHAIN,
-        filter_chain_match=FilterChainMatch(
-            destination_port=wrappers_pb2.UInt32Value(value=VIRTUAL_INBOUND_PORT)
-        ),
+        filter_chain_match=match,
         filters=[network_filter(TCP_PROXY_FILTER, tcp_proxy(names.BLACKHOLE_CLUSTER))],
     )
 
 
 def passthrough_chains() -> list[FilterChain]:
     """Inbound traffic to a port no service declares goes to the workload as it came: the sniffed
-    port-0 set, ``virtualInbound-catchall-http`` for plain HTTP and ``virtualInbound`` for the rest."""
+    port-0 set, ``virtualInbound-catchall-http`` for plain HTTP and ``virtualInbound`` for the rest.
+    Istio's passthrough config has service port 0 and no host, hence the operation ``:0/*``."""
     cluster = names.INBOUND_PASSTHROUGH_CLUSTER
-    routes = inbound_route_configuration(cluster, 0)
+    routes = inbound_route_configuration(cluster, 0, ":0/*")
     chains = []
-    for kind, match in match_options(Protocol.UNSUPPORTED):
-        name = CATCH_ALL_HTTP_CHAIN if kind == ChainKind.HTTP else VIRTUAL_INBOUND
-        chains.append(_chain(name, kind, match, cluster, routes))
+    for option in match_options(Protocol.UNSUPPORTED):
+        name = CATCH_ALL_HTTP_CHAIN if option.kind is ChainKind.HTTP else VIRTUAL_INBOUND
+        chains.append(_chain(name, option, 0, cluster, routes, stat_prefix=cluster))
     return chains
 
 
@@ -185,18 +218,14 @@ def port_chains(port: InboundPort) -> list[FilterChain]:
     cluster = names.inbound_cluster(port.target_port)
     routes = inbound_route_configuration(cluster, port.port, f"{port.hostname}:{port.port}/*")
     name = names.listener_name(port.target_port)
-    chains = []
-    for kind, match in match_options(port.protocol):
-        matched = FilterChainMatch()
-        matched.CopyFrom(match)
-        matched.destination_port.value = port.target_port
-        chains.append(_chain(name, kind, matched, cluster, routes))
-    return chains
+    return [
+        _chain(name, option, port.target_port, cluster, routes, f"inbound_{name}", port.protocol.is_http2)
+        for option in match_options(port.protocol)
+    ]
 
 
-def _inspector_disabled(ports: list[int]) -> listener_components_pb2.ListenerFilterChainMatchPredicate:
-    """Istio's ``listenerPredicateExcludePorts``: the ports whose chains need no ALPN. Without it a
-    server-first protocol would wait for the inspector forever (the timeout is 0)."""
+def _ports_excluded(ports: list[int]) -> listener_components_pb2.ListenerFilterChainMatchPredicate:
+    """Istio's ``listenerPredicateExcludePorts``: true for a connection to any of ``ports``."""
     predicate = listener_components_pb2.ListenerFilterChainMatchPredicate
     rules = [predicate(destination_port_range=range_pb2.Int32Range(start=p, end=p + 1)) for p in ports]
     if len(rules) == 1:
@@ -204,10 +233,32 @@ def _inspector_disabled(ports: list[int]) -> listener_components_pb2.ListenerFil
     return predicate(or_match=predicate.MatchSet(rules=rules))
 
 
+def http_inspector(chains: list[FilterChain]) -> listener_components_pb2.ListenerFilter | None:
+    """Istio's ``populateListenerFilters``/``buildHTTPInspector``: the HTTP inspector if some chain
+    matches a plain HTTP ALPN, turned off for the destination ports whose chains match none. Without
+    that, a server-first protocol on such a port would wait for the inspector (the timeout is 0)."""
+    needs: dict[int, bool] = {}
+    for chain in chains:
+        port = chain.filter_chain_match.destination_port.value
+        alpn = any(p in PLAINTEXT_HTTP_ALPN for p in chain.filter_chain_match.application_protocols)
+        needs[port] = needs.get(port, False) or alpn
+    if not any(needs.values()):
+        return None
+    inspector = listener_components_pb2.ListenerFilter(
+        name=HTTP_INSPECTOR, typed_config=typed(http_inspector_pb2.HttpInspector())
+    )
+    disabled = sorted(port for port, needed in needs.items() if not needed)
+    if disabled:
+        inspector.filter_disabled.CopyFrom(_ports_excluded(disabled))
+    return inspector
+
+
 def virtual_inbound_listener(view: ProxyView) -> Listener:
-    ports = inbound_ports(view)
+    """Chains: the blackhole, the passthrough set, then each target port's, by port (Istio's
+    ``inboundVirtualListener``). Listener filters: original_dst, then the HTTP inspector where a chain
+    needs it (the TLS inspector joins them with mTLS)."""
     chains = [blackhole_chain(), *passthrough_chains()]
-    for port in ports:
+    for port in inbound_ports(view):
         chains += port_chains(port)
     listener = Listener(
         name=VIRTUAL_INBOUND,
@@ -220,16 +271,9 @@ def virtual_inbound_listener(view: ProxyView) -> Listener:
     listener.listener_filters.add(
         name=ORIGINAL_DST_FILTER, typed_config=typed(original_dst_pb2.OriginalDst())
     )
-    inspector = listener.listener_filters.add(
-        name=HTTP_INSPECTOR, typed_config=typed(http_inspector_pb2.HttpInspector())
-    )
-    no_alpn = [
-        port.target_port
-        for port in ports
-        if not any(match.application_protocols for _, match in match_options(port.protocol))
-    ]
-    if no_alpn:
-        inspector.filter_disabled.CopyFrom(_inspector_disabled(no_alpn))
+    inspector = http_inspector(chains)
+    if inspector is not None:
+        listener.listener_filters.append(inspector)
     return listener
 
 

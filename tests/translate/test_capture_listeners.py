@@ -118,13 +118,13 @@ def test_virtual_inbound_listener() -> None:
     original_dst, http_inspector = virtual.listener_filters
     assert original_dst.name == "envoy.filters.listener.original_dst"
     assert http_inspector.name == "envoy.filters.listener.http_inspector"
-    # Neither target port needs ALPN: the inspector is off on both (a server-first TCP protocol
-    # would otherwise wait for it forever).
+    # Only the passthrough chains (port 0) match ALPNs: the inspector is off on the target ports and
+    # 15006 (a server-first TCP protocol would otherwise wait for it forever).
     ranges = [
         (rule.destination_port_range.start, rule.destination_port_range.end)
         for rule in http_inspector.filter_disabled.or_match.rules
     ]
-    assert ranges == [(3306, 3307), (8080, 8081)]
+    assert ranges == [(3306, 3307), (8080, 8081), (15006, 15007)]
 
 
 def test_virtual_inbound_chains() -> None:
@@ -147,6 +147,7 @@ def test_virtual_inbound_chains() -> None:
     assert routes.name == "InboundPassthroughCluster"
     assert routes.virtual_hosts[0].name == "inbound|http|0"
     assert routes.virtual_hosts[0].routes[0].route.cluster == "InboundPassthroughCluster"
+    assert manager(catch_all_http).stat_prefix == "InboundPassthroughCluster"
 
     assert passthrough.filter_chain_match.transport_protocol == "raw_buffer"
     assert not passthrough.filter_chain_match.application_protocols
@@ -184,7 +185,7 @@ def test_unknown_protocol_port_is_sniffed() -> None:
     http_inspector = listeners(redirect(ServiceTarget(REVIEWS, 9080, 9080, "")))[
         "virtualInbound"
     ].listener_filters[1]
-    assert not http_inspector.HasField("filter_disabled")
+    assert http_inspector.filter_disabled.destination_port_range.start == 15006
 
 
 def test_shared_target_port_makes_one_chain_and_one_cluster() -> None:
@@ -221,6 +222,17 @@ def test_cluster_order_and_shapes() -> None:
 
 
 def test_grpc_inbound_cluster_speaks_http2() -> None:
+    (chain,) = [
+        c
+        for c in listeners(redirect(ServiceTarget(REVIEWS, 9080, 9080, "GRPC")))[
+            "virtualInbound"
+        ].filter_chains
+        if c.name == "0.0.0.0_9080"
+    ]
+    assert manager(chain).HasField("http2_protocol_options")
+    assert not manager(listeners(redirect(*TARGETS))["virtualInbound"].filter_chains[-1]).HasField(
+        "http2_protocol_options"
+    )
     found = dict(clusters(redirect(ServiceTarget(REVIEWS, 9080, 9080, "GRPC"))))
     assert "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" in (
         found["inbound|9080||"].typed_extension_protocol_options
