@@ -6,7 +6,8 @@ client's view is a REDIRECT sidecar; the reviews pods' views also carry their Se
 9080 → the app's 8080). The client app's plain HTTP GET to the ServiceEntry address is captured on
 15001, routed by the VirtualService (all to v2), and arrives at the v2 pod, whose capture sends it to
 15006: ``virtualInbound``'s chain ``0.0.0.0_8080`` hands it to ``inbound|8080||``, which reaches the
-app from 127.0.0.6. Each Envoy's admin (127.0.0.1:15000 in its pod) gives the counters that say which
+app from 127.0.0.6. Pod ``strict`` is a client under mesh ``outboundTrafficPolicy`` REGISTRY_ONLY.
+Each Envoy's admin (127.0.0.1:15000 in its pod) gives the counters that say which
 listener and chain carried a request.
 """
 
@@ -29,6 +30,7 @@ from tests.translate.golden import static_bootstrap
 
 APP_PORT = 8080
 SERVICE_PORT = 9080
+UNDECLARED_PORT = 9090  # no service has it
 VIP = "10.96.0.10"  # the ServiceEntry's address: nothing in the mesh has it, only capture reaches it
 HOST = "reviews.default.svc.cluster.local"
 ADMIN_PORT = 15000
@@ -77,6 +79,7 @@ class RedirectMesh:
     client: netns.Pod
     v1: netns.Pod
     v2: netns.Pod
+    strict: netns.Pod  # REGISTRY_ONLY
 
     def stats(self, pod: netns.Pod) -> dict[str, int]:
         """The Envoy's counters in ``pod`` (read as root: loopback is never captured)."""
@@ -99,31 +102,37 @@ def redirect_mesh() -> Iterator[RedirectMesh]:
     envoy = envoy_binary()
     if envoy is None or not netns.runnable_by_anyone(envoy):
         pytest.skip(f"no envoy binary that uid {netns.PROXY_UID} may run (found: {envoy})")
-    with netns.mesh("client", "reviews-v1", "reviews-v2") as mesh:
-        client, v1, v2 = (mesh.pods[name] for name in ("client", "reviews-v1", "reviews-v2"))
+    with netns.mesh("client", "reviews-v1", "reviews-v2", "strict") as mesh:
+        client, v1, v2, strict = (
+            mesh.pods[name] for name in ("client", "reviews-v1", "reviews-v2", "strict")
+        )
         objects = config(v1.address, v2.address)
+        registry_only = (*objects, f.mesh_config(outboundTrafficPolicy={"mode": "REGISTRY_ONLY"}))
         client_view = f.sidecar(mode=InterceptionMode.REDIRECT)
         server_view = replace(client_view, targets=(ServiceTarget(HOST, SERVICE_PORT, APP_PORT, "HTTP"),))
-        # The service address is routed out of the pod, as a pod's default route would; capture turns
-        # the connection to 15001 before it leaves.
-        netns.ip("-n", client.netns, "route", "add", "default", "via", netns.NODE_ADDRESS)
+        pods = (
+            (client, client_view, objects, None),
+            (v1, server_view, objects, "v1"),
+            (v2, server_view, objects, "v2"),
+            (strict, client_view, registry_only, None),
+        )
         started = []
-        for pod, view, name in (
-            (client, client_view, None),
-            (v1, server_view, "v1"),
-            (v2, server_view, "v2"),
-        ):
+        for pod, view, pod_objects, name in pods:
             mesh.install_capture(pod)
-            if name is not None:
-                app = mesh.spawn(
-                    pod, [*netns.python_program(netns.PROGRAMS / "http_app.py"), name, str(APP_PORT)]
-                )
-                app.log.wait_for(lambda line: line == "listening", READY_TIMEOUT)
-            argv = [envoy, "--config-yaml", envoy_config(view, objects), "--disable-hot-restart"]
+            if name is None:
+                # The service address is routed out of the pod, as a pod's default route would;
+                # capture turns the connection to 15001 before it leaves.
+                netns.ip("-n", pod.netns, "route", "add", "default", "via", netns.NODE_ADDRESS)
+            else:
+                # The app also listens on an undeclared port, which only the passthrough chains serve.
+                app = netns.python_program(netns.PROGRAMS / "http_app.py")
+                ready = mesh.spawn(pod, [*app, name, str(APP_PORT), str(UNDECLARED_PORT)])
+                ready.log.wait_for(lambda line: line == "listening", READY_TIMEOUT)
+            argv = [envoy, "--config-yaml", envoy_config(view, pod_objects), "--disable-hot-restart"]
             started.append(mesh.spawn(pod, [*argv, "--log-level", "info"], uid=netns.PROXY_UID))
         for sidecar in started:
             sidecar.log.wait_for(lambda line: "starting workers" in line, ENVOY_READY_TIMEOUT)
-        yield RedirectMesh(mesh, client, v1, v2)
+        yield RedirectMesh(mesh, client, v1, v2, strict)
 
 
 def test_a_captured_request_is_routed_and_delivered_through_the_inbound_listener(redirect_mesh: RedirectMesh):
@@ -155,3 +164,31 @@ def test_an_unknown_destination_passes_through_both_sidecars(redirect_mesh: Redi
     assert answer.json()["app"] == "v1" and answer.json()["peer"].startswith("127.0.0.6:")
     assert mesh.stats(mesh.client)["cluster.PassthroughCluster.upstream_cx_total"] == before + 1
     assert mesh.stats(mesh.v1)["http.inbound_0.0.0.0_8080.downstream_rq_completed"] >= 1
+
+
+def test_allow_any_passes_an_unknown_host_through_and_the_inbound_passthrough_delivers_it(
+    redirect_mesh: RedirectMesh,
+):
+    """On the HTTP port 9080 a Host no service claims takes the route configuration's last virtual
+    host, allow_any (PassthroughCluster); on a port no service declares virtualOutbound's catch-all
+    passes it. The v1 pod has no chain for either port: virtualInbound-catchall-http and
+    InboundPassthroughCluster deliver what the app listens for."""
+    mesh = redirect_mesh
+    answer = mesh.mesh.http_get(mesh.client, mesh.v1.address, SERVICE_PORT)
+    assert answer.status == 503, answer  # passed on, and refused: nothing listens on 9080 in the v1 pod
+    answer = mesh.mesh.http_get(mesh.client, mesh.v1.address, UNDECLARED_PORT)
+    assert answer.status == 200, answer
+    assert answer.json()["app"] == "v1" and answer.json()["peer"].startswith("127.0.0.6:")
+    assert mesh.stats(mesh.v1)["cluster.InboundPassthroughCluster.upstream_rq_completed"] >= 1
+
+
+def test_registry_only_answers_502_on_an_http_port_and_drops_other_connections(redirect_mesh: RedirectMesh):
+    mesh = redirect_mesh
+    answer = mesh.mesh.http_get(mesh.strict, mesh.v1.address, SERVICE_PORT)
+    assert answer.status == 502, answer  # block_all's direct response
+    with pytest.raises(netns.NetnsError):  # virtualOutbound-catchall-tcp → BlackHoleCluster
+        mesh.mesh.http_get(mesh.strict, mesh.v1.address, UNDECLARED_PORT)
+    assert mesh.stats(mesh.strict)["cluster.BlackHoleCluster.upstream_cx_none_healthy"] >= 1
+    # The service itself is still reached.
+    answer = mesh.mesh.http_get(mesh.strict, VIP, SERVICE_PORT)
+    assert answer.status == 200 and answer.json()["app"] == "v2", answer
