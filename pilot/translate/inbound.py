@@ -16,6 +16,7 @@ authentication adds its ``tls`` options there (and the TLS inspector and transpo
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -47,6 +48,8 @@ from pilot.translate.proxy import ProxyView
 from pilot.translate.tcp_routes import TCP_PROXY_FILTER
 from pilot.xds import names
 
+log = logging.getLogger("pilot.translate.inbound")
+
 Cluster: TypeAlias = cluster_pb2.Cluster
 Listener: TypeAlias = listener_pb2.Listener
 FilterChain: TypeAlias = listener_components_pb2.FilterChain
@@ -64,6 +67,9 @@ INBOUND_PASSTHROUGH_BIND = "127.0.0.6"
 RAW_BUFFER = "raw_buffer"  # Envoy's transport protocol when no listener filter detected TLS
 PLAINTEXT_HTTP_ALPN = ("http/1.1", "h2c")  # what the HTTP inspector reports for plain HTTP
 INBOUND_VIRTUAL_HOST_PREFIX = "inbound|http|"
+# Ports the sidecar itself listens on: virtualOutbound, virtualInbound, and the agent bootstrap's
+# status (15021) and Prometheus (15090) listeners.
+RESERVED_PORTS = frozenset({15001, VIRTUAL_INBOUND_PORT, 15021, 15090})
 
 
 class ChainKind(enum.Enum):
@@ -106,11 +112,20 @@ class InboundPort:
 
 def inbound_ports(view: ProxyView) -> tuple[InboundPort, ...]:
     """One entry per target port, sorted by it; where two services share a target port the first
-    target in the view's order sets the protocol (Istio: the oldest Service). UDP is not proxied."""
+    target in the view's order sets the protocol (Istio: the oldest Service). UDP is not proxied, and
+    the sidecar's own ports are skipped, as Istio's ``conflictWithReservedListener`` does."""
     ports: dict[int, InboundPort] = {}
     for target in view.targets:
         protocol = parse_protocol(target.protocol)
         if protocol is Protocol.UDP or target.target_port in ports:
+            continue
+        if target.target_port in RESERVED_PORTS:
+            log.warning(
+                "%s port %d: target port %d is the sidecar's own; no inbound chain",
+                target.hostname,
+                target.port,
+                target.target_port,
+            )
             continue
         ports[target.target_port] = InboundPort(target.target_port, target.port, target.hostname, protocol)
     return tuple(ports[number] for number in sorted(ports))

@@ -197,6 +197,15 @@ def test_shared_target_port_makes_one_chain_and_one_cluster() -> None:
     assert [name for name, _ in clusters(view)].count("inbound|8080||") == 1
 
 
+def test_the_sidecars_own_ports_get_no_inbound_chain() -> None:
+    view = redirect(
+        *(ServiceTarget(REVIEWS, port, port, "HTTP") for port in (15001, 15006, 15021, 15090, 15020))
+    )
+    chains = [c.name for c in listeners(view)["virtualInbound"].filter_chains]
+    assert [name for name in chains if name.startswith("0.0.0.0_")] == ["0.0.0.0_15020"]
+    assert [name for name, _ in clusters(view) if name.startswith("inbound|")] == ["inbound|15020||"]
+
+
 def test_cluster_order_and_shapes() -> None:
     found = clusters(redirect(*TARGETS))
     names = [name for name, _ in found]
