@@ -224,6 +224,8 @@ def test_cluster_order_and_shapes() -> None:
         assert cluster.upstream_bind_config.source_address.address == "127.0.0.6"
         assert cluster.upstream_bind_config.source_address.port_value == 0
         assert cluster.connect_timeout.ToSeconds() == 10
+    for name in ("inbound|3306||", "inbound|8080||"):
+        assert by_name[name].cleanup_interval.ToSeconds() == 60
     assert by_name["BlackHoleCluster"].type == Cluster.STATIC
     assert not by_name["BlackHoleCluster"].HasField("load_assignment")
     assert by_name["PassthroughCluster"].type == Cluster.ORIGINAL_DST
