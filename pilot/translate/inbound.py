@@ -67,9 +67,9 @@ INBOUND_PASSTHROUGH_BIND = "127.0.0.6"
 RAW_BUFFER = "raw_buffer"  # Envoy's transport protocol when no listener filter detected TLS
 PLAINTEXT_HTTP_ALPN = ("http/1.1", "h2c")  # what the HTTP inspector reports for plain HTTP
 INBOUND_VIRTUAL_HOST_PREFIX = "inbound|http|"
-# Ports the sidecar itself listens on: virtualOutbound, virtualInbound, and the agent bootstrap's
-# status (15021) and Prometheus (15090) listeners.
 INBOUND_CLEANUP_INTERVAL_SECONDS = 60
+# Ports the sidecar itself listens on: virtualOutbound (15001), virtualInbound, and the agent
+# bootstrap's status (15021) and Prometheus (15090) listeners.
 RESERVED_PORTS = frozenset({15001, VIRTUAL_INBOUND_PORT, 15021, 15090})
 
 
