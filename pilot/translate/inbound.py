@@ -33,17 +33,10 @@ from envoy.type.v3 import range_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
 from pilot.config.protocols import Protocol, parse_protocol
+from pilot.translate import listeners
 from pilot.translate import traffic_policy as policy
 from pilot.translate.clusters import passthrough_cluster
 from pilot.translate.context import PushContext
-from pilot.translate.listeners import (
-    HCM_FILTER,
-    http_filters,
-    network_filter,
-    tcp_proxy,
-    typed,
-    wildcard_address,
-)
 from pilot.translate.proxy import ProxyView
 from pilot.translate.tcp_routes import TCP_PROXY_FILTER
 from pilot.xds import names
@@ -178,7 +171,7 @@ def inbound_http_connection_manager(
     return HttpConnectionManager(
         stat_prefix=stat_prefix,
         route_config=routes,
-        http_filters=http_filters(),
+        http_filters=listeners.http_filters(),
         use_remote_address=wrappers_pb2.BoolValue(value=False),
         forward_client_cert_details=HttpConnectionManager.APPEND_FORWARD,
         set_current_client_cert_details=details,
@@ -201,9 +194,9 @@ def _chain(
         manager = inbound_http_connection_manager(stat_prefix, routes)
         if http2:  # HTTP/2 and gRPC ports (Istio's buildSidecarInboundHTTPOpts)
             manager.http2_protocol_options.SetInParent()
-        filters = [network_filter(HCM_FILTER, manager)]
+        filters = [listeners.network_filter(listeners.HCM_FILTER, manager)]
     else:
-        filters = [network_filter(TCP_PROXY_FILTER, tcp_proxy(cluster))]
+        filters = [listeners.network_filter(TCP_PROXY_FILTER, listeners.tcp_proxy(cluster))]
     return FilterChain(name=name, filter_chain_match=option.filter_chain_match(target_port), filters=filters)
 
 
@@ -213,7 +206,7 @@ def blackhole_chain() -> FilterChain:
     return FilterChain(
         name=BLACKHOLE_CHAIN,
         filter_chain_match=match,
-        filters=[network_filter(TCP_PROXY_FILTER, tcp_proxy(names.BLACKHOLE_CLUSTER))],
+        filters=[listeners.network_filter(TCP_PROXY_FILTER, listeners.tcp_proxy(names.BLACKHOLE_CLUSTER))],
     )
 
 
@@ -261,7 +254,7 @@ def http_inspector(chains: list[FilterChain]) -> listener_components_pb2.Listene
     if not any(needs.values()):
         return None
     inspector = listener_components_pb2.ListenerFilter(
-        name=HTTP_INSPECTOR, typed_config=typed(http_inspector_pb2.HttpInspector())
+        name=HTTP_INSPECTOR, typed_config=listeners.typed(http_inspector_pb2.HttpInspector())
     )
     disabled = sorted(port for port, needed in needs.items() if not needed)
     if disabled:
@@ -278,14 +271,14 @@ def virtual_inbound_listener(view: ProxyView) -> Listener:
         chains += port_chains(port)
     listener = Listener(
         name=VIRTUAL_INBOUND,
-        address=wildcard_address(VIRTUAL_INBOUND_PORT),
+        address=listeners.wildcard_address(VIRTUAL_INBOUND_PORT),
         filter_chains=chains,
         traffic_direction=base_pb2.INBOUND,
         continue_on_listener_filters_timeout=True,
         listener_filters_timeout=duration_pb2.Duration(),  # mesh protocolDetectionTimeout, 0 = none
     )
     listener.listener_filters.add(
-        name=ORIGINAL_DST_FILTER, typed_config=typed(original_dst_pb2.OriginalDst())
+        name=ORIGINAL_DST_FILTER, typed_config=listeners.typed(original_dst_pb2.OriginalDst())
     )
     inspector = http_inspector(chains)
     if inspector is not None:
