@@ -14,10 +14,18 @@ listener and chain carried a request.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from google.protobuf import json_format
 
 from pilot.translate.proxy import InterceptionMode
@@ -39,28 +47,48 @@ ENVOY_READY_TIMEOUT = 20.0
 MAX_ARGUMENT = 120_000  # Linux refuses one command-line argument over 128 KiB
 
 
-def config(v1: str, v2: str) -> tuple:
-    reviews = f.service_entry(
-        "reviews",
-        hosts=[HOST],
-        addresses=[VIP],
-        location="MESH_INTERNAL",
-        resolution="STATIC",
-        ports=[{"number": SERVICE_PORT, "name": "http", "protocol": "HTTP", "targetPort": APP_PORT}],
-        endpoints=[
+def specs(v1: str, v2: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(kind, name, spec) of the mesh's config: reviews at the two pods, a VirtualService sending all
+    of it to v2."""
+    reviews = {
+        "hosts": [HOST],
+        "addresses": [VIP],
+        "location": "MESH_INTERNAL",
+        "resolution": "STATIC",
+        "ports": [{"number": SERVICE_PORT, "name": "http", "protocol": "HTTP", "targetPort": APP_PORT}],
+        "endpoints": [
             {"address": v1, "labels": {"version": "v1"}},
             {"address": v2, "labels": {"version": "v2"}},
         ],
-    )
-    rule = f.destination_rule(
-        "reviews",
-        host="reviews",
-        subsets=[{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}],
-    )
-    route = f.virtual_service(
-        "reviews", hosts=["reviews"], http=[{"route": [{"destination": {"host": "reviews", "subset": "v2"}}]}]
-    )
-    return reviews, rule, route
+    }
+    subsets = [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}]
+    route = {
+        "hosts": ["reviews"],
+        "http": [{"route": [{"destination": {"host": "reviews", "subset": "v2"}}]}],
+    }
+    return [
+        ("ServiceEntry", "reviews", reviews),
+        ("DestinationRule", "reviews", {"host": "reviews", "subsets": subsets}),
+        ("VirtualService", "reviews", route),
+    ]
+
+
+def config(v1: str, v2: str) -> tuple:
+    return tuple(f.config(kind, name, spec) for kind, name, spec in specs(v1, v2))
+
+
+def config_yaml(v1: str, v2: str) -> str:
+    """The same config as a folder file for ``pilot serve``."""
+    documents = [
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": kind,
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": spec,
+        }
+        for kind, name, spec in specs(v1, v2)
+    ]
+    return yaml.safe_dump_all(documents)
 
 
 def envoy_config(view, objects) -> str:
@@ -82,16 +110,20 @@ class RedirectMesh:
     strict: netns.Pod  # REGISTRY_ONLY
 
     def stats(self, pod: netns.Pod) -> dict[str, int]:
-        """The Envoy's counters in ``pod`` (read as root: loopback is never captured)."""
-        read = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:%d/stats').read().decode())"
-        done = self.mesh.run(pod, [netns.python_for(None) or "python3", "-c", read % ADMIN_PORT])
-        assert done.returncode == 0, done.stderr
-        out = {}
-        for line in done.stdout.splitlines():
-            name, _, value = line.partition(": ")
-            if value.isdigit():
-                out[name] = int(value)
-        return out
+        return envoy_stats(self.mesh, pod)
+
+
+def envoy_stats(mesh: netns.Mesh, pod: netns.Pod) -> dict[str, int]:
+    """The counters of the Envoy in ``pod`` (read as root: loopback is never captured); empty while
+    its admin does not answer."""
+    read = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:%d/stats').read().decode())"
+    done = mesh.run(pod, [sys.executable, "-c", read % ADMIN_PORT])
+    out = {}
+    for line in done.stdout.splitlines() if done.returncode == 0 else ():
+        name, _, value = line.partition(": ")
+        if value.isdigit():
+            out[name] = int(value)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +224,63 @@ def test_registry_only_answers_502_on_an_http_port_and_drops_other_connections(r
     # The service itself is still reached.
     answer = mesh.mesh.http_get(mesh.strict, VIP, SERVICE_PORT)
     assert answer.status == 200 and answer.json()["app"] == "v2", answer
+
+
+XDS_PORT = 15010  # pilot's, in the node's namespace
+
+
+def test_a_sidecar_configured_by_pilot_over_ads_routes_captured_traffic(
+    redirect_mesh: RedirectMesh, tmp_path: Path
+):
+    """The client side again, with its Envoy configured by ``pilot serve`` (in the node's namespace)
+    from node metadata INTERCEPTION_MODE=REDIRECT, as ``pilot bootstrap`` writes it."""
+    mesh = redirect_mesh.mesh
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "reviews.yaml").write_text(config_yaml(redirect_mesh.v1.address, redirect_mesh.v2.address))
+    serve = [sys.executable, "-m", "pilot", "serve", "--config-dir", str(folder), "--xds-port", str(XDS_PORT)]
+    # Not Mesh.spawn: pilot's worker processes would keep a pipe open; its own session lets the
+    # whole group be stopped at the end.
+    with (tmp_path / "pilot.log").open("w") as log:
+        pilot = subprocess.Popen(
+            mesh.node.command([*serve, "--http-port", "0"]),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        served_through_pilot(redirect_mesh, tmp_path)
+    finally:
+        os.killpg(pilot.pid, signal.SIGKILL)
+        pilot.wait(10)
+
+
+def served_through_pilot(redirect_mesh: RedirectMesh, tmp_path: Path) -> None:
+    mesh = redirect_mesh.mesh
+    pod = mesh.add_pod("xds-client")
+    mesh.install_capture(pod)
+    netns.ip("-n", pod.netns, "route", "add", "default", "via", netns.NODE_ADDRESS)
+    node_id = f"sidecar~{pod.address}~xds-client.default~default.svc.cluster.local"
+    bootstrap = mesh.run(
+        mesh.node,
+        [sys.executable, "-m", "pilot", "bootstrap", "--node-id", node_id]
+        + ["--xds-address", f"{netns.NODE_ADDRESS}:{XDS_PORT}", "--admin-port", str(ADMIN_PORT)]
+        + ["--metadata", "INTERCEPTION_MODE=REDIRECT"],
+    )
+    assert bootstrap.returncode == 0, bootstrap.stderr
+    envoy = envoy_binary()
+    assert envoy is not None
+    argv = [envoy, "--config-yaml", bootstrap.stdout, "--disable-hot-restart", "--log-level", "info"]
+    mesh.spawn(pod, argv, uid=netns.PROXY_UID)
+    # Configured: the port listener, virtualOutbound and virtualInbound are active (the fixture's
+    # Envoys are static; this one retries until pilot is up).
+    deadline = time.monotonic() + ENVOY_READY_TIMEOUT
+    while envoy_stats(mesh, pod).get("listener_manager.total_listeners_active", 0) < 3:
+        assert time.monotonic() < deadline, f"not configured: {envoy_stats(mesh, pod)}"
+        time.sleep(0.2)
+    answer = mesh.http_get(pod, VIP, SERVICE_PORT)
+    assert answer.status == 200, answer
+    assert answer.json()["app"] == "v2" and answer.json()["peer"].startswith("127.0.0.6:")
+    counters = envoy_stats(mesh, pod)
+    assert counters["cluster.outbound|9080|v2|reviews.default.svc.cluster.local.upstream_rq_completed"] == 1
