@@ -139,7 +139,8 @@ def test_corpus_served_over_ads(tmp_path: Path) -> None:
     objects = write_corpus(config_dir)
     pilot = PilotProcess(config_dir, tmp_path / "pilot.log")
     failure_logs.watch(pilot)
-    # The sidecar is intercepted (REDIRECT): its port listeners bind nothing, only virtualOutbound.
+    # The sidecar is intercepted (REDIRECT): its port listeners bind nothing, only virtualOutbound
+    # (15001) and virtualInbound (15006) do.
     nodes: list[tuple[str, str, dict[str, Any]]] = [
         (
             "sidecar",

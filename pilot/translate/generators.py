@@ -23,7 +23,7 @@ from pilot.config.kinds import (
     WORKLOAD_ENTRY,
 )
 from pilot.config.objects import ConfigKey
-from pilot.translate import clusters, gateway_listeners, gateway_routes, listeners, routes
+from pilot.translate import capture_listeners, clusters, gateway_listeners, gateway_routes, listeners, routes
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import NodeType, ProxyView
 from pilot.xds import types
@@ -68,11 +68,21 @@ def build_load_assignments(view: ProxyView, context: PushContext) -> Resources:
     return out
 
 
+def build_clusters(view: ProxyView, context: PushContext) -> Resources:
+    """Outbound and special clusters; an intercepted sidecar's inbound clusters after them."""
+    out: Resources = list(clusters.build_clusters(view, context))
+    out += [(cluster.name, cluster) for cluster in capture_listeners.capture_clusters(view, context)]
+    return out
+
+
 def build_listeners(view: ProxyView, context: PushContext) -> Resources:
-    """Routers get the listeners of their Gateways; sidecars their outbound listeners."""
+    """Routers get the listeners of their Gateways; sidecars their outbound listeners, then the
+    capture listeners when intercepted."""
     if view.type is NodeType.ROUTER:
         return list(gateway_listeners.build_gateway_listeners(view, context))
-    return list(listeners.build_listeners(view, context))
+    out: Resources = list(listeners.build_listeners(view, context))
+    out += [(listener.name, listener) for listener in capture_listeners.capture_listeners(view, context)]
+    return out
 
 
 def build_routes(view: ProxyView, context: PushContext) -> Resources:
@@ -83,7 +93,7 @@ def build_routes(view: ProxyView, context: PushContext) -> Resources:
 
 _SERVICES = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY, MESH_CONFIG})
 
-CDS = FunctionGenerator(types.CLUSTER, _SERVICES | {DESTINATION_RULE}, clusters.build_clusters)
+CDS = FunctionGenerator(types.CLUSTER, _SERVICES | {DESTINATION_RULE}, build_clusters)
 EDS = FunctionGenerator(types.ENDPOINT, _SERVICES | {DESTINATION_RULE}, build_load_assignments)
 # Gateways make a router's listeners and routes; their VirtualServices' tcp/tls routes its listeners.
 LDS = FunctionGenerator(

@@ -1,5 +1,5 @@
-"""LDS: one outbound listener ``0.0.0.0_N`` per service port, and ``virtualOutbound`` when traffic
-is intercepted.
+"""LDS: one outbound listener ``0.0.0.0_N`` per service port (an intercepted sidecar's capture
+listeners, ``virtualOutbound`` and ``virtualInbound``, are capture_listeners.py's).
 
 Istio's listener.go (``buildSidecarOutboundListeners``): an HTTP port gets an HTTP connection
 manager that fetches route configuration ``N`` over ADS; any other TCP-family port a tcp_proxy to
@@ -40,9 +40,6 @@ HCM_FILTER = "envoy.filters.network.http_connection_manager"
 FAULT_FILTER = "envoy.filters.http.fault"
 ROUTER_FILTER = "envoy.filters.http.router"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
-VIRTUAL_OUTBOUND = "virtualOutbound"
-VIRTUAL_OUTBOUND_PORT = 15001
-CATCH_ALL_CHAIN = "virtualOutbound-catchall-tcp"  # Istio's VirtualOutboundCatchAllTCPFilterChainName
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +74,7 @@ def typed(message: Message) -> any_pb2.Any:
     return packed
 
 
-def _network_filter(name: str, config: Message) -> listener_components_pb2.Filter:
+def network_filter(name: str, config: Message) -> listener_components_pb2.Filter:
     return listener_components_pb2.Filter(name=name, typed_config=typed(config))
 
 
@@ -127,7 +124,7 @@ def _listener(view: ProxyView, port: int, *chains: listener_components_pb2.Filte
 
 
 def http_listener(view: ProxyView, port: int) -> Listener:
-    manager = _network_filter(HCM_FILTER, http_connection_manager(port))
+    manager = network_filter(HCM_FILTER, http_connection_manager(port))
     chain = listener_components_pb2.FilterChain(filters=[manager])
     return _listener(view, port, chain)
 
@@ -147,28 +144,9 @@ def tcp_listener(view: ProxyView, port: int, services: tuple[Service, ...], cont
         cluster = names.PASSTHROUGH_CLUSTER if context.mesh.allow_any else names.BLACKHOLE_CLUSTER
         listener.default_filter_chain.CopyFrom(
             listener_components_pb2.FilterChain(
-                filters=[_network_filter(TCP_PROXY_FILTER, tcp_proxy(cluster))]
+                filters=[network_filter(TCP_PROXY_FILTER, tcp_proxy(cluster))]
             )
         )
-    return listener
-
-
-def virtual_outbound_listener(view: ProxyView, context: PushContext) -> Listener:
-    """Port 15001, where iptables sends outbound traffic: handed to the listener of the original
-    destination port, or else passed through (ALLOW_ANY) or dropped (REGISTRY_ONLY)."""
-    cluster = names.PASSTHROUGH_CLUSTER if context.mesh.allow_any else names.BLACKHOLE_CLUSTER
-    default_chain = listener_components_pb2.FilterChain(
-        name=CATCH_ALL_CHAIN, filters=[_network_filter(TCP_PROXY_FILTER, tcp_proxy(cluster))]
-    )
-    listener = Listener(
-        name=VIRTUAL_OUTBOUND,
-        address=wildcard_address(VIRTUAL_OUTBOUND_PORT),
-        use_original_dst=wrappers_pb2.BoolValue(value=True),
-        default_filter_chain=default_chain,
-        traffic_direction=base_pb2.OUTBOUND,
-    )
-    if view.interception_mode is InterceptionMode.TPROXY:
-        listener.transparent.CopyFrom(wrappers_pb2.BoolValue(value=True))
     return listener
 
 
@@ -178,6 +156,4 @@ def build_listeners(view: ProxyView, context: PushContext) -> list[tuple[str, Li
     ports = outbound_ports(context.scope(view.namespace, view.labels))
     listeners = [http_listener(view, port) for port in ports.http]
     listeners += [tcp_listener(view, port, services, context) for port, services in ports.tcp]
-    if view.interception_mode is not InterceptionMode.NONE:
-        listeners.append(virtual_outbound_listener(view, context))
     return [(listener.name, listener) for listener in listeners]

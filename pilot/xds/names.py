@@ -1,6 +1,7 @@
 """Istio's names for Envoy resources, built and parsed in one place.
 
-Cluster: ``outbound|PORT|SUBSET|HOST`` (subset empty when none); listener: ``0.0.0.0_PORT``;
+Cluster: ``outbound|PORT|SUBSET|HOST`` (subset empty when none), ``inbound|TARGET_PORT||`` for what the
+proxy's own workload serves; listener: ``0.0.0.0_PORT``;
 sidecar outbound route configuration: ``PORT``; virtual host: ``HOST:PORT``.
 """
 
@@ -10,6 +11,7 @@ from typing import Final, NamedTuple
 
 BLACKHOLE_CLUSTER: Final = "BlackHoleCluster"
 PASSTHROUGH_CLUSTER: Final = "PassthroughCluster"
+INBOUND_PASSTHROUGH_CLUSTER: Final = "InboundPassthroughCluster"
 WILDCARD_ADDRESS: Final = "0.0.0.0"
 
 
@@ -22,6 +24,11 @@ class ClusterName(NamedTuple):
 
 def outbound_cluster(host: str, port: int, subset: str = "") -> str:
     return f"outbound|{port}|{subset}|{host}"
+
+
+def inbound_cluster(target_port: int) -> str:
+    """Istio 1.10+ names inbound clusters by the workload's port alone (``BuildInboundSubsetKey``)."""
+    return f"inbound|{target_port}||"
 
 
 def parse_cluster(name: str) -> ClusterName | None:

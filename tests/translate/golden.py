@@ -15,8 +15,9 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import json_format
 
-from pilot.translate.proxy import InterceptionMode, ProxyView
+from pilot.translate.proxy import InterceptionMode, NodeType, ProxyView
 from pilot.translate.snapshot import Messages
+from pilot.translate.targets import ServiceTarget
 from pilot.xds import types
 from pilot.xds.listeners import http_connection_managers
 from tests import factories
@@ -46,6 +47,17 @@ class Scenario:
         return GOLDEN / f"{self.name}.json"
 
 
+# The sidecar of redirect-inbound.yaml, given its ServiceTargets.
+REDIRECT_INBOUND_VIEW = ProxyView(
+    NodeType.SIDECAR,
+    "default",
+    InterceptionMode.REDIRECT,
+    targets=(
+        ServiceTarget("mysql.default.svc.cluster.local", 3306, 3306, "TCP"),
+        ServiceTarget("reviews.default.svc.cluster.local", 9080, 8080, "HTTP"),
+    ),
+)
+
 SCENARIOS = (
     Scenario("bookinfo", "bookinfo.yaml", factories.sidecar("default")),
     Scenario("bookinfo-other-namespace", "bookinfo.yaml", factories.sidecar("other")),
@@ -57,6 +69,7 @@ SCENARIOS = (
     Scenario("routing-surface", "routing-surface.yaml", factories.sidecar("default")),
     Scenario("tcp-tls", "tcp-tls.yaml", factories.sidecar("default")),
     Scenario("tcp-tls-redirect", "tcp-tls.yaml", factories.sidecar("default", InterceptionMode.REDIRECT)),
+    Scenario("redirect-inbound", "redirect-inbound.yaml", REDIRECT_INBOUND_VIEW),
 )
 
 
@@ -97,6 +110,8 @@ def static_bootstrap(messages: Messages) -> bootstrap_pb2.Bootstrap:
         listener = listener_pb2.Listener()
         listener.CopyFrom(message)
         for network_filter, manager in http_connection_managers(listener):
+            if not manager.HasField("rds"):
+                continue  # inline routes (virtualInbound)
             route_config = route_pb2.RouteConfiguration()
             route_config.CopyFrom(routes[manager.rds.route_config_name])
             manager.route_config.CopyFrom(route_config)

@@ -63,23 +63,12 @@ def test_unnamed_port_without_protocol_is_tcp() -> None:
     assert tcp_cluster(listeners(se)["0.0.0.0_81"]) == "outbound|81||x.example.com"
 
 
-def test_interception_adds_virtual_outbound() -> None:
+def test_intercepted_port_listeners_do_not_bind() -> None:
+    """virtualOutbound (capture_listeners.py) hands them traffic by port; they bind nothing."""
     out = listeners(f.http_service("reviews"), view=f.sidecar(mode=InterceptionMode.REDIRECT))
+    assert sorted(out) == ["0.0.0.0_80"]
     assert out["0.0.0.0_80"].bind_to_port.value is False
-    virtual = out["virtualOutbound"]
-    assert virtual.address.socket_address.port_value == 15001 and virtual.use_original_dst.value
-    assert tcp_cluster_of_default(virtual) == "PassthroughCluster"
-    blocked = listeners(
-        f.mesh_config(outboundTrafficPolicy={"mode": "REGISTRY_ONLY"}),
-        view=f.sidecar(mode=InterceptionMode.TPROXY),
-    )["virtualOutbound"]
-    assert tcp_cluster_of_default(blocked) == "BlackHoleCluster" and blocked.transparent.value
-
-
-def tcp_cluster_of_default(listener) -> str:
-    out = tcp_proxy_pb2.TcpProxy()
-    assert listener.default_filter_chain.filters[0].typed_config.Unpack(out)
-    return out.cluster
+    assert not listeners(f.http_service("reviews"))["0.0.0.0_80"].HasField("bind_to_port")
 
 
 def test_routers_get_no_listeners_yet() -> None:

@@ -1,0 +1,328 @@
+"""An intercepted sidecar's inbound side: ``virtualInbound`` on 15006 and the ``inbound|PORT||`` and
+``InboundPassthroughCluster`` clusters behind it.
+
+Istio's listener_builder.go (``buildInboundListeners``), listener_inbound.go (``buildInboundChainConfigs``,
+``buildInboundPassthroughChains``, ``buildInboundFilterchains``) and cluster_builder.go
+(``buildInboundClusterForPortOrUDS``, ``buildInboundPassthroughCluster``); shapes in
+ISTIO-SIDECAR-AND-SECURITY.md §2.3-§2.5. iptables sends every inbound connection to 15006; the
+original_dst listener filter restores its destination, and a chain matching that destination port
+hands it to the workload at its own address from 127.0.0.6, the source the capture rules let through
+(pilot/capture/rules.py ``INBOUND_PASSTHROUGH_SOURCE``).
+
+Plain text only: a port's chains come from ``match_options``, one ``MatchOption`` per chain; peer
+authentication adds its ``tls`` options there (and the TLS inspector and transport sockets they need).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as upstream_http
+from envoy.type.v3 import range_pb2
+from google.protobuf import duration_pb2, wrappers_pb2
+
+from pilot.config.protocols import Protocol, parse_protocol
+from pilot.translate import listeners
+from pilot.translate import traffic_policy as policy
+from pilot.translate.clusters import passthrough_cluster
+from pilot.translate.context import PushContext
+from pilot.translate.proxy import ProxyView
+from pilot.translate.tcp_routes import TCP_PROXY_FILTER
+from pilot.xds import names
+
+log = logging.getLogger("pilot.translate.inbound")
+
+Cluster: TypeAlias = cluster_pb2.Cluster
+Listener: TypeAlias = listener_pb2.Listener
+FilterChain: TypeAlias = listener_components_pb2.FilterChain
+FilterChainMatch: TypeAlias = listener_components_pb2.FilterChainMatch
+HttpConnectionManager: TypeAlias = hcm_pb2.HttpConnectionManager
+
+VIRTUAL_INBOUND = "virtualInbound"  # also the name of its TCP passthrough chain
+VIRTUAL_INBOUND_PORT = 15006  # mesh proxyInboundListenPort
+BLACKHOLE_CHAIN = "virtualInbound-blackhole"
+CATCH_ALL_HTTP_CHAIN = "virtualInbound-catchall-http"
+ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
+HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
+# The source address of what the sidecar hands to its workload; the capture rules return it untouched.
+INBOUND_PASSTHROUGH_BIND = "127.0.0.6"
+RAW_BUFFER = "raw_buffer"  # Envoy's transport protocol when no listener filter detected TLS
+PLAINTEXT_HTTP_ALPN = ("http/1.1", "h2c")  # what the HTTP inspector reports for plain HTTP
+INBOUND_VIRTUAL_HOST_PREFIX = "inbound|http|"
+INBOUND_CLEANUP_INTERVAL_SECONDS = 60
+# Ports the sidecar itself listens on: virtualOutbound (15001), virtualInbound, and the agent
+# bootstrap's status (15021) and Prometheus (15090) listeners.
+RESERVED_PORTS = frozenset({15001, VIRTUAL_INBOUND_PORT, 15021, 15090})
+
+
+class ChainKind(enum.Enum):
+    """What a filter chain runs (Istio's ListenerProtocol): an HTTP connection manager, or a tcp_proxy."""
+
+    HTTP = "http"
+    TCP = "tcp"
+
+
+@dataclass(frozen=True, slots=True)
+class MatchOption:
+    """One filter chain of a port: Istio's ``FilterChainMatchOptions``. ``tls`` chains (mTLS, from
+    peer authentication) terminate TLS; plain text has none yet."""
+
+    kind: ChainKind
+    transport_protocol: str
+    application_protocols: tuple[str, ...] = ()
+    tls: bool = False
+
+    def filter_chain_match(self, target_port: int) -> FilterChainMatch:
+        match = FilterChainMatch(
+            transport_protocol=self.transport_protocol, application_protocols=self.application_protocols
+        )
+        if target_port > 0:
+            match.destination_port.value = target_port
+        return match
+
+
+@dataclass(frozen=True, slots=True)
+class InboundPort:
+    """One port the workload listens on: the chain ``0.0.0.0_<target_port>`` and the cluster
+    ``inbound|<target_port>||``. ``port`` and ``hostname`` are the service's, for the virtual host
+    name and the tracing operation."""
+
+    target_port: int
+    port: int
+    hostname: str
+    protocol: Protocol
+
+
+def inbound_ports(view: ProxyView) -> tuple[InboundPort, ...]:
+    """One entry per target port, sorted by it; where two services share a target port the first
+    target in the view's order sets the protocol (Istio: the oldest Service). UDP is not proxied, and
+    the sidecar's own ports are skipped, as Istio's ``conflictWithReservedListener`` does."""
+    ports: dict[int, InboundPort] = {}
+    for target in view.targets:
+        protocol = parse_protocol(target.protocol)
+        if protocol is Protocol.UDP or target.target_port in ports:
+            continue
+        if target.target_port in RESERVED_PORTS:
+            log.warning(
+                "%s port %d: target port %d is the sidecar's own; no inbound chain",
+                target.hostname,
+                target.port,
+                target.target_port,
+            )
+            continue
+        ports[target.target_port] = InboundPort(target.target_port, target.port, target.hostname, protocol)
+    return tuple(ports[number] for number in sorted(ports))
+
+
+# Istio's inboundPlainText{HTTP,TCP,}FilterChainMatchOptions (filterchain_options.go): the DISABLE
+# column of §2.3's table. An unknown protocol (Istio's "auto") is sniffed: plain HTTP ALPNs → HCM,
+# anything else → tcp_proxy.
+_PLAINTEXT_HTTP = (MatchOption(ChainKind.HTTP, RAW_BUFFER),)
+_PLAINTEXT_TCP = (MatchOption(ChainKind.TCP, RAW_BUFFER),)
+_PLAINTEXT_AUTO = (MatchOption(ChainKind.HTTP, RAW_BUFFER, PLAINTEXT_HTTP_ALPN), *_PLAINTEXT_TCP)
+
+
+def match_options(protocol: Protocol) -> tuple[MatchOption, ...]:
+    """The chains of a port of ``protocol``, in Istio's order (``getFilterChainMatchOptions`` with mTLS
+    mode DISABLE; the STRICT and PERMISSIVE sets add ``tls`` options)."""
+    if protocol.is_http:
+        return _PLAINTEXT_HTTP
+    if protocol is Protocol.UNSUPPORTED:
+        return _PLAINTEXT_AUTO
+    return _PLAINTEXT_TCP
+
+
+def inbound_route_configuration(
+    cluster: str, port: int, operation: str | None = None
+) -> route_pb2.RouteConfiguration:
+    """Istio's ``buildSidecarInboundHTTPRouteConfig``: named after the cluster, one virtual host
+    ``inbound|http|<port>`` for any domain, one route ``default`` without a timeout; ``operation``
+    names the route in traces (``HOST:PORT/*``)."""
+    action = rc.RouteAction(cluster=cluster, timeout=duration_pb2.Duration())
+    action.max_stream_duration.max_stream_duration.SetInParent()
+    action.max_stream_duration.grpc_timeout_header_max.SetInParent()
+    route = rc.Route(name="default", match=rc.RouteMatch(prefix="/"), route=action)
+    if operation:
+        route.decorator.operation = operation
+    host = rc.VirtualHost(name=f"{INBOUND_VIRTUAL_HOST_PREFIX}{port}", domains=["*"], routes=[route])
+    return route_pb2.RouteConfiguration(
+        name=cluster, virtual_hosts=[host], validate_clusters=wrappers_pb2.BoolValue(value=False)
+    )
+
+
+def inbound_http_connection_manager(
+    stat_prefix: str, routes: route_pb2.RouteConfiguration
+) -> HttpConnectionManager:
+    """Inline routes (no RDS); the client certificate's details forwarded as Istio does."""
+    details = HttpConnectionManager.SetCurrentClientCertDetails(
+        subject=wrappers_pb2.BoolValue(value=True), uri=True, dns=True
+    )
+    return HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        route_config=routes,
+        http_filters=listeners.http_filters(),
+        use_remote_address=wrappers_pb2.BoolValue(value=False),
+        forward_client_cert_details=HttpConnectionManager.APPEND_FORWARD,
+        set_current_client_cert_details=details,
+        normalize_path=wrappers_pb2.BoolValue(value=True),
+        path_with_escaped_slashes_action=HttpConnectionManager.KEEP_UNCHANGED,
+        upgrade_configs=[HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
+    )
+
+
+def _chain(
+    name: str,
+    option: MatchOption,
+    target_port: int,
+    cluster: str,
+    routes: route_pb2.RouteConfiguration,
+    stat_prefix: str,
+    http2: bool = False,
+) -> FilterChain:
+    if option.kind is ChainKind.HTTP:
+        manager = inbound_http_connection_manager(stat_prefix, routes)
+        if http2:  # HTTP/2 and gRPC ports (Istio's buildSidecarInboundHTTPOpts)
+            manager.http2_protocol_options.SetInParent()
+        filters = [listeners.network_filter(listeners.HCM_FILTER, manager)]
+    else:
+        filters = [listeners.network_filter(TCP_PROXY_FILTER, listeners.tcp_proxy(cluster))]
+    return FilterChain(name=name, filter_chain_match=option.filter_chain_match(target_port), filters=filters)
+
+
+def blackhole_chain() -> FilterChain:
+    """Connections addressed to 15006 itself: nothing real listens there (a loop guard)."""
+    match = FilterChainMatch(destination_port=wrappers_pb2.UInt32Value(value=VIRTUAL_INBOUND_PORT))
+    return FilterChain(
+        name=BLACKHOLE_CHAIN,
+        filter_chain_match=match,
+        filters=[listeners.network_filter(TCP_PROXY_FILTER, listeners.tcp_proxy(names.BLACKHOLE_CLUSTER))],
+    )
+
+
+def passthrough_chains() -> list[FilterChain]:
+    """Inbound traffic to a port no service declares goes to the workload as it came: the sniffed
+    port-0 set, ``virtualInbound-catchall-http`` for plain HTTP and ``virtualInbound`` for the rest.
+    Istio's passthrough config has service port 0 and no host, hence the operation ``:0/*``."""
+    cluster = names.INBOUND_PASSTHROUGH_CLUSTER
+    routes = inbound_route_configuration(cluster, 0, ":0/*")
+    chains = []
+    for option in match_options(Protocol.UNSUPPORTED):
+        name = CATCH_ALL_HTTP_CHAIN if option.kind is ChainKind.HTTP else VIRTUAL_INBOUND
+        chains.append(_chain(name, option, 0, cluster, routes, stat_prefix=cluster))
+    return chains
+
+
+def port_chains(port: InboundPort) -> list[FilterChain]:
+    cluster = names.inbound_cluster(port.target_port)
+    routes = inbound_route_configuration(cluster, port.port, f"{port.hostname}:{port.port}/*")
+    name = names.listener_name(port.target_port)
+    return [
+        _chain(name, option, port.target_port, cluster, routes, f"inbound_{name}", port.protocol.is_http2)
+        for option in match_options(port.protocol)
+    ]
+
+
+def _ports_excluded(ports: list[int]) -> listener_components_pb2.ListenerFilterChainMatchPredicate:
+    """Istio's ``listenerPredicateExcludePorts``: true for a connection to any of ``ports``."""
+    predicate = listener_components_pb2.ListenerFilterChainMatchPredicate
+    rules = [predicate(destination_port_range=range_pb2.Int32Range(start=p, end=p + 1)) for p in ports]
+    if len(rules) == 1:
+        return rules[0]
+    return predicate(or_match=predicate.MatchSet(rules=rules))
+
+
+def http_inspector(chains: list[FilterChain]) -> listener_components_pb2.ListenerFilter | None:
+    """Istio's ``populateListenerFilters``/``buildHTTPInspector``: the HTTP inspector if some chain
+    matches a plain HTTP ALPN, turned off for the destination ports whose chains match none. Without
+    that, a server-first protocol on such a port would wait for the inspector (the timeout is 0)."""
+    needs: dict[int, bool] = {}
+    for chain in chains:
+        port = chain.filter_chain_match.destination_port.value
+        alpn = any(p in PLAINTEXT_HTTP_ALPN for p in chain.filter_chain_match.application_protocols)
+        needs[port] = needs.get(port, False) or alpn
+    if not any(needs.values()):
+        return None
+    inspector = listener_components_pb2.ListenerFilter(
+        name=HTTP_INSPECTOR, typed_config=listeners.typed(http_inspector_pb2.HttpInspector())
+    )
+    disabled = sorted(port for port, needed in needs.items() if not needed)
+    if disabled:
+        inspector.filter_disabled.CopyFrom(_ports_excluded(disabled))
+    return inspector
+
+
+def virtual_inbound_listener(view: ProxyView) -> Listener:
+    """Chains: the blackhole, the passthrough set, then each target port's, by port (Istio's
+    ``inboundVirtualListener``). Listener filters: original_dst, then the HTTP inspector where a chain
+    needs it (the TLS inspector joins them with mTLS)."""
+    chains = [blackhole_chain(), *passthrough_chains()]
+    for port in inbound_ports(view):
+        chains += port_chains(port)
+    listener = Listener(
+        name=VIRTUAL_INBOUND,
+        address=listeners.wildcard_address(VIRTUAL_INBOUND_PORT),
+        filter_chains=chains,
+        traffic_direction=base_pb2.INBOUND,
+        continue_on_listener_filters_timeout=True,
+        listener_filters_timeout=duration_pb2.Duration(),  # mesh protocolDetectionTimeout, 0 = none
+    )
+    listener.listener_filters.add(
+        name=ORIGINAL_DST_FILTER, typed_config=listeners.typed(original_dst_pb2.OriginalDst())
+    )
+    inspector = http_inspector(chains)
+    if inspector is not None:
+        listener.listener_filters.append(inspector)
+    return listener
+
+
+def _bind_to_passthrough_source(cluster: Cluster) -> None:
+    cluster.upstream_bind_config.source_address.CopyFrom(
+        address_pb2.SocketAddress(address=INBOUND_PASSTHROUGH_BIND, port_value=0)
+    )
+
+
+def inbound_cluster(port: InboundPort, context: PushContext) -> Cluster:
+    """Mesh ``inboundTrafficPolicy`` PASSTHROUGH (Istio's default): to the connection's original
+    destination, the workload's own address, rather than 127.0.0.1."""
+    cluster = Cluster(
+        name=names.inbound_cluster(port.target_port),
+        type=Cluster.ORIGINAL_DST,
+        lb_policy=Cluster.CLUSTER_PROVIDED,
+        common_lb_config=Cluster.CommonLbConfig(),
+    )
+    cluster.connect_timeout.FromTimedelta(context.mesh.connect_timeout)
+    # Istio keeps idle connections to the workload for 60 s rather than Envoy's default 5 s.
+    cluster.cleanup_interval.FromSeconds(INBOUND_CLEANUP_INTERVAL_SECONDS)
+    cluster.circuit_breakers.thresholds.append(policy.default_thresholds())
+    _bind_to_passthrough_source(cluster)
+    if port.protocol.is_http2:
+        options = upstream_http.HttpProtocolOptions()
+        options.explicit_http_config.http2_protocol_options.SetInParent()
+        cluster.typed_extension_protocol_options[policy.HTTP_PROTOCOL_OPTIONS].Pack(options)
+    return cluster
+
+
+def inbound_passthrough_cluster(context: PushContext) -> Cluster:
+    """PassthroughCluster's shape, bound to the passthrough source address."""
+    cluster = passthrough_cluster(context)
+    cluster.name = names.INBOUND_PASSTHROUGH_CLUSTER
+    _bind_to_passthrough_source(cluster)
+    return cluster
+
+
+def inbound_clusters(view: ProxyView, context: PushContext) -> list[Cluster]:
+    """``inbound|PORT||`` by port, then InboundPassthroughCluster (Istio's CDS order)."""
+    clusters = [inbound_cluster(port, context) for port in inbound_ports(view)]
+    clusters.append(inbound_passthrough_cluster(context))
+    return clusters
