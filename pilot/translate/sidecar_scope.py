@@ -31,6 +31,7 @@ import dataclasses
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from pilot._gen import networking_pb2 as nw
 from pilot.config.objects import ConfigKey, ConfigObject
@@ -256,7 +257,7 @@ def _egress_listener(
     has_port = listener.HasField("port")
     out = EgressListener(
         hosts=tuple(listener.hosts),
-        imported=imported,
+        imported=MappingProxyType(imported),
         services=(),
         port=listener.port.number if has_port else None,
         protocol=parse_protocol(listener.port.protocol) if has_port else Protocol.UNSUPPORTED,
