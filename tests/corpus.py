@@ -1,10 +1,11 @@
 """The shared corpus of real Istio config (../shared/corpus/istio): the files and objects pilot
 serves, and the ServiceEntries they need.
 
-A corpus file's VirtualServices and DestinationRules name hosts that the file does not declare (in
-Kubernetes they are Services). ``synthetic_service_entries`` makes one STATIC ServiceEntry per such
-host, with a 127.0.0.1 endpoint (one more per subset, carrying the subset's labels), on the ports the
-file routes to (80 and 9080 when it names none), so that the config has services to attach to.
+A corpus file's VirtualServices, DestinationRules and Sidecars (exact egress hosts) name hosts that
+the file does not declare (in Kubernetes they are Services). ``synthetic_service_entries`` makes one
+STATIC ServiceEntry per such host, with a 127.0.0.1 endpoint (one more per subset, carrying the
+subset's labels), on the ports the file routes to (80 and 9080 when it names none), so that the config
+has services to attach to.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def is_not_served(document: dict[str, Any]) -> bool:
 
 def served_documents(path: Path) -> list[dict[str, Any]]:
     """The documents of a corpus file whose apiVersion and kind pilot serves. The corpus also holds
-    what pilot does not read: Sidecars, WorkloadGroups, security.istio.io policies, Kubernetes Gateway
-    API objects (whose ``Gateway`` is not Istio's) and core objects."""
+    what pilot does not read: security.istio.io policies, Kubernetes Gateway API objects (whose
+    ``Gateway`` is not Istio's) and core objects."""
     return [doc for doc in documents(path) if is_served(doc)]
 
 
@@ -126,6 +127,20 @@ def _destination_rule(found: _Hosts, obj: ConfigObject) -> None:
         found.subset(spec.host, obj.namespace, dict(subset.labels))
 
 
+def _sidecar(found: _Hosts, obj: ConfigObject) -> None:
+    """The exact ``ns/host`` egress hosts, in that namespace (``*`` and ``.``: the Sidecar's)."""
+    spec: Any = obj.spec
+    for listener in spec.egress:
+        for entry in listener.hosts:
+            namespace, slash, host = entry.partition("/")
+            if not slash or namespace.startswith("~") or "." not in host:
+                continue
+            namespace = obj.namespace if namespace in ("*", ".") else namespace
+            port = listener.port.number if listener.HasField("port") else 0
+            protocol = str(listener.port.protocol).upper() if port else "HTTP"
+            found.add(host, namespace, port, protocol if protocol in ("HTTP", "TCP", "TLS") else "TCP")
+
+
 def _declared(objects: Iterable[ConfigObject]) -> set[str]:
     out = set()
     for obj in objects:
@@ -143,6 +158,8 @@ def synthetic_service_entries(objects: list[ConfigObject]) -> list[dict[str, Any
             _virtual_service(found, obj)
         elif obj.kind == "DestinationRule":
             _destination_rule(found, obj)
+        elif obj.kind == "Sidecar":
+            _sidecar(found, obj)
     declared = _declared(objects)
     out = []
     for fqdn, (namespace, ports, subsets) in sorted(found.found.items()):

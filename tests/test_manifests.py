@@ -30,7 +30,7 @@ CORPUS_FILES = served_files()
 MANIFEST_FILES = sorted(
     p for p in MANIFESTS.rglob("*.yaml") if "docker-compose" not in p.relative_to(MANIFESTS).parts
 )
-ISTIO_KINDS = ("VirtualService", "DestinationRule", "ServiceEntry", "Gateway")
+ISTIO_KINDS = ("VirtualService", "DestinationRule", "ServiceEntry", "Gateway", "Sidecar", "WorkloadGroup")
 
 
 def load_gen_crds() -> Any:

@@ -34,6 +34,8 @@ KINDS: dict[str, type[Message]] = {
     "ServiceEntry": networking_pb2.ServiceEntry,
     "WorkloadEntry": networking_pb2.WorkloadEntry,
     "Gateway": networking_pb2.Gateway,
+    "Sidecar": networking_pb2.Sidecar,
+    "WorkloadGroup": networking_pb2.WorkloadGroup,
 }
 
 # The kinds of the workload-identity and security issues, by (group, kind): the group keeps Istio's

@@ -23,6 +23,8 @@ DESTINATION_RULE = "DestinationRule"
 SERVICE_ENTRY = "ServiceEntry"
 GATEWAY = "Gateway"
 WORKLOAD_ENTRY = "WorkloadEntry"
+SIDECAR = "Sidecar"
+WORKLOAD_GROUP = "WorkloadGroup"
 MESH_CONFIG = "MeshConfig"
 
 # The mesh ConfigMap: ``apiVersion: v1, kind: ConfigMap, metadata.name: istio, data.mesh: <YAML>``.
@@ -66,6 +68,8 @@ DESTINATION_RULE_INFO: Final = _networking(DESTINATION_RULE, networking_pb2.Dest
 SERVICE_ENTRY_INFO: Final = _networking(SERVICE_ENTRY, networking_pb2.ServiceEntry)
 GATEWAY_INFO: Final = _networking(GATEWAY, networking_pb2.Gateway)
 WORKLOAD_ENTRY_INFO: Final = _networking(WORKLOAD_ENTRY, networking_pb2.WorkloadEntry)
+SIDECAR_INFO: Final = _networking(SIDECAR, networking_pb2.Sidecar)
+WORKLOAD_GROUP_INFO: Final = _networking(WORKLOAD_GROUP, networking_pb2.WorkloadGroup)
 MESH_CONFIG_INFO: Final = KindInfo(MESH_CONFIG, "", ("v1",), networking_pb2.MeshConfig, spec_path="data.mesh")
 
 KINDS: dict[str, KindInfo] = {
@@ -76,6 +80,8 @@ KINDS: dict[str, KindInfo] = {
         SERVICE_ENTRY_INFO,
         GATEWAY_INFO,
         WORKLOAD_ENTRY_INFO,
+        SIDECAR_INFO,
+        WORKLOAD_GROUP_INFO,
         MESH_CONFIG_INFO,
     )
 }
@@ -85,7 +91,7 @@ KINDS: dict[str, KindInfo] = {
 # a document of one is skipped with a warning naming its kind, never in silence. A kind of an Istio
 # group that is in neither table is a typo (``VirtualServce``) and an error.
 NOT_SERVED: dict[str, frozenset[str]] = {
-    NETWORKING_GROUP: frozenset({"Sidecar", "WorkloadGroup", "EnvoyFilter", "ProxyConfig"}),
+    NETWORKING_GROUP: frozenset({"EnvoyFilter", "ProxyConfig"}),
     "security.istio.io": frozenset({"PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"}),
     "telemetry.istio.io": frozenset({"Telemetry"}),
     "extensions.istio.io": frozenset({"WasmPlugin"}),

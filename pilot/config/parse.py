@@ -11,7 +11,7 @@ object (kind namespace/name), the field path and its line. How problems affect t
   ``partial``: the other documents still count, and the store keeps every object the file held
   before that is not in the result (that document may be one of them); so does a file with no
   document at all (emptied);
-- a kind of Istio or the Gateway API that pilot does not serve (Sidecar, AuthorizationPolicy, HTTPRoute,
+- a kind of Istio or the Gateway API that pilot does not serve (EnvoyFilter, AuthorizationPolicy, HTTPRoute,
   ...): skipped with a warning naming the kind; a kind no Istio group has (``VirtualServce``) under an
   Istio apiVersion: an error, and ``partial``;
 - any other kind (Deployment, another ConfigMap, ...): skipped with a debug log line.

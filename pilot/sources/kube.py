@@ -2,10 +2,10 @@
 
 What it watches (``namespaces`` scopes all but the last; None means every namespace):
 
-- VirtualService, DestinationRule, ServiceEntry, Gateway in ``networking.istio.io``, at the version
-  discovery says the server serves (v1, else v1beta1, else v1alpha3). A kind the server does not serve
-  (its CRD is not installed) counts as listed and empty, as Istio's delayed informers do, and discovery
-  is asked again every ``rediscover_interval`` until it appears;
+- VirtualService, DestinationRule, ServiceEntry, Gateway, Sidecar, WorkloadGroup in ``networking.istio.io``,
+  at the version discovery says the server serves (v1, else v1beta1, else v1alpha3). A kind the server
+  does not serve (its CRD is not installed) counts as listed and empty, as Istio's delayed informers do,
+  and discovery is asked again every ``rediscover_interval`` until it appears;
 - core/v1 Services, discovery.k8s.io/v1 EndpointSlices and core/v1 Pods (for endpoint labels), joined
   into one synthetic ServiceEntry per Service (pilot.sources.kube_services);
 - the ConfigMap ``istio`` (key ``mesh``) in ``pilot_namespace``, watched by name (``fieldSelector``).
@@ -60,6 +60,8 @@ ISTIO_RESOURCES = {
     kinds.DESTINATION_RULE: "destinationrules",
     kinds.SERVICE_ENTRY: "serviceentries",
     kinds.GATEWAY: "gateways",
+    kinds.SIDECAR: "sidecars",
+    kinds.WORKLOAD_GROUP: "workloadgroups",
 }
 SERVICES = Resource("", "v1", "services", SERVICE)
 ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", ENDPOINT_SLICE)

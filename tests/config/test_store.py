@@ -273,7 +273,7 @@ def test_a_file_read_cleanly_without_an_object_removes_it(store: ConfigStore) ->
     event = store.apply(result)
     assert event is not None and event.changed == {ConfigKey("ServiceEntry", "default", "se")}
     # ... and a kind pilot does not serve (skipped with a warning) is no reason to keep one either
-    event = store.apply(parse_text(only_vs.replace("kind: VirtualService", "kind: Sidecar"), "f.yaml"))
+    event = store.apply(parse_text(only_vs.replace("kind: VirtualService", "kind: EnvoyFilter"), "f.yaml"))
     assert event is not None and event.changed == {A} and not store.snapshot().objects
 
 

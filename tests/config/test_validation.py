@@ -567,7 +567,7 @@ def test_translated_fields_do_not_warn() -> None:
 
 def test_validate_ignores_kinds_it_does_not_know() -> None:
     obj = ConfigObject(
-        ConfigKey("Sidecar", "default", "x"), "networking.istio.io/v1", nw.VirtualService(), "o"
+        ConfigKey("EnvoyFilter", "default", "x"), "networking.istio.io/v1", nw.VirtualService(), "o"
     )
     assert validate(obj) == []
 

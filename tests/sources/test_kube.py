@@ -23,7 +23,7 @@ from pilot.config.protocols import Protocol
 from pilot.config.store import ConfigStore
 from pilot.errors import ConfigError
 from pilot.sources.base import ConfigSource
-from pilot.sources.kube import KubeSource, load_api_client
+from pilot.sources.kube import ISTIO_RESOURCES, REGISTRY_RESOURCES, KubeSource, load_api_client
 from pilot.sources.kube_reflector import WatchOptions
 from pilot.sources.kube_services import synthetic_key
 from pilot.translate.registry import Resolution, services_of
@@ -35,6 +35,9 @@ from tests.support.kube_api import (
     service,
     virtual_service,
 )
+
+# One watch per Istio kind and registry resource, and one for the mesh ConfigMap.
+WATCHES = len(ISTIO_RESOURCES) + len(REGISTRY_RESOURCES) + 1
 
 DEADLINE = 10.0
 PILOT_NS = "pilot-system"
@@ -421,7 +424,7 @@ async def test_410_gone_relists_with_no_lost_and_no_duplicated_change(kube: Fake
         )
         # Unchanged kinds relist too (their watches got 410 as well); wait for every watch to be back.
         await eventually(
-            lambda: kube.watch_count() == 8 and len(kube.list_requests("destinationrules")) == 2,
+            lambda: kube.watch_count() == WATCHES and len(kube.list_requests("destinationrules")) == 2,
             "every watch relisted and watching again",
         )
         assert sorted(recorder.changes) == [vs_key("a"), vs_key("b"), vs_key("c")]  # once each, nothing else
@@ -490,7 +493,7 @@ async def test_dropped_connection_resumes_from_the_last_bookmark_without_a_relis
     store = ConfigStore()
     source = source_for(store, client)
     async with running(source):
-        await eventually(lambda: kube.watch_count() == 8, "every watch open")
+        await eventually(lambda: kube.watch_count() == WATCHES, "every watch open")
         kube.apply(destination_rule("reviews"))  # moves the global resourceVersion past the VS watch's
         await eventually(
             lambda: store.get(ConfigKey("DestinationRule", "default", "reviews")) is not None, "DR"
@@ -505,7 +508,7 @@ async def test_dropped_connection_resumes_from_the_last_bookmark_without_a_relis
             "the bookmark seen",
         )
         watches_before = len(kube.watch_requests("virtualservices"))
-        assert kube.drop_watches() == 8
+        assert kube.drop_watches() == WATCHES
         kube.apply(virtual_service("ratings", host="ratings"))  # while disconnected
         await eventually(lambda: store.get(vs_key("ratings")) is not None, "the change made while cut off")
         resumed = kube.watch_requests("virtualservices")[watches_before]

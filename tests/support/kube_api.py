@@ -56,7 +56,7 @@ from aiohttp import web
 LOOPBACK = "127.0.0.1"
 ISTIO_GROUP = "networking.istio.io"
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
-ISTIO_KINDS = ("VirtualService", "DestinationRule", "ServiceEntry", "Gateway")
+ISTIO_KINDS = ("VirtualService", "DestinationRule", "ServiceEntry", "Gateway", "Sidecar", "WorkloadGroup")
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,8 @@ TYPES = {
         ResourceType("DestinationRule", ISTIO_GROUP, "destinationrules", False),
         ResourceType("ServiceEntry", ISTIO_GROUP, "serviceentries", False),
         ResourceType("Gateway", ISTIO_GROUP, "gateways", False),
+        ResourceType("Sidecar", ISTIO_GROUP, "sidecars", False),
+        ResourceType("WorkloadGroup", ISTIO_GROUP, "workloadgroups", False),
     )
 }
 # A few more the real server has, so discovery documents look like one.

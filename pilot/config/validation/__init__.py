@@ -14,8 +14,10 @@ from pilot.config.validation.destination_rule import validate_destination_rule
 from pilot.config.validation.gateway import validate_gateway
 from pilot.config.validation.mesh import validate_mesh_config
 from pilot.config.validation.service_entry import validate_service_entry, validate_workload_entry
+from pilot.config.validation.sidecar import validate_sidecar
 from pilot.config.validation.support import report_not_yet_supported
 from pilot.config.validation.virtual_service import validate_virtual_service
+from pilot.config.validation.workload_group import validate_workload_group
 
 __all__ = ["validate"]
 
@@ -38,6 +40,10 @@ def validate(obj: ConfigObject) -> list[FieldError]:
         validate_gateway(obj.spec, obj.name, path, report)
     elif kinds.WORKLOAD_ENTRY_INFO.holds(obj):
         validate_workload_entry(obj.spec, None, True, path, report)
+    elif kinds.SIDECAR_INFO.holds(obj):
+        validate_sidecar(obj.spec, obj.namespace, path, report)
+    elif kinds.WORKLOAD_GROUP_INFO.holds(obj):
+        validate_workload_group(obj.spec, path, report)
     elif kinds.MESH_CONFIG_INFO.holds(obj):
         validate_mesh_config(obj.spec, path, report)
     report_not_yet_supported(obj.kind, obj.spec, path, report)

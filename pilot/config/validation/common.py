@@ -199,10 +199,14 @@ def check_namespace_slash_host(hostname: str, is_gateway: bool) -> list[str]:
     problems: list[str] = []
     if not namespace or not name:
         problems.append("config namespace and dnsName in host entry cannot be empty")
-    allowed = ("*", ".") if is_gateway else ("*", ".", "~")
-    if namespace not in allowed and not is_dns1123_label(namespace):
-        where = "gateway" if is_gateway else "sidecar"
-        problems.append(f'invalid namespace value "{namespace}" in {where}')
+    if is_gateway:
+        if namespace not in ("*", ".") and not is_dns1123_label(namespace):
+            problems.append(f'invalid namespace value "{namespace}" in gateway')
+    else:
+        # A Sidecar's namespace may be ``~``-prefixed to exclude it (bare ``~``: every namespace).
+        excluded = namespace.removeprefix("~")
+        if excluded not in ("", "*", ".") and not is_dns1123_label(excluded):
+            problems.append(f'invalid namespace value "{namespace}" in sidecar')
     return problems + _gateway_or_sidecar_host(name, is_gateway)
 
 
@@ -338,6 +342,17 @@ def check_selector_labels(labels: Mapping[str, str]) -> list[str]:
         if "*" in key or "*" in value:
             problems.append(f'wildcard is not supported in selector: "{key}={value}"')
     return problems
+
+
+def check_workload_selector(selector: nw.WorkloadSelector, what: str, path: str, report: Report) -> None:
+    """Istio's ``ValidateAlphaWorkloadSelector`` for a set ``workloadSelector`` of a ``what`` (kind)."""
+    report.check_all(at(path, "labels"), check_selector_labels(selector.labels))
+    if not len(selector.labels):
+        report.warn(
+            path,
+            f"{what}: workload selector specified without labels, will be applied to all services in "
+            "namespace",
+        )
 
 
 def enum_name(message: Message, field: str) -> str:

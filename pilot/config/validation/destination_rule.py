@@ -80,7 +80,7 @@ def _settings(
     if policy.HasField("outlier_detection"):
         _outlier_detection(policy.outlier_detection, at(path, "outlierDetection"), report)
     if policy.HasField("connection_pool"):
-        _connection_pool(policy.connection_pool, at(path, "connectionPool"), report)
+        validate_connection_pool(policy.connection_pool, at(path, "connectionPool"), report)
     if policy.HasField("load_balancer"):
         _load_balancer(
             policy.load_balancer, policy.HasField("outlier_detection"), at(path, "loadBalancer"), report
@@ -132,7 +132,7 @@ _NON_NEGATIVE_HTTP = (
 )
 
 
-def _connection_pool(pool: nw.ConnectionPoolSettings, path: str, report: Report) -> None:
+def validate_connection_pool(pool: nw.ConnectionPoolSettings, path: str, report: Report) -> None:
     if not pool.HasField("http") and not pool.HasField("tcp"):
         report.error(path, "connection pool must have at least one field")
         return

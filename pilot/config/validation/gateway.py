@@ -107,7 +107,7 @@ def _server(server: nw.Server, path: str, report: Report) -> None:
     port_ok = _port(server, at(path, "port"), report)
     _bind(server, path, report)
     if server.HasField("tls"):
-        _tls(server.tls, at(path, "tls"), report)
+        validate_server_tls(server.tls, at(path, "tls"), report)
     if not port_ok:
         return
     protocol = parse_protocol(server.port.protocol)
@@ -155,7 +155,7 @@ def _bind(server: nw.Server, path: str, report: Report) -> None:
         report.check(at(path, "bind"), check_ip(bind))
 
 
-def _tls(tls: nw.ServerTLSSettings, path: str, report: Report) -> None:
+def validate_server_tls(tls: nw.ServerTLSSettings, path: str, report: Report) -> None:
     if tls.min_protocol_version in (tls.TLSV1_0, tls.TLSV1_1) and not len(tls.cipher_suites):
         report.warn(
             at(path, "minProtocolVersion"),

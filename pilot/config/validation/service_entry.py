@@ -14,9 +14,9 @@ from pilot.config.validation.common import (
     check_partial_wildcard,
     check_port,
     check_port_name,
-    check_selector_labels,
     check_unix_address,
     check_wildcard_domain,
+    check_workload_selector,
     enum_name,
     item,
 )
@@ -35,14 +35,7 @@ def validate_service_entry(spec: nw.ServiceEntry, namespace: str, path: str, rep
     resolution = enum_name(spec, "resolution")
     has_selector = spec.HasField("workload_selector")
     if has_selector:
-        selector_path = at(path, "workloadSelector")
-        report.check_all(at(selector_path, "labels"), check_selector_labels(spec.workload_selector.labels))
-        if not len(spec.workload_selector.labels):
-            report.warn(
-                selector_path,
-                "service entry: workload selector specified without labels, will be applied "
-                "to all services in namespace",
-            )
+        check_workload_selector(spec.workload_selector, "service entry", at(path, "workloadSelector"), report)
         if len(spec.endpoints):
             report.error(path, "only one of WorkloadSelector or Endpoints is allowed in Service Entry")
     if not len(spec.hosts):

@@ -10,6 +10,8 @@ where the field is set (for a scalar: set to a non-default value). Why each is l
 * ``warmup.minimumPercent`` / ``warmup.aggression``: how Istio translates them is unconfirmed.
 * ``serviceAccount`` fields: identities for Istio's mTLS, which needs Istio's CA.
 * Gateway ``servers[].defaultEndpoint``: Istio does not implement it either.
+* Sidecar and WorkloadGroup: read and validated; which Sidecar applies to a proxy is computed
+  (pilot.translate.sidecar_scope), but listeners and clusters do not follow it yet.
 * MeshConfig: proxy bootstrap, ingress, telemetry and mTLS settings outside pilot's translation.
 
 ``_translation_notes`` warns about set fields that pilot honours only in part, each with its own
@@ -69,6 +71,19 @@ NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
     kinds.WORKLOAD_ENTRY: (
         "network",
         "serviceAccount",
+    ),
+    # Served and validated; the translation does not apply them yet.
+    kinds.SIDECAR: (
+        "workloadSelector",
+        "ingress",
+        "egress",
+        "inboundConnectionPool",
+        "outboundTrafficPolicy",
+    ),
+    kinds.WORKLOAD_GROUP: (
+        "metadata",
+        "template",
+        "probe",
     ),
     kinds.MESH_CONFIG: (
         "proxyListenPort",
