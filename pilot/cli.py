@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pilot import __version__
 from pilot.capture.options import IptablesOptions
+from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
 from pilot.demo.options import DemoOptions
 from pilot.errors import PilotError
 from pilot.settings import Settings
@@ -69,12 +70,20 @@ class BootstrapOptions:
 @dataclass(frozen=True, slots=True)
 class ValidateOptions:
     files: tuple[str, ...] = ()  # files or folders; none: standard input
+    limits: ParseLimits = DEFAULT_LIMITS
 
 
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"not a port: {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -181,42 +190,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="close xDS connections after this long so proxies rebalance "
         "over replicas (default: 1800, with gRPC's +/-10%% jitter)",
     )
-    limits = serve.add_argument_group("limits (past one, a config file or object is refused with an error)")
-    limits.add_argument(
-        "--max-file-bytes",
-        type=int,
-        default=defaults.max_file_bytes,
-        metavar="N",
-        help="bytes of one config file",
-    )
-    limits.add_argument(
-        "--max-objects-per-file",
-        type=int,
-        default=defaults.max_objects_per_file,
-        metavar="N",
-        help="objects in one file, counting kind: List items",
-    )
-    limits.add_argument(
-        "--max-hosts-per-object",
-        type=int,
-        default=defaults.max_hosts_per_object,
-        metavar="N",
-        help="hosts of one object",
-    )
-    limits.add_argument(
-        "--max-routes-per-object",
-        type=int,
-        default=defaults.max_routes_per_object,
-        metavar="N",
-        help="HTTP, TLS and TCP routes of one VirtualService",
-    )
-    limits.add_argument(
-        "--max-yaml-depth",
-        type=int,
-        default=defaults.max_yaml_depth,
-        metavar="N",
-        help="nesting of one YAML document",
-    )
+    limits = _add_config_limits(serve, defaults)
     limits.add_argument(
         "--http-request-timeout",
         type=_seconds,
@@ -393,6 +367,48 @@ def _add_bootstrap(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     bootstrap.set_defaults(command_spec=Command(bootstrap_options_from, _bootstrap))
 
 
+def _add_config_limits(parser: argparse.ArgumentParser, defaults: Settings) -> argparse._ArgumentGroup:
+    """The limits a config file and its objects are held to; ``serve`` and ``validate`` share them, so a
+    file validates exactly when the server, given the same flags, would load it."""
+    limits = parser.add_argument_group("limits (past one, a config file or object is refused with an error)")
+    limits.add_argument(
+        "--max-file-bytes",
+        type=_positive,
+        default=defaults.max_file_bytes,
+        metavar="N",
+        help="bytes of one config file",
+    )
+    limits.add_argument(
+        "--max-objects-per-file",
+        type=_positive,
+        default=defaults.max_objects_per_file,
+        metavar="N",
+        help="objects in one file, counting kind: List items",
+    )
+    limits.add_argument(
+        "--max-hosts-per-object",
+        type=_positive,
+        default=defaults.max_hosts_per_object,
+        metavar="N",
+        help="hosts of one object",
+    )
+    limits.add_argument(
+        "--max-routes-per-object",
+        type=_positive,
+        default=defaults.max_routes_per_object,
+        metavar="N",
+        help="HTTP, TLS and TCP routes of one VirtualService",
+    )
+    limits.add_argument(
+        "--max-yaml-depth",
+        type=_positive,
+        default=defaults.max_yaml_depth,
+        metavar="N",
+        help="nesting of one YAML document",
+    )
+    return limits
+
+
 def _add_validate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     validate = commands.add_parser(
         "validate", help="check Istio YAML like istioctl validate (exit 1 on errors)"
@@ -400,6 +416,7 @@ def _add_validate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     validate.add_argument(
         "files", nargs="*", metavar="FILE", help="YAML/JSON files or folders; '-' or none: standard input"
     )
+    _add_config_limits(validate, Settings())
     validate.set_defaults(command_spec=Command(validate_options_from, _validate))
 
 
@@ -561,7 +578,14 @@ def bootstrap_options_from(args: argparse.Namespace) -> BootstrapOptions:
 
 
 def validate_options_from(args: argparse.Namespace) -> ValidateOptions:
-    return ValidateOptions(files=tuple(args.files))
+    limits = ParseLimits(
+        file_bytes=args.max_file_bytes,
+        objects_per_file=args.max_objects_per_file,
+        hosts_per_object=args.max_hosts_per_object,
+        routes_per_object=args.max_routes_per_object,
+        depth=args.max_yaml_depth,
+    )
+    return ValidateOptions(files=tuple(args.files), limits=limits)
 
 
 def _serve(settings: Settings) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from pilot.config.limits import DEFAULT_LIMITS
+from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
 from pilot.config.objects import FieldError, ParseResult
 from pilot.config.parse import parse_text, too_large
 
@@ -32,18 +32,18 @@ def expand(paths: Iterable[str]) -> Iterator[str]:
             yield path
 
 
-def check(path: str, stdin: TextIO) -> ParseResult:
+def check(path: str, stdin: TextIO, limits: ParseLimits = DEFAULT_LIMITS) -> ParseResult:
     """Parse one file (``-``: ``stdin``); an unreadable file is a fatal result, never an exception."""
     if path == STDIN:
-        return parse_text(stdin.read(), STDIN_ORIGIN)
+        return parse_text(stdin.read(limits.file_bytes + 1), STDIN_ORIGIN, limits)
     try:
-        if Path(path).stat().st_size > DEFAULT_LIMITS.file_bytes:  # refused before it is read
-            return ParseResult(path, errors=(too_large(path, DEFAULT_LIMITS.file_bytes),), fatal=True)
+        if Path(path).stat().st_size > limits.file_bytes:  # refused before it is read
+            return ParseResult(path, errors=(too_large(path, limits.file_bytes),), fatal=True)
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         return ParseResult(path, errors=(FieldError(path, f"cannot read file: {reason}"),), fatal=True)
-    return parse_text(text, path)
+    return parse_text(text, path, limits)
 
 
 def describe(problem: FieldError) -> str:
@@ -79,13 +79,16 @@ class Files(Protocol):
     @property
     def files(self) -> Sequence[str]: ...
 
+    @property
+    def limits(self) -> ParseLimits: ...
+
 
 def run(args: Files, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
     """The ``validate`` subcommand: ``args.files`` is a list of paths, ``-`` for standard input."""
     source = stdin if stdin is not None else sys.stdin
     target = out if out is not None else sys.stdout
     paths = list(expand(args.files)) or [STDIN]
-    return report((check(path, source) for path in paths), target)
+    return report((check(path, source, args.limits) for path in paths), target)
 
 
 __all__ = ["check", "describe", "expand", "report", "run"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import time
 from pathlib import Path
 
 from pilot import validate
+from pilot.cli import ValidateOptions, build_parser, validate_options_from
 
 GOOD = """\
 apiVersion: networking.istio.io/v1
@@ -45,7 +45,7 @@ spec:
 
 def run(*files: str, stdin: str = "") -> tuple[int, str]:
     out = io.StringIO()
-    code = validate.run(argparse.Namespace(files=list(files)), stdin=io.StringIO(stdin), out=out)
+    code = validate.run(ValidateOptions(files=tuple(list(files))), stdin=io.StringIO(stdin), out=out)
     return code, out.getvalue()
 
 
@@ -126,7 +126,7 @@ def test_validate_reports_a_kind_typo_and_scales_with_hosts(tmp_path: Path) -> N
     typo = tmp_path / "typo.yaml"
     typo.write_text("apiVersion: networking.istio.io/v1\nkind: VirtualServce\nmetadata: {name: r}\n")
     out = io.StringIO()
-    assert validate.run(argparse.Namespace(files=[str(typo)]), out=out) == 1
+    assert validate.run(ValidateOptions(files=tuple([str(typo)])), out=out) == 1
     assert 'unknown kind "VirtualServce"' in out.getvalue()
     hosts = "".join(f"  - h{i}.example.com\n" for i in range(8_000))
     big = tmp_path / "big.yaml"
@@ -135,5 +135,25 @@ def test_validate_reports_a_kind_typo_and_scales_with_hosts(tmp_path: Path) -> N
         f"{hosts}  http:\n  - route:\n    - destination: {{host: reviews}}\n"
     )
     started = time.monotonic()
-    assert validate.run(argparse.Namespace(files=[str(big)]), out=io.StringIO()) == 0
+    assert validate.run(ValidateOptions(files=tuple([str(big)])), out=io.StringIO()) == 0
     assert time.monotonic() - started < 3
+
+
+def test_validate_takes_the_servers_limits(tmp_path: Path) -> None:
+    """A file validates exactly when ``pilot serve`` with the same limit flags would load it."""
+    three = tmp_path / "three.yaml"
+    three.write_text(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: three}\nspec:\n"
+        "  hosts: [a.example.com, b.example.com, c.example.com]\n"
+        "  http:\n  - route:\n    - destination: {host: reviews}\n"
+    )
+    args = build_parser().parse_args(["validate", "--max-hosts-per-object", "2", str(three)])
+    out = io.StringIO()
+    assert validate.run(validate_options_from(args), out=out) == 1
+    assert "three.yaml" in out.getvalue() and "2" in out.getvalue()
+    args = build_parser().parse_args(["validate", str(three)])
+    assert validate.run(validate_options_from(args), out=io.StringIO()) == 0
+    args = build_parser().parse_args(["validate", "--max-file-bytes", "100", str(three)])
+    out = io.StringIO()
+    assert validate.run(validate_options_from(args), out=out) == 1
+    assert "larger than" in out.getvalue()
