@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,22 +74,65 @@ class ValidateOptions:
     limits: ParseLimits = DEFAULT_LIMITS
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
 def _port(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"not a port: {value}")
     return value
 
 
+class DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default in its help, once: not when the help already says it, nor when it is
+    None or False (the help says what absence means)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        quiet = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default" in text or quiet or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value
@@ -124,7 +168,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "serve",
         help="run the control plane",
         description="Watch a folder of Istio YAML and serve it to Envoy proxies over ADS.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsOnce,
     )
     serve.add_argument(
         "--config-dir",
@@ -149,21 +193,21 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument(
         "--debounce-after",
-        type=float,
+        type=_seconds,
         default=defaults.debounce_after,
         metavar="SECONDS",
         help="push after this much quiet (PILOT_DEBOUNCE_AFTER)",
     )
     serve.add_argument(
         "--debounce-max",
-        type=float,
+        type=_seconds,
         default=defaults.debounce_max,
         metavar="SECONDS",
         help="push at the latest this long after a burst started (PILOT_DEBOUNCE_MAX)",
     )
     serve.add_argument(
         "--push-concurrency",
-        type=int,
+        type=_count,
         default=defaults.push_concurrency,
         metavar="N",
         help="proxies sent a push at the same time (PILOT_PUSH_THROTTLE)",
@@ -184,7 +228,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument(
         "--max-connection-age",
-        type=float,
+        type=_seconds,
         default=defaults.max_connection_age,
         metavar="SECONDS",
         help="close xDS connections after this long so proxies rebalance "
@@ -200,14 +244,14 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     limits.add_argument(
         "--http-max-connections",
-        type=int,
+        type=_count,
         default=defaults.http_max_connections,
         metavar="N",
         help="open connections to the HTTP port",
     )
     limits.add_argument(
         "--max-requests-per-second",
-        type=float,
+        type=_rate,
         default=defaults.max_requests_per_second,
         metavar="N",
         help="new xDS streams per second, all proxies together; 0: no limit "
@@ -215,14 +259,14 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     limits.add_argument(
         "--max-stream-requests-per-second",
-        type=float,
+        type=_rate,
         default=defaults.max_stream_requests_per_second,
         metavar="N",
         help="requests per second of one xDS stream, beyond --stream-request-burst; 0: no limit",
     )
     limits.add_argument(
         "--stream-request-burst",
-        type=int,
+        type=_count,
         default=defaults.stream_request_burst,
         metavar="N",
         help="requests one xDS stream may send at once before its rate applies",
@@ -258,7 +302,8 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         default=None,
         metavar="FILE",
-        help="(None: the in-cluster service account, else $KUBECONFIG or ~/.kube/config)",
+        help="kubeconfig of the cluster to watch (default: the in-cluster service account, else "
+        "$KUBECONFIG or ~/.kube/config)",
     )
     kube.add_argument(
         "--cluster-domain",
@@ -294,7 +339,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     demo = commands.add_parser(
         "demo",
         help="run a demo: pilot, real Envoys and backends on 127.0.0.1",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsOnce,
     )
     demo.add_argument(
         "--duration",
@@ -316,7 +361,7 @@ def _add_bootstrap(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     bootstrap = commands.add_parser(
         "bootstrap",
         help="print an Envoy bootstrap that points at pilot",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsOnce,
     )
     bootstrap.add_argument(
         "--node-id",
@@ -427,7 +472,7 @@ def _add_iptables(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help="print (or --apply) a pod's traffic capture rules, like istio-iptables in REDIRECT mode",
         description="The nat rules Istio's istio-iptables installs in a pod, as iptables-restore input. "
         "Lists are comma-separated; '*' means all. IPv4 and REDIRECT mode only.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsOnce,
     )
     # (short, long, dest, default, help): istio-iptables' flags (tools/istio-iptables/pkg/cmd/root.go).
     istio_flags = (

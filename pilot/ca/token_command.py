@@ -23,13 +23,17 @@ _DURATION = re.compile(r"(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?")
 
 def parse_duration(text: str) -> datetime.timedelta:
     """``1h``, ``30m``, ``1h30m``, ``90s`` or plain seconds → timedelta; ValueError otherwise."""
-    if text.isdigit():
-        return datetime.timedelta(seconds=int(text))
     match = _DURATION.fullmatch(text)
-    if not text or match is None:
+    if not text or (match is None and not text.isdigit()):
         raise ValueError(f"not a duration (like 1h, 30m, 90s): {text!r}")
-    hours, minutes, seconds = (int(match.group(unit) or 0) for unit in "hms")
-    return datetime.timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    try:
+        if text.isdigit():
+            return datetime.timedelta(seconds=int(text))
+        assert match is not None
+        hours, minutes, seconds = (int(match.group(unit) or 0) for unit in "hms")
+        return datetime.timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"duration too long: {text!r}") from None
 
 
 @dataclass(frozen=True, slots=True)
