@@ -14,10 +14,12 @@ from protos/networking.proto), so the API server accepts exactly the fields pilo
   → their scalar; int32/uint32 → integer with its range; int64/uint64 → integer; float/double → number;
   bytes → string (format byte).
 
-No ``x-kubernetes-preserve-unknown-fields`` anywhere: the schemas are structural, so the API server
-drops unknown fields, and rejects them when the client asks for strict field validation (kubectl does
-by default since 1.27). Oneofs and value checks (weights, hosts, ...) are left to pilot's validating
-webhook, which runs the same validation as the watch.
+Every object node also carries ``x-kubernetes-preserve-unknown-fields: true``: the API server checks
+the types of the fields pilot knows and keeps every other field as written. pilot's protos hold the
+fields pilot reads, which is fewer than Istio's API; a closed schema would make the API server prune
+(silently drop) every field of an Istio object that pilot does not read, including from objects istiod
+serves when both run on one cluster. Unknown fields are reported by pilot's validating webhook, which
+runs the same validation as the watch, and so are oneofs and value checks (weights, hosts, ...).
 
 Each CRD serves v1 (the storage version), v1beta1 and v1alpha3 with the same schema, as Istio's do.
 Output is deterministic; --check compares without writing.
@@ -146,7 +148,7 @@ def schema_of(descriptor: Descriptor, stack: tuple[str, ...] = ()) -> dict[str, 
         raise SystemExit(f"recursive message {' -> '.join((*stack, descriptor.full_name))}: not expressible")
     inner = (*stack, descriptor.full_name)
     properties = {field.json_name: _field(field, inner) for field in descriptor.fields}
-    return {"type": "object", "properties": properties}
+    return {"type": "object", "properties": properties, "x-kubernetes-preserve-unknown-fields": True}
 
 
 def _field(field: FieldDescriptor, stack: tuple[str, ...]) -> dict[str, Any]:
@@ -185,6 +187,8 @@ def crd(kind: str) -> dict[str, Any]:
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": spec_schema,
+            # Written by controllers (Istio's Reconciled condition, analysis messages): free-form.
+            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
         },
     }
     printer_columns = [*columns, {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
@@ -214,6 +218,7 @@ def crd(kind: str) -> dict[str, Any]:
                     "storage": version == VERSIONS[0],
                     "schema": {"openAPIV3Schema": schema},
                     "additionalPrinterColumns": printer_columns,
+                    "subresources": {"status": {}},
                 }
                 for version in VERSIONS
             ],
