@@ -106,6 +106,24 @@ def acked_everything(syncz: Any, node_id: str) -> bool:
     return node_id in text and "error_detail" not in text.lower() and "nack" not in text.lower()
 
 
+def connection_managers(dump: Any) -> list[dict[str, Any]]:
+    """Every HttpConnectionManager in an Envoy config_dump (listeners' filter chains, at any depth)."""
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if str(node.get("@type", "")).endswith("http_connection_manager.v3.HttpConnectionManager"):
+                found.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(dump)
+    return found
+
+
 def node_status(pilot: PilotProcess, node_id: str) -> dict[str, Any] | None:
     rows = [row for row in pilot.debug_json("/debug/syncz") if row.get("proxy") == node_id]
     return rows[-1] if rows else None
@@ -159,6 +177,11 @@ def test_corpus_served_over_ads(tmp_path: Path) -> None:
             try:
                 envoy.start()
                 wait_until(lambda envoy=envoy: settled(pilot, envoy), 30.0, 0.1, f"{name} in sync")
+                managers = connection_managers(envoy.config_dump())
+                assert managers or name != "sidecar", "the sidecar holds no HTTP connection manager"
+                # istiod's: Envoy's 5-minute default would reset idle gRPC streams and websockets.
+                idle = {m.get("stat_prefix"): m.get("stream_idle_timeout") for m in managers}
+                assert set(idle.values()) <= {"0s"}, idle
             finally:
                 envoy.stop()
                 failure_logs.unwatch(envoy)

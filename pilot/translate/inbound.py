@@ -170,6 +170,7 @@ def inbound_http_connection_manager(
     )
     return HttpConnectionManager(
         stat_prefix=stat_prefix,
+        stream_idle_timeout=listeners.NO_STREAM_IDLE_TIMEOUT,
         route_config=routes,
         http_filters=listeners.http_filters(),
         use_remote_address=wrappers_pb2.BoolValue(value=False),

@@ -20,7 +20,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from pilot.translate import tcp_routes
@@ -88,8 +88,15 @@ def http_filters() -> list[hcm_pb2.HttpFilter]:
     ]
 
 
+# istiod turns Envoy's per-stream idle timeout (5 minutes by default) off on every connection manager
+# it builds, so idle gRPC streams, server-sent events and websockets are not reset; timeouts come
+# from routes instead. pilot/pkg/networking/core/listener_builder.go, buildHTTPConnectionManager.
+NO_STREAM_IDLE_TIMEOUT = duration_pb2.Duration()
+
+
 def http_connection_manager(port: int) -> HttpConnectionManager:
     return HttpConnectionManager(
+        stream_idle_timeout=NO_STREAM_IDLE_TIMEOUT,
         stat_prefix=f"outbound_{names.listener_name(port)}",
         rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=names.route_config_name(port)),
         http_filters=http_filters(),
