@@ -103,19 +103,16 @@ def alt_hosts(host: str, proxy_namespace: str, dns_domain: str = DEFAULT_DNS_DOM
 
 def virtual_host_domains(
     host: str,
-    port: int,
     proxy_namespace: str,
     dns_domain: str = DEFAULT_DNS_DOMAIN,
     addresses: Iterable[str] = (),
 ) -> list[str]:
-    """Every ``Host`` header value that reaches ``host`` on ``port``, each with and without ``:port``.
+    """Every ``Host`` header value that reaches ``host``, without a port: the route configuration sets
+    ``ignore_port_in_host_matching``, so ``reviews:1234`` matches ``reviews`` as istiod's sidecars do
+    (pilot/pkg/networking/core/httproute.go, generateVirtualHostDomains with SidecarIgnorePort).
 
     Order follows Istio: the host, its alternative names, then the service addresses (VIPs).
     """
     names = [host, *alt_hosts(host, proxy_namespace, dns_domain)]
     names += [a for a in addresses if a and "/" not in a and a != "0.0.0.0"]
-    domains: list[str] = []
-    for name in names:
-        domains.append(_ipv6_compliant(name))
-        domains.append(with_port(name, port))
-    return domains
+    return [_ipv6_compliant(name) for name in names]

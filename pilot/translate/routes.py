@@ -231,7 +231,7 @@ def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfig
         if service_port is None or not service_port.protocol.is_http:
             continue
         domains = hosts.virtual_host_domains(
-            service.hostname, port, scope.namespace, view.dns_domain, service.addresses
+            service.hostname, scope.namespace, view.dns_domain, service.addresses
         )
         domains = _dedupe(domains, seen)
         if not domains:
@@ -250,6 +250,8 @@ def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfig
         name=names.route_config_name(port),
         virtual_hosts=virtual_hosts,
         validate_clusters=wrappers_pb2.BoolValue(value=False),
+        # Domains carry no port: a Host header with any port (or none) matches its service.
+        ignore_port_in_host_matching=True,
         max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY),
     )
 

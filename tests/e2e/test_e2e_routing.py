@@ -152,3 +152,15 @@ def test_route_timeout(mesh: Mesh) -> None:
         assert 0.4 <= slow.elapsed < 1.5, slow.elapsed
         assert client.get("/delay/0.05").version == "v1"
     mesh.assert_config_accepted()
+
+
+def test_host_header_with_any_port_hits_the_virtual_service(mesh: Mesh) -> None:
+    """istiod's domains carry no port and its route configurations ignore the port: ``Host:
+    NAME:1234`` is routed by NAME's VirtualService, not by the catch-all (which passes it through)."""
+    svc = mesh.add_service("anyport")
+    mesh.write("anyport-vs.yaml", virtual_service(svc, [{"route": [destination(svc, "v2")]}]))
+    with mesh.client(svc) as client:
+        wait_routed(client, lambda r: r.version == "v2", message="anyport to v2")
+        for host in (f"{svc.name}:1234", f"{svc.name}:{svc.port}", svc.name):
+            assert tally(client, 10, headers={"Host": host}) == {"v2": 10}, host
+    mesh.assert_config_accepted()

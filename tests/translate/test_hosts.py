@@ -51,40 +51,32 @@ def test_most_specific_match_prefers_exact_then_longest_wildcard() -> None:
 
 
 def test_domains_same_namespace() -> None:
-    assert hosts.virtual_host_domains("reviews.default.svc.cluster.local", 9080, "default") == [
+    assert hosts.virtual_host_domains("reviews.default.svc.cluster.local", "default") == [
         "reviews.default.svc.cluster.local",
-        "reviews.default.svc.cluster.local:9080",
         "reviews",
-        "reviews:9080",
         "reviews.default.svc",
-        "reviews.default.svc:9080",
         "reviews.default",
-        "reviews.default:9080",
     ]
 
 
 def test_domains_other_namespace_never_use_the_bare_name() -> None:
-    assert hosts.virtual_host_domains("reviews.default.svc.cluster.local", 9080, "prod") == [
+    assert hosts.virtual_host_domains("reviews.default.svc.cluster.local", "prod") == [
         "reviews.default.svc.cluster.local",
-        "reviews.default.svc.cluster.local:9080",
         "reviews.default",
-        "reviews.default:9080",
         "reviews.default.svc",
-        "reviews.default.svc:9080",
     ]
 
 
 def test_domains_external_host_and_addresses() -> None:
     domains = hosts.virtual_host_domains(
-        "httpbin.org", 80, "default", addresses=["240.0.0.1", "10.0.0.0/16", "::1"]
+        "httpbin.org", "default", addresses=["240.0.0.1", "10.0.0.0/16", "::1"]
     )
-    assert domains == ["httpbin.org", "httpbin.org:80", "240.0.0.1", "240.0.0.1:80", "[::1]", "[::1]:80"]
+    assert domains == ["httpbin.org", "240.0.0.1", "[::1]"]
 
 
 def test_domains_follow_the_proxy_dns_domain() -> None:
-    domains = hosts.virtual_host_domains("a.ns.svc.corp.local", 80, "ns", dns_domain="corp.local")
-    assert "a" in domains and "a.ns.svc:80" in domains
-    assert hosts.virtual_host_domains("a.ns.svc.cluster.local", 80, "ns", dns_domain="corp.local") == [
+    domains = hosts.virtual_host_domains("a.ns.svc.corp.local", "ns", dns_domain="corp.local")
+    assert "a" in domains and "a.ns.svc" in domains
+    assert hosts.virtual_host_domains("a.ns.svc.cluster.local", "ns", dns_domain="corp.local") == [
         "a.ns.svc.cluster.local",
-        "a.ns.svc.cluster.local:80",
     ]

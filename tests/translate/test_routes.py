@@ -36,7 +36,8 @@ def test_default_route_without_virtual_service() -> None:
     assert config.name == "9080" and config.validate_clusters.value is False
     reviews, catch_all = config.virtual_hosts
     assert reviews.name == f"{REVIEWS}:9080"
-    assert list(reviews.domains)[:4] == [REVIEWS, f"{REVIEWS}:9080", "reviews", "reviews:9080"]
+    assert list(reviews.domains) == [REVIEWS, "reviews", "reviews.default.svc", "reviews.default"]
+    assert config.ignore_port_in_host_matching  # ``Host: reviews:1234`` still finds reviews
     (route,) = reviews.routes
     assert route.name == "default" and route.match.prefix == "/"
     assert route.route.cluster == f"outbound|9080||{REVIEWS}"
@@ -291,7 +292,7 @@ def test_domains_are_never_duplicated_across_virtual_hosts() -> None:
     domains = [d for v in config.virtual_hosts for d in v.domains]
     assert len(domains) == len(set(domains))
     by_name = {v.name: list(v.domains) for v in config.virtual_hosts}
-    assert by_name["reviews.default:9080"] == ["reviews.default", "reviews.default:9080"]
+    assert by_name["reviews.default:9080"] == ["reviews.default"]
     assert "reviews.default" not in by_name[f"{REVIEWS}:9080"]
 
 
