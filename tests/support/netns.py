@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from pilot.localmesh import netns as _netns
 from pilot.localmesh.netns import (
     NODE_ADDRESS,
@@ -28,6 +30,7 @@ from pilot.localmesh.netns import (
     runnable_by_anyone,
     sweep_leftovers,
 )
+from pilot.localmesh.pod_sidecar import proxy_envoy
 
 
 def unavailable() -> str | None:
@@ -36,6 +39,17 @@ def unavailable() -> str | None:
     if reason is None and python_for(PROXY_UID) is None:
         return f"no Python interpreter that uid {PROXY_UID} may run (this one is {sys.executable})"
     return reason
+
+
+def proxy_envoy_or_skip() -> str:
+    """The envoy binary a sidecar (uid 1337) runs; skips the test, saying why, where no mesh can run."""
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    envoy = proxy_envoy()
+    if envoy is None:
+        pytest.skip(f"no envoy binary that uid {PROXY_UID} may run")
+    return envoy
 
 
 __all__ = [
@@ -54,6 +68,7 @@ __all__ = [
     "mesh",
     "namespaces",
     "pids_in",
+    "proxy_envoy_or_skip",
     "python_for",
     "python_program",
     "runnable_by_anyone",
