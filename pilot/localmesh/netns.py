@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import IO
 
 from pilot.errors import PilotError
+from pilot.localmesh.process_group import interrupts_ignored
 
 PREFIX = "pilot-t"  # the tests' namespaces; the demo's start with DEMO_PREFIX
 DEMO_PREFIX = "pilot-demo"
@@ -347,7 +348,12 @@ class Mesh:
             raise NetnsError(f"pilot iptables in {pod.name}: exit {done.returncode}: {done.stderr.strip()}")
 
     def close(self) -> None:
-        """Stop every process, then delete the pods' namespaces and the outer one; never raises."""
+        """Stop every process, then delete the pods' namespaces and the outer one; never raises. A
+        Ctrl-C (or SIGTERM) while it runs is ignored: it is what the first one started."""
+        with interrupts_ignored():
+            self._close()
+
+    def _close(self) -> None:
         for service in self.services:
             if service.poll() is None:
                 try:

@@ -137,6 +137,9 @@ class Trace:
     client_counters: dict[str, int]
     server: str
     server_counters: dict[str, int]
+    # Connections each pod's REDIRECT rules turned, by chain (ISTIO_REDIRECT, ISTIO_IN_REDIRECT).
+    client_captured: dict[str, int]
+    server_captured: dict[str, int]
 
 
 @dataclass
@@ -154,17 +157,35 @@ class ReviewsMesh:
         answers = self.mesh.http_gets(self.pod(client), HOST, PORT, count)
         return [_reply(answer) for answer in answers]
 
+    def captured(self, name: str) -> dict[str, int]:
+        """Packets that the REDIRECT rules of pod ``name`` turned, by chain (``iptables-save -c``: a nat
+        rule sees the first packet of each connection only)."""
+        saved = self.mesh.run(self.pod(name), ["iptables-save", "-c", "-t", "nat"])
+        if saved.returncode != 0:
+            raise netns.NetnsError(f"iptables-save in {name}: {saved.stderr.strip()}")
+        counts: dict[str, int] = {}
+        for line in saved.stdout.splitlines():
+            packets, _, rule = line.partition("] -A ")
+            chain = rule.partition(" ")[0]
+            if packets.startswith("[") and "-j REDIRECT" in rule:
+                counts[chain] = counts.get(chain, 0) + int(packets[1:].partition(":")[0])
+        return counts
+
     def trace(self, client: str) -> Trace:
-        """One request from ``client``, with the counters that moved in both sidecars."""
-        before = {name: sidecar.stats() for name, sidecar in self.sidecars.items()}
+        """One request from ``client``, with the counters that moved in both sidecars and both pods'
+        capture rules."""
+        stats = {name: sidecar.stats() for name, sidecar in self.sidecars.items()}
+        captured = {name: self.captured(name) for name in self.sidecars}
         reply = self.get(client)[0]
         server = next(name for name in SERVERS if reply.app == name) if reply.status == 200 else ""
         return Trace(
             client=client,
             reply=reply,
-            client_counters=_moved(before[client], self.sidecars[client].stats()),
+            client_counters=_moved(stats[client], self.sidecars[client].stats()),
             server=server,
-            server_counters=_moved(before[server], self.sidecars[server].stats()) if server else {},
+            server_counters=_moved(stats[server], self.sidecars[server].stats()) if server else {},
+            client_captured=_moved(captured[client], self.captured(client)),
+            server_captured=_moved(captured[server], self.captured(server)) if server else {},
         )
 
 
