@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,10 +218,19 @@ def reviews_mesh(
         config_dir.mkdir()
         endpoints = {labels["version"]: mesh.pods[name].address for name, labels in SERVERS.items()}
         (config_dir / "reviews.yaml").write_text(config_yaml(endpoints))
-        for name in (*CLIENTS, *SERVERS):
-            pod = mesh.pods[name]
-            mesh.install_capture(pod)
-            say(f"pod {name:<15} {pod.address}  labels {_labels(CLIENTS.get(name) or SERVERS[name])}")
+        # pilot first: its start-up overlaps the pods' (the sidecars retry until it answers).
+        pilot_log = workdir / "pilot.log"
+        serve = [sys.executable, "-m", "pilot", "serve", "--config-dir", str(config_dir)]
+        serve += ["--xds-host", netns.NODE_ADDRESS, "--xds-port", str(XDS_PORT)]
+        serve += ["--http-host", "127.0.0.1", "--http-port", str(HTTP_PORT), "--debounce-after", "0.05"]
+        pilot = mesh.start_service(mesh.node, serve, pilot_log)
+        say(f"pilot serve in the node, pid {pilot.pid}: xDS {netns.NODE_ADDRESS}:{XDS_PORT}")
+        labels = {**CLIENTS, **SERVERS}
+        pods = [mesh.pods[name] for name in labels]
+        with ThreadPoolExecutor(len(pods)) as installing:  # each is a `pilot iptables` process
+            list(installing.map(mesh.install_capture, pods))
+        for pod in pods:
+            say(f"pod {pod.name:<15} {pod.address}  labels {_labels(labels[pod.name])}")
         for name in CLIENTS:
             mesh.add_hosts(mesh.pods[name], {HOST: VIP})
             # The service address is routed out of the pod, as a pod's default route would route it;
@@ -230,13 +240,6 @@ def reviews_mesh(
         apps = [mesh.spawn(mesh.pods[name], [*app, name, str(PORT)]) for name in SERVERS]
         for started in apps:
             started.log.wait_for(lambda line: line == "listening", APP_TIMEOUT)
-        pilot_log = workdir / "pilot.log"
-        serve = [sys.executable, "-m", "pilot", "serve", "--config-dir", str(config_dir)]
-        serve += ["--xds-host", netns.NODE_ADDRESS, "--xds-port", str(XDS_PORT)]
-        serve += ["--http-host", "127.0.0.1", "--http-port", str(HTTP_PORT), "--debounce-after", "0.05"]
-        pilot = mesh.start_service(mesh.node, serve, pilot_log)
-        say(f"pilot serve in the node, pid {pilot.pid}: xDS {netns.NODE_ADDRESS}:{XDS_PORT}")
-        labels = {**CLIENTS, **SERVERS}
         sidecars = {
             name: PodSidecar(
                 mesh,
