@@ -16,6 +16,7 @@ has: only capture gets a connection there.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -157,6 +158,14 @@ class ReviewsMesh:
         """``count`` plain GETs of http://reviews.default.svc.cluster.local:9080/ from ``client``'s app."""
         answers = self.mesh.http_gets(self.pod(client), HOST, PORT, count)
         return [_reply(answer) for answer in answers]
+
+    def pilot_debug(self, path: str) -> Any:
+        """The JSON of pilot's debug endpoint ``path`` (``/debug/syncz``), fetched in the node."""
+        fetch = f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{HTTP_PORT}{path}').read().decode())"
+        done = self.mesh.run(self.mesh.node, [sys.executable, "-c", fetch])
+        if done.returncode != 0:
+            raise netns.NetnsError(f"pilot {path}: {done.stderr.strip()}")
+        return json.loads(done.stdout)
 
     def captured(self, name: str) -> dict[str, int]:
         """Packets that the REDIRECT rules of pod ``name`` turned, by chain (``iptables-save -c``: a nat
