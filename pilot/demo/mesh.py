@@ -65,10 +65,10 @@ class MeshDemo:
         with tempfile.TemporaryDirectory(prefix="pilot-demo-mesh-") as tmp, sigterm_as_interrupt():
             workdir = Path(tmp)
             try:
+                self._config()
                 started = time.monotonic()
                 with reviews_mesh(workdir, envoy, prefix=netns.DEMO_PREFIX, progress=self._step) as built:
                     self.say(f"  every sidecar configured after {time.monotonic() - started:.1f}s")
-                    self._config()
                     self._drive(built)
                     self.say()
                     self.say(f"removing namespaces {built.mesh.tag}-*, their interfaces and every process")

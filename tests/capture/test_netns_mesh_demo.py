@@ -86,7 +86,7 @@ def test_ctrl_c_removes_every_namespace_and_process(demo_factory: type[Demo]):  
         pass
     assert line is not None, demo.text()
     assert any(name.startswith(f"{product_netns.DEMO_PREFIX}{demo.proc.pid}-") for name in netns.namespaces())
-    os.kill(demo.proc.pid, signal.SIGINT)
+    os.killpg(demo.proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the demo's whole process group
     assert demo.finish(timeout=DEMO_TIMEOUT) == 0, demo.text()
     assert "interrupted" in demo.text()
     assert len(demo.children) >= 5, demo.children  # pilot and the sidecars, at least, were seen
