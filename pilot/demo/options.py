@@ -29,7 +29,11 @@ class DemoOptions:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    # ArgumentTypeError, not ValueError: argparse would name this function in the usage error.
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
