@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from pilot import __version__
 from pilot.capture.options import IptablesOptions
 from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
-from pilot.demo.options import DemoOptions
+from pilot.demo.options import DemoOptions, add_mesh_flags
 from pilot.errors import PilotError
 from pilot.settings import Settings
 
@@ -354,6 +354,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--listen-port", type=_port, default=0, help="the Envoy listener port (0: any free port)"
     )
     demo.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="level of pilot's own logs")
+    add_mesh_flags(demo)
     demo.set_defaults(command_spec=Command(demo_options_from, _demo))
 
 
@@ -604,7 +605,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def demo_options_from(args: argparse.Namespace) -> DemoOptions:
     return DemoOptions(
-        duration=args.duration, xds_port=args.xds_port, http_port=args.http_port, listen_port=args.listen_port
+        duration=args.duration,
+        xds_port=args.xds_port,
+        http_port=args.http_port,
+        listen_port=args.listen_port,
+        mesh=args.mesh,
+        requests=args.requests,
     )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 from pilot.demo.scenario import PHASES
 
-__all__ = ["OPEN_ENDED_PHASE", "DemoOptions"]
+__all__ = ["OPEN_ENDED_PHASE", "DemoOptions", "add_mesh_flags"]
 
 # Phase length when the demo runs until Ctrl-C.
 OPEN_ENDED_PHASE = 10.0
@@ -19,7 +20,32 @@ class DemoOptions:
     http_port: int = 0
     listen_port: int = 0  # the service port, i.e. Envoy's listener
     rate: float = 40.0  # requests per second
+    mesh: bool = False  # the network-namespace mesh (pilot.demo.mesh) instead
+    requests: int = 40  # with mesh: requests per client pod
 
     @property
     def phase_length(self) -> float:
         return self.duration / len(PHASES) if self.duration is not None else OPEN_ENDED_PHASE
+
+
+def _positive(text: str) -> int:
+    # ArgumentTypeError, not ValueError: argparse would name this function in the usage error.
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_mesh_flags(parser: argparse.ArgumentParser) -> None:
+    """``--mesh`` and ``--requests``, on ``pilot demo``'s parser (pilot/cli.py)."""
+    parser.add_argument(
+        "--mesh",
+        action="store_true",
+        help="run Bookinfo's reviews as a mesh of network namespaces with iptables capture (needs root)",
+    )
+    parser.add_argument(
+        "--requests", type=_positive, default=40, metavar="N", help="with --mesh: requests per client pod"
+    )

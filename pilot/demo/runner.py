@@ -12,12 +12,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import math
-import signal
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -38,7 +35,7 @@ from pilot.localmesh.control_plane import PilotProcess
 from pilot.localmesh.envoy import EnvoyProcess
 from pilot.localmesh.loopback import LOOPBACK, HttpClient, free_port
 from pilot.localmesh.polling import Timeout, wait_until
-from pilot.localmesh.process_group import sigterm_as_interrupt
+from pilot.localmesh.process_group import interrupts_ignored, sigterm_as_interrupt
 from pilot.xds.names import listener_name
 
 __all__ = ["Demo"]
@@ -82,7 +79,7 @@ class Demo:
                 code = 1
             finally:
                 # A second Ctrl-C must not cut the clean-up short and leave Envoy running.
-                with _interrupts_deferred():
+                with interrupts_ignored():
                     if started:
                         self.say(f"stopping {', '.join(started)}")
                     stack.close()
@@ -241,17 +238,3 @@ def _version_served(client: HttpClient, jason: bool) -> str | None:
     except (OSError, http.client.HTTPException):
         return None
     return reply.version if reply.status == 200 else None
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Ignore SIGINT and SIGTERM for the duration (main thread only; elsewhere a no-op)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["kill", "sigterm_as_interrupt", "terminate"]
+__all__ = ["interrupts_ignored", "kill", "sigterm_as_interrupt", "terminate"]
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
@@ -57,3 +57,18 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interrupts_ignored() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM for the duration, so a second Ctrl-C cannot cut a clean-up short
+    (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

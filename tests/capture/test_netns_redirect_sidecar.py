@@ -8,24 +8,19 @@ client's view is a REDIRECT sidecar; the reviews pods' views also carry their Se
 15006: ``virtualInbound``'s chain ``0.0.0.0_8080`` hands it to ``inbound|8080||``, which reaches the
 app from 127.0.0.6. Pod ``strict`` is a client under mesh ``outboundTrafficPolicy`` REGISTRY_ONLY.
 Each Envoy's admin (127.0.0.1:15000 in its pod) gives the counters that say which
-listener and chain carried a request.
+listener and chain carried a request. Sidecars configured by ``pilot serve`` over ADS, whose service
+targets pilot finds from the ServiceEntry's endpoints, are test_netns_mesh_routing.py's.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from google.protobuf import json_format
 
 from pilot.translate.proxy import InterceptionMode
@@ -75,20 +70,6 @@ def specs(v1: str, v2: str) -> list[tuple[str, str, dict[str, Any]]]:
 
 def config(v1: str, v2: str) -> tuple:
     return tuple(f.config(kind, name, spec) for kind, name, spec in specs(v1, v2))
-
-
-def config_yaml(v1: str, v2: str) -> str:
-    """The same config as a folder file for ``pilot serve``."""
-    documents = [
-        {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": kind,
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": spec,
-        }
-        for kind, name, spec in specs(v1, v2)
-    ]
-    return yaml.safe_dump_all(documents)
 
 
 def envoy_config(view, objects) -> str:
@@ -224,63 +205,3 @@ def test_registry_only_answers_502_on_an_http_port_and_drops_other_connections(r
     # The service itself is still reached.
     answer = mesh.mesh.http_get(mesh.strict, VIP, SERVICE_PORT)
     assert answer.status == 200 and answer.json()["app"] == "v2", answer
-
-
-XDS_PORT = 15010  # pilot's, in the node's namespace
-
-
-def test_a_sidecar_configured_by_pilot_over_ads_routes_captured_traffic(
-    redirect_mesh: RedirectMesh, tmp_path: Path
-):
-    """The client side again, with its Envoy configured by ``pilot serve`` (in the node's namespace)
-    from node metadata INTERCEPTION_MODE=REDIRECT, as ``pilot bootstrap`` writes it."""
-    mesh = redirect_mesh.mesh
-    folder = tmp_path / "config"
-    folder.mkdir()
-    (folder / "reviews.yaml").write_text(config_yaml(redirect_mesh.v1.address, redirect_mesh.v2.address))
-    serve = [sys.executable, "-m", "pilot", "serve", "--config-dir", str(folder), "--xds-port", str(XDS_PORT)]
-    # Not Mesh.spawn: pilot's worker processes would keep a pipe open; its own session lets the
-    # whole group be stopped at the end.
-    with (tmp_path / "pilot.log").open("w") as log:
-        pilot = subprocess.Popen(
-            mesh.node.command([*serve, "--http-port", "0"]),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        served_through_pilot(redirect_mesh, tmp_path)
-    finally:
-        os.killpg(pilot.pid, signal.SIGKILL)
-        pilot.wait(10)
-
-
-def served_through_pilot(redirect_mesh: RedirectMesh, tmp_path: Path) -> None:
-    mesh = redirect_mesh.mesh
-    pod = mesh.add_pod("xds-client")
-    mesh.install_capture(pod)
-    netns.ip("-n", pod.netns, "route", "add", "default", "via", netns.NODE_ADDRESS)
-    node_id = f"sidecar~{pod.address}~xds-client.default~default.svc.cluster.local"
-    bootstrap = mesh.run(
-        mesh.node,
-        [sys.executable, "-m", "pilot", "bootstrap", "--node-id", node_id]
-        + ["--xds-address", f"{netns.NODE_ADDRESS}:{XDS_PORT}", "--admin-port", str(ADMIN_PORT)]
-        + ["--metadata", "INTERCEPTION_MODE=REDIRECT"],
-    )
-    assert bootstrap.returncode == 0, bootstrap.stderr
-    envoy = envoy_binary()
-    assert envoy is not None
-    argv = [envoy, "--config-yaml", bootstrap.stdout, "--disable-hot-restart", "--log-level", "info"]
-    mesh.spawn(pod, argv, uid=netns.PROXY_UID)
-    # Configured: the port listener, virtualOutbound and virtualInbound are active (the fixture's
-    # Envoys are static; this one retries until pilot is up).
-    deadline = time.monotonic() + ENVOY_READY_TIMEOUT
-    while envoy_stats(mesh, pod).get("listener_manager.total_listeners_active", 0) < 3:
-        assert time.monotonic() < deadline, f"not configured: {envoy_stats(mesh, pod)}"
-        time.sleep(0.2)
-    answer = mesh.http_get(pod, VIP, SERVICE_PORT)
-    assert answer.status == 200, answer
-    assert answer.json()["app"] == "v2" and answer.json()["peer"].startswith("127.0.0.6:")
-    counters = envoy_stats(mesh, pod)
-    assert counters["cluster.outbound|9080|v2|reviews.default.svc.cluster.local.upstream_rq_completed"] == 1
