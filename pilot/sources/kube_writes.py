@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from pilot.sources.kube_reflector import WatchOptions, read_json
 
 TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
@@ -20,12 +18,12 @@ NAMESPACES = "/api/v1/namespaces"
 
 def send_json(api_client: Any, method: str, path: str, body: dict[str, Any], options: WatchOptions) -> Any:
     """``method`` (POST, PUT) ``body`` to ``path``; the decoded answer, ApiError for an error status."""
-    data = orjson.dumps(body).decode()
+    # The client encodes the body as JSON itself (for Content-Type application/json).
     method, url, headers, data, _ = api_client.param_serialize(
         method,
         path,
         header_params={"Accept": "application/json", "Content-Type": "application/json"},
-        body=data,
+        body=body,
         auth_settings=["BearerToken"],
     )
     timeout = (options.connect_timeout, options.request_timeout)
