@@ -323,14 +323,10 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--webhook-key", type=Path, default=None, metavar="FILE", help="the webhook's private key (PEM)"
     )
     security = serve.add_argument_group("mesh CA and secure port (docs/security.md)")
-    security.add_argument(
-        "--ca-dir",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="the mesh CA: Istio's cacerts files, or a self-signed root created here (none: no CA, "
-        "no secure port)",
+    ca_help = (
+        "the mesh CA: Istio's cacerts files, or a self-signed root made here (none: no CA, no secure port)"
     )
+    security.add_argument("--ca-dir", type=Path, default=None, metavar="DIR", help=ca_help)
     security.add_argument(
         "--trust-domain", default=defaults.trust_domain, help="SPIFFE trust domain of workload certificates"
     )

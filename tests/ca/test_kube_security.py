@@ -17,14 +17,13 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from pilot.app import serve
 from pilot.ca.identity import ServiceAccount
 from pilot.ca.kube_token_review import TokenReviewAuthenticator
-from pilot.ca.server_credentials import ISTIOD_HOST
 from pilot.errors import AuthenticationError
-from pilot.settings import Settings
 from pilot.sources.kube import load_api_client
 from pilot.sources.kube_reflector import WatchOptions
 from pilot.sources.kube_root_cert import CONFIG_MAP_NAME, ROOT_CERT_KEY, RootCertPublisher
 from pilot.sources.kube_writes import review_token
 from pilot.xds import types
+from tests.ca.secure_port import secure_channel, secure_settings
 from tests.support.kube_api import FakeKubeApi, service, write_kubeconfig
 
 DEADLINE = 10.0
@@ -133,18 +132,8 @@ async def test_pilot_serve_kube_authenticates_xds_by_token_review_and_publishes_
     async with FakeKubeApi(token="admin") as kube:
         kube.namespaces |= {"alpha", "beta"}
         kube.token_reviews[SA_TOKEN] = ("system:serviceaccount:alpha:web", ("istio-ca",))
-        settings = Settings(
-            xds_host="127.0.0.1",
-            xds_port=None,
-            xds_tls_port=0,
-            ca_dir=tmp_path / "ca",
-            http_host="127.0.0.1",
-            http_port=0,
-            debounce_after=0.01,
-            shutdown_grace=0.5,
-            kube=True,
-            kubeconfig=write_kubeconfig(tmp_path / "kubeconfig", kube.url, token="admin"),
-        )
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url, token="admin")
+        settings = secure_settings(tmp_path / "ca", kube=True, kubeconfig=kubeconfig)
         async with serve(settings) as pilot:
             root = (tmp_path / "ca" / "root-cert.pem").read_text()
             deadline = time.monotonic() + DEADLINE
@@ -153,12 +142,7 @@ async def test_pilot_serve_kube_authenticates_xds_by_token_review_and_publishes_
                 await asyncio.sleep(0.05)
             assert kube.get("ConfigMap", "alpha", CONFIG_MAP_NAME)["data"][ROOT_CERT_KEY] == root  # type: ignore[index]
 
-            credentials = grpc.ssl_channel_credentials(root_certificates=root.encode())
-            async with grpc.aio.secure_channel(
-                f"127.0.0.1:{pilot.xds_tls_port}",
-                credentials,
-                options=[("grpc.ssl_target_name_override", ISTIOD_HOST)],
-            ) as channel:
+            async with secure_channel(tmp_path / "ca", pilot.xds_tls_port) as channel:
                 stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
 
                 async def first_answer(token: str, node_id: str) -> Any:

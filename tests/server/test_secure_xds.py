@@ -14,23 +14,25 @@ from pathlib import Path
 
 import grpc
 import pytest
+import pytest_asyncio
 from cryptography import x509
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pilot._gen import ca_pb2, ca_pb2_grpc
 from pilot.app import RunningPilot, serve
 from pilot.ca.identity import ServiceAccount
-from pilot.ca.server_credentials import ISTIOD_HOST
 from pilot.ca.tokens import issue_token, load_or_create_signing_key
 from pilot.metrics import REGISTRY
-from pilot.settings import Settings
 from pilot.xds import types
 from tests.ca.pki import make_csr
+from tests.ca.secure_port import secure_channel, secure_settings
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 DEADLINE = 10.0
 ALPHA = ServiceAccount("alpha", "web")
@@ -74,30 +76,13 @@ def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture
-async def secure(config_dir: Path, tmp_path: Path) -> AsyncIterator[Secure]:
-    settings = Settings(
-        config_dir=config_dir,
-        xds_host="127.0.0.1",
-        xds_port=None,
-        xds_tls_port=0,
-        ca_dir=tmp_path / "ca",
-        http_host="127.0.0.1",
-        http_port=0,
-        debounce_after=0.01,
-        debounce_max=1.0,
-        shutdown_grace=0.5,
-    )
-    async with serve(settings) as pilot:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def secure(config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Secure]:
+    """One pilot for the module (starting one takes a second): tests only read from it."""
+    tmp_path = tmp_path_factory.mktemp("secure")
+    async with serve(secure_settings(tmp_path / "ca", config_dir=config_dir)) as pilot:
         assert pilot.authority is not None and pilot.xds_tls_port > 0 and pilot.xds_port == 0
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=(tmp_path / "ca" / "root-cert.pem").read_bytes()
-        )
-        channel = grpc.aio.secure_channel(
-            f"127.0.0.1:{pilot.xds_tls_port}",
-            credentials,
-            options=[("grpc.ssl_target_name_override", ISTIOD_HOST)],
-        )
+        channel = secure_channel(tmp_path / "ca", pilot.xds_tls_port)
         try:
             yield Secure(pilot, tmp_path / "ca", channel)
         finally:
@@ -218,7 +203,7 @@ async def test_a_csr_with_the_token_gets_the_callers_spiffe_id(secure: Secure):
     assert raised.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None)
 @given(
     token=st.one_of(
         st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=300),
@@ -229,3 +214,86 @@ async def test_fuzzed_tokens_are_refused_and_the_server_keeps_serving(secure: Se
     error = await expect_refusal(secure.channel, secure.metadata(token), node(ALPHA_NODE))
     assert error.code() is grpc.StatusCode.UNAUTHENTICATED, error.details()
     assert (error.details() or "").startswith("authentication failed: ")
+
+
+async def create_certificate(
+    secure: Secure, csr: str, token: str | None = None
+) -> grpc.aio.AioRpcError | None:
+    """The error CreateCertificate ends with, or None when it issued a certificate."""
+    stub = ca_pb2_grpc.IstioCertificateServiceStub(secure.channel)
+    try:
+        await stub.CreateCertificate(
+            ca_pb2.IstioCertificateRequest(csr=csr), metadata=secure.metadata(token), timeout=DEADLINE
+        )
+    except grpc.aio.AioRpcError as error:
+        return error
+    return None
+
+
+@pytest.mark.parametrize(
+    ("csr", "code", "reason"),
+    [
+        ("", grpc.StatusCode.INVALID_ARGUMENT, "no CSR"),
+        (
+            "-----BEGIN CERTIFICATE REQUEST-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE REQUEST-----\n",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "not a PEM",
+        ),
+        (
+            "-----BEGIN CERTIFICATE REQUEST-----\n" + "A" * 20_000 + "\n-----END CERTIFICATE REQUEST-----\n",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "larger than",
+        ),
+        (
+            make_csr(["spiffe://cluster.local/ns/alpha/sa/admin"]),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "alpha/sa/admin",
+        ),
+        (
+            make_csr(["spiffe://evil.example/ns/alpha/sa/web"]),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "evil.example",
+        ),
+    ],
+)
+async def test_malformed_csrs_and_csrs_for_others_are_refused_with_the_reason(
+    secure: Secure, csr: str, code: grpc.StatusCode, reason: str
+):
+    error = await create_certificate(secure, csr)
+    assert error is not None and error.code() is code, error
+    assert reason in (error.details() or ""), error.details()
+
+
+def mutated(csr: str, data: st.DataObject) -> str:
+    """``csr`` with a few characters of its base64 body replaced (a corrupted key, name or signature)."""
+    lines = csr.splitlines()
+    body = list("".join(lines[1:-1]))
+    for _ in range(data.draw(st.integers(1, 4))):
+        body[data.draw(st.integers(0, len(body) - 1))] = data.draw(st.sampled_from("AB+/xyz019"))
+    text = "".join(body)
+    return "\n".join([lines[0], *(text[i : i + 64] for i in range(0, len(text), 64)), lines[-1]]) + "\n"
+
+
+VALID_CSR = make_csr(["spiffe://cluster.local/ns/alpha/sa/web"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+async def test_fuzzed_csrs_are_refused_or_certify_only_the_caller(secure: Secure, data: st.DataObject):
+    csr = data.draw(
+        st.one_of(
+            st.text(max_size=400),
+            st.binary(max_size=400).map(lambda raw: raw.decode("latin-1")),
+            st.just(VALID_CSR).map(lambda text: text).flatmap(lambda text: st.just(mutated(text, data))),
+        )
+    )
+    error = await create_certificate(secure, csr)
+    if error is None:
+        return  # a mutation that left the CSR valid (base64 padding bits): certified for the caller only
+    assert error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED), error
+    assert error.details(), "a refusal says why"
+
+
+async def test_after_the_fuzzing_the_server_still_issues(secure: Secure):
+    assert await create_certificate(secure, VALID_CSR) is None
+    assert await create_certificate(secure, VALID_CSR, token="garbage") is not None
