@@ -249,7 +249,8 @@ class AdsServer:
             log.exception("ADS: opening stream %d for %s failed", stream_id, node_id)
             await context.abort(grpc.StatusCode.INTERNAL, "could not open the stream")
 
-        conn = Connection(stream_id, node_id, peer, view, protocol=protocol)
+        identity = "" if caller is None else f"{caller.namespace}/{caller.name}"
+        conn = Connection(stream_id, node_id, peer, view, protocol=protocol, identity=identity)
         self._connections[stream_id] = conn
         metrics.xds_clients.inc()
         log.info("ADS: %s stream %d open for %s from %s", protocol, stream_id, node_id, peer)

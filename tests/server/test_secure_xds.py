@@ -297,3 +297,26 @@ async def test_fuzzed_csrs_are_refused_or_certify_only_the_caller(secure: Secure
 async def test_after_the_fuzzing_the_server_still_issues(secure: Secure):
     assert await create_certificate(secure, VALID_CSR) is None
     assert await create_certificate(secure, VALID_CSR, token="garbage") is not None
+
+
+async def test_delta_streams_are_authenticated_and_pinned_too(secure: Secure):
+    stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(secure.channel)
+
+    async def first_response(who: base_pb2.Node) -> discovery_pb2.DeltaDiscoveryResponse:
+        call = stub.DeltaAggregatedResources(metadata=secure.metadata(), timeout=DEADLINE)
+        try:
+            await call.write(discovery_pb2.DeltaDiscoveryRequest(node=who, type_url=types.CLUSTER))
+            response = await call.read()
+            assert response is not grpc.aio.EOF  # type: ignore[attr-defined]
+            # While the stream is open, /debug/syncz shows whom it authenticated as, and its view.
+            (status,) = [c for c in secure.pilot.ads.connections() if c.protocol == "delta"]
+            assert status.identity == "alpha/web" and "/alpha/" in status.view
+            return response
+        finally:
+            call.cancel()
+
+    response = await first_response(node("front-envoy"))
+    assert any("shop.alpha" in resource.name for resource in response.resources)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await first_response(node(BETA_NODE))
+    assert raised.value.code() is grpc.StatusCode.PERMISSION_DENIED
