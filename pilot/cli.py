@@ -330,19 +330,14 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     security.add_argument(
         "--trust-domain", default=defaults.trust_domain, help="SPIFFE trust domain of workload certificates"
     )
+    ttl_help = "workload certificate lifetime when the CSR asks for none, e.g. 24h, 90m (default: 24h)"
     security.add_argument(
-        "--workload-cert-ttl",
-        type=_duration,
-        default=None,
-        metavar="DURATION",
-        help="workload certificate lifetime when the CSR asks for none, e.g. 24h, 90m (default: 24h)",
+        "--workload-cert-ttl", type=_duration, default=None, metavar="DURATION", help=ttl_help
     )
-    security.add_argument(
-        "--xds-tls-port",
-        type=_port,
-        default=defaults.xds_tls_port,
-        help="port of the TLS gRPC server: ADS for token holders, the CSR service (needs --ca-dir; 0: off)",
+    tls_port_help = (
+        "port of the TLS gRPC server: ADS for token holders, the CSR service (needs --ca-dir; 0: off)"
     )
+    security.add_argument("--xds-tls-port", type=_port, default=defaults.xds_tls_port, help=tls_port_help)
     security.add_argument(
         "--xds-tls-host",
         action="append",
