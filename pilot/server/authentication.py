@@ -81,9 +81,10 @@ def claimed_identity(node: base_pb2.Node) -> tuple[set[str], set[str]]:
     accounts: set[str] = set()
     parts = node.id.split("~")
     if len(parts) == 4:
+        # Read as pilot.translate.proxy.Proxy.from_node reads them: POD.NS, and NS before ".svc.".
         _, _, pod_namespace = parts[2].partition(".")
-        domain_namespace, _, _ = parts[3].partition(".")
-        namespaces.update(ns for ns in (pod_namespace, domain_namespace) if ns)
+        domain_namespace, svc, _ = parts[3].partition(".svc.")
+        namespaces.update(ns for ns in (pod_namespace, domain_namespace if svc else "") if ns)
     fields = node.metadata.fields
     for key, into in (("NAMESPACE", namespaces), ("SERVICE_ACCOUNT", accounts)):
         value = fields.get(key)
