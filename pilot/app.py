@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import functools
 import logging
 import multiprocessing
 import signal
@@ -29,6 +31,12 @@ from typing import Any
 
 import grpc
 
+from pilot.ca.authority import CaSettings, CertificateAuthority, load_or_create
+from pilot.ca.bearer import BearerAuthenticator
+from pilot.ca.csr_service import CertificateService
+from pilot.ca.kube_token_review import TokenReviewAuthenticator
+from pilot.ca.server_credentials import ISTIOD_HOST, istiod_server_credentials
+from pilot.ca.tokens import FolderTokenAuthenticator, TokenAuthenticator
 from pilot.cache.cache import SnapshotCache
 from pilot.config.limits import ParseLimits
 from pilot.config.store import ConfigStore
@@ -40,8 +48,11 @@ from pilot.server.limits import StreamLimits
 from pilot.settings import Settings
 from pilot.sources.base import ConfigSource
 from pilot.sources.files import FolderSource
-from pilot.sources.kube import KubeSource
+from pilot.sources.kube import KubeSource, load_api_client
+from pilot.sources.kube_reflector import WatchOptions
+from pilot.sources.kube_root_cert import RootCertPublisher
 from pilot.sources.kube_webhook import AdmissionWebhook
+from pilot.sources.kube_writes import review_token
 
 log = logging.getLogger("pilot.app")
 
@@ -127,7 +138,10 @@ class RunningPilot:
     ads: AdsServer
     sources: list[ConfigSource]
     webhook: AdmissionWebhook | None = None
-    xds_port: int = 0
+    xds_port: int = 0  # 0: not served
+    xds_tls_port: int = 0  # 0: not served
+    authority: CertificateAuthority | None = None  # the mesh CA, with --ca-dir
+    root_cert_publisher: RootCertPublisher | None = None  # with --ca-dir and --kube
     http_port: int = 0
     webhook_port: int = 0
     serving: bool = False  # the gRPC server is started
@@ -244,6 +258,7 @@ async def _run(
 ) -> None:
     settings = pilot.settings
     stop = pilot.stop_event
+    mesh_ca = await _start_mesh_ca(pilot)
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     if handle_signals:
@@ -252,8 +267,7 @@ async def _run(
                 loop.add_signal_handler(signum, _on_signal, signum, stop)
                 installed.append(signum)
 
-    grpc_server = grpc.aio.server(options=grpc_options(settings))
-    pilot.ads.add_to(grpc_server)
+    servers: list[grpc.aio.Server] = []
     http = HttpServer(
         build_app(
             store=pilot.store,
@@ -262,6 +276,8 @@ async def _run(
             ready_check=lambda: pilot.ready,
             push_status_provider=pilot.push_status,
             sources=pilot.sources,
+            authenticator=mesh_ca.callers if mesh_ca is not None else None,
+            system_namespace=settings.pilot_namespace,
         ),
         settings.http_host,
         settings.http_port,
@@ -269,7 +285,20 @@ async def _run(
         max_connections=settings.http_max_connections,
     )
     try:
-        pilot.xds_port = _bind_xds(grpc_server, settings.xds_host, settings.xds_port)
+        if settings.xds_port is not None:
+            plain = grpc.aio.server(options=grpc_options(settings))
+            servers.append(plain)
+            pilot.ads.add_to(plain)
+            pilot.xds_port = _bind_xds(plain, settings.xds_host, settings.xds_port)
+        if mesh_ca is not None and settings.xds_tls_port is not None:
+            secure = grpc.aio.server(options=grpc_options(settings))
+            servers.append(secure)
+            # The secure port: ADS for token holders, pinned to their namespace, and the CSR service.
+            pilot.ads.add_to(secure, mesh_ca.callers)
+            CertificateService(mesh_ca.authority, mesh_ca.tokens).add_to(secure)
+            pilot.xds_tls_port = _bind_xds(
+                secure, settings.xds_host, settings.xds_tls_port, mesh_ca.credentials
+            )
         try:
             pilot.http_port = await http.start()
         except OSError as err:
@@ -286,17 +315,28 @@ async def _run(
                 background.append(tasks.create_task(pilot.webhook.watch_certificates(), name="webhook certs"))
             for source in pilot.sources:
                 background.append(tasks.create_task(source.run(), name=type(source).__name__))
+            if pilot.root_cert_publisher is not None:
+                background.append(
+                    tasks.create_task(pilot.root_cert_publisher.run(), name="RootCertPublisher")
+                )
             if not await _synced_unless_stopped(pilot.sources, stop):
                 _cancel_all(background)
                 return
             await pilot.pusher.push()  # the first PushContext, before any proxy can connect
             background.append(tasks.create_task(pilot.pusher.run(), name="Pusher"))
-            await grpc_server.start()
+            for server in servers:
+                await server.start()
             pilot.serving = True
+            if pilot.xds_port:
+                log.info("xDS (ADS gRPC) on %s:%d", settings.xds_host, pilot.xds_port)
+            if pilot.xds_tls_port:
+                log.info(
+                    "secure xDS and CA (gRPC over TLS, bearer tokens) on %s:%d",
+                    settings.xds_host,
+                    pilot.xds_tls_port,
+                )
             log.info(
-                "xDS (ADS gRPC) on %s:%d; serving %d config objects at revision %d",
-                settings.xds_host,
-                pilot.xds_port,
+                "serving %d config objects at revision %d",
                 len(pilot.store.snapshot().objects),
                 pilot.store.revision,
             )
@@ -309,10 +349,13 @@ async def _run(
             # ADS streams never end by themselves: end them (UNAVAILABLE, proxies reconnect),
             # then stop the server, which refuses new calls and gives the rest the grace.
             await pilot.ads.close()
-            await grpc_server.stop(settings.shutdown_grace)
+            await asyncio.gather(*(server.stop(settings.shutdown_grace) for server in servers))
     finally:
         pilot.serving = False
-        await grpc_server.stop(None)  # idempotent; immediate if a failure got us here
+        for server in servers:
+            await server.stop(None)  # idempotent; immediate if a failure got us here
+        if mesh_ca is not None and mesh_ca.api_client is not None:
+            mesh_ca.api_client.close()
         if pilot.webhook is not None:
             await pilot.webhook.stop()
         await http.stop()
@@ -356,10 +399,59 @@ async def serve(settings: Settings) -> AsyncIterator[RunningPilot]:
                 raise
 
 
-def _bind_xds(server: grpc.aio.Server, host: str, port: int) -> int:
+@dataclass(frozen=True)
+class _MeshCa:
+    """The mesh CA and what the secure port and /debug authenticate callers with."""
+
+    authority: CertificateAuthority
+    tokens: TokenAuthenticator
+    callers: BearerAuthenticator
+    credentials: grpc.ServerCredentials
+    api_client: Any  # the Kubernetes client of TokenReview and the root ConfigMaps (--kube), to close
+
+
+async def _start_mesh_ca(pilot: RunningPilot) -> _MeshCa | None:
+    """With ``ca_dir``: the CA (a self-signed root created on first start, or the operator's
+    cacerts), the token authenticator (TokenReview with ``kube``, else ``pilot token``'s tokens),
+    the secure port's TLS credentials and, with ``kube``, the root ConfigMap publisher."""
+    settings = pilot.settings
+    if settings.ca_dir is None:
+        return None
+    try:
+        ca_settings = CaSettings(
+            trust_domain=settings.trust_domain,
+            workload_lifetime=datetime.timedelta(seconds=settings.workload_cert_ttl),
+        )
+    except ValueError as err:
+        raise ConfigError(f"mesh CA: {err}") from err
+    # Key generation and file I/O: off the event loop.
+    authority = await asyncio.to_thread(load_or_create, settings.ca_dir, ca_settings)
+    pilot.authority = authority
+    api_client = None
+    tokens: TokenAuthenticator
+    if settings.kube:
+        api_client = await asyncio.to_thread(load_api_client, settings.kubeconfig, pool_size=4)
+        options = WatchOptions()
+        tokens = TokenReviewAuthenticator(functools.partial(review_token, api_client, options=options))
+        pilot.root_cert_publisher = RootCertPublisher(
+            api_client, authority.roots_pem, namespaces=settings.watch_namespaces, options=options
+        )
+    else:
+        tokens = await asyncio.to_thread(FolderTokenAuthenticator.from_ca_dir, settings.ca_dir)
+    hosts = [ISTIOD_HOST, f"istiod.{settings.pilot_namespace}.svc", *settings.xds_tls_hosts]
+    credentials = await asyncio.to_thread(istiod_server_credentials, authority, hosts)
+    return _MeshCa(authority, tokens, BearerAuthenticator(tokens), credentials, api_client)
+
+
+def _bind_xds(
+    server: grpc.aio.Server, host: str, port: int, credentials: grpc.ServerCredentials | None = None
+) -> int:
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError as err:  # grpc raises RuntimeError("Failed to bind ...")
         raise ConfigError(f"cannot serve xDS on {address}: {err}") from err
     if bound == 0:  # older grpc reports a failed bind as port 0

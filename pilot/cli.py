@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import logging
 import math
 import sys
@@ -138,6 +139,15 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _duration(text: str) -> datetime.timedelta:
+    from pilot.ca.token_command import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
 def _namespaces(text: str) -> tuple[str, ...]:
     names = tuple(sorted({name.strip() for name in text.split(",") if name.strip()}))
     if not names:
@@ -182,7 +192,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--xds-port",
         type=_port,
         default=defaults.xds_port,
-        help="port of the ADS gRPC server (0: any free port)",
+        help="port of the plaintext ADS gRPC server (0: not served)",
     )
     serve.add_argument("--http-host", default=defaults.http_host, help="address of /ready, /metrics, /debug")
     serve.add_argument(
@@ -330,6 +340,30 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     kube.add_argument(
         "--webhook-key", type=Path, default=None, metavar="FILE", help="the webhook's private key (PEM)"
+    )
+    security = serve.add_argument_group("mesh CA and secure port (docs/security.md)")
+    ca_help = (
+        "the mesh CA: Istio's cacerts files, or a self-signed root made here (none: no CA, no secure port)"
+    )
+    security.add_argument("--ca-dir", type=Path, default=None, metavar="DIR", help=ca_help)
+    security.add_argument(
+        "--trust-domain", default=defaults.trust_domain, help="SPIFFE trust domain of workload certificates"
+    )
+    ttl_help = "workload certificate lifetime when the CSR asks for none, e.g. 24h, 90m (default: 24h)"
+    security.add_argument(
+        "--workload-cert-ttl", type=_duration, default=None, metavar="DURATION", help=ttl_help
+    )
+    tls_port_help = (
+        "port of the TLS gRPC server: ADS for token holders, the CSR service (needs --ca-dir; 0: off)"
+    )
+    security.add_argument("--xds-tls-port", type=_port, default=defaults.xds_tls_port, help=tls_port_help)
+    security.add_argument(
+        "--xds-tls-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="another name (or IP) in the secure port's certificate besides istiod.istio-system.svc "
+        "(repeatable)",
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="level of pilot's own logs")
     serve.set_defaults(command_spec=Command(settings_from, _serve))
@@ -571,7 +605,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(
         config_dir=args.config_dir,
         xds_host=args.xds_host,
-        xds_port=args.xds_port,
+        xds_port=args.xds_port or None,
+        ca_dir=args.ca_dir,
+        trust_domain=args.trust_domain,
+        workload_cert_ttl=Settings().workload_cert_ttl
+        if args.workload_cert_ttl is None
+        else args.workload_cert_ttl.total_seconds(),
+        xds_tls_port=args.xds_tls_port or None,
+        xds_tls_hosts=tuple(args.xds_tls_host),
         http_host=args.http_host,
         http_port=args.http_port,
         debounce_after=args.debounce_after,
@@ -669,14 +710,6 @@ def _bootstrap(options: BootstrapOptions) -> int:
 
 
 def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    def duration(text: str) -> object:
-        from pilot.ca.token_command import parse_duration
-
-        try:
-            return parse_duration(text)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err)) from err
-
     token = commands.add_parser(
         "token",
         help="print a service-account token the mesh CA of --ca-dir accepts (folder mode)",
@@ -688,7 +721,7 @@ def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     token.add_argument("--namespace", required=True, metavar="NS")
     token.add_argument("--service-account", required=True, metavar="SA")
-    token.add_argument("--ttl", type=duration, default="1h", help="lifetime, e.g. 1h, 30m, 90s (default: 1h)")
+    token.add_argument("--ttl", type=_duration, default="1h", help="lifetime, e.g. 1h, 30m, 90s (default 1h)")
     token.add_argument("--audience", default="istio-ca", help="the aud claim (default: istio-ca)")
     token.set_defaults(command_spec=Command(token_options_from, _token))
 

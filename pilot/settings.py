@@ -8,14 +8,30 @@ from pathlib import Path
 
 from pilot.errors import SettingsError
 
+# Istio's MAX_WORKLOAD_CERT_TTL (90 days): no workload certificate lives longer.
+MAX_WORKLOAD_CERT_TTL = 90 * 24 * 3600.0
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     # Folder of Istio YAML watched recursively (*.yaml, *.yml, *.json); None: no folder source.
     config_dir: Path | None = None
-    # Address and port of the ADS gRPC server (Istio's 15010, plaintext).
+    # Address and port of the ADS gRPC server (Istio's 15010, plaintext); port None: not served.
     xds_host: str = "0.0.0.0"
-    xds_port: int = 15010
+    xds_port: int | None = 15010
+    # The mesh CA's directory: Istio's cacerts layout, or a self-signed root created there on first
+    # start (pilot.ca.authority). None: no CA, and no secure port.
+    ca_dir: Path | None = None
+    # The SPIFFE trust domain of workload certificates (spiffe://TRUST_DOMAIN/ns/NS/sa/SA).
+    trust_domain: str = "cluster.local"
+    # Lifetime of a workload certificate when its CSR asks for none (Istio's DEFAULT_WORKLOAD_CERT_TTL).
+    workload_cert_ttl: float = 24 * 3600.0
+    # Port of the secure gRPC server (Istio's 15012, on xds_host): TLS with a certificate from the
+    # mesh CA, ADS for callers with a bearer token and the CSR service. None: not served. Needs ca_dir.
+    xds_tls_port: int | None = 15012
+    # Names the secure port's certificate carries besides istiod.istio-system.svc and
+    # istiod.<pilot_namespace>.svc (DNS names or IP addresses clients dial).
+    xds_tls_hosts: tuple[str, ...] = ()
     # Address and port of /ready, /metrics and /debug/* (Istio's monitoring port 15014).
     http_host: str = "0.0.0.0"
     http_port: int = 15014
@@ -76,7 +92,15 @@ class Settings:
         """Every bound of every setting, checked once here (the CLI and the debouncer rely on it)."""
         check_debounce(self.debounce_after, self.debounce_max)
         for name, port in (("xds_port", self.xds_port), ("http_port", self.http_port)):
-            _check_port(name, port)
+            if port is not None:
+                _check_port(name, port)
+        if self.xds_tls_port is not None:
+            _check_port("xds_tls_port", self.xds_tls_port)
+        if not 0 < self.workload_cert_ttl <= MAX_WORKLOAD_CERT_TTL:
+            raise SettingsError(
+                f"workload_cert_ttl must be positive and at most {MAX_WORKLOAD_CERT_TTL:.0f}s (90 days), "
+                f"got {self.workload_cert_ttl}"
+            )
         if self.webhook_port is not None:
             _check_port("webhook_port", self.webhook_port)
         if self.push_concurrency < 1:

@@ -18,6 +18,7 @@ import pytest
 
 from pilot.cli import BootstrapOptions, ValidateOptions, build_parser, main, settings_from
 from pilot.demo import DemoOptions
+from pilot.localmesh.loopback import free_port
 from pilot.settings import Settings
 
 DEADLINE = 30.0
@@ -26,7 +27,7 @@ LOOPBACK_PORTS = [
     "--xds-host",
     "127.0.0.1",
     "--xds-port",
-    "0",
+    str(free_port()),  # 0 would turn the plain port off
     "--http-host",
     "127.0.0.1",
     "--http-port",
@@ -95,7 +96,7 @@ def test_serve_flags_become_settings():
     assert settings_from(args) == Settings(
         config_dir=Path("conf"),
         xds_host="127.0.0.1",
-        xds_port=0,
+        xds_port=None,  # --xds-port 0: the plain port is off
         http_host="0.0.0.0",
         http_port=0,
         debounce_after=0.25,
@@ -158,7 +159,7 @@ def test_settings_that_contradict_each_other_are_a_one_line_usage_error(
 @pytest.mark.parametrize(
     ("argv", "options"),
     [
-        (["serve", "--xds-port", "0"], Settings(xds_port=0)),
+        (["serve", "--xds-port", "0"], Settings(xds_port=None)),
         (["demo", "--duration", "5"], DemoOptions(duration=5.0)),
         (
             ["bootstrap", "--node-id", "n", "--xds-address", "pilot:15010", "--label", "a=b"],

@@ -291,13 +291,15 @@ def test_deployment_service_and_webhook_agree():
     assert pod["affinity"]["podAntiAffinity"]
     assert pod["serviceAccountName"] == "pilot"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc-xds": 15010, "http-monitoring": 15014, "https-webhook": 15017}
+    assert ports == {"grpc-xds": 15010, "https-dns": 15012, "http-monitoring": 15014, "https-webhook": 15017}
+    assert f"--xds-tls-port={ports['https-dns']}" in container["args"]
     assert f"--webhook-port={ports['https-webhook']}" in container["args"]
     service = find("Service", "pilot")
     assert service["spec"]["selector"] == spec["selector"]["matchLabels"]
     service_ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
     assert service_ports == {
         "grpc-xds": (15010, 15010),
+        "https-dns": (15012, 15012),
         "http-monitoring": (15014, 15014),
         "https-webhook": (443, 15017),
     }
@@ -322,6 +324,34 @@ def test_deployment_service_and_webhook_agree():
     ][0]
     assert certificate["spec"]["secretName"] == volume["secret"]["secretName"]
     assert "pilot.pilot-system.svc" in certificate["spec"]["dnsNames"]
+
+
+def test_the_ca_gets_its_secret_and_the_rights_its_kubernetes_writes_need():
+    from pilot.sources import kube_root_cert, kube_writes
+
+    pod = find("Deployment", "pilot")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mount = {m["name"]: m for m in container["volumeMounts"]}["cacerts"]
+    assert f"--ca-dir={mount['mountPath']}" in container["args"] and mount["readOnly"]
+    assert {v["name"]: v for v in pod["volumes"]}["cacerts"]["secret"]["secretName"] == "cacerts"
+    rules = find("ClusterRole", "pilot-ca")["rules"]
+    assert {
+        "apiGroups": ["authentication.k8s.io"],
+        "resources": ["tokenreviews"],
+        "verbs": ["create"],
+    } in rules
+    assert kube_writes.TOKEN_REVIEWS.endswith("authentication.k8s.io/v1/tokenreviews")
+    assert {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": [kube_root_cert.CONFIG_MAP_NAME],
+        "verbs": ["get", "update"],
+    } in rules
+    assert {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]} in rules
+    assert {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list"]} in rules
+    binding = find("ClusterRoleBinding", "pilot-ca")
+    assert binding["roleRef"]["name"] == "pilot-ca"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pilot", "namespace": "pilot-system"}]
 
 
 def test_availability_pieces():

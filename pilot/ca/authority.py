@@ -192,7 +192,12 @@ def create_self_signed_root(settings: CaSettings) -> tuple[SigningKey, x509.Cert
 
 
 def load_or_create(ca_dir: Path, settings: CaSettings) -> CertificateAuthority:
-    """The CA of ``ca_dir``: the files there, or a self-signed root created there when it has none."""
+    """The CA of ``ca_dir``: the files there, or a self-signed root created there when it has none.
+
+    A directory that already holds the whole cacerts layout is only read, without the lock, so
+    it may be read-only (a Kubernetes Secret mounted as Istio mounts ``cacerts``)."""
+    if all((ca_dir / name).is_file() for name in directory.CACERTS_FILES):
+        return load_cacerts(ca_dir, settings)
     with directory.locked(ca_dir):
         present = [name for name in directory.CACERTS_FILES if (ca_dir / name).exists()]
         if not present:

@@ -21,28 +21,15 @@ import grpc
 from pilot._gen import ca_pb2, ca_pb2_grpc
 from pilot.ca import csr_metrics
 from pilot.ca.authority import CertificateAuthority
+from pilot.ca.bearer import bearer_token
 from pilot.ca.identity import ServiceAccount
-from pilot.ca.tokens import MAX_TOKEN_BYTES, TokenAuthenticator
+from pilot.ca.tokens import TokenAuthenticator
 from pilot.ca.workload_certificate import issue_workload_certificate
 from pilot.errors import AuthenticationError, CertificateRequestError, IdentityMismatchError
 
 log = logging.getLogger("pilot.ca")
 
 SERVICE = "istio.v1.auth.IstioCertificateService"
-BEARER = "Bearer "
-
-
-def bearer_token(metadata: Any) -> str:
-    """The token of ``authorization: Bearer TOKEN`` (Istio's security.ExtractBearerToken)."""
-    values = [value for key, value in (metadata or ()) if key == "authorization"]
-    if not values:
-        raise AuthenticationError("no authorization metadata: send 'authorization: Bearer <token>'")
-    value = values[0] if isinstance(values[0], str) else values[0].decode("utf-8", errors="replace")
-    if len(value) > MAX_TOKEN_BYTES + len(BEARER):
-        raise AuthenticationError(f"token of {len(value)} bytes is larger than the {MAX_TOKEN_BYTES} allowed")
-    if not value.startswith(BEARER):
-        raise AuthenticationError("authorization metadata is not 'Bearer <token>'")
-    return value[len(BEARER) :].strip()
 
 
 class CertificateService:

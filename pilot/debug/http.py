@@ -9,14 +9,20 @@
     GET /debug/sourcez                each config source: kind, synced, and its own status (Kubernetes
                                       watches: listed, resourceVersion, watch and error counts, last error)
 
-Read-only: handlers never change the store, cache or server. Like istiod, nothing here is
-authenticated: bind it to a trusted address.
+Read-only: handlers never change the store, cache or server. ``/ready`` and ``/metrics`` answer
+anyone; ``/debug/*`` reveals config and answers, as istiod's ``allowAuthenticatedOrLocalhost``
+(pilot/pkg/xds/debug.go), only a loopback peer or a caller with a valid bearer token
+(``Authorization: Bearer <token>``, the secure port's contract, docs/security.md) of pilot's own
+namespace: a workload's token must not read other namespaces' config here (istiod leaves that check
+as a TODO). The peer is the TCP peer; forwarded-for headers are not believed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -27,6 +33,10 @@ from pilot import metrics
 from pilot.cache.cache import SnapshotCache
 from pilot.config.store import ConfigStore
 from pilot.debug import views
+from pilot.errors import AuthenticationError
+from pilot.server.authentication import CallerAuthenticator
+
+log = logging.getLogger("pilot.debug")
 
 ReadyCheck = Callable[[], bool]
 StatusProvider = Callable[[], Any]
@@ -111,6 +121,58 @@ async def index(request: web.Request) -> web.Response:
     return json_response({"endpoints": list(ENDPOINTS)})
 
 
+def is_loopback(request: web.Request) -> bool:
+    """Whether the TCP peer is a loopback address (127.0.0.0/8, ::1, ::ffff:127.x); a Unix
+    socket or an unknown peer is not."""
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    if not isinstance(peer, tuple) or not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(str(peer[0]).partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def debug_guard(authenticator: CallerAuthenticator | None, system_namespace: str) -> Any:
+    """Middleware: /debug/* only for loopback peers or a token of ``system_namespace``."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/debug") or is_loopback(request):
+            return await handler(request)
+        if authenticator is None or "Authorization" not in request.headers:
+            return error_response(
+                403, "debug endpoints answer loopback clients, or a bearer token of pilot's namespace"
+            )
+        try:
+            caller = await authenticator.authenticate_metadata(list(request.headers.items()))
+        except AuthenticationError as err:
+            log.info("debug: %s from %s refused: %s", request.path, request.remote, err)
+            return error_response(401, "authentication failed")
+        except Exception:  # fail-closed: an authenticator that breaks lets nobody in
+            log.exception("debug: authenticating %s from %s failed", request.path, request.remote)
+            return error_response(401, "authentication failed")
+        if caller.namespace != system_namespace:
+            log.info(
+                "debug: %s from %s refused: %s/%s is not of namespace %s",
+                request.path,
+                request.remote,
+                caller.namespace,
+                caller.name,
+                system_namespace,
+            )
+            return error_response(403, f"debug endpoints answer only tokens of namespace {system_namespace}")
+        return await handler(request)
+
+    return guard
+
+
 def build_app(
     *,
     store: ConfigStore,
@@ -119,10 +181,13 @@ def build_app(
     ready_check: ReadyCheck,
     push_status_provider: StatusProvider | None = None,
     sources: Sequence[views.SourceState] = (),
+    authenticator: CallerAuthenticator | None = None,
+    system_namespace: str = "",
 ) -> web.Application:
     """The aiohttp application; ``ready_check`` decides /ready (the app knows what "ready" means);
-    ``sources`` are read (never run or changed) by /debug/sourcez."""
-    app = web.Application()
+    ``sources`` are read (never run or changed) by /debug/sourcez. /debug/* answers loopback peers,
+    and with ``authenticator`` callers whose bearer token is of ``system_namespace``."""
+    app = web.Application(middlewares=[debug_guard(authenticator, system_namespace)])
     app[_STORE] = store
     app[_CACHE] = cache
     app[_SERVER] = server

@@ -107,6 +107,7 @@ def syncz(connections: Sequence[ConnectionStatus]) -> list[Json]:
             "protocol": conn.protocol,
             "connected_at": conn.connected_at,
             "view": conn.view,
+            "identity": conn.identity,
         }
         for short, istio_prefix, type_url in SYNC_TYPES:
             type_row = _type_row(conn.types.get(type_url))

@@ -23,15 +23,23 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Hashable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from pilot import metrics
 from pilot.cache.cache import SnapshotCache
-from pilot.errors import XdsProtocolError
+from pilot.errors import AuthenticationError, XdsProtocolError
 from pilot.server import wire
+from pilot.server.authentication import (
+    AuthenticatedCaller,
+    CallerAuthenticator,
+    NodeIdentityError,
+    auth_failures,
+    pinned_node,
+)
 from pilot.server.callbacks import StreamCallbacks
 from pilot.server.connection import Connection
 from pilot.server.delta import DeltaStream
@@ -97,16 +105,30 @@ class AdsServer:
         self._closing = False
         self._stream_ids = itertools.count(1)
 
-    def add_to(self, server: grpc.aio.Server) -> None:
-        """Register the ADS methods on ``server`` (before it starts)."""
+    def add_to(self, server: grpc.aio.Server, authenticator: CallerAuthenticator | None = None) -> None:
+        """Register the ADS methods on ``server`` (before it starts). With ``authenticator`` every
+        stream must prove its caller and may only be a node of the caller's namespace and service
+        account (:mod:`pilot.server.authentication`); one AdsServer may serve a plain and an
+        authenticating server at once, with one registry of streams."""
+
+        async def sotw(
+            request_iterator: object, context: grpc.aio.ServicerContext[SotwRequest, bytes]
+        ) -> None:
+            await self._stream_aggregated_resources(context, authenticator)
+
+        async def delta(
+            request_iterator: object, context: grpc.aio.ServicerContext[DeltaRequest, bytes]
+        ) -> None:
+            await self._delta_aggregated_resources(context, authenticator)
+
         handlers = {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self._stream_aggregated_resources,
+                sotw,
                 request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
                 response_serializer=_bytes_through,
             ),
             "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self._delta_aggregated_resources,
+                delta,
                 request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
                 response_serializer=_bytes_through,
             ),
@@ -151,17 +173,19 @@ class AdsServer:
         return None
 
     async def _stream_aggregated_resources(
-        self, request_iterator: object, context: grpc.aio.ServicerContext[SotwRequest, bytes]
+        self, context: grpc.aio.ServicerContext[SotwRequest, bytes], authenticator: CallerAuthenticator | None
     ) -> None:
         def sotw(conn: Connection) -> AdsStream[SotwRequest, SelectionCache]:
             return SotwStream(
                 conn, context, self._cache, self._fanout, self._selections, self._control_plane, self._limits
             )
 
-        await self._serve(context, "sotw", sotw)
+        await self._serve(context, "sotw", sotw, authenticator)
 
     async def _delta_aggregated_resources(
-        self, request_iterator: object, context: grpc.aio.ServicerContext[DeltaRequest, bytes]
+        self,
+        context: grpc.aio.ServicerContext[DeltaRequest, bytes],
+        authenticator: CallerAuthenticator | None,
     ) -> None:
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremental-xds
         def delta(conn: Connection) -> AdsStream[DeltaRequest, DeltaResourceCache]:
@@ -175,17 +199,19 @@ class AdsServer:
                 self._limits,
             )
 
-        await self._serve(context, "delta", delta)
+        await self._serve(context, "delta", delta, authenticator)
 
     async def _serve(
         self,
         context: grpc.aio.ServicerContext[RequestT, bytes],
         protocol: str,
         make_stream: Callable[[Connection], AdsStream[RequestT, SharedT]],
+        authenticator: CallerAuthenticator | None = None,
     ) -> None:
         """One ADS call of either protocol, from its first request to its end. A coroutine handler
         uses grpc.aio's reader/writer API (context.read()/write()), so the request iterator stays
-        unused."""
+        unused. With ``authenticator``, the caller is authenticated before anything is read and the
+        node checked against it before the stream opens (fail-closed: any error refuses the stream)."""
         stream_id = next(self._stream_ids)
         peer: str = context.peer()
         if self._closing:
@@ -197,6 +223,7 @@ class AdsServer:
                 "ADS: %s stream %d from %s exceeds the stream rate; refusing it", protocol, stream_id, peer
             )
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "request rate limit exceeded")
+        caller = None if authenticator is None else await _authenticate(context, authenticator, stream_id)
         first = await context.read()
         if first is EOF:
             return
@@ -212,8 +239,9 @@ class AdsServer:
             metrics.xds_invalid_node_ids.inc()
             log.info("ADS: refused %s stream %d from %s: %s", protocol, stream_id, peer, exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        node = first.node if caller is None else await _pinned(context, first.node, caller, stream_id)
         try:
-            view = await self._callbacks.on_stream_open(stream_id, first.node)
+            view = await self._callbacks.on_stream_open(stream_id, node)
         except ValueError as exc:
             log.info("ADS: refused %s from %s: %s", node_id, peer, exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -221,7 +249,8 @@ class AdsServer:
             log.exception("ADS: opening stream %d for %s failed", stream_id, node_id)
             await context.abort(grpc.StatusCode.INTERNAL, "could not open the stream")
 
-        conn = Connection(stream_id, node_id, peer, view, protocol=protocol)
+        identity = "" if caller is None else f"{caller.namespace}/{caller.name}"
+        conn = Connection(stream_id, node_id, peer, view, protocol=protocol, identity=identity)
         self._connections[stream_id] = conn
         metrics.xds_clients.inc()
         log.info("ADS: %s stream %d open for %s from %s", protocol, stream_id, node_id, peer)
@@ -259,3 +288,38 @@ class AdsServer:
             log.info("ADS: stream %d of %s closed", stream_id, node_id)
         if failure is not None:
             await context.abort(*failure)
+
+
+async def _authenticate(
+    context: grpc.aio.ServicerContext[Any, bytes], authenticator: CallerAuthenticator, stream_id: int
+) -> AuthenticatedCaller:
+    """The stream's caller, or the stream ends UNAUTHENTICATED (Istio answers the same)."""
+    peer: str = context.peer()
+    try:
+        return await authenticator.authenticate_metadata(context.invocation_metadata())
+    except AuthenticationError as exc:
+        reason = str(exc)
+    except Exception:
+        # Fail-closed: an authenticator that breaks (the API server is down) lets nobody in.
+        log.exception("ADS: authenticating stream %d from %s failed", stream_id, peer)
+        reason = "the token could not be checked"
+    auth_failures.labels(reason="unauthenticated").inc()
+    log.info("ADS: refused stream %d from %s: authentication failed: %s", stream_id, peer, reason)
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"authentication failed: {reason}")
+    raise AssertionError("unreachable: abort raises")
+
+
+async def _pinned(
+    context: grpc.aio.ServicerContext[Any, bytes],
+    node: base_pb2.Node,
+    caller: AuthenticatedCaller,
+    stream_id: int,
+) -> base_pb2.Node:
+    """``node`` pinned to ``caller``, or the stream ends PERMISSION_DENIED."""
+    try:
+        return pinned_node(node, caller)
+    except NodeIdentityError as exc:
+        auth_failures.labels(reason="permission_denied").inc()
+        log.warning("ADS: refused stream %d from %s: %s", stream_id, context.peer(), exc)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+    raise AssertionError("unreachable: abort raises")

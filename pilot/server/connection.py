@@ -26,6 +26,7 @@ class Connection:
     peer: str
     view: Hashable
     protocol: str
+    identity: str = ""  # NS/SA the stream authenticated as on the secure port; "" on the plain port
     connected_at: float = field(default_factory=time.time)
     types: dict[str, TypeLedger] = field(default_factory=dict)
     _nonces: int = 0
@@ -44,6 +45,7 @@ class Connection:
             connected_at=self.connected_at,
             view=str(self.view),
             protocol=self.protocol,
+            identity=self.identity,
             types={url: _status(ledger) for url, ledger in self.types.items()},
         )
 

@@ -63,6 +63,7 @@ class ConnectionStatus:
     view: str  # str() of the cache key the stream reads
     protocol: str  # "sotw" (state of the world) or "delta"
     types: dict[str, TypeStatus]
+    identity: str = ""  # NS/SA the stream authenticated as (secure port), "" when unauthenticated
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,3 +187,11 @@ def test_a_signing_certificate_that_is_not_a_ca_is_refused(tmp_path: Path):
     (ca_dir / "cert-chain.pem").write_text(certificate_pem(leaf) + authority.roots_pem)
     with pytest.raises(ConfigError, match=r"ca-cert.pem: certificate .* is not a CA"):
         load_or_create(ca_dir, CaSettings())
+
+
+def test_a_complete_cacerts_directory_is_only_read(istio_cacerts: Path):
+    """A mounted Secret is read-only: loading the operator's cacerts writes nothing there (no lock)."""
+    before = sorted(path.name for path in istio_cacerts.iterdir())
+    authority = load_or_create(istio_cacerts, CaSettings())
+    assert not authority.is_self_signed
+    assert sorted(path.name for path in istio_cacerts.iterdir()) == before

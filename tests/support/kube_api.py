@@ -159,6 +159,11 @@ class FakeKubeApi:
         self._tokens = itertools.count(1)
         # Called with (path, query) before each request is answered: a test's hook to act mid-protocol.
         self.before_request: Callable[[str, dict[str, str]], None] | None = None
+        # Namespaces listed by GET /api/v1/namespaces, besides those of stored objects.
+        self.namespaces: set[str] = set()
+        # TokenReview: token → (user name, audiences the token was issued for).
+        self.token_reviews: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self.writes: list[tuple[str, str]] = []  # (method, path) of every POST and PUT
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -169,6 +174,8 @@ class FakeKubeApi:
     async def start(self, port: int = 0) -> FakeKubeApi:
         app = web.Application()
         app.router.add_get("/{path:.*}", self._handle)
+        app.router.add_post("/{path:.*}", self._handle_write)
+        app.router.add_put("/{path:.*}", self._handle_write)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, LOOPBACK, port or self.port, reuse_address=True)
@@ -290,6 +297,72 @@ class FakeKubeApi:
             q for path, q in self.requests if path.endswith("/" + plural) and q.get("watch") in ("1", "true")
         ]
 
+    # -- writes: TokenReview and ConfigMap create/update --------------------------------------------------
+
+    def _namespace_list(self) -> dict[str, Any]:
+        names = self.namespaces | {namespace for _, namespace, _ in self._objects}
+        items = [{"metadata": {"name": name}, "status": {"phase": "Active"}} for name in sorted(names)]
+        return {
+            "kind": "NamespaceList",
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": str(self._rv)},
+            "items": items,
+        }
+
+    async def _handle_write(self, request: web.Request) -> web.StreamResponse:
+        """POST tokenreviews (authentication.k8s.io/v1), POST/PUT configmaps: what pilot writes."""
+        path = "/" + request.match_info["path"].rstrip("/")
+        self.writes.append((request.method, path))
+        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return self._error(401, "Unauthorized", "Unauthorized")
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as err:
+            return self._error(400, "BadRequest", f"body is not JSON: {err}")
+        parts = [p for p in path.split("/") if p]
+        if request.method == "POST" and parts == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]:
+            return self._json(self._review(body), 201)
+        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) in (5, 6) and parts[4] == "configmaps":
+            namespace, name = parts[3], parts[5] if len(parts) == 6 else body.get("metadata", {}).get("name")
+            if body.get("metadata", {}).get("name") != name or not name:
+                return self._error(400, "BadRequest", "metadata.name must match the path")
+            existing = self._objects.get(("ConfigMap", namespace, name))
+            if request.method == "POST" and len(parts) == 5:
+                if existing is not None:
+                    return self._error(409, "AlreadyExists", f'configmaps "{name}" already exists')
+            elif request.method == "PUT" and len(parts) == 6:
+                if existing is None:
+                    return self._error(404, "NotFound", f'configmaps "{name}" not found')
+                wanted = body.get("metadata", {}).get("resourceVersion")
+                if wanted and wanted != existing["metadata"]["resourceVersion"]:
+                    return self._error(
+                        409, "Conflict", "the object has been modified; apply your changes again"
+                    )
+            else:
+                return self._error(405, "MethodNotAllowed", f"{request.method} {path}")
+            body = {**body, "kind": "ConfigMap", "metadata": {**body["metadata"], "namespace": namespace}}
+            stored = self.apply(body)
+            return self._json(
+                self._render(TYPES["ConfigMap"], "v1", stored, in_list=False),
+                201 if existing is None else 200,
+            )
+        return self._error(404, "NotFound", "the server could not find the requested resource")
+
+    def _review(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The TokenReview answer: the API server authenticates the token for the requested audiences."""
+        spec = body.get("spec") or {}
+        wanted = tuple(spec.get("audiences") or ())
+        found = self.token_reviews.get(str(spec.get("token") or ""))
+        result: dict[str, Any]
+        if found is None:
+            result = {"authenticated": False, "error": "[invalid bearer token, token lookup failed]"}
+        elif wanted and not set(wanted) & set(found[1]):
+            result = {"authenticated": False, "error": "[invalid bearer token, token audiences is invalid]"}
+        else:
+            user = {"username": found[0], "uid": str(uuid.uuid5(uuid.NAMESPACE_OID, found[0]))}
+            result = {"authenticated": True, "user": user, "audiences": list(wanted or found[1])}
+        return {**body, "kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1", "status": result}
+
     # -- events -------------------------------------------------------------------------------------------
 
     def _emit(self, type_: ResourceType, event: str, obj: dict[str, Any]) -> None:
@@ -328,6 +401,8 @@ class FakeKubeApi:
         if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
             return self._error(401, "Unauthorized", "Unauthorized")
         parts = [p for p in path.split("/") if p]
+        if parts == ["api", "v1", "namespaces"] and query.get("watch") not in ("1", "true"):
+            return self._json(self._namespace_list())
         discovery = self._discovery(parts)
         if discovery is not None:
             return self._json(discovery)
