@@ -52,14 +52,17 @@ def resource_name(kind: str, resource: Mapping[str, Any]) -> str:
     return str(resource.get("cluster_name" if kind == ENDPOINT else "name", ""))
 
 
-def resources(dump: Mapping[str, Any], kind: str) -> list[Json]:
-    """Every resource of ``kind`` in a config dump, static ones first, in the dump's order."""
+def resources(dump: Mapping[str, Any], kind: str, *, dynamic_only: bool = False) -> list[Json]:
+    """Every resource of ``kind`` in a config dump, static ones first, in the dump's order;
+    ``dynamic_only``: those a control plane sent, not the bootstrap's."""
     suffix, lists = _SECTIONS[kind]
     found: list[Json] = []
     for config in dump.get("configs", ()):
         if not str(config.get("@type", "")).endswith(suffix):
             continue
         for entry_key, path in lists:
+            if dynamic_only and entry_key.startswith("static_"):
+                continue
             for entry in config.get(entry_key, ()):
                 value: Any = entry
                 for key in path:
@@ -69,8 +72,8 @@ def resources(dump: Mapping[str, Any], kind: str) -> list[Json]:
     return found
 
 
-def by_name(dump: Mapping[str, Any], kind: str) -> dict[str, Json]:
-    return {resource_name(kind, r): r for r in resources(dump, kind)}
+def by_name(dump: Mapping[str, Any], kind: str, *, dynamic_only: bool = False) -> dict[str, Json]:
+    return {resource_name(kind, r): r for r in resources(dump, kind, dynamic_only=dynamic_only)}
 
 
 # -- istioctl's cells -----------------------------------------------------------------------------

@@ -100,10 +100,20 @@ def _dumped(resource: Mapping[str, Any] | None) -> list[str]:
 
 
 def envoy_diff(pilot_dump: Mapping[str, Any], envoy_dump: Mapping[str, Any], kind: str) -> list[str]:
-    """Unified diff, resource by resource, of pilot's view of ``kind`` against Envoy's."""
-    ours, theirs = config_dump.by_name(pilot_dump, kind), config_dump.by_name(envoy_dump, kind)
+    """Unified diff, resource by resource, of pilot's view of ``kind`` against Envoy's dynamic
+    (control-plane) resources. Endpoints are compared by name only: Envoy's dump of a
+    ClusterLoadAssignment fills in defaults (health status, weights, overprovisioning) pilot omits."""
+    ours = config_dump.by_name(pilot_dump, kind)
+    theirs = config_dump.by_name(envoy_dump, kind, dynamic_only=True)
     lines: list[str] = []
     for name in sorted({*ours, *theirs}):
+        if kind == config_dump.ENDPOINT:
+            # Envoy lists a load assignment of its own for every cluster without EDS.
+            if name not in ours and name in config_dump.by_name(pilot_dump, config_dump.CLUSTER):
+                continue
+            if (name in ours) != (name in theirs):
+                lines.append(f"+ {name} (only pilot)" if name in ours else f"- {name} (only Envoy)")
+            continue
         lines.extend(
             difflib.unified_diff(
                 _dumped(theirs.get(name)),
