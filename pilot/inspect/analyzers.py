@@ -344,23 +344,19 @@ def destination_rule_tls(mesh: Mesh) -> list[Message]:
     out = []
     for dr in mesh.of(kinds.DESTINATION_RULE_INFO):
         policy, selected = dr.spec.traffic_policy, dr.spec.HasField("workload_selector")
-        name = f"{dr.namespace}/{dr.name}"
-        if _unverified(policy.tls, selected):
-            mode = net.ClientTLSSettings.TLSmode.Name(policy.tls.mode)
+        settings = [(policy.tls, "")] + [
+            (port.tls, f" at port number:{port.port.number}") for port in policy.port_level_settings
+        ]
+        for tls, at_port in settings:
+            if not _unverified(tls, selected):
+                continue
             text = (
-                f"DestinationRule {name} in namespace {dr.namespace} has TLS mode set to {mode} but no "
-                f"caCertificates are set to validate server identity for host: {dr.spec.host}"
+                f"DestinationRule {dr.namespace}/{dr.name} in namespace {dr.namespace} has TLS mode set to "
+                f"{net.ClientTLSSettings.TLSmode.Name(tls.mode)} but no caCertificates are set to validate "
+                f"server identity for host: {dr.spec.host}{at_port}"
             )
-            out.append(_message(NO_SERVER_CERT_VERIFICATION_DR, text, dr))
-        for port_policy in policy.port_level_settings:
-            if _unverified(port_policy.tls, selected):
-                mode = net.ClientTLSSettings.TLSmode.Name(port_policy.tls.mode)
-                text = (
-                    f"DestinationRule {name} in namespace {dr.namespace} has TLS mode set to {mode} but no "
-                    f"caCertificates are set to validate server identity for host: {dr.spec.host} "
-                    f"at port number:{port_policy.port.number}"
-                )
-                out.append(_message(NO_SERVER_CERT_VERIFICATION_PORT, text, dr))
+            kind = NO_SERVER_CERT_VERIFICATION_PORT if at_port else NO_SERVER_CERT_VERIFICATION_DR
+            out.append(_message(kind, text, dr))
     return out
 
 
