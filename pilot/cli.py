@@ -7,7 +7,7 @@ Subcommands:
     validate    check Istio YAML files like istioctl validate (pilot.validate.run)
     iptables    print or apply a pod's capture rules like istio-iptables (pilot.capture.command.run)
     token       print a folder-mode service-account token for the mesh CA (pilot.ca.token_command.run)
-    proxy-status, proxy-config, analyze, diff: the operator's commands (pilot.inspect.commands)
+    proxy-status, proxy-config, analyze, diff, explain: the operator's commands (pilot.inspect.commands)
 
 Each subcommand's handler takes a frozen dataclass built from its flags (``Command.options``), never
 an ``argparse.Namespace``; options that contradict each other are refused by the class that holds
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(commands)
     _add_iptables(commands)
     _add_token(commands)
-    add_operator_commands(commands, Command)  # proxy-status, proxy-config, analyze, diff
+    add_operator_commands(commands, Command)  # proxy-status, proxy-config, analyze, diff, explain
     # Room for more: add a _add_<name>(commands) that sets a `command_spec`.
     return parser
 

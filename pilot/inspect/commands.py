@@ -1,5 +1,5 @@
-"""The flags of ``proxy-status``, ``proxy-config``, ``analyze`` and ``diff``; pilot.cli registers them
-with one call. Each command's module is imported only when it runs (``--help`` stays quick)."""
+"""The flags of ``proxy-status``, ``proxy-config``, ``analyze``, ``diff`` and ``explain``; pilot.cli
+registers them with one call. Each command's module is imported only when it runs (``--help`` stays quick)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pilot.errors import PilotError
 if TYPE_CHECKING:
     from pilot.inspect.analyze import AnalyzeOptions
     from pilot.inspect.diff import DiffOptions
+    from pilot.inspect.explain import ExplainOptions
     from pilot.inspect.proxy_config import ProxyConfigOptions
     from pilot.inspect.proxy_status import ProxyStatusOptions
 
@@ -93,6 +94,18 @@ def add_commands(
     diff.add_argument("-o", "--output", choices=("text", "json"), default="text")
     diff.set_defaults(command_spec=command(diff_options, run_diff))
 
+    explain = commands.add_parser(
+        "explain", help="the listener, route, rule (file:line), cluster and endpoints one request meets"
+    )
+    explain.add_argument("proxy", metavar="PROXY", help="a connected proxy: node id or pod.namespace")
+    explain.add_argument(
+        "request", metavar="REQUEST", help="e.g. 'GET http://reviews:9080/api -H end-user:jason'"
+    )
+    _pilot_flag(explain)
+    explain.add_argument("--envoy-admin", metavar="HOST:PORT", help="walk this Envoy's /config_dump instead")
+    explain.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    explain.set_defaults(command_spec=command(explain_options, run_explain))
+
 
 def proxy_status_options(args: argparse.Namespace) -> ProxyStatusOptions:
     from pilot.inspect.proxy_status import ProxyStatusOptions
@@ -140,3 +153,15 @@ def run_diff(options: DiffOptions) -> int:
     from pilot.inspect import diff
 
     return _reported(lambda: diff.run(options, sys.stdout))
+
+
+def explain_options(args: argparse.Namespace) -> ExplainOptions:
+    from pilot.inspect.explain import ExplainOptions
+
+    return ExplainOptions(args.proxy, args.request, args.pilot, args.envoy_admin, args.output)
+
+
+def run_explain(options: ExplainOptions) -> int:
+    from pilot.inspect import explain
+
+    return _reported(lambda: explain.run(options, sys.stdout))

@@ -120,7 +120,7 @@ def _socket_address(address: Mapping[str, Any] | None) -> tuple[str, int]:
     return str(socket.get("address", "")), int(socket.get("port_value", 0) or 0)
 
 
-def _describe_match(match: Mapping[str, Any] | None) -> str:
+def describe_match(match: Mapping[str, Any] | None) -> str:
     """istioctl's getMatches: SNI, transport, ALPN, destination prefix and port; ALL when none."""
     match = match or {}
     parts: list[str] = []
@@ -141,7 +141,7 @@ def _describe_match(match: Mapping[str, Any] | None) -> str:
     return "; ".join(parts) or "ALL"
 
 
-def _route_match(match: Mapping[str, Any]) -> str:
+def describe_route_match(match: Mapping[str, Any]) -> str:
     conditions: list[str] = []
     if "prefix" in match:
         conditions.append(f"{match['prefix']}*")
@@ -164,12 +164,12 @@ def _inline_routes(config: Mapping[str, Any]) -> str:
     described = []
     for host in hosts:
         domains = "" if host.get("domains") == ["*"] else "/".join(host.get("domains", []))
-        routes = ", ".join(_route_match(r.get("match", {})) for r in host.get("routes", []))
+        routes = ", ".join(describe_route_match(r.get("match", {})) for r in host.get("routes", []))
         described.append(f"{domains} {routes}".strip())
     return "Inline Route: " + "; ".join(described)
 
 
-def _destination(filters: Sequence[Mapping[str, Any]]) -> str:
+def describe_destination(filters: Sequence[Mapping[str, Any]]) -> str:
     """istioctl's getFilterType: the RDS name, inline routes or TCP cluster the chain sends to."""
     for network_filter in filters:
         config = network_filter.get("typed_config", {})
@@ -202,7 +202,8 @@ def listener_rows(listeners: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...
         if "default_filter_chain" in listener:
             chains.append(listener["default_filter_chain"])
         described = [
-            (_describe_match(c.get("filter_chain_match")), _destination(c.get("filters", []))) for c in chains
+            (describe_match(c.get("filter_chain_match")), describe_destination(c.get("filters", [])))
+            for c in chains
         ]
         for match, destination in sorted(described, key=lambda item: item[1], reverse=True):
             rows.append((addresses, str(port), match, destination))
@@ -243,7 +244,7 @@ def route_rows(route_configs: Sequence[Mapping[str, Any]]) -> list[tuple[str, ..
                         name,
                         str(host.get("name", "")),
                         domains,
-                        _route_match(route.get("match", {})),
+                        describe_route_match(route.get("match", {})),
                         describe_management(route.get("metadata")),
                     )
                 )

@@ -52,6 +52,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     config_dir = work / "config"
     config_dir.mkdir()
     shutil.copy(HERE / "mesh.yaml", config_dir / "mesh.yaml")
+    shutil.copy(HERE / "explain_mesh.yaml", config_dir / "explain_mesh.yaml")
     pilot = PilotProcess(config_dir, work / "pilot.log")
     failure_logs.watch(pilot)
     envoy = EnvoyProcess(NODE, pilot.xds_port, work)
@@ -123,7 +124,12 @@ def test_proxy_config_tables_from_pilot_and_from_envoy(mesh: Mesh, capsys: pytes
     code, out = pilot_cli(capsys, "proxy-config", "route", "test.default", "--pilot", mesh.url)
     assert "reviews.default" in out.splitlines()[1]
     code, out = pilot_cli(capsys, "proxy-config", "endpoint", "test.default", "--pilot", mesh.url)
-    assert {line.split()[0] for line in out.splitlines()[1:]} == {"127.0.0.11:9080", "127.0.0.12:9080"}
+    reviews = {
+        line.split()[0]
+        for line in out.splitlines()[1:]
+        if line.endswith("||reviews.default.svc.cluster.local")
+    }
+    assert reviews == {"127.0.0.11:9080", "127.0.0.12:9080"}
     # The bootstrap's own cluster is only in Envoy's view.
     code, out = pilot_cli(capsys, "proxy-config", "cluster", "test.default", "--envoy-admin", mesh.admin)
     assert code == 0 and "xds-grpc" in out
@@ -203,3 +209,28 @@ def test_proxyz_gives_the_view_and_each_resource_version_on_both_sides(mesh: Mes
     subset = clusters["outbound|9080|v1|reviews.default.svc.cluster.local"]
     assert subset["pilot"] == subset["proxy"] and subset["bytes"] > 0
     assert set(proxyz["types"]) == {"cds", "lds", "eds", "rds"}
+
+
+def test_explain_walks_a_request_to_its_rule_cluster_and_endpoints(
+    mesh: Mesh, capsys: pytest.CaptureFixture[str]
+):
+    request = "GET http://ratings:9081/api/v1 -H end-user:jason"
+    code, out = pilot_cli(capsys, "explain", "test.default", request, "--pilot", mesh.url)
+    assert code == 0, out
+    steps = dict(line.split(None, 1) for line in out.splitlines() if " " in line)
+    assert steps["listener"].startswith("0.0.0.0_9081")
+    assert "'jason'" in steps["route"]
+    # The rule, with its file and the line of its match (line 9 of explain_mesh.yaml).
+    rule = f"VirtualService default/ratings spec.http[0].match[0] ({mesh.config_dir / 'explain_mesh.yaml'}:9)"
+    assert steps["from"] == rule
+    assert "outbound|9080|v2|reviews.default.svc.cluster.local" in steps["action"]
+    assert steps["endpoints"] == "127.0.0.12:9080 HEALTHY"
+    code, out = pilot_cli(
+        capsys, "explain", "test.default", "http://ratings:9081/", "--pilot", mesh.url, "-o", "json"
+    )
+    assert code == 0
+    [cluster] = json.loads(out)["clusters"]
+    assert cluster["name"] == "outbound|9080|v1|reviews.default.svc.cluster.local"
+    assert cluster["endpoints"] == ["127.0.0.11:9080"]
+    code, out = pilot_cli(capsys, "explain", "test.default", "http://ratings:9999/", "--pilot", mesh.url)
+    assert code == 1 and "none on port 9999" in out
