@@ -56,8 +56,8 @@ class Request:
         """``[METHOD] URL [-H NAME:VALUE]...``; the URL's scheme gives the default port."""
         words = shlex.split(text)
         method = "GET"
-        if words and "://" not in words[0] and not words[0].startswith("-"):
-            method = words.pop(0).upper()
+        if len(words) > 1 and words[0].isalpha() and words[0].isupper():
+            method = words.pop(0)
         headers: dict[str, str] = {}
         url = ""
         while words:
