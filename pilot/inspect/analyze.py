@@ -8,15 +8,18 @@ message is an Error, else 0 (``istioctl analyze`` likewise fails on errors only)
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
 from pilot.config.objects import ConfigObject, FieldError
 from pilot.inspect.analyzers import Mesh, Message, analyze
+from pilot.inspect.yaml_lines import line_of
 from pilot.validate import check, expand
 
 
@@ -54,8 +57,17 @@ def as_json(message: Message) -> dict[str, Any]:
     }
 
 
+def with_line(message: Message) -> Message:
+    """The message with the line of its field, read from its file (parse errors carry theirs)."""
+    if message.line is not None or message.key is None or not message.origin:
+        return message
+    key = message.key
+    line = line_of(Path(message.origin), key.kind, key.namespace, key.name, message.path)
+    return dataclasses.replace(message, line=line)
+
+
 def run(options: AnalyzeOptions, out: TextIO) -> int:
-    messages = analyze(load(options.paths))
+    messages = [with_line(message) for message in analyze(load(options.paths))]
     if options.output == "json":
         out.write(orjson.dumps([as_json(m) for m in messages], option=orjson.OPT_INDENT_2).decode() + "\n")
     elif messages:

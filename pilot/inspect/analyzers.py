@@ -20,6 +20,7 @@ from google.protobuf.message import Message as ProtoMessage
 from pilot._gen import networking_pb2 as net
 from pilot.config import kinds
 from pilot.config.objects import ConfigKey, ConfigObject, FieldError
+from pilot.config.yamlpos import YamlPath
 
 _Spec = TypeVar("_Spec", bound=ProtoMessage)
 Level = Literal["Error", "Warning", "Info"]
@@ -69,6 +70,7 @@ class Message:
     key: ConfigKey | None
     origin: str = ""
     line: int | None = None
+    path: YamlPath = ()  # the field at fault, for its line (pilot.inspect.yaml_lines)
 
     def __str__(self) -> str:
         where = self.origin if self.line is None else f"{self.origin}:{self.line}"
@@ -116,8 +118,8 @@ class Mesh:
         return found
 
 
-def _message(kind: MessageType, text: str, obj: ConfigObject | None) -> Message:
-    return Message(kind, text, obj.key if obj else None, obj.origin if obj else "")
+def _message(kind: MessageType, text: str, obj: ConfigObject | None, path: YamlPath = ()) -> Message:
+    return Message(kind, text, obj.key if obj else None, obj.origin if obj else "", path=path)
 
 
 def fqdn(host: str, namespace: str) -> str:
@@ -160,15 +162,19 @@ def schema_validation(mesh: Mesh) -> list[Message]:
 # -- IST0101 --------------------------------------------------------------------------------------
 
 
-def _destinations(vs: net.VirtualService) -> Iterable[net.Destination]:
-    for http in vs.http:
-        yield from (route.destination for route in http.route)
+def _destinations(vs: net.VirtualService) -> Iterable[tuple[YamlPath, net.Destination]]:
+    """Every destination with its field path (``spec.http[0].route[1].destination``)."""
+    for i, http in enumerate(vs.http):
+        for j, route in enumerate(http.route):
+            yield ("spec", "http", i, "route", j, "destination"), route.destination
         if http.HasField("mirror"):
-            yield http.mirror
-    for tls in vs.tls:
-        yield from (route.destination for route in tls.route)
-    for tcp in vs.tcp:
-        yield from (route.destination for route in tcp.route)
+            yield ("spec", "http", i, "mirror"), http.mirror
+    for i, tls in enumerate(vs.tls):
+        for j, tls_route in enumerate(tls.route):
+            yield ("spec", "tls", i, "route", j, "destination"), tls_route.destination
+    for i, tcp in enumerate(vs.tcp):
+        for j, tcp_route in enumerate(tcp.route):
+            yield ("spec", "tcp", i, "route", j, "destination"), tcp_route.destination
 
 
 def referenced_resources(mesh: Mesh) -> list[Message]:
@@ -181,33 +187,24 @@ def referenced_resources(mesh: Mesh) -> list[Message]:
         subsets[fqdn(dr.spec.host, dr.namespace)].update(s.name for s in dr.spec.subsets)
     out = []
     for vs in mesh.of(kinds.VIRTUAL_SERVICE_INFO):
-        for gateway in vs.spec.gateways:
+        for g, gateway in enumerate(vs.spec.gateways):
             if gateway == MESH_GATEWAY:
                 continue
             namespace, _, name = gateway.rpartition("/")
             if (namespace or vs.namespace, name) not in gateways:
-                ref = f"{namespace or vs.namespace}/{name}"
-                out.append(
-                    _message(REFERENCED_RESOURCE_NOT_FOUND, f'Referenced gateway not found: "{ref}"', vs)
-                )
-        # Hosts a VirtualService itself declares (a delegate's, an external name) are known too.
-        for destination in _destinations(vs.spec):
+                text = f'Referenced gateway not found: "{namespace or vs.namespace}/{name}"'
+                out.append(_message(REFERENCED_RESOURCE_NOT_FOUND, text, vs, ("spec", "gateways", g)))
+        for path, destination in _destinations(vs.spec):
             host = fqdn(destination.host, vs.namespace)
             if not any(host_matches(host, fqdn(known, vs.namespace)) for known in services):
-                out.append(
-                    _message(
-                        REFERENCED_RESOURCE_NOT_FOUND, f'Referenced host not found: "{destination.host}"', vs
-                    )
-                )
+                text = f'Referenced host not found: "{destination.host}"'
+                out.append(_message(REFERENCED_RESOURCE_NOT_FOUND, text, vs, (*path, "host")))
             elif destination.subset and destination.subset not in subsets.get(host, set()):
-                out.append(
-                    _message(
-                        REFERENCED_RESOURCE_NOT_FOUND,
-                        "Referenced host+subset in destinationrule not found: "
-                        f'"{destination.host}+{destination.subset}"',
-                        vs,
-                    )
+                text = (
+                    "Referenced host+subset in destinationrule not found: "
+                    f'"{destination.host}+{destination.subset}"'
                 )
+                out.append(_message(REFERENCED_RESOURCE_NOT_FOUND, text, vs, (*path, "subset")))
     return out
 
 
@@ -228,13 +225,13 @@ def subsets_select_workloads(mesh: Mesh) -> list[Message]:
         ]
         if not candidates:
             continue
-        for subset in dr.spec.subsets:
+        for i, subset in enumerate(dr.spec.subsets):
             if not any(selects(subset.labels, w.labels) for w in candidates):
                 text = (
                     f"The Subset {subset.name} defined in the DestinationRule does not select any pods. "
                     "Which may lead to 503 UH (NoHealthyUpstream)."
                 )
-                out.append(_message(SUBSET_SELECTS_NO_PODS, text, dr))
+                out.append(_message(SUBSET_SELECTS_NO_PODS, text, dr, ("spec", "subsets", i)))
     return out
 
 
@@ -251,13 +248,13 @@ def gateway_ports(mesh: Mesh) -> list[Message]:
         if not picked:
             continue
         exposed = frozenset().union(*(w.ports for w in picked))
-        for server in gw.spec.servers:
+        for i, server in enumerate(gw.spec.servers):
             if server.port.number not in exposed:
                 text = (
                     "The gateway refers to a port that is not exposed on the workload "
                     f"(pod selector {_selector_text(selector)}; port {server.port.number})"
                 )
-                out.append(_message(GATEWAY_PORT_NOT_ON_WORKLOAD, text, gw))
+                out.append(_message(GATEWAY_PORT_NOT_ON_WORKLOAD, text, gw, ("spec", "servers", i, "port")))
     return out
 
 
@@ -276,7 +273,7 @@ def conflicting_gateways(mesh: Mesh) -> list[Message]:
     out = []
     for gw in gateways:
         selector = _selector_text(gw.spec.selector)
-        for server in gw.spec.servers:
+        for i, server in enumerate(gw.spec.servers):
             others = sorted(
                 f"{other.namespace}/{other.name}"
                 for other in gateways
@@ -296,7 +293,7 @@ def conflicting_gateways(mesh: Mesh) -> list[Message]:
                     f"(workload selector {selector}, "
                     f"port {server.port.number}, hosts {','.join(server.hosts)})."
                 )
-                out.append(_message(CONFLICTING_GATEWAYS, text, gw))
+                out.append(_message(CONFLICTING_GATEWAYS, text, gw, ("spec", "servers", i)))
     return out
 
 
@@ -325,7 +322,7 @@ def conflicting_mesh_gateway_hosts(mesh: Mesh) -> list[Message]:
                 "which can lead to undefined behavior. This can be fixed by merging the conflicting "
                 "VirtualServices into a single resource."
             )
-            out.append(_message(CONFLICTING_MESH_GATEWAY_HOSTS, text, vs))
+            out.append(_message(CONFLICTING_MESH_GATEWAY_HOSTS, text, vs, ("spec", "hosts")))
     return out
 
 
@@ -344,10 +341,18 @@ def destination_rule_tls(mesh: Mesh) -> list[Message]:
     out = []
     for dr in mesh.of(kinds.DESTINATION_RULE_INFO):
         policy, selected = dr.spec.traffic_policy, dr.spec.HasField("workload_selector")
-        settings = [(policy.tls, "")] + [
-            (port.tls, f" at port number:{port.port.number}") for port in policy.port_level_settings
+        settings: list[tuple[net.ClientTLSSettings, str, YamlPath]] = [
+            (policy.tls, "", ("spec", "trafficPolicy", "tls"))
         ]
-        for tls, at_port in settings:
+        settings += [
+            (
+                port.tls,
+                f" at port number:{port.port.number}",
+                ("spec", "trafficPolicy", "portLevelSettings", k, "tls"),
+            )
+            for k, port in enumerate(policy.port_level_settings)
+        ]
+        for tls, at_port, path in settings:
             if not _unverified(tls, selected):
                 continue
             text = (
@@ -356,7 +361,7 @@ def destination_rule_tls(mesh: Mesh) -> list[Message]:
                 f"server identity for host: {dr.spec.host}{at_port}"
             )
             kind = NO_SERVER_CERT_VERIFICATION_PORT if at_port else NO_SERVER_CERT_VERIFICATION_DR
-            out.append(_message(kind, text, dr))
+            out.append(_message(kind, text, dr, path))
     return out
 
 
@@ -380,7 +385,7 @@ def sidecar_selectors(mesh: Mesh) -> list[Message]:
                     f'The Sidecars [{names}] in namespace "{namespace}" have no workload selector, '
                     "which can lead to undefined behavior."
                 )
-                out.append(_message(MULTIPLE_SIDECARS_WITHOUT_SELECTOR, text, sidecar))
+                out.append(_message(MULTIPLE_SIDECARS_WITHOUT_SELECTOR, text, sidecar, ("metadata", "name")))
         selected = [s for s in sidecars if s.spec.workload_selector.labels]
         out.extend(
             _selector_conflicts(
@@ -438,7 +443,8 @@ def _selector_conflicts(
         for obj in picking:
             if obj.key not in reported:
                 reported.add(obj.key)
-                out.append(_message(kind, template.format(names=names, workload=workload.source), obj))
+                text = template.format(names=names, workload=workload.source)
+                out.append(_message(kind, text, obj, ("spec", "workloadSelector")))
     return out
 
 

@@ -24,9 +24,10 @@ from typing import Any, TextIO
 
 import orjson
 
-from pilot.config.yamlpos import format_path, load_documents
+from pilot.config.yamlpos import format_path
 from pilot.inspect import config_dump
 from pilot.inspect.pilot_api import DEFAULT_PILOT, ApiError, PilotApi, envoy_config_dump
+from pilot.inspect.yaml_lines import line_of
 
 Json = dict[str, Any]
 
@@ -294,7 +295,7 @@ def rule_of(
         ("match", pair[1]) if pair[1] is not None else ()
     )
     where = _readable(source.origin, folders)
-    line = _line_in_file(source, where, path) if where is not None else None
+    line = line_of(where, source.kind, source.namespace, source.name, path) if where is not None else None
     origin = str(where) if where is not None else source.origin
     return Source(source.kind, source.namespace, source.name, origin, line, format_path(path))
 
@@ -305,23 +306,6 @@ def _readable(origin: str, folders: Sequence[str]) -> Path | None:
     for candidate in (Path(origin), *(Path(folder) / origin for folder in folders)):
         if candidate.is_file():
             return candidate
-    return None
-
-
-def _line_in_file(source: Source, file: Path, path: tuple[str | int, ...]) -> int | None:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    for document in load_documents(text).documents:
-        value = document.value if isinstance(document.value, dict) else {}
-        meta = value.get("metadata", {}) if isinstance(value.get("metadata"), dict) else {}
-        if (
-            value.get("kind") == source.kind
-            and meta.get("name") == source.name
-            and meta.get("namespace", "default") == source.namespace
-        ):
-            return document.line_of(path)
     return None
 
 

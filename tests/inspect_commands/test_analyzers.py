@@ -207,3 +207,6 @@ def test_the_command_exits_1_on_errors_and_prints_json(tmp_path: Path):
     found = json.loads(out.getvalue())
     assert {m["code"] for m in found} == {"IST0101", "IST0109"}
     assert all(m["level"] == "Error" and m["reference"].endswith(".yaml") for m in found)
+    # Each message has the line of its field: the subset of bad.yaml's one destination (line 8).
+    [subset] = [m for m in found if m["code"] == "IST0101"]
+    assert subset["reference"].endswith("bad.yaml") and subset["line"] == 8
