@@ -39,6 +39,19 @@ def _pilot_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _proxy_argument(parser: argparse.ArgumentParser, optional: bool = False) -> None:
+    parser.add_argument(
+        "proxy",
+        nargs="?" if optional else None,
+        metavar="PROXY",
+        help="a node id, or a sidecar's pod.namespace",
+    )
+
+
+def _output_flag(parser: argparse.ArgumentParser, *choices: str) -> None:
+    parser.add_argument("-o", "--output", choices=choices, default=choices[0])
+
+
 def add_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], command: CommandFactory
 ) -> None:
@@ -47,7 +60,7 @@ def add_commands(
         "proxy-status",
         help="each proxy's CDS/LDS/EDS/RDS sync state, or one proxy's differences (istioctl proxy-status)",
     )
-    status.add_argument("proxy", nargs="?", metavar="PROXY", help="a node id, or a sidecar's pod.namespace")
+    _proxy_argument(status, optional=True)
     _pilot_flag(status)
     status.add_argument(
         "--envoy-admin", metavar="HOST:PORT", help="with PROXY: diff against this Envoy's admin /config_dump"
@@ -59,11 +72,11 @@ def add_commands(
         help="the clusters, listeners, routes or endpoints pilot serves a proxy (istioctl proxy-config)",
     )
     config.add_argument("kind", choices=("cluster", "listener", "route", "endpoint", "all"))
-    config.add_argument("proxy", metavar="PROXY", help="a node id, or a sidecar's pod.namespace")
+    _proxy_argument(config)
     config.add_argument(
         "--name", default=None, metavar="N", help="only resources of this name (a cluster: or FQDN)"
     )
-    config.add_argument("-o", "--output", choices=("short", "json", "yaml"), default="short")
+    _output_flag(config, "short", "json", "yaml")
     _pilot_flag(config)
     config.add_argument(
         "--envoy-admin", metavar="HOST:PORT", help="read this Envoy's admin /config_dump instead, to compare"
@@ -74,13 +87,13 @@ def add_commands(
         "analyze", help="run Istio's analyzers (IST codes) over a folder of Istio YAML; exit 1 on errors"
     )
     analyze.add_argument("paths", nargs="*", metavar="DIR", help="files or folders (default: .)")
-    analyze.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    _output_flag(analyze, "text", "json")
     analyze.set_defaults(command_spec=command(analyze_options, run_analyze))
 
     diff = commands.add_parser(
         "diff", help="what candidate YAML files would change in one proxy's config, before they are saved"
     )
-    diff.add_argument("proxy", metavar="PROXY", help="a connected proxy: node id or pod.namespace")
+    _proxy_argument(diff)
     diff.add_argument(
         "files", nargs="+", metavar="FILE", help="candidate YAML files (added or replacing objects)"
     )
@@ -91,19 +104,19 @@ def add_commands(
         metavar="DIR",
         help="translate this folder as the running config (default: pilot's /debug/configz)",
     )
-    diff.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    _output_flag(diff, "text", "json")
     diff.set_defaults(command_spec=command(diff_options, run_diff))
 
     explain = commands.add_parser(
         "explain", help="the listener, route, rule (file:line), cluster and endpoints one request meets"
     )
-    explain.add_argument("proxy", metavar="PROXY", help="a connected proxy: node id or pod.namespace")
+    _proxy_argument(explain)
     explain.add_argument(
         "request", metavar="REQUEST", help="e.g. 'GET http://reviews:9080/api -H end-user:jason'"
     )
     _pilot_flag(explain)
     explain.add_argument("--envoy-admin", metavar="HOST:PORT", help="walk this Envoy's /config_dump instead")
-    explain.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    _output_flag(explain, "text", "json")
     explain.set_defaults(command_spec=command(explain_options, run_explain))
 
 
