@@ -21,6 +21,8 @@ import yaml
 from pilot.inspect import config_dump
 from pilot.inspect.pilot_api import DEFAULT_PILOT, PilotApi, envoy_config_dump
 
+# gRPC's default receive limit (pilot.server.size_guard warns of larger responses in pilot's log).
+GRPC_DEFAULT_MAX_RECV_BYTES = 4 * 1024 * 1024
 TYPES = (("cds", "CDS"), ("lds", "LDS"), ("eds", "EDS"), ("rds", "RDS"))
 HEADERS = ("NAME", "CDS", "LDS", "EDS", "RDS", "VERSION", "VIEW", "PROTOCOL", "CONNECTED SINCE")
 # What each xDS type is called in a config dump, and in istioctl's "Clusters Match" lines.
@@ -92,6 +94,12 @@ def resource_diff(proxyz: Mapping[str, Any]) -> dict[str, list[str]]:
     return out
 
 
+def response_bytes(proxyz: Mapping[str, Any], short: str) -> int:
+    """About the size of a whole-state response of the type: the sum of its resources."""
+    resources = proxyz.get("types", {}).get(short, {}).get("resources", {})
+    return sum(int(v.get("bytes") or 0) for v in resources.values())
+
+
 def _dumped(resource: Mapping[str, Any] | None) -> list[str]:
     if resource is None:
         return []
@@ -149,7 +157,13 @@ def one_proxy(
             lines = diff
             matches = not diff and state in ("SYNCED", "NOT SENT")
         differs |= not matches
-        print(f"{title} {'Match' if matches else 'Differ'} ({state})", file=out)
+        size = response_bytes(proxyz, short)
+        note = (
+            f", {size} bytes: past gRPC's default 4 MiB receive limit"
+            if size > GRPC_DEFAULT_MAX_RECV_BYTES
+            else ""
+        )
+        print(f"{title} {'Match' if matches else 'Differ'} ({state}{note})", file=out)
         for line in lines:
             print(f"  {line.rstrip()}", file=out)
         nack = row.get("last_nack")
