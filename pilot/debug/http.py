@@ -4,11 +4,11 @@
     GET /metrics                      Prometheus text (pilot.metrics.REGISTRY)
     GET /debug/syncz                  per connected proxy: sent/acked per type, like istiod's
     GET /debug/config_dump?proxyID=   what that proxy is sent, in Envoy admin config_dump shape
-    GET /debug/proxyz?proxyID=        that proxy's view, and per resource pilot's version and the proxy's
     GET /debug/configz                every config object held, and every config error
     GET /debug/push_status            the last push (when the app provides it)
     GET /debug/sourcez                each config source: kind, synced, and its own status (Kubernetes
                                       watches: listed, resourceVersion, watch and error counts, last error)
+    GET /debug/proxyz?proxyID=        that proxy's view, and per resource pilot's version and the proxy's
 
 Read-only: handlers never change the store, cache or server. Like istiod, nothing here is
 authenticated: bind it to a trusted address.
