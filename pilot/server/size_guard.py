@@ -38,7 +38,7 @@ def largest(
     )
 
 
-def check(
+def warn_if_oversized(
     node_id: str,
     type_url: str,
     size: int,

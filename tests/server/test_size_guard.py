@@ -29,7 +29,9 @@ def oversized() -> float:
 
 def test_a_response_within_the_limit_passes_quietly(caplog: pytest.LogCaptureFixture):
     before = oversized()
-    assert not size_guard.check("node", types.CLUSTER, size_guard.GRPC_DEFAULT_MAX_RECV_BYTES, None, None)
+    assert not size_guard.warn_if_oversized(
+        "node", types.CLUSTER, size_guard.GRPC_DEFAULT_MAX_RECV_BYTES, None, None
+    )
     assert oversized() == before and not caplog.records
 
 
@@ -39,7 +41,7 @@ def test_a_response_past_the_limit_is_warned_about_with_its_largest_resources(
     resources = typed({"small": 10, "big": 3000, "middle": 500})
     before = oversized()
     with caplog.at_level(logging.WARNING, logger="pilot.server.size_guard"):
-        assert size_guard.check("node-1", types.CLUSTER, 5 * 1024 * 1024, resources, None)
+        assert size_guard.warn_if_oversized("node-1", types.CLUSTER, 5 * 1024 * 1024, resources, None)
     assert oversized() == before + 1
     [record] = caplog.records
     text = record.getMessage()
