@@ -7,6 +7,7 @@ Subcommands:
     validate    check Istio YAML files like istioctl validate (pilot.validate.run)
     iptables    print or apply a pod's capture rules like istio-iptables (pilot.capture.command.run)
     token       print a folder-mode service-account token for the mesh CA (pilot.ca.token_command.run)
+    proxy-status, proxy-config, analyze, diff, explain: the operator's commands (pilot.inspect.commands)
 
 Each subcommand's handler takes a frozen dataclass built from its flags (``Command.options``), never
 an ``argparse.Namespace``; options that contradict each other are refused by the class that holds
@@ -33,6 +34,7 @@ from pilot.capture.options import IptablesOptions
 from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
 from pilot.demo.options import DemoOptions, add_mesh_flags
 from pilot.errors import PilotError
+from pilot.inspect.commands import add_commands as add_operator_commands
 from pilot.settings import Settings
 
 if TYPE_CHECKING:  # pilot.ca imports cryptography and PyJWT: only `pilot token` pays for them
@@ -168,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(commands)
     _add_iptables(commands)
     _add_token(commands)
+    add_operator_commands(commands, Command)  # proxy-status, proxy-config, analyze, diff, explain
     # Room for more: add a _add_<name>(commands) that sets a `command_spec`.
     return parser
 

@@ -23,6 +23,13 @@ xds_push_bytes = Counter(
     "pilot_xds_push_bytes", "Bytes of xDS responses sent, by type.", ["type"], registry=REGISTRY
 )
 
+xds_oversized_responses = Counter(
+    "pilot_xds_oversized_responses",
+    "xDS responses past gRPC's default 4 MiB receive limit (warned about, still sent), by type.",
+    ["type"],
+    registry=REGISTRY,
+)
+
 xds_rejects = Counter(
     "pilot_total_xds_rejects", "NACKs received from proxies, by type.", ["type"], registry=REGISTRY
 )

@@ -62,6 +62,12 @@ TABLE: dict[str, Rule] = {
     # `pilot iptables`: istio-iptables' rules; set up before any proxy runs, it knows no config or xDS.
     "capture": rule("errors", never=("grpc", "asyncio")),
     "__main__": EVERYTHING,
+    # The operator's commands (pilot.inspect): proxy-status and proxy-config read pilot only over
+    # HTTP; analyze reads a folder with the config layer (through `pilot validate`'s reader); diff
+    # translates locally with pilot's own translator. Never the server, cache store or push.
+    "inspect": rule(
+        "config", "validate", "translate", "cache.snapshot", "xds", "_gen", never=("grpc", "asyncio")
+    ),
     # The mesh CA: certificates and tokens, no xDS, no config; grpc only in the two modules of the
     # secure port (the IstioCertificateService servicer and its TLS credentials), which may also
     # import the generated CA API.
@@ -205,6 +211,10 @@ def test_only_the_demo_imports_the_harness():
         ("ca.csr_service", "pilot.server.ads", False),
         ("ca.server_credentials", "pilot.translate.proxy", False),
         ("ca", "pilot.ca.csr_service", False),
+        ("inspect", "pilot.config.parse", True),
+        ("inspect", "pilot.server.ads", False),
+        ("inspect", "pilot.push.pusher", False),
+        ("inspect", "pilot.cache.cache", False),
     ],
 )
 def test_the_checker_itself(layer: str, target: str, allowed: bool):

@@ -8,6 +8,7 @@
     GET /debug/push_status            the last push (when the app provides it)
     GET /debug/sourcez                each config source: kind, synced, and its own status (Kubernetes
                                       watches: listed, resourceVersion, watch and error counts, last error)
+    GET /debug/proxyz?proxyID=        that proxy's view, and per resource pilot's version and the proxy's
 
 Read-only: handlers never change the store, cache or server. ``/ready`` and ``/metrics`` answer
 anyone; ``/debug/*`` reveals config and answers, as istiod's ``allowAuthenticatedOrLocalhost``
@@ -53,6 +54,7 @@ ENDPOINTS = (
     "/metrics",
     "/debug/syncz",
     "/debug/config_dump?proxyID=",
+    "/debug/proxyz?proxyID=",
     "/debug/configz",
     "/debug/push_status",
     "/debug/sourcez",
@@ -99,6 +101,20 @@ async def config_dump(request: web.Request) -> web.Response:
     # snapshot is immutable, so another thread may read it.
     dump = await asyncio.to_thread(views.config_dump, snapshot)
     return json_response({"proxy": node_id, "view": str(view), "version": snapshot.version, **dump})
+
+
+async def proxyz(request: web.Request) -> web.Response:
+    proxy_id = request.query.get("proxyID", "")
+    if not proxy_id:
+        return error_response(400, "give the proxy: /debug/proxyz?proxyID=<node id>")
+    registry = request.app[_SERVER]
+    found = views.find_connection(registry, proxy_id)
+    if found is None:
+        return error_response(404, f"proxy {proxy_id!r} is not connected")
+    node_id, view = found
+    held = registry.held_resources(node_id) if isinstance(registry, views.HeldResources) else None
+    snapshot = request.app[_CACHE].get_snapshot(view)
+    return json_response(views.proxyz(node_id, view, snapshot, held or {}))
 
 
 async def configz(request: web.Request) -> web.Response:
@@ -199,6 +215,7 @@ def build_app(
     app.router.add_get("/debug", index)
     app.router.add_get("/debug/syncz", syncz)
     app.router.add_get("/debug/config_dump", config_dump)
+    app.router.add_get("/debug/proxyz", proxyz)
     app.router.add_get("/debug/configz", configz)
     app.router.add_get("/debug/push_status", push_status)
     app.router.add_get("/debug/sourcez", sourcez)

@@ -9,6 +9,8 @@ istiod's (what ``istioctl proxy-status`` shows) and ``config_dump`` like Envoy's
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import enum
 import importlib
 import logging
 import pkgutil
@@ -215,6 +217,62 @@ def config_dump(snapshot: Snapshot) -> Json:
                 ],
             },
         ],
+    }
+
+
+# -- /debug/proxyz ---------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class HeldResources(Protocol):
+    """What /debug/proxyz reads besides the registry (``AdsServer.held_resources``), where present."""
+
+    def held_resources(self, node_id: str) -> dict[str, dict[str, str]] | None: ...
+
+
+def plain(value: object) -> Any:
+    """A view (a frozen dataclass of enums, strings and tuples) as JSON-able data, by shape: debug
+    never imports pilot.translate. Enums give their value; anything else unknown its str()."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return plain(value.value)
+    if isinstance(value, tuple | list):
+        return [plain(item) for item in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def proxyz(
+    node_id: str, view: Hashable, snapshot: Snapshot | None, held: Mapping[str, Mapping[str, str]]
+) -> Json:
+    """One proxy: its view (fields, so a client can translate it again, as ``pilot diff`` does) and,
+    per type, each resource's version in pilot's snapshot now (``pilot``) and the version the proxy
+    holds (``proxy``; see ``Connection.held``): ``pilot proxy-status PROXY`` diffs the two."""
+    types_out: Json = {}
+    for short, _, type_url in SYNC_TYPES:
+        current = {name: r.version for name, r in snapshot.resources(type_url).items()} if snapshot else {}
+        proxy = held.get(type_url, {})
+        types_out[short] = {
+            "version": snapshot.type_version(type_url) if snapshot else "",
+            "resources": {
+                name: {
+                    "pilot": current.get(name),
+                    "proxy": proxy.get(name),
+                    "bytes": len(snapshot.resources(type_url)[name].body)
+                    if snapshot and name in current
+                    else None,
+                }
+                for name in sorted({*current, *proxy})
+            },
+        }
+    return {
+        "proxy": node_id,
+        "view": str(view),
+        "view_fields": plain(view),
+        "snapshot_version": snapshot.version if snapshot else None,
+        "types": types_out,
     }
 
 

@@ -172,6 +172,13 @@ class AdsServer:
                 return conn.view
         return None
 
+    def held_resources(self, node_id: str) -> dict[str, dict[str, str]] | None:
+        """Per type URL, name -> version the newest stream of ``node_id`` holds (None: not connected)."""
+        for conn in reversed(self._connections.values()):
+            if conn.node_id == node_id:
+                return conn.held()
+        return None
+
     async def _stream_aggregated_resources(
         self, context: grpc.aio.ServicerContext[SotwRequest, bytes], authenticator: CallerAuthenticator | None
     ) -> None:

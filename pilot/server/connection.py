@@ -49,6 +49,17 @@ class Connection:
             types={url: _status(ledger) for url, ledger in self.types.items()},
         )
 
+    def held(self) -> dict[str, dict[str, str]]:
+        """Per type URL, the version of each resource the proxy holds as the stream last brought it
+        in line (sent and not rejected; ACKed once the type's last nonce is): for per-resource
+        diffs in ``/debug/proxyz``. A copy: safe to keep."""
+        out: dict[str, dict[str, str]] = {}
+        for url, ledger in self.types.items():
+            names = {*(ledger.base.resources if ledger.base is not None else ()), *ledger.overrides}
+            held = {name: ledger.held_version(name) for name in sorted(names) if ledger.wants(name)}
+            out[url] = {name: version for name, version in held.items() if version is not None}
+        return out
+
 
 def _status(ledger: TypeLedger) -> TypeStatus:
     return TypeStatus(

@@ -27,6 +27,7 @@ from pilot.server.fanout import ByteStream, FanOut, Interrupt, PushSlot, Respons
 from pilot.server.ledger import Sent, TypeLedger
 from pilot.server.limits import UNLIMITED, LogGate, StreamLimits, request_bucket
 from pilot.server.requests import ErrorDetail, Request
+from pilot.server.size_guard import warn_if_oversized
 from pilot.server.status import Backlog, NackStatus, bounded_text
 from pilot.xds import types
 
@@ -342,6 +343,7 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
     ) -> None:
         nonce = self._conn.next_nonce()
         data = cut.encode(nonce)
+        warn_if_oversized(self._conn.node_id, ledger.type_url, len(data), cut.typed, cut.names)
         sent = Sent(nonce, cut.version, cut.typed, cut.names, cut.content)
         rules.record(
             ledger, sent, push_started, drops_removed=self._drops_removed, keep_pending=self._keeps_pending
