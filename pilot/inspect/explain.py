@@ -169,6 +169,14 @@ def route_matches(match: Mapping[str, Any], request: Request) -> bool:
     return True
 
 
+def without_port(authority: str) -> str:
+    """``reviews:9080`` → ``reviews``; ``[::1]:80`` → ``[::1]``; an authority without a port as is."""
+    if authority.startswith("["):
+        return authority[: authority.index("]") + 1] if "]" in authority else authority
+    name, colon, port = authority.rpartition(":")
+    return name if colon and port.isdigit() and ":" not in name else authority
+
+
 def pick_virtual_host(
     hosts: Sequence[Mapping[str, Any]], authority: str
 ) -> tuple[Mapping[str, Any], str] | None:
@@ -412,9 +420,12 @@ def explain(
             return out
     filters = [f.get("name", "") for f in manager.get("http_filters", [])]
     out.add("http filters", ", ".join(name.removeprefix("envoy.filters.http.") for name in filters))
-    picked = pick_virtual_host(routes.get("virtual_hosts", []), request.authority)
+    authority = request.authority
+    if routes.get("ignore_port_in_host_matching"):
+        authority = without_port(authority)  # Envoy matches the Host header's name only
+    picked = pick_virtual_host(routes.get("virtual_hosts", []), authority)
     if picked is None:
-        out.add("virtual host", f"none in {route_name} for {request.authority!r}: 404")
+        out.add("virtual host", f"none in {route_name} for {authority!r}: 404")
         return out
     vhost, domain = picked
     out.add("virtual host", f"{vhost.get('name')} in route configuration {route_name} (domain {domain!r})")

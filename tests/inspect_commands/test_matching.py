@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pilot.inspect import config_dump
-from pilot.inspect.explain import Request, header_matches, pick_virtual_host, route_matches
+from pilot.inspect.explain import Request, header_matches, pick_virtual_host, route_matches, without_port
 
 
 def test_a_request_line_gives_method_authority_path_and_headers():
@@ -88,3 +88,17 @@ def test_istioctl_cells():
         }
     }
     assert config_dump.describe_management(metadata) == "vs.ns"
+
+
+@pytest.mark.parametrize(
+    ("authority", "expected"),
+    [
+        ("reviews:9080", "reviews"),
+        ("reviews", "reviews"),
+        ("[::1]:80", "[::1]"),
+        ("[::1]", "[::1]"),
+        ("::1", "::1"),
+    ],
+)
+def test_without_port(authority: str, expected: str) -> None:
+    assert without_port(authority) == expected
