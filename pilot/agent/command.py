@@ -16,7 +16,6 @@ Work directory layout (Istio's paths, under ``--workdir``)::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import json
 import logging
@@ -45,6 +44,7 @@ from pilot.errors import ConfigError, PilotError
 
 log = logging.getLogger("pilot.agent")
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # How long the agent waits for a pilot it cannot reach before giving up on the first certificate.
 FIRST_CERTIFICATE_TIMEOUT = datetime.timedelta(seconds=60)
 
@@ -86,6 +86,8 @@ def run(options: AgentOptions) -> int:
     """Run the agent until it is stopped or Envoy exits; the exit code."""
     try:
         return asyncio.run(_run(options))
+    except asyncio.CancelledError:
+        return 0  # stopped by a signal before Envoy ran; everything started has been stopped
     except PilotError as err:
         print(f"pilot agent: {err}", file=sys.stderr)
         return 1
@@ -133,6 +135,13 @@ async def _unix_server(path: Path, register: Callable[[grpc.aio.Server], None]) 
 
 
 async def _run(options: AgentOptions) -> int:
+    # SIGTERM and SIGINT cancel the agent wherever it is (fetching the first certificate, running
+    # Envoy): the finally blocks stop Envoy, close the sockets and remove a temporary work directory.
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, main.cancel)
     created = options.workdir is None
     root = Path(tempfile.mkdtemp(prefix="pilot-agent-")) if options.workdir is None else options.workdir
     layout = WorkdirLayout(root.absolute())
@@ -140,6 +149,8 @@ async def _run(options: AgentOptions) -> int:
         layout.check()
         return await _serve(options, layout)
     finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
         if created:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -195,28 +206,21 @@ async def _serve(options: AgentOptions, layout: WorkdirLayout) -> int:
 
 
 async def _until_stopped(envoy: EnvoyChild, tasks: list[asyncio.Task[object]]) -> int:
-    """0 after SIGTERM or SIGINT; Envoy's exit code when it exits by itself."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    stopped = asyncio.ensure_future(stop.wait())
+    """Envoy's exit code when it exits by itself; 0 when a signal stops the agent."""
     exited = asyncio.ensure_future(envoy.wait())
     try:
-        done, _ = await asyncio.wait({stopped, exited, *tasks}, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if task in done:
-                task.result()  # a rotation loop does not end: re-raise what ended it
-        if exited in done:
-            code = exited.result()
-            log.error("envoy exited with code %d", code)
-            return code if code > 0 else 1 if code < 0 else 0
+        done, _ = await asyncio.wait({exited, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
         log.info("stopping: a signal asked for it")
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()  # handled: the stops that follow may await
         return 0
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        for future in (stopped, exited):
-            future.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await future
+        exited.cancel()
+    for task in tasks:
+        if task in done:
+            task.result()  # a rotation loop does not end: re-raise what ended it
+    code = exited.result()
+    log.error("envoy exited with code %d", code)
+    return code if code > 0 else 1 if code < 0 else 0

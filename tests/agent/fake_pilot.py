@@ -135,6 +135,11 @@ class FakePilotThread:
         self._thread.start()
         self.pilot: FakePilot = self._call(start_fake_pilot(ca_dir, resources))
 
+    @staticmethod
+    def root_only(ca_dir: Path) -> bytes:
+        """The root of a CA in ``ca_dir`` (made if missing), with no server: for an unreachable pilot."""
+        return load_or_create(ca_dir, CaSettings()).roots_pem.encode()
+
     def _call(self, coroutine: Any) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         return future.result(timeout=30)

@@ -6,7 +6,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import os
+import signal
 import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +25,7 @@ from pilot.ca.authority import now
 from pilot.cli import build_parser
 from pilot.errors import ConfigError, PilotError
 from tests.agent.fake_pilot import FakePilotThread
-from tests.support import find_envoy
+from tests.support import find_envoy, free_port, wait_until
 
 REQUIRED = [
     "agent",
@@ -165,3 +170,43 @@ async def test_renewal_failures_are_retried_with_backoff_then_stored():
     assert 49 < sleeps[0] <= 50  # half of the 100 s lifetime
     assert sleeps[1:3] == [1.0, 2.0]  # the retries' backoff
     assert 49 < sleeps[3] <= 50  # then the new certificate's own renewal time
+
+
+def test_sigterm_while_waiting_for_the_ca_stops_cleanly(tmp_path: Path):
+    """An unreachable pilot is retried; SIGTERM then ends the agent at once, exit 0, and the
+    temporary work directory it made is gone."""
+    # A short TMPDIR of its own: pytest's tmp_path is too deep for the agent's socket paths.
+    holder = tempfile.TemporaryDirectory(prefix="ag", dir="/tmp")
+    temporary = Path(holder.name)
+    (tmp_path / "root.pem").write_bytes(FakePilotThread.root_only(tmp_path / "ca"))
+    (tmp_path / "token").write_text("token")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pilot",
+            "agent",
+            f"--xds-address=127.0.0.1:{free_port()}",
+            f"--root-cert={tmp_path / 'root.pem'}",
+            f"--token-file={tmp_path / 'token'}",
+            "--namespace=default",
+            "--service-account=sleep",
+            "--envoy=/bin/false",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(temporary)},
+    )
+    try:
+        wait_until(lambda: any(temporary.iterdir()), 20, 0.05, "the agent's work directory")
+        time.sleep(0.5)  # into the first retry's backoff
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+        assert "UNAVAILABLE" in err and "retrying" in err
+        assert list(temporary.iterdir()) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        holder.cleanup()
