@@ -192,7 +192,8 @@ async def _serve(options: AgentOptions, layout: WorkdirLayout) -> int:
         )
         write_file(layout.bootstrap, json.dumps(bootstrap, indent=2).encode(), PUBLIC)
         envoy = await EnvoyChild.start(
-            envoy_command(options.envoy, layout.bootstrap, options.envoy_args), layout.root
+            envoy_command(options.envoy, layout.bootstrap, options.proxy_log_level, options.envoy_args),
+            layout.root,
         )
         return await _until_stopped(envoy, tasks)
     finally:

@@ -20,9 +20,9 @@ log = logging.getLogger("pilot.agent")
 STOP_GRACE = 10.0
 
 
-def envoy_command(envoy: Path, bootstrap: Path, extra: Sequence[str]) -> list[str]:
-    """Envoy's arguments: the bootstrap, no hot restart (as Istio's), then ``extra``."""
-    return [str(envoy), "-c", str(bootstrap), "--disable-hot-restart", *extra]
+def envoy_command(envoy: Path, bootstrap: Path, log_level: str, extra: Sequence[str]) -> list[str]:
+    """Envoy's arguments: the bootstrap, no hot restart (as Istio's), the log level, then ``extra``."""
+    return [str(envoy), "-c", str(bootstrap), "--disable-hot-restart", "-l", log_level, *extra]
 
 
 class EnvoyChild:

@@ -22,6 +22,7 @@ DEFAULT_GRACE_JITTER = 0.01
 # Envoy's admin port in an Istio sidecar (pod-local).
 DEFAULT_ADMIN_PORT = 15000
 INTERCEPTION_MODES = ("REDIRECT", "NONE")
+ENVOY_LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
 # Linux's sun_path holds 108 bytes, the last a NUL: Envoy and grpc refuse longer socket paths.
 MAX_SOCKET_PATH = 107
 
@@ -42,6 +43,7 @@ class AgentOptions:
     node_id: str | None = None  # None: sidecar~IP~POD.NS~NS.svc.cluster.local, POD the host name
     admin_port: int = DEFAULT_ADMIN_PORT
     envoy_args: tuple[str, ...] = ()
+    proxy_log_level: str = "warning"  # --proxyLogLevel: Envoy's -l
     workdir: Path | None = None  # None: a fresh private folder, removed on exit
     server_name: str = ISTIOD_HOST  # ISTIOD_SAN: the name pilot's certificate must carry
     trust_domain: str = DEFAULT_TRUST_DOMAIN  # TRUST_DOMAIN: of the SPIFFE id the CSR asks for
@@ -140,6 +142,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an extra argument for envoy, e.g. --envoy-arg=--log-level=debug; repeatable",
     )
     parser.add_argument(
+        "--proxy-log-level",
+        choices=ENVOY_LOG_LEVELS,
+        default="warning",
+        help="Envoy's log level (Istio: --proxyLogLevel, warning)",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         default=None,
@@ -186,6 +194,7 @@ def options_from(args: argparse.Namespace) -> AgentOptions:
         node_id=args.node_id,
         admin_port=args.admin_port,
         envoy_args=tuple(args.envoy_arg),
+        proxy_log_level=args.proxy_log_level,
         workdir=args.workdir,
         server_name=args.server_name,
         trust_domain=args.trust_domain,

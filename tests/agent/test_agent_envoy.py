@@ -192,8 +192,6 @@ class Agent:
                 f"--secret-ttl={LIFETIME_SECONDS}s",
                 "--envoy-arg=--concurrency",
                 "--envoy-arg=1",
-                "--envoy-arg=-l",
-                "--envoy-arg=warning",
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,

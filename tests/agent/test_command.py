@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pilot.agent import command
+from pilot.agent.envoy_process import envoy_command
 from pilot.agent.options import AgentOptions
 from pilot.agent.secret_cache import SecretCache, rotate_forever
 from pilot.agent.workload_key import WorkloadSecret
@@ -45,9 +46,20 @@ def options_of(*flags: str) -> AgentOptions:
 
 
 def test_flags_make_typed_options():
-    options = options_of("--label=app=sleep", "--label=version=v1", "--envoy-arg=-l", "--envoy-arg=debug")
+    options = options_of(
+        "--label=app=sleep", "--label=version=v1", "--envoy-arg=--concurrency", "--envoy-arg=2"
+    )
     assert options.labels == (("app", "sleep"), ("version", "v1"))
-    assert options.envoy_args == ("-l", "debug")
+    assert envoy_command(options.envoy, Path("b.json"), options.proxy_log_level, options.envoy_args) == [
+        "/usr/bin/envoy",
+        "-c",
+        "b.json",
+        "--disable-hot-restart",
+        "-l",
+        "warning",
+        "--concurrency",
+        "2",
+    ]
     assert (options.interception, options.admin_port, options.secret_ttl) == (
         "REDIRECT",
         15000,
