@@ -80,6 +80,23 @@ class WorkdirLayout:
                 )
         for path in (self.sds_socket, self.xds_socket, self.bootstrap, self.credentials / "key.pem"):
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for path in (self.sds_socket, self.xds_socket):
+            if _answers(path):
+                # Istio's agent leaves a workload socket it did not make to its owner (SPIRE); two
+                # agents on one work directory would take each other's Envoy.
+                raise ConfigError(f"{path} is served by another process: is another agent using {self.root}?")
+
+
+def _answers(path: Path) -> bool:
+    """Whether something accepts connections on the Unix socket ``path`` (a stale file does not)."""
+    if not path.is_socket():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def run(options: AgentOptions) -> int:

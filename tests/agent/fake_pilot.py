@@ -73,9 +73,13 @@ class FakePilot:
             request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
             response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString,
         )
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(ADS_SERVICE, {"StreamAggregatedResources": handler}),)
+        delta = grpc.stream_stream_rpc_method_handler(
+            self._delta_ads(authenticator),
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
         )
+        methods = {"StreamAggregatedResources": handler, "DeltaAggregatedResources": delta}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, methods),))
         self.port = server.add_secure_port(
             f"127.0.0.1:{self.port}", istiod_server_credentials(self.authority)
         )
@@ -113,6 +117,33 @@ class FakePilot:
                     type_url=request.type_url,
                     nonce=str(nonce),
                     resources=self.resources[request.type_url],
+                )
+
+        return stream
+
+    def _delta_ads(self, authenticator: FolderTokenAuthenticator) -> Any:
+        """Delta ADS: each type's first request gets every resource of that type, named ``r<i>``."""
+
+        async def stream(
+            requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+            context: grpc.aio.ServicerContext[Any, Any],
+        ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+            try:
+                self.callers.append(authenticator.verify(bearer_token(context.invocation_metadata())))
+            except AuthenticationError as err:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+            sent: set[str] = set()
+            async for request in requests:
+                if request.type_url in sent or request.type_url not in self.resources:
+                    continue
+                sent.add(request.type_url)
+                yield discovery_pb2.DeltaDiscoveryResponse(
+                    type_url=request.type_url,
+                    nonce=f"delta-{len(sent)}",
+                    resources=[
+                        discovery_pb2.Resource(name=f"r{i}", version="1", resource=resource)
+                        for i, resource in enumerate(self.resources[request.type_url])
+                    ],
                 )
 
         return stream

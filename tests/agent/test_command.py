@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,11 +24,13 @@ from pilot.agent.secret_cache import SecretCache, rotate_forever
 from pilot.agent.workload_key import WorkloadSecret
 from pilot.bootstrap import SDS_CLUSTER, XDS_CLUSTER, build_agent_bootstrap, istio_node_metadata
 from pilot.ca.authority import now
+from pilot.ca.identity import ServiceAccount
 from pilot.cli import build_parser
 from pilot.errors import ConfigError, PilotError
 from tests.agent.fake_pilot import FakePilotThread
 from tests.support import find_envoy, free_port, wait_until
 
+SLEEP = ServiceAccount("default", "sleep")
 REQUIRED = [
     "agent",
     "--xds-address=127.0.0.1:15012",
@@ -118,6 +121,43 @@ def test_a_missing_root_or_a_long_socket_path_is_a_clear_error(tmp_path: Path, c
     assert "cannot read the root certificate" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="choose a shorter --workdir"):
         command.WorkdirLayout(tmp_path / ("x" * 80)).check()
+
+
+def test_a_work_directory_in_use_is_refused_and_a_stale_socket_is_not(tmp_path: Path):
+    layout = command.WorkdirLayout(tmp_path)
+    layout.check()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other_agent:
+        other_agent.bind(str(layout.sds_socket))
+        other_agent.listen()
+        with pytest.raises(ConfigError, match="served by another process"):
+            layout.check()
+    layout.check()  # the file is left behind, nobody answers: the agent replaces it
+
+
+def test_envoy_exiting_ends_the_agent_with_its_code(tmp_path: Path):
+    envoy = tmp_path / "envoy.sh"
+    envoy.write_text("#!/bin/sh\nexit 3\n")
+    envoy.chmod(0o755)
+    pilot_thread = FakePilotThread(tmp_path / "ca")
+    try:
+        (tmp_path / "root.pem").write_bytes(pilot_thread.pilot.root_pem)
+        (tmp_path / "token").write_text(pilot_thread.pilot.token(SLEEP))
+        options = AgentOptions(
+            xds_address=pilot_thread.pilot.address,
+            root_cert=tmp_path / "root.pem",
+            token_file=tmp_path / "token",
+            namespace="default",
+            service_account="sleep",
+            envoy=envoy,
+            workdir=tmp_path / "w",
+        )
+        assert command.run(options) == 3
+    finally:
+        pilot_thread.close()
+    layout = command.WorkdirLayout(tmp_path / "w")
+    assert json.loads(layout.bootstrap.read_text())["node"]["metadata"]["SERVICE_ACCOUNT"] == "sleep"
+    assert (layout.credentials / "key.pem").exists()
+    assert not command._answers(layout.sds_socket) and not command._answers(layout.xds_socket)
 
 
 def test_agent_bootstrap_is_valid_for_envoy(tmp_path: Path):

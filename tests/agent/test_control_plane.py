@@ -120,6 +120,20 @@ async def test_xds_proxy_forwards_with_the_current_token(setup: Setup, stub):
     call.cancel()
 
 
+async def test_xds_proxy_forwards_delta_ads(setup: Setup, stub):
+    call = stub.DeltaAggregatedResources()
+    await call.write(discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER_TYPE, node={"id": "n"}))
+    response = await call.read()
+    assert (response.type_url, response.nonce, [r.name for r in response.resources]) == (
+        CLUSTER_TYPE,
+        "delta-1",
+        ["r0"],
+    )
+    await call.done_writing()
+    assert await call.code() is grpc.StatusCode.OK
+    assert setup.pilot.callers == [SLEEP]
+
+
 async def test_xds_proxy_passes_pilots_refusals_on(setup: Setup, stub):
     call = stub.StreamAggregatedResources()
     await call.write(discovery_pb2.DiscoveryRequest(type_url=ABORT_TYPE))
