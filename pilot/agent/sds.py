@@ -157,6 +157,16 @@ class SecretDiscoveryServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # typ
     def add_to(self, server: grpc.aio.Server) -> None:
         sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(self, server)
 
+    async def DeltaSecrets(  # noqa: N802 - the gRPC method name
+        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Any
+    ) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DeltaSecrets not implemented: use StreamSecrets")
+
+    async def FetchSecrets(  # noqa: N802 - the gRPC method name
+        self, request: discovery_pb2.DiscoveryRequest, context: Any
+    ) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "FetchSecrets not implemented: use StreamSecrets")
+
     async def StreamSecrets(  # noqa: N802 - the gRPC method name
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Any
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:

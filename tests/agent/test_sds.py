@@ -160,3 +160,13 @@ async def test_unknown_name_is_not_answered_with_an_empty_response(sds):
     assert await envoy.silent()
     envoy.send(["file-cert:/etc/cert.pem~/etc/key.pem", ROOT_SECRET])
     assert list(secrets_of(await envoy.receive())) == [ROOT_SECRET]
+
+
+async def test_delta_and_fetch_are_unimplemented_as_in_istio(sds):
+    _, stub = sds
+    call = stub.DeltaSecrets(iter([discovery_pb2.DeltaDiscoveryRequest(type_url=SECRET_TYPE)]))
+    assert await call.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert "use StreamSecrets" in await call.details()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.FetchSecrets(discovery_pb2.DiscoveryRequest(type_url=SECRET_TYPE))
+    assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED
