@@ -3,7 +3,9 @@
 The bootstrap is the only static config an Envoy needs: who it is (the node), where the control
 plane is (the static ``xds-grpc`` cluster, HTTP/2 because xDS is gRPC) and that listeners and
 clusters come over one aggregated stream (ADS). Everything else (routes, endpoints) is named by
-those and fetched over the same stream, as Istio's sidecar bootstrap does.
+those and fetched over the same stream, as Istio's sidecar bootstrap does. An Envoy run by
+``pilot agent`` (``build_agent_bootstrap``) reaches both ``xds-grpc`` and ``sds-grpc`` over the
+agent's Unix sockets instead.
 See https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#aggregated-discovery-service
 """
 
