@@ -92,16 +92,23 @@ class FakePilot:
             await self._server.stop(None)
             self._server = None
 
+    async def _authenticate(
+        self, authenticator: FolderTokenAuthenticator, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ServiceAccount:
+        """The caller the stream's bearer token proves (recorded), or the stream ends UNAUTHENTICATED."""
+        try:
+            caller = authenticator.verify(bearer_token(context.invocation_metadata()))
+        except AuthenticationError as err:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+        self.callers.append(caller)
+        return caller
+
     def _ads(self, authenticator: FolderTokenAuthenticator) -> Any:
         async def stream(
             requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
             context: grpc.aio.ServicerContext[Any, Any],
         ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-            try:
-                caller = authenticator.verify(bearer_token(context.invocation_metadata()))
-            except AuthenticationError as err:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
-            self.callers.append(caller)
+            caller = await self._authenticate(authenticator, context)
             sent: set[str] = set()
             nonce = 0
             async for request in requests:
@@ -128,10 +135,7 @@ class FakePilot:
             requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
             context: grpc.aio.ServicerContext[Any, Any],
         ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
-            try:
-                self.callers.append(authenticator.verify(bearer_token(context.invocation_metadata())))
-            except AuthenticationError as err:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+            await self._authenticate(authenticator, context)
             sent: set[str] = set()
             async for request in requests:
                 if request.type_url in sent or request.type_url not in self.resources:

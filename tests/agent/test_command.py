@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from pilot.ca.authority import now
 from pilot.ca.identity import ServiceAccount
 from pilot.cli import build_parser
 from pilot.errors import ConfigError, PilotError
-from tests.agent.fake_pilot import FakePilotThread
+from tests.agent.fake_pilot import FakePilot, FakePilotThread
 from tests.support import find_envoy, free_port, wait_until
 
 SLEEP = ServiceAccount("default", "sleep")
@@ -80,15 +81,15 @@ def test_flags_make_typed_options():
             options_of(*bad)
 
 
-def test_a_refusing_ca_ends_the_agent_before_envoy(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    marker = tmp_path / "envoy-ran"
+def run_agent(tmp_path: Path, envoy_script: str, token: Callable[[FakePilot], str]) -> int:
+    """``command.run`` against a fake pilot, with ``envoy_script`` (sh) standing in for Envoy."""
     envoy = tmp_path / "envoy.sh"
-    envoy.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    envoy.write_text(f"#!/bin/sh\n{envoy_script}\n")
     envoy.chmod(0o755)
     pilot_thread = FakePilotThread(tmp_path / "ca")
     try:
         (tmp_path / "root.pem").write_bytes(pilot_thread.pilot.root_pem)
-        (tmp_path / "token").write_text("not-a-token")
+        (tmp_path / "token").write_text(token(pilot_thread.pilot))
         options = AgentOptions(
             xds_address=pilot_thread.pilot.address,
             root_cert=tmp_path / "root.pem",
@@ -98,9 +99,14 @@ def test_a_refusing_ca_ends_the_agent_before_envoy(tmp_path: Path, capsys: pytes
             envoy=envoy,
             workdir=tmp_path / "w",
         )
-        assert command.run(options) == 1
+        return command.run(options)
     finally:
         pilot_thread.close()
+
+
+def test_a_refusing_ca_ends_the_agent_before_envoy(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    marker = tmp_path / "envoy-ran"
+    assert run_agent(tmp_path, f"touch {marker}", lambda pilot: "not-a-token") == 1
     err = capsys.readouterr().err
     assert "pilot agent: CreateCertificate: UNAUTHENTICATED: authentication failed: token is not a JWT" in err
     assert not marker.exists()
@@ -135,25 +141,7 @@ def test_a_work_directory_in_use_is_refused_and_a_stale_socket_is_not(tmp_path: 
 
 
 def test_envoy_exiting_ends_the_agent_with_its_code(tmp_path: Path):
-    envoy = tmp_path / "envoy.sh"
-    envoy.write_text("#!/bin/sh\nexit 3\n")
-    envoy.chmod(0o755)
-    pilot_thread = FakePilotThread(tmp_path / "ca")
-    try:
-        (tmp_path / "root.pem").write_bytes(pilot_thread.pilot.root_pem)
-        (tmp_path / "token").write_text(pilot_thread.pilot.token(SLEEP))
-        options = AgentOptions(
-            xds_address=pilot_thread.pilot.address,
-            root_cert=tmp_path / "root.pem",
-            token_file=tmp_path / "token",
-            namespace="default",
-            service_account="sleep",
-            envoy=envoy,
-            workdir=tmp_path / "w",
-        )
-        assert command.run(options) == 3
-    finally:
-        pilot_thread.close()
+    assert run_agent(tmp_path, "exit 3", lambda pilot: pilot.token(SLEEP)) == 3
     layout = command.WorkdirLayout(tmp_path / "w")
     assert json.loads(layout.bootstrap.read_text())["node"]["metadata"]["SERVICE_ACCOUNT"] == "sleep"
     assert (layout.credentials / "key.pem").exists()
