@@ -3,7 +3,9 @@
 The bootstrap is the only static config an Envoy needs: who it is (the node), where the control
 plane is (the static ``xds-grpc`` cluster, HTTP/2 because xDS is gRPC) and that listeners and
 clusters come over one aggregated stream (ADS). Everything else (routes, endpoints) is named by
-those and fetched over the same stream, as Istio's sidecar bootstrap does.
+those and fetched over the same stream, as Istio's sidecar bootstrap does. An Envoy run by
+``pilot agent`` (``build_agent_bootstrap``) reaches both ``xds-grpc`` and ``sds-grpc`` over the
+agent's Unix sockets instead.
 See https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#aggregated-discovery-service
 """
 
@@ -18,9 +20,20 @@ import yaml
 
 from pilot.config.addresses import is_ip
 
-__all__ = ["XDS_CLUSTER", "build_bootstrap", "parse_address", "run"]
+__all__ = [
+    "SDS_CLUSTER",
+    "XDS_CLUSTER",
+    "build_agent_bootstrap",
+    "build_bootstrap",
+    "istio_node_metadata",
+    "parse_address",
+    "run",
+]
 
 XDS_CLUSTER: Final = "xds-grpc"
+# The cluster Istio's bootstrap names for the agent's SDS socket; the SDS references pilot
+# writes into listeners and clusters name it (tools/packaging/common/envoy_bootstrap.json).
+SDS_CLUSTER: Final = "sds-grpc"
 _HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _DOWNSTREAM_CONNECTIONS: Final = (
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
@@ -46,32 +59,33 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def _xds_cluster(host: str, port: int) -> dict[str, Any]:
-    return {
-        "name": XDS_CLUSTER,
+    return _grpc_cluster(
+        XDS_CLUSTER,
+        {"socket_address": {"address": host, "port_value": port}},
         # A literal address needs no resolver; a name (a Kubernetes Service, "localhost") is
         # re-resolved so the control plane can move.
-        "type": "STATIC" if is_ip(host) else "STRICT_DNS",
+        "STATIC" if is_ip(host) else "STRICT_DNS",
         # AUTO prefers IPv6 and "localhost" would then miss a control plane bound to 0.0.0.0.
-        **({} if is_ip(host) else {"dns_lookup_family": "V4_PREFERRED"}),
+        {} if is_ip(host) else {"dns_lookup_family": "V4_PREFERRED"},
+    )
+
+
+def _pipe_cluster(name: str, path: str) -> dict[str, Any]:
+    """A gRPC cluster on a Unix socket of the agent (Istio's ``pipe`` endpoints of xds-grpc and sds-grpc)."""
+    return _grpc_cluster(name, {"pipe": {"path": path}}, "STATIC", {})
+
+
+def _grpc_cluster(
+    name: str, address: dict[str, Any], discovery_type: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": discovery_type,
+        **extra,
         "connect_timeout": "1s",
         "load_assignment": {
-            "cluster_name": XDS_CLUSTER,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {
-                                        "address": host,
-                                        "port_value": port,
-                                    }
-                                }
-                            }
-                        }
-                    ]
-                }
-            ],
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
         },
         # xDS is a gRPC service, so the upstream connection must speak HTTP/2.
         "typed_extension_protocol_options": {
@@ -109,10 +123,91 @@ def build_bootstrap(
     attempts to re-open the ADS stream after the control plane goes away; ``max_connections``
     caps downstream connections across all listeners.
     """
-    if not node_id:
-        raise ValueError("node_id must not be empty")
     if not 0 < xds_port < 65536:
         raise ValueError(f"xds_port out of range: {xds_port}")
+    return _assemble(
+        node_id,
+        [_xds_cluster(xds_host, xds_port)],
+        delta=delta,
+        admin_port=admin_port,
+        cluster=cluster,
+        metadata=metadata,
+        retry_base=retry_base,
+        retry_max=retry_max,
+        max_connections=max_connections,
+    )
+
+
+def build_agent_bootstrap(
+    node_id: str,
+    xds_socket: str,
+    sds_socket: str,
+    *,
+    delta: bool = False,
+    admin_port: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    retry_base: float = 0.5,
+    retry_max: float = 5.0,
+) -> dict[str, Any]:
+    """The bootstrap of an Envoy beside ``pilot agent``: ADS and SDS both go to the agent's Unix sockets.
+
+    As Istio's sidecar bootstrap (tools/packaging/common/envoy_bootstrap.json): ``xds-grpc`` is the
+    agent's xDS proxy (Istio's ``./etc/istio/proxy/XDS``), ``sds-grpc`` its SDS server (Istio's
+    ``./var/run/secrets/workload-spiffe-uds/socket``); the listeners and clusters pilot sends name
+    ``sds-grpc`` for the ``default`` and ``ROOTCA`` secrets. Envoy never dials pilot itself.
+    """
+    return _assemble(
+        node_id,
+        [_pipe_cluster(XDS_CLUSTER, xds_socket), _pipe_cluster(SDS_CLUSTER, sds_socket)],
+        delta=delta,
+        admin_port=admin_port,
+        cluster="pilot-xds",
+        metadata=metadata,
+        retry_base=retry_base,
+        retry_max=retry_max,
+        max_connections=1_000_000,
+    )
+
+
+def istio_node_metadata(
+    *,
+    namespace: str | None = None,
+    service_account: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    interception: str | None = None,
+    instance_ips: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Node metadata under Istio's keys, as istio-agent writes them from ``ISTIO_META_*``
+    (pkg/bootstrap/config.go): ``NAMESPACE``, ``SERVICE_ACCOUNT``, ``LABELS`` (a map),
+    ``INTERCEPTION_MODE``, ``INSTANCE_IPS`` (comma-separated); absent values are left out."""
+    metadata: dict[str, Any] = {}
+    if namespace:
+        metadata["NAMESPACE"] = namespace
+    if service_account:
+        metadata["SERVICE_ACCOUNT"] = service_account
+    if labels:
+        metadata["LABELS"] = dict(labels)
+    if interception:
+        metadata["INTERCEPTION_MODE"] = interception
+    if instance_ips:
+        metadata["INSTANCE_IPS"] = ",".join(instance_ips)
+    return metadata
+
+
+def _assemble(
+    node_id: str,
+    static_clusters: list[dict[str, Any]],
+    *,
+    delta: bool,
+    admin_port: int | None,
+    cluster: str,
+    metadata: Mapping[str, Any] | None,
+    retry_base: float,
+    retry_max: float,
+    max_connections: int,
+) -> dict[str, Any]:
+    if not node_id:
+        raise ValueError("node_id must not be empty")
     if not 0 < retry_base <= retry_max:
         raise ValueError("need 0 < retry_base <= retry_max")
     node: dict[str, Any] = {"id": node_id, "cluster": cluster}
@@ -148,7 +243,7 @@ def build_bootstrap(
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
         },
-        "static_resources": {"clusters": [_xds_cluster(xds_host, xds_port)]},
+        "static_resources": {"clusters": static_clusters},
         # Without a limit on downstream connections Envoy warns on every start; set a generous
         # one explicitly (the overload manager's monitor replaced Istio's runtime key).
         "overload_manager": {
@@ -192,15 +287,13 @@ def run(args: BootstrapArgs) -> int:
     istio-agent writes them from ``ISTIO_META_*``.
     """
     metadata: dict[str, Any] = dict(getattr(args, "metadata", None) or [])
-    labels = dict(getattr(args, "label", None) or [])
-    if labels:
-        metadata["LABELS"] = labels
-    service_account = getattr(args, "service_account", None)
-    if service_account:
-        metadata["SERVICE_ACCOUNT"] = str(service_account)
-    interception = getattr(args, "interception", None)
-    if interception:
-        metadata["INTERCEPTION_MODE"] = str(interception)
+    metadata.update(
+        istio_node_metadata(
+            service_account=getattr(args, "service_account", None),
+            labels=dict(getattr(args, "label", None) or []),
+            interception=getattr(args, "interception", None),
+        )
+    )
     try:
         host, port = parse_address(str(args.xds_address))
         bootstrap = build_bootstrap(

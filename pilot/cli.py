@@ -8,6 +8,7 @@ Subcommands:
     iptables    print or apply a pod's capture rules like istio-iptables (pilot.capture.command.run)
     token       print a folder-mode service-account token for the mesh CA (pilot.ca.token_command.run)
     proxy-status, proxy-config, analyze, diff, explain: the operator's commands (pilot.inspect.commands)
+    agent       the sidecar's entry point: certificate, SDS, xDS proxy, Envoy (pilot.agent.command.run)
 
 Each subcommand's handler takes a frozen dataclass built from its flags (``Command.options``), never
 an ``argparse.Namespace``; options that contradict each other are refused by the class that holds
@@ -38,6 +39,7 @@ from pilot.inspect.commands import add_commands as add_operator_commands
 from pilot.settings import Settings
 
 if TYPE_CHECKING:  # pilot.ca imports cryptography and PyJWT: only `pilot token` pays for them
+    from pilot.agent.options import AgentOptions
     from pilot.ca.token_command import TokenOptions
 
 log = logging.getLogger("pilot.cli")
@@ -171,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_iptables(commands)
     _add_token(commands)
     add_operator_commands(commands, Command)  # proxy-status, proxy-config, analyze, diff, explain
+    _add_agent(commands)
     # Room for more: add a _add_<name>(commands) that sets a `command_spec`.
     return parser
 
@@ -746,6 +749,26 @@ def _token(options: TokenOptions) -> int:
     except PilotError as err:
         log.error("%s", err)
         return 1
+
+
+def _add_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # The flags and their typed options live in pilot.agent.options (no grpc there).
+    from pilot.agent import options
+
+    agent = commands.add_parser(
+        "agent",
+        help="run Envoy as a mesh sidecar: workload certificate over SDS, xDS proxied to pilot's secure port",
+        description="The pilot-agent role: get the workload certificate from pilot's CA with the token, "
+        "serve it to Envoy over SDS, rotate it, proxy Envoy's ADS to pilot over TLS, run Envoy.",
+    )
+    options.add_arguments(agent)
+    agent.set_defaults(command_spec=Command(options.options_from, _agent))
+
+
+def _agent(options: AgentOptions) -> int:
+    from pilot.agent import command
+
+    return command.run(options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

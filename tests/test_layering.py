@@ -74,6 +74,9 @@ TABLE: dict[str, Rule] = {
     "ca": rule("errors", never=("grpc",)),
     "ca.csr_service": rule("ca", "_gen.ca_pb2", "_gen.ca_pb2_grpc"),
     "ca.server_credentials": rule("ca"),
+    # `pilot agent` (the pilot-agent role): a client of the secure port (the CA's API and ADS as
+    # bytes) that writes Envoy's bootstrap; it knows nothing of config, translation or the server.
+    "agent": rule("ca", "_gen.ca_pb2", "_gen.ca_pb2_grpc", "xds", "bootstrap"),
     "__init__": rule(),
 }
 
@@ -215,6 +218,13 @@ def test_only_the_demo_imports_the_harness():
         ("inspect", "pilot.server.ads", False),
         ("inspect", "pilot.push.pusher", False),
         ("inspect", "pilot.cache.cache", False),
+        ("agent", "pilot.ca.identity", True),
+        ("agent", "pilot._gen.ca_pb2_grpc", True),
+        ("agent", "pilot.bootstrap", True),
+        ("agent", "grpc.aio", True),
+        ("agent", "pilot.server.ads", False),
+        ("agent", "pilot.translate.proxy", False),
+        ("agent", "pilot.config.objects", False),
     ],
 )
 def test_the_checker_itself(layer: str, target: str, allowed: bool):
