@@ -2,7 +2,9 @@
 
 Istio's networking kinds are served at three versions with one schema, so every version maps to the
 same message. The mesh config is not a CRD: it is the ``mesh`` key of the ``istio`` ConfigMap, stored as
-a ``MeshConfig`` object named ``istio``.
+a ``MeshConfig`` object named ``istio``. Kubernetes Services, EndpointSlices and Pods are not kinds of this
+table: pilot.config.kube_core reads them (the parser finds them in ``CORE_KINDS`` there) and makes
+ServiceEntries of them, and of each Pod a ``Pod`` object, its identity.
 """
 
 from __future__ import annotations

@@ -268,16 +268,18 @@ async def test_a_service_in_two_files_is_a_duplicate_on_the_later_one(tmp_path: 
 
 
 def source_labels_route() -> ConfigObject:
-    text = """\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: ratings}
-spec:
-  hosts: [ratings]
-  http:
-  - match: [{sourceLabels: {app: reviews, version: v2}}]
-    route: [{destination: {host: ratings}}]
-"""
+    """Traffic to ratings from reviews v2 only: a selector on ``app`` and ``version``."""
+    route = {
+        "match": [{"sourceLabels": {"app": "reviews", "version": "v2"}}],
+        "route": [{"destination": {"host": "ratings"}}],
+    }
+    document = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "ratings"},
+        "spec": {"hosts": ["ratings"], "http": [route]},
+    }
+    text = yaml.safe_dump(document)
     (obj,) = parse_text(text, "vs.yaml").objects
     return obj
 
