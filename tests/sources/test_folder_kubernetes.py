@@ -5,6 +5,8 @@ as proxy identities; the other Kubernetes kinds are skipped without a word."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +160,10 @@ async def test_a_kubectl_list_dump(tmp_path: Path) -> None:
     }
     (tmp_path / "dump.yaml").write_text(yaml.safe_dump(dump), encoding="utf-8")
     store = ConfigStore()
-    async with running(FolderSource(tmp_path, store)):
+    # Parsed in a worker process, as ``pilot serve`` does: the records and identities cross it.
+    spawn = multiprocessing.get_context("spawn")
+    source = FolderSource(tmp_path, store, executor=lambda: ProcessPoolExecutor(1, mp_context=spawn))
+    async with running(source):
         assert [e for e in store.errors() if e.severity == "error"] == []
         entry = entries(store)["(svc)reviews"]
         assert list(entry.addresses) == ["10.96.1.5"]
