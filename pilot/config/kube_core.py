@@ -441,13 +441,14 @@ class ServiceIndex:
             self._slices_of.setdefault((namespace, record.service), set()).add(name)
             self._dirty.add((namespace, record.service))
 
-    def pod(self, namespace: str, name: str, record: PodRecord | None) -> None:
-        """Most pod updates (status) change nothing here: only labels matter to EndpointSlice
-        endpoints; with ``endpoints_from_pods`` its address, readiness and ports too."""
+    def pod(self, namespace: str, name: str, record: PodRecord | None) -> bool:
+        """Whether the Pod's record changed. Most pod updates (status) change nothing here: only labels
+        matter to EndpointSlice endpoints; with ``endpoints_from_pods`` its address, readiness and ports
+        too."""
         key = (namespace, name)
         old = self._pods.get(key)
         if old == record:
-            return
+            return False
         if record is None:
             self._pods.pop(key, None)
         else:
@@ -459,6 +460,7 @@ class ServiceIndex:
             self._dirty.update(
                 service for service, svc in self._services.items() if service[0] == namespace and svc.selector
             )
+        return True
 
     def _unlink_slice(self, namespace: str, service: str, name: str) -> None:
         owner = (namespace, service)

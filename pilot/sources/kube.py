@@ -354,7 +354,8 @@ class KubeSource:
             self._services.endpoint_slice(event.namespace, event.name, record)
         elif kind == POD:
             pod = None if obj is None else read_pod(obj)[0]
-            self._services.pod(event.namespace, event.name, pod)
+            if not self._services.pod(event.namespace, event.name, pod):
+                return  # a status update that changes nothing pilot keeps
             origin = origin_of(POD, event.namespace, event.name)
             self._identities.pop(origin, None)  # keep the order of last changes
             self._identities[origin] = (

@@ -320,6 +320,17 @@ async def test_with_kube_a_proxy_is_known_by_its_pod(kube: FakeKubeApi, client: 
         )
         assert dict(proxy.labels) == {"app": "reviews", "version": "v2"}
         assert proxy.service_account == "bookinfo-reviews"
+        # A status-only update changes nothing in the store (no push); a relabel does.
+        revision = store.revision
+        moved = pod_yaml("reviews-v2-b", "10.1.0.2", {"app": "reviews", "version": "v2"}, phase="Failed")
+        kube.apply(moved)
+        kube.apply(pod_yaml("reviews-v2-b", "10.1.0.2", {"app": "reviews", "version": "v3"}, phase="Failed"))
+        key = ConfigKey("Pod", "default", "reviews-v2-b")
+        await eventually(
+            lambda: dict(store.get(key).spec.labels).get("version") == "v3",  # type: ignore[union-attr, attr-defined]
+            "the relabel applied",
+        )
+        assert store.revision == revision + 1
         kube.delete("Pod", "default", "reviews-v2-b")
         await eventually(
             lambda: ConfigKey("Pod", "default", "reviews-v2-b") not in store.snapshot().objects, "gone"
