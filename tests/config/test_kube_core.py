@@ -166,3 +166,37 @@ def test_prefix_is_not_a_valid_kubernetes_name():
     from pilot.config.validation.common import is_k8s_subdomain
 
     assert not is_k8s_subdomain(kube_core.SYNTHETIC_PREFIX + "reviews")
+
+
+def test_endpoints_from_pods_resolve_named_target_ports_and_follow_pod_changes():
+    """The folder's stand-in for the EndpointSlice controller: a named targetPort is looked up among each
+    Pod's container ports, and a Pod without it is no endpoint of that port."""
+    index = ServiceIndex(
+        origin_of=lambda namespace, name: f"folder:Service/{namespace}/{name}", endpoints_from_pods=True
+    )
+    feed(index, service("web", ports=[{"name": "http", "port": 80, "targetPort": "web"}]))
+    with_port = pod("web-1", ip="10.2.0.1", labels={"app": "web"})
+    with_port["spec"]["containers"][0]["ports"] = [{"name": "web", "containerPort": 8080}]
+    feed(index, with_port)
+    feed(index, pod("web-2", ip="10.2.0.2", labels={"app": "web"}))  # no port named "web"
+    feed(index, pod("other", ip="10.2.0.3", labels={"app": "other"}))
+    ((_, origin, entry),) = index.flush()
+    assert origin == "folder:Service/default/web"
+    assert entry is not None
+    assert [(e.address, dict(e.ports)) for e in entry.spec.endpoints] == [("10.2.0.1", {"http": 8080})]  # type: ignore[attr-defined]
+    feed(index, pod("web-1", ip="10.2.0.1", labels={"app": "web"}), delete=True)
+    ((_, _, entry),) = index.flush()
+    assert entry is not None and list(entry.spec.endpoints) == []  # type: ignore[attr-defined]
+    # An EndpointSlice for the Service: it, not the Pods, gives the endpoints.
+    feed(index, with_port)
+    feed(index, endpoint_slice("web-a", "web", endpoints=[("10.2.0.9", None, True)], ports=[("http", 9090)]))
+    ((_, _, entry),) = index.flush()
+    assert [(e.address, dict(e.ports)) for e in entry.spec.endpoints] == [("10.2.0.9", {"http": 9090})]  # type: ignore[union-attr]
+
+
+def test_the_cluster_source_never_makes_endpoints_from_pods():
+    index = kube_index()
+    feed(index, service("web"))
+    feed(index, pod("web-1", ip="10.2.0.1", labels={"app": "web"}))
+    ((_, _, entry),) = index.flush()
+    assert entry is not None and list(entry.spec.endpoints) == []  # type: ignore[attr-defined]

@@ -105,7 +105,9 @@ def test_bookinfo_parses_without_a_word_about_the_kinds_it_skips(caplog: pytest.
     }
 
 
-async def test_pods_give_endpoints_to_a_service_without_endpoint_slices(tmp_path: Path) -> None:
+async def test_pods_give_endpoints_to_a_service_without_endpoint_slices(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """As the EndpointSlice controller would: ready Pods with an IP whose labels hold the selector."""
     (tmp_path / "bookinfo.yaml").write_text(BOOKINFO.read_text(encoding="utf-8"), encoding="utf-8")
     not_ready = pod_yaml("reviews-v4-d", "10.1.0.4", {"app": "reviews", "version": "v4"})
@@ -124,6 +126,9 @@ async def test_pods_give_endpoints_to_a_service_without_endpoint_slices(tmp_path
             ("10.1.0.3", {"http": 9080}, "v3"),
         ]
         assert [e.address for e in entries(store)["(svc)ratings"].endpoints] == ["10.1.0.9"]
+        # bookinfo's Deployments and ServiceAccounts: not a warning, not an error.
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert store.errors() == []
         assert store.get(synthetic_key("default", "reviews")).origin == service_origin("default", "reviews")  # type: ignore[union-attr]
 
         # A Pod going away (its file edited) takes its endpoint with it.
