@@ -456,9 +456,14 @@ class ServiceIndex:
         if old is None or record is None or old.labels != record.labels:
             self._dirty.update(self._pod_users.get(key, ()))
         if self._from_pods:
-            # A Pod may start or stop matching a selector: every selecting Service of its namespace.
+            # The Services of its namespace whose selector its old or new labels hold.
+            held = [set(pod.labels) for pod in (old, record) if pod is not None]
             self._dirty.update(
-                service for service, svc in self._services.items() if service[0] == namespace and svc.selector
+                service
+                for service, svc in self._services.items()
+                if service[0] == namespace
+                and svc.selector
+                and any(set(svc.selector) <= labels for labels in held)
             )
         return True
 

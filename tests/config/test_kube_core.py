@@ -200,3 +200,14 @@ def test_the_cluster_source_never_makes_endpoints_from_pods():
     feed(index, pod("web-1", ip="10.2.0.1", labels={"app": "web"}))
     ((_, _, entry),) = index.flush()
     assert entry is not None and list(entry.spec.endpoints) == []  # type: ignore[attr-defined]
+
+
+def test_a_pod_change_rebuilds_only_the_services_it_matched_or_matches():
+    index = ServiceIndex(origin_of=lambda namespace, name: f"{namespace}/{name}", endpoints_from_pods=True)
+    for name in ("a", "b", "c"):
+        feed(index, service(name))
+    index.flush()
+    feed(index, pod("p", ip="10.3.0.1", labels={"app": "a"}))
+    assert [origin for _, origin, _ in index.flush()] == ["default/a"]
+    feed(index, pod("p", ip="10.3.0.1", labels={"app": "b"}))  # moves from a to b
+    assert [origin for _, origin, _ in index.flush()] == ["default/a", "default/b"]
