@@ -189,7 +189,15 @@ def build(settings: Settings, stop: asyncio.Event | None = None) -> RunningPilot
     sources: list[ConfigSource] = []
     if settings.config_dir is not None:
         limits = parse_limits(settings)
-        sources.append(FolderSource(settings.config_dir, store, limits=limits, executor=parser_pool))
+        sources.append(
+            FolderSource(
+                settings.config_dir,
+                store,
+                limits=limits,
+                executor=parser_pool,
+                cluster_domain=settings.cluster_domain,
+            )
+        )
     if settings.kube:
         namespaces = list(settings.watch_namespaces) if settings.watch_namespaces is not None else None
         sources.append(

@@ -66,7 +66,8 @@ def report(results: Iterable[ParseResult], out: TextIO) -> int:
         if file_errors or result.fatal:
             failed += 1
         else:
-            count = len(result.objects)
+            # Kubernetes Services, EndpointSlices and Pods count too (a Pod is also its identity object).
+            count = len({obj.key for obj in result.objects} | {core.key for core in result.core})
             print(f'"{result.origin}" is valid ({count} object{"" if count == 1 else "s"})', file=out)
     status = "invalid" if failed else "valid"
     print(f"{files} file(s) {status}: {errors} error(s), {warnings} warning(s)", file=out)

@@ -2,7 +2,9 @@
 
 Istio's networking kinds are served at three versions with one schema, so every version maps to the
 same message. The mesh config is not a CRD: it is the ``mesh`` key of the ``istio`` ConfigMap, stored as
-a ``MeshConfig`` object named ``istio``.
+a ``MeshConfig`` object named ``istio``. Kubernetes Services, EndpointSlices and Pods are not kinds of this
+table: pilot.config.kube_core reads them (the parser finds them in ``CORE_KINDS`` there) and makes
+ServiceEntries of them, and of each Pod a ``Pod`` object, its identity.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ WORKLOAD_ENTRY = "WorkloadEntry"
 SIDECAR = "Sidecar"
 WORKLOAD_GROUP = "WorkloadGroup"
 MESH_CONFIG = "MeshConfig"
+# A Kubernetes Pod as a proxy's identity (pilot.config.kube_core.pod_identity): its address, labels and
+# service account, kept as a WorkloadEntry spec. Read from core/v1 Pods, never from a document of its own.
+POD = "Pod"
 
 # The mesh ConfigMap: ``apiVersion: v1, kind: ConfigMap, metadata.name: istio, data.mesh: <YAML>``.
 CONFIG_MAP = "ConfigMap"
@@ -71,6 +76,7 @@ WORKLOAD_ENTRY_INFO: Final = _networking(WORKLOAD_ENTRY, networking_pb2.Workload
 SIDECAR_INFO: Final = _networking(SIDECAR, networking_pb2.Sidecar)
 WORKLOAD_GROUP_INFO: Final = _networking(WORKLOAD_GROUP, networking_pb2.WorkloadGroup)
 MESH_CONFIG_INFO: Final = KindInfo(MESH_CONFIG, "", ("v1",), networking_pb2.MeshConfig, spec_path="data.mesh")
+POD_INFO: Final = KindInfo(POD, "", ("v1",), networking_pb2.WorkloadEntry)
 
 KINDS: dict[str, KindInfo] = {
     info.kind: info
@@ -83,6 +89,7 @@ KINDS: dict[str, KindInfo] = {
         SIDECAR_INFO,
         WORKLOAD_GROUP_INFO,
         MESH_CONFIG_INFO,
+        POD_INFO,
     )
 }
 
@@ -112,6 +119,11 @@ NOT_SERVED: dict[str, frozenset[str]] = {
 ISTIO_GROUPS = frozenset({NETWORKING_GROUP, "security.istio.io", "telemetry.istio.io", "extensions.istio.io"})
 
 
+# Kinds of KINDS that no document is parsed as by ``resolve``: the mesh config (a ConfigMap's key) and the
+# Pod identity (made from a Pod by pilot.config.kube_core).
+_NOT_DOCUMENTS = frozenset({MESH_CONFIG, POD})
+
+
 def split_api_version(api_version: str) -> tuple[str, str]:
     """``networking.istio.io/v1`` → (``networking.istio.io``, ``v1``); ``v1`` → (``""``, ``v1``)."""
     group, _, version = api_version.rpartition("/")
@@ -138,7 +150,7 @@ def resolve(api_version: str, kind: str) -> Resolved:
     """Look up a document's ``apiVersion`` and ``kind`` (the mesh ConfigMap is handled by the parser)."""
     group, version = split_api_version(api_version)
     info = KINDS.get(kind)
-    if info is None or kind == MESH_CONFIG or group != info.group:
+    if info is None or kind in _NOT_DOCUMENTS or group != info.group:
         if kind in NOT_SERVED.get(group, ()):
             return Resolved(not_served=True)
         return Resolved(unknown=group in ISTIO_GROUPS)
@@ -149,7 +161,7 @@ def resolve(api_version: str, kind: str) -> Resolved:
 
 def kinds_of_group(group: str) -> list[str]:
     """Every kind pilot knows in ``group``, served or not (for error messages)."""
-    served = [info.kind for info in KINDS.values() if info.group == group and info.kind != MESH_CONFIG]
+    served = [info.kind for info in KINDS.values() if info.group == group and info.kind not in _NOT_DOCUMENTS]
     return sorted({*served, *NOT_SERVED.get(group, ())})
 
 

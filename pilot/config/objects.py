@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     # ``ConfigObject[Message]``. Only the checker needs it; at run time a TypeVar is a TypeVar.
     from typing_extensions import TypeVar
 
+    from pilot.config.kube_core import CoreObject
+
     SpecT = TypeVar("SpecT", bound=Message, covariant=True, default=Message)
 else:
     from typing import TypeVar
@@ -107,6 +109,10 @@ class ParseResult:
     (no valid kind or name, a kind typo) or holds nothing at all: the store keeps the last good
     version of every object the result lacks, since only a deleted origin, or one read cleanly
     without an object, removes that object.
+
+    ``core``: the Kubernetes Services, EndpointSlices and Pods the origin holds, as records that the
+    folder source joins across files into ServiceEntries (pilot.config.kube_core); a Pod is also in
+    ``objects``, as its identity. Invalid ones are in ``rejected`` like any object.
     """
 
     origin: str
@@ -115,6 +121,7 @@ class ParseResult:
     rejected: frozenset[ConfigKey] = field(default_factory=frozenset)
     fatal: bool = False
     partial: bool = False
+    core: tuple[CoreObject, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

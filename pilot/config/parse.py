@@ -14,7 +14,10 @@ object (kind namespace/name), the field path and its line. How problems affect t
 - a kind of Istio or the Gateway API that pilot does not serve (EnvoyFilter, AuthorizationPolicy, HTTPRoute,
   ...): skipped with a warning naming the kind; a kind no Istio group has (``VirtualServce``) under an
   Istio apiVersion: an error, and ``partial``;
-- any other kind (Deployment, another ConfigMap, ...): skipped with a debug log line.
+- a Kubernetes Service (v1), EndpointSlice (discovery.k8s.io/v1) or Pod (v1): checked as Kubernetes
+  would (pilot.config.kube_core) and kept as a record in ``ParseResult.core``, with an error naming the
+  field when it is invalid; a Pod also gives its identity object (kind Pod);
+- any other kind (Deployment, ServiceAccount, another ConfigMap, ...): skipped with a debug log line.
 
 A ``kind: List`` with ``items`` (as ``kubectl get -o json`` writes) is read item by item.
 """
@@ -30,9 +33,9 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
-from pilot.config import kinds
+from pilot.config import kinds, kube_core
 from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
-from pilot.config.metadata import read_metadata
+from pilot.config.metadata import Metadata, read_metadata
 from pilot.config.objects import ConfigKey, ConfigObject, FieldError, ParseResult, Severity
 from pilot.config.schema import Checked, check_message, describe
 from pilot.config.validation import validate
@@ -69,6 +72,7 @@ def parse_text(text: str, origin: str, limits: ParseLimits = DEFAULT_LIMITS) -> 
         _bounded(origin, parser.errors, limits.errors_per_file),
         frozenset(parser.rejected),
         partial=parser.partial or empty,
+        core=tuple(parser.core),
     )
 
 
@@ -132,6 +136,7 @@ class _Parser:
     objects: list[ConfigObject] = field(default_factory=list)
     errors: list[FieldError] = field(default_factory=list)
     rejected: set[ConfigKey] = field(default_factory=set)
+    core: list[kube_core.CoreObject] = field(default_factory=list)
     seen: dict[ConfigKey, int] = field(default_factory=dict)
     # A document that may be a served object but cannot be identified (see ParseResult.partial).
     partial: bool = False
@@ -176,6 +181,10 @@ class _Parser:
             self.partial = True
             return
         api_version, kind, metadata = identity
+        core = kube_core.CORE_KINDS.get((api_version, kind))
+        if core is not None:
+            self._core(obj, core, value, metadata)
+            return
         mesh = kinds.is_mesh_config_map(api_version, kind, metadata.get("name"))
         resolved = kinds.resolve(api_version, kind)
         info = kinds.KINDS[kinds.MESH_CONFIG] if mesh else (resolved.info or resolved.wrong_version)
@@ -184,6 +193,21 @@ class _Parser:
             return
         meta = read_metadata(info.kind, metadata)
         obj.key = meta.key
+        self._identify(obj, meta)
+        if resolved.wrong_version is not None:
+            supported = ", ".join(info.api_versions())
+            message = f'unsupported apiVersion "{api_version}" for {kind}; supported: {supported}'
+            obj.error("apiVersion", message, ("apiVersion",))
+        for unknown in sorted(set(value) - (_CONFIG_MAP_FIELDS if mesh else _TOP_LEVEL_FIELDS)):
+            obj.error(unknown, "unknown field; ignored", (unknown,), "warning")
+        if not mesh and self._over_limits(obj, value.get("spec")):
+            spec = None  # refused before the costly checks
+        else:
+            spec = self._mesh_spec(obj, value) if mesh else self._spec(obj, info, value.get("spec"))
+        self._finish(obj, info, api_version, spec, meta.labels, meta.annotations)
+
+    def _identify(self, obj: _Object, meta: Metadata) -> None:
+        """The problems of ``obj``'s metadata and of its YAML (duplicate keys, ...)."""
         for item in meta.problems:
             obj.error(item.path, item.message, item.where, item.severity)
             if item.severity == "error" and item.path in ("metadata.name", "metadata.namespace"):
@@ -196,17 +220,6 @@ class _Parser:
             obj.errors.append(self._problem(problem, obj.key, path))
             if problem.severity == "error":
                 obj.dropped.append(path)
-        if resolved.wrong_version is not None:
-            supported = ", ".join(info.api_versions())
-            message = f'unsupported apiVersion "{api_version}" for {kind}; supported: {supported}'
-            obj.error("apiVersion", message, ("apiVersion",))
-        for unknown in sorted(set(value) - (_CONFIG_MAP_FIELDS if mesh else _TOP_LEVEL_FIELDS)):
-            obj.error(unknown, "unknown field; ignored", (unknown,), "warning")
-        if not mesh and self._over_limits(obj, value.get("spec")):
-            spec = None  # refused before the costly checks
-        else:
-            spec = self._mesh_spec(obj, value) if mesh else self._spec(obj, info, value.get("spec"))
-        self._finish(obj, info, api_version, spec, meta.labels, meta.annotations)
 
     def _over_limits(self, obj: _Object, spec: Any) -> bool:
         """Too many hosts or routes for ``limits``: an error on the object, which is then rejected."""
@@ -370,19 +383,45 @@ class _Parser:
             for error in validate(candidate):
                 if not dropped.related(error.path):
                     obj.errors.append(replace(error, line=obj.line_of_display(error.path)))
-        obj.errors.sort(key=lambda error: error.line or 0)  # stable: same-line problems keep their order
-        if key is not None and key in self.seen:
-            message = f"duplicate of the object at line {self.seen[key]}; ignored"
-            self.errors.extend([*obj.errors, FieldError(self.origin, message, key, line=obj.line())])
+        if not self._settle(obj) or key is None:
             return
-        self.errors.extend(obj.errors)
-        if key is None:
-            return
-        self.seen[key] = obj.line()
         if candidate is None or obj.failed:
             self.rejected.add(key)
         else:
             self.objects.append(candidate)
+
+    def _settle(self, obj: _Object) -> bool:
+        """Record ``obj``'s problems; False when it has no key or repeats an earlier object's (ignored)."""
+        key = obj.key
+        obj.errors.sort(key=lambda error: error.line or 0)  # stable: same-line problems keep their order
+        if key is not None and key in self.seen:
+            message = f"duplicate of the object at line {self.seen[key]}; ignored"
+            self.errors.extend([*obj.errors, FieldError(self.origin, message, key, line=obj.line())])
+            return False
+        self.errors.extend(obj.errors)
+        if key is None:
+            return False
+        self.seen[key] = obj.line()
+        return True
+
+    def _core(self, obj: _Object, kind: str, value: dict[str, Any], metadata: dict[str, Any]) -> None:
+        """A Kubernetes Service, EndpointSlice or Pod: its record (and a Pod's identity object), or errors
+        naming the fields Kubernetes would refuse."""
+        meta = read_metadata(kind, metadata)
+        obj.key = meta.key
+        self._identify(obj, meta)
+        record, problems = kube_core.READERS[kind](value)
+        for problem in problems:
+            obj.error(problem.path, problem.message, problem.where)
+        if not self._settle(obj) or obj.key is None:
+            return
+        key = obj.key
+        if obj.failed:
+            self.rejected.add(key)
+            return
+        self.core.append(kube_core.CoreObject(key, record))
+        if isinstance(record, kube_core.PodRecord):
+            self.objects.append(kube_core.pod_identity(key.namespace, key.name, record, self.origin))
 
 
 class _Dropped:

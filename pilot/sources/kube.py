@@ -7,7 +7,9 @@ What it watches (``namespaces`` scopes all but the last; None means every namesp
   does not serve (its CRD is not installed) counts as listed and empty, as Istio's delayed informers do,
   and discovery is asked again every ``rediscover_interval`` until it appears;
 - core/v1 Services, discovery.k8s.io/v1 EndpointSlices and core/v1 Pods (for endpoint labels), joined
-  into one synthetic ServiceEntry per Service (pilot.sources.kube_services);
+  into one synthetic ServiceEntry per Service (pilot.config.kube_core, which the folder source shares);
+  each Pod is also stored as its identity (kind Pod: address, labels, service account), which gives a
+  proxy whose node id names the Pod its labels and service account when its metadata has none;
 - the ConfigMap ``istio`` (key ``mesh``) in ``pilot_namespace``, watched by name (``fieldSelector``).
 
 Each Istio object and the ConfigMap go through the same parse and validation as a file
@@ -32,7 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from pilot.config import kinds
-from pilot.config.objects import FieldError, ParseResult
+from pilot.config.kube_core import (
+    ENDPOINT_SLICE,
+    POD,
+    SERVICE,
+    ServiceIndex,
+    pod_identity,
+    read_endpoint_slice,
+    read_pod,
+    read_service,
+)
+from pilot.config.objects import ConfigObject, FieldError, ParseResult
 from pilot.config.store import ConfigStore
 from pilot.errors import ConfigError, LifecycleError
 from pilot.sources.kube_objects import log_errors, origin_of, parse_object
@@ -47,7 +59,6 @@ from pilot.sources.kube_reflector import (
     describe,
     get_json,
 )
-from pilot.sources.kube_services import ENDPOINT_SLICE, POD, SERVICE, ServiceIndex
 
 log = logging.getLogger("pilot.sources.kube")
 
@@ -153,7 +164,8 @@ class KubeSource:
         self._api_client = api_client
         self._kubeconfig = kubeconfig
         self._options = options or WatchOptions()
-        self._services = ServiceIndex(cluster_domain)
+        self._services = ServiceIndex(cluster_domain, origin_of=self._service_origin)
+        self._identities: dict[str, ConfigObject | None] = {}  # Pod origin → its identity, to apply
         self._watches: list[_Watch] = []
         self._by_reflector: dict[int, _Watch] = {}
         self._pending: list[tuple[Reflector, list[Event]]] = []
@@ -164,6 +176,10 @@ class KubeSource:
         self._discovery_error = ""
         self._stopped = False
         self._logged: dict[str, tuple[FieldError, ...]] = {}  # origin → errors last logged
+
+    @staticmethod
+    def _service_origin(namespace: str, name: str) -> str:
+        return origin_of(SERVICE, namespace, name)
 
     # -- reading ------------------------------------------------------------------------------------------
 
@@ -313,21 +329,38 @@ class KubeSource:
                     )
         for origin, obj in configs.items():
             self._apply_config(origin, obj)
-        for origin, entry in self._services.flush():
+        for _, origin, entry in self._services.flush():
             if entry is None:
                 self._store.remove_origin(origin)
             else:
                 self._store.apply(ParseResult(origin, objects=(entry,)))
+        identities, self._identities = self._identities, {}
+        for origin, identity in identities.items():
+            # The store drops what did not change: a status-only Pod update is no push.
+            if identity is None:
+                self._store.remove_origin(origin)
+            else:
+                self._store.apply(ParseResult(origin, objects=(identity,)))
         self._check_synced()
 
     def _cache(self, kind: str, event: Event, configs: dict[str, dict[str, Any] | None]) -> None:
         obj = None if event.type == DELETED else event.obj
+        # The API server has checked these objects: what pilot.config.kube_core would say of a field
+        # (a file's errors) cannot happen here, and the reader keeps what it can use.
         if kind == SERVICE:
-            self._services.service(event.namespace, event.name, obj)
+            self._services.service(event.namespace, event.name, None if obj is None else read_service(obj)[0])
         elif kind == ENDPOINT_SLICE:
-            self._services.endpoint_slice(event.namespace, event.name, obj)
+            record = None if obj is None else read_endpoint_slice(obj)[0]
+            self._services.endpoint_slice(event.namespace, event.name, record)
         elif kind == POD:
-            self._services.pod(event.namespace, event.name, obj)
+            pod = None if obj is None else read_pod(obj)[0]
+            if not self._services.pod(event.namespace, event.name, pod):
+                return  # a status update that changes nothing pilot keeps
+            origin = origin_of(POD, event.namespace, event.name)
+            self._identities.pop(origin, None)  # keep the order of last changes
+            self._identities[origin] = (
+                None if pod is None else pod_identity(event.namespace, event.name, pod, origin)
+            )
         else:
             origin = origin_of(kind, event.namespace, event.name)
             configs.pop(origin, None)  # keep the order of last changes

@@ -2,10 +2,11 @@
 its config, so that proxies that would be sent the same config share one snapshot.
 
 The view holds the proxy's type, namespace, interception mode and DNS domain; its service
-targets; and its workload labels (node metadata ``LABELS``/``STATIC_LABELS``, else the
-registry's labels for its address) — but only the ``key=value`` pairs that some workload selector
-of the config names (VirtualService match ``sourceLabels``, DestinationRule ``workloadSelector``;
-Sidecar ``workloadSelector`` joins ``PushContext.selector_pairs`` once Sidecars are translated).
+targets; and its workload labels (node metadata ``LABELS``/``STATIC_LABELS``, else its Pod's
+labels, else the registry's labels for its address) — but only the ``key=value`` pairs that some
+workload selector of the config names (VirtualService match ``sourceLabels``, DestinationRule
+``workloadSelector``; Sidecar ``workloadSelector`` joins ``PushContext.selector_pairs`` once Sidecars
+are translated).
 
 Why these labels and not the raw ones, nor the set of selectors the proxy satisfies: a selector
 ``S`` (a set of pairs) selects labels ``L`` iff ``S ⊆ L``; every selector is inside the union
@@ -23,6 +24,10 @@ Routers keep all their labels: Gateways select them by labels, and there are few
 
 from __future__ import annotations
 
+import dataclasses
+
+from pilot.config import kinds
+from pilot.config.objects import ConfigKey
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import NodeType, Proxy, ProxyView
 from pilot.translate.targets import ServiceTarget
@@ -31,6 +36,7 @@ from pilot.translate.targets import ServiceTarget
 def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
     """The view of ``proxy`` under ``context``. Recomputed on every push: new config (an endpoint
     at the proxy's address, a selector naming its labels) can move a proxy to another view."""
+    proxy = identified(proxy, context)
     base = proxy.view()
     if proxy.type is NodeType.ROUTER:
         labels = base.labels
@@ -45,6 +51,22 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
         base.dns_domain,
         labels,
         service_targets(context, proxy.ip, proxy.namespace),
+    )
+
+
+def identified(proxy: Proxy, context: PushContext) -> Proxy:
+    """``proxy`` with the labels and service account of the Pod its node id names where its node
+    metadata gives none, as istiod reads them from the Pod (kube controller's GetProxyWorkloadLabels
+    and getPodByProxy). The sources store each Pod as a ``Pod`` object (pilot.config.kube_core)."""
+    if (proxy.labels and proxy.service_account) or not proxy.pod_name or context.objects is None:
+        return proxy
+    pod = context.objects.get(ConfigKey(kinds.POD, proxy.namespace, proxy.pod_name))
+    if pod is None or not kinds.POD_INFO.holds(pod):
+        return proxy
+    return dataclasses.replace(
+        proxy,
+        labels=proxy.labels or dict(pod.spec.labels),
+        service_account=proxy.service_account or pod.spec.service_account,
     )
 
 

@@ -10,7 +10,7 @@ The cluster: Service ``reviews`` (namespace default, port N named ``http``, a na
 backends listen on 127.0.0.1, so both "pods" have that address, each with its own port; a slice's ports
 apply to all its endpoints, hence one slice per pod, as the EndpointSlice controller does for pods whose
 named targetPort resolves to different numbers. pilot keeps two pods at one address as two endpoints
-(pilot/sources/kube_services.py). Istio's DestinationRule subsets v1/v2 select them by label.
+(pilot/config/kube_core.py). Istio's DestinationRule subsets v1/v2 select them by label.
 
 Port N is a free port rather than 9080: the sidecar's listener ``0.0.0.0_N`` binds the Service port itself.
 """

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.config.parse import parse_text
 from pilot.config.store import ConfigStore
-from pilot.sources.files import FolderSource
+from pilot.sources.files import SERVICE_ORIGIN_PREFIX, FolderSource
 from tests.config.helpers import CORPUS_FILES, GOOD_FILES
 
 # Files that are never touched (their objects must stay served exactly as they were) ...
@@ -136,7 +136,13 @@ def folder() -> Folder:
 
 
 def served_from(store: ConfigStore, origin: str, *, inside: bool) -> dict[ConfigKey, ConfigObject]:
-    return {key: obj for key, obj in store.snapshot().objects.items() if (obj.origin == origin) is inside}
+    """The objects of the file ``origin`` (``inside``), or of the other files. The ServiceEntries made
+    of Kubernetes Services are neither: they join the Services, EndpointSlices and Pods of every file."""
+    return {
+        key: obj
+        for key, obj in store.snapshot().objects.items()
+        if (obj.origin == origin) is inside and not obj.origin.startswith(SERVICE_ORIGIN_PREFIX)
+    }
 
 
 def teardown_module() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import kubernetes.client
 import pytest
 
+from pilot.config.kube_core import synthetic_key
 from pilot.config.objects import ConfigEvent, ConfigKey
 from pilot.config.protocols import Protocol
 from pilot.config.store import ConfigStore
@@ -25,7 +26,6 @@ from pilot.errors import ConfigError
 from pilot.sources.base import ConfigSource
 from pilot.sources.kube import ISTIO_RESOURCES, REGISTRY_RESOURCES, KubeSource, load_api_client
 from pilot.sources.kube_reflector import WatchOptions
-from pilot.sources.kube_services import synthetic_key
 from pilot.translate.registry import Resolution, services_of
 from tests.support.kube_api import (
     FakeKubeApi,
@@ -219,6 +219,9 @@ async def test_initial_sync_lists_every_kind_then_watches_from_the_list(kube: Fa
             ConfigKey("Gateway", "default", "ingress"),
             ConfigKey("MeshConfig", PILOT_NS, "istio"),
             synthetic_key("default", "reviews"),
+            # Each Pod's identity (its labels and service account for the proxy it runs).
+            ConfigKey("Pod", "default", "reviews-v1"),
+            ConfigKey("Pod", "default", "reviews-v2"),
         }
         mesh: Any = store.snapshot().objects[ConfigKey("MeshConfig", PILOT_NS, "istio")].spec
         assert mesh.connect_timeout.seconds == 3

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from pilot.config import kube_core
+from pilot.config.kube_core import ServiceIndex, convert_protocol, services_in, synthetic_key
 from pilot.config.objects import ConfigKey
 from pilot.config.protocols import Protocol, port_protocol
-from pilot.sources import kube_services
-from pilot.sources.kube_services import ServiceIndex, convert_protocol, services_in, synthetic_key
 from tests.support.kube_api import endpoint_slice, pod, service
 
 
@@ -57,10 +57,21 @@ def test_protocol_spellings_are_the_translators():
         assert port_protocol(convert_protocol(80, text.lower(), "TCP", None), "") is not Protocol.UNSUPPORTED
 
 
+def kube_index(cluster_domain: str = "cluster.local") -> ServiceIndex:
+    return ServiceIndex(cluster_domain, origin_of=lambda namespace, name: f"kube:Service/{namespace}/{name}")
+
+
 def feed(index: ServiceIndex, obj: dict[str, Any], delete: bool = False) -> None:
     meta = obj["metadata"]
-    handler = {"Service": index.service, "EndpointSlice": index.endpoint_slice, "Pod": index.pod}[obj["kind"]]
-    handler(meta.get("namespace", "default"), meta["name"], None if delete else obj)
+    namespace, name = meta.get("namespace", "default"), meta["name"]
+    record, problems = kube_core.READERS[obj["kind"]](obj)
+    assert problems == []
+    if obj["kind"] == "Service":
+        index.service(namespace, name, None if delete else record)  # type: ignore[arg-type]
+    elif obj["kind"] == "EndpointSlice":
+        index.endpoint_slice(namespace, name, None if delete else record)  # type: ignore[arg-type]
+    else:
+        index.pod(namespace, name, None if delete else record)  # type: ignore[arg-type]
 
 
 def test_synthetic_key_cannot_clash_and_sorts_first():
@@ -71,7 +82,7 @@ def test_synthetic_key_cannot_clash_and_sorts_first():
 
 
 def test_endpoints_merge_slices_skip_unready_and_carry_pod_labels():
-    index = ServiceIndex("example.org")
+    index = kube_index("example.org")
     feed(index, service("reviews", "ns", cluster_ip="10.0.0.1"))
     feed(index, pod("p1", "ns", ip="10.1.0.1", labels={"version": "v1"}))
     feed(
@@ -84,7 +95,7 @@ def test_endpoints_merge_slices_skip_unready_and_carry_pod_labels():
         index,
         endpoint_slice("s2", "reviews", "ns", endpoints=[("10.1.0.1", "p1", None), ("10.1.0.3", None, None)]),
     )
-    ((origin, entry),) = index.flush()
+    ((_, origin, entry),) = index.flush()
     assert origin == "kube:Service/ns/reviews" and entry is not None
     spec: Any = entry.spec
     assert list(spec.hosts) == ["reviews.ns.svc.example.org"]
@@ -97,7 +108,7 @@ def test_endpoints_merge_slices_skip_unready_and_carry_pod_labels():
 
 
 def test_a_burst_for_one_service_is_one_rebuild(monkeypatch: pytest.MonkeyPatch):
-    index = ServiceIndex()
+    index = kube_index()
     for i in range(50):
         feed(index, service(f"svc{i}", cluster_ip=f"10.0.0.{i}"))
     index.flush()
@@ -111,13 +122,13 @@ def test_a_burst_for_one_service_is_one_rebuild(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(ServiceIndex, "_build", counting)
     for i in range(1000):
         feed(index, endpoint_slice("svc7-a", "svc7", endpoints=[(f"10.9.{i // 250}.{i % 250}", None, True)]))
-    ((_, entry),) = index.flush()
+    ((_, _, entry),) = index.flush()
     assert builds == [("default", "svc7")]  # not the other 49, and once, not 1000 times
     assert entry is not None and [e.address for e in entry.spec.endpoints] == ["10.9.3.249"]  # type: ignore[attr-defined]
 
 
 def test_pod_events_touch_only_the_services_using_the_pod():
-    index = ServiceIndex()
+    index = kube_index()
     feed(index, service("a"))
     feed(index, service("b"))
     feed(index, pod("p", ip="10.1.0.1", labels={"v": "1"}))
@@ -126,7 +137,7 @@ def test_pod_events_touch_only_the_services_using_the_pod():
     feed(index, pod("p", ip="10.1.0.1", labels={"v": "1"}))  # a status update: same labels
     assert index.flush() == []
     feed(index, pod("p", ip="10.1.0.1", labels={"v": "2"}))
-    assert [origin for origin, _ in index.flush()] == ["kube:Service/default/a"]
+    assert [origin for _, origin, _ in index.flush()] == ["kube:Service/default/a"]
     feed(index, endpoint_slice("a-1", "a", endpoints=[]))
     index.flush()
     feed(index, pod("p", ip="10.1.0.1", labels={"v": "3"}))  # no longer an endpoint of anything
@@ -134,24 +145,69 @@ def test_pod_events_touch_only_the_services_using_the_pod():
 
 
 def test_deleting_a_service_removes_its_entry():
-    index = ServiceIndex()
+    index = kube_index()
     feed(index, service("a"))
     index.flush()
     feed(index, service("a"), delete=True)
-    assert index.flush() == [("kube:Service/default/a", None)]
+    assert index.flush() == [(("default", "a"), "kube:Service/default/a", None)]
     assert len(index) == 0
 
 
 def test_fqdn_slices_are_ignored():
-    index = ServiceIndex()
+    index = kube_index()
     feed(index, service("a"))
     fqdn = {**endpoint_slice("a-1", "a", endpoints=[("example.com", None, True)]), "addressType": "FQDN"}
     feed(index, fqdn)
-    ((_, entry),) = index.flush()
+    ((_, _, entry),) = index.flush()
     assert entry is not None and len(entry.spec.endpoints) == 0  # type: ignore[attr-defined]
 
 
 def test_prefix_is_not_a_valid_kubernetes_name():
     from pilot.config.validation.common import is_k8s_subdomain
 
-    assert not is_k8s_subdomain(kube_services.SYNTHETIC_PREFIX + "reviews")
+    assert not is_k8s_subdomain(kube_core.SYNTHETIC_PREFIX + "reviews")
+
+
+def test_endpoints_from_pods_resolve_named_target_ports_and_follow_pod_changes():
+    """The folder's stand-in for the EndpointSlice controller: a named targetPort is looked up among each
+    Pod's container ports, and a Pod without it is no endpoint of that port."""
+    index = ServiceIndex(
+        origin_of=lambda namespace, name: f"folder:Service/{namespace}/{name}", endpoints_from_pods=True
+    )
+    feed(index, service("web", ports=[{"name": "http", "port": 80, "targetPort": "web"}]))
+    with_port = pod("web-1", ip="10.2.0.1", labels={"app": "web"})
+    with_port["spec"]["containers"][0]["ports"] = [{"name": "web", "containerPort": 8080}]
+    feed(index, with_port)
+    feed(index, pod("web-2", ip="10.2.0.2", labels={"app": "web"}))  # no port named "web"
+    feed(index, pod("other", ip="10.2.0.3", labels={"app": "other"}))
+    ((_, origin, entry),) = index.flush()
+    assert origin == "folder:Service/default/web"
+    assert entry is not None
+    assert [(e.address, dict(e.ports)) for e in entry.spec.endpoints] == [("10.2.0.1", {"http": 8080})]  # type: ignore[attr-defined]
+    feed(index, pod("web-1", ip="10.2.0.1", labels={"app": "web"}), delete=True)
+    ((_, _, entry),) = index.flush()
+    assert entry is not None and list(entry.spec.endpoints) == []  # type: ignore[attr-defined]
+    # An EndpointSlice for the Service: it, not the Pods, gives the endpoints.
+    feed(index, with_port)
+    feed(index, endpoint_slice("web-a", "web", endpoints=[("10.2.0.9", None, True)], ports=[("http", 9090)]))
+    ((_, _, entry),) = index.flush()
+    assert [(e.address, dict(e.ports)) for e in entry.spec.endpoints] == [("10.2.0.9", {"http": 9090})]  # type: ignore[union-attr]
+
+
+def test_the_cluster_source_never_makes_endpoints_from_pods():
+    index = kube_index()
+    feed(index, service("web"))
+    feed(index, pod("web-1", ip="10.2.0.1", labels={"app": "web"}))
+    ((_, _, entry),) = index.flush()
+    assert entry is not None and list(entry.spec.endpoints) == []  # type: ignore[attr-defined]
+
+
+def test_a_pod_change_rebuilds_only_the_services_it_matched_or_matches():
+    index = ServiceIndex(origin_of=lambda namespace, name: f"{namespace}/{name}", endpoints_from_pods=True)
+    for name in ("a", "b", "c"):
+        feed(index, service(name))
+    index.flush()
+    feed(index, pod("p", ip="10.3.0.1", labels={"app": "a"}))
+    assert [origin for _, origin, _ in index.flush()] == ["default/a"]
+    feed(index, pod("p", ip="10.3.0.1", labels={"app": "b"}))  # moves from a to b
+    assert [origin for _, origin, _ in index.flush()] == ["default/a", "default/b"]
