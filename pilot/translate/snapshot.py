@@ -21,6 +21,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf.message import Message
 
 from pilot.cache.snapshot import Snapshot
+from pilot.config.kinds import POD
 from pilot.config.objects import ConfigKey
 from pilot.errors import TranslationError
 from pilot.translate.context import PushContext
@@ -92,7 +93,9 @@ def types_to_rebuild(changed: Iterable[ConfigKey] | None, previous: Snapshot | N
     everything = list(GENERATORS)
     if changed is None or previous is None:
         return everything
-    keys = list(changed)
+    # A Pod only decides which view a proxy gets (its labels and service account), never what a view
+    # holds: a Pod change rebuilds nothing here (the pusher moves proxies whose view it changed).
+    keys = [key for key in changed if key.kind != POD]
     known = _known_kinds()
     if known is None or any(key.kind not in known for key in keys):
         return everything

@@ -141,3 +141,15 @@ def test_generators_say_not_me_cheaply() -> None:
     assert all(g.affected_by([se]) for g in generators.GENERATORS.values())
     assert all(g.affected_by([]) for g in generators.GENERATORS.values())
     assert list(generators.GENERATORS) == [types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE]
+
+
+def test_a_pod_change_rebuilds_nothing_of_a_view() -> None:
+    """A Pod decides which view a proxy reads, never what a view holds."""
+    from pilot.config.kinds import POD
+    from pilot.config.objects import ConfigKey
+    from pilot.translate.snapshot import build_snapshot, types_to_rebuild
+
+    context = f.push_context(f.http_service("reviews", port=9080))
+    previous = build_snapshot(f.sidecar("default"), context)
+    assert types_to_rebuild([ConfigKey(POD, "default", "reviews-v1-abc")], previous) == []
+    assert types_to_rebuild([ConfigKey("ServiceEntry", "default", "reviews")], previous) != []
