@@ -9,6 +9,7 @@ error (warnings allowed), 1 otherwise; files that cannot be read count as errors
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -68,10 +69,23 @@ def report(results: Iterable[ParseResult], out: TextIO) -> int:
         else:
             # Kubernetes Services, EndpointSlices and Pods count too (a Pod is also its identity object).
             count = len({obj.key for obj in result.objects} | {core.key for core in result.core})
-            print(f'"{result.origin}" is valid ({count} object{"" if count == 1 else "s"})', file=out)
+            print(f'"{result.origin}" is valid ({_plural(count, "object")}{_skipped(result)})', file=out)
     status = "invalid" if failed else "valid"
     print(f"{files} file(s) {status}: {errors} error(s), {warnings} warning(s)", file=out)
     return 1 if failed else 0
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _skipped(result: ParseResult) -> str:
+    """``, 3 skipped (Deployment x2, ServiceAccount)``: objects of other APIs, which pilot does not read."""
+    if not result.skipped:
+        return ""
+    counts = Counter(result.skipped)
+    kinds = ", ".join(kind if n == 1 else f"{kind} x{n}" for kind, n in sorted(counts.items()))
+    return f", {len(result.skipped)} skipped: {kinds}"
 
 
 class Files(Protocol):

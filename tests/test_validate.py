@@ -157,3 +157,16 @@ def test_validate_takes_the_servers_limits(tmp_path: Path) -> None:
     out = io.StringIO()
     assert validate.run(validate_options_from(args), out=out) == 1
     assert "larger than" in out.getvalue()
+
+
+def test_objects_of_other_apis_are_counted_as_skipped(tmp_path: Path) -> None:
+    """A Deployment or a ServiceAccount beside Istio config is not an error, nor silence."""
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\n---\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: b}\n---\n"
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: c}\n---\n" + GOOD
+    )
+    code, out = run(str(mixed))
+    assert code == 0
+    assert f'"{mixed}" is valid (2 objects, 3 skipped: Deployment x2, ServiceAccount)' in out

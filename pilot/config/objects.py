@@ -113,6 +113,9 @@ class ParseResult:
     ``core``: the Kubernetes Services, EndpointSlices and Pods the origin holds, as records that the
     folder source joins across files into ServiceEntries (pilot.config.kube_core); a Pod is also in
     ``objects``, as its identity. Invalid ones are in ``rejected`` like any object.
+
+    ``skipped``: the kind of every object of another API the origin holds (a Deployment, a
+    ServiceAccount), which pilot does not read, one entry per object (``pilot validate`` counts them).
     """
 
     origin: str
@@ -122,6 +125,7 @@ class ParseResult:
     fatal: bool = False
     partial: bool = False
     core: tuple[CoreObject, ...] = ()
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,7 @@ def parse_text(text: str, origin: str, limits: ParseLimits = DEFAULT_LIMITS) -> 
         frozenset(parser.rejected),
         partial=parser.partial or empty,
         core=tuple(parser.core),
+        skipped=tuple(parser.skipped),
     )
 
 
@@ -137,6 +138,7 @@ class _Parser:
     errors: list[FieldError] = field(default_factory=list)
     rejected: set[ConfigKey] = field(default_factory=set)
     core: list[kube_core.CoreObject] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # kinds of other APIs (Deployment, ...), one per object
     seen: dict[ConfigKey, int] = field(default_factory=dict)
     # A document that may be a served object but cannot be identified (see ParseResult.partial).
     partial: bool = False
@@ -265,6 +267,7 @@ class _Parser:
         else:
             line = obj.line()
             log.debug("%s:%d: skipping %s %s: not served by pilot", self.origin, line, api_version, kind)
+            self.skipped.append(kind)
 
     def _identity(self, obj: _Object, value: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
         """``apiVersion``, ``kind`` and ``metadata``, or None (with errors) when one is missing or wrong."""
