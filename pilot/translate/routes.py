@@ -40,10 +40,13 @@ def _no_timeout() -> duration_pb2.Duration:
 
 
 def set_timeout(action: rc.RouteAction, timeout: duration_pb2.Duration | None) -> None:
-    """Istio's setTimeout: the VirtualService's timeout, else 0 (none); ``max_grpc_timeout`` mirrors
-    it so that a gRPC client's ``grpc-timeout`` header is honoured up to the same limit."""
+    """Istio's setTimeout (pilot/pkg/networking/core/route/route.go): the VirtualService's timeout,
+    else 0 (none); ``max_stream_duration`` mirrors it, and so does ``grpc_timeout_header_max``, so that
+    a gRPC client's ``grpc-timeout`` header is honoured up to the same limit (Envoy deprecated
+    ``max_grpc_timeout`` for these)."""
     action.timeout.CopyFrom(timeout if timeout is not None else _no_timeout())
-    action.max_grpc_timeout.CopyFrom(action.timeout)
+    action.max_stream_duration.max_stream_duration.CopyFrom(action.timeout)
+    action.max_stream_duration.grpc_timeout_header_max.CopyFrom(action.timeout)
 
 
 def _operation(route: rc.Route, vs_name: str, port: int) -> str:

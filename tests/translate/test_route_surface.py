@@ -120,8 +120,15 @@ def test_grpc_timeout_follows_route_timeout() -> None:
     timed, untimed = reviews_routes(
         {"match": [{"uri": {"prefix": "/a"}}], "timeout": "3s", "route": [to()]}, {"route": [to()]}
     )
-    assert timed.route.timeout.seconds == timed.route.max_grpc_timeout.seconds == 3
-    assert untimed.route.HasField("max_grpc_timeout") and untimed.route.max_grpc_timeout.seconds == 0
+    limits = timed.route.max_stream_duration
+    assert timed.route.timeout.seconds == limits.max_stream_duration.seconds == 3
+    assert limits.grpc_timeout_header_max.seconds == 3
+    assert not timed.route.HasField("max_grpc_timeout")  # deprecated in Envoy
+    untimed_limits = untimed.route.max_stream_duration
+    assert (
+        untimed_limits.HasField("grpc_timeout_header_max")
+        and untimed_limits.grpc_timeout_header_max.seconds == 0
+    )
 
 
 def test_retry_on_grpc_statuses_and_codes() -> None:
