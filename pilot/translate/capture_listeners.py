@@ -42,7 +42,7 @@ def virtual_outbound_listener(view: ProxyView, context: PushContext) -> listener
     """Port 15001, where iptables sends outbound traffic: handed to the listener of the original
     destination (use_original_dst), or else passed through (ALLOW_ANY) or dropped (REGISTRY_ONLY).
     A connection addressed to 15001 itself is dropped, so the proxy never loops to itself."""
-    catch_all = names.PASSTHROUGH_CLUSTER if context.mesh.allow_any else names.BLACKHOLE_CLUSTER
+    catch_all = context.scope_of(view).catch_all_cluster
     loop = listener_components_pb2.FilterChainMatch(
         destination_port=wrappers_pb2.UInt32Value(value=VIRTUAL_OUTBOUND_PORT)
     )

@@ -9,7 +9,7 @@ host ``allow_any`` (PassthroughCluster) or ``block_all`` (502).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TypeAlias
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -20,7 +20,7 @@ from pilot._gen import networking_pb2 as nw
 from pilot.translate import hosts, mirror, retries, route_actions
 from pilot.translate.context import MESH_GATEWAY, PushContext, Scope, Service, VirtualServiceEntry
 from pilot.translate.cors import CORS_FILTER, cors_policy
-from pilot.translate.listeners import FAULT_FILTER, outbound_ports
+from pilot.translate.listeners import FAULT_FILTER, outbound_listeners
 from pilot.translate.matches import applies, is_catch_all, route_match
 from pilot.translate.proxy import NodeType, ProxyView
 from pilot.xds import names
@@ -199,9 +199,10 @@ def service_routes(service: Service, port: int, scope: Scope, labels: Mapping[st
     return [default_route(service, port, scope)]
 
 
-def catch_all_virtual_host(allow_any: bool) -> rc.VirtualHost:
+def catch_all_virtual_host(allow_any: bool, cluster: str = names.PASSTHROUGH_CLUSTER) -> rc.VirtualHost:
+    """``allow_any`` to ``cluster`` (PassthroughCluster, or a Sidecar's egressProxy), or ``block_all``."""
     if allow_any:
-        action = rc.RouteAction(cluster=names.PASSTHROUGH_CLUSTER)
+        action = rc.RouteAction(cluster=cluster)
         set_timeout(action, None)
         route = rc.Route(name=ALLOW_ANY, match=rc.RouteMatch(prefix="/"), route=action)
         name = ALLOW_ANY
@@ -222,11 +223,16 @@ def _dedupe(domains: list[str], seen: set[str]) -> list[str]:
     return out
 
 
-def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfiguration:
+def route_configuration(
+    port: int, view: ProxyView, scope: Scope, services: Iterable[Service] | None = None
+) -> RouteConfiguration:
+    """Route configuration ``port``: a virtual host per HTTP service on the port among ``services``
+    (the egress listener's that serves the port; default: every service of the scope), then the
+    catch-all virtual host of the scope's outbound traffic policy."""
     labels = dict(view.labels)
     virtual_hosts: list[rc.VirtualHost] = []
     seen: set[str] = set()
-    for service in scope.services:
+    for service in scope.services if services is None else sorted(services, key=lambda s: s.hostname):
         service_port = service.port(port)
         if service_port is None or not service_port.protocol.is_http:
             continue
@@ -245,7 +251,7 @@ def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfig
                 include_request_attempt_count=True,
             )
         )
-    virtual_hosts.append(catch_all_virtual_host(scope.mesh.allow_any))
+    virtual_hosts.append(catch_all_virtual_host(scope.allow_any, scope.catch_all_cluster))
     return RouteConfiguration(
         name=names.route_config_name(port),
         virtual_hosts=virtual_hosts,
@@ -255,8 +261,13 @@ def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfig
 
 
 def build_routes(view: ProxyView, context: PushContext) -> list[tuple[str, RouteConfiguration]]:
+    """One route configuration per HTTP port listener, from the services of the egress listener
+    that made it (Istio's GetEgressListenerForRDS)."""
     if view.type is NodeType.ROUTER:
         return []
-    scope = context.scope(view.namespace, view.labels)
-    configs = [route_configuration(port, view, scope) for port in outbound_ports(scope).http]
-    return [(config.name, config) for config in configs]
+    scope = context.scope_of(view)
+    configs: dict[int, RouteConfiguration] = {}
+    for plan in outbound_listeners(view, scope):
+        if plan.http and plan.port not in configs:
+            configs[plan.port] = route_configuration(plan.port, view, scope, plan.services)
+    return [(config.name, config) for config in configs.values()]

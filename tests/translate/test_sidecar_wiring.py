@@ -1,0 +1,222 @@
+"""The Sidecar resource in translation: what a proxy's view names, what its egress imports and its
+outbound traffic policy do to clusters, listeners and routes, and how views are shared."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pilot.config.objects import ConfigKey, ConfigObject
+from pilot.translate.context import PushContext
+from pilot.translate.generators import GENERATORS
+from pilot.translate.proxy import Proxy, ProxyView
+from pilot.translate.snapshot import build_snapshot, generate_messages, inconsistencies, types_to_rebuild
+from pilot.translate.views import view_of
+from pilot.xds import types
+from tests import factories as f
+
+ROOT = "istio-system"
+
+
+def sidecar(name: str, namespace: str, **spec: Any) -> ConfigObject:
+    return f.config("Sidecar", name, spec, namespace)
+
+
+def proxy(ip: str, namespace: str = "default", mode: str = "NONE", **labels: str) -> Proxy:
+    return Proxy.from_node(
+        f"sidecar~{ip}~pod-{ip.replace('.', '-')}.{namespace}~{namespace}.svc.cluster.local",
+        {"LABELS": dict(labels), "INTERCEPTION_MODE": mode},
+    )
+
+
+def mesh_services() -> list[ConfigObject]:
+    """reviews and ratings in default, details in other, a TCP database in istio-system."""
+    return [
+        f.http_service("reviews", "default", 9080),
+        f.http_service("ratings", "default", 9080),
+        f.http_service("details", "other", 9080),
+        f.http_service("db", ROOT, 3306, protocol="TCP"),
+    ]
+
+
+def names_of(context: PushContext, view: ProxyView, type_url: str) -> list[str]:
+    return [name for name, _ in generate_messages(view, context)[type_url]]
+
+
+def view(context: PushContext, p: Proxy) -> ProxyView:
+    return view_of(p, context)
+
+
+# -- which Sidecar a view names ---------------------------------------------------------------------
+
+
+def test_view_names_the_sidecar_by_istios_precedence() -> None:
+    selected = sidecar("reviews-only", "default", workloadSelector={"labels": {"app": "reviews"}})
+    namespace_default = sidecar("default", "default")
+    root_default = sidecar("default", ROOT)
+    context = f.push_context(*mesh_services(), selected, namespace_default, root_default)
+    assert view(context, proxy("10.0.0.1", app="reviews")).sidecar == selected.key
+    assert view(context, proxy("10.0.0.2", app="ratings")).sidecar == namespace_default.key
+    assert view(context, proxy("10.0.0.3", "other", app="details")).sidecar == root_default.key
+    no_root = f.push_context(*mesh_services(), selected)
+    assert view(no_root, proxy("10.0.0.3", "other")).sidecar is None
+
+
+def test_sidecar_selector_labels_do_not_split_views_of_the_namespace_default() -> None:
+    """Labels a Sidecar selector names are not in the key: proxies its selector does not pick share
+    the namespace default's view."""
+    context = f.push_context(
+        *mesh_services(),
+        sidecar("reviews-only", "default", workloadSelector={"labels": {"app": "reviews"}}),
+        sidecar("default", "default"),
+    )
+    a = view(context, proxy("10.0.0.1", app="ratings", version="v1"))
+    b = view(context, proxy("10.0.0.2", app="web", version="v2"))
+    assert a == b and a.labels == () and str(a).endswith("/sidecar:default/default")
+
+
+# -- egress scoping ---------------------------------------------------------------------------------
+
+
+def test_namespace_sidecar_imports_only_its_hosts() -> None:
+    context = f.push_context(
+        *mesh_services(), sidecar("default", "default", egress=[{"hosts": ["./*", f"{ROOT}/*"]}])
+    )
+    v = view(context, proxy("10.0.0.1"))
+    clusters = names_of(context, v, types.CLUSTER)
+    assert "outbound|9080||reviews.default.svc.cluster.local" in clusters
+    assert "outbound|3306||db.istio-system.svc.cluster.local" in clusters
+    assert not any("details" in name for name in clusters)
+    routes = dict(generate_messages(v, context)[types.ROUTE])
+    hosts = [vh.name for vh in routes["9080"].virtual_hosts]
+    assert hosts == [
+        "ratings.default.svc.cluster.local:9080",
+        "reviews.default.svc.cluster.local:9080",
+        "allow_any",
+    ]
+    # NONE mode with a Sidecar: Istio binds the egress listeners to 127.0.0.1.
+    assert names_of(context, v, types.LISTENER) == ["127.0.0.1_9080", "127.0.0.1_3306"]
+    # Without the Sidecar, everything (and pilot's wildcard binding in NONE mode).
+    plain = f.push_context(*mesh_services())
+    assert any("details" in name for name in names_of(plain, view(plain, proxy("10.0.0.1")), types.CLUSTER))
+    assert names_of(plain, view(plain, proxy("10.0.0.1")), types.LISTENER) == ["0.0.0.0_9080", "0.0.0.0_3306"]
+
+
+def test_exact_host_import_and_port_bound_egress_listener() -> None:
+    context = f.push_context(
+        *mesh_services(),
+        sidecar(
+            "default",
+            "default",
+            egress=[
+                {"port": {"number": 9080, "protocol": "HTTP", "name": "http"}, "hosts": ["other/*"]},
+                {"hosts": ["./reviews.default.svc.cluster.local", f"{ROOT}/*"]},
+            ],
+        ),
+    )
+    v = view(context, proxy("10.0.0.1", mode="REDIRECT"))
+    messages = generate_messages(v, context)
+    assert inconsistencies(messages) == []
+    listeners = [name for name, _ in messages[types.LISTENER]]
+    assert listeners == ["0.0.0.0_9080", "0.0.0.0_3306", "virtualOutbound", "virtualInbound"]
+    # Port 9080 is the first egress listener's: only details, though the catch-all imports reviews.
+    routes = dict(messages[types.ROUTE])
+    assert [vh.name for vh in routes["9080"].virtual_hosts] == [
+        "details.other.svc.cluster.local:9080",
+        "allow_any",
+    ]
+    clusters = [name for name, _ in messages[types.CLUSTER]]
+    assert "outbound|9080||reviews.default.svc.cluster.local" in clusters
+    assert not any("ratings" in name for name in clusters)
+
+
+def test_virtual_service_destinations_are_imported_with_it() -> None:
+    """Istio adds the services an imported VirtualService routes to."""
+    vs = f.virtual_service(
+        "reviews",
+        "default",
+        hosts=["reviews.default.svc.cluster.local"],
+        http=[{"route": [{"destination": {"host": "details.other.svc.cluster.local"}}]}],
+    )
+    context = f.push_context(
+        *mesh_services(),
+        vs,
+        sidecar("default", "default", egress=[{"hosts": ["./reviews.default.svc.cluster.local"]}]),
+    )
+    clusters = names_of(context, view(context, proxy("10.0.0.1")), types.CLUSTER)
+    assert "outbound|9080||details.other.svc.cluster.local" in clusters
+    assert not any("ratings" in name for name in clusters)
+
+
+# -- outbound traffic policy ------------------------------------------------------------------------
+
+
+def test_sidecar_registry_only_overrides_the_mesh_allow_any() -> None:
+    context = f.push_context(
+        *mesh_services(),
+        sidecar(
+            "locked",
+            "default",
+            workloadSelector={"labels": {"app": "locked"}},
+            outboundTrafficPolicy={"mode": "REGISTRY_ONLY"},
+        ),
+    )
+    locked = generate_messages(view(context, proxy("10.0.0.1", mode="REDIRECT", app="locked")), context)
+    free = generate_messages(view(context, proxy("10.0.0.2", mode="REDIRECT", app="free")), context)
+
+    def catch_alls(messages: Any) -> tuple[str, str]:
+        routes = dict(messages[types.ROUTE])
+        outbound = dict(messages[types.LISTENER])["virtualOutbound"]
+        tcp = outbound.filter_chains[-1].filters[0]
+        return routes["9080"].virtual_hosts[-1].name, tcp.typed_config.value.decode(errors="ignore")
+
+    locked_vh, locked_tcp = catch_alls(locked)
+    free_vh, free_tcp = catch_alls(free)
+    assert (locked_vh, free_vh) == ("block_all", "allow_any")
+    assert "BlackHoleCluster" in locked_tcp and "PassthroughCluster" in free_tcp
+
+
+def test_sidecar_allow_any_overrides_the_mesh_registry_only() -> None:
+    context = f.push_context(
+        *mesh_services(),
+        f.mesh_config(outboundTrafficPolicy={"mode": "REGISTRY_ONLY"}),
+        sidecar("default", "default", outboundTrafficPolicy={"mode": "ALLOW_ANY"}),
+    )
+    routes = dict(generate_messages(view(context, proxy("10.0.0.1")), context)[types.ROUTE])
+    assert routes["9080"].virtual_hosts[-1].name == "allow_any"
+    other = view(context, proxy("10.0.0.2", "other"))
+    assert dict(generate_messages(other, context)[types.ROUTE])["9080"].virtual_hosts[-1].name == "block_all"
+
+
+# -- sharing and pushes -----------------------------------------------------------------------------
+
+
+def test_1000_proxies_of_10_workloads_with_a_namespace_sidecar_build_10_views() -> None:
+    workloads = [f"app{i}" for i in range(10)]
+    entries = [
+        f.http_service(app, "default", 9080, endpoints=[{"address": f"10.1.{i}.{j}"} for j in range(100)])
+        for i, app in enumerate(workloads)
+    ]
+    context = f.push_context(
+        *entries, *mesh_services(), sidecar("default", "default", egress=[{"hosts": ["./*", f"{ROOT}/*"]}])
+    )
+    views = {
+        view(context, proxy(f"10.1.{i}.{j}", app=app, pod=f"{app}-{j}"))
+        for i, app in enumerate(workloads)
+        for j in range(100)
+    }
+    assert len(views) == 10
+    assert {v.sidecar for v in views} == {ConfigKey("Sidecar", "default", "default")}
+
+
+def test_a_sidecar_edit_rebuilds_the_views_that_name_it() -> None:
+    before = f.push_context(*mesh_services(), sidecar("default", "default", egress=[{"hosts": ["./*"]}]))
+    edited = sidecar("default", "default", egress=[{"hosts": ["./*", "other/*"]}])
+    after = f.push_context(*mesh_services(), edited, revision=2)
+    v = view(before, proxy("10.0.0.1"))
+    assert view(after, proxy("10.0.0.1")) == v  # the same view: only its content changes
+    first = build_snapshot(v, before)
+    # Every generator reads Sidecars: an edit to one alone rebuilds every type.
+    assert types_to_rebuild([edited.key], first) == list(GENERATORS)
+    second = build_snapshot(v, after, (before, first))
+    details = "outbound|9080||details.other.svc.cluster.local"
+    assert details in second.resources(types.CLUSTER) and details not in first.resources(types.CLUSTER)
