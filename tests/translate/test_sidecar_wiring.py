@@ -220,3 +220,80 @@ def test_a_sidecar_edit_rebuilds_the_views_that_name_it() -> None:
     second = build_snapshot(v, after, (before, first))
     details = "outbound|9080||details.other.svc.cluster.local"
     assert details in second.resources(types.CLUSTER) and details not in first.resources(types.CLUSTER)
+
+
+# -- ingress ----------------------------------------------------------------------------------------
+
+INGRESS = sidecar(
+    "web",
+    "default",
+    workloadSelector={"labels": {"app": "web"}},
+    ingress=[
+        {"port": {"number": 9080, "protocol": "HTTP", "name": "http"}, "defaultEndpoint": "127.0.0.1:8080"},
+        {
+            "port": {"number": 9090, "protocol": "TCP", "name": "tcp"},
+            "defaultEndpoint": "unix:///var/run/app.sock",
+        },
+        {
+            "port": {"number": 9091, "protocol": "HTTP", "name": "own"},
+            "defaultEndpoint": "0.0.0.0:8081",
+            "bind": "127.0.0.2",
+            "connectionPool": {"tcp": {"maxConnections": 7}},
+        },
+    ],
+    egress=[{"hosts": ["./*"]}],
+)
+
+
+def test_none_mode_ingress_binds_listeners_and_inbound_clusters() -> None:
+    context = f.push_context(*mesh_services(), INGRESS)
+    messages = generate_messages(view(context, proxy("10.0.0.1", app="web")), context)
+    assert inconsistencies(messages) == []
+    listeners = dict(messages[types.LISTENER])
+    assert list(listeners) == ["127.0.0.1_9080", "0.0.0.0_9080", "0.0.0.0_9090", "127.0.0.2_9091"]
+    http = listeners["0.0.0.0_9080"]
+    assert http.traffic_direction == 1  # INBOUND
+    assert not any(f.name.endswith("original_dst") for f in http.listener_filters)
+    assert [chain.name for chain in http.filter_chains] == ["0.0.0.0_9080"]
+    clusters = dict(messages[types.CLUSTER])
+    assert "InboundPassthroughCluster" not in clusters
+    loopback = clusters["inbound|9080||"]
+    address = loopback.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (loopback.type, address.address, address.port_value) == (0, "127.0.0.1", 8080)  # STATIC
+    assert not loopback.HasField("upstream_bind_config")
+    uds = clusters["inbound|9090||"].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address
+    assert uds.pipe.path == "/var/run/app.sock"
+    own = clusters["inbound|9091||"]
+    assert own.type == 4 and own.original_dst_lb_config.upstream_port_override.value == 8081  # ORIGINAL_DST
+    assert own.circuit_breakers.thresholds[0].max_connections.value == 7
+
+
+def test_none_mode_without_ingress_has_no_inbound_side() -> None:
+    context = f.push_context(*mesh_services(), sidecar("default", "default"))
+    messages = generate_messages(view(context, proxy("10.0.0.1")), context)
+    assert not any(name.startswith("inbound|") for name, _ in messages[types.CLUSTER])
+    assert all(listener.traffic_direction == 2 for _, listener in messages[types.LISTENER])  # OUTBOUND
+
+
+def test_redirect_mode_ingress_replaces_the_service_ports_in_virtual_inbound() -> None:
+    backed = f.http_service("web", "default", 7000, endpoints=[{"address": "10.0.0.1"}])
+    context = f.push_context(*mesh_services(), backed, INGRESS)
+    v = view(context, proxy("10.0.0.1", mode="REDIRECT", app="web"))
+    assert [t.port for t in v.targets] == [7000]
+    messages = generate_messages(v, context)
+    assert inconsistencies(messages) == []
+    listeners = dict(messages[types.LISTENER])
+    chains = [chain.name for chain in listeners["virtualInbound"].filter_chains]
+    assert "0.0.0.0_7000" not in chains and "0.0.0.0_9080" in chains and "0.0.0.0_9090" in chains
+    # The ingress port with a bind but no captureMode joins virtualInbound too (REDIRECT proxy).
+    assert "0.0.0.0_9091" in chains and "127.0.0.2_9091" not in listeners
+    clusters = [name for name, _ in messages[types.CLUSTER]]
+    assert clusters[-4:] == [
+        "inbound|9080||",
+        "inbound|9090||",
+        "inbound|9091||",
+        "InboundPassthroughCluster",
+    ]
+    # The virtual host of a port the proxy backs is named after the service, else after the Sidecar.
+    http = listeners["virtualInbound"].filter_chains[chains.index("0.0.0.0_9080")]
+    assert b"web.default:9080" in http.filters[0].typed_config.value
