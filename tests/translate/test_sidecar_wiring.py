@@ -297,3 +297,49 @@ def test_redirect_mode_ingress_replaces_the_service_ports_in_virtual_inbound() -
     # The virtual host of a port the proxy backs is named after the service, else after the Sidecar.
     http = listeners["virtualInbound"].filter_chains[chains.index("0.0.0.0_9080")]
     assert b"web.default:9080" in http.filters[0].typed_config.value
+
+
+# -- WorkloadEntry ----------------------------------------------------------------------------------
+
+
+def test_workload_entries_selected_by_a_service_entry_are_its_endpoints_and_targets() -> None:
+    entry = f.service_entry(
+        "vm",
+        "default",
+        hosts=["vm.default.svc.cluster.local"],
+        ports=[{"number": 80, "name": "http", "protocol": "HTTP", "targetPort": 8000}],
+        resolution="STATIC",
+        location="MESH_INTERNAL",
+        workloadSelector={"labels": {"app": "vm"}},
+    )
+    workloads = [
+        f.config(
+            "WorkloadEntry", "vm-1", {"address": "10.2.0.1", "labels": {"app": "vm"}, "ports": {"http": 8080}}
+        ),
+        # The object's labels win over the spec's (Istio's ConvertWorkloadEntry).
+        f.config(
+            "WorkloadEntry", "vm-2", {"address": "10.2.0.2", "labels": {"app": "db"}}, labels={"app": "vm"}
+        ),
+        f.config(
+            "WorkloadEntry", "vm-3", {"address": "10.2.0.3", "labels": {"app": "vm"}}, labels={"app": "db"}
+        ),
+        f.config(
+            "WorkloadEntry", "vm-4", {"address": "10.2.0.4", "labels": {"app": "vm"}}, namespace="other"
+        ),
+    ]
+    context = f.push_context(entry, *workloads)
+    client = view(context, proxy("10.9.9.9"))
+    (assignment,) = [m for _, m in generate_messages(client, context)[types.ENDPOINT]]
+    found = [
+        (e.endpoint.address.socket_address.address, e.endpoint.address.socket_address.port_value)
+        for group in assignment.endpoints
+        for e in group.lb_endpoints
+    ]
+    assert sorted(found) == [("10.2.0.1", 8080), ("10.2.0.2", 8000)]
+    vm = view(context, proxy("10.2.0.1", mode="REDIRECT"))
+    assert [(t.hostname, t.port, t.target_port) for t in vm.targets] == [
+        ("vm.default.svc.cluster.local", 80, 8080)
+    ]
+    listeners = dict(generate_messages(vm, context)[types.LISTENER])
+    assert "0.0.0.0_8080" in [chain.name for chain in listeners["virtualInbound"].filter_chains]
+    assert view(context, proxy("10.2.0.4", "other")).targets == ()
