@@ -154,6 +154,9 @@ class PushContext:
     # every label pair some workload selector of the config names (pilot.translate.views).
     _at_address: dict[str, tuple[tuple[Service, Endpoint], ...]] = field(default_factory=dict, repr=False)
     _selector_pairs: list[frozenset[tuple[str, str]]] = field(default_factory=list, repr=False)
+    _sidecars_by_namespace: dict[str, list[ConfigObject[nw.Sidecar]]] = field(
+        default_factory=dict, repr=False
+    )
     # What ``build`` made the services from, so the next context can reuse them: the WorkloadEntry
     # objects, and the services of each ServiceEntry object.
     _workloads: tuple[ConfigObject[nw.WorkloadEntry], ...] = field(default=(), repr=False)
@@ -245,6 +248,18 @@ class PushContext:
     def scope_of(self, view: ProxyView) -> Scope:
         """The scope a view's config is built from: its namespace, labels and Sidecar."""
         return self.scope(view.namespace, view.labels, view.sidecar)
+
+    def sidecar_candidates(self, namespace: str) -> tuple[ConfigObject[nw.Sidecar], ...]:
+        """The Sidecars that can apply to a proxy of ``namespace``: its own and the root
+        namespace's (indexed on first use, so choosing one per proxy is not a scan of all)."""
+        index = self._sidecars_by_namespace
+        if not index and self.sidecars:
+            for obj in self.sidecars:
+                index.setdefault(obj.namespace, []).append(obj)
+            index.setdefault("", [])  # built
+        own = index.get(namespace, [])
+        root = index.get(self.mesh.root_namespace, []) if namespace != self.mesh.root_namespace else []
+        return (*own, *root)
 
     def sidecar(self, key: ConfigKey | None) -> ConfigObject[nw.Sidecar] | None:
         """The Sidecar ``key`` names; None for None, or for a key no longer in the config (a view

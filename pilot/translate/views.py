@@ -47,7 +47,8 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
         pairs = context.selector_pairs()
         workload = proxy.labels or registry_labels(context, proxy.ip, proxy.namespace)
         labels = tuple(sorted(item for item in workload.items() if item in pairs))
-        chosen = select_sidecar(proxy.namespace, workload, context.sidecars, context.mesh.root_namespace)
+        candidates = context.sidecar_candidates(proxy.namespace)
+        chosen = select_sidecar(proxy.namespace, workload, candidates, context.mesh.root_namespace)
         sidecar = chosen.key if chosen is not None else None
     return ProxyView(
         base.type,
