@@ -9,11 +9,6 @@ on a port no service has, with no sidecar.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +18,14 @@ import yaml
 
 from tests.capture.test_netns_capture import envoy_binary
 from tests.capture.test_netns_redirect_sidecar import (
-    ADMIN_PORT,
-    ENVOY_READY_TIMEOUT,
     READY_TIMEOUT,
     SERVICE_PORT,
     UNDECLARED_PORT,
     VIP,
-    XDS_PORT,
     envoy_stats,
+    pilot_serving,
+    start_xds_sidecar,
+    wait_configured,
 )
 from tests.support import netns
 
@@ -78,30 +73,6 @@ def write_config(folder: Path) -> None:
     (folder / "mesh.yaml").write_text(yaml.safe_dump_all(documents))
 
 
-def start_sidecar(mesh: netns.Mesh, pod: netns.Pod, envoy: str) -> None:
-    """Capture rules, a default route out of the pod, and an Envoy bootstrapped for pilot serve."""
-    mesh.install_capture(pod)
-    netns.ip("-n", pod.netns, "route", "add", "default", "via", netns.NODE_ADDRESS)
-    node_id = f"sidecar~{pod.address}~{pod.name}.default~default.svc.cluster.local"
-    bootstrap = mesh.run(
-        mesh.node,
-        [sys.executable, "-m", "pilot", "bootstrap", "--node-id", node_id]
-        + ["--xds-address", f"{netns.NODE_ADDRESS}:{XDS_PORT}", "--admin-port", str(ADMIN_PORT)]
-        + ["--interception", "REDIRECT", "--label", f"app={pod.name}"],
-    )
-    assert bootstrap.returncode == 0, bootstrap.stderr
-    argv = [envoy, "--config-yaml", bootstrap.stdout, "--disable-hot-restart", "--log-level", "info"]
-    mesh.spawn(pod, argv, uid=netns.PROXY_UID)
-
-
-def configured(mesh: netns.Mesh, pod: netns.Pod) -> None:
-    """The port listener, virtualOutbound and virtualInbound are active."""
-    deadline = time.monotonic() + ENVOY_READY_TIMEOUT
-    while envoy_stats(mesh, pod).get("listener_manager.total_listeners_active", 0) < 3:
-        assert time.monotonic() < deadline, f"{pod.name} not configured: {envoy_stats(mesh, pod)}"
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def sidecar_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarMesh]:
     reason = netns.unavailable()
@@ -119,35 +90,12 @@ def sidecar_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarMe
         app = netns.python_program(netns.PROGRAMS / "http_app.py")
         ready = mesh.spawn(outside, [*app, "outside", str(SERVICE_PORT), str(UNDECLARED_PORT)])
         ready.log.wait_for(lambda line: line == "listening", READY_TIMEOUT)
-        serve = [
-            sys.executable,
-            "-m",
-            "pilot",
-            "serve",
-            "--config-dir",
-            str(folder),
-            "--xds-port",
-            str(XDS_PORT),
-        ]
-        # Not Mesh.spawn: pilot's worker processes would keep a pipe open; its own session lets the
-        # whole group be stopped at the end.
-        with (tmp_path / "pilot.log").open("w") as log:
-            pilot = subprocess.Popen(
-                mesh.node.command([*serve, "--http-port", "0"]),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        try:
+        with pilot_serving(mesh, folder, tmp_path / "pilot.log"):
             for pod in (locked, opened):
-                start_sidecar(mesh, pod, envoy)
+                start_xds_sidecar(mesh, pod, "--interception", "REDIRECT", "--label", f"app={pod.name}")
             for pod in (locked, opened):
-                configured(mesh, pod)
+                wait_configured(mesh, pod)
             yield SidecarMesh(mesh, locked, opened, outside)
-        finally:
-            os.killpg(pilot.pid, signal.SIGKILL)
-            pilot.wait(10)
 
 
 def test_a_registry_only_sidecar_blocks_an_unknown_host_that_allow_any_passes(sidecar_mesh: SidecarMesh):
