@@ -127,14 +127,21 @@ def envoy_stats(mesh: netns.Mesh, pod: netns.Pod) -> dict[str, int]:
     return out
 
 
-@pytest.fixture(scope="module")
-def redirect_mesh() -> Iterator[RedirectMesh]:
+def envoy_for_pods() -> str:
+    """The Envoy binary the pods' sidecars run; skips the test where network namespaces or such a
+    binary are not available."""
     reason = netns.unavailable()
     if reason is not None:
         pytest.skip(reason)
     envoy = envoy_binary()
     if envoy is None or not netns.runnable_by_anyone(envoy):
         pytest.skip(f"no envoy binary that uid {netns.PROXY_UID} may run (found: {envoy})")
+    return envoy
+
+
+@pytest.fixture(scope="module")
+def redirect_mesh() -> Iterator[RedirectMesh]:
+    envoy = envoy_for_pods()
     with netns.mesh("client", "reviews-v1", "reviews-v2", "strict") as mesh:
         client, v1, v2, strict = (
             mesh.pods[name] for name in ("client", "reviews-v1", "reviews-v2", "strict")

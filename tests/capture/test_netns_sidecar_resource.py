@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.capture.test_netns_capture import envoy_binary
 from tests.capture.test_netns_redirect_sidecar import (
     READY_TIMEOUT,
     SERVICE_PORT,
     UNDECLARED_PORT,
     VIP,
+    envoy_for_pods,
     envoy_stats,
     pilot_serving,
     start_xds_sidecar,
@@ -75,12 +75,7 @@ def write_config(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def sidecar_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarMesh]:
-    reason = netns.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    envoy = envoy_binary()
-    if envoy is None or not netns.runnable_by_anyone(envoy):
-        pytest.skip(f"no envoy binary that uid {netns.PROXY_UID} may run (found: {envoy})")
+    envoy_for_pods()
     tmp_path = tmp_path_factory.mktemp("sidecar-resource")
     folder = tmp_path / "config"
     folder.mkdir()
