@@ -343,3 +343,40 @@ def test_workload_entries_selected_by_a_service_entry_are_its_endpoints_and_targ
     listeners = dict(generate_messages(vm, context)[types.LISTENER])
     assert "0.0.0.0_8080" in [chain.name for chain in listeners["virtualInbound"].filter_chains]
     assert view(context, proxy("10.2.0.4", "other")).targets == ()
+
+
+def test_egress_proxy_takes_unknown_traffic_instead_of_passthrough() -> None:
+    egress = {"host": "db.istio-system.svc.cluster.local", "port": {"number": 3306}}
+    context = f.push_context(
+        *mesh_services(),
+        sidecar("default", "default", outboundTrafficPolicy={"mode": "ALLOW_ANY", "egressProxy": egress}),
+    )
+    messages = generate_messages(view(context, proxy("10.0.0.1", mode="REDIRECT")), context)
+    cluster = "outbound|3306||db.istio-system.svc.cluster.local"
+    assert dict(messages[types.ROUTE])["9080"].virtual_hosts[-1].routes[0].route.cluster == cluster
+    catch_all = dict(messages[types.LISTENER])["virtualOutbound"].filter_chains[-1]
+    assert cluster.encode() in catch_all.filters[0].typed_config.value
+
+
+def test_an_egress_listener_with_capture_mode_none_binds_in_redirect_mode() -> None:
+    context = f.push_context(
+        *mesh_services(),
+        sidecar(
+            "default",
+            "default",
+            egress=[
+                {
+                    "port": {"number": 3306, "protocol": "TCP", "name": "db"},
+                    "captureMode": "NONE",
+                    "hosts": [f"{ROOT}/*"],
+                },
+                {"hosts": ["./*"]},
+            ],
+        ),
+    )
+    listeners = dict(
+        generate_messages(view(context, proxy("10.0.0.1", mode="REDIRECT")), context)[types.LISTENER]
+    )
+    bound = listeners["127.0.0.1_3306"]
+    assert bound.address.socket_address.address == "127.0.0.1" and not bound.HasField("bind_to_port")
+    assert listeners["0.0.0.0_9080"].bind_to_port.value is False
