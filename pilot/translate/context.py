@@ -369,7 +369,9 @@ class Scope:
             )
         else:
             made = sidecar_scope.scope_of(namespace, sidecar, context.services, context.mesh.allow_any)
-            mesh_vs = [vs for vs in mesh_vs if any(_imports(listener, vs) for listener in made.egress)]
+            mesh_vs = [
+                vs for vs in mesh_vs if any(imports_virtual_service(listener, vs) for listener in made.egress)
+            ]
             self.sidecar = _with_destinations(made, mesh_vs, context.services)
             chosen = {svc.hostname: svc for svc in self.sidecar.services}
         self.services = tuple(chosen[h] for h in sorted(chosen))
@@ -505,7 +507,8 @@ class _RuleIndex:
             self.wildcard.append(dr)
 
 
-def _imports(listener: sidecar_scope.EgressListener, vs: VirtualServiceEntry) -> bool:
+def imports_virtual_service(listener: sidecar_scope.EgressListener, vs: VirtualServiceEntry) -> bool:
+    """Whether a Sidecar egress listener imports ``vs`` (Istio's SelectVirtualServices)."""
     return any(listener.imports_virtual_service_host(host, vs.namespace) for host in vs.hosts)
 
 
@@ -537,7 +540,7 @@ def _with_destinations(
         have = {svc.hostname for svc in listener.services}
         extra: list[Service] = []
         for vs in virtual_services:
-            if not _imports(listener, vs):
+            if not imports_virtual_service(listener, vs):
                 continue
             for host in _destination_hosts(vs):
                 candidates = by_host.get(host)
@@ -621,6 +624,7 @@ __all__ = [
     "Service",
     "ServicePort",
     "VirtualServiceEntry",
+    "imports_virtual_service",
     "parse_protocol",
     "port_protocol",
 ]

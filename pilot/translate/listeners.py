@@ -91,6 +91,7 @@ class OutboundListener:
     services: tuple[Service, ...]
     bind: str = names.WILDCARD_ADDRESS
     bind_to_port: bool = True
+    egress: EgressListener | None = None  # the Sidecar egress listener it was made from
 
     @property
     def name(self) -> str:
@@ -128,16 +129,16 @@ def outbound_listeners(view: ProxyView, scope: Scope) -> list[OutboundListener]:
             claimed.add(egress.port)
             # The egress listener's own protocol decides the listener's kind (Istio's listenPort).
             http = egress.protocol.is_http or egress.protocol is Protocol.HTTP_PROXY
-            out.append(OutboundListener(egress.port, http, egress.services, bind, bind_to_port))
+            out.append(OutboundListener(egress.port, http, egress.services, bind, bind_to_port, egress))
             continue
         ports = outbound_ports(egress.services)
         out += [
-            OutboundListener(port, True, egress.services, bind, bind_to_port)
+            OutboundListener(port, True, egress.services, bind, bind_to_port, egress)
             for port in ports.http
             if port not in claimed
         ]
         out += [
-            OutboundListener(port, False, services, bind, bind_to_port)
+            OutboundListener(port, False, services, bind, bind_to_port, egress)
             for port, services in ports.tcp
             if port not in claimed
         ]

@@ -9,7 +9,7 @@ host ``allow_any`` (PassthroughCluster) or ``block_all`` (502).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TypeAlias
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -18,11 +18,19 @@ from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2
 
 from pilot._gen import networking_pb2 as nw
 from pilot.translate import hosts, mirror, retries, route_actions
-from pilot.translate.context import MESH_GATEWAY, PushContext, Scope, Service, VirtualServiceEntry
+from pilot.translate.context import (
+    MESH_GATEWAY,
+    PushContext,
+    Scope,
+    Service,
+    VirtualServiceEntry,
+    imports_virtual_service,
+)
 from pilot.translate.cors import CORS_FILTER, cors_policy
 from pilot.translate.listeners import FAULT_FILTER, outbound_listeners
 from pilot.translate.matches import applies, is_catch_all, route_match
 from pilot.translate.proxy import NodeType, ProxyView
+from pilot.translate.sidecar_scope import EgressListener
 from pilot.xds import names
 
 log = logging.getLogger("pilot.translate.routes")
@@ -191,8 +199,19 @@ def default_route(service: Service, port: int, scope: Scope) -> rc.Route:
     )
 
 
-def service_routes(service: Service, port: int, scope: Scope, labels: Mapping[str, str]) -> list[rc.Route]:
+def service_routes(
+    service: Service,
+    port: int,
+    scope: Scope,
+    labels: Mapping[str, str],
+    egress: EgressListener | None = None,
+) -> list[rc.Route]:
+    """The routes of the first VirtualService for the service that has some on ``port`` (of those
+    the ``egress`` listener imports, when given: Istio's per-listener VirtualServices), else the
+    default route."""
     for vs in scope.virtual_services(service.hostname):
+        if egress is not None and not imports_virtual_service(egress, vs):
+            continue
         routes = virtual_service_routes(vs, port, scope, labels)
         if routes:
             return routes
@@ -224,15 +243,19 @@ def _dedupe(domains: list[str], seen: set[str]) -> list[str]:
 
 
 def route_configuration(
-    port: int, view: ProxyView, scope: Scope, services: Iterable[Service] | None = None
+    port: int, view: ProxyView, scope: Scope, egress: EgressListener | None = None
 ) -> RouteConfiguration:
-    """Route configuration ``port``: a virtual host per HTTP service on the port among ``services``
-    (the egress listener's that serves the port; default: every service of the scope), then the
-    catch-all virtual host of the scope's outbound traffic policy."""
+    """Route configuration ``port``: a virtual host per HTTP service on the port among the services
+    of ``egress``, the Sidecar egress listener that serves the port (default: every service of the
+    scope), routed by the VirtualServices it imports; then the catch-all virtual host of the scope's
+    outbound traffic policy."""
     labels = dict(view.labels)
     virtual_hosts: list[rc.VirtualHost] = []
     seen: set[str] = set()
-    for service in scope.services if services is None else sorted(services, key=lambda s: s.hostname):
+    services = scope.services if egress is None else sorted(egress.services, key=lambda s: s.hostname)
+    # Without a Sidecar the one egress listener imports every VirtualService the scope holds.
+    selecting = egress if scope.sidecar.sidecar is not None else None
+    for service in services:
         service_port = service.port(port)
         if service_port is None or not service_port.protocol.is_http:
             continue
@@ -247,7 +270,7 @@ def route_configuration(
             rc.VirtualHost(
                 name=names.virtual_host_name(service.hostname, port),
                 domains=domains,
-                routes=service_routes(service, port, scope, labels),
+                routes=service_routes(service, port, scope, labels, selecting),
                 include_request_attempt_count=True,
             )
         )
@@ -269,5 +292,5 @@ def build_routes(view: ProxyView, context: PushContext) -> list[tuple[str, Route
     configs: dict[int, RouteConfiguration] = {}
     for plan in outbound_listeners(view, scope):
         if plan.http and plan.port not in configs:
-            configs[plan.port] = route_configuration(plan.port, view, scope, plan.services)
+            configs[plan.port] = route_configuration(plan.port, view, scope, plan.egress)
     return [(config.name, config) for config in configs.values()]

@@ -380,3 +380,23 @@ def test_an_egress_listener_with_capture_mode_none_binds_in_redirect_mode() -> N
     bound = listeners["127.0.0.1_3306"]
     assert bound.address.socket_address.address == "127.0.0.1" and not bound.HasField("bind_to_port")
     assert listeners["0.0.0.0_9080"].bind_to_port.value is False
+
+
+def test_a_port_bound_egress_listener_routes_by_the_virtual_services_it_imports() -> None:
+    """A VirtualService of namespace other for reviews: the catch-all listener (``*/*``) imports it,
+    the 9080 listener (``./*``) does not, and route configuration 9080 is that listener's."""
+    vs = f.virtual_service(
+        "to-ratings",
+        "other",
+        hosts=["reviews.default.svc.cluster.local"],
+        http=[{"route": [{"destination": {"host": "ratings.default.svc.cluster.local"}}]}],
+    )
+    egress = [
+        {"port": {"number": 9080, "protocol": "HTTP", "name": "http"}, "hosts": ["./*"]},
+        {"hosts": ["*/*"]},
+    ]
+    for listeners, expected in ((egress, "outbound|9080||reviews"), (egress[1:], "outbound|9080||ratings")):
+        context = f.push_context(*mesh_services(), vs, sidecar("default", "default", egress=listeners))
+        routes = dict(generate_messages(view(context, proxy("10.0.0.1")), context)[types.ROUTE])
+        (reviews,) = [vh for vh in routes["9080"].virtual_hosts if vh.name.startswith("reviews.")]
+        assert reviews.routes[0].route.cluster.startswith(expected), listeners
