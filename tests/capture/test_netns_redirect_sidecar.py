@@ -13,7 +13,6 @@ listener and chain carried a request.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -127,21 +126,14 @@ def envoy_stats(mesh: netns.Mesh, pod: netns.Pod) -> dict[str, int]:
     return out
 
 
-def envoy_for_pods() -> str:
-    """The Envoy binary the pods' sidecars run; skips the test where network namespaces or such a
-    binary are not available."""
+@pytest.fixture(scope="module")
+def redirect_mesh() -> Iterator[RedirectMesh]:
     reason = netns.unavailable()
     if reason is not None:
         pytest.skip(reason)
     envoy = envoy_binary()
     if envoy is None or not netns.runnable_by_anyone(envoy):
         pytest.skip(f"no envoy binary that uid {netns.PROXY_UID} may run (found: {envoy})")
-    return envoy
-
-
-@pytest.fixture(scope="module")
-def redirect_mesh() -> Iterator[RedirectMesh]:
-    envoy = envoy_for_pods()
     with netns.mesh("client", "reviews-v1", "reviews-v2", "strict") as mesh:
         client, v1, v2, strict = (
             mesh.pods[name] for name in ("client", "reviews-v1", "reviews-v2", "strict")
@@ -237,56 +229,6 @@ def test_registry_only_answers_502_on_an_http_port_and_drops_other_connections(r
 XDS_PORT = 15010  # pilot's, in the node's namespace
 
 
-@contextlib.contextmanager
-def pilot_serving(mesh: netns.Mesh, folder: Path, log_path: Path) -> Iterator[None]:
-    """``pilot serve`` on ``folder`` in the node's namespace (xDS at NODE_ADDRESS:XDS_PORT), killed
-    on exit."""
-    serve = [sys.executable, "-m", "pilot", "serve", "--config-dir", str(folder), "--xds-port", str(XDS_PORT)]
-    # Not Mesh.spawn: pilot's worker processes would keep a pipe open; its own session lets the
-    # whole group be stopped at the end.
-    with log_path.open("w") as log:
-        pilot = subprocess.Popen(
-            mesh.node.command([*serve, "--http-port", "0"]),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        yield
-    finally:
-        os.killpg(pilot.pid, signal.SIGKILL)
-        pilot.wait(10)
-
-
-def start_xds_sidecar(mesh: netns.Mesh, pod: netns.Pod, *bootstrap_flags: str) -> None:
-    """Capture rules and a default route out of ``pod``, and an Envoy (uid 1337) that ``pilot
-    bootstrap`` points at the node's pilot, with ``bootstrap_flags`` (node metadata)."""
-    mesh.install_capture(pod)
-    netns.ip("-n", pod.netns, "route", "add", "default", "via", netns.NODE_ADDRESS)
-    node_id = f"sidecar~{pod.address}~{pod.name}.default~default.svc.cluster.local"
-    bootstrap = mesh.run(
-        mesh.node,
-        [sys.executable, "-m", "pilot", "bootstrap", "--node-id", node_id]
-        + ["--xds-address", f"{netns.NODE_ADDRESS}:{XDS_PORT}", "--admin-port", str(ADMIN_PORT)]
-        + list(bootstrap_flags),
-    )
-    assert bootstrap.returncode == 0, bootstrap.stderr
-    envoy = envoy_binary()
-    assert envoy is not None
-    argv = [envoy, "--config-yaml", bootstrap.stdout, "--disable-hot-restart", "--log-level", "info"]
-    mesh.spawn(pod, argv, uid=netns.PROXY_UID)
-
-
-def wait_configured(mesh: netns.Mesh, pod: netns.Pod) -> None:
-    """The port listener, virtualOutbound and virtualInbound are active (an Envoy configured over
-    ADS retries until pilot is up)."""
-    deadline = time.monotonic() + ENVOY_READY_TIMEOUT
-    while envoy_stats(mesh, pod).get("listener_manager.total_listeners_active", 0) < 3:
-        assert time.monotonic() < deadline, f"{pod.name} not configured: {envoy_stats(mesh, pod)}"
-        time.sleep(0.2)
-
-
 def test_a_sidecar_configured_by_pilot_over_ads_routes_captured_traffic(
     redirect_mesh: RedirectMesh, tmp_path: Path
 ):
@@ -296,15 +238,47 @@ def test_a_sidecar_configured_by_pilot_over_ads_routes_captured_traffic(
     folder = tmp_path / "config"
     folder.mkdir()
     (folder / "reviews.yaml").write_text(config_yaml(redirect_mesh.v1.address, redirect_mesh.v2.address))
-    with pilot_serving(mesh, folder, tmp_path / "pilot.log"):
-        served_through_pilot(redirect_mesh)
+    serve = [sys.executable, "-m", "pilot", "serve", "--config-dir", str(folder), "--xds-port", str(XDS_PORT)]
+    # Not Mesh.spawn: pilot's worker processes would keep a pipe open; its own session lets the
+    # whole group be stopped at the end.
+    with (tmp_path / "pilot.log").open("w") as log:
+        pilot = subprocess.Popen(
+            mesh.node.command([*serve, "--http-port", "0"]),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        served_through_pilot(redirect_mesh, tmp_path)
+    finally:
+        os.killpg(pilot.pid, signal.SIGKILL)
+        pilot.wait(10)
 
 
-def served_through_pilot(redirect_mesh: RedirectMesh) -> None:
+def served_through_pilot(redirect_mesh: RedirectMesh, tmp_path: Path) -> None:
     mesh = redirect_mesh.mesh
     pod = mesh.add_pod("xds-client")
-    start_xds_sidecar(mesh, pod, "--metadata", "INTERCEPTION_MODE=REDIRECT")
-    wait_configured(mesh, pod)
+    mesh.install_capture(pod)
+    netns.ip("-n", pod.netns, "route", "add", "default", "via", netns.NODE_ADDRESS)
+    node_id = f"sidecar~{pod.address}~xds-client.default~default.svc.cluster.local"
+    bootstrap = mesh.run(
+        mesh.node,
+        [sys.executable, "-m", "pilot", "bootstrap", "--node-id", node_id]
+        + ["--xds-address", f"{netns.NODE_ADDRESS}:{XDS_PORT}", "--admin-port", str(ADMIN_PORT)]
+        + ["--metadata", "INTERCEPTION_MODE=REDIRECT"],
+    )
+    assert bootstrap.returncode == 0, bootstrap.stderr
+    envoy = envoy_binary()
+    assert envoy is not None
+    argv = [envoy, "--config-yaml", bootstrap.stdout, "--disable-hot-restart", "--log-level", "info"]
+    mesh.spawn(pod, argv, uid=netns.PROXY_UID)
+    # Configured: the port listener, virtualOutbound and virtualInbound are active (the fixture's
+    # Envoys are static; this one retries until pilot is up).
+    deadline = time.monotonic() + ENVOY_READY_TIMEOUT
+    while envoy_stats(mesh, pod).get("listener_manager.total_listeners_active", 0) < 3:
+        assert time.monotonic() < deadline, f"not configured: {envoy_stats(mesh, pod)}"
+        time.sleep(0.2)
     answer = mesh.http_get(pod, VIP, SERVICE_PORT)
     assert answer.status == 200, answer
     assert answer.json()["app"] == "v2" and answer.json()["peer"].startswith("127.0.0.6:")

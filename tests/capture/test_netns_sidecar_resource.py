@@ -9,6 +9,12 @@ on a port no service has, with no sidecar.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,16 +22,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.capture.test_netns_capture import envoy_binary
 from tests.capture.test_netns_redirect_sidecar import (
+    ADMIN_PORT,
+    ENVOY_READY_TIMEOUT,
     READY_TIMEOUT,
     SERVICE_PORT,
     UNDECLARED_PORT,
     VIP,
-    envoy_for_pods,
     envoy_stats,
-    pilot_serving,
-    start_xds_sidecar,
-    wait_configured,
 )
 from tests.support import netns
 
@@ -73,9 +78,70 @@ def write_config(folder: Path) -> None:
     (folder / "mesh.yaml").write_text(yaml.safe_dump_all(documents))
 
 
+XDS_PORT = 15010  # pilot's, in the node's namespace
+
+
+def envoy_or_skip() -> str:
+    """The Envoy binary the pods' sidecars run; skips where network namespaces or such a binary are
+    not available."""
+    reason = netns.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    envoy = envoy_binary()
+    if envoy is None or not netns.runnable_by_anyone(envoy):
+        pytest.skip(f"no envoy binary that uid {netns.PROXY_UID} may run (found: {envoy})")
+    return envoy
+
+
+@contextlib.contextmanager
+def pilot_serving(mesh: netns.Mesh, folder: Path, log_path: Path) -> Iterator[None]:
+    """``pilot serve`` on ``folder`` in the node's namespace (xDS at NODE_ADDRESS:XDS_PORT), killed
+    on exit. Not Mesh.spawn: pilot's worker processes would keep a pipe open; its own session lets
+    the whole group be stopped."""
+    serve = [sys.executable, "-m", "pilot", "serve", "--config-dir", str(folder), "--xds-port", str(XDS_PORT)]
+    with log_path.open("w") as log:
+        pilot = subprocess.Popen(
+            mesh.node.command([*serve, "--http-port", "0"]),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        yield
+    finally:
+        os.killpg(pilot.pid, signal.SIGKILL)
+        pilot.wait(10)
+
+
+def start_sidecar(mesh: netns.Mesh, pod: netns.Pod, envoy: str) -> None:
+    """Capture rules, a default route out of ``pod``, and an Envoy (uid 1337) that ``pilot
+    bootstrap`` points at the node's pilot, REDIRECT, labelled app=POD."""
+    mesh.install_capture(pod)
+    netns.ip("-n", pod.netns, "route", "add", "default", "via", netns.NODE_ADDRESS)
+    node_id = f"sidecar~{pod.address}~{pod.name}.default~default.svc.cluster.local"
+    flags = ["--interception", "REDIRECT", "--label", f"app={pod.name}", "--admin-port", str(ADMIN_PORT)]
+    bootstrap = mesh.run(
+        mesh.node,
+        [sys.executable, "-m", "pilot", "bootstrap", "--node-id", node_id]
+        + ["--xds-address", f"{netns.NODE_ADDRESS}:{XDS_PORT}", *flags],
+    )
+    assert bootstrap.returncode == 0, bootstrap.stderr
+    argv = [envoy, "--config-yaml", bootstrap.stdout, "--disable-hot-restart", "--log-level", "info"]
+    mesh.spawn(pod, argv, uid=netns.PROXY_UID)
+
+
+def wait_configured(mesh: netns.Mesh, pod: netns.Pod) -> None:
+    """The port listener, virtualOutbound and virtualInbound are active."""
+    deadline = time.monotonic() + ENVOY_READY_TIMEOUT
+    while envoy_stats(mesh, pod).get("listener_manager.total_listeners_active", 0) < 3:
+        assert time.monotonic() < deadline, f"{pod.name} not configured: {envoy_stats(mesh, pod)}"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def sidecar_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarMesh]:
-    envoy_for_pods()
+    envoy = envoy_or_skip()
     tmp_path = tmp_path_factory.mktemp("sidecar-resource")
     folder = tmp_path / "config"
     folder.mkdir()
@@ -87,7 +153,7 @@ def sidecar_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarMe
         ready.log.wait_for(lambda line: line == "listening", READY_TIMEOUT)
         with pilot_serving(mesh, folder, tmp_path / "pilot.log"):
             for pod in (locked, opened):
-                start_xds_sidecar(mesh, pod, "--interception", "REDIRECT", "--label", f"app={pod.name}")
+                start_sidecar(mesh, pod, envoy)
             for pod in (locked, opened):
                 wait_configured(mesh, pod)
             yield SidecarMesh(mesh, locked, opened, outside)
