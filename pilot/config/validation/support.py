@@ -128,7 +128,7 @@ SIDECAR_INGRESS_TLS_MESSAGE = (
 
 
 # Why, for the kinds whose untranslated fields share one reason.
-_REASONS: Mapping[str, str] = {
+NOT_YET_SUPPORTED_REASONS: Mapping[str, str] = {
     kinds.WORKLOAD_GROUP: (
         "pilot does not run Istio's VM auto-registration and health checks (istio-agent creating "
         "WorkloadEntries from the group); write the WorkloadEntries"
@@ -137,7 +137,7 @@ _REASONS: Mapping[str, str] = {
 
 
 def report_not_yet_supported(kind: str, spec: Message, path: str, report: Report) -> None:
-    reason = _REASONS.get(kind)
+    reason = NOT_YET_SUPPORTED_REASONS.get(kind)
     message = f"{NOT_YET_SUPPORTED_MESSAGE}: {reason}" if reason else NOT_YET_SUPPORTED_MESSAGE
     for pattern in NOT_YET_SUPPORTED.get(kind, ()):
         for where in find_set(spec, pattern.split("."), path):
