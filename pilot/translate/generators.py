@@ -19,6 +19,7 @@ from pilot.config.kinds import (
     GATEWAY,
     MESH_CONFIG,
     SERVICE_ENTRY,
+    SIDECAR,
     VIRTUAL_SERVICE,
     WORKLOAD_ENTRY,
 )
@@ -59,7 +60,7 @@ class FunctionGenerator:
 
 def build_load_assignments(view: ProxyView, context: PushContext) -> Resources:
     """A ClusterLoadAssignment for every EDS cluster CDS sends, empty when nothing matches."""
-    scope = context.scope(view.namespace, view.labels)
+    scope = context.scope_of(view)
     out: Resources = []
     for target in clusters.outbound_targets(scope, router=view.type is NodeType.ROUTER):
         if target.eds:
@@ -91,7 +92,8 @@ def build_routes(view: ProxyView, context: PushContext) -> Resources:
     return list(routes.build_routes(view, context))
 
 
-_SERVICES = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY, MESH_CONFIG})
+# A Sidecar decides what a sidecar proxy imports (every type) and its inbound listeners.
+_SERVICES = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY, MESH_CONFIG, SIDECAR})
 
 CDS = FunctionGenerator(types.CLUSTER, _SERVICES | {DESTINATION_RULE}, build_clusters)
 EDS = FunctionGenerator(types.ENDPOINT, _SERVICES | {DESTINATION_RULE}, build_load_assignments)

@@ -1,14 +1,23 @@
-"""LDS: one outbound listener ``0.0.0.0_N`` per service port (an intercepted sidecar's capture
-listeners, ``virtualOutbound`` and ``virtualInbound``, are capture_listeners.py's).
+"""LDS: the outbound port listeners of a sidecar, from its Sidecar's egress listeners (an intercepted
+sidecar's capture listeners, ``virtualOutbound`` and ``virtualInbound``, are capture_listeners.py's).
 
-Istio's listener.go (``buildSidecarOutboundListeners``): an HTTP port gets an HTTP connection
-manager that fetches route configuration ``N`` over ADS; any other TCP-family port a tcp_proxy to
-its service's cluster. Gateways (routers) get no listeners until Gateway support exists.
+Istio's listener.go (``buildSidecarOutboundListeners``): an egress listener with a port gives one
+listener on that port for the services it imports, with the egress listener's protocol; the port-less
+(catch-all) one gives a listener per port of its services, except the ports an earlier egress
+listener took. An HTTP port gets an HTTP connection manager that fetches route configuration ``N``
+over ADS; any other TCP-family port a tcp_proxy to its service's cluster.
+
+Binding, as Istio's: an intercepted proxy's listeners bind nothing (``virtualOutbound`` hands them
+connections), except an egress listener with ``captureMode: NONE``; a NONE-mode proxy's listeners bind,
+to the egress listener's ``bind``, else 127.0.0.1 when a Sidecar applies. Without a Sidecar a
+NONE-mode proxy binds the wildcard address (Istio: 127.0.0.1), as pilot's proxies that receive
+traffic from other hosts on their outbound ports need.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -28,6 +37,7 @@ from pilot.translate.clusters import ads_config_source
 from pilot.translate.context import Protocol, PushContext, Scope, Service
 from pilot.translate.cors import CORS_FILTER
 from pilot.translate.proxy import InterceptionMode, NodeType, ProxyView
+from pilot.translate.sidecar_scope import EgressListener
 from pilot.translate.tcp_routes import TCP_PROXY_FILTER
 from pilot.xds import names
 
@@ -40,6 +50,9 @@ HCM_FILTER = "envoy.filters.network.http_connection_manager"
 FAULT_FILTER = "envoy.filters.http.fault"
 ROUTER_FILTER = "envoy.filters.http.router"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+LOCALHOST = "127.0.0.1"
+UNIX_PREFIX = "unix://"
+CAPTURE_NONE = "NONE"  # an egress listener's captureMode
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +64,10 @@ class OutboundPorts:
     tcp: tuple[tuple[int, tuple[Service, ...]], ...]
 
 
-def outbound_ports(scope: Scope) -> OutboundPorts:
+def outbound_ports(services: Iterable[Service]) -> OutboundPorts:
     http: set[int] = set()
     tcp: dict[int, list[Service]] = {}
-    for service in scope.services:
+    for service in services:
         for port in service.ports:
             if port.protocol is Protocol.UDP:
                 continue
@@ -66,6 +79,72 @@ def outbound_ports(scope: Scope) -> OutboundPorts:
         shadowed = ", ".join(s.hostname for s in tcp.pop(number))
         log.info("port %d: HTTP services win over TCP services %s", number, shadowed)
     return OutboundPorts(tuple(sorted(http)), tuple((n, tuple(tcp[n])) for n in sorted(tcp)))
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundListener:
+    """One outbound port listener to build: its port, whether it is HTTP (else TCP-family), the
+    services on it (host order), the address it is named after and whether it binds that address."""
+
+    port: int
+    http: bool
+    services: tuple[Service, ...]
+    bind: str = names.WILDCARD_ADDRESS
+    bind_to_port: bool = True
+    egress: EgressListener | None = None  # the Sidecar egress listener it was made from
+
+    @property
+    def name(self) -> str:
+        return names.listener_name(self.port, self.bind)
+
+
+def _binding(view: ProxyView, scope: Scope, egress: EgressListener) -> tuple[str, bool]:
+    """Istio's listenerBinding for one egress listener of ``view``: (address, binds)."""
+    if view.interception_mode is InterceptionMode.NONE:
+        bind_to_port = True
+    else:
+        bind_to_port = egress.capture_mode == CAPTURE_NONE
+    if egress.bind:
+        return egress.bind, bind_to_port
+    if bind_to_port and scope.sidecar.sidecar is not None:
+        return LOCALHOST, True
+    return names.WILDCARD_ADDRESS, bind_to_port
+
+
+def outbound_listeners(view: ProxyView, scope: Scope) -> list[OutboundListener]:
+    """The outbound listeners of a sidecar, in egress-listener order (route configurations follow
+    the same plan: pilot.translate.routes)."""
+    out: list[OutboundListener] = []
+    claimed: set[int] = set()
+    for egress in scope.sidecar.egress:
+        bind, bind_to_port = _binding(view, scope, egress)
+        if bind.startswith(UNIX_PREFIX):
+            log.warning(
+                "sidecar %s: egress bind %s (a unix socket) is not translated", scope.sidecar.name, bind
+            )
+            continue
+        if egress.port is not None:
+            if egress.port in claimed or not egress.services or egress.protocol is Protocol.UDP:
+                continue
+            claimed.add(egress.port)
+            # The egress listener's own protocol decides the listener's kind (Istio's listenPort).
+            http = egress.protocol.is_http or egress.protocol is Protocol.HTTP_PROXY
+            out.append(OutboundListener(egress.port, http, egress.services, bind, bind_to_port, egress))
+            continue
+        ports = outbound_ports(egress.services)
+        out += [
+            OutboundListener(port, True, egress.services, bind, bind_to_port, egress)
+            for port in ports.http
+            if port not in claimed
+        ]
+        out += [
+            OutboundListener(port, False, services, bind, bind_to_port, egress)
+            for port, services in ports.tcp
+            if port not in claimed
+        ]
+        claimed.update(ports.http)
+        claimed.update(port for port, _ in ports.tcp)
+    return out
 
 
 def typed(message: Message) -> any_pb2.Any:
@@ -117,41 +196,45 @@ def wildcard_address(port: int) -> address_pb2.Address:
     )
 
 
-def _listener(view: ProxyView, port: int, *chains: listener_components_pb2.FilterChain) -> Listener:
+def _listener(plan: OutboundListener, *chains: listener_components_pb2.FilterChain) -> Listener:
     listener = Listener(
-        name=names.listener_name(port),
-        address=wildcard_address(port),
+        name=plan.name,
+        address=wildcard_address(plan.port) if plan.bind == names.WILDCARD_ADDRESS else _address(plan),
         filter_chains=chains,
         traffic_direction=base_pb2.OUTBOUND,
     )
-    if view.interception_mode is not InterceptionMode.NONE:
+    if not plan.bind_to_port:
         # Traffic arrives through virtualOutbound, which hands it to this listener by port.
         listener.bind_to_port.CopyFrom(wrappers_pb2.BoolValue(value=False))
     return listener
 
 
-def http_listener(view: ProxyView, port: int) -> Listener:
-    manager = network_filter(HCM_FILTER, http_connection_manager(port))
+def _address(plan: OutboundListener) -> address_pb2.Address:
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=plan.bind, port_value=plan.port)
+    )
+
+
+def http_listener(plan: OutboundListener) -> Listener:
+    manager = network_filter(HCM_FILTER, http_connection_manager(plan.port))
     chain = listener_components_pb2.FilterChain(filters=[manager])
-    return _listener(view, port, chain)
+    return _listener(plan, chain)
 
 
-def tcp_listener(view: ProxyView, port: int, services: tuple[Service, ...], context: PushContext) -> Listener:
+def tcp_listener(view: ProxyView, plan: OutboundListener, scope: Scope) -> Listener:
     """Filter chains for the services' ``tcp``/``tls`` routes (tcp_routes.py). SNI matches need the
     TLS inspector. An intercepted proxy sends what no chain matches where virtualOutbound would."""
-    scope = context.scope(view.namespace, view.labels)
-    chains = tcp_routes.port_chains(services, port, scope, dict(view.labels))
-    listener = _listener(view, port, *chains)
+    chains = tcp_routes.port_chains(plan.services, plan.port, scope, dict(view.labels))
+    listener = _listener(plan, *chains)
     if any(chain.filter_chain_match.server_names for chain in chains):
         listener.listener_filters.add(
             name=TLS_INSPECTOR, typed_config=typed(tls_inspector_pb2.TlsInspector())
         )
     matched = all(chain.HasField("filter_chain_match") for chain in chains)
     if matched and view.interception_mode is not InterceptionMode.NONE:
-        cluster = names.PASSTHROUGH_CLUSTER if context.mesh.allow_any else names.BLACKHOLE_CLUSTER
         listener.default_filter_chain.CopyFrom(
             listener_components_pb2.FilterChain(
-                filters=[network_filter(TCP_PROXY_FILTER, tcp_proxy(cluster))]
+                filters=[network_filter(TCP_PROXY_FILTER, tcp_proxy(scope.catch_all_cluster))]
             )
         )
     return listener
@@ -160,7 +243,9 @@ def tcp_listener(view: ProxyView, port: int, services: tuple[Service, ...], cont
 def build_listeners(view: ProxyView, context: PushContext) -> list[tuple[str, Listener]]:
     if view.type is NodeType.ROUTER:
         return []
-    ports = outbound_ports(context.scope(view.namespace, view.labels))
-    listeners = [http_listener(view, port) for port in ports.http]
-    listeners += [tcp_listener(view, port, services, context) for port, services in ports.tcp]
+    scope = context.scope_of(view)
+    listeners = [
+        http_listener(plan) if plan.http else tcp_listener(view, plan, scope)
+        for plan in outbound_listeners(view, scope)
+    ]
     return [(listener.name, listener) for listener in listeners]

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pilot.config.objects import DEFAULT_NAMESPACE
+from pilot.config.objects import DEFAULT_NAMESPACE, ConfigKey
 from pilot.translate.targets import ServiceTarget
 
 log = logging.getLogger("pilot.translate.proxy")
@@ -48,6 +48,9 @@ class ProxyView:
     labels: tuple[tuple[str, str], ...] = ()
     # The ports of the services this proxy backs (sorted): its inbound listener's chains and clusters.
     targets: tuple[ServiceTarget, ...] = ()
+    # The Sidecar that applies to a sidecar proxy (pilot.translate.sidecar_scope), None for the
+    # default scope: what it imports decides the proxy's outbound config, its ingress the inbound.
+    sidecar: ConfigKey | None = None
 
     def __str__(self) -> str:
         text = f"{self.type}/{self.namespace}/{self.interception_mode}"
@@ -55,6 +58,8 @@ class ProxyView:
             text += "/" + ",".join(f"{k}={v}" for k, v in self.labels)
         if self.targets:
             text += "/targets:" + ",".join(f"{t.hostname}:{t.port}" for t in self.targets)
+        if self.sidecar is not None:
+            text += f"/sidecar:{self.sidecar.namespace}/{self.sidecar.name}"
         return text
 
 

@@ -18,11 +18,19 @@ from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2
 
 from pilot._gen import networking_pb2 as nw
 from pilot.translate import hosts, mirror, retries, route_actions
-from pilot.translate.context import MESH_GATEWAY, PushContext, Scope, Service, VirtualServiceEntry
+from pilot.translate.context import (
+    MESH_GATEWAY,
+    PushContext,
+    Scope,
+    Service,
+    VirtualServiceEntry,
+    imports_virtual_service,
+)
 from pilot.translate.cors import CORS_FILTER, cors_policy
-from pilot.translate.listeners import FAULT_FILTER, outbound_ports
+from pilot.translate.listeners import FAULT_FILTER, outbound_listeners
 from pilot.translate.matches import applies, is_catch_all, route_match
 from pilot.translate.proxy import NodeType, ProxyView
+from pilot.translate.sidecar_scope import EgressListener
 from pilot.xds import names
 
 log = logging.getLogger("pilot.translate.routes")
@@ -194,17 +202,29 @@ def default_route(service: Service, port: int, scope: Scope) -> rc.Route:
     )
 
 
-def service_routes(service: Service, port: int, scope: Scope, labels: Mapping[str, str]) -> list[rc.Route]:
+def service_routes(
+    service: Service,
+    port: int,
+    scope: Scope,
+    labels: Mapping[str, str],
+    egress: EgressListener | None = None,
+) -> list[rc.Route]:
+    """The routes of the first VirtualService for the service that has some on ``port`` (of those
+    the ``egress`` listener imports, when given: Istio's per-listener VirtualServices), else the
+    default route."""
     for vs in scope.virtual_services(service.hostname):
+        if egress is not None and not imports_virtual_service(egress, vs):
+            continue
         routes = virtual_service_routes(vs, port, scope, labels)
         if routes:
             return routes
     return [default_route(service, port, scope)]
 
 
-def catch_all_virtual_host(allow_any: bool) -> rc.VirtualHost:
+def catch_all_virtual_host(allow_any: bool, cluster: str = names.PASSTHROUGH_CLUSTER) -> rc.VirtualHost:
+    """``allow_any`` to ``cluster`` (PassthroughCluster, or a Sidecar's egressProxy), or ``block_all``."""
     if allow_any:
-        action = rc.RouteAction(cluster=names.PASSTHROUGH_CLUSTER)
+        action = rc.RouteAction(cluster=cluster)
         set_timeout(action, None)
         route = rc.Route(name=ALLOW_ANY, match=rc.RouteMatch(prefix="/"), route=action)
         name = ALLOW_ANY
@@ -225,11 +245,20 @@ def _dedupe(domains: list[str], seen: set[str]) -> list[str]:
     return out
 
 
-def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfiguration:
+def route_configuration(
+    port: int, view: ProxyView, scope: Scope, egress: EgressListener | None = None
+) -> RouteConfiguration:
+    """Route configuration ``port``: a virtual host per HTTP service on the port among the services
+    of ``egress``, the Sidecar egress listener that serves the port (default: every service of the
+    scope), routed by the VirtualServices it imports; then the catch-all virtual host of the scope's
+    outbound traffic policy."""
     labels = dict(view.labels)
     virtual_hosts: list[rc.VirtualHost] = []
     seen: set[str] = set()
-    for service in scope.services:
+    services = scope.services if egress is None else sorted(egress.services, key=lambda s: s.hostname)
+    # Without a Sidecar the one egress listener imports every VirtualService the scope holds.
+    selecting = egress if scope.sidecar.sidecar is not None else None
+    for service in services:
         service_port = service.port(port)
         if service_port is None or not service_port.protocol.is_http:
             continue
@@ -244,11 +273,11 @@ def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfig
             rc.VirtualHost(
                 name=names.virtual_host_name(service.hostname, port),
                 domains=domains,
-                routes=service_routes(service, port, scope, labels),
+                routes=service_routes(service, port, scope, labels, selecting),
                 include_request_attempt_count=True,
             )
         )
-    virtual_hosts.append(catch_all_virtual_host(scope.mesh.allow_any))
+    virtual_hosts.append(catch_all_virtual_host(scope.allow_any, scope.catch_all_cluster))
     return RouteConfiguration(
         name=names.route_config_name(port),
         virtual_hosts=virtual_hosts,
@@ -260,8 +289,13 @@ def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfig
 
 
 def build_routes(view: ProxyView, context: PushContext) -> list[tuple[str, RouteConfiguration]]:
+    """One route configuration per HTTP port listener, from the services of the egress listener
+    that made it (Istio's GetEgressListenerForRDS)."""
     if view.type is NodeType.ROUTER:
         return []
-    scope = context.scope(view.namespace, view.labels)
-    configs = [route_configuration(port, view, scope) for port in outbound_ports(scope).http]
-    return [(config.name, config) for config in configs]
+    scope = context.scope_of(view)
+    configs: dict[int, RouteConfiguration] = {}
+    for plan in outbound_listeners(view, scope):
+        if plan.http and plan.port not in configs:
+            configs[plan.port] = route_configuration(plan.port, view, scope, plan.egress)
+    return [(config.name, config) for config in configs.values()]

@@ -5,8 +5,14 @@ The view holds the proxy's type, namespace, interception mode and DNS domain; it
 targets; and its workload labels (node metadata ``LABELS``/``STATIC_LABELS``, else its Pod's
 labels, else the registry's labels for its address) — but only the ``key=value`` pairs that some
 workload selector of the config names (VirtualService match ``sourceLabels``, DestinationRule
-``workloadSelector``; Sidecar ``workloadSelector`` joins ``PushContext.selector_pairs`` once Sidecars
-are translated).
+``workloadSelector``); and the Sidecar that applies to it (chosen with all its labels, Istio's
+precedence: pilot.translate.sidecar_scope), by key.
+
+The Sidecar is keyed by identity rather than through its selector's labels: every proxy of a
+namespace that falls back to the namespace's (or the root namespace's) default Sidecar shares it,
+whatever labels the namespace's selector-bearing Sidecars name, and translation reads the Sidecar
+from the key without selecting again. Its content is not in the key: a Sidecar edit rebuilds the
+snapshots of the views that name it (the generators read the Sidecar kind).
 
 Why these labels and not the raw ones, nor the set of selectors the proxy satisfies: a selector
 ``S`` (a set of pairs) selects labels ``L`` iff ``S ⊆ L``; every selector is inside the union
@@ -30,6 +36,7 @@ from pilot.config import kinds
 from pilot.config.objects import ConfigKey
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import NodeType, Proxy, ProxyView
+from pilot.translate.sidecar_scope import select_sidecar
 from pilot.translate.targets import ServiceTarget
 
 
@@ -38,12 +45,16 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
     at the proxy's address, a selector naming its labels) can move a proxy to another view."""
     proxy = identified(proxy, context)
     base = proxy.view()
+    sidecar = None
     if proxy.type is NodeType.ROUTER:
-        labels = base.labels
+        labels = base.labels  # routers never get a Sidecar (Istio's DefaultSidecarScopeForGateway)
     else:
         pairs = context.selector_pairs()
         workload = proxy.labels or registry_labels(context, proxy.ip, proxy.namespace)
         labels = tuple(sorted(item for item in workload.items() if item in pairs))
+        candidates = context.sidecar_candidates(proxy.namespace)
+        chosen = select_sidecar(proxy.namespace, workload, candidates, context.mesh.root_namespace)
+        sidecar = chosen.key if chosen is not None else None
     return ProxyView(
         base.type,
         base.namespace,
@@ -51,6 +62,7 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
         base.dns_domain,
         labels,
         service_targets(context, proxy.ip, proxy.namespace),
+        sidecar,
     )
 
 
