@@ -262,6 +262,7 @@ async def _run(
             ready_check=lambda: pilot.ready,
             push_status_provider=pilot.push_status,
             sources=pilot.sources,
+            rejections=pilot.pusher.rejections,
         ),
         settings.http_host,
         settings.http_port,

@@ -16,6 +16,7 @@ Spec: https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "materialize",
     "record",
     "reject",
+    "rejected_names",
     "rewarm",
     "settle",
     "updated",
@@ -323,6 +325,20 @@ def reject(ledger: TypeLedger, sent: Sent) -> None:
         ledger.rejected_nonce = sent.nonce
         ledger.rejected_content = ledger.content_sent
         ledger.push_started = None
+
+
+def rejected_names(sent: Sent, message: str) -> tuple[str, ...]:
+    """The resources of the NACKed ``sent`` that failed: the one it carried, or those its error
+    names as a whole word (Envoy: "Error adding/updating listener(s) 0.0.0.0_80: ..."); empty
+    when neither tells (an RDS or EDS error names no resource). Sorted."""
+    carried = [name for name, _ in sent.carried()]
+    if len(carried) <= 1:
+        return tuple(carried)
+    return tuple(sorted(name for name in carried if _named(name, message)))
+
+
+def _named(name: str, message: str) -> bool:
+    return re.search(rf"(?<![\w.|:-]){re.escape(name)}(?![\w.|-])", message) is not None
 
 
 def accept(ledger: TypeLedger, sent: Sent) -> None:
