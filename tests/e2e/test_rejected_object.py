@@ -115,7 +115,5 @@ def test_a_rejected_virtual_service_does_not_hold_back_its_neighbour(
         wait_until(lambda: not rejections_of(mesh, "alpha"), 15.0, 0.05, "the rejection cleared")
         assert rejected_objects_metric(mesh) == 0
     with capsys.disabled():
-        print(
-            f"\n[e2e] an edit of a VirtualService sharing a rejected route configuration: on Envoy in {seconds:.3f}s"
-        )
+        print(f"\n[e2e] edit of a VirtualService sharing a rejected route: on Envoy in {seconds:.3f}s")
     assert seconds < 5.0
