@@ -99,3 +99,19 @@ def test_bounded_cache_evicts_least_recently_used_by_entries_and_bytes() -> None
     cache.put("e", b"x" * 50)  # alone over the byte bound: it stays, everything else goes
     assert list(evicted) == ["b", "a", "c", "d"] and len(cache) == 1 and cache.bytes == 50
     assert cache.pop("e") == b"x" * 50 and cache.bytes == 0
+
+
+def test_rejected_names_are_the_one_resource_carried_or_those_the_error_names() -> None:
+    listeners = TypeResources.build(
+        types.LISTENER, [Resource(n, "1", b"x") for n in ("0.0.0.0_80", "0.0.0.0_8080", "0.0.0.0_9080")]
+    )
+    one = Sent("1", listeners.version, listeners, frozenset({"0.0.0.0_80"}))
+    assert rules.rejected_names(one, "anything at all") == ("0.0.0.0_80",)
+    every = Sent("2", listeners.version, listeners, None)
+    envoy = "Error adding/updating listener(s) 0.0.0.0_8080: duplicate matcher; 0.0.0.0_9080: bad"
+    assert rules.rejected_names(every, envoy) == ("0.0.0.0_8080", "0.0.0.0_9080")
+    # "0.0.0.0_80" is inside "0.0.0.0_8080" but never named as a whole: not rejected.
+    assert rules.rejected_names(every, "no resource named here") == ()
+    routes = TypeResources.build(types.ROUTE, [Resource(n, "1", b"x") for n in ("80", "100")])
+    both = Sent("3", routes.version, routes, None)
+    assert rules.rejected_names(both, "RE2 program size of 180 > max program size of 1000") == ()
