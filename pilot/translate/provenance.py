@@ -71,7 +71,7 @@ class HostIndex:
         self._by_port = by_port
         self._gateways: Keys = frozenset(gw.key for gw in context.gateways)
         self._memo: dict[str, Keys] = {}
-        self._clusters: dict[str, Keys] = {}  # outbound cluster name -> keys (shared by views)
+        self._clusters: dict[str, Keys] = {}  # host -> keys of its clusters (shared by views)
 
     def of_host(self, host: str) -> Keys:
         """The keys of every object naming ``host`` or a wildcard overlapping it."""
@@ -86,13 +86,13 @@ class HostIndex:
 
     def of_outbound_cluster(self, name: str) -> Keys | None:
         """The ServiceEntries and DestinationRules of an ``outbound|...`` cluster's host; None
-        for any other name."""
-        found = self._clusters.get(name)
+        for any other name. Memoized by host: a host has a cluster per port and subset."""
+        if not name.startswith("outbound|"):
+            return None
+        host = name.rpartition("|")[2]
+        found = self._clusters.get(host)
         if found is None:
-            parsed = names.parse_cluster(name)
-            if parsed is None or parsed.direction != "outbound":
-                return None
-            found = self._clusters.setdefault(name, _services_only(self.of_host(parsed.host)))
+            found = self._clusters.setdefault(host, _services_only(self.of_host(host)))
         return found
 
     def of_port(self, port: int) -> Keys:
