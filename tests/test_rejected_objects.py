@@ -16,13 +16,11 @@ from typing import Any
 import pytest
 from envoy.config.route.v3 import route_pb2
 
-from pilot.app import serve
 from pilot.config.objects import ConfigKey
-from pilot.settings import Settings
 from pilot.xds import types
-from tests.server.ads_client import PROBE_TYPE, Update
+from tests.server.ads_client import Update
 from tests.server.envoy_like import EnvoyLike
-from tests.test_scoped_push import Mesh, destination_rule, poll, service_entry, write
+from tests.test_scoped_push import destination_rule, poll, service_entry, serving, write
 
 NODE = "sidecar~10.0.0.1~app-a.a~a.svc.cluster.local"
 MARKER = "x-this-proxy-rejects"
@@ -38,27 +36,13 @@ class RejectingEnvoy(EnvoyLike):
     """ACKs everything except a route configuration that matches on MARKER: NACKed, like Envoy,
     with an error that names no resource."""
 
-    async def settle(self) -> list[Update]:
-        received: list[Update] = []
-        while True:
-            await self.client.probe()
-            resubscribed = False
-            while (update := await self.client.recv()).type_url != PROBE_TYPE:
-                received.append(update)
-                bad = [
-                    n
-                    for n, v in update.values.items()
-                    if update.type_url == types.ROUTE and MARKER.encode() in v
-                ]
-                if bad:
-                    await self.client.nack(update, f"header matcher {MARKER} is not allowed here", bad)
-                    continue
-                self._apply(update)
-                resubscribed |= await self._follow()
-                await self.client.ack(update)
-            if not resubscribed:
-                self.updates.extend(received)
-                return received
+    async def _take(self, update: Update) -> bool:
+        if update.type_url == types.ROUTE:
+            bad = [name for name, value in update.values.items() if MARKER.encode() in value]
+            if bad:
+                await self.client.nack(update, f"header matcher {MARKER} is not allowed here", bad)
+                return False
+        return await super()._take(update)
 
     def weights(self, service: str) -> list[int]:
         config = route_pb2.RouteConfiguration.FromString(self.values[types.ROUTE][ROUTE])
@@ -94,43 +78,32 @@ async def test_a_rejected_object_holds_back_only_itself(tmp_path: Path, protocol
     write(config_dir, "svc-b.yaml", service("svc-b", "10.1.0.2"))
     write(config_dir, "vs-a.yaml", [virtual_service("svc-a", (90, 10))])
     write(config_dir, "vs-b.yaml", [virtual_service("svc-b", (90, 10))])
-    settings = Settings(
-        config_dir=config_dir,
-        xds_host="127.0.0.1",
-        xds_port=0,
-        http_host="127.0.0.1",
-        http_port=0,
-        debounce_after=0.05,
-    )
-    async with serve(settings) as pilot:
-        mesh = Mesh(pilot, config_dir)
-        try:
-            channel_proxy = await mesh.proxy(NODE, protocol)
-            proxy = RejectingEnvoy(channel_proxy.client)
-            proxy.values = channel_proxy.values
-            assert proxy.weights("svc-a") == [90, 10] and proxy.weights("svc-b") == [90, 10]
+    async with serving(config_dir) as mesh:
+        pilot = mesh.pilot
+        channel_proxy = await mesh.proxy(NODE, protocol)
+        proxy = RejectingEnvoy(channel_proxy.client)
+        proxy.values = channel_proxy.values
+        assert proxy.weights("svc-a") == [90, 10] and proxy.weights("svc-b") == [90, 10]
 
-            # svc-a's VirtualService gets the marker: the proxy rejects route configuration 7070.
-            await mesh.change("vs-a.yaml", [virtual_service("svc-a", (50, 50), marker=True)])
-            await proxy.settle()
+        # svc-a's VirtualService gets the marker: the proxy rejects route configuration 7070.
+        await mesh.change("vs-a.yaml", [virtual_service("svc-a", (50, 50), marker=True)])
+        await proxy.settle()
 
-            # svc-b's edit reaches the proxy; svc-a stays at the version the proxy accepted.
-            await mesh.change("vs-b.yaml", [virtual_service("svc-b", (20, 80))])
-            await proxy.settle()
-            assert proxy.weights("svc-b") == [20, 80]
-            assert proxy.weights("svc-a") == [90, 10]
+        # svc-b's edit reaches the proxy; svc-a stays at the version the proxy accepted.
+        await mesh.change("vs-b.yaml", [virtual_service("svc-b", (20, 80))])
+        await proxy.settle()
+        assert proxy.weights("svc-b") == [20, 80]
+        assert proxy.weights("svc-a") == [90, 10]
 
-            # The rejection is reported on svc-a's VirtualService, the only object held back.
-            vs_a = ConfigKey("VirtualService", "a", "svc-a")
-            await poll(lambda: [r.key for r in pilot.pusher.rejections()] == [vs_a], "svc-a held back")
-            [rejection] = pilot.pusher.rejections()
-            assert (rejection.proxy, rejection.type_url, rejection.resource) == (NODE, types.ROUTE, ROUTE)
-            assert rejection.origin == "vs-a.yaml" and MARKER in rejection.error
+        # The rejection is reported on svc-a's VirtualService, the only object held back.
+        vs_a = ConfigKey("VirtualService", "a", "svc-a")
+        await poll(lambda: [r.key for r in pilot.pusher.rejections()] == [vs_a], "svc-a held back")
+        [rejection] = pilot.pusher.rejections()
+        assert (rejection.proxy, rejection.type_url, rejection.resource) == (NODE, types.ROUTE, ROUTE)
+        assert rejection.origin == "vs-a.yaml" and MARKER in rejection.error
 
-            # A new version of svc-a clears the hold and is tried.
-            await mesh.change("vs-a.yaml", [virtual_service("svc-a", (10, 90))])
-            await proxy.settle()
-            assert proxy.weights("svc-a") == [10, 90]
-            assert pilot.pusher.rejections() == []
-        finally:
-            await mesh.close()
+        # A new version of svc-a clears the hold and is tried.
+        await mesh.change("vs-a.yaml", [virtual_service("svc-a", (10, 90))])
+        await proxy.settle()
+        assert proxy.weights("svc-a") == [10, 90]
+        assert pilot.pusher.rejections() == []

@@ -47,6 +47,15 @@ def build(holds: Holds, revision: int, *objects: ConfigObject) -> tuple[PushCont
     return context, snapshot
 
 
+def accepted_then_edited(holds: Holds) -> tuple[ConfigObject, ConfigObject, ConfigObject, object]:
+    """a1 and b1 built (accepted), then a2 and b1 built: (a1, a2, b1, that second snapshot)."""
+    a1, b1 = vs("a", 90), vs("b", 90)
+    build(holds, 1, a1, b1)
+    a2 = dataclasses.replace(vs("a", 50), revision=2)
+    _, snapshot = build(holds, 2, a2, b1)
+    return a1, a2, b1, snapshot
+
+
 def rds_rejection(snapshot, names=("9080",)) -> Rejection:
     return Rejection(
         VIEW, 1, "proxy-1", types.ROUTE, snapshot.type_version(types.ROUTE), tuple(names), "bad route"
@@ -55,10 +64,7 @@ def rds_rejection(snapshot, names=("9080",)) -> Rejection:
 
 def test_the_changed_object_is_held_at_its_accepted_version_and_others_flow() -> None:
     holds = Holds(clock=lambda: 1000.0)
-    a1, b1 = vs("a", 90), vs("b", 90)
-    build(holds, 1, a1, b1)
-    a2 = dataclasses.replace(vs("a", 50), revision=2)
-    _, rejected = build(holds, 2, a2, b1)
+    a1, a2, _, rejected = accepted_then_edited(holds)
     assert holds.on_rejected(rds_rejection(rejected))
     [report] = holds.rejections()
     assert (report.key, report.resource, report.proxy, report.error) == (
@@ -93,18 +99,14 @@ def test_an_object_without_an_accepted_version_is_left_out() -> None:
 
 def test_a_rejection_naming_no_resource_holds_nothing() -> None:
     holds = Holds()
-    build(holds, 1, vs("a", 90), vs("b", 90))
-    _, rejected = build(holds, 2, vs("a", 50), vs("b", 90))
+    *_, rejected = accepted_then_edited(holds)
     assert not holds.on_rejected(rds_rejection(rejected, names=()))
     assert holds.rejections() == []
 
 
 def test_a_rejection_of_a_build_the_holds_superseded_changes_nothing() -> None:
     holds = Holds()
-    a1, b1 = vs("a", 90), vs("b", 90)
-    build(holds, 1, a1, b1)
-    a2 = vs("a", 50)
-    _, rejected = build(holds, 2, a2, b1)
+    _, a2, _, rejected = accepted_then_edited(holds)
     b2 = vs("b", 20)
     _, also_rejected = build(holds, 3, a2, b2)  # pushed before the first NACK arrived
     assert holds.on_rejected(rds_rejection(rejected))
@@ -123,10 +125,7 @@ def test_a_rejection_of_an_unknown_snapshot_holds_nothing() -> None:
 
 def test_holds_outlive_the_views_streams() -> None:
     holds = Holds()
-    a1, b1 = vs("a", 90), vs("b", 90)
-    build(holds, 1, a1, b1)
-    a2 = vs("a", 50)
-    _, rejected = build(holds, 2, a2, b1)
+    a1, a2, b1, rejected = accepted_then_edited(holds)
     assert holds.on_rejected(rds_rejection(rejected))
     holds.forget(VIEW)
     context, _ = build(holds, 2, a2, b1)  # a proxy of the view comes back
