@@ -181,7 +181,7 @@ class Holds:
         before = _accepted(state, build)
         culprits = sorted(key for key in traced if build.objects.get(key) is not before.get(key))
         if not culprits:
-            log.warning(
+            log.info(
                 "%s NACK from %s of %s cannot be traced to a changed config object; only the rejected "
                 "versions are held back: %s",
                 short,
