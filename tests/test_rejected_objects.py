@@ -33,20 +33,21 @@ def protocol(request: pytest.FixtureRequest) -> str:
 
 
 class RejectingEnvoy(EnvoyLike):
-    """ACKs everything except a route configuration that matches on MARKER: NACKed, like Envoy,
-    with an error that names no resource."""
+    """ACKs everything except a route configuration that matches on MARKER: the whole response is
+    NACKed and nothing of it applied, with an error that, like Envoy's RDS errors, names no resource
+    but quotes the value it refuses."""
 
     async def _take(self, update: Update) -> bool:
         if update.type_url == types.ROUTE:
             bad = [name for name, value in update.values.items() if MARKER.encode() in value]
             if bad:
-                await self.client.nack(update, f"header matcher {MARKER} is not allowed here", bad)
+                await self.client.nack(update, f"header matcher '{MARKER}' is not allowed here", bad)
                 return False
         return await super()._take(update)
 
-    def weights(self, service: str) -> list[int]:
-        config = route_pb2.RouteConfiguration.FromString(self.values[types.ROUTE][ROUTE])
-        vhost = next(v for v in config.virtual_hosts if v.name == f"{service}.a.svc.cluster.local:{ROUTE}")
+    def weights(self, service: str, route: str = ROUTE) -> list[int]:
+        config = route_pb2.RouteConfiguration.FromString(self.values[types.ROUTE][route])
+        vhost = next(v for v in config.virtual_hosts if v.name == f"{service}.a.svc.cluster.local:{route}")
         return [c.weight.value for r in vhost.routes for c in r.route.weighted_clusters.clusters]
 
 
@@ -67,8 +68,8 @@ def virtual_service(name: str, weights: tuple[int, int], *, marker: bool = False
     }
 
 
-def service(name: str, address: str) -> list[dict[str, Any]]:
-    return [service_entry(name, "a", 7070, [address]), destination_rule(name, "a")]
+def service(name: str, address: str, port: int = 7070) -> list[dict[str, Any]]:
+    return [service_entry(name, "a", port, [address]), destination_rule(name, "a")]
 
 
 async def test_a_rejected_object_holds_back_only_itself(tmp_path: Path, protocol: str) -> None:
@@ -107,3 +108,28 @@ async def test_a_rejected_object_holds_back_only_itself(tmp_path: Path, protocol
         await proxy.settle()
         assert proxy.weights("svc-a") == [10, 90]
         assert pilot.pusher.rejections() == []
+
+
+async def test_a_rejected_response_of_two_routes_still_delivers_the_innocent_one(
+    tmp_path: Path, protocol: str
+) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    write(config_dir, "svc-a.yaml", service("svc-a", "10.1.0.1"))
+    write(config_dir, "svc-c.yaml", service("svc-c", "10.1.0.3", port=7171))
+    write(config_dir, "routes.yaml", [virtual_service("svc-a", (90, 10)), virtual_service("svc-c", (90, 10))])
+    async with serving(config_dir) as mesh:
+        started = await mesh.proxy(NODE, protocol)
+        proxy = RejectingEnvoy(started.client)
+        proxy.values = started.values
+
+        # One push changes route configurations 7070 (svc-a, now rejected) and 7171 (svc-c).
+        edited = [virtual_service("svc-a", (50, 50), marker=True), virtual_service("svc-c", (20, 80))]
+        await mesh.change("routes.yaml", edited)
+        await proxy.settle()
+        await poll(lambda: mesh.pilot.pusher.rejections(), "svc-a held back")
+        await proxy.settle()
+        assert proxy.weights("svc-c", "7171") == [20, 80]
+        assert proxy.weights("svc-a") == [90, 10]
+        [rejection] = mesh.pilot.pusher.rejections()
+        assert rejection.key == ConfigKey("VirtualService", "a", "svc-a") and rejection.resource == ROUTE

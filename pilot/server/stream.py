@@ -248,6 +248,8 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         if self._on_rejected is None or sent.typed is None:
             return
         names = rules.rejected_names(sent, message)
+        if names:
+            rules.acquit(ledger, sent, names)
         if not names:  # debug: the NACK itself is logged, rate-limited, by _record_nack
             log.debug(
                 "ADS:%s NACK from %s: the error names none of the %d resources it rejected; only "
