@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from pilot import metrics
-from pilot.cache.snapshot import Snapshot
+from pilot.cache.snapshot import Origins, Snapshot
 from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.config.store import StoreSnapshot
 
@@ -84,7 +84,10 @@ class _Hold:
 
 @dataclass(slots=True)
 class _Build:
-    snapshot: Snapshot
+    """What a NACK is traced with, of one snapshot (not the snapshot: no resource is kept alive)."""
+
+    versions: Mapping[str, str]  # type URL -> the type's version
+    origins: Origins  # Snapshot.origins
     objects: Mapping[ConfigKey, ConfigObject]  # what it was translated from (holds applied)
     generation: int  # the view's hold generation when it was built
     rejected: bool = False
@@ -115,9 +118,10 @@ class Holds:
         if not isinstance(objects, Mapping):
             return  # a context built by hand: nothing to trace rejections to
         state = self._views.setdefault(view, _View())
-        if state.builds and state.builds[-1].snapshot is snapshot:
+        versions = {type_url: typed.version for type_url, typed in snapshot.by_type.items()}
+        if state.builds and state.builds[-1].versions == versions and state.builds[-1].objects is objects:
             return
-        state.builds.append(_Build(snapshot, objects, state.generation))
+        state.builds.append(_Build(versions, snapshot.origins, objects, state.generation))
         del state.builds[:-HISTORY]
 
     def forget(self, view: Hashable) -> None:
@@ -172,7 +176,7 @@ class Holds:
             log.debug("%s NACK from %s: of a build the view's holds superseded", short, rejection.node_id)
             return False
         build.rejected = True
-        origins = build.snapshot.origins.get(rejection.type_url, {})
+        origins = build.origins.get(rejection.type_url, {})
         traced: dict[ConfigKey, str] = {}
         for name in rejection.resources:
             for key in origins.get(name, ()):
@@ -230,8 +234,7 @@ class Holds:
 def _find(state: _View, type_url: str, type_version: str) -> _Build | None:
     """The newest build whose ``type_url`` resources have ``type_version``."""
     for build in reversed(state.builds):
-        typed = build.snapshot.by_type.get(type_url)
-        if typed is not None and typed.version == type_version:
+        if build.versions.get(type_url) == type_version:
             return build
     return None
 
