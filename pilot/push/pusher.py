@@ -48,6 +48,7 @@ from pilot.cache.snapshot import Snapshot
 from pilot.config.objects import ConfigEvent
 from pilot.config.store import ConfigStore, StoreSnapshot
 from pilot.push.debounce import Debouncer
+from pilot.push.holds import Holds, ObjectRejection, RejectionReport
 from pilot.push.request import CONFIG, GLOBAL, PushRequest
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import Proxy, ProxyView
@@ -190,6 +191,8 @@ class Pusher:
         self._built: dict[ProxyView, VersionedContext] = {}
         # Views a push builds for streams about to move there: wanted before any stream reads them.
         self._incoming: set[ProxyView] = set()
+        self._holds = Holds()  # objects a proxy rejected, held back for its view (push/holds.py)
+        self._rebuilds: set[asyncio.Task[bool]] = set()
         self.push_count = 0
         self.last_push: PushStatus | None = None
         store.subscribe(self._on_config_event)
@@ -209,7 +212,21 @@ class Pusher:
         """The view each open stream reads, by stream id."""
         return {stream_id: reader.view for stream_id, reader in self._streams.items()}
 
+    def rejections(self) -> list[ObjectRejection]:
+        """Every config object held back for some view because a proxy rejected it."""
+        return self._holds.rejections()
+
     # -- StreamCallbacks -----------------------------------------------------------------------
+
+    def on_rejected(self, rejection: RejectionReport) -> None:
+        """A proxy NACKed a response (server's RejectionListener): hold back the objects it came
+        from and build the view again now, at the same revision."""
+        view = rejection.view
+        if self._holds.on_rejected(rejection) and isinstance(view, ProxyView) and view in self._views:
+            self._built.pop(view, None)  # not built at this revision any more: a full translation
+            task = asyncio.ensure_future(self._translate(view))
+            self._rebuilds.add(task)
+            task.add_done_callback(self._rebuilds.discard)
 
     async def on_stream_open(self, stream_id: int, node: base_pb2.Node) -> Hashable:
         """Register the stream under its proxy's view; translate the view on its first use."""
@@ -254,6 +271,7 @@ class Pusher:
 
     def _drop(self, view: ProxyView) -> None:
         self._built.pop(view, None)
+        self._holds.forget(view)
         self._cache.clear_snapshot(view)
         log.debug("view %s has no streams left; snapshot dropped", view)
 
@@ -445,7 +463,10 @@ class Pusher:
         previous: Snapshot | None,
     ) -> bool:
         translator = self._translator
+        held = self._holds.store_for(view, context)
         try:
+            if held is not None:  # some objects are held back for this view: its own context
+                context = await self._off_loop(lambda: translator.build_context(held))
             if (
                 previous is not None
                 and previous_context is not None
@@ -467,6 +488,7 @@ class Pusher:
             return True  # its last stream left while it was translated: nobody reads it
         self._cache.set_snapshot(view, snapshot)
         self._built[view] = context
+        self._holds.built(view, snapshot, context)
         return True
 
 

@@ -104,7 +104,7 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
             # NACK: never answered (that would resend what was just rejected).
             self._record_nack(ledger, ledger.type_url, nonce, ledger.version_acked, request.error_detail)
             if sent is not None:
-                rules.reject(ledger, sent)
+                self._reject(ledger, sent, request.error_detail.message)
             return
         if sent is not None:
             rules.accept(ledger, sent)

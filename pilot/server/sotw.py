@@ -72,7 +72,7 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
             self._record_nack(ledger, type_url, nonce, request.version_info, request.error_detail)
             sent = rules.in_flight(ledger, nonce) if ledger is not None and nonce else None
             if ledger is not None and sent is not None:
-                rules.reject(ledger, sent)
+                self._reject(ledger, sent, request.error_detail.message)
             return
 
         names = frozenset(request.resource_names)

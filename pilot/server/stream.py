@@ -22,6 +22,7 @@ from pilot import metrics
 from pilot.cache.cache import SnapshotCache
 from pilot.cache.snapshot import Snapshot, TypeResources
 from pilot.server import ledger as rules
+from pilot.server.callbacks import Rejection
 from pilot.server.connection import Connection
 from pilot.server.fanout import ByteStream, FanOut, Interrupt, PushSlot, ResponseWriter
 from pilot.server.ledger import Sent, TypeLedger
@@ -102,8 +103,10 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         shared: SharedT,
         control_plane: bytes = b"",
         limits: StreamLimits = UNLIMITED,
+        on_rejected: Callable[[Rejection], None] | None = None,
     ) -> None:
         self._conn = conn
+        self._on_rejected = on_rejected  # told of every NACK of a response still in flight
         self._shared = shared  # what responses are encoded from, shared by the server's streams
         self._control_plane = control_plane  # the responses' control_plane field, already tagged
         self._context = context
@@ -238,6 +241,38 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
             ledger.last_nack = NackStatus(
                 message=message, code=error.code, nonce=nonce, version=bounded_text(version), at=time.time()
             )
+
+    def _reject(self, ledger: TypeLedger, sent: Sent, message: str) -> None:
+        """The proxy NACKed ``sent``: never send its versions again, and tell ``on_rejected``
+        which resources of which snapshot it rejected (when the response can tell)."""
+        rules.reject(ledger, sent)
+        if self._on_rejected is None or sent.typed is None:
+            return
+        names = rules.rejected_names(sent, message)
+        if names:
+            rules.acquit(ledger, sent, names)
+        if not names:  # debug: the NACK itself is logged, rate-limited, by _record_nack
+            log.debug(
+                "ADS:%s NACK from %s: the error names none of the %d resources it rejected; only "
+                "their versions are held back",
+                types.short_name(ledger.type_url),
+                self._conn.node_id,
+                sum(1 for _ in sent.carried()),
+            )
+        conn = self._conn
+        rejection = Rejection(
+            conn.view,
+            conn.stream_id,
+            conn.node_id,
+            ledger.type_url,
+            sent.typed.version,
+            names,
+            bounded_text(message),
+        )
+        try:
+            self._on_rejected(rejection)
+        except Exception:
+            log.exception("ADS: on_rejected for stream %d failed", conn.stream_id)
 
     def _record_stale(self, ledger: TypeLedger, nonce: str) -> None:
         """A request carried a nonce that is not the latest sent for its type: a newer response is
