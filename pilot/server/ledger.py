@@ -16,7 +16,6 @@ Spec: https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ __all__ = [
     "TypeLedger",
     "accept",
     "acknowledge",
-    "acquit",
     "carried",
     "changes",
     "forget",
@@ -39,7 +37,6 @@ __all__ = [
     "materialize",
     "record",
     "reject",
-    "rejected_names",
     "rewarm",
     "settle",
     "updated",
@@ -326,51 +323,6 @@ def reject(ledger: TypeLedger, sent: Sent) -> None:
         ledger.rejected_nonce = sent.nonce
         ledger.rejected_content = ledger.content_sent
         ledger.push_started = None
-
-
-def rejected_names(sent: Sent, message: str) -> tuple[str, ...]:
-    """The resources of the NACKed ``sent`` that failed: the one it carried; else those its error
-    names as a whole word (Envoy's LDS and CDS: "Error adding/updating listener(s) 0.0.0.0_80:
-    ..."); else those holding a value the error quotes (Envoy's RDS names no route configuration
-    but quotes the value: "regex '/(a|b){9}' RE2 program size of ..."). Empty when none of these
-    tells. Sorted."""
-    carried = [name for name, _ in sent.carried()]
-    if len(carried) <= 1:
-        return tuple(carried)
-    named = sorted(name for name in carried if _named(name, message))
-    if named or sent.typed is None:
-        return tuple(named)
-    quoted = [q.encode() for q in _QUOTED.findall(message)]
-    resources = sent.typed.resources
-    return tuple(sorted(n for n in carried if any(q in resources[n].body for q in quoted)))
-
-
-_QUOTED = re.compile(r"'([^'\n]{3,})'")
-
-
-def _named(name: str, message: str) -> bool:
-    return re.search(rf"(?<![\w.|:-]){re.escape(name)}(?![\w.|-])", message) is not None
-
-
-def acquit(ledger: TypeLedger, sent: Sent, guilty: Iterable[str]) -> None:
-    """Of the NACKed ``sent``, the resources not ``guilty`` did not fail, but the proxy may have
-    dropped them with the rest (Envoy's SotW mux stops at the first failing watch): forget their
-    rejection and what the proxy holds of them, so the next response carries them again. A
-    whole-state response needs nothing: the next one differs and carries everything."""
-    if sent.content is not None:
-        return
-    failed = frozenset(guilty)
-    for name, version in sent.carried():
-        if name in failed:
-            continue
-        versions = ledger.rejected.get(name)
-        if versions is not None:
-            versions.discard(version)
-            if not versions:
-                del ledger.rejected[name]
-        if ledger.wants(name):
-            forget(ledger, name)
-            ledger.synced_with = None
 
 
 def accept(ledger: TypeLedger, sent: Sent) -> None:
