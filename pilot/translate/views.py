@@ -45,6 +45,7 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
         base.dns_domain,
         labels,
         service_targets(context, proxy.ip, proxy.namespace),
+        proxyless_grpc=base.proxyless_grpc,
     )
 
 
