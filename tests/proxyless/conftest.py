@@ -139,7 +139,9 @@ class XdsClient:
             if accept(reply):
                 return reply
             if time.monotonic() > deadline:
-                raise Timeout(f"{message or 'routing'} not seen within {timeout:.0f}s; last: {reply.outcomes}")
+                raise Timeout(
+                    f"{message or 'routing'} not seen within {timeout:.0f}s; last: {reply.outcomes}"
+                )
             time.sleep(0.1)  # pacing the batches, not waiting for a state
 
     def stop(self) -> None:
@@ -194,7 +196,9 @@ def backends() -> Iterator[dict[str, EchoBackend]]:
 
 
 @pytest.fixture(scope="module")
-def proxyless(tmp_path_factory: pytest.TempPathFactory, backends: dict[str, EchoBackend]) -> Iterator[ProxylessMesh]:
+def proxyless(
+    tmp_path_factory: pytest.TempPathFactory, backends: dict[str, EchoBackend]
+) -> Iterator[ProxylessMesh]:
     mesh = ProxylessMesh(tmp_path_factory.mktemp("proxyless"), backends)
     try:
         yield mesh.start()

@@ -36,7 +36,9 @@ def main(target: str) -> int:
         for _ in range(int(command.get("calls", 1))):
             started = time.monotonic()
             try:
-                outcomes[who(b"", timeout=float(command.get("timeout", 5.0)), metadata=metadata).decode()] += 1
+                outcomes[
+                    who(b"", timeout=float(command.get("timeout", 5.0)), metadata=metadata).decode()
+                ] += 1
             except grpc.RpcError as err:
                 outcomes[err.code().name] += 1
             seconds.append(round(time.monotonic() - started, 3))
