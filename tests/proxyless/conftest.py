@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import yaml
 
-from pilot.grpc_bootstrap import build_grpc_bootstrap
 from pilot.localmesh.config_files import write_atomically
 from pilot.localmesh.control_plane import PilotProcess
 from pilot.localmesh.polling import Timeout
@@ -91,7 +90,16 @@ class XdsClient:
 
     def __init__(self, root: Path, xds_port: int) -> None:
         bootstrap = root / "grpc-bootstrap.json"
-        bootstrap.write_text(json.dumps(build_grpc_bootstrap(CLIENT_NODE, "127.0.0.1", xds_port)))
+        # What a user runs: `pilot bootstrap --grpc`.
+        written = subprocess.run(
+            [sys.executable, "-m", "pilot", "bootstrap", "--grpc", "--node-id", CLIENT_NODE]
+            + ["--xds-address", f"127.0.0.1:{xds_port}", "--label", "app=client"],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+        bootstrap.write_text(written.stdout)
         env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap), "GRPC_VERBOSITY": "ERROR"}
         self.stderr = root / "client.stderr"
         with self.stderr.open("wb") as stderr:  # the child keeps its own descriptor
