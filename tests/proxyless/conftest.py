@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -85,22 +86,25 @@ class Reply:
         self.seconds: list[float] = raw["seconds"]
 
 
+def grpc_bootstrap(path: Path, node_id: str, xds_port: int) -> dict[str, str]:
+    """Write the bootstrap as a user does (``pilot bootstrap --grpc``); the environment naming it."""
+    written = subprocess.run(
+        [sys.executable, "-m", "pilot", "bootstrap", "--grpc", "--node-id", node_id]
+        + ["--xds-address", f"127.0.0.1:{xds_port}", "--label", "app=test"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    path.write_text(written.stdout)
+    return {**os.environ, "GRPC_XDS_BOOTSTRAP": str(path), "GRPC_VERBOSITY": "ERROR"}
+
+
 class XdsClient:
     """The client process: ``call`` sends one command and reads its reply."""
 
     def __init__(self, root: Path, xds_port: int) -> None:
-        bootstrap = root / "grpc-bootstrap.json"
-        # What a user runs: `pilot bootstrap --grpc`.
-        written = subprocess.run(
-            [sys.executable, "-m", "pilot", "bootstrap", "--grpc", "--node-id", CLIENT_NODE]
-            + ["--xds-address", f"127.0.0.1:{xds_port}", "--label", "app=client"],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-        )
-        bootstrap.write_text(written.stdout)
-        env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap), "GRPC_VERBOSITY": "ERROR"}
+        env = grpc_bootstrap(root / "client-bootstrap.json", CLIENT_NODE, xds_port)
         self.stderr = root / "client.stderr"
         with self.stderr.open("wb") as stderr:  # the child keeps its own descriptor
             self._proc = subprocess.Popen(
@@ -137,13 +141,12 @@ class XdsClient:
         metadata: Mapping[str, str] | None = None,
         timeout: float = 15.0,
         message: str = "",
+        target: str = TARGET,
     ) -> Reply:
         """Send batches of ``calls`` until one satisfies ``accept``; Timeout with the last one."""
-        import time
-
         deadline = time.monotonic() + timeout
         while True:
-            reply = self.call(calls, metadata)
+            reply = self.call(calls, metadata, target=target)
             if accept(reply):
                 return reply
             if time.monotonic() > deadline:
@@ -151,6 +154,9 @@ class XdsClient:
                     f"{message or 'routing'} not seen within {timeout:.0f}s; last: {reply.outcomes}"
                 )
             time.sleep(0.1)  # pacing the batches, not waiting for a state
+
+    def wait_for_target(self, target: str, accept: Callable[[Reply], bool], calls: int = 5) -> Reply:
+        return self.wait_for(accept, calls=calls, target=target, message=f"calls to {target}")
 
     def stop(self) -> None:
         if self._proc.stdin is not None:

@@ -17,7 +17,7 @@ METHOD = "/pilot.test.Echo/Who"
 SERVICE = "pilot.test.Echo"
 
 
-def _who(name: str) -> grpc.RpcMethodHandler:
+def who_handler(name: str) -> grpc.RpcMethodHandler:
     def answer(request: bytes, context: Any) -> bytes:
         sleep_ms = dict(context.invocation_metadata()).get("sleep-ms")
         if sleep_ms:
@@ -33,7 +33,7 @@ class EchoBackend:
     def __init__(self, name: str) -> None:
         self.name = name
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        handler = grpc.method_handlers_generic_handler(SERVICE, {"Who": _who(name)})
+        handler = grpc.method_handlers_generic_handler(SERVICE, {"Who": who_handler(name)})
         self._server.add_generic_rpc_handlers((handler,))
         self.port = self._server.add_insecure_port("127.0.0.1:0")
 

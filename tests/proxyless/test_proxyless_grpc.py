@@ -7,17 +7,23 @@ backend that answered each call (or the status it failed with).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from typing import Any
 
 import pytest
 
+from pilot.localmesh.loopback import free_port
 from pilot.localmesh.polling import wait_until
 from tests.proxyless.conftest import (
+    PORT,
+    REPO,
     TARGET,
     ProxylessMesh,
     XdsClient,
     destination_rule,
+    grpc_bootstrap,
     service_entry,
     to,
     virtual_service,
@@ -171,4 +177,42 @@ def test_unknown_host_is_answered_without_an_error_loop(proxyless: ProxylessMesh
     assert "/grpc" in row["view"]
     assert client.call(4).outcomes.total() == 4
     assert "UNAVAILABLE" not in client.call(4).outcomes
+    no_nack(proxyless)
+
+
+def test_xds_server_gets_its_inbound_listener(proxyless: ProxylessMesh, client: XdsClient) -> None:
+    """A grpcio server with ``xds=True`` serves only once pilot sends it the listener it asks for
+    (``xds.istio.io/grpc/lds/inbound/0.0.0.0:PORT``, a workload port of its node's address); a
+    proxyless client reaches it through its own ServiceEntry."""
+    port = free_port()
+    node = "sidecar~127.0.0.1~details-1.default~default.svc.cluster.local"
+    details = service_entry({"v1": proxyless.backends["v1"]})
+    details["metadata"]["name"] = "details"
+    details["spec"]["hosts"] = ["details.default.svc.cluster.local"]
+    details["spec"]["endpoints"] = [{"address": "127.0.0.1", "ports": {"grpc": port}}]
+    proxyless.write("details.yaml", details)
+    env = grpc_bootstrap(proxyless.root / "server-bootstrap.json", node, proxyless.pilot.xds_port)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.proxyless.xds_server", "details-xds", str(port)],
+        stdin=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        target = f"details.default.svc.cluster.local:{PORT}"
+        reply = client.wait_for_target(target, lambda r: r.outcomes == {"details-xds": 5}, calls=5)
+        assert reply.outcomes == {"details-xds": 5}
+        inbound = f"xds.istio.io/grpc/lds/inbound/0.0.0.0:{port}"
+        row = stream_of(proxyless, inbound)
+        assert row is not None and row["proxy"] == node
+        assert row["lds"]["nonce_acked"] == row["lds"]["nonce_sent"] and row["lds"]["last_nack"] is None
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
+        proxyless.remove("details.yaml")
     no_nack(proxyless)
