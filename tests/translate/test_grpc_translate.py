@@ -215,3 +215,11 @@ def test_grpc_snapshot_is_consistent_and_separate_from_the_sidecars() -> None:
     assert set(built.by_type[types.LISTENER].resources) >= {f"{HOST}:9080"}
     sidecar = generators.GENERATORS[types.LISTENER].generate(f.sidecar(), context)
     assert f"{HOST}:9080" not in {name for name, _ in sidecar}
+    # The consistency check reads filter chains only: check the API listeners' RDS names here.
+    routes = set(built.by_type[types.ROUTE].resources)
+    named = {
+        manager(listener).rds.route_config_name
+        for listener in generated(context)[types.LISTENER].values()
+        if listener.HasField("api_listener")
+    }
+    assert named == routes == {f"outbound|9080||{HOST}"}
