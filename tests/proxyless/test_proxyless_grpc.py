@@ -217,3 +217,31 @@ def test_xds_server_gets_its_inbound_listener(proxyless: ProxylessMesh, client: 
             server.wait(5)
         proxyless.remove("details.yaml")
     no_nack(proxyless)
+
+
+def test_consistent_hash_keeps_each_user_on_one_backend(proxyless: ProxylessMesh, client: XdsClient) -> None:
+    """A DestinationRule's consistentHash on a header becomes a RING_HASH cluster and the route's
+    hash policy; gRPC accepts both and pins each header value to one endpoint."""
+    proxyless.remove("vs.yaml")
+    rule = destination_rule()
+    rule["spec"]["trafficPolicy"] = {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}}}
+    proxyless.write("reviews.yaml", service_entry(proxyless.backends), rule)
+    try:
+        # Round robin alternates; once the ring is in, one user's calls all take one endpoint.
+        # (A call without the header gets a random hash, gRFC A42.)
+        client.wait_for(
+            lambda r: len(r.outcomes) == 1 and set(r.outcomes) <= {"v1", "v2"},
+            metadata={"x-user": "user-0"},
+            message="ring hash",
+        )
+        chosen = {}
+        for user in range(16):
+            outcomes = client.call(10, {"x-user": f"user-{user}"}).outcomes
+            assert len(outcomes) == 1 and set(outcomes) <= {"v1", "v2"}, (user, outcomes)
+            chosen[user] = next(iter(outcomes))
+        # 16 users all on one of two endpoints would be a 1 in 32768 ring.
+        assert set(chosen.values()) == {"v1", "v2"}, chosen
+        no_nack(proxyless)
+    finally:
+        proxyless.write("reviews.yaml", service_entry(proxyless.backends), destination_rule())
+        client.wait_for(lambda r: r.outcomes == {"v1": 10, "v2": 10}, message="round robin again")
