@@ -27,6 +27,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from google.protobuf import any_pb2
 
 from pilot.translate import hosts
 from pilot.translate.context import PushContext
@@ -51,13 +52,18 @@ def http_filters() -> list[hcm_pb2.HttpFilter]:
     ]
 
 
-def outbound_listener(name: str, hostname: str, port: int) -> Listener:
+def api_manager(hostname: str, port: int) -> any_pb2.Any:
+    """The packed HTTP connection manager of ``hostname:port``'s API listener (under every name)."""
     manager = HttpConnectionManager(
         rds=hcm_pb2.Rds(config_source=ads(), route_config_name=route_config_name(hostname, port)),
         http_filters=http_filters(),
     )
+    return typed(manager)
+
+
+def outbound_listener(name: str, manager: any_pb2.Any) -> Listener:
     listener = Listener(name=name)
-    listener.api_listener.api_listener.CopyFrom(typed(manager))
+    listener.api_listener.api_listener.CopyFrom(manager)
     return listener
 
 
@@ -103,10 +109,11 @@ def build_listeners(view: ProxyView, context: PushContext) -> list[tuple[str, Li
     seen: set[str] = set()
     for service in scope.services:
         for port in grpc_ports(service):
+            manager = api_manager(service.hostname, port)
             for name in listener_names(service.hostname, port, view):
                 if name not in seen:  # the first service (by host) keeps a short name, as for domains
                     seen.add(name)
-                    out.append((name, outbound_listener(name, service.hostname, port)))
+                    out.append((name, outbound_listener(name, manager)))
     for target_port in sorted({target.target_port for target in view.targets}):
         for address in SERVER_ADDRESSES:
             name = f"{SERVER_LISTENER_PREFIX}{address}:{target_port}"
