@@ -69,10 +69,15 @@ class GrpcBootstrapArgs(Protocol):
     def label(self) -> tuple[tuple[str, str], ...]: ...
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def delta(self) -> bool: ...
 
 
 def run(args: GrpcBootstrapArgs) -> int:
     """``pilot bootstrap --grpc``: print the gRPC xDS bootstrap JSON."""
+    if args.delta:
+        print("pilot bootstrap: --delta: gRPC's xDS client speaks state of the world only", file=sys.stderr)
+        return 2
     try:
         host, port = parse_address(args.xds_address)
     except ValueError as err:

@@ -54,3 +54,9 @@ def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_rejects_a_bad_address(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bootstrap", "--grpc", "--node-id", NODE, "--xds-address", "nope"]) == 2
     assert "HOST:PORT" in capsys.readouterr().err
+
+
+def test_cli_rejects_delta(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bootstrap", "--grpc", "--delta", "--node-id", NODE, "--xds-address", "127.0.0.1:15010"]
+    assert main(argv) == 2
+    assert "state of the world" in capsys.readouterr().err
