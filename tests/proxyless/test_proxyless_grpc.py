@@ -17,6 +17,8 @@ import pytest
 from pilot.localmesh.loopback import free_port
 from pilot.localmesh.polling import wait_until
 from tests.proxyless.conftest import (
+    CLIENT_NODE,
+    HOST,
     PORT,
     REPO,
     TARGET,
@@ -57,6 +59,9 @@ def test_unary_calls_reach_both_endpoints_round_robin(proxyless: ProxylessMesh, 
     )
     assert sum(reply.outcomes.values()) == 20
     no_nack(proxyless)
+    # What the client is sent, as istioctl proxy-config reads it.
+    dump = proxyless.pilot.http_get(f"/debug/config_dump?proxyID={CLIENT_NODE}").text
+    assert f'"{TARGET}"' in dump and f"outbound|{PORT}|v2|{HOST}" in dump
 
 
 def test_virtual_service_edits_move_calls_without_reconnecting(
