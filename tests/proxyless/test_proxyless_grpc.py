@@ -126,6 +126,15 @@ def test_fault_abort_returns_the_configured_status(proxyless: ProxylessMesh, cli
     no_nack(proxyless)
 
 
+def test_fault_delay(proxyless: ProxylessMesh, client: XdsClient) -> None:
+    delay = {"delay": {"fixedDelay": "0.3s", "percentage": {"value": 100}}}
+    proxyless.write("vs.yaml", virtual_service({"route": [to("v1")]}))
+    client.wait_for(only("v1", 5), calls=5, message="100% to v1")
+    proxyless.write("vs.yaml", virtual_service({"fault": delay, "route": [to("v2")]}))
+    reply = client.wait_for(only("v2", 3), calls=3, message="the delayed route")
+    assert all(0.28 <= s < 1.0 for s in reply.seconds), reply.seconds
+
+
 def test_route_timeout_ends_slow_calls(proxyless: ProxylessMesh, client: XdsClient) -> None:
     """The route's timeout, not the client's 20 s deadline, ends a call the backend holds 4 s."""
     proxyless.write("vs.yaml", virtual_service({"route": [to("v1")]}))
