@@ -12,7 +12,8 @@ gRPC xDS client reads (gRFC A28, A31, A33, A44):
 - only the fault filter's per-route config is kept: gRPC NACKs a route whose
   ``typed_per_filter_config`` names a filter it does not implement (CORS);
 - what gRPC ignores is not sent: mirrors, header rewrites, path and authority rewrites,
-  decorators, metadata, ``max_grpc_timeout``.
+  decorators, metadata, ``max_grpc_timeout``, and of a retry policy all but ``retry_on``,
+  ``num_retries`` and ``retry_back_off``.
 """
 
 from __future__ import annotations
@@ -38,14 +39,13 @@ _IGNORED_ACTION_FIELDS = (
     "host_rewrite_literal",
     "max_grpc_timeout",
 )
-_IGNORED_ROUTE_FIELDS = (
-    "decorator",
-    "metadata",
+_HEADER_FIELDS = (
     "request_headers_to_add",
     "request_headers_to_remove",
     "response_headers_to_add",
     "response_headers_to_remove",
 )
+_IGNORED_ROUTE_FIELDS = ("decorator", "metadata", *_HEADER_FIELDS)
 
 
 def route_config_name(hostname: str, port: int) -> str:
@@ -69,9 +69,22 @@ def grpc_route(route: rc.Route) -> rc.Route:
         for field in _IGNORED_ACTION_FIELDS:
             action.ClearField(field)
         for weighted in action.weighted_clusters.clusters:
-            for field in _IGNORED_ROUTE_FIELDS[2:]:
+            for field in (*_HEADER_FIELDS, "host_rewrite_literal"):
                 weighted.ClearField(field)
-            weighted.ClearField("host_rewrite_literal")
+        if action.HasField("retry_policy"):
+            action.retry_policy.CopyFrom(grpc_retry_policy(action.retry_policy))
+    return out
+
+
+def grpc_retry_policy(policy: rc.RetryPolicy) -> rc.RetryPolicy:
+    """What gRFC A44 reads of a retry policy: the gRPC status names of ``retry_on`` (gRPC skips
+    the others), ``num_retries`` and ``retry_back_off``; host predicates, retriable HTTP codes and
+    ``per_try_timeout`` have no effect on gRPC."""
+    out = rc.RetryPolicy(retry_on=policy.retry_on)
+    if policy.HasField("num_retries"):
+        out.num_retries.CopyFrom(policy.num_retries)
+    if policy.HasField("retry_back_off"):
+        out.retry_back_off.CopyFrom(policy.retry_back_off)
     return out
 
 
@@ -100,4 +113,11 @@ def build_routes(view: ProxyView, context: PushContext) -> list[tuple[str, Route
     return out
 
 
-__all__ = ["build_routes", "grpc_ports", "grpc_route", "route_config_name", "route_configuration"]
+__all__ = [
+    "build_routes",
+    "grpc_ports",
+    "grpc_retry_policy",
+    "grpc_route",
+    "route_config_name",
+    "route_configuration",
+]

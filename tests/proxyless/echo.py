@@ -2,7 +2,8 @@
 backend's name, so a test asserts which backend took each call.
 
 Built on grpc's generic handlers (bytes in, bytes out). A call whose metadata has ``sleep-ms``
-sleeps that long first (for timeouts).
+sleeps that long first (for timeouts); one whose ``fail-on`` names the backend fails with
+UNAVAILABLE (for retries).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ SERVICE = "pilot.test.Echo"
 
 def who_handler(name: str) -> grpc.RpcMethodHandler:
     def answer(request: bytes, context: Any) -> bytes:
-        sleep_ms = dict(context.invocation_metadata()).get("sleep-ms")
+        metadata = dict(context.invocation_metadata())
+        if metadata.get("fail-on") == name:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{name} fails on request")
+        sleep_ms = metadata.get("sleep-ms")
         if sleep_ms:
             time.sleep(int(sleep_ms) / 1000)
         return name.encode()

@@ -126,6 +126,23 @@ def test_fault_abort_returns_the_configured_status(proxyless: ProxylessMesh, cli
     no_nack(proxyless)
 
 
+def test_retries_move_a_failed_call_to_the_other_endpoint(
+    proxyless: ProxylessMesh, client: XdsClient
+) -> None:
+    """v1 fails calls that say ``fail-on: v1``; without retries about half of them fail, with
+    ``retries`` on ``unavailable`` gRPC tries again on the next endpoint (round robin) and v2 answers."""
+    fails = {"fail-on": "v1"}
+    everyone = [{"destination": {"host": "reviews"}}]
+    proxyless.write("vs.yaml", virtual_service({"route": everyone, "retries": {"attempts": 0}}))
+    client.wait_for(
+        lambda r: r.outcomes == {"UNAVAILABLE": 10, "v2": 10}, metadata=fails, message="no retries"
+    )
+    retry = {"attempts": 3, "retryOn": "unavailable"}
+    proxyless.write("vs.yaml", virtual_service({"route": everyone, "retries": retry}))
+    client.wait_for(only("v2"), metadata=fails, message="retried on v2")
+    assert client.call(20).outcomes == {"v1": 10, "v2": 10}
+
+
 def test_fault_delay(proxyless: ProxylessMesh, client: XdsClient) -> None:
     delay = {"delay": {"fixedDelay": "0.3s", "percentage": {"value": 100}}}
     proxyless.write("vs.yaml", virtual_service({"route": [to("v1")]}))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from google.protobuf.wrappers_pb2 import UInt32Value
 
 from pilot.translate import generators, grpc_listeners, snapshot, views
 from pilot.translate.listeners import FAULT_FILTER, ROUTER_FILTER
@@ -138,8 +140,7 @@ def test_routes_come_from_the_virtual_service_reshaped_for_grpc() -> None:
     # gRFC A31: the timeout is max_stream_duration; gRPC ignores timeout and max_grpc_timeout.
     assert action.max_stream_duration.max_stream_duration.ToMilliseconds() == 500
     assert not action.HasField("timeout") and not action.HasField("max_grpc_timeout")
-    assert action.retry_policy.num_retries.value == 3
-    assert action.retry_policy.retry_on == "unavailable"
+    assert action.retry_policy == rc.RetryPolicy(retry_on="unavailable", num_retries=UInt32Value(value=3))
     # CORS would be NACKed (gRPC has no such filter); mirrors and header edits are ignored by gRPC.
     assert not split.typed_per_filter_config
     assert not action.request_mirror_policies
