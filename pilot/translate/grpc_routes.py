@@ -64,6 +64,9 @@ def grpc_route(route: rc.Route) -> rc.Route:
             del out.typed_per_filter_config[filter_name]
     if out.HasField("route"):
         action = out.route
+        # Istio's setTimeout for proxyless nodes: max_stream_duration alone (gRPC reads
+        # grpc_timeout_header_max before it, so a sidecar's copy there is left out).
+        action.ClearField("max_stream_duration")
         action.max_stream_duration.max_stream_duration.CopyFrom(action.timeout)
         action.ClearField("timeout")
         for field in _IGNORED_ACTION_FIELDS:

@@ -139,6 +139,7 @@ def test_routes_come_from_the_virtual_service_reshaped_for_grpc() -> None:
     ]
     # gRFC A31: the timeout is max_stream_duration; gRPC ignores timeout and max_grpc_timeout.
     assert action.max_stream_duration.max_stream_duration.ToMilliseconds() == 500
+    assert not action.max_stream_duration.HasField("grpc_timeout_header_max")
     assert not action.HasField("timeout") and not action.HasField("max_grpc_timeout")
     assert action.retry_policy == rc.RetryPolicy(retry_on="unavailable", num_retries=UInt32Value(value=3))
     # CORS would be NACKed (gRPC has no such filter); mirrors and header edits are ignored by gRPC.
