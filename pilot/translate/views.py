@@ -63,6 +63,7 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
         labels,
         service_targets(context, proxy.ip, proxy.namespace),
         sidecar,
+        proxyless_grpc=base.proxyless_grpc,
     )
 
 
