@@ -153,7 +153,7 @@ class PushContext:
     # Built on first use, once per context: endpoint address -> (service, endpoint) pairs, and
     # every label pair some workload selector of the config names (pilot.translate.views).
     _at_address: dict[str, tuple[tuple[Service, Endpoint], ...]] = field(default_factory=dict, repr=False)
-    _selector_pairs: list[frozenset[tuple[str, str]]] = field(default_factory=list, repr=False)
+    _selectors: list[tuple[frozenset[tuple[str, str]], ...]] = field(default_factory=list, repr=False)
     _sidecars_by_namespace: dict[str, list[ConfigObject[nw.Sidecar]]] = field(
         default_factory=dict, repr=False
     )
@@ -280,27 +280,28 @@ class PushContext:
             index.setdefault("", ())  # built, even when no endpoint has an address
         return index.get(address, ())
 
-    def selector_pairs(self) -> frozenset[tuple[str, str]]:
-        """Every ``key=value`` a workload selector of the config names: VirtualService match
-        ``sourceLabels`` (HTTP, TCP, TLS) and DestinationRule ``workloadSelector``. A proxy's labels
-        outside this set can never change what it is sent."""
-        if not self._selector_pairs:
-            pairs: set[tuple[str, str]] = set()
+    def selectors(self) -> tuple[frozenset[tuple[str, str]], ...]:
+        """Every workload selector of the config, as its set of ``key=value`` pairs: VirtualService
+        match ``sourceLabels`` (HTTP, TCP, TLS) and DestinationRule ``workloadSelector``. A proxy's
+        labels decide what it is sent only through which of these they satisfy. Sidecar
+        ``workloadSelector.labels`` are not here: a view names its Sidecar itself."""
+        if not self._selectors:
+            found: set[frozenset[tuple[str, str]]] = set()
             for vs in self.virtual_services:
                 for http in vs.spec.http:
                     for match in http.match:
-                        pairs.update(match.source_labels.items())
+                        found.add(frozenset(match.source_labels.items()))
                 for tcp in vs.spec.tcp:
                     for l4_match in tcp.match:
-                        pairs.update(l4_match.source_labels.items())
+                        found.add(frozenset(l4_match.source_labels.items()))
                 for tls in vs.spec.tls:
                     for tls_match in tls.match:
-                        pairs.update(tls_match.source_labels.items())
+                        found.add(frozenset(tls_match.source_labels.items()))
             for dr in self.destination_rules:
-                pairs.update(dr.spec.workload_selector.match_labels.items())
-            # Sidecar ``workloadSelector.labels`` are not needed: a view names its Sidecar itself.
-            self._selector_pairs.append(frozenset(pairs))
-        return self._selector_pairs[0]
+                found.add(frozenset(dr.spec.workload_selector.match_labels.items()))
+            found.discard(frozenset())  # selects everything: tells no proxy apart
+            self._selectors.append(tuple(sorted(found, key=sorted)))
+        return self._selectors[0]
 
     def services_by_host(self) -> dict[str, list[Service]]:
         """Every Service per hostname, before visibility (for debug views)."""
