@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TypeVar
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf.json_format import MessageToDict
@@ -46,92 +46,23 @@ from pilot import metrics
 from pilot.cache.cache import SnapshotCache
 from pilot.cache.snapshot import Snapshot
 from pilot.config.objects import ConfigEvent
-from pilot.config.store import ConfigStore, StoreSnapshot
+from pilot.config.store import ConfigStore
 from pilot.push.debounce import Debouncer
 from pilot.push.holds import Holds, ObjectRejection, RejectionReport
 from pilot.push.request import CONFIG, GLOBAL, PushRequest
-from pilot.translate.context import PushContext
+from pilot.push.translator import (
+    IncrementalTranslator,
+    IstioTranslator,
+    Translator,
+    VersionedContext,
+    ViewingTranslator,
+)
 from pilot.translate.proxy import Proxy, ProxyView
-from pilot.translate.snapshot import build_snapshot
-from pilot.translate.views import view_of
 
 log = logging.getLogger("pilot.push")
 
 Clock = Callable[[], float]
 T = TypeVar("T")
-
-
-class VersionedContext(Protocol):
-    """What the pusher needs of a PushContext: the version string that identifies it."""
-
-    @property
-    def version(self) -> str: ...
-
-
-class Translator(Protocol):
-    """The two translate/ entry points a push calls; a seam so tests can make one view fail."""
-
-    def build_context(self, snapshot: StoreSnapshot) -> VersionedContext: ...
-
-    def build_snapshot(self, view: ProxyView, context: VersionedContext) -> Snapshot: ...
-
-
-@runtime_checkable
-class IncrementalTranslator(Protocol):
-    """A translator that can build a view's snapshot from its previous one (and the context that
-    one was built from), translating only what the config changed in between can affect."""
-
-    def update_snapshot(
-        self,
-        view: ProxyView,
-        context: VersionedContext,
-        previous_context: VersionedContext,
-        previous: Snapshot,
-    ) -> Snapshot: ...
-
-
-@runtime_checkable
-class ViewingTranslator(Protocol):
-    """A translator whose views depend on the config as well as the node. Without it a proxy's
-    view is ``Proxy.view()``, from its node alone."""
-
-    def view_of(self, proxy: Proxy, context: VersionedContext) -> ProxyView: ...
-
-
-class IstioTranslator:
-    """The real translator: ``PushContext.build`` and ``build_snapshot`` from pilot.translate.
-
-    Each context is built from the one before (what did not change is reused, see
-    ``PushContext.build``)."""
-
-    def __init__(self) -> None:
-        self._last: PushContext | None = None
-
-    def build_context(self, snapshot: StoreSnapshot) -> VersionedContext:
-        context = PushContext.build(snapshot, self._last)
-        self._last = context
-        return context
-
-    def build_snapshot(self, view: ProxyView, context: VersionedContext) -> Snapshot:
-        return build_snapshot(view, _push_context(context))
-
-    def view_of(self, proxy: Proxy, context: VersionedContext) -> ProxyView:
-        return view_of(proxy, _push_context(context))
-
-    def update_snapshot(
-        self,
-        view: ProxyView,
-        context: VersionedContext,
-        previous_context: VersionedContext,
-        previous: Snapshot,
-    ) -> Snapshot:
-        return build_snapshot(view, _push_context(context), (_push_context(previous_context), previous))
-
-
-def _push_context(context: VersionedContext) -> PushContext:
-    if not isinstance(context, PushContext):
-        raise TypeError(f"expected a PushContext, got {type(context).__name__}")
-    return context
 
 
 @dataclass(slots=True)
