@@ -20,13 +20,16 @@ from pilot.config.store import ConfigStore
 from pilot.sources.files import FolderSource, service_origin
 from pilot.translate.clusters import build_clusters
 from pilot.translate.context import PushContext
-from pilot.translate.proxy import NodeType, Proxy, ProxyView
+from pilot.translate.proxy import InterceptionMode, NodeType, Proxy, ProxyView
+from pilot.translate.snapshot import generate_messages, inconsistencies
 from pilot.translate.views import identified, view_of
+from pilot.xds import types
 from tests.corpus import CORPUS
 from tests.sources.test_files import eventually, running
 from tests.sources.test_kube import client, kube, source_for  # noqa: F401 (fixtures)
 from tests.sources.test_kube import running as kube_running
 from tests.support.kube_api import FakeKubeApi, endpoint_slice, pod, service
+from tests.translate.golden import ENVOY, envoy_validate, static_bootstrap
 
 BOOKINFO = CORPUS / "bookinfo__bookinfo.yaml"
 BOOKINFO_SERVICES = ("details", "productpage", "ratings", "reviews")
@@ -89,6 +92,30 @@ async def test_bookinfo_gives_the_same_services_and_clusters_as_the_cluster_sour
     reviews = folder_entries["(svc)reviews"]
     assert [(p.number, p.name, p.protocol) for p in reviews.ports] == [(9080, "http", "HTTP")]
     assert len(reviews.endpoints) == 0  # no Pods in the folder: the cluster, no endpoints
+
+
+@pytest.mark.skipif(not ENVOY.exists(), reason="no envoy binary in .venv")
+@pytest.mark.parametrize("mode", [InterceptionMode.REDIRECT, InterceptionMode.NONE], ids=lambda m: m.value)
+async def test_bookinfo_services_are_accepted_by_envoy_in_both_interception_modes(
+    tmp_path: Path, mode: InterceptionMode
+) -> None:
+    """Istio's bookinfo.yaml as a folder: its Services' translation, with Istio's destination rules and
+    a VirtualService, for a sidecar of each interception mode, passes a real Envoy's validation."""
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "bookinfo.yaml").write_text(BOOKINFO.read_text(encoding="utf-8"), encoding="utf-8")
+    for extra in ("bookinfo__destination-rule-all.yaml", "bookinfo__virtual-service-reviews-80-20.yaml"):
+        if (CORPUS / extra).exists():
+            (config / extra).write_text((CORPUS / extra).read_text(encoding="utf-8"), encoding="utf-8")
+    store = ConfigStore()
+    async with running(FolderSource(config, store)):
+        context = PushContext.build(store.snapshot())
+    messages = generate_messages(ProxyView(NodeType.SIDECAR, "default", mode), context)
+    clusters = {name for name, _ in messages[types.CLUSTER]}
+    assert {f"outbound|9080||{host(name)}" for name in BOOKINFO_SERVICES} <= clusters
+    assert inconsistencies(messages) == []
+    result = envoy_validate(static_bootstrap(messages), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_bookinfo_parses_without_a_word_about_the_kinds_it_skips(caplog: pytest.LogCaptureFixture) -> None:
