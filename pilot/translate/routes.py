@@ -1,9 +1,11 @@
 """RDS: route configuration ``N`` for every HTTP port N of a sidecar.
 
 Istio's httproute.go (``BuildSidecarOutboundVirtualHosts``): one virtual host ``HOST:N`` per
-service on the port, whose routes come from the VirtualService bound to the host (route.go
-``BuildHTTPRoutesForVirtualService``) or else one ``default`` route; then the catch-all virtual
-host ``allow_any`` (PassthroughCluster) or ``block_all`` (502).
+service on the port, whose routes come from the VirtualService that claims the host (route.go
+``BuildSidecarVirtualHostWrapper``, ``BuildHTTPRoutesForVirtualService``) or else one ``default``
+route; one virtual host per VirtualService host that is no service (``foo.example.com``,
+``*.example.com``), routed by that VirtualService; sorted by name, then the catch-all virtual host
+``allow_any`` (PassthroughCluster) or ``block_all`` (502).
 """
 
 from __future__ import annotations
@@ -195,11 +197,104 @@ def default_route(service: Service, port: int, scope: Scope) -> rc.Route:
 
 
 def service_routes(service: Service, port: int, scope: Scope, labels: Mapping[str, str]) -> list[rc.Route]:
-    for vs in scope.virtual_services(service.hostname):
+    """The routes of the VirtualService that claims the service on ``port``, else the default route."""
+    for vs in claimants(scope.virtual_services(service.hostname), service.hostname):
         routes = virtual_service_routes(vs, port, scope, labels)
         if routes:
             return routes
     return [default_route(service, port, scope)]
+
+
+def claimants(ranked: list[VirtualServiceEntry], host: str) -> list[VirtualServiceEntry]:
+    """The VirtualServices that may claim the service ``host``, in order; the first with routes on
+    the port wins. istiod (route.go BuildSidecarVirtualHostWrapper, separateVSHostsAndServices with
+    sidecar.go computeWildcardHostVirtualServiceIndex): every one naming the host exactly, in the
+    scope's order (the first virtual host of a name is kept); when none does, only the first one
+    with the most specific wildcard covering it. ``ranked`` is ``Scope.virtual_services(host)``."""
+    exact = [vs for vs in ranked if host in vs.hosts]
+    return exact or ranked[:1]
+
+
+def _selects(vs: VirtualServiceEntry, on_port: Mapping[str, Service]) -> bool:
+    """Istio's selectVirtualServices: a host of ``vs`` overlaps a service on the port."""
+    wildcard_services = [h for h in on_port if hosts.is_wildcard(h)]
+    for host in vs.hosts:
+        host = host.lower()
+        if host in on_port:
+            return True
+        if hosts.is_wildcard(host):
+            if any(hosts.matches(host, svc_host) for svc_host in on_port):
+                return True
+        elif any(hosts.matches(host, svc_host) for svc_host in wildcard_services):
+            return True
+    return False
+
+
+def _separate(
+    vs: VirtualServiceEntry, on_port: Mapping[str, Service], scope: Scope
+) -> tuple[list[str], list[Service]]:
+    """Istio's separateVSHostsAndServices: the hosts of ``vs`` that are no service on the port, and
+    the services on the port it claims (exactly, or as the most specific wildcard for them)."""
+    others: list[str] = []
+    claimed: list[Service] = []
+    for host in vs.hosts:
+        host = host.lower()
+        if not hosts.is_wildcard(host):
+            svc = on_port.get(host)
+            if svc is None:
+                others.append(host)
+            else:
+                claimed.append(svc)
+            continue
+        overlapping = [svc for svc_host, svc in on_port.items() if hosts.matches(svc_host, host)]
+        if not overlapping:
+            others.append(host)
+        for svc in overlapping:
+            first = scope.virtual_services(svc.hostname)[:1]
+            if first and first[0] is vs:
+                claimed.append(svc)
+    return others, claimed
+
+
+def non_service_virtual_hosts(
+    port: int, scope: Scope, labels: Mapping[str, str], seen: set[str]
+) -> list[rc.VirtualHost]:
+    """Virtual hosts for the hosts of VirtualServices that are no service (an exact name, a
+    wildcard such as ``*.example.com``), routed by their VirtualService, as istiod builds them
+    (httproute.go BuildSidecarOutboundVirtualHosts, route.go buildSidecarVirtualHostsForVirtualService):
+    on port 80 for every VirtualService with routes there; on another port only for one that also
+    claims an HTTP service on that port. Domains: the host alone (the route configuration ignores
+    ports); one taken already is dropped, and ``*`` is always the catch-all's."""
+    on_port = {svc.hostname.lower(): svc for svc in scope.services if svc.port(port) is not None}
+    out: list[rc.VirtualHost] = []
+    names_taken: set[str] = set()
+    for vs in scope.mesh_virtual_services:
+        if port != 80 and not _selects(vs, on_port):
+            continue
+        others, claimed = _separate(vs, on_port, scope)
+        if not others:
+            continue
+        if port != 80 and not any(_is_http_on(svc, port) for svc in claimed):
+            continue  # istiod makes no wrapper for the port then
+        routes = virtual_service_routes(vs, port, scope, labels)
+        if not routes:
+            continue
+        for host in others:
+            name = names.virtual_host_name(host, port)
+            domains = _dedupe([hosts.ipv6_compliant(host)], seen)
+            if name in names_taken or not domains:
+                log.info("route %d: domain %s of %s is taken; no virtual host", port, host, vs.key)
+                continue
+            names_taken.add(name)
+            out.append(
+                rc.VirtualHost(name=name, domains=domains, routes=routes, include_request_attempt_count=True)
+            )
+    return out
+
+
+def _is_http_on(service: Service, port: int) -> bool:
+    service_port = service.port(port)
+    return service_port is not None and service_port.protocol.is_http
 
 
 def catch_all_virtual_host(allow_any: bool) -> rc.VirtualHost:
@@ -227,8 +322,8 @@ def _dedupe(domains: list[str], seen: set[str]) -> list[str]:
 
 def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfiguration:
     labels = dict(view.labels)
-    virtual_hosts: list[rc.VirtualHost] = []
-    seen: set[str] = set()
+    seen: set[str] = {"*"}  # the catch-all's
+    virtual_hosts = non_service_virtual_hosts(port, scope, labels, seen)
     for service in scope.services:
         service_port = service.port(port)
         if service_port is None or not service_port.protocol.is_http:
@@ -248,6 +343,7 @@ def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfig
                 include_request_attempt_count=True,
             )
         )
+    virtual_hosts.sort(key=lambda vh: vh.name)  # Istio's SortVirtualHosts (stable)
     virtual_hosts.append(catch_all_virtual_host(scope.mesh.allow_any))
     return RouteConfiguration(
         name=names.route_config_name(port),
