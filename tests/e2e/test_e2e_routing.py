@@ -164,3 +164,33 @@ def test_host_header_with_any_port_hits_the_virtual_service(mesh: Mesh) -> None:
         for host in (f"{svc.name}:1234", f"{svc.name}:{svc.port}", svc.name):
             assert tally(client, 10, headers={"Host": host}) == {"v2": 10}, host
     mesh.assert_config_accepted()
+
+
+def test_non_service_host_and_creation_order(mesh: Mesh) -> None:
+    """istiod's two precedence rules, through Envoy: a VirtualService host that is no service gets
+    a virtual host of its own on the port the VirtualService routes (``Host: outside.example`` and
+    ``Host: api.wild.example`` are routed by it, not passed through); of two VirtualServices for one
+    host the older (``metadata.creationTimestamp``) wins, even when its name sorts last."""
+    svc = mesh.add_service("precedence")
+    outside, wild = f"outside-{svc.port}.example", f"*.wild-{svc.port}.example"
+
+    def timed(name: str, created: str, hosts: list[str], subset: str) -> dict[str, object]:
+        doc = virtual_service(svc, [{"route": [destination(svc, subset)]}])
+        doc["metadata"] = {**doc["metadata"], "name": name, "creationTimestamp": created}
+        doc["spec"] = {**doc["spec"], "hosts": hosts}
+        return doc
+
+    mesh.write(
+        "precedence-vs.yaml",
+        timed("z-older", "2019-01-01T00:00:00Z", [svc.name, outside, wild], "v2"),
+        timed("a-newer", "2021-01-01T00:00:00Z", [svc.name], "v1"),
+    )
+    with mesh.client(svc) as client:
+        wait_routed(client, lambda r: r.version == "v2", headers={"Host": outside}, message="outside to v2")
+        assert tally(client, 10) == {"v2": 10}  # the older VirtualService holds the service
+        assert tally(client, 10, headers={"Host": f"api.wild-{svc.port}.example"}) == {"v2": 10}
+    config = mesh.route_config(svc) or {}
+    domains = {vh["name"]: vh["domains"] for vh in config.get("virtual_hosts", [])}
+    assert domains[f"{outside}:{svc.port}"] == [outside]
+    assert domains[f"{wild}:{svc.port}"] == [wild]
+    mesh.assert_config_accepted()
