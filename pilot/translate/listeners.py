@@ -3,7 +3,9 @@ listeners, ``virtualOutbound`` and ``virtualInbound``, are capture_listeners.py'
 
 Istio's listener.go (``buildSidecarOutboundListeners``): an HTTP port gets an HTTP connection
 manager that fetches route configuration ``N`` over ADS; any other TCP-family port a tcp_proxy to
-its service's cluster. Gateways (routers) get no listeners until Gateway support exists.
+its service's cluster; a port with a service whose protocol is not declared (unnamed, or an unknown
+name) both, chosen per connection by protocol sniffing (protocol_sniffing.py). Gateways (routers)
+get no listeners until Gateway support exists.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
-from pilot.translate import tcp_routes
+from pilot.translate import protocol_sniffing, tcp_routes
 from pilot.translate.clusters import ads_config_source
 from pilot.translate.context import Protocol, PushContext, Scope, Service
 from pilot.translate.cors import CORS_FILTER
@@ -40,20 +42,25 @@ HCM_FILTER = "envoy.filters.network.http_connection_manager"
 FAULT_FILTER = "envoy.filters.http.fault"
 ROUTER_FILTER = "envoy.filters.http.router"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+# A service port whose protocol is not declared: istiod sniffs it (protocol.IsUnsupported).
+SNIFFED = Protocol.UNSUPPORTED
 
 
 @dataclass(frozen=True, slots=True)
 class OutboundPorts:
-    """Which ports get which kind of listener: HTTP ports, and the services of each TCP-family port
-    (opaque TCP, TLS/HTTPS, Mongo...), in host order."""
+    """Which ports get which kind of listener: the ports with a route configuration (HTTP and
+    sniffed ones), the services of each TCP-family port (opaque TCP, TLS/HTTPS, Mongo..., and the
+    ones whose protocol is not declared), in host order, and the ports that are sniffed."""
 
     http: tuple[int, ...]
     tcp: tuple[tuple[int, tuple[Service, ...]], ...]
+    sniffed: frozenset[int] = frozenset()
 
 
 def outbound_ports(scope: Scope) -> OutboundPorts:
     http: set[int] = set()
     tcp: dict[int, list[Service]] = {}
+    sniffed: set[int] = set()
     for service in scope.services:
         for port in service.ports:
             if port.protocol is Protocol.UDP:
@@ -62,10 +69,14 @@ def outbound_ports(scope: Scope) -> OutboundPorts:
                 http.add(port.number)
             else:
                 tcp.setdefault(port.number, []).append(service)
-    for number in sorted(http & tcp.keys()):
+                if port.protocol is SNIFFED:
+                    sniffed.add(port.number)
+    for number in sorted((http & tcp.keys()) - sniffed):
         shadowed = ", ".join(s.hostname for s in tcp.pop(number))
         log.info("port %d: HTTP services win over TCP services %s", number, shadowed)
-    return OutboundPorts(tuple(sorted(http)), tuple((n, tuple(tcp[n])) for n in sorted(tcp)))
+    return OutboundPorts(
+        tuple(sorted(http | sniffed)), tuple((n, tuple(tcp[n])) for n in sorted(tcp)), frozenset(sniffed)
+    )
 
 
 def typed(message: Message) -> any_pb2.Any:
@@ -157,10 +168,33 @@ def tcp_listener(view: ProxyView, port: int, services: tuple[Service, ...], cont
     return listener
 
 
+def sniffed_listener(
+    view: ProxyView, port: int, services: tuple[Service, ...], context: PushContext
+) -> Listener:
+    """A port with a service whose protocol is not declared: the TCP chains of its services and the
+    HTTP connection manager of route configuration ``N``, chosen by sniffing. An intercepted proxy
+    passes through what matches no chain (Istio's PassthroughFilterChain)."""
+    scope = context.scope(view.namespace, view.labels)
+    chains = tcp_routes.port_chains(services, port, scope, dict(view.labels))
+    listener = _listener(view, port)
+    fallthrough = None
+    if view.interception_mode is not InterceptionMode.NONE:
+        cluster = names.PASSTHROUGH_CLUSTER if context.mesh.allow_any else names.BLACKHOLE_CLUSTER
+        fallthrough = listener_components_pb2.FilterChain(
+            filters=[network_filter(TCP_PROXY_FILTER, tcp_proxy(cluster))]
+        )
+    manager = network_filter(HCM_FILTER, http_connection_manager(port))
+    protocol_sniffing.sniff(listener, manager, chains, fallthrough)
+    return listener
+
+
 def build_listeners(view: ProxyView, context: PushContext) -> list[tuple[str, Listener]]:
     if view.type is NodeType.ROUTER:
         return []
     ports = outbound_ports(context.scope(view.namespace, view.labels))
-    listeners = [http_listener(view, port) for port in ports.http]
-    listeners += [tcp_listener(view, port, services, context) for port, services in ports.tcp]
+    listeners = [http_listener(view, port) for port in ports.http if port not in ports.sniffed]
+    listeners += [
+        (sniffed_listener if port in ports.sniffed else tcp_listener)(view, port, services, context)
+        for port, services in ports.tcp
+    ]
     return [(listener.name, listener) for listener in listeners]

@@ -22,7 +22,7 @@ from pilot._gen import networking_pb2 as nw
 from pilot.translate import hosts, mirror, retries, route_actions
 from pilot.translate.context import MESH_GATEWAY, PushContext, Scope, Service, VirtualServiceEntry
 from pilot.translate.cors import CORS_FILTER, cors_policy
-from pilot.translate.listeners import FAULT_FILTER, outbound_ports
+from pilot.translate.listeners import FAULT_FILTER, SNIFFED, outbound_ports
 from pilot.translate.matches import applies, is_catch_all, route_match
 from pilot.translate.proxy import NodeType, ProxyView
 from pilot.xds import names
@@ -293,8 +293,9 @@ def non_service_virtual_hosts(
 
 
 def _is_http_on(service: Service, port: int) -> bool:
+    """HTTP, or not declared and sniffed (Istio's IsHTTPOrSniffed): the port's routes serve it."""
     service_port = service.port(port)
-    return service_port is not None and service_port.protocol.is_http
+    return service_port is not None and (service_port.protocol.is_http or service_port.protocol is SNIFFED)
 
 
 def catch_all_virtual_host(allow_any: bool) -> rc.VirtualHost:
@@ -325,8 +326,7 @@ def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfig
     seen: set[str] = {"*"}  # the catch-all's
     virtual_hosts = non_service_virtual_hosts(port, scope, labels, seen)
     for service in scope.services:
-        service_port = service.port(port)
-        if service_port is None or not service_port.protocol.is_http:
+        if not _is_http_on(service, port):
             continue
         domains = hosts.virtual_host_domains(
             service.hostname, scope.namespace, view.dns_domain, service.addresses
