@@ -215,9 +215,9 @@ def claimants(ranked: list[VirtualServiceEntry], host: str) -> list[VirtualServi
     return exact or ranked[:1]
 
 
-def _selects(vs: VirtualServiceEntry, on_port: Mapping[str, Service]) -> bool:
-    """Istio's selectVirtualServices: a host of ``vs`` overlaps a service on the port."""
-    wildcard_services = [h for h in on_port if hosts.is_wildcard(h)]
+def _selects(vs: VirtualServiceEntry, on_port: Mapping[str, Service], wildcard_services: list[str]) -> bool:
+    """Istio's selectVirtualServices: a host of ``vs`` overlaps a service on the port (of which
+    ``wildcard_services`` are the wildcard hosts)."""
     for host in vs.hosts:
         host = host.lower()
         if host in on_port:
@@ -266,10 +266,11 @@ def non_service_virtual_hosts(
     claims an HTTP service on that port. Domains: the host alone (the route configuration ignores
     ports); one taken already is dropped, and ``*`` is always the catch-all's."""
     on_port = {svc.hostname.lower(): svc for svc in scope.services if svc.port(port) is not None}
+    wildcard_services = [h for h in on_port if hosts.is_wildcard(h)]
     out: list[rc.VirtualHost] = []
     names_taken: set[str] = set()
-    for vs in scope.mesh_virtual_services:
-        if port != 80 and not _selects(vs, on_port):
+    for vs in _candidates(port, scope, on_port, wildcard_services):
+        if port != 80 and not _selects(vs, on_port, wildcard_services):
             continue
         others, claimed = _separate(vs, on_port, scope)
         if not others:
@@ -290,6 +291,21 @@ def non_service_virtual_hosts(
                 rc.VirtualHost(name=name, domains=domains, routes=routes, include_request_attempt_count=True)
             )
     return out
+
+
+def _candidates(
+    port: int, scope: Scope, on_port: Mapping[str, Service], wildcard_services: list[str]
+) -> list[VirtualServiceEntry]:
+    """The VirtualServices to look at for non-service hosts on ``port``, in the scope's order: on
+    port 80 every one; on another only those for a service on the port (found through the scope's
+    per-host index, so a route configuration is not a scan of every VirtualService)."""
+    every = scope.mesh_virtual_services
+    if port == 80 or wildcard_services:
+        return list(every)
+    found: dict[int, VirtualServiceEntry] = {}
+    for svc in on_port.values():
+        found.update((id(vs), vs) for vs in scope.virtual_services(svc.hostname))
+    return sorted(found.values(), key=lambda vs: vs.precedence_in(scope.namespace))
 
 
 def _is_http_on(service: Service, port: int) -> bool:
