@@ -4,8 +4,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from pilot.translate.listeners import build_listeners
-from pilot.translate.routes import build_routes
 from pilot.translate.proxy import InterceptionMode
+from pilot.translate.routes import build_routes
 from tests import factories as f
 
 
