@@ -2,7 +2,8 @@
 listeners, ``virtualOutbound`` and ``virtualInbound``, are capture_listeners.py's).
 
 Istio's listener.go (``buildSidecarOutboundListeners``): an HTTP port gets an HTTP connection
-manager that fetches route configuration ``N`` over ADS; any other TCP-family port a tcp_proxy to
+manager that fetches route configuration ``N`` over ADS, for the plaintext HTTP the HTTP inspector
+finds (other traffic passes through on an intercepted proxy); any other TCP-family port a tcp_proxy to
 its service's cluster; a port with a service whose protocol is not declared (unnamed, or an unknown
 name) both, chosen per connection by protocol sniffing (protocol_sniffing.py). Gateways (routers)
 get no listeners until Gateway support exists.
@@ -42,6 +43,7 @@ HCM_FILTER = "envoy.filters.network.http_connection_manager"
 FAULT_FILTER = "envoy.filters.http.fault"
 ROUTER_FILTER = "envoy.filters.http.router"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+PASSTHROUGH_FILTER_CHAIN = "PassthroughFilterChain"  # Istio's util.PassthroughFilterChain
 # A service port whose protocol is not declared: istiod sniffs it (protocol.IsUnsupported).
 SNIFFED = Protocol.UNSUPPORTED
 
@@ -141,10 +143,25 @@ def _listener(view: ProxyView, port: int, *chains: listener_components_pb2.Filte
     return listener
 
 
-def http_listener(view: ProxyView, port: int) -> Listener:
+def http_listener(view: ProxyView, port: int, context: PushContext) -> Listener:
+    """An HTTP port, sniffed as istiod does on its wildcard listeners (listener.go,
+    ListenerProtocolHTTP): plaintext HTTP to the connection manager; other traffic (raw TCP, TLS)
+    passes through on an intercepted proxy instead of failing in the HTTP codec."""
+    listener = _listener(view, port)
     manager = network_filter(HCM_FILTER, http_connection_manager(port))
-    chain = listener_components_pb2.FilterChain(filters=[manager])
-    return _listener(view, port, chain)
+    protocol_sniffing.sniff(listener, manager, [], _fallthrough(view, context))
+    return listener
+
+
+def _fallthrough(view: ProxyView, context: PushContext) -> listener_components_pb2.FilterChain | None:
+    """Istio's PassthroughFilterChain for what matches no chain of an intercepted proxy's port
+    listener; None without interception, where passing through would loop back to the listener."""
+    if view.interception_mode is InterceptionMode.NONE:
+        return None
+    cluster = names.PASSTHROUGH_CLUSTER if context.mesh.allow_any else names.BLACKHOLE_CLUSTER
+    return listener_components_pb2.FilterChain(
+        name=PASSTHROUGH_FILTER_CHAIN, filters=[network_filter(TCP_PROXY_FILTER, tcp_proxy(cluster))]
+    )
 
 
 def tcp_listener(view: ProxyView, port: int, services: tuple[Service, ...], context: PushContext) -> Listener:
@@ -177,14 +194,8 @@ def sniffed_listener(
     scope = context.scope(view.namespace, view.labels)
     chains = tcp_routes.port_chains(services, port, scope, dict(view.labels))
     listener = _listener(view, port)
-    fallthrough = None
-    if view.interception_mode is not InterceptionMode.NONE:
-        cluster = names.PASSTHROUGH_CLUSTER if context.mesh.allow_any else names.BLACKHOLE_CLUSTER
-        fallthrough = listener_components_pb2.FilterChain(
-            filters=[network_filter(TCP_PROXY_FILTER, tcp_proxy(cluster))]
-        )
     manager = network_filter(HCM_FILTER, http_connection_manager(port))
-    protocol_sniffing.sniff(listener, manager, chains, fallthrough)
+    protocol_sniffing.sniff(listener, manager, chains, _fallthrough(view, context))
     return listener
 
 
@@ -192,7 +203,7 @@ def build_listeners(view: ProxyView, context: PushContext) -> list[tuple[str, Li
     if view.type is NodeType.ROUTER:
         return []
     ports = outbound_ports(context.scope(view.namespace, view.labels))
-    listeners = [http_listener(view, port) for port in ports.http if port not in ports.sniffed]
+    listeners = [http_listener(view, port, context) for port in ports.http if port not in ports.sniffed]
     listeners += [
         (sniffed_listener if port in ports.sniffed else tcp_listener)(view, port, services, context)
         for port, services in ports.tcp

@@ -129,3 +129,25 @@ def test_intercepted_port_listeners_do_not_bind() -> None:
 
 def test_routers_get_no_listeners_yet() -> None:
     assert listeners(f.http_service("reviews"), view=f.router()) == {}
+
+
+def test_http_port_is_sniffed_as_istiod_does() -> None:
+    """istiod's wildcard HTTP listener (listener.go, ListenerProtocolHTTP; its 2024 config dumps):
+    the HTTP chain matches plaintext HTTP/1.1 and h2c, and an intercepted proxy passes other traffic
+    (raw TCP, TLS) through instead of failing it in the HTTP codec."""
+    redirect = listeners(f.http_service("reviews"), view=f.sidecar(mode=InterceptionMode.REDIRECT))[
+        "0.0.0.0_80"
+    ]
+    (chain,) = redirect.filter_chains
+    assert chain.filter_chain_match.transport_protocol == "raw_buffer"
+    assert list(chain.filter_chain_match.application_protocols) == ["http/1.1", "h2c"]
+    assert [lf.name for lf in redirect.listener_filters] == [
+        "envoy.filters.listener.tls_inspector",
+        "envoy.filters.listener.http_inspector",
+    ]
+    assert redirect.default_filter_chain.name == "PassthroughFilterChain"
+    tcp = tcp_proxy_pb2.TcpProxy()
+    assert redirect.default_filter_chain.filters[0].typed_config.Unpack(tcp)
+    assert tcp.cluster == "PassthroughCluster"
+    # Without interception the listener binds the port itself: passing through would loop back.
+    assert not listeners(f.http_service("reviews"))["0.0.0.0_80"].HasField("default_filter_chain")
