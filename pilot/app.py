@@ -286,6 +286,7 @@ async def _run(
             sources=pilot.sources,
             authenticator=mesh_ca.callers if mesh_ca is not None else None,
             system_namespace=settings.pilot_namespace,
+            rejections=pilot.pusher.rejections,
         ),
         settings.http_host,
         settings.http_port,

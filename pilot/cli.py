@@ -71,6 +71,7 @@ class BootstrapOptions:
     output: str = "json"  # or "yaml"
     service_account: str | None = None  # node metadata SERVICE_ACCOUNT
     interception: str | None = None  # node metadata INTERCEPTION_MODE: REDIRECT or NONE
+    grpc: bool = False  # a gRPC xDS bootstrap for a proxyless gRPC application (pilot.grpc_bootstrap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,6 +451,12 @@ def _add_bootstrap(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         "pilot treats the proxy as NONE, where Istio assumes REDIRECT)",
     )
     bootstrap.add_argument("--output", choices=("json", "yaml"), default="json", help="output format")
+    bootstrap.add_argument(
+        "--grpc",
+        action="store_true",
+        help="write the gRPC xDS bootstrap (GRPC_XDS_BOOTSTRAP) of a proxyless gRPC application "
+        "instead; uses --node-id, --xds-address, --label and --metadata",
+    )
     bootstrap.set_defaults(command_spec=Command(bootstrap_options_from, _bootstrap))
 
 
@@ -672,6 +679,7 @@ def bootstrap_options_from(args: argparse.Namespace) -> BootstrapOptions:
         output=args.output,
         service_account=args.service_account,
         interception=args.interception,
+        grpc=args.grpc,
     )
 
 
@@ -710,6 +718,10 @@ def _validate(options: ValidateOptions) -> int:
 
 
 def _bootstrap(options: BootstrapOptions) -> int:
+    if options.grpc:
+        from pilot import grpc_bootstrap
+
+        return grpc_bootstrap.run(options)
     from pilot import bootstrap
 
     return bootstrap.run(options)

@@ -82,6 +82,12 @@ config_errors = Gauge(
     "pilot_config_errors", "Config problems currently reported, by severity.", ["severity"], registry=REGISTRY
 )
 
+config_rejected_objects = Gauge(
+    "pilot_config_rejected_objects",
+    "Config objects held back for some proxy view because a proxy rejected what they produced.",
+    registry=REGISTRY,
+)
+
 config_objects = Gauge(
     "pilot_config_objects", "Config objects in the store, by kind.", ["kind"], registry=REGISTRY
 )

@@ -68,6 +68,12 @@ def render() -> str:
         "|---|---|",
         f"| DestinationRule `tls.mode: ISTIO_MUTUAL` | {support.ISTIO_MUTUAL_MESSAGE} |",
         f"| DestinationRule `tls.credentialName` | {support.CREDENTIAL_NAME_MESSAGE} |",
+        f"| Sidecar `ingress[].tls` | {support.SIDECAR_INGRESS_TLS_MESSAGE} |",
+        f"| Sidecar `egress[].bind: unix://...` | {support.NOT_YET_SUPPORTED_MESSAGE} |",
+    ]
+    lines += [
+        f"| {kind} (every field above) | {support.NOT_YET_SUPPORTED_MESSAGE}: {reason} |"
+        for kind, reason in support.NOT_YET_SUPPORTED_REASONS.items()
     ]
     return "\n".join(lines) + "\n"
 

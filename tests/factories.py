@@ -30,6 +30,8 @@ SPEC_TYPES: Mapping[str, Any] = {
     "WorkloadEntry": nw.WorkloadEntry,
     "Gateway": nw.Gateway,
     "MeshConfig": nw.MeshConfig,
+    "Sidecar": nw.Sidecar,
+    "WorkloadGroup": nw.WorkloadGroup,
 }
 API_VERSION = "networking.istio.io/v1"
 

@@ -57,6 +57,8 @@ TABLE: dict[str, Rule] = {
     # demo imports it (test_only_the_demo_imports_the_harness); tests and bench import it too.
     "localmesh": rule("bootstrap", never=("grpc",)),
     "bootstrap": EVERYTHING,
+    # `pilot bootstrap --grpc`: the gRPC xDS bootstrap, reading the node id as translation does.
+    "grpc_bootstrap": rule("bootstrap", "translate", never=("grpc", "asyncio")),
     # `pilot validate`: the config layer's parser and validation, nothing that serves or translates.
     "validate": rule("config", "errors", never=("grpc", "asyncio")),
     # `pilot iptables`: istio-iptables' rules; set up before any proxy runs, it knows no config or xDS.

@@ -197,6 +197,13 @@ async def running_mesh(tmp_path: Path, services: int) -> AsyncIterator[Mesh]:
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     write_mesh(config_dir, services)
+    async with serving(config_dir) as mesh:
+        yield mesh
+
+
+@asynccontextmanager
+async def serving(config_dir: Path) -> AsyncIterator[Mesh]:
+    """pilot serving ``config_dir`` in-process, on free ports."""
     settings = Settings(
         config_dir=config_dir,
         xds_host="127.0.0.1",

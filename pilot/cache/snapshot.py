@@ -13,8 +13,8 @@ then share it across pushes, and an unchanged push keeps no second copy of anyth
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from google.protobuf import any_pb2
@@ -104,13 +104,20 @@ def _type_version(by_name: Mapping[str, Resource]) -> str:
 
 _EMPTY: Mapping[str, Resource] = MappingProxyType({})
 
+# type URL -> resource name -> keys of the config objects the resource came from (opaque here:
+# the translator fills it, the pusher reads it when a proxy rejects a resource; the server never).
+Origins = Mapping[str, Mapping[str, frozenset[Hashable]]]
+_NO_ORIGINS: Origins = MappingProxyType({})
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Immutable: type URL → TypeResources, and the config version it was built from."""
+    """Immutable: type URL → TypeResources, and the config version it was built from; ``origins``
+    says which config objects made each resource (when the translator says)."""
 
     version: str
     by_type: Mapping[str, TypeResources]
+    origins: Origins = field(default_factory=lambda: _NO_ORIGINS)
 
     @classmethod
     def from_messages(
@@ -120,12 +127,13 @@ class Snapshot:
         previous: Snapshot | None = None,
         *,
         keep: Iterable[str] = (),
+        origins: Origins = _NO_ORIGINS,
     ) -> Snapshot:
         """Serialize ``{type_url: [(name, message), ...]}`` once into a snapshot.
 
         ``previous`` is the view's last snapshot: unchanged types and resources are shared with it
         (see ``TypeResources.build``), and the types in ``keep`` are taken from it as they are
-        (the caller knows they cannot have changed and did not translate them).
+        (the caller knows they cannot have changed and did not translate them), with their origins.
         """
         by_type: dict[str, TypeResources] = {}
         for type_url, items in messages.items():
@@ -146,7 +154,10 @@ class Snapshot:
             # The previous snapshot's type order (the generators' order), new types last.
             order = {type_url: i for i, type_url in enumerate(previous.by_type)}
             by_type = dict(sorted(by_type.items(), key=lambda item: order.get(item[0], len(order))))
-        return cls(version, MappingProxyType(by_type))
+            kept_origins = {t: previous.origins[t] for t in kept_types if t in previous.origins}
+            if kept_origins:
+                origins = MappingProxyType({**kept_origins, **origins})
+        return cls(version, MappingProxyType(by_type), origins)
 
     def resources(self, type_url: str) -> Mapping[str, Resource]:
         typed = self.by_type.get(type_url)

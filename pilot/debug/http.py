@@ -4,7 +4,8 @@
     GET /metrics                      Prometheus text (pilot.metrics.REGISTRY)
     GET /debug/syncz                  per connected proxy: sent/acked per type, like istiod's
     GET /debug/config_dump?proxyID=   what that proxy is sent, in Envoy admin config_dump shape
-    GET /debug/configz                every config object held, and every config error
+    GET /debug/configz                every config object held, every config error, and every object a
+                                      proxy rejected (held back for its view)
     GET /debug/push_status            the last push (when the app provides it)
     GET /debug/sourcez                each config source: kind, synced, and its own status (Kubernetes
                                       watches: listed, resourceVersion, watch and error counts, last error)
@@ -48,6 +49,7 @@ _SERVER: web.AppKey[views.ConnectionRegistry] = web.AppKey("server")
 _READY: web.AppKey[ReadyCheck] = web.AppKey("ready")
 _PUSH_STATUS: web.AppKey[StatusProvider | None] = web.AppKey("push_status")
 _SOURCES: web.AppKey[Sequence[views.SourceState]] = web.AppKey("sources")
+_REJECTIONS: web.AppKey[Callable[[], Sequence[views.ObjectRejection]]] = web.AppKey("rejections")
 
 ENDPOINTS = (
     "/ready",
@@ -119,7 +121,7 @@ async def proxyz(request: web.Request) -> web.Response:
 
 async def configz(request: web.Request) -> web.Response:
     store = request.app[_STORE]
-    return json_response(views.configz(store.snapshot(), store.errors()))
+    return json_response(views.configz(store.snapshot(), store.errors(), request.app[_REJECTIONS]()))
 
 
 async def push_status(request: web.Request) -> web.Response:
@@ -199,6 +201,7 @@ def build_app(
     sources: Sequence[views.SourceState] = (),
     authenticator: CallerAuthenticator | None = None,
     system_namespace: str = "",
+    rejections: Callable[[], Sequence[views.ObjectRejection]] = tuple,
 ) -> web.Application:
     """The aiohttp application; ``ready_check`` decides /ready (the app knows what "ready" means);
     ``sources`` are read (never run or changed) by /debug/sourcez. /debug/* answers loopback peers,
@@ -210,6 +213,7 @@ def build_app(
     app[_READY] = ready_check
     app[_PUSH_STATUS] = push_status_provider
     app[_SOURCES] = tuple(sources)
+    app[_REJECTIONS] = rejections
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/debug", index)

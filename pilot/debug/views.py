@@ -24,7 +24,7 @@ from google.protobuf.json_format import MessageToDict
 
 from pilot import metrics
 from pilot.cache.snapshot import Resource, Snapshot
-from pilot.config.objects import FieldError
+from pilot.config.objects import ConfigKey, FieldError
 from pilot.config.store import ConfigStore, StoreSnapshot
 from pilot.server.status import ConnectionStatus, TypeStatus, bounded_text
 from pilot.xds import types
@@ -293,8 +293,55 @@ def field_error(error: FieldError) -> Json:
     }
 
 
-def configz(snapshot: StoreSnapshot, errors: Sequence[FieldError]) -> Json:
-    """Every object the store holds (spec in the YAML's camelCase names) and every current problem."""
+class ObjectRejection(Protocol):
+    """A config object held back for a view because a proxy rejected what it produced
+    (``pilot.push.holds.ObjectRejection``, read by shape: debug never imports push/)."""
+
+    @property
+    def key(self) -> ConfigKey: ...
+    @property
+    def origin(self) -> str: ...
+    @property
+    def view(self) -> str: ...
+    @property
+    def proxy(self) -> str: ...
+    @property
+    def type_url(self) -> str: ...
+    @property
+    def resource(self) -> str: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def at(self) -> float: ...
+    @property
+    def rejected_revision(self) -> int: ...
+    @property
+    def held_revision(self) -> int | None: ...
+
+
+def object_rejection(rejection: ObjectRejection) -> Json:
+    return {
+        "key": str(rejection.key),
+        "origin": rejection.origin,
+        "view": rejection.view,
+        "proxy": rejection.proxy,
+        "type": types.short_name(rejection.type_url),
+        "resource": rejection.resource,
+        "error": rejection.error,
+        "at": rejection.at,
+        "rejected_revision": rejection.rejected_revision,
+        "held_revision": rejection.held_revision,  # null: left out of the view's config
+    }
+
+
+def configz(
+    snapshot: StoreSnapshot, errors: Sequence[FieldError], rejections: Sequence[ObjectRejection] = ()
+) -> Json:
+    """Every object the store holds (spec in the YAML's camelCase names) and every current problem;
+    on an object a proxy rejected, the rejection (the object is held back for that proxy's view)."""
+    rejected: dict[ConfigKey, list[Json]] = {}
+    for rejection in rejections:
+        rejected.setdefault(rejection.key, []).append(object_rejection(rejection))
     objects = [
         {
             "kind": obj.kind,
@@ -306,10 +353,16 @@ def configz(snapshot: StoreSnapshot, errors: Sequence[FieldError]) -> Json:
             "labels": dict(obj.labels),
             "annotations": dict(obj.annotations),
             "spec": MessageToDict(obj.spec),
+            **({"rejected": rejected[key]} if key in rejected else {}),
         }
-        for _, obj in sorted(snapshot.objects.items())
+        for key, obj in sorted(snapshot.objects.items())
     ]
-    return {"revision": snapshot.revision, "objects": objects, "errors": [field_error(e) for e in errors]}
+    return {
+        "revision": snapshot.revision,
+        "objects": objects,
+        "errors": [field_error(e) for e in errors],
+        "rejections": [object_rejection(r) for r in rejections],
+    }
 
 
 def refresh_config_gauges(store: ConfigStore) -> None:

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TypeVar
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf.json_format import MessageToDict
@@ -46,91 +46,23 @@ from pilot import metrics
 from pilot.cache.cache import SnapshotCache
 from pilot.cache.snapshot import Snapshot
 from pilot.config.objects import ConfigEvent
-from pilot.config.store import ConfigStore, StoreSnapshot
+from pilot.config.store import ConfigStore
 from pilot.push.debounce import Debouncer
+from pilot.push.holds import Holds, ObjectRejection, RejectionReport
 from pilot.push.request import CONFIG, GLOBAL, PushRequest
-from pilot.translate.context import PushContext
+from pilot.push.translator import (
+    IncrementalTranslator,
+    IstioTranslator,
+    Translator,
+    VersionedContext,
+    ViewingTranslator,
+)
 from pilot.translate.proxy import Proxy, ProxyView
-from pilot.translate.snapshot import build_snapshot
-from pilot.translate.views import view_of
 
 log = logging.getLogger("pilot.push")
 
 Clock = Callable[[], float]
 T = TypeVar("T")
-
-
-class VersionedContext(Protocol):
-    """What the pusher needs of a PushContext: the version string that identifies it."""
-
-    @property
-    def version(self) -> str: ...
-
-
-class Translator(Protocol):
-    """The two translate/ entry points a push calls; a seam so tests can make one view fail."""
-
-    def build_context(self, snapshot: StoreSnapshot) -> VersionedContext: ...
-
-    def build_snapshot(self, view: ProxyView, context: VersionedContext) -> Snapshot: ...
-
-
-@runtime_checkable
-class IncrementalTranslator(Protocol):
-    """A translator that can build a view's snapshot from its previous one (and the context that
-    one was built from), translating only what the config changed in between can affect."""
-
-    def update_snapshot(
-        self,
-        view: ProxyView,
-        context: VersionedContext,
-        previous_context: VersionedContext,
-        previous: Snapshot,
-    ) -> Snapshot: ...
-
-
-@runtime_checkable
-class ViewingTranslator(Protocol):
-    """A translator whose views depend on the config as well as the node. Without it a proxy's
-    view is ``Proxy.view()``, from its node alone."""
-
-    def view_of(self, proxy: Proxy, context: VersionedContext) -> ProxyView: ...
-
-
-class IstioTranslator:
-    """The real translator: ``PushContext.build`` and ``build_snapshot`` from pilot.translate.
-
-    Each context is built from the one before (what did not change is reused, see
-    ``PushContext.build``)."""
-
-    def __init__(self) -> None:
-        self._last: PushContext | None = None
-
-    def build_context(self, snapshot: StoreSnapshot) -> VersionedContext:
-        context = PushContext.build(snapshot, self._last)
-        self._last = context
-        return context
-
-    def build_snapshot(self, view: ProxyView, context: VersionedContext) -> Snapshot:
-        return build_snapshot(view, _push_context(context))
-
-    def view_of(self, proxy: Proxy, context: VersionedContext) -> ProxyView:
-        return view_of(proxy, _push_context(context))
-
-    def update_snapshot(
-        self,
-        view: ProxyView,
-        context: VersionedContext,
-        previous_context: VersionedContext,
-        previous: Snapshot,
-    ) -> Snapshot:
-        return build_snapshot(view, _push_context(context), (_push_context(previous_context), previous))
-
-
-def _push_context(context: VersionedContext) -> PushContext:
-    if not isinstance(context, PushContext):
-        raise TypeError(f"expected a PushContext, got {type(context).__name__}")
-    return context
 
 
 @dataclass(slots=True)
@@ -190,6 +122,8 @@ class Pusher:
         self._built: dict[ProxyView, VersionedContext] = {}
         # Views a push builds for streams about to move there: wanted before any stream reads them.
         self._incoming: set[ProxyView] = set()
+        self._holds = Holds()  # objects a proxy rejected, held back for its view (push/holds.py)
+        self._rebuilds: set[asyncio.Task[bool]] = set()
         self.push_count = 0
         self.last_push: PushStatus | None = None
         store.subscribe(self._on_config_event)
@@ -209,7 +143,21 @@ class Pusher:
         """The view each open stream reads, by stream id."""
         return {stream_id: reader.view for stream_id, reader in self._streams.items()}
 
+    def rejections(self) -> list[ObjectRejection]:
+        """Every config object held back for some view because a proxy rejected it."""
+        return self._holds.rejections()
+
     # -- StreamCallbacks -----------------------------------------------------------------------
+
+    def on_rejected(self, rejection: RejectionReport) -> None:
+        """A proxy NACKed a response (server's RejectionListener): hold back the objects it came
+        from and build the view again now, at the same revision."""
+        view = rejection.view
+        if self._holds.on_rejected(rejection) and isinstance(view, ProxyView) and view in self._views:
+            self._built.pop(view, None)  # not built at this revision any more: a full translation
+            task = asyncio.ensure_future(self._translate(view))
+            self._rebuilds.add(task)
+            task.add_done_callback(self._rebuilds.discard)
 
     async def on_stream_open(self, stream_id: int, node: base_pb2.Node) -> Hashable:
         """Register the stream under its proxy's view; translate the view on its first use."""
@@ -254,6 +202,7 @@ class Pusher:
 
     def _drop(self, view: ProxyView) -> None:
         self._built.pop(view, None)
+        self._holds.forget(view)
         self._cache.clear_snapshot(view)
         log.debug("view %s has no streams left; snapshot dropped", view)
 
@@ -445,7 +394,10 @@ class Pusher:
         previous: Snapshot | None,
     ) -> bool:
         translator = self._translator
+        held = self._holds.store_for(view, context)
         try:
+            if held is not None:  # some objects are held back for this view: its own context
+                context = await self._off_loop(lambda: translator.build_context(held))
             if (
                 previous is not None
                 and previous_context is not None
@@ -467,6 +419,7 @@ class Pusher:
             return True  # its last stream left while it was translated: nobody reads it
         self._cache.set_snapshot(view, snapshot)
         self._built[view] = context
+        self._holds.built(view, snapshot, context)
         return True
 
 

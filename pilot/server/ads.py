@@ -40,7 +40,7 @@ from pilot.server.authentication import (
     auth_failures,
     pinned_node,
 )
-from pilot.server.callbacks import StreamCallbacks
+from pilot.server.callbacks import RejectionListener, StreamCallbacks
 from pilot.server.connection import Connection
 from pilot.server.delta import DeltaStream
 from pilot.server.fanout import FanOut
@@ -92,6 +92,7 @@ class AdsServer:
         self._limits = limits
         self._admission = StreamAdmission(limits.streams_per_second)
         self._callbacks = callbacks
+        self._on_rejected = callbacks.on_rejected if isinstance(callbacks, RejectionListener) else None
         self._fanout = FanOut(push_concurrency, send_timeout)
         names = NameSets()  # subscriptions, shared by the streams of both protocols
         self._selections = SelectionCache(names=names)
@@ -184,7 +185,14 @@ class AdsServer:
     ) -> None:
         def sotw(conn: Connection) -> AdsStream[SotwRequest, SelectionCache]:
             return SotwStream(
-                conn, context, self._cache, self._fanout, self._selections, self._control_plane, self._limits
+                conn,
+                context,
+                self._cache,
+                self._fanout,
+                self._selections,
+                self._control_plane,
+                self._limits,
+                on_rejected=self._on_rejected,
             )
 
         await self._serve(context, "sotw", sotw, authenticator)
@@ -204,6 +212,7 @@ class AdsServer:
                 self._delta_resources,
                 self._delta_control_plane,
                 self._limits,
+                on_rejected=self._on_rejected,
             )
 
         await self._serve(context, "delta", delta, authenticator)

@@ -77,7 +77,7 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
     def _open(self, type_url: str, request: DeltaRequest) -> None:
         """The first request for ``type_url`` on this stream (a new proxy, or one reconnecting)."""
         if request.HasField("error_detail"):
-            self._record_nack(None, type_url, request.response_nonce, "", request.error_detail)
+            self._rejections.nack(None, type_url, request.response_nonce, "", request.error_detail)
         subscribe = frozenset(request.resource_names_subscribe)
         # Wildcard: an explicit "*", or, for LDS and CDS only, a first request that names nothing
         # (the legacy form Envoy still sends). Explicit names may sit beside the wildcard.
@@ -102,9 +102,9 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         sent = rules.settle(ledger, nonce)
         if request.HasField("error_detail"):
             # NACK: never answered (that would resend what was just rejected).
-            self._record_nack(ledger, ledger.type_url, nonce, ledger.version_acked, request.error_detail)
+            self._rejections.nack(ledger, ledger.type_url, nonce, ledger.version_acked, request.error_detail)
             if sent is not None:
-                rules.reject(ledger, sent)
+                self._rejections.reject(ledger, sent, request.error_detail.message)
             return
         if sent is not None:
             rules.accept(ledger, sent)

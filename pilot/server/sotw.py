@@ -69,10 +69,10 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
             # rejected so it is never sent again: only different content (a newer snapshot) goes out.
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#nack
             nonce = request.response_nonce
-            self._record_nack(ledger, type_url, nonce, request.version_info, request.error_detail)
+            self._rejections.nack(ledger, type_url, nonce, request.version_info, request.error_detail)
             sent = rules.in_flight(ledger, nonce) if ledger is not None and nonce else None
             if ledger is not None and sent is not None:
-                rules.reject(ledger, sent)
+                self._rejections.reject(ledger, sent, request.error_detail.message)
             return
 
         names = frozenset(request.resource_names)

@@ -22,13 +22,15 @@ from pilot import metrics
 from pilot.cache.cache import SnapshotCache
 from pilot.cache.snapshot import Snapshot, TypeResources
 from pilot.server import ledger as rules
+from pilot.server.callbacks import Rejection
 from pilot.server.connection import Connection
 from pilot.server.fanout import ByteStream, FanOut, Interrupt, PushSlot, ResponseWriter
 from pilot.server.ledger import Sent, TypeLedger
 from pilot.server.limits import UNLIMITED, LogGate, StreamLimits, request_bucket
-from pilot.server.requests import ErrorDetail, Request
+from pilot.server.rejections import StreamRejections
+from pilot.server.requests import Request
 from pilot.server.size_guard import warn_if_oversized
-from pilot.server.status import Backlog, NackStatus, bounded_text
+from pilot.server.status import Backlog
 from pilot.xds import types
 
 __all__ = ["EOF", "AdsStream", "Cut", "StreamContext"]
@@ -102,6 +104,7 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         shared: SharedT,
         control_plane: bytes = b"",
         limits: StreamLimits = UNLIMITED,
+        on_rejected: Callable[[Rejection], None] | None = None,
     ) -> None:
         self._conn = conn
         self._shared = shared  # what responses are encoded from, shared by the server's streams
@@ -116,7 +119,8 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         self._wake = asyncio.Event()  # anything for the sender to do
         self._requested = Interrupt()  # a request wants an answer (a TypeLedger.respond is set)
         self._requests = request_bucket(limits)  # this stream's request rate, if bounded
-        self._nack_log = LogGate(limits.nack_log_interval)
+        # What a NACK does (count, log, record, blame): sotw.py and delta.py call it.
+        self._rejections = StreamRejections(conn, LogGate(limits.nack_log_interval), on_rejected)
         self._cancel_watch: Callable[[], None] = _no_watch
 
     def move(self, view: Hashable) -> None:
@@ -210,34 +214,6 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         ledger.respond = True
         self._requested.set()
         self._wake.set()
-
-    def _record_nack(
-        self, ledger: TypeLedger | None, type_url: str, nonce: str, version: str, error: ErrorDetail
-    ) -> None:
-        """A request carried ``error_detail``: the proxy rejected the response ``nonce`` and keeps
-        running ``version``. Count, log and record it; the caller decides what not to resend.
-        https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#nack"""
-        short = types.short_name(type_url)
-        metrics.xds_rejects.labels(type=short).inc()
-        # The proxy wrote the text: keep, show and log at most MAX_DETAIL_BYTES of it, and log a
-        # NACK storm as its first line and then one line per interval.
-        message = bounded_text(error.message)
-        held_back = self._nack_log.admit()
-        if held_back is not None:
-            log.warning(
-                "ADS:%s NACK from %s (stream %d) nonce %s, keeps version %r: %s%s",
-                short,
-                self._conn.node_id,
-                self._conn.stream_id,
-                nonce,
-                bounded_text(version, 256),
-                message,
-                f" ({held_back} more NACKs of this stream not logged)" if held_back else "",
-            )
-        if ledger is not None:
-            ledger.last_nack = NackStatus(
-                message=message, code=error.code, nonce=nonce, version=bounded_text(version), at=time.time()
-            )
 
     def _record_stale(self, ledger: TypeLedger, nonce: str) -> None:
         """A request carried a nonce that is not the latest sent for its type: a newer response is

@@ -42,7 +42,7 @@ def virtual_outbound_listener(view: ProxyView, context: PushContext) -> listener
     """Port 15001, where iptables sends outbound traffic: handed to the listener of the original
     destination (use_original_dst), or else passed through (ALLOW_ANY) or dropped (REGISTRY_ONLY).
     A connection addressed to 15001 itself is dropped, so the proxy never loops to itself."""
-    catch_all = names.PASSTHROUGH_CLUSTER if context.mesh.allow_any else names.BLACKHOLE_CLUSTER
+    catch_all = context.scope_of(view).catch_all_cluster
     loop = listener_components_pb2.FilterChainMatch(
         destination_port=wrappers_pb2.UInt32Value(value=VIRTUAL_OUTBOUND_PORT)
     )
@@ -66,19 +66,20 @@ def _captured(view: ProxyView) -> bool:
 
 
 def capture_listeners(view: ProxyView, context: PushContext) -> list[listener_pb2.Listener]:
-    """``virtualOutbound`` for an intercepted sidecar; ``virtualInbound`` too in REDIRECT mode (TPROXY's
-    inbound side, with original_src and transparent sockets, is not built)."""
-    if not _captured(view):
+    """``virtualOutbound`` for an intercepted sidecar; then its inbound listeners: ``virtualInbound``
+    in REDIRECT mode (TPROXY's inbound side, with original_src and transparent sockets, is not built)
+    and the Sidecar ingress ports that bind, in any mode."""
+    if view.type is not NodeType.SIDECAR:
         return []
-    out = [virtual_outbound_listener(view, context)]
-    if view.interception_mode is InterceptionMode.REDIRECT:
-        out.append(inbound.virtual_inbound_listener(view))
+    out = [virtual_outbound_listener(view, context)] if _captured(view) else []
+    if view.interception_mode is not InterceptionMode.TPROXY:
+        out += inbound.inbound_listeners(view, context)
     return out
 
 
 def capture_clusters(view: ProxyView, context: PushContext) -> list[cluster_pb2.Cluster]:
-    """The clusters ``virtualInbound`` sends to, in REDIRECT mode; BlackHoleCluster and
-    PassthroughCluster every sidecar gets already (clusters.py)."""
-    if not _captured(view) or view.interception_mode is not InterceptionMode.REDIRECT:
+    """The clusters the inbound listeners send to (BlackHoleCluster and PassthroughCluster every
+    sidecar gets already: clusters.py)."""
+    if view.type is not NodeType.SIDECAR or view.interception_mode is InterceptionMode.TPROXY:
         return []
     return inbound.inbound_clusters(view, context)

@@ -197,7 +197,7 @@ def passthrough_cluster(context: PushContext) -> Cluster:
 
 
 def build_clusters(view: ProxyView, context: PushContext) -> list[tuple[str, Cluster]]:
-    scope = context.scope(view.namespace, view.labels)
+    scope = context.scope_of(view)
     out: list[tuple[str, Cluster]] = []
     for target in outbound_targets(scope, router=view.type is NodeType.ROUTER):
         cluster = build_cluster(target, context)

@@ -8,6 +8,7 @@ and the VirtualService and DestinationRule that apply to each host.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ from pilot.config import kinds
 from pilot.config.objects import ConfigKey, ConfigObject, SpecT, precedence
 from pilot.config.protocols import Protocol, parse_protocol, port_protocol
 from pilot.config.store import StoreSnapshot
-from pilot.translate import delegate, hosts
-from pilot.translate.proxy import DEFAULT_DNS_DOMAIN
+from pilot.translate import delegate, hosts, sidecar_scope
+from pilot.translate.proxy import DEFAULT_DNS_DOMAIN, ProxyView
 from pilot.translate.registry import (
     PUBLIC,
     Endpoint,
@@ -155,15 +156,23 @@ class PushContext:
     destination_rules: tuple[DestinationRuleEntry, ...]
     # Every Gateway, by key; routers select theirs by labels (pilot.translate.gateway).
     gateways: tuple[ConfigObject[nw.Gateway], ...] = ()
+    # Every Sidecar, in the store's order; a sidecar proxy's view names the one that applies to it
+    # (pilot.translate.views), and its Scope imports what that Sidecar's egress listeners name.
+    sidecars: tuple[ConfigObject[nw.Sidecar], ...] = ()
     # The store objects this context was built from (None when built by hand): comparing two
     # contexts' objects by identity tells exactly which config changed between them (the store
     # keeps the same object for an unchanged key), which lets a push skip unaffected generators.
     objects: Mapping[ConfigKey, ConfigObject] | None = field(default=None, repr=False)
-    _scopes: dict[tuple[str, tuple[tuple[str, str], ...]], Scope] = field(default_factory=dict, repr=False)
+    _scopes: dict[tuple[str, tuple[tuple[str, str], ...], ConfigKey | None], Scope] = field(
+        default_factory=dict, repr=False
+    )
     # Built on first use, once per context: endpoint address -> (service, endpoint) pairs, and
     # every label pair some workload selector of the config names (pilot.translate.views).
     _at_address: dict[str, tuple[tuple[Service, Endpoint], ...]] = field(default_factory=dict, repr=False)
-    _selector_pairs: list[frozenset[tuple[str, str]]] = field(default_factory=list, repr=False)
+    _selectors: list[tuple[frozenset[tuple[str, str]], ...]] = field(default_factory=list, repr=False)
+    _sidecars_by_namespace: dict[str, list[ConfigObject[nw.Sidecar]]] = field(
+        default_factory=dict, repr=False
+    )
     # What ``build`` made the services from, so the next context can reuse them: the WorkloadEntry
     # objects, and the services of each ServiceEntry object.
     _workloads: tuple[ConfigObject[nw.WorkloadEntry], ...] = field(default=(), repr=False)
@@ -229,6 +238,7 @@ class PushContext:
                 )
             ),
             gateways=tuple(sorted(_of_kind(kinds.GATEWAY_INFO, by_kind), key=_precedence)),
+            sidecars=tuple(_of_kind(kinds.SIDECAR_INFO, by_kind)),
             objects=snapshot.objects,
             _workloads=tuple(workloads),
             _services_of=made,
@@ -246,15 +256,42 @@ class PushContext:
         changed.update(key for key in old if key not in new)
         return frozenset(changed)
 
-    def scope(self, namespace: str, labels: tuple[tuple[str, str], ...] = ()) -> Scope:
-        """What a proxy in ``namespace`` with workload ``labels`` sees (memoized). The labels only
-        choose among DestinationRules with a ``workloadSelector``; everything else is shared with
-        the namespace's label-less scope."""
-        found = self._scopes.get((namespace, labels))
+    def scope(
+        self, namespace: str, labels: tuple[tuple[str, str], ...] = (), sidecar: ConfigKey | None = None
+    ) -> Scope:
+        """What a proxy in ``namespace`` with workload ``labels`` sees under the Sidecar ``sidecar``
+        (None: no Sidecar applies, the default scope), memoized. The labels only choose among
+        DestinationRules with a ``workloadSelector``; everything else is shared with the label-less
+        scope of the same namespace and Sidecar."""
+        key = (namespace, labels, sidecar)
+        found = self._scopes.get(key)
         if found is None:
-            base = self.scope(namespace) if labels else None
-            found = self._scopes.setdefault((namespace, labels), Scope(self, namespace, labels, base))
+            base = self.scope(namespace, (), sidecar) if labels else None
+            found = self._scopes.setdefault(key, Scope(self, namespace, labels, base, self.sidecar(sidecar)))
         return found
+
+    def scope_of(self, view: ProxyView) -> Scope:
+        """The scope a view's config is built from: its namespace, labels and Sidecar."""
+        return self.scope(view.namespace, view.labels, view.sidecar)
+
+    def sidecar_candidates(self, namespace: str) -> tuple[ConfigObject[nw.Sidecar], ...]:
+        """The Sidecars that can apply to a proxy of ``namespace``: its own and the root
+        namespace's (indexed on first use, so choosing one per proxy is not a scan of all)."""
+        index = self._sidecars_by_namespace
+        if not index and self.sidecars:
+            for obj in self.sidecars:
+                index.setdefault(obj.namespace, []).append(obj)
+            index.setdefault("", [])  # built
+        own = index.get(namespace, [])
+        root = index.get(self.mesh.root_namespace, []) if namespace != self.mesh.root_namespace else []
+        return (*own, *root)
+
+    def sidecar(self, key: ConfigKey | None) -> ConfigObject[nw.Sidecar] | None:
+        """The Sidecar ``key`` names; None for None, or for a key no longer in the config (a view
+        computed at an older context)."""
+        if key is None:
+            return None
+        return next((obj for obj in self.sidecars if obj.key == key), None)
 
     def endpoints_at(self, address: str) -> tuple[tuple[Service, Endpoint], ...]:
         """Every (service, endpoint) whose endpoint address is ``address`` (indexed on first use)."""
@@ -268,27 +305,28 @@ class PushContext:
             index.setdefault("", ())  # built, even when no endpoint has an address
         return index.get(address, ())
 
-    def selector_pairs(self) -> frozenset[tuple[str, str]]:
-        """Every ``key=value`` a workload selector of the config names: VirtualService match
-        ``sourceLabels`` (HTTP, TCP, TLS) and DestinationRule ``workloadSelector``. A proxy's labels
-        outside this set can never change what it is sent."""
-        if not self._selector_pairs:
-            pairs: set[tuple[str, str]] = set()
+    def selectors(self) -> tuple[frozenset[tuple[str, str]], ...]:
+        """Every workload selector of the config, as its set of ``key=value`` pairs: VirtualService
+        match ``sourceLabels`` (HTTP, TCP, TLS) and DestinationRule ``workloadSelector``. A proxy's
+        labels decide what it is sent only through which of these they satisfy. Sidecar
+        ``workloadSelector.labels`` are not here: a view names its Sidecar itself."""
+        if not self._selectors:
+            found: set[frozenset[tuple[str, str]]] = set()
             for vs in self.virtual_services:
                 for http in vs.spec.http:
                     for match in http.match:
-                        pairs.update(match.source_labels.items())
+                        found.add(frozenset(match.source_labels.items()))
                 for tcp in vs.spec.tcp:
                     for l4_match in tcp.match:
-                        pairs.update(l4_match.source_labels.items())
+                        found.add(frozenset(l4_match.source_labels.items()))
                 for tls in vs.spec.tls:
                     for tls_match in tls.match:
-                        pairs.update(tls_match.source_labels.items())
+                        found.add(frozenset(tls_match.source_labels.items()))
             for dr in self.destination_rules:
-                pairs.update(dr.spec.workload_selector.match_labels.items())
-            # Sidecar ``workloadSelector.labels`` belong here too once Sidecars are translated.
-            self._selector_pairs.append(frozenset(pairs))
-        return self._selector_pairs[0]
+                found.add(frozenset(dr.spec.workload_selector.match_labels.items()))
+            found.discard(frozenset())  # selects everything: tells no proxy apart
+            self._selectors.append(tuple(sorted(found, key=sorted)))
+        return self._selectors[0]
 
     def services_by_host(self) -> dict[str, list[Service]]:
         """Every Service per hostname, before visibility (for debug views)."""
@@ -318,6 +356,7 @@ class Scope:
     ``labels`` (they only choose among DestinationRules with a ``workloadSelector``). Read-only."""
 
     services: tuple[Service, ...]
+    sidecar: sidecar_scope.SidecarScope
     _by_host: dict[str, Service]
     _virtual_services: tuple[VirtualServiceEntry, ...]
     _vs_exact: dict[str, list[int]]
@@ -330,6 +369,7 @@ class Scope:
         namespace: str,
         labels: tuple[tuple[str, str], ...] = (),
         base: Scope | None = None,
+        sidecar: ConfigObject[nw.Sidecar] | None = None,
     ) -> None:
         self.context = context
         self.namespace = namespace
@@ -338,6 +378,7 @@ class Scope:
         self._rules: dict[str, DestinationRuleEntry | None] = {}
         self._rule_index: dict[str, _RuleIndex] | None = None
         if base is not None:  # the same namespace without labels: share what labels cannot change
+            self.sidecar = base.sidecar
             self.services = base.services
             self._by_host = base._by_host
             self._virtual_services = base._virtual_services
@@ -346,6 +387,39 @@ class Scope:
             self._vs_by_host = base._vs_by_host
             self._rule_index = base._rules_by_namespace()
             return
+        mesh_vs = [vs for vs in context.virtual_services if vs.for_mesh and visible(vs.export_to, namespace)]
+        if sidecar is None:
+            chosen = self._visible_services(context, namespace)
+            self.sidecar = sidecar_scope.default_scope(
+                namespace, tuple(chosen[h] for h in sorted(chosen)), context.mesh.allow_any
+            )
+        else:
+            made = sidecar_scope.scope_of(namespace, sidecar, context.services, context.mesh.allow_any)
+            mesh_vs = [
+                vs for vs in mesh_vs if any(imports_virtual_service(listener, vs) for listener in made.egress)
+            ]
+            self.sidecar = _with_destinations(made, mesh_vs, context.services)
+            chosen = {svc.hostname: svc for svc in self.sidecar.services}
+        self.services = tuple(chosen[h] for h in sorted(chosen))
+        self._by_host = chosen
+        self._virtual_services = tuple(
+            sorted(mesh_vs, key=lambda vs: vs.precedence_in(namespace)),
+        )
+        # Indexes, so a lookup per host is not a scan of every VirtualService / DestinationRule
+        # (which made translating K services O(K²)). A VirtualService can match ``host`` only if
+        # it names ``host`` exactly or has a wildcard host; only those are looked at.
+        self._vs_exact = {}
+        self._vs_wildcard = []
+        for order, vs in enumerate(self._virtual_services):
+            for vs_host in dict.fromkeys(vs.hosts):
+                self._vs_exact.setdefault(vs_host, []).append(order)
+            if any(hosts.is_wildcard(h) for h in vs.hosts):
+                self._vs_wildcard.append(order)
+        self._vs_by_host = {}
+
+    @staticmethod
+    def _visible_services(context: PushContext, namespace: str) -> dict[str, Service]:
+        """Every service exported to ``namespace``, one per hostname (what ``*/*`` imports)."""
         chosen: dict[str, Service] = {}
         for svc in context.services:
             if not visible(svc.export_to, namespace):
@@ -362,25 +436,17 @@ class Scope:
                         namespace,
                     )
                 chosen[svc.hostname] = svc
-        self.services = tuple(chosen[h] for h in sorted(chosen))
-        self._by_host = chosen
-        self._virtual_services = tuple(
-            sorted(
-                (vs for vs in context.virtual_services if vs.for_mesh and visible(vs.export_to, namespace)),
-                key=lambda vs: vs.precedence_in(namespace),
-            )
-        )
-        # Indexes, so a lookup per host is not a scan of every VirtualService / DestinationRule
-        # (which made translating K services O(K²)). A VirtualService can match ``host`` only if
-        # it names ``host`` exactly or has a wildcard host; only those are looked at.
-        self._vs_exact = {}
-        self._vs_wildcard = []
-        for order, vs in enumerate(self._virtual_services):
-            for vs_host in dict.fromkeys(vs.hosts):
-                self._vs_exact.setdefault(vs_host, []).append(order)
-            if any(hosts.is_wildcard(h) for h in vs.hosts):
-                self._vs_wildcard.append(order)
-        self._vs_by_host = {}
+        return chosen
+
+    @property
+    def allow_any(self) -> bool:
+        """The outbound traffic policy: the Sidecar's if it sets one, else the mesh's."""
+        return self.sidecar.allow_any
+
+    @property
+    def catch_all_cluster(self) -> str:
+        """Where unknown outbound traffic goes (sidecar_scope.SidecarScope.catch_all_cluster)."""
+        return self.sidecar.catch_all_cluster
 
     def service(self, host: str) -> Service | None:
         return self._by_host.get(host)
@@ -472,6 +538,58 @@ class _RuleIndex:
             self.wildcard.append(dr)
 
 
+def imports_virtual_service(listener: sidecar_scope.EgressListener, vs: VirtualServiceEntry) -> bool:
+    """Whether a Sidecar egress listener imports ``vs`` (Istio's SelectVirtualServices)."""
+    return any(listener.imports_virtual_service_host(host, vs.namespace) for host in vs.hosts)
+
+
+def _destination_hosts(vs: VirtualServiceEntry) -> list[str]:
+    """The hosts a VirtualService routes to (HTTP, TCP and TLS routes), resolved in its namespace."""
+    found: list[str] = []
+    spec = vs.spec
+    for routes in (spec.http, spec.tcp, spec.tls):
+        for route in routes:
+            for weighted in route.route:
+                found.append(hosts.resolve_shortname(weighted.destination.host, vs.namespace))
+    return list(dict.fromkeys(found))
+
+
+def _with_destinations(
+    scope: sidecar_scope.SidecarScope,
+    virtual_services: list[VirtualServiceEntry],
+    services: Iterable[Service],
+) -> sidecar_scope.SidecarScope:
+    """Istio's convertToSidecarScope: each egress listener also imports the services its
+    VirtualServices route to (the config namespace's copy, else the first namespace by name), after
+    the services it names, which win."""
+    by_host: dict[str, list[Service]] = {}
+    for svc in services:
+        if visible(svc.export_to, scope.namespace):
+            by_host.setdefault(svc.hostname, []).append(svc)
+    listeners = []
+    for listener in scope.egress:
+        have = {svc.hostname for svc in listener.services}
+        extra: list[Service] = []
+        for vs in virtual_services:
+            if not imports_virtual_service(listener, vs):
+                continue
+            for host in _destination_hosts(vs):
+                candidates = by_host.get(host)
+                if host in have or not candidates:
+                    continue
+                own = [svc for svc in candidates if svc.namespace == scope.namespace]
+                svc = own[0] if own else min(candidates, key=lambda c: c.namespace)
+                if listener.matches_port and listener.port is not None:
+                    trimmed = sidecar_scope.on_port(svc, listener.port)
+                    if trimmed is None:
+                        continue
+                    svc = trimmed
+                have.add(host)
+                extra.append(svc)
+        listeners.append(dataclasses.replace(listener, services=listener.services + tuple(extra)))
+    return dataclasses.replace(scope, egress=tuple(listeners))
+
+
 def merge_rules(rules: list[DestinationRuleEntry]) -> DestinationRuleEntry:
     """Istio's mergeDestinationRule: later rules add subsets with new names, and a traffic policy
     only if the first has none."""
@@ -542,6 +660,7 @@ __all__ = [
     "Service",
     "ServicePort",
     "VirtualServiceEntry",
+    "imports_virtual_service",
     "parse_protocol",
     "port_protocol",
 ]

@@ -19,11 +19,22 @@ from pilot.config.kinds import (
     GATEWAY,
     MESH_CONFIG,
     SERVICE_ENTRY,
+    SIDECAR,
     VIRTUAL_SERVICE,
     WORKLOAD_ENTRY,
 )
 from pilot.config.objects import ConfigKey
-from pilot.translate import capture_listeners, clusters, gateway_listeners, gateway_routes, listeners, routes
+from pilot.translate import (
+    capture_listeners,
+    clusters,
+    gateway_listeners,
+    gateway_routes,
+    grpc_clusters,
+    grpc_listeners,
+    grpc_routes,
+    listeners,
+    routes,
+)
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import NodeType, ProxyView
 from pilot.xds import types
@@ -59,7 +70,9 @@ class FunctionGenerator:
 
 def build_load_assignments(view: ProxyView, context: PushContext) -> Resources:
     """A ClusterLoadAssignment for every EDS cluster CDS sends, empty when nothing matches."""
-    scope = context.scope(view.namespace, view.labels)
+    if view.proxyless_grpc:
+        return list(grpc_clusters.build_load_assignments(view, context))
+    scope = context.scope_of(view)
     out: Resources = []
     for target in clusters.outbound_targets(scope, router=view.type is NodeType.ROUTER):
         if target.eds:
@@ -70,6 +83,8 @@ def build_load_assignments(view: ProxyView, context: PushContext) -> Resources:
 
 def build_clusters(view: ProxyView, context: PushContext) -> Resources:
     """Outbound and special clusters; an intercepted sidecar's inbound clusters after them."""
+    if view.proxyless_grpc:
+        return list(grpc_clusters.build_clusters(view, context))
     out: Resources = list(clusters.build_clusters(view, context))
     out += [(cluster.name, cluster) for cluster in capture_listeners.capture_clusters(view, context)]
     return out
@@ -77,7 +92,9 @@ def build_clusters(view: ProxyView, context: PushContext) -> Resources:
 
 def build_listeners(view: ProxyView, context: PushContext) -> Resources:
     """Routers get the listeners of their Gateways; sidecars their outbound listeners, then the
-    capture listeners when intercepted."""
+    capture listeners when intercepted; proxyless gRPC applications their API listeners."""
+    if view.proxyless_grpc:
+        return list(grpc_listeners.build_listeners(view, context))
     if view.type is NodeType.ROUTER:
         return list(gateway_listeners.build_gateway_listeners(view, context))
     out: Resources = list(listeners.build_listeners(view, context))
@@ -86,12 +103,15 @@ def build_listeners(view: ProxyView, context: PushContext) -> Resources:
 
 
 def build_routes(view: ProxyView, context: PushContext) -> Resources:
+    if view.proxyless_grpc:
+        return list(grpc_routes.build_routes(view, context))
     if view.type is NodeType.ROUTER:
         return list(gateway_routes.build_gateway_routes(view, context))
     return list(routes.build_routes(view, context))
 
 
-_SERVICES = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY, MESH_CONFIG})
+# A Sidecar decides what a sidecar proxy imports (every type) and its inbound listeners.
+_SERVICES = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY, MESH_CONFIG, SIDECAR})
 
 CDS = FunctionGenerator(types.CLUSTER, _SERVICES | {DESTINATION_RULE}, build_clusters)
 EDS = FunctionGenerator(types.ENDPOINT, _SERVICES | {DESTINATION_RULE}, build_load_assignments)

@@ -9,6 +9,19 @@ original_dst listener filter restores its destination, and a chain matching that
 hands it to the workload at its own address from 127.0.0.6, the source the capture rules let through
 (pilot/capture/rules.py ``INBOUND_PASSTHROUGH_SOURCE``).
 
+A Sidecar with ``ingress`` listeners replaces the ports of the services the proxy backs (Istio's
+``buildInboundChainConfigs``, without PILOT_ENABLE_SIDECAR_SERVICE_INBOUND_LISTENER_MERGE): each
+gives a port whose cluster ``inbound|PORT||`` sends to its ``defaultEndpoint``
+(``buildInboundClustersFromSidecar``): ``127.0.0.1:P`` a STATIC cluster on loopback; ``0.0.0.0:P``
+the proxy's own address, which pilot reaches as an ORIGINAL_DST cluster with the port overridden to
+P, so the address stays out of the shared view; ``unix://PATH`` a STATIC cluster on the socket; none
+the connection's original destination. A port binds a listener of its own (``<bind>_<port>``, no
+original_dst) when its ``captureMode`` is NONE, or it has none and the proxy's is NONE; its bind
+defaults to the wildcard address (Istio's, the proxy's IP, would give each proxy its own view).
+Otherwise its chains join ``virtualInbound``. A NONE-mode proxy without Sidecar ingress gets no
+inbound listeners or clusters, as in Istio. ``ingress[].tls`` is not translated: Istio ignores it
+too unless ENABLE_TLS_ON_SIDECAR_INGRESS is set.
+
 Plain text only: a port's chains come from ``match_options``, one ``MatchOption`` per chain; peer
 authentication adds its ``tls`` options there (and the TLS inspector and transport sockets they need).
 """
@@ -28,16 +41,17 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as upstream_http
 from envoy.type.v3 import range_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
+from pilot._gen import networking_pb2 as nw
 from pilot.config.protocols import Protocol, parse_protocol
 from pilot.translate import listeners
 from pilot.translate import traffic_policy as policy
 from pilot.translate.clusters import passthrough_cluster
 from pilot.translate.context import PushContext
-from pilot.translate.proxy import ProxyView
+from pilot.translate.proxy import InterceptionMode, ProxyView
+from pilot.translate.sidecar_scope import SidecarScope
 from pilot.translate.tcp_routes import TCP_PROXY_FILTER
 from pilot.xds import names
 
@@ -57,6 +71,7 @@ ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
 HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
 # The source address of what the sidecar hands to its workload; the capture rules return it untouched.
 INBOUND_PASSTHROUGH_BIND = "127.0.0.6"
+UNIX_PREFIX = "unix://"
 RAW_BUFFER = "raw_buffer"  # Envoy's transport protocol when no listener filter detected TLS
 PLAINTEXT_HTTP_ALPN = ("http/1.1", "h2c")  # what the HTTP inspector reports for plain HTTP
 INBOUND_VIRTUAL_HOST_PREFIX = "inbound|http|"
@@ -96,15 +111,32 @@ class MatchOption:
 class InboundPort:
     """One port the workload listens on: the chain ``0.0.0.0_<target_port>`` and the cluster
     ``inbound|<target_port>||``. ``port`` and ``hostname`` are the service's, for the virtual host
-    name and the tracing operation."""
+    name and the tracing operation. A Sidecar ingress port also has its ``endpoint``
+    (``defaultEndpoint``), its ``bind`` address, whether it binds a listener of its own, and the
+    connection pool of its cluster."""
 
     target_port: int
     port: int
     hostname: str
     protocol: Protocol
+    endpoint: str = ""
+    bind: str = names.WILDCARD_ADDRESS
+    binds: bool = False
+    connection_pool: nw.ConnectionPoolSettings | None = None
 
 
-def inbound_ports(view: ProxyView) -> tuple[InboundPort, ...]:
+def inbound_ports(view: ProxyView, context: PushContext) -> tuple[InboundPort, ...]:
+    """The inbound ports of a sidecar: its Sidecar's ingress listeners if it has any, else (in
+    REDIRECT mode) the ports of the services it backs."""
+    scope = context.scope_of(view)
+    if scope.sidecar.ingress:
+        return _ingress_ports(view, scope.sidecar)
+    if view.interception_mode is InterceptionMode.NONE:
+        return ()
+    return _target_ports(view, scope.sidecar.inbound_connection_pool)
+
+
+def _target_ports(view: ProxyView, pool: nw.ConnectionPoolSettings | None) -> tuple[InboundPort, ...]:
     """One entry per target port, sorted by it; where two services share a target port the first
     target in the view's order sets the protocol (Istio: the oldest Service). UDP is not proxied, and
     the sidecar's own ports are skipped, as Istio's ``conflictWithReservedListener`` does."""
@@ -121,7 +153,39 @@ def inbound_ports(view: ProxyView) -> tuple[InboundPort, ...]:
                 target.target_port,
             )
             continue
-        ports[target.target_port] = InboundPort(target.target_port, target.port, target.hostname, protocol)
+        ports[target.target_port] = InboundPort(
+            target.target_port, target.port, target.hostname, protocol, connection_pool=pool
+        )
+    return tuple(ports[number] for number in sorted(ports))
+
+
+def _ingress_ports(view: ProxyView, scope: SidecarScope) -> tuple[InboundPort, ...]:
+    """Istio's Sidecar branch of buildInboundChainConfigs: the first listener of a port wins; the
+    host is the service the proxy backs on that port, else ``<sidecar>.<namespace>``."""
+    ports: dict[int, InboundPort] = {}
+    for ingress in scope.ingress:
+        number = ingress.port.number
+        protocol = parse_protocol(ingress.port.protocol)
+        if number in ports or protocol is Protocol.UDP or number in RESERVED_PORTS:
+            continue
+        mode = nw.CaptureMode.Name(ingress.capture_mode)
+        binds = view.interception_mode is InterceptionMode.NONE if mode == "DEFAULT" else mode == "NONE"
+        hostname = next(
+            (t.hostname for t in view.targets if t.target_port == number), f"{scope.name}.{scope.namespace}"
+        )
+        pool = (
+            ingress.connection_pool if ingress.HasField("connection_pool") else scope.inbound_connection_pool
+        )
+        ports[number] = InboundPort(
+            number,
+            number,
+            hostname,
+            protocol,
+            endpoint=ingress.default_endpoint,
+            bind=ingress.bind or names.WILDCARD_ADDRESS,
+            binds=binds,
+            connection_pool=pool,
+        )
     return tuple(ports[number] for number in sorted(ports))
 
 
@@ -263,28 +327,62 @@ def http_inspector(chains: list[FilterChain]) -> listener_components_pb2.Listene
     return inspector
 
 
-def virtual_inbound_listener(view: ProxyView) -> Listener:
+def virtual_inbound_listener(view: ProxyView, context: PushContext) -> Listener:
     """Chains: the blackhole, the passthrough set, then each target port's, by port (Istio's
     ``inboundVirtualListener``). Listener filters: original_dst, then the HTTP inspector where a chain
     needs it (the TLS inspector joins them with mTLS)."""
     chains = [blackhole_chain(), *passthrough_chains()]
-    for port in inbound_ports(view):
-        chains += port_chains(port)
+    for port in inbound_ports(view, context):
+        if not port.binds:
+            chains += port_chains(port)
+    listener = _inbound_listener(VIRTUAL_INBOUND, listeners.wildcard_address(VIRTUAL_INBOUND_PORT), chains)
+    listener.listener_filters.insert(
+        0,
+        listener_components_pb2.ListenerFilter(
+            name=ORIGINAL_DST_FILTER, typed_config=listeners.typed(original_dst_pb2.OriginalDst())
+        ),
+    )
+    return listener
+
+
+def _inbound_listener(name: str, address: address_pb2.Address, chains: list[FilterChain]) -> Listener:
+    """Istio's buildInboundListener: INBOUND, listener filters the chains need, no detection timeout."""
     listener = Listener(
-        name=VIRTUAL_INBOUND,
-        address=listeners.wildcard_address(VIRTUAL_INBOUND_PORT),
+        name=name,
+        address=address,
         filter_chains=chains,
         traffic_direction=base_pb2.INBOUND,
         continue_on_listener_filters_timeout=True,
         listener_filters_timeout=duration_pb2.Duration(),  # mesh protocolDetectionTimeout, 0 = none
     )
-    listener.listener_filters.add(
-        name=ORIGINAL_DST_FILTER, typed_config=listeners.typed(original_dst_pb2.OriginalDst())
-    )
     inspector = http_inspector(chains)
     if inspector is not None:
         listener.listener_filters.append(inspector)
     return listener
+
+
+def bound_inbound_listeners(view: ProxyView, context: PushContext) -> list[Listener]:
+    """The Sidecar ingress ports that bind a listener of their own (Istio's inboundCustomListener)."""
+    out = []
+    for port in inbound_ports(view, context):
+        if port.binds:
+            address = address_pb2.Address(
+                socket_address=address_pb2.SocketAddress(address=port.bind, port_value=port.target_port)
+            )
+            out.append(
+                _inbound_listener(
+                    names.listener_name(port.target_port, port.bind), address, port_chains(port)
+                )
+            )
+    return out
+
+
+def inbound_listeners(view: ProxyView, context: PushContext) -> list[Listener]:
+    """``virtualInbound`` in REDIRECT mode, then the listeners that bind (Istio's LDS order)."""
+    out = []
+    if view.interception_mode is InterceptionMode.REDIRECT:
+        out.append(virtual_inbound_listener(view, context))
+    return out + bound_inbound_listeners(view, context)
 
 
 def _bind_to_passthrough_source(cluster: Cluster) -> None:
@@ -295,23 +393,48 @@ def _bind_to_passthrough_source(cluster: Cluster) -> None:
 
 def inbound_cluster(port: InboundPort, context: PushContext) -> Cluster:
     """Mesh ``inboundTrafficPolicy`` PASSTHROUGH (Istio's default): to the connection's original
-    destination, the workload's own address, rather than 127.0.0.1."""
-    cluster = Cluster(
-        name=names.inbound_cluster(port.target_port),
-        type=Cluster.ORIGINAL_DST,
-        lb_policy=Cluster.CLUSTER_PROVIDED,
-        common_lb_config=Cluster.CommonLbConfig(),
-    )
+    destination, the workload's own address, rather than 127.0.0.1; a Sidecar ingress port's
+    ``defaultEndpoint`` overrides that (module docstring)."""
+    name = names.inbound_cluster(port.target_port)
+    endpoint = _default_endpoint(port.endpoint)
+    if endpoint is None or isinstance(endpoint, int):
+        cluster = Cluster(
+            name=name,
+            type=Cluster.ORIGINAL_DST,
+            lb_policy=Cluster.CLUSTER_PROVIDED,
+            common_lb_config=Cluster.CommonLbConfig(),
+        )
+        # Istio keeps idle connections to the workload for 60 s rather than Envoy's default 5 s.
+        cluster.cleanup_interval.FromSeconds(INBOUND_CLEANUP_INTERVAL_SECONDS)
+        if isinstance(endpoint, int):  # 0.0.0.0:P: the proxy's own address, port P
+            cluster.original_dst_lb_config.upstream_port_override.value = endpoint
+    else:
+        cluster = Cluster(name=name, type=Cluster.STATIC, common_lb_config=Cluster.CommonLbConfig())
+        lb_endpoint = cluster.load_assignment.endpoints.add().lb_endpoints.add()
+        lb_endpoint.endpoint.address.CopyFrom(endpoint)
+        cluster.load_assignment.cluster_name = name
     cluster.connect_timeout.FromTimedelta(context.mesh.connect_timeout)
-    # Istio keeps idle connections to the workload for 60 s rather than Envoy's default 5 s.
-    cluster.cleanup_interval.FromSeconds(INBOUND_CLEANUP_INTERVAL_SECONDS)
-    cluster.circuit_breakers.thresholds.append(policy.default_thresholds())
-    _bind_to_passthrough_source(cluster)
-    if port.protocol.is_http2:
-        options = upstream_http.HttpProtocolOptions()
-        options.explicit_http_config.http2_protocol_options.SetInParent()
-        cluster.typed_extension_protocol_options[policy.HTTP_PROTOCOL_OPTIONS].Pack(options)
+    policy.apply_inbound(cluster, port.connection_pool, port.protocol.is_http2)
+    # Istio's "magic" source address, so the capture rules do not send the connection back to the
+    # proxy; not needed to reach loopback, and meaningless on a unix socket.
+    if endpoint is None or isinstance(endpoint, int):
+        _bind_to_passthrough_source(cluster)
     return cluster
+
+
+def _default_endpoint(written: str) -> address_pb2.Address | int | None:
+    """A defaultEndpoint as a STATIC address (loopback or unix socket), a port override (the
+    proxy's own address), or None (empty: the original destination). Validation guarantees the form."""
+    if not written:
+        return None
+    if written.startswith(UNIX_PREFIX):
+        return address_pb2.Address(pipe=address_pb2.Pipe(path=written.removeprefix(UNIX_PREFIX)))
+    host, _, port_text = written.rpartition(":")
+    host = host.strip("[]")
+    port = int(port_text)
+    if host in ("0.0.0.0", "::"):
+        return port
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=port))
 
 
 def inbound_passthrough_cluster(context: PushContext) -> Cluster:
@@ -323,7 +446,8 @@ def inbound_passthrough_cluster(context: PushContext) -> Cluster:
 
 
 def inbound_clusters(view: ProxyView, context: PushContext) -> list[Cluster]:
-    """``inbound|PORT||`` by port, then InboundPassthroughCluster (Istio's CDS order)."""
-    clusters = [inbound_cluster(port, context) for port in inbound_ports(view)]
-    clusters.append(inbound_passthrough_cluster(context))
+    """``inbound|PORT||`` by port, then InboundPassthroughCluster in REDIRECT mode (Istio's CDS order)."""
+    clusters = [inbound_cluster(port, context) for port in inbound_ports(view, context)]
+    if view.interception_mode is InterceptionMode.REDIRECT:
+        clusters.append(inbound_passthrough_cluster(context))
     return clusters

@@ -14,12 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pilot.config.objects import DEFAULT_NAMESPACE
+from pilot.config.objects import DEFAULT_NAMESPACE, ConfigKey
 from pilot.translate.targets import ServiceTarget
 
 log = logging.getLogger("pilot.translate.proxy")
 
 DEFAULT_DNS_DOMAIN = "cluster.local"
+GRPC_GENERATOR = "grpc"  # node metadata GENERATOR of a proxyless gRPC application
 
 
 class NodeType(enum.StrEnum):
@@ -48,13 +49,23 @@ class ProxyView:
     labels: tuple[tuple[str, str], ...] = ()
     # The ports of the services this proxy backs (sorted): its inbound listener's chains and clusters.
     targets: tuple[ServiceTarget, ...] = ()
+    # The Sidecar that applies to a sidecar proxy (pilot.translate.sidecar_scope), None for the
+    # default scope: what it imports decides the proxy's outbound config, its ingress the inbound.
+    sidecar: ConfigKey | None = None
+    # A proxyless gRPC application (node metadata GENERATOR: grpc): pilot.translate.grpc_* build its
+    # config, in the shapes gRPC's xDS client accepts.
+    proxyless_grpc: bool = False
 
     def __str__(self) -> str:
         text = f"{self.type}/{self.namespace}/{self.interception_mode}"
+        if self.proxyless_grpc:
+            text += "/grpc"
         if self.labels:
             text += "/" + ",".join(f"{k}={v}" for k, v in self.labels)
         if self.targets:
             text += "/targets:" + ",".join(f"{t.hostname}:{t.port}" for t in self.targets)
+        if self.sidecar is not None:
+            text += f"/sidecar:{self.sidecar.namespace}/{self.sidecar.name}"
         return text
 
 
@@ -75,6 +86,7 @@ class Proxy:
     workload_name: str = ""
     istio_version: str = ""
     cluster_id: str = ""
+    proxyless_grpc: bool = False
 
     @classmethod
     def from_node(cls, node_id: str, metadata: Mapping[str, Any] | None = None) -> Proxy:
@@ -121,13 +133,22 @@ class Proxy:
             workload_name=str(metadata.get("WORKLOAD_NAME") or ""),
             istio_version=str(metadata.get("ISTIO_VERSION") or ""),
             cluster_id=str(metadata.get("CLUSTER_ID") or ""),
+            # Istio's Proxy.IsProxylessGrpc: the node's metadata names the grpc generator.
+            proxyless_grpc=str(metadata.get("GENERATOR") or "") == GRPC_GENERATOR,
         )
 
     def view(self) -> ProxyView:
         """The view from the node alone (no config): a sidecar's labels and targets need the push
         context, see ``pilot.translate.views.view_of``."""
         labels = tuple(sorted(self.labels.items())) if self.type is NodeType.ROUTER else ()
-        return ProxyView(self.type, self.namespace, self.interception_mode, self.dns_domain, labels)
+        return ProxyView(
+            self.type,
+            self.namespace,
+            self.interception_mode,
+            self.dns_domain,
+            labels,
+            proxyless_grpc=self.proxyless_grpc,
+        )
 
 
 def _labels(raw: object) -> dict[str, str]:

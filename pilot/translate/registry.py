@@ -131,7 +131,9 @@ def services_of(
 
 
 def _endpoint(we: nw.WorkloadEntry, object_labels: Mapping[str, str]) -> Endpoint:
-    labels = {**object_labels, **dict(we.labels)}
+    """A WorkloadEntry's labels are its spec's and its object's, the object's winning (Istio's
+    serviceentry ``ConvertWorkloadEntry``)."""
+    labels = {**dict(we.labels), **object_labels}
     return Endpoint(
         address=we.address,
         ports=tuple(sorted(dict(we.ports).items())),

@@ -11,7 +11,7 @@ route; one virtual host per VirtualService host that is no service (``foo.exampl
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TypeAlias
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -20,11 +20,19 @@ from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2
 
 from pilot._gen import networking_pb2 as nw
 from pilot.translate import hosts, mirror, retries, route_actions
-from pilot.translate.context import MESH_GATEWAY, PushContext, Scope, Service, VirtualServiceEntry
+from pilot.translate.context import (
+    MESH_GATEWAY,
+    PushContext,
+    Scope,
+    Service,
+    VirtualServiceEntry,
+    imports_virtual_service,
+)
 from pilot.translate.cors import CORS_FILTER, cors_policy
-from pilot.translate.listeners import FAULT_FILTER, SNIFFED, outbound_ports
+from pilot.translate.listeners import FAULT_FILTER, SNIFFED, outbound_listeners
 from pilot.translate.matches import applies, is_catch_all, route_match
 from pilot.translate.proxy import NodeType, ProxyView
+from pilot.translate.sidecar_scope import EgressListener
 from pilot.xds import names
 
 log = logging.getLogger("pilot.translate.routes")
@@ -196,9 +204,17 @@ def default_route(service: Service, port: int, scope: Scope) -> rc.Route:
     )
 
 
-def service_routes(service: Service, port: int, scope: Scope, labels: Mapping[str, str]) -> list[rc.Route]:
-    """The routes of the VirtualService that claims the service on ``port``, else the default route."""
-    for vs in claimants(scope.virtual_services(service.hostname), service.hostname):
+def service_routes(
+    service: Service,
+    port: int,
+    scope: Scope,
+    labels: Mapping[str, str],
+    egress: EgressListener | None = None,
+) -> list[rc.Route]:
+    """The routes of the VirtualService that claims the service on ``port`` (among those the
+    ``egress`` listener imports, when given: Istio's per-listener VirtualServices), else the
+    default route."""
+    for vs in claimants(_imported(scope.virtual_services(service.hostname), egress), service.hostname):
         routes = virtual_service_routes(vs, port, scope, labels)
         if routes:
             return routes
@@ -231,7 +247,7 @@ def _selects(vs: VirtualServiceEntry, on_port: Mapping[str, Service], wildcard_s
 
 
 def _separate(
-    vs: VirtualServiceEntry, on_port: Mapping[str, Service], scope: Scope
+    vs: VirtualServiceEntry, on_port: Mapping[str, Service], scope: Scope, egress: EgressListener | None
 ) -> tuple[list[str], list[Service]]:
     """Istio's separateVSHostsAndServices: the hosts of ``vs`` that are no service on the port, and
     the services on the port it claims (exactly, or as the most specific wildcard for them)."""
@@ -250,29 +266,35 @@ def _separate(
         if not overlapping:
             others.append(host)
         for svc in overlapping:
-            first = scope.virtual_services(svc.hostname)[:1]
+            first = _imported(scope.virtual_services(svc.hostname), egress)[:1]
             if first and first[0] is vs:
                 claimed.append(svc)
     return others, claimed
 
 
 def non_service_virtual_hosts(
-    port: int, scope: Scope, labels: Mapping[str, str], seen: set[str]
+    port: int,
+    scope: Scope,
+    labels: Mapping[str, str],
+    seen: set[str],
+    services: Iterable[Service],
+    egress: EgressListener | None = None,
 ) -> list[rc.VirtualHost]:
     """Virtual hosts for the hosts of VirtualServices that are no service (an exact name, a
     wildcard such as ``*.example.com``), routed by their VirtualService, as istiod builds them
     (httproute.go BuildSidecarOutboundVirtualHosts, route.go buildSidecarVirtualHostsForVirtualService):
     on port 80 for every VirtualService with routes there; on another port only for one that also
     claims an HTTP service on that port. Domains: the host alone (the route configuration ignores
-    ports); one taken already is dropped, and ``*`` is always the catch-all's."""
-    on_port = {svc.hostname.lower(): svc for svc in scope.services if svc.port(port) is not None}
+    ports); one taken already is dropped, and ``*`` is always the catch-all's. ``services`` and
+    the VirtualServices looked at are those of the ``egress`` listener when given."""
+    on_port = {svc.hostname.lower(): svc for svc in services if svc.port(port) is not None}
     wildcard_services = [h for h in on_port if hosts.is_wildcard(h)]
     out: list[rc.VirtualHost] = []
     names_taken: set[str] = set()
-    for vs in _candidates(port, scope, on_port, wildcard_services):
+    for vs in _imported(_candidates(port, scope, on_port, wildcard_services), egress):
         if port != 80 and not _selects(vs, on_port, wildcard_services):
             continue
-        others, claimed = _separate(vs, on_port, scope)
+        others, claimed = _separate(vs, on_port, scope, egress)
         if not others:
             continue
         if port != 80 and not any(_is_http_on(svc, port) for svc in claimed):
@@ -308,15 +330,21 @@ def _candidates(
     return sorted(found.values(), key=lambda vs: vs.precedence_in(scope.namespace))
 
 
+def _imported(ranked: list[VirtualServiceEntry], egress: EgressListener | None) -> list[VirtualServiceEntry]:
+    """The VirtualServices of ``ranked`` that ``egress`` imports (all of them without one)."""
+    return ranked if egress is None else [vs for vs in ranked if imports_virtual_service(egress, vs)]
+
+
 def _is_http_on(service: Service, port: int) -> bool:
     """HTTP, or not declared and sniffed (Istio's IsHTTPOrSniffed): the port's routes serve it."""
     service_port = service.port(port)
     return service_port is not None and (service_port.protocol.is_http or service_port.protocol is SNIFFED)
 
 
-def catch_all_virtual_host(allow_any: bool) -> rc.VirtualHost:
+def catch_all_virtual_host(allow_any: bool, cluster: str = names.PASSTHROUGH_CLUSTER) -> rc.VirtualHost:
+    """``allow_any`` to ``cluster`` (PassthroughCluster, or a Sidecar's egressProxy), or ``block_all``."""
     if allow_any:
-        action = rc.RouteAction(cluster=names.PASSTHROUGH_CLUSTER)
+        action = rc.RouteAction(cluster=cluster)
         set_timeout(action, None)
         route = rc.Route(name=ALLOW_ANY, match=rc.RouteMatch(prefix="/"), route=action)
         name = ALLOW_ANY
@@ -337,11 +365,20 @@ def _dedupe(domains: list[str], seen: set[str]) -> list[str]:
     return out
 
 
-def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfiguration:
+def route_configuration(
+    port: int, view: ProxyView, scope: Scope, egress: EgressListener | None = None
+) -> RouteConfiguration:
+    """Route configuration ``port``: a virtual host per HTTP service on the port among the services
+    of ``egress``, the Sidecar egress listener that serves the port (default: every service of the
+    scope), routed by the VirtualServices it imports; then the catch-all virtual host of the scope's
+    outbound traffic policy."""
     labels = dict(view.labels)
     seen: set[str] = {"*"}  # the catch-all's
-    virtual_hosts = non_service_virtual_hosts(port, scope, labels, seen)
-    for service in scope.services:
+    services = scope.services if egress is None else sorted(egress.services, key=lambda s: s.hostname)
+    # Without a Sidecar the one egress listener imports every VirtualService the scope holds.
+    selecting = egress if scope.sidecar.sidecar is not None else None
+    virtual_hosts = non_service_virtual_hosts(port, scope, labels, seen, services, selecting)
+    for service in services:
         if not _is_http_on(service, port):
             continue
         domains = hosts.virtual_host_domains(
@@ -355,12 +392,12 @@ def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfig
             rc.VirtualHost(
                 name=names.virtual_host_name(service.hostname, port),
                 domains=domains,
-                routes=service_routes(service, port, scope, labels),
+                routes=service_routes(service, port, scope, labels, selecting),
                 include_request_attempt_count=True,
             )
         )
     virtual_hosts.sort(key=lambda vh: vh.name)  # Istio's SortVirtualHosts (stable)
-    virtual_hosts.append(catch_all_virtual_host(scope.mesh.allow_any))
+    virtual_hosts.append(catch_all_virtual_host(scope.allow_any, scope.catch_all_cluster))
     return RouteConfiguration(
         name=names.route_config_name(port),
         virtual_hosts=virtual_hosts,
@@ -372,8 +409,13 @@ def route_configuration(port: int, view: ProxyView, scope: Scope) -> RouteConfig
 
 
 def build_routes(view: ProxyView, context: PushContext) -> list[tuple[str, RouteConfiguration]]:
+    """One route configuration per HTTP port listener, from the services of the egress listener
+    that made it (Istio's GetEgressListenerForRDS)."""
     if view.type is NodeType.ROUTER:
         return []
-    scope = context.scope(view.namespace, view.labels)
-    configs = [route_configuration(port, view, scope) for port in outbound_ports(scope).http]
-    return [(config.name, config) for config in configs]
+    scope = context.scope_of(view)
+    configs: dict[int, RouteConfiguration] = {}
+    for plan in outbound_listeners(view, scope):
+        if (plan.http or plan.sniffed) and plan.port not in configs:
+            configs[plan.port] = route_configuration(plan.port, view, scope, plan.egress)
+    return [(config.name, config) for config in configs.values()]

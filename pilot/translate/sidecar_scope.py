@@ -31,6 +31,7 @@ import dataclasses
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
 
 from pilot._gen import networking_pb2 as nw
@@ -38,6 +39,7 @@ from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.config.protocols import Protocol, parse_protocol
 from pilot.translate import hosts
 from pilot.translate.registry import Service, visible
+from pilot.xds import names
 
 DEFAULT_SIDECAR = "default-sidecar"
 DEFAULT_ROOT_NAMESPACE = "istio-system"
@@ -164,13 +166,39 @@ class SidecarScope:
 
     @property
     def services(self) -> tuple[Service, ...]:
-        """Every imported service, one per hostname: the first listener's copy wins (Istio's
-        collectImportedServices keeps the explicitly imported one)."""
+        """Every imported service, one per hostname: the first listener's copy wins, and a later
+        listener's copy from the same namespace adds the ports the first trimmed away (Istio's
+        convertToSidecarScope ``addService``)."""
         seen: dict[str, Service] = {}
-        for listener in self.egress:
+        added_by: dict[str, int] = {}
+        for index, listener in enumerate(self.egress):
             for service in listener.services:
-                seen.setdefault(service.hostname, service)
+                found = seen.get(service.hostname)
+                if found is None:
+                    seen[service.hostname] = service
+                    added_by[service.hostname] = index
+                elif added_by[service.hostname] != index and found.namespace == service.namespace:
+                    known = {port.number for port in found.ports}
+                    extra = tuple(port for port in service.ports if port.number not in known)
+                    if extra:
+                        seen[service.hostname] = dataclasses.replace(found, ports=found.ports + extra)
         return tuple(seen.values())
+
+    @property
+    def catch_all_cluster(self) -> str:
+        """Where traffic for an unknown destination goes: PassthroughCluster (ALLOW_ANY, or the
+        ``egressProxy``'s cluster) or BlackHoleCluster (REGISTRY_ONLY). Istio's
+        ``buildOutboundCatchAllNetworkFiltersOnly`` / ``getOutboundPassthroughCluster``."""
+        if self.outbound_policy is OutboundPolicy.REGISTRY_ONLY:
+            return names.BLACKHOLE_CLUSTER
+        proxy = self.egress_proxy
+        if proxy is not None:
+            return names.outbound_cluster(proxy.host, proxy.port.number, proxy.subset)
+        return names.PASSTHROUGH_CLUSTER
+
+    @property
+    def allow_any(self) -> bool:
+        return self.outbound_policy is OutboundPolicy.ALLOW_ANY
 
     def egress_listener(self, port: int, bind: str = "") -> EgressListener | None:
         """Istio's GetEgressListenerForRDS: the listener for ``port`` (for port 0, the one binding
@@ -183,8 +211,10 @@ class SidecarScope:
         return None
 
 
-def _sort_key(obj: ConfigObject[nw.Sidecar]) -> tuple[bool, str, str]:
-    return (not obj.spec.HasField("workload_selector"), obj.origin, obj.name)
+def _sort_key(obj: ConfigObject[nw.Sidecar]) -> tuple[bool, tuple[bool, datetime, str, str]]:
+    """Istio's order (push_context.go initSidecarScopes): by creation time, name and namespace
+    (ConfigObject.precedence); the first with a selector that selects wins, else the first without."""
+    return (not obj.spec.HasField("workload_selector"), obj.precedence)
 
 
 def select_sidecar(
@@ -231,7 +261,7 @@ def select_services(
             continue
         for entry in (own, everywhere):
             if entry is not None and entry.imports(service.hostname):
-                trimmed = service if port is None else _on_port(service, port)
+                trimmed = service if port is None else on_port(service, port)
                 if trimmed is not None:
                     selected.append(trimmed)
                     break
@@ -242,7 +272,7 @@ def select_services(
     return [service for service in selected if chosen[service.hostname] == service.namespace]
 
 
-def _on_port(service: Service, port: int) -> Service | None:
+def on_port(service: Service, port: int) -> Service | None:
     """The service with only ``port`` (Istio's serviceMatchingListenerPort), None without it."""
     found = service.port(port)
     if found is None:
@@ -283,8 +313,19 @@ def sidecar_scope(
 
     ``services`` are the candidates in registry order; those not exported to ``namespace`` are left
     out. ``mesh_allow_any`` is the mesh's outboundTrafficPolicy (ALLOW_ANY by default)."""
-    candidates = [service for service in services if visible(service.export_to, namespace)]
     chosen = select_sidecar(namespace, labels, sidecars, root_namespace)
+    return scope_of(namespace, chosen, services, mesh_allow_any)
+
+
+def scope_of(
+    namespace: str,
+    chosen: ConfigObject[nw.Sidecar] | None,
+    services: Iterable[Service],
+    mesh_allow_any: bool = True,
+) -> SidecarScope:
+    """The scope ``chosen`` (None: the default scope) gives a sidecar proxy of ``namespace``: the
+    second half of ``sidecar_scope``, for a caller that already knows which Sidecar applies."""
+    candidates = [service for service in services if visible(service.export_to, namespace)]
     spec = chosen.spec if chosen is not None else nw.Sidecar()
     listeners = list(spec.egress) or [nw.IstioEgressListener(hosts=IMPORT_EVERYTHING)]
     mesh_policy = OutboundPolicy.ALLOW_ANY if mesh_allow_any else OutboundPolicy.REGISTRY_ONLY
@@ -304,4 +345,22 @@ def sidecar_scope(
         inbound_connection_pool=spec.inbound_connection_pool
         if spec.HasField("inbound_connection_pool")
         else None,
+    )
+
+
+def default_scope(namespace: str, services: tuple[Service, ...], mesh_allow_any: bool = True) -> SidecarScope:
+    """The scope of a proxy no Sidecar applies to, from the services it sees (already chosen: every
+    service exported to ``namespace``, one per hostname): one egress listener importing ``*/*``."""
+    listener = EgressListener(
+        hosts=IMPORT_EVERYTHING,
+        imported=MappingProxyType(classify_hosts(IMPORT_EVERYTHING, namespace)),
+        services=services,
+    )
+    return SidecarScope(
+        namespace=namespace,
+        name=DEFAULT_SIDECAR,
+        sidecar=None,
+        egress=(listener,),
+        ingress=(),
+        outbound_policy=OutboundPolicy.ALLOW_ANY if mesh_allow_any else OutboundPolicy.REGISTRY_ONLY,
     )

@@ -10,12 +10,16 @@ translates the types whose generator is affected by the config that changed in b
 clusters and endpoints. Types are kept or rebuilt in consistency groups (CDS with EDS, LDS with
 RDS), so every check still sees both sides of what it compares. A changed kind no generator
 declares rebuilds everything.
+
+Each snapshot also says which config objects made each resource (``Snapshot.origins``, from
+pilot.translate.provenance), so that a resource a proxy rejects can be traced to them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 
 from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf.message import Message
@@ -26,6 +30,7 @@ from pilot.config.objects import ConfigKey
 from pilot.errors import TranslationError
 from pilot.translate.context import PushContext
 from pilot.translate.generators import GENERATORS
+from pilot.translate.provenance import provenance
 from pilot.translate.proxy import ProxyView
 from pilot.xds import types
 from pilot.xds.listeners import route_config_names
@@ -130,7 +135,8 @@ def build_snapshot(
             f"inconsistent snapshot for {view} at version {context.version}: " + "; ".join(problems)
         )
     keep = [type_url for type_url in GENERATORS if type_url not in messages]
-    return Snapshot.from_messages(context.version, messages, old, keep=keep)
+    origins = MappingProxyType(provenance(view, context, messages))
+    return Snapshot.from_messages(context.version, messages, old, keep=keep, origins=origins)
 
 
 __all__ = ["GROUPS", "build_snapshot", "generate_messages", "inconsistencies", "types_to_rebuild"]

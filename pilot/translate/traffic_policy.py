@@ -147,6 +147,16 @@ def apply_passthrough(cluster: Cluster) -> None:
     _pack_protocol_options(cluster, options)
 
 
+def apply_inbound(cluster: Cluster, pool: nw.ConnectionPoolSettings | None, http2: bool) -> None:
+    """An inbound cluster's connection pool: a Sidecar's ``ingress[].connectionPool`` or
+    ``inboundConnectionPool`` (Istio's InboundConnectionPoolForPort), else the defaults."""
+    options = HttpProtocolOptions()
+    if http2:
+        _set_h2(options)
+    _apply_connection_pool(cluster, pool, options)
+    _pack_protocol_options(cluster, options)
+
+
 def _set_h2(options: HttpProtocolOptions) -> None:
     options.explicit_http_config.http2_protocol_options.SetInParent()
 
@@ -310,6 +320,7 @@ def _pack_protocol_options(cluster: Cluster, options: HttpProtocolOptions) -> No
 __all__ = [
     "TrafficPolicy",
     "apply",
+    "apply_inbound",
     "apply_passthrough",
     "default_thresholds",
     "for_port",

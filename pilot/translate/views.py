@@ -3,21 +3,25 @@ its config, so that proxies that would be sent the same config share one snapsho
 
 The view holds the proxy's type, namespace, interception mode and DNS domain; its service
 targets; and its workload labels (node metadata ``LABELS``/``STATIC_LABELS``, else its Pod's
-labels, else the registry's labels for its address) — but only the ``key=value`` pairs that some
-workload selector of the config names (VirtualService match ``sourceLabels``, DestinationRule
-``workloadSelector``; Sidecar ``workloadSelector`` joins ``PushContext.selector_pairs`` once Sidecars
-are translated).
+labels, else the registry's labels for its address) — but only the ``key=value`` pairs of the
+workload selectors it satisfies (VirtualService match ``sourceLabels``, DestinationRule
+``workloadSelector``); and the Sidecar that applies to it (chosen with all its labels, Istio's
+precedence: pilot.translate.sidecar_scope), by key.
 
-Why these labels and not the raw ones, nor the set of selectors the proxy satisfies: a selector
-``S`` (a set of pairs) selects labels ``L`` iff ``S ⊆ L``; every selector is inside the union
-``P`` of all selector pairs, so ``S ⊆ L`` iff ``S ⊆ L ∩ P``. The projection ``L ∩ P`` therefore
-answers every selector exactly as ``L`` does (correct), translation keeps reading a plain label
-mapping, and labels no selector names (``pod-template-hash``, ``version`` when nothing routes by
-it) never split a view. Raw labels would also share between the pods of one Deployment, but not
-between Deployments that differ only in labels nothing selects on, and a per-pod label would give
-every pod its own view. The set of satisfied selectors would share slightly more (two proxies
-each holding half of one selector), at the cost of translation reading selectors by identity
-instead of labels; the projection is the simpler key that is still exact.
+The Sidecar is keyed by identity rather than through its selector's labels: every proxy of a
+namespace that falls back to the namespace's (or the root namespace's) default Sidecar shares it,
+whatever labels the namespace's selector-bearing Sidecars name, and translation reads the Sidecar
+from the key without selecting again. Its content is not in the key: a Sidecar edit rebuilds the
+snapshots of the views that name it (the generators read the Sidecar kind).
+
+Why these labels: a selector ``S`` (a set of pairs) selects labels ``L`` iff ``S ⊆ L``. Let
+``K`` be the union of the selectors ``L`` satisfies and ``L' = L ∩ K``. For every selector ``T``:
+if ``T ⊆ L`` then ``T ⊆ K``, so ``T ⊆ L'``; if not, ``T ⊄ L'`` since ``L' ⊆ L``. So ``L'`` answers
+every selector exactly as ``L`` does, translation keeps reading a plain label mapping, and labels
+that decide nothing never split a view: neither labels no selector names (``pod-template-hash``)
+nor pairs of selectors the workload does not satisfy (``version=v2`` of a ``sourceLabels``
+``{app: productpage, version: v2}`` on a reviews-v2 pod). Raw labels would give every pod with a
+per-pod label its own view.
 
 Routers keep all their labels: Gateways select them by labels, and there are few of them.
 """
@@ -25,11 +29,13 @@ Routers keep all their labels: Gateways select them by labels, and there are few
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from pilot.config import kinds
 from pilot.config.objects import ConfigKey
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import NodeType, Proxy, ProxyView
+from pilot.translate.sidecar_scope import select_sidecar
 from pilot.translate.targets import ServiceTarget
 
 
@@ -38,12 +44,15 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
     at the proxy's address, a selector naming its labels) can move a proxy to another view."""
     proxy = identified(proxy, context)
     base = proxy.view()
+    sidecar = None
     if proxy.type is NodeType.ROUTER:
-        labels = base.labels
+        labels = base.labels  # routers never get a Sidecar (Istio's DefaultSidecarScopeForGateway)
     else:
-        pairs = context.selector_pairs()
         workload = proxy.labels or registry_labels(context, proxy.ip, proxy.namespace)
-        labels = tuple(sorted(item for item in workload.items() if item in pairs))
+        labels = selected_labels(workload, context.selectors())
+        candidates = context.sidecar_candidates(proxy.namespace)
+        chosen = select_sidecar(proxy.namespace, workload, candidates, context.mesh.root_namespace)
+        sidecar = chosen.key if chosen is not None else None
     return ProxyView(
         base.type,
         base.namespace,
@@ -51,7 +60,22 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
         base.dns_domain,
         labels,
         service_targets(context, proxy.ip, proxy.namespace),
+        sidecar,
+        proxyless_grpc=base.proxyless_grpc,
     )
+
+
+def selected_labels(
+    workload: Mapping[str, str], selectors: tuple[frozenset[tuple[str, str]], ...]
+) -> tuple[tuple[str, str], ...]:
+    """The pairs of ``workload`` that belong to a selector ``workload`` satisfies (see the module's
+    docstring), sorted."""
+    have = frozenset(workload.items())
+    kept: set[tuple[str, str]] = set()
+    for selector in selectors:
+        if selector <= have:
+            kept |= selector
+    return tuple(sorted(kept))
 
 
 def identified(proxy: Proxy, context: PushContext) -> Proxy:

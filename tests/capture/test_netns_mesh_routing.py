@@ -116,8 +116,11 @@ def test_pilot_knows_each_proxy_by_its_metadata_and_every_sidecar_acked_its_conf
     for name, entry in streams.items():
         for kind in ("cds", "lds", "eds", "rds"):
             assert entry[kind]["status"] == "SYNCED" and entry[kind]["last_nack"] is None, (name, entry)
-        assert entry["view"].startswith("sidecar/default/REDIRECT/"), entry["view"]
+        assert entry["view"].startswith("sidecar/default/REDIRECT"), entry["view"]
     # sourceLabels names productpage-v2's labels: the two clients cannot share a snapshot.
     assert streams["productpage-v1"]["view"] != streams["productpage-v2"]["view"]
     for server in SERVERS:
         assert f"targets:{HOST}:{PORT}" in streams[server]["view"]
+    # The servers satisfy no selector (version=v2 is only in productpage-v2's): they share one view.
+    assert len({streams[server]["view"] for server in SERVERS}) == 1
+    assert len({entry["view"] for entry in streams.values()}) == 3

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pilot.config.validation.http import check_regex
 from pilot.config.validation.virtual_service import host_matches, overlapping_hosts
-from tests.config.helpers import ROUTE, errors, vs, warnings
+from tests.config.helpers import ROUTE, errors, errors_of, parse, vs, warnings
 
 # --- VirtualService ---------------------------------------------------------------------------------------
 
@@ -277,7 +277,7 @@ def test_virtual_service_errors(spec: dict[str, Any], expected: tuple[str, str])
         },
         vs(retries={"attempts": 3, "retryOn": "5xx,reset,503,retriable-status-codes"}),
         vs(match=[{"uri": {"prefix": ""}}]),  # the uri may match the empty prefix
-        vs(match=[{"uri": {"regex": r"\pL+/(?<id>\d+)\z"}}]),  # RE2-only syntax
+        vs(match=[{"uri": {"regex": r"\p{Greek}+/(?<id>\d+)\z"}}]),  # RE2-only syntax
         vs(match=[{"withoutHeaders": {"x-a": {"regex": "*"}}}]),
         vs(headers={"request": {"set": {"x-a": "%HOSTNAME%", "x-b": "100%%", ":authority": "b"}}}),
         {
@@ -354,9 +354,48 @@ def test_host_matches(a: str, b: str, expected: bool) -> None:
     assert host_matches(a, b) is expected and host_matches(b, a) is expected
 
 
-@pytest.mark.parametrize("regex", [r"[[:alpha:]]+", r"\pN", r"(?P<x>a)", r"a{2,3}", r"(?i)abc", r"\Qa.b\E"])
+@pytest.mark.parametrize(
+    "regex", [r"[[:alpha:]]+", r"\p{Greek}", r"(?P<x>a)", r"a{2,3}", r"(?i)abc", r"\Qa.b\E"]
+)
 def test_re2_syntax_is_accepted(regex: str) -> None:
     assert check_regex(regex, "uri") is None
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        r"\pN",  # every Unicode digit: 237 RE2 instructions
+        "^/api/v[0-9]+/(users|orders|items)/[a-z0-9-]{1,64}$",  # 281
+        "(ab|cd|ef){20}",  # 164
+    ],
+)
+def test_regex_envoy_would_reject_is_an_error(regex: str) -> None:
+    """Envoy NACKs a route whose regex compiles to more than 100 RE2 instructions (its
+    re2.max_program_size.error_level): predicted here, from RE2 itself."""
+    problem = check_regex(regex, "uri")
+    assert problem is not None and "RE2 program size of" in problem and "> max program size of 100" in problem
+
+
+def test_regex_program_size_error_names_file_object_and_field() -> None:
+    text = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: big-regex, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {regex: "(ab|cd|ef){20}"}}]
+    route: [{destination: {host: reviews}}]
+"""
+    result = parse(text, "routes/big.yaml")
+    [error] = errors_of(result)
+    assert (error.origin, str(error.key), error.path) == (
+        "routes/big.yaml",
+        "VirtualService default/big-regex",
+        "spec.http[0].match[0].uri",
+    )
+    assert "RE2 program size of" in error.message
+    assert not result.objects  # never served: the store keeps the last good version
 
 
 @pytest.mark.parametrize("regex", [r"(a", r"(?=a)", r"(?!a)", r"(?<=a)b", r"(a)\1", "a" * 1025])

@@ -17,8 +17,9 @@ from pilot.cache.cache import SnapshotCache
 from pilot.cache.snapshot import Snapshot
 from pilot.config.objects import ConfigKey, ConfigObject, ParseResult
 from pilot.config.store import ConfigStore, StoreSnapshot
-from pilot.push.pusher import Pusher, VersionedContext
+from pilot.push.pusher import Pusher
 from pilot.push.request import PushRequest
+from pilot.push.translator import VersionedContext
 from pilot.server.callbacks import StreamCallbacks
 from pilot.translate.proxy import ProxyView
 from pilot.xds import types

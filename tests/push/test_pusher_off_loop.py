@@ -16,7 +16,8 @@ from pilot.app import serve
 from pilot.cache.cache import SnapshotCache
 from pilot.cache.snapshot import Snapshot
 from pilot.config.store import ConfigStore
-from pilot.push.pusher import Pusher, VersionedContext
+from pilot.push.pusher import Pusher
+from pilot.push.translator import VersionedContext
 from pilot.settings import Settings
 from pilot.translate.proxy import ProxyView
 from pilot.xds import types

@@ -62,13 +62,18 @@ class EnvoyLike:
             resubscribed = False
             while (update := await self.client.recv()).type_url != PROBE_TYPE:
                 received.append(update)
-                self._apply(update)
-                # Like Envoy: take the update (adding or removing watches), then ACK it.
-                resubscribed |= await self._follow()
-                await self.client.ack(update)
+                resubscribed |= await self._take(update)
             if not resubscribed:
                 self.updates.extend(received)
                 return received
+
+    async def _take(self, update: Update) -> bool:
+        """Like Envoy: take the update (adding or removing watches), then ACK it. True if the
+        subscriptions changed."""
+        self._apply(update)
+        resubscribed = await self._follow()
+        await self.client.ack(update)
+        return resubscribed
 
     def _apply(self, update: Update) -> None:
         held = self.values.setdefault(update.type_url, {})

@@ -15,6 +15,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import json_format
 
+from pilot.config.objects import ConfigKey
 from pilot.translate.proxy import InterceptionMode, NodeType, ProxyView
 from pilot.translate.snapshot import Messages
 from pilot.translate.targets import ServiceTarget
@@ -58,6 +59,15 @@ REDIRECT_INBOUND_VIEW = ProxyView(
     ),
 )
 
+# The sidecars of sidecar.yaml: one under the namespace's default Sidecar (REDIRECT), one that the
+# ratings Sidecar selects (NONE: its ingress binds listeners of its own).
+SIDECAR_DEFAULT_VIEW = ProxyView(
+    NodeType.SIDECAR, "default", InterceptionMode.REDIRECT, sidecar=ConfigKey("Sidecar", "default", "default")
+)
+SIDECAR_RATINGS_VIEW = ProxyView(
+    NodeType.SIDECAR, "default", InterceptionMode.NONE, sidecar=ConfigKey("Sidecar", "default", "ratings")
+)
+
 SCENARIOS = (
     Scenario("bookinfo", "bookinfo.yaml", factories.sidecar("default")),
     Scenario("bookinfo-other-namespace", "bookinfo.yaml", factories.sidecar("other")),
@@ -70,6 +80,8 @@ SCENARIOS = (
     Scenario("tcp-tls", "tcp-tls.yaml", factories.sidecar("default")),
     Scenario("tcp-tls-redirect", "tcp-tls.yaml", factories.sidecar("default", InterceptionMode.REDIRECT)),
     Scenario("redirect-inbound", "redirect-inbound.yaml", REDIRECT_INBOUND_VIEW),
+    Scenario("sidecar-namespace-redirect", "sidecar.yaml", SIDECAR_DEFAULT_VIEW),
+    Scenario("sidecar-ingress-none", "sidecar.yaml", SIDECAR_RATINGS_VIEW),
 )
 
 

@@ -6,7 +6,7 @@ Source: istio/istio pilot/pkg/networking/core/sidecar_simulation_test.go, ``Test
 (the ``virtualservice`` variant; the services are its ``knownServices``, here as ServiceEntries with
 the same hosts, addresses and ports). Each case's ``expected`` maps a domain to the clusters of its
 virtual host's routes (xdstest.ExtractVirtualHosts), None where no virtual host has the domain. The
-cases that need a Sidecar resource are in test_sidecar_wiring's scope and not here.
+cases with a Sidecar resource (Istio's scArgs) are ``SIDECAR_CASES``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import pytest
 from envoy.config.route.v3 import route_pb2
 
 from pilot.config.objects import ConfigObject
+from pilot.translate.proxy import Proxy
 from pilot.translate.routes import build_routes
+from pilot.translate.views import view_of
 from tests import factories as f
 
 OLDER = "2019-01-01T00:00:00+00:00"
@@ -311,3 +313,144 @@ def test_private_virtual_service_comes_first() -> None:
     other = virtual_hosts(dict(build_routes(f.sidecar("not-default"), context))["80"])
     assert own[KNOWN] == ["outbound|80||private.example.com"]
     assert other[KNOWN] == ["outbound|80||public.example.com"]
+
+
+def sidecar_resource(namespace: str, *hosts: str) -> ConfigObject:
+    """Istio's scArgs: a namespace's Sidecar with one egress listener importing ``hosts``."""
+    return f.config("Sidecar", namespace, {"egress": [{"hosts": list(hosts)}]}, namespace)
+
+
+SIDECAR_CASES = [
+    Case(
+        "wildcard match with sidecar",
+        (
+            vs("default", "*.cluster.local", "arbitrary.example.com"),
+            sidecar_resource("default", "*/*.cluster.local"),
+        ),
+        "default",
+        "80",
+        {
+            ALT_KNOWN: ["outbound|80||arbitrary.example.com"],
+            KNOWN: ["outbound|80||arbitrary.example.com"],
+            "*.cluster.local": None,
+        },
+    ),
+    Case(
+        "wildcard and explicit with sidecar",
+        (
+            vs("default", "*.cluster.local", "wild.example.com", time=OLDER),
+            vs("default", KNOWN, "explicit.example.com", time=NEWER),
+            sidecar_resource("default", f"default/{KNOWN}", f"default/{ALT_KNOWN}"),
+        ),
+        "default",
+        "80",
+        {
+            ALT_KNOWN: ["outbound|80||wild.example.com"],  # the VirtualService attaches though not imported
+            KNOWN: ["outbound|80||explicit.example.com"],
+            "*.cluster.local": None,
+        },
+    ),
+    Case(
+        "explicit first then wildcard with sidecar cross namespace",
+        (
+            vs("not-default", "*.cluster.local", "wild.example.com", time=OLDER),
+            vs("default", KNOWN, "explicit.example.com", time=NEWER),
+            sidecar_resource("default", f"default/{KNOWN}", f"default/{ALT_KNOWN}"),
+        ),
+        "default",
+        "80",
+        {
+            ALT_KNOWN: [f"outbound|80||{ALT_KNOWN}"],
+            KNOWN: ["outbound|80||explicit.example.com"],
+            "*.cluster.local": None,
+        },
+    ),
+    Case(
+        "explicit match with wildcard sidecar",
+        (
+            vs("default", "arbitrary.svc.cluster.local", "arbitrary.svc.cluster.local"),
+            sidecar_resource("default", "*/*.cluster.local"),
+        ),
+        "default",
+        "80",
+        {"arbitrary.svc.cluster.local": ["outbound|80||arbitrary.svc.cluster.local"]},
+    ),
+    Case(
+        "wildcard match with explicit sidecar",
+        (
+            vs("default", "*.cluster.local", "arbitrary.example.com"),
+            sidecar_resource("default", f"*/{KNOWN}"),
+        ),
+        "default",
+        "80",
+        {KNOWN: ["outbound|80||arbitrary.example.com"], "*.cluster.local": None},
+    ),
+    Case(
+        "non-service wildcard match with explicit sidecar",
+        (
+            vs("default", "*.example.org", "arbitrary.example.com"),
+            sidecar_resource("default", "*/explicit.example.org", f"*/{ALT_KNOWN}"),
+        ),
+        "default",
+        "80",
+        {
+            KNOWN: None,  # not imported
+            ALT_KNOWN: [f"outbound|80||{ALT_KNOWN}"],
+            "*.example.org": ["outbound|80||arbitrary.example.com"],
+        },
+    ),
+    Case(
+        "sidecar filter",
+        (
+            vs("not-default", "*.default.svc.cluster.local", "arbitrary.example.com"),
+            vs("default", "explicit.default.svc.cluster.local", "explicit.default.svc.cluster.local"),
+            sidecar_resource(
+                "not-default",
+                "not-default/*.default.svc.cluster.local",
+                "not-default/not-default.not-default.svc.cluster.local",
+            ),
+        ),
+        "not-default",
+        "80",
+        {
+            "*.default.svc.cluster.local": ["outbound|80||arbitrary.example.com"],
+            "explicit.default.svc.cluster.local": None,
+            "not-default.not-default.svc.cluster.local": [
+                "outbound|80||not-default.not-default.svc.cluster.local"
+            ],
+        },
+    ),
+    Case(
+        "import only a unknown service route",
+        (
+            vs("default", "foo.default.svc.cluster.local", "example.com"),
+            sidecar_resource("default", "*/foo.default.svc.cluster.local"),
+        ),
+        "default",
+        "80",
+        None,  # no service on the port: no route configuration at all
+    ),
+    Case(
+        "multi-host import single",
+        (vs("default", [KNOWN, ALT_KNOWN], "example.com"), sidecar_resource("default", f"*/{KNOWN}")),
+        "default",
+        "80",
+        {KNOWN: ["outbound|80||example.com"], ALT_KNOWN: ["outbound|80||example.com"]},  # istio/istio#37087
+    ),
+]
+
+
+@pytest.mark.parametrize("case", SIDECAR_CASES, ids=lambda c: c.name)
+def test_istio_sidecar_routes_with_sidecar(case: Case) -> None:
+    context = f.push_context(*KNOWN_SERVICES, *case.config)
+    proxy = Proxy.from_node(
+        f"sidecar~10.0.0.1~pod.{case.namespace}~{case.namespace}.svc.cluster.local",
+        {"INTERCEPTION_MODE": "REDIRECT"},
+    )
+    configs = dict(build_routes(view_of(proxy, context), context))
+    if case.expected is None:
+        assert case.route not in configs
+        return
+    got = virtual_hosts(configs[case.route])
+    for domain, clusters in case.expected.items():
+        assert got.get(domain) == clusters, f"{case.name}: {domain}"

@@ -292,3 +292,18 @@ def test_a_thousand_proxies_of_ten_workloads_share_ten_views() -> None:
     translate_seconds = time.perf_counter() - started
     print(f"1000 proxies, {len(views)} views: views {view_seconds * 1e3:.1f} ms, ", end="")
     print(f"translation {translate_seconds * 1e3:.1f} ms")
+
+
+def test_pairs_of_a_selector_a_workload_does_not_satisfy_never_split_a_view() -> None:
+    """reviews-v1 and reviews-v2 share a view although ``version=v2`` is in a sourceLabels selector
+    that only productpage-v2 satisfies; productpage-v2 keeps both pairs (it satisfies it)."""
+    from pilot.translate.views import selected_labels
+
+    selectors = (frozenset({("app", "productpage"), ("version", "v2")}), frozenset({("app", "ratings")}))
+    assert selected_labels({"app": "reviews", "version": "v1"}, selectors) == ()
+    assert selected_labels({"app": "reviews", "version": "v2"}, selectors) == ()
+    assert selected_labels({"app": "productpage", "version": "v2", "pod-template-hash": "x"}, selectors) == (
+        ("app", "productpage"),
+        ("version", "v2"),
+    )
+    assert selected_labels({"app": "productpage", "version": "v1"}, selectors) == ()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import warnings
 
+import re2  # type: ignore[import-untyped]  # google-re2: the RE2 Envoy compiles regexes with
+
 from pilot._gen import networking_pb2 as nw
 from pilot.config import protocols
 
@@ -143,7 +145,7 @@ def _header_value_expressions(value: str) -> str | None:
     return None
 
 
-# --- regular expressions (RE2, approximated with Python's re) ---------------------------------------------
+# --- regular expressions (Istio's checks with Python's re, then RE2 itself) ---------------------------------
 
 _RE2_ONLY = re.compile(r"\\[pP]\{[^}]*\}|\\[pP][A-Za-z]|\[:\^?[a-z]+:\]|\\z|\\Q|\\E|\\C")
 _RE2_NAMED_GROUP = re.compile(r"\(\?<(?=[A-Za-z_])")
@@ -168,6 +170,31 @@ def check_regex(regex: str, where: str) -> str | None:
             re.compile(_RE2_NAMED_GROUP.sub("(?P<", _RE2_ONLY.sub("a", regex)))
     except (re.error, RecursionError, OverflowError, ValueError) as err:
         return f'"{where}": error parsing regexp: {err}{suffix}'
+    return check_program_size(regex, where)
+
+
+# Envoy refuses a regex whose compiled RE2 program is larger than the runtime key
+# ``re2.max_program_size.error_level`` (default 100; pilot's bootstrap keeps it) and NACKs the whole
+# response that carries it. https://www.envoyproxy.io/docs/envoy/latest/api-v3/type/matcher/v3/regex.proto
+ENVOY_MAX_PROGRAM_SIZE = 100
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # Envoy compiles with RE2::Quiet; the error is returned, not logged
+
+
+def check_program_size(regex: str, where: str, limit: int = ENVOY_MAX_PROGRAM_SIZE) -> str | None:
+    """Compile ``regex`` with RE2 as Envoy does and predict its rejection: a syntax RE2 refuses,
+    or a program larger than Envoy's limit."""
+    try:
+        size = int(re2.compile(regex, _RE2_OPTIONS).programsize)
+    except re2.error as err:
+        detail = err.args[0].decode() if err.args and isinstance(err.args[0], bytes) else str(err)
+        return f'"{where}": error parsing regexp: {detail} (RE2, as Envoy compiles it)'
+    if size > limit:
+        return (
+            f'"{where}": regex RE2 program size of {size} > max program size of {limit} that Envoy '
+            "accepts (its re2.max_program_size.error_level); Envoy would reject the route: "
+            "simplify the regex (fewer alternatives or repetitions)"
+        )
     return None
 
 

@@ -10,12 +10,15 @@ where the field is set (for a scalar: set to a non-default value). Why each is l
 * ``warmup.minimumPercent`` / ``warmup.aggression``: how Istio translates them is unconfirmed.
 * ``serviceAccount`` fields: identities for Istio's mTLS, which needs Istio's CA.
 * Gateway ``servers[].defaultEndpoint``: Istio does not implement it either.
-* Sidecar and WorkloadGroup: read and validated; which Sidecar applies to a proxy is computed
-  (pilot.translate.sidecar_scope), but listeners and clusters do not follow it yet.
+* WorkloadGroup: read and validated; its ``metadata``, ``template`` and ``probe`` serve Istio's VM
+  auto-registration and health checking (istio-agent creating WorkloadEntries), which pilot does
+  not run. WorkloadEntries written by hand are translated (ServiceEntry ``workloadSelector``).
 * MeshConfig: proxy bootstrap, ingress, telemetry and mTLS settings outside pilot's translation.
 
 ``_translation_notes`` warns about set fields that pilot honours only in part, each with its own
-message: DestinationRule ``tls`` with ``ISTIO_MUTUAL`` or ``credentialName``.
+message: DestinationRule ``tls`` with ``ISTIO_MUTUAL`` or ``credentialName``; Sidecar ingress ``tls``
+(Istio ignores it too unless ENABLE_TLS_ON_SIDECAR_INGRESS is set) and egress listeners that bind a
+unix socket.
 """
 
 from __future__ import annotations
@@ -72,14 +75,7 @@ NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
         "network",
         "serviceAccount",
     ),
-    # Served and validated; the translation does not apply them yet.
-    kinds.SIDECAR: (
-        "workloadSelector",
-        "ingress",
-        "egress",
-        "inboundConnectionPool",
-        "outboundTrafficPolicy",
-    ),
+    kinds.SIDECAR: (),
     kinds.WORKLOAD_GROUP: (
         "metadata",
         "template",
@@ -125,17 +121,38 @@ _POLICIES = (
     "subsets[].trafficPolicy.portLevelSettings[]",
 )
 ISTIO_MUTUAL = 3  # ClientTLSSettings.TLSmode.ISTIO_MUTUAL
+SIDECAR_INGRESS_TLS_MESSAGE = (
+    f"{NOT_YET_SUPPORTED_MESSAGE}, as by Istio unless ENABLE_TLS_ON_SIDECAR_INGRESS is set: the port's "
+    "traffic is passed on as it arrives"
+)
+
+
+# Why, for the kinds whose untranslated fields share one reason.
+NOT_YET_SUPPORTED_REASONS: Mapping[str, str] = {
+    kinds.WORKLOAD_GROUP: (
+        "pilot does not run Istio's VM auto-registration and health checks (istio-agent creating "
+        "WorkloadEntries from the group); write the WorkloadEntries"
+    ),
+}
 
 
 def report_not_yet_supported(kind: str, spec: Message, path: str, report: Report) -> None:
+    reason = NOT_YET_SUPPORTED_REASONS.get(kind)
+    message = f"{NOT_YET_SUPPORTED_MESSAGE}: {reason}" if reason else NOT_YET_SUPPORTED_MESSAGE
     for pattern in NOT_YET_SUPPORTED.get(kind, ()):
         for where in find_set(spec, pattern.split("."), path):
-            report.warn(where, NOT_YET_SUPPORTED_MESSAGE)
+            report.warn(where, message)
     _translation_notes(kind, spec, path, report)
 
 
 def _translation_notes(kind: str, spec: Message, path: str, report: Report) -> None:
     """Fields pilot honours only in part."""
+    if kind == kinds.SIDECAR:
+        for where, _ in find_values(spec, ["ingress[]", "tls"], path):
+            report.warn(where, SIDECAR_INGRESS_TLS_MESSAGE)
+        for index, egress in enumerate(getattr(spec, "egress", ())):
+            if egress.bind.startswith("unix://"):
+                report.warn(at(item(at(path, "egress"), index), "bind"), NOT_YET_SUPPORTED_MESSAGE)
     if kind == kinds.DESTINATION_RULE:
         for policy in _POLICIES:
             for where, tls in find_values(spec, f"{policy}.tls".split("."), path):

@@ -1,0 +1,172 @@
+"""Provenance: which config objects each generated resource came from.
+
+When Envoy rejects a resource, the pusher holds back the objects that produced it (and changed
+since the proxy last accepted it) instead of the whole view (pilot.push.holds). This module answers
+"which objects?" for every resource a generator emits, from the resource's name and the
+PushContext's host index, without going back into translation:
+
+- a cluster or its ClusterLoadAssignment (``outbound|PORT|SUBSET|HOST``): the ServiceEntries that
+  define HOST and the DestinationRules for it; an inbound cluster: the ServiceEntries the proxy
+  backs;
+- a route configuration: for each virtual host (named ``HOST:PORT``), the ServiceEntries, the
+  VirtualServices and the DestinationRules of HOST (wildcards included); a router's also comes from
+  its Gateways;
+- a listener (``ADDRESS_PORT``): everything of every host with a service on PORT (its filter chains
+  and route configuration are made from them); a router's also comes from its Gateways.
+
+The answer is a superset (an object that did not change what a resource holds may be named),
+which is sound for its one use: the pusher intersects it with the objects that changed since the
+proxy's last accepted version. The index is built once per PushContext.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+
+from google.protobuf.message import Message
+
+from pilot.config import kinds
+from pilot.config.objects import ConfigKey
+from pilot.translate import hosts
+from pilot.translate.context import PushContext
+from pilot.translate.proxy import NodeType, ProxyView
+from pilot.xds import names, types
+
+Keys = frozenset[ConfigKey]
+Provenance = Mapping[str, Keys]  # resource name -> the keys of the objects it came from
+
+_NONE: Keys = frozenset()
+_SERVICE_KINDS = frozenset({kinds.SERVICE_ENTRY, kinds.DESTINATION_RULE, kinds.WORKLOAD_ENTRY})
+
+
+class HostIndex:
+    """Every object key by the host it names (ServiceEntry hosts, VirtualService hosts,
+    DestinationRule host), and every host by service port: read-only once built."""
+
+    __slots__ = ("_by_port", "_clusters", "_exact", "_gateways", "_memo", "_wildcard")
+
+    def __init__(self, context: PushContext) -> None:
+        exact: dict[str, set[ConfigKey]] = {}
+        wildcard: list[tuple[str, ConfigKey]] = []
+        by_port: dict[int, set[str]] = {}
+
+        def add(host: str, key: ConfigKey) -> None:
+            if hosts.is_wildcard(host):
+                wildcard.append((host, key))
+            exact.setdefault(host, set()).add(key)
+
+        for service in context.services:
+            add(service.hostname, service.key)
+            for port in service.ports:
+                by_port.setdefault(port.number, set()).add(service.hostname)
+        for vs in context.virtual_services:
+            for host in vs.hosts:
+                add(host, vs.key)
+        for dr in context.destination_rules:
+            add(dr.host, dr.key)
+        self._exact = {host: frozenset(keys) for host, keys in exact.items()}
+        self._wildcard = tuple(wildcard)
+        self._by_port = by_port
+        self._gateways: Keys = frozenset(gw.key for gw in context.gateways)
+        self._memo: dict[str, Keys] = {}
+        self._clusters: dict[str, Keys] = {}  # host -> keys of its clusters (shared by views)
+
+    def of_host(self, host: str) -> Keys:
+        """The keys of every object naming ``host`` or a wildcard overlapping it."""
+        found = self._memo.get(host)
+        if found is None:
+            keys = set(self._exact.get(host, _NONE))
+            keys.update(key for pattern, key in self._wildcard if hosts.matches(pattern, host))
+            if hosts.is_wildcard(host):  # a router's virtual host "*.example.com" or "*"
+                keys.update(k for h, ks in self._exact.items() if hosts.matches(host, h) for k in ks)
+            found = self._memo.setdefault(host, frozenset(keys))
+        return found
+
+    def of_outbound_cluster(self, name: str) -> Keys | None:
+        """The ServiceEntries and DestinationRules of an ``outbound|...`` cluster's host; None
+        for any other name. Memoized by host: a host has a cluster per port and subset."""
+        if not name.startswith("outbound|"):
+            return None
+        host = name.rpartition("|")[2]
+        found = self._clusters.get(host)
+        if found is None:
+            found = self._clusters.setdefault(host, _services_only(self.of_host(host)))
+        return found
+
+    def of_port(self, port: int) -> Keys:
+        return frozenset(key for host in self._by_port.get(port, ()) for key in self.of_host(host))
+
+    @property
+    def gateways(self) -> Keys:
+        return self._gateways
+
+
+_lock = threading.Lock()
+_last: tuple[PushContext, HostIndex] | None = None
+
+
+def host_index(context: PushContext) -> HostIndex:
+    """The index of ``context`` (the last one is kept: every view of a push shares it)."""
+    global _last
+    last = _last
+    if last is not None and last[0] is context:
+        return last[1]
+    with _lock:
+        if _last is None or _last[0] is not context:
+            _last = (context, HostIndex(context))
+        return _last[1]
+
+
+def provenance(
+    view: ProxyView, context: PushContext, messages: Mapping[str, Sequence[tuple[str, Message]]]
+) -> dict[str, Provenance]:
+    """type URL -> resource name -> the keys of the config objects it came from."""
+    index = host_index(context)
+    router = view.type is NodeType.ROUTER
+    out: dict[str, Provenance] = {}
+    for type_url, items in messages.items():
+        if type_url in (types.CLUSTER, types.ENDPOINT):
+            found = {name: _of_cluster(name, view, index) for name, _ in items}
+        elif type_url == types.ROUTE:
+            found = {name: _of_route_configuration(message, index, router) for name, message in items}
+        elif type_url == types.LISTENER:
+            found = {name: _of_listener(name, index, router) for name, _ in items}
+        else:
+            continue
+        out[type_url] = MappingProxyType(found)
+    return out
+
+
+def _of_cluster(name: str, view: ProxyView, index: HostIndex) -> Keys:
+    found = index.of_outbound_cluster(name)
+    if found is not None:
+        return found
+    parsed = names.parse_cluster(name)
+    if parsed is None:
+        return _NONE
+    served = (t.hostname for t in view.targets if t.target_port == parsed.port)  # inbound
+    return _services_only(key for host in served for key in index.of_host(host))
+
+
+def _services_only(keys: Iterable[ConfigKey]) -> Keys:
+    return frozenset(key for key in keys if key.kind in _SERVICE_KINDS)
+
+
+def _of_route_configuration(message: Message, index: HostIndex, router: bool) -> Keys:
+    keys: set[ConfigKey] = set(index.gateways) if router else set()
+    for vhost in message.virtual_hosts:  # type: ignore[attr-defined]
+        host = vhost.name.rpartition(":")[0]
+        if host:
+            keys.update(index.of_host(host))
+    return frozenset(keys)
+
+
+def _of_listener(name: str, index: HostIndex, router: bool) -> Keys:
+    _, _, port = name.rpartition("_")
+    keys = index.of_port(int(port)) if port.isdigit() else _NONE
+    return keys | index.gateways if router else keys
+
+
+__all__ = ["HostIndex", "Keys", "Provenance", "host_index", "provenance"]

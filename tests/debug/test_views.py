@@ -1,0 +1,33 @@
+"""/debug/configz shows on an object the rejections that hold it back (pilot.push.holds)."""
+
+from __future__ import annotations
+
+from pilot.config.objects import ConfigKey
+from pilot.debug import views
+from pilot.push.holds import ObjectRejection
+from pilot.xds import types
+from tests import factories as f
+
+
+def test_configz_shows_a_rejection_on_its_object() -> None:
+    alpha, beta = f.virtual_service("alpha", hosts=["alpha"]), f.virtual_service("beta", hosts=["beta"])
+    rejection = ObjectRejection(
+        key=ConfigKey("VirtualService", "default", "alpha"),
+        origin="routes/alpha.yaml",
+        view="sidecar/default/NONE",
+        proxy="sidecar~10.0.0.1~a.default~default.svc.cluster.local",
+        type_url=types.ROUTE,
+        resource="9080",
+        error="regex '/(ab|cd|ef){5}' RE2 program size of 45 > max program size of 20",
+        at=1000.0,
+        rejected_revision=7,
+        held_revision=3,
+    )
+    body = views.configz(f.store_snapshot([alpha, beta]), [], [rejection])
+    by_name = {o["name"]: o for o in body["objects"]}
+    assert "rejected" not in by_name["beta"]
+    [shown] = by_name["alpha"]["rejected"]
+    assert shown == body["rejections"][0]
+    assert shown["proxy"] == rejection.proxy and shown["resource"] == "9080" and shown["type"] == "rds"
+    assert shown["origin"] == "routes/alpha.yaml" and "program size" in shown["error"]
+    assert (shown["rejected_revision"], shown["held_revision"]) == (7, 3)

@@ -1,0 +1,49 @@
+"""A gRPC service without protos for proxyless tests: ``/pilot.test.Echo/Who`` answers the
+backend's name, so a test asserts which backend took each call.
+
+Built on grpc's generic handlers (bytes in, bytes out). A call whose metadata has ``sleep-ms``
+sleeps that long first (for timeouts); one whose ``fail-on`` names the backend fails with
+UNAVAILABLE (for retries).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+METHOD = "/pilot.test.Echo/Who"
+SERVICE = "pilot.test.Echo"
+
+
+def who_handler(name: str) -> grpc.RpcMethodHandler:
+    def answer(request: bytes, context: Any) -> bytes:
+        metadata = dict(context.invocation_metadata())
+        if metadata.get("fail-on") == name:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{name} fails on request")
+        sleep_ms = metadata.get("sleep-ms")
+        if sleep_ms:
+            time.sleep(int(sleep_ms) / 1000)
+        return name.encode()
+
+    return grpc.unary_unary_rpc_method_handler(answer)
+
+
+class EchoBackend:
+    """One in-process gRPC server on 127.0.0.1 (a free port) answering its ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        handler = grpc.method_handlers_generic_handler(SERVICE, {"Who": who_handler(name)})
+        self._server.add_generic_rpc_handlers((handler,))
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+
+    def start(self) -> EchoBackend:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop(grace=None).wait(5)
