@@ -7,7 +7,9 @@ golden inputs go through the same path as a real config folder.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -50,6 +52,11 @@ def config(
         origin="test",
         labels=tuple(sorted((labels or {}).items())),
     )
+
+
+def created(obj: ConfigObject, timestamp: str) -> ConfigObject:
+    """``obj`` with ``metadata.creationTimestamp`` ``timestamp`` (RFC 3339)."""
+    return dataclasses.replace(obj, created=datetime.fromisoformat(timestamp))
 
 
 def service_entry(name: str, namespace: str = "default", **spec: Any) -> ConfigObject:

@@ -206,7 +206,7 @@ class _Parser:
             spec = None  # refused before the costly checks
         else:
             spec = self._mesh_spec(obj, value) if mesh else self._spec(obj, info, value.get("spec"))
-        self._finish(obj, info, api_version, spec, meta.labels, meta.annotations)
+        self._finish(obj, info, api_version, spec, meta)
 
     def _identify(self, obj: _Object, meta: Metadata) -> None:
         """The problems of ``obj``'s metadata and of its YAML (duplicate keys, ...)."""
@@ -373,14 +373,19 @@ class _Parser:
         info: kinds.KindInfo,
         api_version: str,
         spec: Message | None,
-        labels: tuple[tuple[str, str], ...],
-        annotations: tuple[tuple[str, str], ...],
+        meta: Metadata,
     ) -> None:
         key = obj.key
         candidate = None
         if key is not None and spec is not None:
             candidate = ConfigObject(
-                key, api_version, spec, self.origin, labels=labels, annotations=annotations
+                key,
+                api_version,
+                spec,
+                self.origin,
+                labels=meta.labels,
+                annotations=meta.annotations,
+                created=meta.created,
             )
             dropped = _Dropped(obj.dropped)
             for error in validate(candidate):

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePath
 
 from watchfiles import awatch
@@ -95,6 +96,7 @@ class _ShippedObject:
     spec: bytes
     labels: tuple[tuple[str, str], ...]
     annotations: tuple[tuple[str, str], ...]
+    created: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,7 @@ class _Shipped:
                 obj.spec.SerializeToString(deterministic=True),
                 obj.labels,
                 obj.annotations,
+                obj.created,
             )
             for obj in result.objects
         )
@@ -131,6 +134,7 @@ class _Shipped:
                     self.result.origin,
                     labels=shipped.labels,
                     annotations=shipped.annotations,
+                    created=shipped.created,
                 )
             )
         return dataclasses.replace(self.result, objects=tuple(objects))

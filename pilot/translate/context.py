@@ -12,11 +12,11 @@ import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pilot._gen import networking_pb2 as nw
 from pilot.config import kinds
-from pilot.config.objects import ConfigKey, ConfigObject, SpecT
+from pilot.config.objects import ConfigKey, ConfigObject, SpecT, precedence
 from pilot.config.protocols import Protocol, parse_protocol, port_protocol
 from pilot.config.store import StoreSnapshot
 from pilot.translate import delegate, hosts, sidecar_scope
@@ -104,10 +104,26 @@ class VirtualServiceEntry:
     gateways: tuple[str, ...]
     export_to: frozenset[str]
     spec: nw.VirtualService
+    created: datetime | None = None  # metadata.creationTimestamp
 
     @property
     def namespace(self) -> str:
         return self.key.namespace
+
+    def precedence_in(self, namespace: str) -> tuple[int, tuple[bool, datetime, str, str]]:
+        """Where this VirtualService stands among those a sidecar of ``namespace`` sees, as istiod
+        lists them (push_context.go, VirtualServicesForGateway and SelectVirtualServices over its
+        virtualServiceIndex): private to the namespace first (exported to its own namespace only),
+        then exported to it by name, then public (``*``); within each, by creation time, name and
+        namespace (sortConfigByCreationTime). The first one for a host wins it; the proxy's own
+        namespace wins by itself only through a private VirtualService."""
+        if PUBLIC in self.export_to:
+            tier = 2
+        elif self.namespace == namespace:
+            tier = 0
+        else:
+            tier = 1
+        return tier, precedence(self.created, self.key)
 
     @property
     def for_mesh(self) -> bool:
@@ -203,16 +219,25 @@ class PushContext:
             revision=snapshot.revision,
             mesh=mesh,
             services=tuple(services),
+            # Where several objects compete, istiod's order decides (ConfigObject.precedence):
+            # VirtualServices and Gateways by creation time, name, namespace (sortConfigByCreationTime);
+            # DestinationRules with a workload selector first, then the same
+            # (sortConfigBySelectorAndCreationTime), which is the order merge_rules merges them in.
             virtual_services=tuple(
                 _virtual_service(o, spec, mesh)
                 for o, spec in delegate.merge_virtual_services(
-                    _of_kind(kinds.VIRTUAL_SERVICE_INFO, by_kind), mesh.virtual_service_export_to
+                    sorted(_of_kind(kinds.VIRTUAL_SERVICE_INFO, by_kind), key=_precedence),
+                    mesh.virtual_service_export_to,
                 )
             ),
             destination_rules=tuple(
-                _destination_rule(o, mesh) for o in _of_kind(kinds.DESTINATION_RULE_INFO, by_kind)
+                _destination_rule(o, mesh)
+                for o in sorted(
+                    _of_kind(kinds.DESTINATION_RULE_INFO, by_kind),
+                    key=lambda o: (not o.spec.HasField("workload_selector"), o.precedence),
+                )
             ),
-            gateways=tuple(_of_kind(kinds.GATEWAY_INFO, by_kind)),
+            gateways=tuple(sorted(_of_kind(kinds.GATEWAY_INFO, by_kind), key=_precedence)),
             sidecars=tuple(_of_kind(kinds.SIDECAR_INFO, by_kind)),
             objects=snapshot.objects,
             _workloads=tuple(workloads),
@@ -378,7 +403,7 @@ class Scope:
         self.services = tuple(chosen[h] for h in sorted(chosen))
         self._by_host = chosen
         self._virtual_services = tuple(
-            sorted(mesh_vs, key=lambda vs: (vs.namespace != namespace, vs.key)),
+            sorted(mesh_vs, key=lambda vs: vs.precedence_in(namespace)),
         )
         # Indexes, so a lookup per host is not a scan of every VirtualService / DestinationRule
         # (which made translating K services O(K²)). A VirtualService can match ``host`` only if
@@ -425,6 +450,11 @@ class Scope:
 
     def service(self, host: str) -> Service | None:
         return self._by_host.get(host)
+
+    @property
+    def mesh_virtual_services(self) -> tuple[VirtualServiceEntry, ...]:
+        """Every mesh-bound VirtualService visible here, in istiod's order (``precedence_in``)."""
+        return self._virtual_services
 
     def virtual_services(self, host: str) -> list[VirtualServiceEntry]:
         """Mesh-bound VirtualServices for ``host``: exact hosts first, then wildcards, most specific first."""
@@ -582,6 +612,10 @@ def merge_rules(rules: list[DestinationRuleEntry]) -> DestinationRuleEntry:
     return DestinationRuleEntry(rules[0].key, rules[0].host, rules[0].export_to, merged)
 
 
+def _precedence(obj: ConfigObject) -> tuple[bool, datetime, str, str]:
+    return obj.precedence
+
+
 def _of_kind(
     info: kinds.KindInfo[SpecT], by_kind: Mapping[str, list[ConfigObject]]
 ) -> list[ConfigObject[SpecT]]:
@@ -599,6 +633,7 @@ def _virtual_service(
         gateways=tuple(spec.gateways),
         export_to=export_set(spec.export_to, obj.namespace, mesh.virtual_service_export_to),
         spec=spec,
+        created=obj.created,
     )
 
 

@@ -164,8 +164,8 @@ def selected_gateways(
     view: ProxyView, context: PushContext, scope_to_namespace: bool = False
 ) -> list[ConfigObject[nw.Gateway]]:
     """The Gateways whose selector is a subset of the router's labels (an empty selector selects
-    every router), from every namespace unless PILOT_SCOPE_GATEWAY_TO_NAMESPACE. In key order
-    (Istio orders by creation time, which files do not have)."""
+    every router), from every namespace unless PILOT_SCOPE_GATEWAY_TO_NAMESPACE. In istiod's order
+    (initGateways' sortConfigByCreationTime: creation time, name, namespace; ConfigObject.precedence)."""
     labels = dict(view.labels)
     out = []
     for gateway in context.gateways:

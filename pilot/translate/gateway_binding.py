@@ -24,12 +24,14 @@ def bound_gateways(vs: VirtualServiceEntry) -> frozenset[str]:
 def virtual_services_for_gateway(
     context: PushContext, proxy_namespace: str, gateway: str
 ) -> list[VirtualServiceEntry]:
-    """Istio's VirtualServicesForGateway: bound to ``gateway`` and exported to the router's namespace."""
-    return [
+    """Istio's VirtualServicesForGateway: bound to ``gateway`` and exported to the router's namespace,
+    in istiod's order (VirtualServiceEntry.precedence_in)."""
+    found = [
         vs
         for vs in context.virtual_services
         if gateway in bound_gateways(vs) and visible(vs.export_to, proxy_namespace)
     ]
+    return sorted(found, key=lambda vs: vs.precedence_in(proxy_namespace))
 
 
 # The match conditions of a tcp route, and of a tls route: both have a port and gateways.

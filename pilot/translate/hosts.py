@@ -78,7 +78,8 @@ def with_port(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def _ipv6_compliant(host: str) -> str:
+def ipv6_compliant(host: str) -> str:
+    """An IPv6 address in brackets, as a Host header carries it (Istio's util.IPv6Compliant)."""
     return f"[{host}]" if ":" in host and is_ip(host) else host
 
 
@@ -115,4 +116,4 @@ def virtual_host_domains(
     """
     names = [host, *alt_hosts(host, proxy_namespace, dns_domain)]
     names += [a for a in addresses if a and "/" not in a and a != "0.0.0.0"]
-    return [_ipv6_compliant(name) for name in names]
+    return [ipv6_compliant(name) for name in names]

@@ -5,7 +5,11 @@ Istio's listener.go (``buildSidecarOutboundListeners``): an egress listener with
 listener on that port for the services it imports, with the egress listener's protocol; the port-less
 (catch-all) one gives a listener per port of its services, except the ports an earlier egress
 listener took. An HTTP port gets an HTTP connection manager that fetches route configuration ``N``
-over ADS; any other TCP-family port a tcp_proxy to its service's cluster.
+over ADS (on a wildcard listener, for the plaintext HTTP the HTTP inspector finds; other traffic
+passes through on an intercepted proxy); any other TCP-family port a tcp_proxy to its service's
+cluster; a port with a service whose protocol is not declared (unnamed, or an unknown name), or an
+egress listener port without a protocol, both, chosen per connection by protocol sniffing
+(protocol_sniffing.py).
 
 Binding, as Istio's: an intercepted proxy's listeners bind nothing (``virtualOutbound`` hands them
 connections), except an egress listener with ``captureMode: NONE``; a NONE-mode proxy's listeners bind,
@@ -32,7 +36,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
-from pilot.translate import tcp_routes
+from pilot.translate import protocol_sniffing, tcp_routes
 from pilot.translate.clusters import ads_config_source
 from pilot.translate.context import Protocol, PushContext, Scope, Service
 from pilot.translate.cors import CORS_FILTER
@@ -50,6 +54,9 @@ HCM_FILTER = "envoy.filters.network.http_connection_manager"
 FAULT_FILTER = "envoy.filters.http.fault"
 ROUTER_FILTER = "envoy.filters.http.router"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+PASSTHROUGH_FILTER_CHAIN = "PassthroughFilterChain"  # Istio's util.PassthroughFilterChain
+# A service port whose protocol is not declared: istiod sniffs it (protocol.IsUnsupported).
+SNIFFED = Protocol.UNSUPPORTED
 LOCALHOST = "127.0.0.1"
 UNIX_PREFIX = "unix://"
 CAPTURE_NONE = "NONE"  # an egress listener's captureMode
@@ -57,16 +64,19 @@ CAPTURE_NONE = "NONE"  # an egress listener's captureMode
 
 @dataclass(frozen=True, slots=True)
 class OutboundPorts:
-    """Which ports get which kind of listener: HTTP ports, and the services of each TCP-family port
-    (opaque TCP, TLS/HTTPS, Mongo...), in host order."""
+    """Which ports get which kind of listener: the ports with a route configuration (HTTP and
+    sniffed ones), the services of each TCP-family port (opaque TCP, TLS/HTTPS, Mongo..., and the
+    ones whose protocol is not declared), in host order, and the ports that are sniffed."""
 
     http: tuple[int, ...]
     tcp: tuple[tuple[int, tuple[Service, ...]], ...]
+    sniffed: frozenset[int] = frozenset()
 
 
 def outbound_ports(services: Iterable[Service]) -> OutboundPorts:
     http: set[int] = set()
     tcp: dict[int, list[Service]] = {}
+    sniffed: set[int] = set()
     for service in services:
         for port in service.ports:
             if port.protocol is Protocol.UDP:
@@ -75,10 +85,14 @@ def outbound_ports(services: Iterable[Service]) -> OutboundPorts:
                 http.add(port.number)
             else:
                 tcp.setdefault(port.number, []).append(service)
-    for number in sorted(http & tcp.keys()):
+                if port.protocol is SNIFFED:
+                    sniffed.add(port.number)
+    for number in sorted((http & tcp.keys()) - sniffed):
         shadowed = ", ".join(s.hostname for s in tcp.pop(number))
         log.info("port %d: HTTP services win over TCP services %s", number, shadowed)
-    return OutboundPorts(tuple(sorted(http)), tuple((n, tuple(tcp[n])) for n in sorted(tcp)))
+    return OutboundPorts(
+        tuple(sorted(http | sniffed)), tuple((n, tuple(tcp[n])) for n in sorted(tcp)), frozenset(sniffed)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +106,7 @@ class OutboundListener:
     bind: str = names.WILDCARD_ADDRESS
     bind_to_port: bool = True
     egress: EgressListener | None = None  # the Sidecar egress listener it was made from
+    sniffed: bool = False  # HTTP and TCP-family both, chosen by protocol sniffing
 
     @property
     def name(self) -> str:
@@ -129,16 +144,19 @@ def outbound_listeners(view: ProxyView, scope: Scope) -> list[OutboundListener]:
             claimed.add(egress.port)
             # The egress listener's own protocol decides the listener's kind (Istio's listenPort).
             http = egress.protocol.is_http or egress.protocol is Protocol.HTTP_PROXY
-            out.append(OutboundListener(egress.port, http, egress.services, bind, bind_to_port, egress))
+            sniffed = egress.protocol is SNIFFED  # no protocol: istiod's ListenerProtocolAuto
+            out.append(
+                OutboundListener(egress.port, http, egress.services, bind, bind_to_port, egress, sniffed)
+            )
             continue
         ports = outbound_ports(egress.services)
         out += [
             OutboundListener(port, True, egress.services, bind, bind_to_port, egress)
             for port in ports.http
-            if port not in claimed
+            if port not in claimed and port not in ports.sniffed
         ]
         out += [
-            OutboundListener(port, False, services, bind, bind_to_port, egress)
+            OutboundListener(port, False, services, bind, bind_to_port, egress, sniffed=port in ports.sniffed)
             for port, services in ports.tcp
             if port not in claimed
         ]
@@ -215,10 +233,28 @@ def _address(plan: OutboundListener) -> address_pb2.Address:
     )
 
 
-def http_listener(plan: OutboundListener) -> Listener:
+def http_listener(plan: OutboundListener, scope: Scope) -> Listener:
+    """An HTTP port. On the wildcard address sniffed as istiod does (listener.go,
+    ListenerProtocolHTTP): plaintext HTTP to the connection manager, other traffic (raw TCP, TLS)
+    passed through by an intercepted proxy instead of failing in the HTTP codec; on another bind
+    (a Sidecar's egress listener) one HTTP chain."""
     manager = network_filter(HCM_FILTER, http_connection_manager(plan.port))
-    chain = listener_components_pb2.FilterChain(filters=[manager])
-    return _listener(plan, chain)
+    if plan.bind != names.WILDCARD_ADDRESS:
+        return _listener(plan, listener_components_pb2.FilterChain(filters=[manager]))
+    listener = _listener(plan)
+    protocol_sniffing.sniff(listener, manager, [], _fallthrough(plan, scope))
+    return listener
+
+
+def _fallthrough(plan: OutboundListener, scope: Scope) -> listener_components_pb2.FilterChain | None:
+    """Istio's PassthroughFilterChain for what matches no chain of a listener that virtualOutbound
+    feeds; None for one that binds its port, where passing through would loop back to it."""
+    if plan.bind_to_port:
+        return None
+    return listener_components_pb2.FilterChain(
+        name=PASSTHROUGH_FILTER_CHAIN,
+        filters=[network_filter(TCP_PROXY_FILTER, tcp_proxy(scope.catch_all_cluster))],
+    )
 
 
 def tcp_listener(view: ProxyView, plan: OutboundListener, scope: Scope) -> Listener:
@@ -240,12 +276,27 @@ def tcp_listener(view: ProxyView, plan: OutboundListener, scope: Scope) -> Liste
     return listener
 
 
+def sniffed_listener(view: ProxyView, plan: OutboundListener, scope: Scope) -> Listener:
+    """A port with a service whose protocol is not declared: the TCP chains of its services and the
+    HTTP connection manager of route configuration ``N``, chosen by sniffing. An intercepted proxy
+    passes through what matches no chain (Istio's PassthroughFilterChain)."""
+    chains = tcp_routes.port_chains(plan.services, plan.port, scope, dict(view.labels))
+    listener = _listener(plan)
+    manager = network_filter(HCM_FILTER, http_connection_manager(plan.port))
+    protocol_sniffing.sniff(listener, manager, chains, _fallthrough(plan, scope))
+    return listener
+
+
 def build_listeners(view: ProxyView, context: PushContext) -> list[tuple[str, Listener]]:
     if view.type is NodeType.ROUTER:
         return []
     scope = context.scope_of(view)
     listeners = [
-        http_listener(plan) if plan.http else tcp_listener(view, plan, scope)
+        sniffed_listener(view, plan, scope)
+        if plan.sniffed
+        else http_listener(plan, scope)
+        if plan.http
+        else tcp_listener(view, plan, scope)
         for plan in outbound_listeners(view, scope)
     ]
     return [(listener.name, listener) for listener in listeners]

@@ -1,15 +1,17 @@
 """RDS: route configuration ``N`` for every HTTP port N of a sidecar.
 
 Istio's httproute.go (``BuildSidecarOutboundVirtualHosts``): one virtual host ``HOST:N`` per
-service on the port, whose routes come from the VirtualService bound to the host (route.go
-``BuildHTTPRoutesForVirtualService``) or else one ``default`` route; then the catch-all virtual
-host ``allow_any`` (PassthroughCluster) or ``block_all`` (502).
+service on the port, whose routes come from the VirtualService that claims the host (route.go
+``BuildSidecarVirtualHostWrapper``, ``BuildHTTPRoutesForVirtualService``) or else one ``default``
+route; one virtual host per VirtualService host that is no service (``foo.example.com``,
+``*.example.com``), routed by that VirtualService; sorted by name, then the catch-all virtual host
+``allow_any`` (PassthroughCluster) or ``block_all`` (502).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TypeAlias
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -27,7 +29,7 @@ from pilot.translate.context import (
     imports_virtual_service,
 )
 from pilot.translate.cors import CORS_FILTER, cors_policy
-from pilot.translate.listeners import FAULT_FILTER, outbound_listeners
+from pilot.translate.listeners import FAULT_FILTER, SNIFFED, outbound_listeners
 from pilot.translate.matches import applies, is_catch_all, route_match
 from pilot.translate.proxy import NodeType, ProxyView
 from pilot.translate.sidecar_scope import EgressListener
@@ -209,16 +211,134 @@ def service_routes(
     labels: Mapping[str, str],
     egress: EgressListener | None = None,
 ) -> list[rc.Route]:
-    """The routes of the first VirtualService for the service that has some on ``port`` (of those
-    the ``egress`` listener imports, when given: Istio's per-listener VirtualServices), else the
+    """The routes of the VirtualService that claims the service on ``port`` (among those the
+    ``egress`` listener imports, when given: Istio's per-listener VirtualServices), else the
     default route."""
-    for vs in scope.virtual_services(service.hostname):
-        if egress is not None and not imports_virtual_service(egress, vs):
-            continue
+    for vs in claimants(_imported(scope.virtual_services(service.hostname), egress), service.hostname):
         routes = virtual_service_routes(vs, port, scope, labels)
         if routes:
             return routes
     return [default_route(service, port, scope)]
+
+
+def claimants(ranked: list[VirtualServiceEntry], host: str) -> list[VirtualServiceEntry]:
+    """The VirtualServices that may claim the service ``host``, in order; the first with routes on
+    the port wins. istiod (route.go BuildSidecarVirtualHostWrapper, separateVSHostsAndServices with
+    sidecar.go computeWildcardHostVirtualServiceIndex): every one naming the host exactly, in the
+    scope's order (the first virtual host of a name is kept); when none does, only the first one
+    with the most specific wildcard covering it. ``ranked`` is ``Scope.virtual_services(host)``."""
+    exact = [vs for vs in ranked if host in vs.hosts]
+    return exact or ranked[:1]
+
+
+def _selects(vs: VirtualServiceEntry, on_port: Mapping[str, Service], wildcard_services: list[str]) -> bool:
+    """Istio's selectVirtualServices: a host of ``vs`` overlaps a service on the port (of which
+    ``wildcard_services`` are the wildcard hosts)."""
+    for host in vs.hosts:
+        host = host.lower()
+        if host in on_port:
+            return True
+        if hosts.is_wildcard(host):
+            if any(hosts.matches(host, svc_host) for svc_host in on_port):
+                return True
+        elif any(hosts.matches(host, svc_host) for svc_host in wildcard_services):
+            return True
+    return False
+
+
+def _separate(
+    vs: VirtualServiceEntry, on_port: Mapping[str, Service], scope: Scope, egress: EgressListener | None
+) -> tuple[list[str], list[Service]]:
+    """Istio's separateVSHostsAndServices: the hosts of ``vs`` that are no service on the port, and
+    the services on the port it claims (exactly, or as the most specific wildcard for them)."""
+    others: list[str] = []
+    claimed: list[Service] = []
+    for host in vs.hosts:
+        host = host.lower()
+        if not hosts.is_wildcard(host):
+            svc = on_port.get(host)
+            if svc is None:
+                others.append(host)
+            else:
+                claimed.append(svc)
+            continue
+        overlapping = [svc for svc_host, svc in on_port.items() if hosts.matches(svc_host, host)]
+        if not overlapping:
+            others.append(host)
+        for svc in overlapping:
+            first = _imported(scope.virtual_services(svc.hostname), egress)[:1]
+            if first and first[0] is vs:
+                claimed.append(svc)
+    return others, claimed
+
+
+def non_service_virtual_hosts(
+    port: int,
+    scope: Scope,
+    labels: Mapping[str, str],
+    seen: set[str],
+    services: Iterable[Service],
+    egress: EgressListener | None = None,
+) -> list[rc.VirtualHost]:
+    """Virtual hosts for the hosts of VirtualServices that are no service (an exact name, a
+    wildcard such as ``*.example.com``), routed by their VirtualService, as istiod builds them
+    (httproute.go BuildSidecarOutboundVirtualHosts, route.go buildSidecarVirtualHostsForVirtualService):
+    on port 80 for every VirtualService with routes there; on another port only for one that also
+    claims an HTTP service on that port. Domains: the host alone (the route configuration ignores
+    ports); one taken already is dropped, and ``*`` is always the catch-all's. ``services`` and
+    the VirtualServices looked at are those of the ``egress`` listener when given."""
+    on_port = {svc.hostname.lower(): svc for svc in services if svc.port(port) is not None}
+    wildcard_services = [h for h in on_port if hosts.is_wildcard(h)]
+    out: list[rc.VirtualHost] = []
+    names_taken: set[str] = set()
+    for vs in _imported(_candidates(port, scope, on_port, wildcard_services), egress):
+        if port != 80 and not _selects(vs, on_port, wildcard_services):
+            continue
+        others, claimed = _separate(vs, on_port, scope, egress)
+        if not others:
+            continue
+        if port != 80 and not any(_is_http_on(svc, port) for svc in claimed):
+            continue  # istiod makes no wrapper for the port then
+        routes = virtual_service_routes(vs, port, scope, labels)
+        if not routes:
+            continue
+        for host in others:
+            name = names.virtual_host_name(host, port)
+            domains = _dedupe([hosts.ipv6_compliant(host)], seen)
+            if name in names_taken or not domains:
+                log.info("route %d: domain %s of %s is taken; no virtual host", port, host, vs.key)
+                continue
+            names_taken.add(name)
+            out.append(
+                rc.VirtualHost(name=name, domains=domains, routes=routes, include_request_attempt_count=True)
+            )
+    return out
+
+
+def _candidates(
+    port: int, scope: Scope, on_port: Mapping[str, Service], wildcard_services: list[str]
+) -> list[VirtualServiceEntry]:
+    """The VirtualServices to look at for non-service hosts on ``port``, in the scope's order: on
+    port 80 every one; on another only those for a service on the port (found through the scope's
+    per-host index, so a route configuration is not a scan of every VirtualService)."""
+    every = scope.mesh_virtual_services
+    if port == 80 or wildcard_services:
+        return list(every)
+    found: dict[int, VirtualServiceEntry] = {}
+    for svc in on_port.values():
+        found.update((id(vs), vs) for vs in scope.virtual_services(svc.hostname))
+    return sorted(found.values(), key=lambda vs: vs.precedence_in(scope.namespace))
+
+
+def _imported(ranked: list[VirtualServiceEntry], egress: EgressListener | None) -> list[VirtualServiceEntry]:
+    """The VirtualServices of ``ranked`` that ``egress`` imports (all of them without one)."""
+    return ranked if egress is None else [vs for vs in ranked if imports_virtual_service(egress, vs)]
+
+
+def _is_http_on(service: Service, port: int) -> bool:
+    """HTTP, or not declared and sniffed (Istio's IsHTTPOrSniffed): the port's routes serve it."""
+    service_port = service.port(port)
+    return service_port is not None and (service_port.protocol.is_http or service_port.protocol is SNIFFED)
 
 
 def catch_all_virtual_host(allow_any: bool, cluster: str = names.PASSTHROUGH_CLUSTER) -> rc.VirtualHost:
@@ -253,14 +373,13 @@ def route_configuration(
     scope), routed by the VirtualServices it imports; then the catch-all virtual host of the scope's
     outbound traffic policy."""
     labels = dict(view.labels)
-    virtual_hosts: list[rc.VirtualHost] = []
-    seen: set[str] = set()
+    seen: set[str] = {"*"}  # the catch-all's
     services = scope.services if egress is None else sorted(egress.services, key=lambda s: s.hostname)
     # Without a Sidecar the one egress listener imports every VirtualService the scope holds.
     selecting = egress if scope.sidecar.sidecar is not None else None
+    virtual_hosts = non_service_virtual_hosts(port, scope, labels, seen, services, selecting)
     for service in services:
-        service_port = service.port(port)
-        if service_port is None or not service_port.protocol.is_http:
+        if not _is_http_on(service, port):
             continue
         domains = hosts.virtual_host_domains(
             service.hostname, scope.namespace, view.dns_domain, service.addresses
@@ -277,6 +396,7 @@ def route_configuration(
                 include_request_attempt_count=True,
             )
         )
+    virtual_hosts.sort(key=lambda vh: vh.name)  # Istio's SortVirtualHosts (stable)
     virtual_hosts.append(catch_all_virtual_host(scope.allow_any, scope.catch_all_cluster))
     return RouteConfiguration(
         name=names.route_config_name(port),
@@ -296,6 +416,6 @@ def build_routes(view: ProxyView, context: PushContext) -> list[tuple[str, Route
     scope = context.scope_of(view)
     configs: dict[int, RouteConfiguration] = {}
     for plan in outbound_listeners(view, scope):
-        if plan.http and plan.port not in configs:
+        if (plan.http or plan.sniffed) and plan.port not in configs:
             configs[plan.port] = route_configuration(plan.port, view, scope, plan.egress)
     return [(config.name, config) for config in configs.values()]

@@ -31,6 +31,7 @@ import dataclasses
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
 
 from pilot._gen import networking_pb2 as nw
@@ -210,8 +211,10 @@ class SidecarScope:
         return None
 
 
-def _sort_key(obj: ConfigObject[nw.Sidecar]) -> tuple[bool, str, str]:
-    return (not obj.spec.HasField("workload_selector"), obj.origin, obj.name)
+def _sort_key(obj: ConfigObject[nw.Sidecar]) -> tuple[bool, tuple[bool, datetime, str, str]]:
+    """Istio's order (push_context.go initSidecarScopes): by creation time, name and namespace
+    (ConfigObject.precedence); the first with a selector that selects wins, else the first without."""
+    return (not obj.spec.HasField("workload_selector"), obj.precedence)
 
 
 def select_sidecar(

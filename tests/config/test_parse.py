@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -367,3 +368,31 @@ def test_istio_kinds_not_served_are_skipped_with_a_warning_naming_the_kind() -> 
         "test.yaml:7: kind: Gateway gw (gateway.networking.k8s.io/v1) "
         "is not served by pilot; skipped (warning)",
     ]
+
+
+def test_creation_timestamp_is_read_as_utc() -> None:
+    """``metadata.creationTimestamp`` decides precedence (pilot.config.metadata); absent is None."""
+    text = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: timed, creationTimestamp: 2019-01-01T02:00:00+02:00}
+spec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: untimed}
+spec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: garbled, creationTimestamp: yesterday}
+spec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}
+"""
+    result = parse_text(text, origin="x.yaml")
+    created = {obj.name: obj.created for obj in result.objects}
+    assert created == {"timed": datetime(2019, 1, 1, tzinfo=UTC), "untimed": None, "garbled": None}
+    (warning,) = result.errors
+    assert warning.severity == "warning" and warning.path == "metadata.creationTimestamp"
+    timed, untimed, garbled = result.objects
+    # none sorts first (Go's zero time), then name: garbled, untimed, then the timed one
+    assert sorted(result.objects, key=lambda o: o.precedence) == [garbled, untimed, timed]

@@ -6,13 +6,17 @@ Each test runs against Envoy over both SotW and delta ADS (the module's mesh is 
 from __future__ import annotations
 
 import json
+import socket
+import socketserver
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 from pilot.localmesh.backend import Backend
+from pilot.localmesh.loopback import LOOPBACK, free_port
 from tests.support import wait_until
-from tests.support.istio import destination, split, virtual_service
+from tests.support.istio import API_VERSION, NAMESPACE, Service, destination, split, virtual_service
 from tests.support.mesh import Mesh, outcome, tally, wait_routed
 
 pytestmark = pytest.mark.e2e
@@ -163,4 +167,108 @@ def test_host_header_with_any_port_hits_the_virtual_service(mesh: Mesh) -> None:
         wait_routed(client, lambda r: r.version == "v2", message="anyport to v2")
         for host in (f"{svc.name}:1234", f"{svc.name}:{svc.port}", svc.name):
             assert tally(client, 10, headers={"Host": host}) == {"v2": 10}, host
+    mesh.assert_config_accepted()
+
+
+def test_non_service_host_and_creation_order(mesh: Mesh) -> None:
+    """istiod's two precedence rules, through Envoy: a VirtualService host that is no service gets
+    a virtual host of its own on the port the VirtualService routes (``Host: outside.example`` and
+    ``Host: api.wild.example`` are routed by it, not passed through); of two VirtualServices for one
+    host the older (``metadata.creationTimestamp``) wins, even when its name sorts last."""
+    svc = mesh.add_service("precedence")
+    outside, wild = f"outside-{svc.port}.example", f"*.wild-{svc.port}.example"
+
+    def timed(name: str, created: str, hosts: list[str], subset: str) -> dict[str, object]:
+        doc = virtual_service(svc, [{"route": [destination(svc, subset)]}])
+        doc["metadata"] = {**doc["metadata"], "name": name, "creationTimestamp": created}
+        doc["spec"] = {**doc["spec"], "hosts": hosts}
+        return doc
+
+    mesh.write(
+        "precedence-vs.yaml",
+        timed("z-older", "2019-01-01T00:00:00Z", [svc.name, outside, wild], "v2"),
+        timed("a-newer", "2021-01-01T00:00:00Z", [svc.name], "v1"),
+    )
+    with mesh.client(svc) as client:
+        wait_routed(client, lambda r: r.version == "v2", headers={"Host": outside}, message="outside to v2")
+        assert tally(client, 10) == {"v2": 10}  # the older VirtualService holds the service
+        assert tally(client, 10, headers={"Host": f"api.wild-{svc.port}.example"}) == {"v2": 10}
+    config = mesh.route_config(svc) or {}
+    domains = {vh["name"]: vh["domains"] for vh in config.get("virtual_hosts", [])}
+    assert domains[f"{outside}:{svc.port}"] == [outside]
+    assert domains[f"{wild}:{svc.port}"] == [wild]
+    mesh.assert_config_accepted()
+
+
+def _unnamed_port_service(service: Service, endpoints: dict[str, int]) -> dict[str, object]:
+    """A ServiceEntry whose port declares no protocol (name ``web``): istiod sniffs it."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ServiceEntry",
+        "metadata": {"name": service.name, "namespace": NAMESPACE},
+        "spec": {
+            "hosts": [service.host],
+            "location": "MESH_INTERNAL",
+            "ports": [{"number": service.port, "name": "web"}],
+            "resolution": "STATIC",
+            "endpoints": [
+                {"address": LOOPBACK, "ports": {"web": port}, "labels": {"version": version}}
+                for version, port in sorted(endpoints.items())
+            ],
+        },
+    }
+
+
+def _raw_exchange(port: int, payload: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``payload`` (client first: the HTTP inspector waits for the first bytes) and read
+    until the server closes."""
+    with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        chunks = []
+        while chunk := sock.recv(1024):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _LineEcho(socketserver.StreamRequestHandler):
+    """A client-first TCP server: answers the first line with ``echo: LINE`` and closes."""
+
+    def handle(self) -> None:
+        self.wfile.write(b"echo: " + self.rfile.readline())
+
+
+def test_unnamed_port_is_sniffed(mesh: Mesh) -> None:
+    """istiod's protocol sniffing on a port without a declared protocol: HTTP is routed by the
+    VirtualService (all to v2), raw TCP to another such port passes through to its server."""
+    http_svc = Service("sniffed-http", free_port())
+    ports = {version: backend.port for version, backend in mesh.backends.items() if version in ("v1", "v2")}
+    mesh.write(
+        "sniffed-http.yaml",
+        _unnamed_port_service(http_svc, ports),
+        {
+            "apiVersion": API_VERSION,
+            "kind": "DestinationRule",
+            "metadata": {"name": http_svc.name, "namespace": NAMESPACE},
+            "spec": {
+                "host": http_svc.host,
+                "subsets": [{"name": v, "labels": {"version": v}} for v in ports],
+            },
+        },
+        virtual_service(http_svc, [{"route": [destination(http_svc, "v2")]}]),
+    )
+    server = socketserver.ThreadingTCPServer((LOOPBACK, 0), _LineEcho)
+    threading.Thread(target=server.serve_forever, name="line-echo", daemon=True).start()
+    try:
+        tcp_svc = Service("sniffed-tcp", free_port())
+        mesh.write("sniffed-tcp.yaml", _unnamed_port_service(tcp_svc, {"v1": server.server_address[1]}))
+        mesh.envoy.wait_listener(tcp_svc.listener, timeout=20.0)
+        mesh.envoy.wait_listener(http_svc.listener, timeout=20.0)
+        with mesh.client(http_svc) as client:
+            wait_routed(client, lambda r: r.version == "v2", message="sniffed HTTP to v2")
+            assert tally(client, 10) == {"v2": 10}
+        for _ in range(5):
+            assert _raw_exchange(tcp_svc.port, b"\x00\x01 not http\n") == b"echo: \x00\x01 not http\n"
+    finally:
+        server.shutdown()
+        server.server_close()
     mesh.assert_config_accepted()

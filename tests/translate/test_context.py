@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 
+from pilot._gen import networking_pb2 as nw
 from pilot.translate.context import Protocol, Resolution, port_protocol
 from tests import factories as f
 
@@ -108,8 +109,9 @@ def test_virtual_services_visible_and_bound_to_mesh() -> None:
     )
     names = lambda ns: [vs.key.name for vs in context.scope(ns).virtual_services(REVIEWS)]  # noqa: E731
     assert names("default") == ["mesh", "mine", "wild"]
-    # The proxy's own namespace first, then exact hosts before wildcards.
-    assert names("team") == ["mine", "mesh", "wild"]
+    # Exact hosts before wildcards; the proxy's own namespace does not win by itself (istiod: both
+    # are public, so creation time, then name); a private VirtualService comes first.
+    assert names("team") == ["mesh", "mine", "wild"]
     assert names("other") == ["private", "mesh", "mine", "wild"]
 
 
@@ -179,3 +181,30 @@ def test_push_context_is_frozen() -> None:
     with pytest.raises(AttributeError):
         context.revision = 2  # type: ignore[misc]
     assert context.scope("default") is context.scope("default")
+
+
+def test_destination_rules_for_one_host_merge_oldest_first() -> None:
+    """istiod's sortConfigBySelectorAndCreationTime then mergeDestinationRule: the oldest rule's
+    traffic policy wins, whatever the names; later rules add subsets with new names."""
+    newer = f.created(
+        f.destination_rule(
+            "a-newer",
+            host=REVIEWS,
+            trafficPolicy={"loadBalancer": {"simple": "RANDOM"}},
+            subsets=[{"name": "v2", "labels": {"version": "v2"}}],
+        ),
+        "2021-01-01T00:00:00+00:00",
+    )
+    older = f.created(
+        f.destination_rule(
+            "z-older",
+            host=REVIEWS,
+            trafficPolicy={"loadBalancer": {"simple": "LEAST_REQUEST"}},
+            subsets=[{"name": "v1", "labels": {"version": "v1"}}],
+        ),
+        "2019-01-01T00:00:00+00:00",
+    )
+    rule = f.push_context(f.http_service("reviews"), newer, older).scope("default").destination_rule(REVIEWS)
+    assert rule.key.name == "z-older"
+    assert rule.spec.traffic_policy.load_balancer.simple == nw.LoadBalancerSettings.LEAST_REQUEST
+    assert [s.name for s in rule.spec.subsets] == ["v1", "v2"]

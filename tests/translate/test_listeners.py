@@ -5,6 +5,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from pilot.translate.listeners import build_listeners
 from pilot.translate.proxy import InterceptionMode
+from pilot.translate.routes import build_routes
 from tests import factories as f
 
 
@@ -58,9 +59,64 @@ def test_tcp_listener_first_host_wins_and_http_wins_over_tcp() -> None:
     assert manager(out["0.0.0.0_8000"]).rds.route_config_name == "8000"
 
 
-def test_unnamed_port_without_protocol_is_tcp() -> None:
+def _filter_names(chain) -> list[str]:
+    return [network_filter.name for network_filter in chain.filters]
+
+
+def test_unnamed_port_is_sniffed() -> None:
+    """istiod's protocol sniffing (listener.go, ListenerProtocolAuto): plaintext HTTP (the HTTP
+    inspector's ALPN) to the HTTP connection manager of route ``81``; anything else to the service's
+    TCP chain, which matches everything and so is the default chain."""
     se = f.service_entry("x", hosts=["x.example.com"], ports=[{"number": 81, "name": "web"}])
-    assert tcp_cluster(listeners(se)["0.0.0.0_81"]) == "outbound|81||x.example.com"
+    listener = listeners(se)["0.0.0.0_81"]
+    assert [lf.name for lf in listener.listener_filters] == [
+        "envoy.filters.listener.tls_inspector",
+        "envoy.filters.listener.http_inspector",
+    ]
+    assert listener.listener_filters_timeout.ToTimedelta().total_seconds() == 0
+    assert listener.continue_on_listener_filters_timeout
+    (http,) = listener.filter_chains
+    assert http.filter_chain_match.transport_protocol == "raw_buffer"
+    assert list(http.filter_chain_match.application_protocols) == ["http/1.1", "h2c"]
+    hcm = manager(listener)
+    assert hcm.rds.route_config_name == "81"
+    assert _filter_names(listener.default_filter_chain) == ["envoy.filters.network.tcp_proxy"]
+    tcp = tcp_proxy_pb2.TcpProxy()
+    assert listener.default_filter_chain.filters[0].typed_config.Unpack(tcp)
+    assert tcp.cluster == "outbound|81||x.example.com"
+    # The route configuration of the port serves the sniffed service too.
+    routes = dict(build_routes(f.sidecar(), f.push_context(se)))
+    assert [vh.name for vh in routes["81"].virtual_hosts] == ["x.example.com:81", "allow_any"]
+
+
+def test_sniffed_port_with_service_addresses() -> None:
+    """pilot's listener is shared by the port's services, whose TCP chains match their addresses:
+    HTTP to an address gets an HTTP chain with the same addresses, other plaintext a raw_buffer copy
+    of the TCP chain (Envoy never backtracks from the most specific destination)."""
+    se = f.service_entry(
+        "x", hosts=["x.example.com"], addresses=["10.0.0.7"], ports=[{"number": 81, "name": "web"}]
+    )
+    listener = listeners(se, view=f.sidecar(mode=InterceptionMode.REDIRECT))["0.0.0.0_81"]
+    matches = [
+        (
+            [p.address_prefix for p in chain.filter_chain_match.prefix_ranges],
+            chain.filter_chain_match.transport_protocol,
+            list(chain.filter_chain_match.application_protocols),
+            _filter_names(chain),
+        )
+        for chain in listener.filter_chains
+    ]
+    tcp, hcm = ["envoy.filters.network.tcp_proxy"], ["envoy.filters.network.http_connection_manager"]
+    assert matches == [
+        (["10.0.0.7"], "", [], tcp),
+        (["10.0.0.7"], "raw_buffer", [], tcp),
+        ([], "raw_buffer", ["http/1.1", "h2c"], hcm),
+        (["10.0.0.7"], "raw_buffer", ["http/1.1", "h2c"], hcm),
+    ]
+    # Intercepted: what matches no chain passes through.
+    default = tcp_proxy_pb2.TcpProxy()
+    assert listener.default_filter_chain.filters[0].typed_config.Unpack(default)
+    assert default.cluster == "PassthroughCluster"
 
 
 def test_intercepted_port_listeners_do_not_bind() -> None:
@@ -73,3 +129,25 @@ def test_intercepted_port_listeners_do_not_bind() -> None:
 
 def test_routers_get_no_listeners_yet() -> None:
     assert listeners(f.http_service("reviews"), view=f.router()) == {}
+
+
+def test_http_port_is_sniffed_as_istiod_does() -> None:
+    """istiod's wildcard HTTP listener (listener.go, ListenerProtocolHTTP; its 2024 config dumps):
+    the HTTP chain matches plaintext HTTP/1.1 and h2c, and an intercepted proxy passes other traffic
+    (raw TCP, TLS) through instead of failing it in the HTTP codec."""
+    redirect = listeners(f.http_service("reviews"), view=f.sidecar(mode=InterceptionMode.REDIRECT))[
+        "0.0.0.0_80"
+    ]
+    (chain,) = redirect.filter_chains
+    assert chain.filter_chain_match.transport_protocol == "raw_buffer"
+    assert list(chain.filter_chain_match.application_protocols) == ["http/1.1", "h2c"]
+    assert [lf.name for lf in redirect.listener_filters] == [
+        "envoy.filters.listener.tls_inspector",
+        "envoy.filters.listener.http_inspector",
+    ]
+    assert redirect.default_filter_chain.name == "PassthroughFilterChain"
+    tcp = tcp_proxy_pb2.TcpProxy()
+    assert redirect.default_filter_chain.filters[0].typed_config.Unpack(tcp)
+    assert tcp.cluster == "PassthroughCluster"
+    # Without interception the listener binds the port itself: passing through would loop back.
+    assert not listeners(f.http_service("reviews"))["0.0.0.0_80"].HasField("default_filter_chain")

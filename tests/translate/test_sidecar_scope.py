@@ -22,6 +22,7 @@ from pilot.translate.sidecar_scope import (
     select_sidecar,
     sidecar_scope,
 )
+from tests import factories as f
 
 
 def service(
@@ -158,12 +159,16 @@ def test_an_empty_selector_selects_every_workload_and_comes_before_selector_less
     assert select_sidecar("a", {"app": "x"}, [plain, empty]) is empty
 
 
-def test_among_equals_the_first_origin_then_name_wins() -> None:
-    first = sidecar("b-sidecar", "a", EGRESS, origin="a.yaml")
-    second = sidecar("a-sidecar", "a", EGRESS, origin="b.yaml")
+def test_among_equals_the_oldest_then_the_first_name_wins() -> None:
+    """istiod's sortConfigByCreationTime (ConfigObject.precedence): creation time, none first, then
+    name; the file an object came from does not count."""
+    first = sidecar("b-sidecar", "a", EGRESS, origin="b.yaml")
+    second = sidecar("a-sidecar", "a", EGRESS, origin="a.yaml")
     third = sidecar("c-sidecar", "a", EGRESS, origin="a.yaml")
     for order in ([first, second, third], [third, second, first]):
-        assert select_sidecar("a", {}, order) is first
+        assert select_sidecar("a", {}, order) is second
+    timed = f.created(second, "2021-01-01T00:00:00+00:00")
+    assert select_sidecar("a", {}, [first, timed, third]) is first
 
 
 def test_the_root_namespace_sidecar_applies_where_none_matches_and_reads_dot_as_the_proxy_namespace() -> None:
