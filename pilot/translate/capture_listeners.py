@@ -14,7 +14,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from google.protobuf import wrappers_pb2
 
-from pilot.translate import inbound
+from pilot.translate import inbound, inbound_tls
 from pilot.translate.context import PushContext
 from pilot.translate.listeners import network_filter, tcp_proxy, wildcard_address
 from pilot.translate.proxy import InterceptionMode, NodeType, ProxyView
@@ -66,13 +66,14 @@ def _captured(view: ProxyView) -> bool:
 
 
 def capture_listeners(view: ProxyView, context: PushContext) -> list[listener_pb2.Listener]:
-    """``virtualOutbound`` for an intercepted sidecar; ``virtualInbound`` too in REDIRECT mode (TPROXY's
-    inbound side, with original_src and transparent sockets, is not built)."""
+    """``virtualOutbound`` for an intercepted sidecar; ``virtualInbound`` too in REDIRECT mode, with mTLS
+    chains when the proxy has mesh certificates (TPROXY's inbound side, with original_src and
+    transparent sockets, is not built)."""
     if not _captured(view):
         return []
     out = [virtual_outbound_listener(view, context)]
     if view.interception_mode is InterceptionMode.REDIRECT:
-        out.append(inbound.virtual_inbound_listener(view))
+        out.append(inbound_tls.virtual_inbound_listener(view))
     return out
 
 

@@ -20,6 +20,11 @@ from pilot.translate.targets import ServiceTarget
 log = logging.getLogger("pilot.translate.proxy")
 
 DEFAULT_DNS_DOMAIN = "cluster.local"
+# Node metadata that says the proxy's bootstrap has the ``sds-grpc`` cluster, an agent serving the mesh
+# certificate (``default``) and root (``ROOTCA``): ``pilot agent`` sets it (``build_agent_bootstrap``), an
+# Istio agent does with ``ISTIO_META_SDS=true`` (the key is Istio's own up to 1.5, ``SdsEnabled``).
+# Only such a proxy is sent mTLS: an Envoy without ``sds-grpc`` rejects config that names it.
+SDS_METADATA = "SDS"
 
 
 class NodeType(enum.StrEnum):
@@ -48,6 +53,8 @@ class ProxyView:
     labels: tuple[tuple[str, str], ...] = ()
     # The ports of the services this proxy backs (sorted): its inbound listener's chains and clusters.
     targets: tuple[ServiceTarget, ...] = ()
+    # Whether the proxy gets the mesh certificate over SDS (``SDS_METADATA``): it is sent ISTIO_MUTUAL.
+    mesh_certificates: bool = False
 
     def __str__(self) -> str:
         text = f"{self.type}/{self.namespace}/{self.interception_mode}"
@@ -55,6 +62,8 @@ class ProxyView:
             text += "/" + ",".join(f"{k}={v}" for k, v in self.labels)
         if self.targets:
             text += "/targets:" + ",".join(f"{t.hostname}:{t.port}" for t in self.targets)
+        if self.mesh_certificates:
+            text += "/sds"
         return text
 
 
@@ -75,6 +84,7 @@ class Proxy:
     workload_name: str = ""
     istio_version: str = ""
     cluster_id: str = ""
+    mesh_certificates: bool = False
 
     @classmethod
     def from_node(cls, node_id: str, metadata: Mapping[str, Any] | None = None) -> Proxy:
@@ -121,13 +131,21 @@ class Proxy:
             workload_name=str(metadata.get("WORKLOAD_NAME") or ""),
             istio_version=str(metadata.get("ISTIO_VERSION") or ""),
             cluster_id=str(metadata.get("CLUSTER_ID") or ""),
+            mesh_certificates=str(metadata.get(SDS_METADATA, "")).lower() == "true",
         )
 
     def view(self) -> ProxyView:
         """The view from the node alone (no config): a sidecar's labels and targets need the push
         context, see ``pilot.translate.views.view_of``."""
         labels = tuple(sorted(self.labels.items())) if self.type is NodeType.ROUTER else ()
-        return ProxyView(self.type, self.namespace, self.interception_mode, self.dns_domain, labels)
+        return ProxyView(
+            self.type,
+            self.namespace,
+            self.interception_mode,
+            self.dns_domain,
+            labels,
+            mesh_certificates=self.mesh_certificates,
+        )
 
 
 def _labels(raw: object) -> dict[str, str]:

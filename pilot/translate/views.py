@@ -51,6 +51,7 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
         base.dns_domain,
         labels,
         service_targets(context, proxy.ip, proxy.namespace),
+        mesh_certificates=base.mesh_certificates,
     )
 
 

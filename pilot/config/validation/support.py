@@ -15,7 +15,8 @@ where the field is set (for a scalar: set to a non-default value). Why each is l
 * MeshConfig: proxy bootstrap, ingress, telemetry and mTLS settings outside pilot's translation.
 
 ``_translation_notes`` warns about set fields that pilot honours only in part, each with its own
-message: DestinationRule ``tls`` with ``ISTIO_MUTUAL`` or ``credentialName``.
+message: DestinationRule ``tls`` with ``credentialName``. (``ISTIO_MUTUAL`` is honoured for proxies
+run by ``pilot agent``; translation warns when a proxy without mesh certificates is sent plaintext.)
 """
 
 from __future__ import annotations
@@ -59,19 +60,13 @@ NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
         *_traffic_policy("trafficPolicy"),
         *_traffic_policy("subsets[].trafficPolicy"),
     ),
-    kinds.SERVICE_ENTRY: (
-        "endpoints[].network",
-        "endpoints[].serviceAccount",
-    ),
+    kinds.SERVICE_ENTRY: ("endpoints[].network",),
     kinds.GATEWAY: (
         # Also not implemented by Istio. Servers pilot cannot serve at all (credentialName,
         # ISTIO_MUTUAL, AUTO_PASSTHROUGH, unix sockets) are warned about by validation/gateway.py.
         "servers[].defaultEndpoint",
     ),
-    kinds.WORKLOAD_ENTRY: (
-        "network",
-        "serviceAccount",
-    ),
+    kinds.WORKLOAD_ENTRY: ("network",),
     # Served and validated; the translation does not apply them yet.
     kinds.SIDECAR: (
         "workloadSelector",
@@ -99,8 +94,6 @@ NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
         "accessLogFormat",
         "accessLogEncoding",
         "inboundTrafficPolicy",
-        "enableAutoMtls",
-        "trustDomain",
         "trustDomainAliases",
         "inboundClusterStatName",
         "outboundClusterStatName",
@@ -110,10 +103,6 @@ NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
 }
 
 
-ISTIO_MUTUAL_MESSAGE = (
-    "ISTIO_MUTUAL needs Istio's certificate authority (mesh certificates from its node agent), which pilot "
-    "does not run: connections stay plaintext"
-)
 CREDENTIAL_NAME_MESSAGE = (
     "pilot reads no Kubernetes secrets: as Istio does for sidecars, no TLS is originated with "
     "credentialName; give clientCertificate, privateKey and caCertificates files instead"
@@ -124,7 +113,6 @@ _POLICIES = (
     "subsets[].trafficPolicy",
     "subsets[].trafficPolicy.portLevelSettings[]",
 )
-ISTIO_MUTUAL = 3  # ClientTLSSettings.TLSmode.ISTIO_MUTUAL
 
 
 def report_not_yet_supported(kind: str, spec: Message, path: str, report: Report) -> None:
@@ -139,9 +127,7 @@ def _translation_notes(kind: str, spec: Message, path: str, report: Report) -> N
     if kind == kinds.DESTINATION_RULE:
         for policy in _POLICIES:
             for where, tls in find_values(spec, f"{policy}.tls".split("."), path):
-                if tls.mode == ISTIO_MUTUAL:
-                    report.warn(at(where, "mode"), ISTIO_MUTUAL_MESSAGE)
-                elif tls.credential_name:
+                if tls.credential_name:
                     report.warn(at(where, "credentialName"), CREDENTIAL_NAME_MESSAGE)
 
 
