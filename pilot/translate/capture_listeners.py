@@ -73,7 +73,7 @@ def capture_listeners(view: ProxyView, context: PushContext) -> list[listener_pb
         return []
     out = [virtual_outbound_listener(view, context)]
     if view.interception_mode is InterceptionMode.REDIRECT:
-        out.append(inbound_tls.virtual_inbound_listener(view))
+        out.append(inbound_tls.virtual_inbound_listener(view, context.mesh.trust_domain))
     return out
 
 

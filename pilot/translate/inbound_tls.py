@@ -13,8 +13,8 @@ both mTLS from other sidecars and plain text from workloads without one. Its cha
 
 The mTLS chains terminate with Istio's ``BuildInboundTLS``: the mesh certificate ``default`` and root
 ``ROOTCA`` from the agent's SDS (pilot/translate/cluster_tls.py ``mesh_common_context``), a client
-certificate required, TLS 1.2 to 1.3 with Istio's ciphers, ALPN ``h2``/``http/1.1`` (and
-``istio-peer-exchange`` first on TCP chains). The HCM forwards the peer's SPIFFE id in
+certificate in the mesh's trust domain required, TLS 1.2 to 1.3 with Istio's ciphers, ALPN ``h2``,
+``http/1.1`` (and ``istio-peer-exchange`` first on TCP chains). The HCM forwards the peer's SPIFFE id in
 ``x-forwarded-client-cert`` (inbound.py ``inbound_http_connection_manager``). The TLS inspector, after
 original_dst, reads the ClientHello's ALPN the chains match on.
 
@@ -84,10 +84,14 @@ def permissive_options(protocol: Protocol) -> tuple[MatchOption, ...]:
     return _PERMISSIVE_TCP
 
 
-def downstream_tls_context(kind: ChainKind) -> tls_pb2.DownstreamTlsContext:
-    """Istio's ``BuildInboundTLS``: the mesh certificate, the mesh root, a client certificate required."""
+def downstream_tls_context(kind: ChainKind, trust_domain: str) -> tls_pb2.DownstreamTlsContext:
+    """Istio's ``BuildInboundTLS``: the mesh certificate, the mesh root, a client certificate required,
+    whose SPIFFE id is in the mesh's trust domain (``ApplyToCommonTLSContext``: a URI prefix)."""
     alpn = DOWNSTREAM_HTTP_ALPN if kind is ChainKind.HTTP else DOWNSTREAM_TCP_ALPN
     common = cluster_tls.mesh_common_context(alpn, ())
+    common.combined_validation_context.default_validation_context.match_subject_alt_names.add(
+        prefix=f"{cluster_tls.SPIFFE_PREFIX}{trust_domain}/"
+    )
     common.tls_params.cipher_suites.extend(CIPHERS)
     common.tls_params.tls_minimum_protocol_version = common_pb2.TlsParameters.TLSv1_2
     return tls_pb2.DownstreamTlsContext(
@@ -95,10 +99,16 @@ def downstream_tls_context(kind: ChainKind) -> tls_pb2.DownstreamTlsContext:
     )
 
 
-def tls_socket(kind: ChainKind) -> base_pb2.TransportSocket:
-    return base_pb2.TransportSocket(
-        name=cluster_tls.TLS_SOCKET, typed_config=listeners.typed(downstream_tls_context(kind))
-    )
+def tls_sockets(trust_domain: str) -> inbound.TlsSocket:
+    """The transport socket of an mTLS chain, by what the chain runs (built once per kind)."""
+    sockets = {
+        kind: base_pb2.TransportSocket(
+            name=cluster_tls.TLS_SOCKET,
+            typed_config=listeners.typed(downstream_tls_context(kind, trust_domain)),
+        )
+        for kind in ChainKind
+    }
+    return sockets.__getitem__
 
 
 def tls_inspector() -> listener_components_pb2.ListenerFilter:
@@ -107,12 +117,12 @@ def tls_inspector() -> listener_components_pb2.ListenerFilter:
     )
 
 
-def virtual_inbound_listener(view: ProxyView) -> listener_pb2.Listener:
+def virtual_inbound_listener(view: ProxyView, trust_domain: str) -> listener_pb2.Listener:
     """``virtualInbound`` for ``view``: PERMISSIVE with the TLS inspector after original_dst when the
     proxy has mesh certificates, plain text (inbound.py's) otherwise."""
     if not view.mesh_certificates:
         return inbound.virtual_inbound_listener(view)
-    listener = inbound.virtual_inbound_listener(view, permissive_options, tls_socket)
+    listener = inbound.virtual_inbound_listener(view, permissive_options, tls_sockets(trust_domain))
     # Istio's populateListenerFilters order: original_dst, tls_inspector, http_inspector.
     listener.listener_filters.insert(1, tls_inspector())
     return listener
@@ -123,6 +133,6 @@ __all__ = [
     "downstream_tls_context",
     "permissive_options",
     "tls_inspector",
-    "tls_socket",
+    "tls_sockets",
     "virtual_inbound_listener",
 ]

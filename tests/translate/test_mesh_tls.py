@@ -15,6 +15,13 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format
 
+from pilot.config.kube_core import (
+    SERVICE_NAME_LABEL,
+    ServiceIndex,
+    read_endpoint_slice,
+    read_pod,
+    read_service,
+)
 from pilot.translate import inbound_tls
 from pilot.translate.generators import build_clusters, build_listeners, build_load_assignments
 from pilot.translate.proxy import InterceptionMode, Proxy, ProxyView
@@ -271,3 +278,162 @@ def test_envoy_accepts_the_mtls_config(tmp_path: Path) -> None:
     messages = generate_messages(view(True, *TARGETS), f.push_context(*objects(rule)))
     result = envoy_validate(with_sds_cluster(static_bootstrap(messages)), tmp_path)
     assert result.returncode == 0, f"envoy rejected:\n{result.stdout}\n{result.stderr}"
+
+
+# Istio's own output, from config dumps in its repository: the auto-mTLS match of
+# istioctl/pkg/describe/testdata/describe/http_config.json (cluster outbound|9080|v1|productpage) and the
+# mTLS chain of port 80 in istioctl/pkg/authz/testdata/configdump.yaml (virtualInbound).
+def _istio_sds(name: str) -> dict:
+    return {
+        "name": name,
+        "sds_config": {
+            "api_config_source": {
+                "api_type": "GRPC",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "sds-grpc"}}],
+                "set_node_on_first_message_only": True,
+                "transport_api_version": "V3",
+            },
+            "initial_fetch_timeout": "0s",
+            "resource_api_version": "V3",
+        },
+    }
+
+
+ISTIO_UPSTREAM_MATCH = {
+    "name": "tlsMode-istio",
+    "match": {"tlsMode": "istio"},
+    "transport_socket": {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "tls_params": {
+                    "tls_minimum_protocol_version": "TLSv1_2",
+                    "tls_maximum_protocol_version": "TLSv1_3",
+                },
+                "alpn_protocols": ["istio-peer-exchange", "istio"],
+                "tls_certificate_sds_secret_configs": [_istio_sds("default")],
+                "combined_validation_context": {
+                    "default_validation_context": {
+                        "match_subject_alt_names": [
+                            {"exact": "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"},
+                            {"exact": "spiffe://cluster.local/ns/default/sa/default"},
+                        ]
+                    },
+                    "validation_context_sds_secret_config": _istio_sds("ROOTCA"),
+                },
+            },
+            "sni": "outbound_.9080_.v1_.productpage.default.svc.cluster.local",
+        },
+    },
+}
+ISTIO_INBOUND_HTTP_SOCKET = {
+    "name": "envoy.transport_sockets.tls",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "common_tls_context": {
+            "tls_params": {
+                "tls_minimum_protocol_version": "TLSv1_2",
+                "tls_maximum_protocol_version": "TLSv1_3",
+                "cipher_suites": list(inbound_tls.CIPHERS),
+            },
+            "alpn_protocols": ["h2", "http/1.1"],
+            "tls_certificate_sds_secret_configs": [_istio_sds("default")],
+            "combined_validation_context": {
+                "default_validation_context": {
+                    "match_subject_alt_names": [{"prefix": "spiffe://cluster.local/"}]
+                },
+                "validation_context_sds_secret_config": _istio_sds("ROOTCA"),
+            },
+        },
+        "require_client_certificate": True,
+    },
+}
+
+
+def as_istio_dumps(message) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def test_the_client_and_server_contexts_are_istios() -> None:
+    endpoints = [
+        {
+            "address": "10.0.0.1",
+            "labels": {"version": "v1", **MESHED},
+            "serviceAccount": "bookinfo-productpage",
+        },
+        {"address": "10.0.0.2", "labels": {"version": "v1", **MESHED}, "serviceAccount": "default"},
+    ]
+    productpage = f.http_service("productpage", port=9080, endpoints=endpoints)
+    rule = f.destination_rule("p", host="productpage", subsets=[{"name": "v1", "labels": {"version": "v1"}}])
+    built = dict(build_clusters(view(), f.push_context(productpage, rule)))
+    match = built["outbound|9080|v1|productpage.default.svc.cluster.local"].transport_socket_matches[0]
+    assert as_istio_dumps(match) == ISTIO_UPSTREAM_MATCH
+    target = ServiceTarget("productpage.default.svc.cluster.local", 80, 80, "HTTP")
+    listener = dict(build_listeners(view(True, target), f.push_context(productpage)))["virtualInbound"]
+    mtls = next(chain for chain in listener.filter_chains if chain.name == "0.0.0.0_80")
+    assert as_istio_dumps(mtls.filter_chain_match) == {
+        "destination_port": 80,
+        "transport_protocol": "tls",
+        "application_protocols": [
+            "istio",
+            "istio-peer-exchange",
+            "istio-http/1.0",
+            "istio-http/1.1",
+            "istio-h2",
+        ],
+    }
+    assert as_istio_dumps(mtls.transport_socket) == ISTIO_INBOUND_HTTP_SOCKET
+
+
+def kube_objects(from_pods: bool):
+    """A Kubernetes Service ``reviews`` with two Pods, one injected (Istio's label), as the folder or the
+    cluster source turns them into a ServiceEntry (pilot.config.kube_core)."""
+    index = ServiceIndex(origin_of=lambda namespace, name: "test", endpoints_from_pods=from_pods)
+    service = {
+        "metadata": {"name": "reviews", "namespace": "default"},
+        "spec": {
+            "clusterIP": "10.96.0.10",
+            "selector": {"app": "reviews"},
+            "ports": [{"name": "http", "port": 9080}],
+        },
+    }
+    index.service("default", "reviews", read_service(service)[0])
+    pods = {"injected": ("10.0.0.1", MESHED, "reviews-v1"), "plain": ("10.0.0.2", {}, "reviews-v2")}
+    for name, (ip, extra, account) in pods.items():
+        pod = {
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": "reviews", **extra}},
+            "spec": {"serviceAccountName": account},
+            "status": {"podIP": ip},
+        }
+        index.pod("default", name, read_pod(pod)[0])
+    if not from_pods:
+        endpoint_slice = {
+            "metadata": {
+                "name": "reviews-1",
+                "namespace": "default",
+                "labels": {SERVICE_NAME_LABEL: "reviews"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": [ip], "targetRef": {"kind": "Pod", "name": name}}
+                for name, (ip, _, _) in pods.items()
+            ],
+            "ports": [{"name": "http", "port": 9080}],
+        }
+        index.endpoint_slice("default", "reviews-1", read_endpoint_slice(endpoint_slice)[0])
+    return index.build_all()
+
+
+@pytest.mark.parametrize("from_pods", [False, True], ids=["endpoint slices", "pods"])
+def test_kubernetes_pods_give_their_service_accounts_and_the_injectors_label(from_pods: bool) -> None:
+    context = f.push_context(*kube_objects(from_pods))
+    cluster = dict(build_clusters(view(), context))[f"outbound|9080||{REVIEWS}"]
+    assert sans(upstream(cluster.transport_socket_matches[0].transport_socket)) == [SPIFFE_V1, SPIFFE_V2]
+    (assignment,) = [m for name, m in build_load_assignments(view(), context) if name == cluster.name]
+    tagged = {
+        e.endpoint.address.socket_address.address: bool(e.metadata.filter_metadata)
+        for g in assignment.endpoints
+        for e in g.lb_endpoints
+    }
+    assert tagged == {"10.0.0.1": True, "10.0.0.2": False}
