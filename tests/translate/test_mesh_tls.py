@@ -437,3 +437,27 @@ def test_kubernetes_pods_give_their_service_accounts_and_the_injectors_label(fro
         for e in g.lb_endpoints
     }
     assert tagged == {"10.0.0.1": True, "10.0.0.2": False}
+
+
+def test_workload_entries_give_their_service_account_and_sidecar_label() -> None:
+    selector = f.service_entry(
+        "ratings",
+        hosts=["ratings.default.svc.cluster.local"],
+        ports=[{"number": 9080, "name": "http", "protocol": "HTTP"}],
+        location="MESH_INTERNAL",
+        resolution="STATIC",
+        workloadSelector={"labels": {"app": "ratings"}},
+    )
+    vm = f.config(
+        "WorkloadEntry",
+        "vm",
+        {"address": "10.0.1.1", "labels": {"app": "ratings", **MESHED}, "serviceAccount": "ratings-vm"},
+    )
+    context = f.push_context(selector, vm)
+    cluster = dict(build_clusters(view(), context))["outbound|9080||ratings.default.svc.cluster.local"]
+    assert sans(upstream(cluster.transport_socket_matches[0].transport_socket)) == [
+        "spiffe://cluster.local/ns/default/sa/ratings-vm"
+    ]
+    (assignment,) = [m for name, m in build_load_assignments(view(), context) if name == cluster.name]
+    (endpoint,) = assignment.endpoints[0].lb_endpoints
+    assert dict(endpoint.metadata.filter_metadata["envoy.transport_socket_match"]) == {"tlsMode": "istio"}
