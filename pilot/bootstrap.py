@@ -154,7 +154,9 @@ def build_agent_bootstrap(
     As Istio's sidecar bootstrap (tools/packaging/common/envoy_bootstrap.json): ``xds-grpc`` is the
     agent's xDS proxy (Istio's ``./etc/istio/proxy/XDS``), ``sds-grpc`` its SDS server (Istio's
     ``./var/run/secrets/workload-spiffe-uds/socket``); the listeners and clusters pilot sends name
-    ``sds-grpc`` for the ``default`` and ``ROOTCA`` secrets. Envoy never dials pilot itself.
+    ``sds-grpc`` for the ``default`` and ``ROOTCA`` secrets. Envoy never dials pilot itself. The node
+    metadata says so (``SDS: "true"``, pilot.translate.proxy ``SDS_METADATA``): pilot sends mTLS only
+    to a proxy whose bootstrap has ``sds-grpc``.
     """
     return _assemble(
         node_id,
@@ -162,7 +164,7 @@ def build_agent_bootstrap(
         delta=delta,
         admin_port=admin_port,
         cluster="pilot-xds",
-        metadata=metadata,
+        metadata={**(metadata or {}), "SDS": "true"},
         retry_base=retry_base,
         retry_max=retry_max,
         max_connections=1_000_000,

@@ -66,7 +66,6 @@ def render() -> str:
         "",
         "| Where | Warning |",
         "|---|---|",
-        f"| DestinationRule `tls.mode: ISTIO_MUTUAL` | {support.ISTIO_MUTUAL_MESSAGE} |",
         f"| DestinationRule `tls.credentialName` | {support.CREDENTIAL_NAME_MESSAGE} |",
         f"| Sidecar `ingress[].tls` | {support.SIDECAR_INGRESS_TLS_MESSAGE} |",
         f"| Sidecar `egress[].bind: unix://...` | {support.NOT_YET_SUPPORTED_MESSAGE} |",

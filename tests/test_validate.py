@@ -27,7 +27,7 @@ metadata: {name: reviews}
 spec:
   host: reviews
   trafficPolicy:
-    tls: {mode: ISTIO_MUTUAL}
+    tls: {mode: SIMPLE, credentialName: reviews-client}
 """
 
 BAD = """\
@@ -56,7 +56,7 @@ def test_valid_file_with_a_warning(tmp_path: Path) -> None:
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith(
-        f"warning: {path}:16: DestinationRule default/reviews: spec.trafficPolicy.tls.mode: "
+        f"warning: {path}:16: DestinationRule default/reviews: spec.trafficPolicy.tls.credentialName: "
     )
     assert f'"{path}" is valid (2 objects)' in lines
     assert lines[-1] == "1 file(s) valid: 0 error(s), 1 warning(s)"

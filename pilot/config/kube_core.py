@@ -101,6 +101,8 @@ def synthetic_key(namespace: str, name: str) -> ConfigKey:
 Key = tuple[str, str]  # (namespace, name)
 _NO_POD: Key = ("", "")  # an endpoint without a Pod targetRef (sorts before every pod)
 Labels = tuple[tuple[str, str], ...]
+# A built endpoint: address, port name → number, its Pod's labels and service account.
+_FoundEndpoint = tuple[str, dict[str, int], Labels, str]
 
 
 # -- records: what pilot keeps of each object ---------------------------------------------------------
@@ -521,17 +523,18 @@ class ServiceIndex:
                 found = self._slice_endpoints(key, pods)
             else:
                 found = self._pod_endpoints(key, service, pods)
-            for address, ports, labels in found:
+            for address, ports, labels, account in found:
                 endpoint = spec.endpoints.add()
                 endpoint.address = address
                 endpoint.ports.update(ports)
                 endpoint.labels.update(labels)
+                endpoint.service_account = account
         self._set_pods(key, pods)
         return ConfigObject(
             synthetic_key(namespace, name), API_VERSION, spec, self._origin_of(*key), labels=service.labels
         )
 
-    def _slice_endpoints(self, key: Key, pods: set[Key]) -> list[tuple[str, dict[str, int], Labels]]:
+    def _slice_endpoints(self, key: Key, pods: set[Key]) -> list[_FoundEndpoint]:
         """The ready endpoints of all the Service's slices, one per (address, pod), sorted (stable output).
 
         An endpoint listed by two slices (it moves between them) is one endpoint: for each port name the
@@ -540,25 +543,25 @@ class ServiceIndex:
         (address, port name) instead, and keeps only one of them.
         """
         namespace, _ = key
-        merged: dict[tuple[str, Key], tuple[dict[str, int], Labels]] = {}
+        merged: dict[tuple[str, Key], tuple[dict[str, int], Labels, str]] = {}
         for slice_name in sorted(self._slices_of.get(key, ())):
             endpoint_slice = self._slices.get((namespace, slice_name))
             if endpoint_slice is None:
                 continue
             for endpoint in endpoint_slice.endpoints:
                 labels: Labels = ()
+                account = ""
                 if endpoint.pod is not None:
                     pods.add(endpoint.pod)
                     pod = self._pods.get(endpoint.pod)
-                    labels = () if pod is None else pod.labels
-                ports, _ = merged.setdefault((endpoint.address, endpoint.pod or _NO_POD), ({}, labels))
+                    labels, account = ((), "") if pod is None else (pod.labels, pod.service_account)
+                entry = merged.setdefault((endpoint.address, endpoint.pod or _NO_POD), ({}, labels, account))
+                ports = entry[0]
                 for port_name, number in endpoint_slice.ports:
                     ports.setdefault(port_name, number)
-        return [(address, ports, labels) for (address, _), (ports, labels) in sorted(merged.items())]
+        return [(address, *found) for (address, _), found in sorted(merged.items())]
 
-    def _pod_endpoints(
-        self, key: Key, service: ServiceRecord, pods: set[Key]
-    ) -> list[tuple[str, dict[str, int], Labels]]:
+    def _pod_endpoints(self, key: Key, service: ServiceRecord, pods: set[Key]) -> list[_FoundEndpoint]:
         """What the EndpointSlice controller would write for ``service``: every ready Pod of its namespace
         with an IP whose labels hold the selector, sorted by address. A port with a named targetPort the
         Pod does not declare is left out for that Pod, as the controller does."""
@@ -579,7 +582,7 @@ class ServiceIndex:
                     ports[port.name] = number
             if ports:
                 pods.add(pod_key)
-                out.append((pod.ip, ports, pod.labels))
+                out.append((pod.ip, ports, pod.labels, pod.service_account))
         return sorted(out, key=lambda item: item[0])
 
     def _set_pods(self, key: Key, pods: set[Key]) -> None:

@@ -367,6 +367,9 @@ class Mesh:
         for started in self.processes:
             if started.process.poll() is None:
                 started.process.kill()
+        # Their children too (``pilot agent``'s Envoy runs in a session of its own and holds the pipe).
+        for name in self.created:
+            kill_all_in(name)
         for started in self.processes:
             try:
                 started.process.wait(COMMAND_TIMEOUT)

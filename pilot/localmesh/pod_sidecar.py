@@ -1,5 +1,10 @@
 """A pod's sidecar: a real Envoy in the pod's network namespace, as uid 1337, configured over ADS.
 
+With an ``AgentIdentity`` the sidecar is ``pilot agent`` (as uid 1337 too) running that Envoy: the
+agent gets the workload certificate from pilot's secure port with the pod's token, serves it over
+SDS, proxies ADS, and writes the bootstrap; Envoy's admin API is moved to the same Unix socket with
+an ``--config-yaml`` overlay. Otherwise:
+
 Its bootstrap is pilot's (``build_bootstrap``) with Istio's node id ``sidecar~IP~POD.NS~NS.svc.cluster.local``
 and the node metadata istio-agent sends (``LABELS``, ``NAMESPACE``, ``INTERCEPTION_MODE=REDIRECT``),
 so pilot knows the workload by who it is. The admin API listens on a Unix socket in a folder of
@@ -14,7 +19,9 @@ import http.client
 import json
 import os
 import socket
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +29,7 @@ from pilot.bootstrap import build_bootstrap
 from pilot.localmesh.envoy import find_envoy
 from pilot.localmesh.netns import PROXY_UID, Mesh, Pod, PodProcess, runnable_by_anyone
 
-__all__ = ["ADMIN_SOCKET", "PodSidecar", "proxy_envoy", "unix_get"]
+__all__ = ["ADMIN_SOCKET", "AgentIdentity", "PodSidecar", "proxy_envoy", "unix_get"]
 
 ADMIN_SOCKET = "admin.sock"
 ADMIN_TIMEOUT = 5.0
@@ -73,6 +80,18 @@ def unix_get(path: Path, resource: str, timeout: float = ADMIN_TIMEOUT) -> tuple
         connection.close()
 
 
+@dataclass(frozen=True)
+class AgentIdentity:
+    """What ``pilot agent`` needs: pilot's secure port, the mesh root, the pod's service account and its
+    token (``pilot token``), and the certificate lifetime to ask for (``--secret-ttl``)."""
+
+    xds_address: str
+    root_cert: Path
+    service_account: str
+    token_file: Path
+    secret_ttl: str = "24h"
+
+
 class PodSidecar:
     """The Envoy of ``pod``, labelled ``labels``, taking its config from pilot at ``xds_host:xds_port``.
 
@@ -89,6 +108,7 @@ class PodSidecar:
         xds_host: str,
         xds_port: int,
         envoy: str,
+        agent: AgentIdentity | None = None,
     ) -> None:
         self.mesh = mesh
         self.pod = pod
@@ -103,24 +123,43 @@ class PodSidecar:
         )
         self.bootstrap["admin"] = {"address": {"pipe": {"path": str(self.admin_socket)}}}
         self.envoy = envoy
+        self.agent = agent
         self.process: PodProcess | None = None
 
     def start(self) -> PodSidecar:
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chown(self.workdir, PROXY_UID, PROXY_UID)
         self.workdir.chmod(0o700)
-        argv = [
-            self.envoy,
-            "--config-yaml",
-            json.dumps(self.bootstrap),
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "warning",
-        ]
+        if self.agent is not None:
+            (self.workdir / "agent").mkdir(exist_ok=True)
+            os.chown(self.workdir / "agent", PROXY_UID, PROXY_UID)
+        if self.agent is not None:
+            argv = self.agent_command(self.agent)
+        else:
+            argv = [
+                self.envoy,
+                "--config-yaml",
+                json.dumps(self.bootstrap),
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warning",
+            ]
         self.process = self.mesh.spawn(self.pod, argv, uid=PROXY_UID)
         return self
+
+    def agent_command(self, agent: AgentIdentity) -> list[str]:
+        """``pilot agent`` for this pod, its work folder in ``workdir`` (uid 1337's)."""
+        admin = {"admin": {"address": {"pipe": {"path": str(self.admin_socket)}}}}
+        argv = [sys.executable, "-m", "pilot", "agent", "--xds-address", agent.xds_address]
+        argv += ["--root-cert", str(agent.root_cert), "--token-file", str(agent.token_file)]
+        argv += ["--namespace", NAMESPACE, "--service-account", agent.service_account]
+        argv += [f"--label={key}={value}" for key, value in self.labels.items()]
+        argv += ["--ip", self.pod.address, "--node-id", self.node_id, "--envoy", self.envoy]
+        argv += ["--workdir", str(self.workdir / "agent"), "--secret-ttl", agent.secret_ttl]
+        argv += ["--envoy-arg=--concurrency", "--envoy-arg=1"]
+        return [*argv, "--envoy-arg=--config-yaml", f"--envoy-arg={json.dumps(admin)}"]
 
     def exited(self) -> str | None:
         """What Envoy printed, if it has exited; None while it runs."""

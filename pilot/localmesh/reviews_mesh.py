@@ -12,11 +12,18 @@ The reviews pods' sidecars get their inbound chain ``0.0.0.0_9080`` and cluster 
 because their addresses are the ServiceEntry's endpoints (pilot's service targets). The clients'
 /etc/hosts (``Mesh.add_hosts``) resolves the service name to its address, which nothing in the mesh
 has: only capture gets a connection there.
+
+With ``mtls`` the mesh has identities: ``pilot serve --ca-dir`` opens the secure port 15012, each pod's
+service account is its name, its token comes from ``pilot token``, and its sidecar is ``pilot agent``
+running Envoy (pod_sidecar.py ``AgentIdentity``). The ServiceEntry's endpoints then name their service
+accounts and carry ``security.istio.io/tlsMode: istio`` (they run sidecars), so the clients' clusters
+upgrade to ISTIO_MUTUAL (auto mTLS) and the reviews pods' ``virtualInbound`` is PERMISSIVE.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +35,7 @@ from typing import Any
 import yaml
 
 from pilot.localmesh import netns
-from pilot.localmesh.pod_sidecar import PodSidecar
+from pilot.localmesh.pod_sidecar import AgentIdentity, PodSidecar
 from pilot.localmesh.polling import wait_until
 
 __all__ = [
@@ -48,6 +55,8 @@ HOST = "reviews.default.svc.cluster.local"
 VIP = "10.96.0.10"  # the ServiceEntry's address, as a ClusterIP: no pod has it
 PORT = 9080  # the service's and the app's, as in Bookinfo
 XDS_PORT = 15010  # pilot's, in the node's namespace
+XDS_TLS_PORT = 15012  # pilot's secure port (the CA and authenticated ADS), with ``mtls``
+TLS_MODE_LABEL = "security.istio.io/tlsMode"  # what Istio's injector puts on a pod with a sidecar
 HTTP_PORT = 15014
 CLIENTS: dict[str, dict[str, str]] = {
     "productpage-v1": {"app": "productpage", "version": "v1"},
@@ -65,8 +74,14 @@ APP_TIMEOUT = 5.0
 Progress = Callable[[str], None]
 
 
-def specs(endpoints: Mapping[str, str]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(kind, name, spec) of the mesh's config; ``endpoints`` maps version to pod address."""
+def specs(endpoints: Mapping[str, str], mtls: bool = False) -> list[tuple[str, str, dict[str, Any]]]:
+    """(kind, name, spec) of the mesh's config; ``endpoints`` maps version to pod address. With
+    ``mtls`` the endpoints name their service account (``reviews-VERSION``) and their sidecar."""
+    sidecar = {TLS_MODE_LABEL: "istio"} if mtls else {}
+
+    def identity(version: str) -> dict[str, str]:
+        return {"serviceAccount": f"reviews-{version}"} if mtls else {}
+
     service = {
         "hosts": [HOST],
         "addresses": [VIP],
@@ -74,7 +89,11 @@ def specs(endpoints: Mapping[str, str]) -> list[tuple[str, str, dict[str, Any]]]
         "resolution": "STATIC",
         "ports": [{"number": PORT, "name": "http", "protocol": "HTTP"}],
         "endpoints": [
-            {"address": address, "labels": {"app": "reviews", "version": version}}
+            {
+                "address": address,
+                "labels": {"app": "reviews", "version": version, **sidecar},
+                **identity(version),
+            }
             for version, address in sorted(endpoints.items())
         ],
     }
@@ -101,7 +120,7 @@ def specs(endpoints: Mapping[str, str]) -> list[tuple[str, str, dict[str, Any]]]
     ]
 
 
-def config_yaml(endpoints: Mapping[str, str]) -> str:
+def config_yaml(endpoints: Mapping[str, str], mtls: bool = False) -> str:
     """The config as one file of Istio YAML for ``pilot serve --config-dir``."""
     documents = [
         {
@@ -110,7 +129,7 @@ def config_yaml(endpoints: Mapping[str, str]) -> str:
             "metadata": {"name": name, "namespace": "default"},
             "spec": spec,
         }
-        for kind, name, spec in specs(endpoints)
+        for kind, name, spec in specs(endpoints, mtls)
     ]
     return yaml.safe_dump_all(documents, sort_keys=False)
 
@@ -124,6 +143,7 @@ class Reply:
     app: str
     peer: str
     reached: str
+    client_cert: str = ""  # x-forwarded-client-cert as the server's sidecar set it
 
     @property
     def version(self) -> str:
@@ -150,6 +170,7 @@ class ReviewsMesh:
     sidecars: dict[str, PodSidecar]
     pilot_log: Path
     config_dir: Path
+    ca_dir: Path | None = None  # with mtls: pilot's CA directory (root-cert.pem, the token key)
 
     def pod(self, name: str) -> netns.Pod:
         return self.mesh.pods[name]
@@ -203,7 +224,7 @@ def _reply(answer: netns.HttpAnswer) -> Reply:
     if answer.status != 200:
         return Reply(answer.status, "", "", "")
     body = answer.json()
-    return Reply(answer.status, body["app"], body["peer"], body["reached"])
+    return Reply(answer.status, body["app"], body["peer"], body["reached"], body.get("client_cert", ""))
 
 
 def _moved(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
@@ -213,25 +234,37 @@ def _moved(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int
 
 @contextmanager
 def reviews_mesh(
-    workdir: Path, envoy: str, *, prefix: str = netns.PREFIX, progress: Progress | None = None
+    workdir: Path,
+    envoy: str,
+    *,
+    prefix: str = netns.PREFIX,
+    progress: Progress | None = None,
+    mtls: bool = False,
+    secret_ttl: str = "24h",
+    extra_pods: tuple[str, ...] = (),
 ) -> Iterator[ReviewsMesh]:
     """The mesh, started and configured (every sidecar has its routes and endpoints); removed on exit.
 
     ``workdir`` (root's, existing) gets the config folder, pilot's log and the sidecars' admin sockets.
+    ``mtls``: sidecars under ``pilot agent`` with certificates of ``secret_ttl``; ``extra_pods`` are
+    more pods, with neither capture nor sidecar.
     """
     say = progress or (lambda text: None)
-    with netns.mesh(*CLIENTS, *SERVERS, prefix=prefix) as mesh:
+    with netns.mesh(*CLIENTS, *SERVERS, *extra_pods, prefix=prefix) as mesh:
         say(f"namespaces: {mesh.outer} (node {netns.NODE_ADDRESS}, bridge {netns.BRIDGE}) and one per pod")
         workdir.chmod(0o711)  # the sidecars (uid 1337) reach their own folders in it
         config_dir = workdir / "config"
         config_dir.mkdir()
         endpoints = {labels["version"]: mesh.pods[name].address for name, labels in SERVERS.items()}
-        (config_dir / "reviews.yaml").write_text(config_yaml(endpoints))
+        (config_dir / "reviews.yaml").write_text(config_yaml(endpoints, mtls))
         # pilot first: its start-up overlaps the pods' (the sidecars retry until it answers).
         pilot_log = workdir / "pilot.log"
         serve = [sys.executable, "-m", "pilot", "serve", "--config-dir", str(config_dir)]
         serve += ["--xds-host", netns.NODE_ADDRESS, "--xds-port", str(XDS_PORT)]
         serve += ["--http-host", "127.0.0.1", "--http-port", str(HTTP_PORT), "--debounce-after", "0.05"]
+        ca_dir = workdir / "ca" if mtls else None
+        if ca_dir is not None:
+            serve += ["--ca-dir", str(ca_dir), "--xds-tls-port", str(XDS_TLS_PORT)]
         pilot = mesh.start_service(mesh.node, serve, pilot_log)
         say(f"pilot serve in the node, pid {pilot.pid}: xDS {netns.NODE_ADDRESS}:{XDS_PORT}")
         labels = {**CLIENTS, **SERVERS}
@@ -249,6 +282,9 @@ def reviews_mesh(
         apps = [mesh.spawn(mesh.pods[name], [*app, name, str(PORT)]) for name in SERVERS]
         for started in apps:
             started.log.wait_for(lambda line: line == "listening", APP_TIMEOUT)
+        agents: dict[str, AgentIdentity] = {}
+        if ca_dir is not None:
+            agents = identities(mesh, ca_dir, workdir, labels, secret_ttl, pilot)
         sidecars = {
             name: PodSidecar(
                 mesh,
@@ -258,11 +294,12 @@ def reviews_mesh(
                 xds_host=netns.NODE_ADDRESS,
                 xds_port=XDS_PORT,
                 envoy=envoy,
+                agent=agents.get(name),
             ).start()
             for name in labels
         }
         say(f"sidecars: Envoy as uid {netns.PROXY_UID} in every pod, configured by pilot over ADS")
-        built = ReviewsMesh(mesh, sidecars, pilot_log, config_dir)
+        built = ReviewsMesh(mesh, sidecars, pilot_log, config_dir, ca_dir)
         wait_until(
             lambda: _configured(built, pilot.poll()),
             START_TIMEOUT,
@@ -271,6 +308,47 @@ def reviews_mesh(
             ignore=(OSError, ValueError),
         )
         yield built
+
+
+def token(ca_dir: Path, namespace: str, service_account: str, path: Path) -> Path:
+    """``pilot token`` for ``namespace/service_account`` written to ``path``, readable by the sidecar."""
+    argv = [sys.executable, "-m", "pilot", "token", "--ca-dir", str(ca_dir)]
+    argv += ["--namespace", namespace, "--service-account", service_account]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise netns.NetnsError(f"pilot token: {done.stderr.strip()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(done.stdout.strip() + "\n")
+    path.chmod(0o644)
+    return path
+
+
+def identities(
+    mesh: netns.Mesh,
+    ca_dir: Path,
+    workdir: Path,
+    labels: Mapping[str, Mapping[str, str]],
+    secret_ttl: str,
+    pilot: subprocess.Popen[bytes],
+) -> dict[str, AgentIdentity]:
+    """Each pod's agent settings, once pilot has made its CA (root and token-signing key): the pod's
+    service account is its name."""
+    root = ca_dir / "root-cert.pem"
+    wait_until(
+        lambda: pilot.poll() is None and root.exists() and (ca_dir / "token-signing-key.pem").exists(),
+        START_TIMEOUT,
+        0.1,
+        "pilot's CA directory",
+    )
+    ca_dir.chmod(0o755)
+    root.chmod(0o644)
+    address = f"{netns.NODE_ADDRESS}:{XDS_TLS_PORT}"
+    return {
+        name: AgentIdentity(
+            address, root, name, token(ca_dir, "default", name, workdir / "tokens" / name), secret_ttl
+        )
+        for name in labels
+    }
 
 
 def _labels(labels: Mapping[str, str]) -> str:

@@ -14,7 +14,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from google.protobuf import wrappers_pb2
 
-from pilot.translate import inbound
+from pilot.translate import inbound, inbound_tls
 from pilot.translate.context import PushContext
 from pilot.translate.listeners import network_filter, tcp_proxy, wildcard_address
 from pilot.translate.proxy import InterceptionMode, NodeType, ProxyView
@@ -67,13 +67,14 @@ def _captured(view: ProxyView) -> bool:
 
 def capture_listeners(view: ProxyView, context: PushContext) -> list[listener_pb2.Listener]:
     """``virtualOutbound`` for an intercepted sidecar; then its inbound listeners: ``virtualInbound``
-    in REDIRECT mode (TPROXY's inbound side, with original_src and transparent sockets, is not built)
-    and the Sidecar ingress ports that bind, in any mode."""
+    in REDIRECT mode, with mTLS chains when the proxy has mesh certificates (TPROXY's inbound side,
+    with original_src and transparent sockets, is not built), and the Sidecar ingress ports that bind,
+    in any mode."""
     if view.type is not NodeType.SIDECAR:
         return []
     out = [virtual_outbound_listener(view, context)] if _captured(view) else []
     if view.interception_mode is not InterceptionMode.TPROXY:
-        out += inbound.inbound_listeners(view, context)
+        out += inbound_tls.inbound_listeners(view, context)
     return out
 
 

@@ -19,7 +19,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import duration_pb2, struct_pb2
 
 from pilot._gen import networking_pb2 as nw
-from pilot.translate import endpoints, locality
+from pilot.translate import cluster_tls, endpoints, locality
 from pilot.translate import traffic_policy as policy
 from pilot.translate.context import (
     DestinationRuleEntry,
@@ -120,8 +120,11 @@ def ads_config_source() -> config_source_pb2.ConfigSource:
     )
 
 
-def build_cluster(target: ClusterTarget, context: PushContext) -> Cluster | None:
-    """The Envoy cluster for ``target``; None for a DNS cluster without endpoints (Istio drops it)."""
+def build_cluster(
+    target: ClusterTarget, context: PushContext, mesh_certificates: bool = False
+) -> Cluster | None:
+    """The Envoy cluster for ``target``; None for a DNS cluster without endpoints (Istio drops it).
+    ``mesh_certificates``: the proxy has the agent's SDS, so ISTIO_MUTUAL applies (cluster_tls.py)."""
     mesh = context.mesh
     cluster = Cluster(name=target.name, type=target.discovery, common_lb_config=Cluster.CommonLbConfig())
     cluster.connect_timeout.FromTimedelta(mesh.connect_timeout)
@@ -136,6 +139,18 @@ def build_cluster(target: ClusterTarget, context: PushContext) -> Cluster | None
         cluster.eds_cluster_config.service_name = target.name
         cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
     policy.apply(cluster, target.policy, target.port, mesh, target.service.subject_alt_names)
+    if mesh_certificates:
+        cluster_tls.apply_mesh_mtls(
+            cluster,
+            target.service,
+            target.port.number,
+            target.subset,
+            target.policy.tls,
+            target.policy.proxy_protocol,
+            trust_domain=mesh.trust_domain,
+            auto=mesh.auto_mtls,
+            http2=cluster_tls.uses_http2(cluster),
+        )
     _add_metadata(cluster, target)
     return cluster
 
@@ -199,10 +214,20 @@ def passthrough_cluster(context: PushContext) -> Cluster:
 def build_clusters(view: ProxyView, context: PushContext) -> list[tuple[str, Cluster]]:
     scope = context.scope_of(view)
     out: list[tuple[str, Cluster]] = []
+    plaintext_mutual = 0
     for target in outbound_targets(scope, router=view.type is NodeType.ROUTER):
-        cluster = build_cluster(target, context)
+        cluster = build_cluster(target, context, view.mesh_certificates)
         if cluster is not None:
             out.append((cluster.name, cluster))
+            tls = target.policy.tls
+            plaintext_mutual += tls is not None and tls.mode == nw.ClientTLSSettings.ISTIO_MUTUAL
+    if plaintext_mutual and not view.mesh_certificates:
+        log.warning(
+            "%s: %d clusters ask for ISTIO_MUTUAL, but the proxy has no mesh certificate (it runs without "
+            "pilot agent, node metadata SDS): they stay plaintext",
+            view,
+            plaintext_mutual,
+        )
     for cluster in (blackhole_cluster(context), passthrough_cluster(context)):
         out.append((cluster.name, cluster))
     return out

@@ -19,6 +19,11 @@ from pilot.translate.context import Endpoint, Service, ServicePort
 log = logging.getLogger("pilot.translate.endpoints")
 
 UNIX_PREFIX = "unix://"
+# The label Istio's injector puts on a Pod with a sidecar (and a WorkloadEntry or ServiceEntry endpoint
+# can carry): its endpoints get the metadata auto mTLS's transport socket match reads
+# (Istio's model.TLSModeLabelName, endpoint_builder.go ``buildEnvoyLbEndpoint``).
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
 
 
 def locality(text: str) -> base_pb2.Locality:
@@ -38,6 +43,9 @@ def lb_endpoint(endpoint: Endpoint, port: ServicePort) -> endpoint_components_pb
     out = endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=address))
     # Istio's IstioEndpoint.GetLoadBalancingWeight: the endpoint's weight, 1 when unset.
     out.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=endpoint.weight or 1))
+    tls_mode = dict(endpoint.labels).get(TLS_MODE_LABEL)
+    if tls_mode:
+        out.metadata.filter_metadata[TRANSPORT_SOCKET_MATCH].update({"tlsMode": tls_mode})
     return out
 
 

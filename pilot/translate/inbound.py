@@ -22,14 +22,16 @@ Otherwise its chains join ``virtualInbound``. A NONE-mode proxy without Sidecar 
 inbound listeners or clusters, as in Istio. ``ingress[].tls`` is not translated: Istio ignores it
 too unless ENABLE_TLS_ON_SIDECAR_INGRESS is set.
 
-Plain text only: a port's chains come from ``match_options``, one ``MatchOption`` per chain; peer
-authentication adds its ``tls`` options there (and the TLS inspector and transport sockets they need).
+A port's chains come from ``match_options`` (plain text), one ``MatchOption`` per chain; a proxy with
+mesh certificates gets Istio's PERMISSIVE set in ``virtualInbound`` instead, whose ``tls`` options
+terminate mTLS (pilot/translate/inbound_tls.py passes its options and transport sockets in).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -207,6 +209,11 @@ def match_options(protocol: Protocol) -> tuple[MatchOption, ...]:
     return _PLAINTEXT_TCP
 
 
+ChainOptions = Callable[[Protocol], tuple["MatchOption", ...]]
+# The transport socket of a ``tls`` option's chain, by what the chain runs.
+TlsSocket = Callable[["ChainKind"], base_pb2.TransportSocket]
+
+
 def inbound_route_configuration(
     cluster: str, port: int, operation: str | None = None
 ) -> route_pb2.RouteConfiguration:
@@ -254,6 +261,7 @@ def _chain(
     routes: route_pb2.RouteConfiguration,
     stat_prefix: str,
     http2: bool = False,
+    tls_socket: TlsSocket | None = None,
 ) -> FilterChain:
     if option.kind is ChainKind.HTTP:
         manager = inbound_http_connection_manager(stat_prefix, routes)
@@ -262,7 +270,10 @@ def _chain(
         filters = [listeners.network_filter(listeners.HCM_FILTER, manager)]
     else:
         filters = [listeners.network_filter(TCP_PROXY_FILTER, listeners.tcp_proxy(cluster))]
-    return FilterChain(name=name, filter_chain_match=option.filter_chain_match(target_port), filters=filters)
+    chain = FilterChain(name=name, filter_chain_match=option.filter_chain_match(target_port), filters=filters)
+    if option.tls and tls_socket is not None:
+        chain.transport_socket.CopyFrom(tls_socket(option.kind))
+    return chain
 
 
 def blackhole_chain() -> FilterChain:
@@ -275,26 +286,31 @@ def blackhole_chain() -> FilterChain:
     )
 
 
-def passthrough_chains() -> list[FilterChain]:
+def passthrough_chains(
+    options: ChainOptions = match_options, tls_socket: TlsSocket | None = None
+) -> list[FilterChain]:
     """Inbound traffic to a port no service declares goes to the workload as it came: the sniffed
     port-0 set, ``virtualInbound-catchall-http`` for plain HTTP and ``virtualInbound`` for the rest.
     Istio's passthrough config has service port 0 and no host, hence the operation ``:0/*``."""
     cluster = names.INBOUND_PASSTHROUGH_CLUSTER
     routes = inbound_route_configuration(cluster, 0, ":0/*")
     chains = []
-    for option in match_options(Protocol.UNSUPPORTED):
+    for option in options(Protocol.UNSUPPORTED):
         name = CATCH_ALL_HTTP_CHAIN if option.kind is ChainKind.HTTP else VIRTUAL_INBOUND
-        chains.append(_chain(name, option, 0, cluster, routes, stat_prefix=cluster))
+        chains.append(_chain(name, option, 0, cluster, routes, stat_prefix=cluster, tls_socket=tls_socket))
     return chains
 
 
-def port_chains(port: InboundPort) -> list[FilterChain]:
+def port_chains(
+    port: InboundPort, options: ChainOptions = match_options, tls_socket: TlsSocket | None = None
+) -> list[FilterChain]:
     cluster = names.inbound_cluster(port.target_port)
     routes = inbound_route_configuration(cluster, port.port, f"{port.hostname}:{port.port}/*")
     name = names.listener_name(port.target_port)
+    prefix = f"inbound_{name}"
     return [
-        _chain(name, option, port.target_port, cluster, routes, f"inbound_{name}", port.protocol.is_http2)
-        for option in match_options(port.protocol)
+        _chain(name, option, port.target_port, cluster, routes, prefix, port.protocol.is_http2, tls_socket)
+        for option in options(port.protocol)
     ]
 
 
@@ -327,14 +343,19 @@ def http_inspector(chains: list[FilterChain]) -> listener_components_pb2.Listene
     return inspector
 
 
-def virtual_inbound_listener(view: ProxyView, context: PushContext) -> Listener:
+def virtual_inbound_listener(
+    view: ProxyView,
+    context: PushContext,
+    options: ChainOptions = match_options,
+    tls_socket: TlsSocket | None = None,
+) -> Listener:
     """Chains: the blackhole, the passthrough set, then each target port's, by port (Istio's
-    ``inboundVirtualListener``). Listener filters: original_dst, then the HTTP inspector where a chain
-    needs it (the TLS inspector joins them with mTLS)."""
-    chains = [blackhole_chain(), *passthrough_chains()]
+    ``inboundVirtualListener``), from ``options``. Listener filters: original_dst, then the HTTP
+    inspector where a chain needs it (inbound_tls.py puts the TLS inspector between them)."""
+    chains = [blackhole_chain(), *passthrough_chains(options, tls_socket)]
     for port in inbound_ports(view, context):
         if not port.binds:
-            chains += port_chains(port)
+            chains += port_chains(port, options, tls_socket)
     listener = _inbound_listener(VIRTUAL_INBOUND, listeners.wildcard_address(VIRTUAL_INBOUND_PORT), chains)
     listener.listener_filters.insert(
         0,

@@ -21,6 +21,11 @@ log = logging.getLogger("pilot.translate.proxy")
 
 DEFAULT_DNS_DOMAIN = "cluster.local"
 GRPC_GENERATOR = "grpc"  # node metadata GENERATOR of a proxyless gRPC application
+# Node metadata that says the proxy's bootstrap has the ``sds-grpc`` cluster, an agent serving the mesh
+# certificate (``default``) and root (``ROOTCA``): ``pilot agent`` sets it (``build_agent_bootstrap``), an
+# Istio agent does with ``ISTIO_META_SDS=true`` (the key is Istio's own up to 1.5, ``SdsEnabled``).
+# Only such a proxy is sent mTLS: an Envoy without ``sds-grpc`` rejects config that names it.
+SDS_METADATA = "SDS"
 
 
 class NodeType(enum.StrEnum):
@@ -55,6 +60,8 @@ class ProxyView:
     # A proxyless gRPC application (node metadata GENERATOR: grpc): pilot.translate.grpc_* build its
     # config, in the shapes gRPC's xDS client accepts.
     proxyless_grpc: bool = False
+    # Whether the proxy gets the mesh certificate over SDS (``SDS_METADATA``): it is sent ISTIO_MUTUAL.
+    mesh_certificates: bool = False
 
     def __str__(self) -> str:
         text = f"{self.type}/{self.namespace}/{self.interception_mode}"
@@ -66,6 +73,8 @@ class ProxyView:
             text += "/targets:" + ",".join(f"{t.hostname}:{t.port}" for t in self.targets)
         if self.sidecar is not None:
             text += f"/sidecar:{self.sidecar.namespace}/{self.sidecar.name}"
+        if self.mesh_certificates:
+            text += "/sds"
         return text
 
 
@@ -87,6 +96,7 @@ class Proxy:
     istio_version: str = ""
     cluster_id: str = ""
     proxyless_grpc: bool = False
+    mesh_certificates: bool = False
 
     @classmethod
     def from_node(cls, node_id: str, metadata: Mapping[str, Any] | None = None) -> Proxy:
@@ -135,6 +145,7 @@ class Proxy:
             cluster_id=str(metadata.get("CLUSTER_ID") or ""),
             # Istio's Proxy.IsProxylessGrpc: the node's metadata names the grpc generator.
             proxyless_grpc=str(metadata.get("GENERATOR") or "") == GRPC_GENERATOR,
+            mesh_certificates=str(metadata.get(SDS_METADATA, "")).lower() == "true",
         )
 
     def view(self) -> ProxyView:
@@ -148,6 +159,7 @@ class Proxy:
             self.dns_domain,
             labels,
             proxyless_grpc=self.proxyless_grpc,
+            mesh_certificates=self.mesh_certificates,
         )
 
 

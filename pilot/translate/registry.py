@@ -44,6 +44,8 @@ class Endpoint:
     labels: tuple[tuple[str, str], ...] = ()
     weight: int = 0
     locality: str = ""
+    # The workload's Kubernetes service account (WorkloadEntry ``serviceAccount``, a Pod's): its identity.
+    service_account: str = ""
 
     def port_for(self, port: ServicePort) -> int:
         """``ports[name]``, else the service port's targetPort, else its number."""
@@ -140,4 +142,5 @@ def _endpoint(we: nw.WorkloadEntry, object_labels: Mapping[str, str]) -> Endpoin
         labels=tuple(sorted(labels.items())),
         weight=we.weight,
         locality=we.locality,
+        service_account=we.service_account,
     )

@@ -62,6 +62,7 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
         service_targets(context, proxy.ip, proxy.namespace),
         sidecar,
         proxyless_grpc=base.proxyless_grpc,
+        mesh_certificates=base.mesh_certificates,
     )
 
 

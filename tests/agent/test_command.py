@@ -171,7 +171,8 @@ def test_agent_bootstrap_is_valid_for_envoy(tmp_path: Path):
     for name, path in ((XDS_CLUSTER, "/w/XDS"), (SDS_CLUSTER, "/w/sds")):
         (endpoint,) = clusters[name]["load_assignment"]["endpoints"][0]["lb_endpoints"]
         assert endpoint["endpoint"]["address"] == {"pipe": {"path": path}}
-    assert boot["node"]["metadata"] == metadata
+    # SDS: pilot sends this proxy mTLS (pilot.translate.proxy SDS_METADATA).
+    assert boot["node"]["metadata"] == {**metadata, "SDS": "true"}
     (tmp_path / "b.json").write_text(json.dumps(boot))
     result = subprocess.run(
         [str(find_envoy()), "--mode", "validate", "-c", str(tmp_path / "b.json"), "--disable-hot-restart"],

@@ -15,7 +15,6 @@ from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.config.parse import parse_text
 from pilot.config.validation import validate
 from pilot.config.validation.support import (
-    ISTIO_MUTUAL_MESSAGE,
     NOT_YET_SUPPORTED,
     NOT_YET_SUPPORTED_MESSAGE,
     field_by_json_name,
@@ -542,12 +541,10 @@ def test_not_yet_supported_fields_warn_only_where_set() -> None:
 def test_partly_translated_fields_warn_with_their_reason() -> None:
     rule = {
         "host": "r",
-        "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}},
+        "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}},  # honoured for proxies with mesh certificates
         "subsets": [{"name": "a", "labels": {"v": "a"}, "trafficPolicy": {"tls": {"mode": "SIMPLE"}}}],
     }
-    assert warnings("DestinationRule", rule) == {
-        ("spec.trafficPolicy.tls.mode", ISTIO_MUTUAL_MESSAGE),
-    }
+    assert warnings("DestinationRule", rule) == set()
     labelled = vs(match=[{"sourceLabels": {"app": "x"}}, {"sourceLabels": {"app": "y"}, "gateways": ["gw"]}])
     # sourceLabels apply to sidecars too (their views carry the labels selectors name).
     assert warnings("VirtualService", labelled) == set()

@@ -16,9 +16,10 @@ where the field is set (for a scalar: set to a non-default value). Why each is l
 * MeshConfig: proxy bootstrap, ingress, telemetry and mTLS settings outside pilot's translation.
 
 ``_translation_notes`` warns about set fields that pilot honours only in part, each with its own
-message: DestinationRule ``tls`` with ``ISTIO_MUTUAL`` or ``credentialName``; Sidecar ingress ``tls``
-(Istio ignores it too unless ENABLE_TLS_ON_SIDECAR_INGRESS is set) and egress listeners that bind a
-unix socket.
+message: DestinationRule ``tls`` with ``credentialName``; Sidecar ingress ``tls`` (Istio ignores it too
+unless ENABLE_TLS_ON_SIDECAR_INGRESS is set) and egress listeners that bind a unix socket.
+(``ISTIO_MUTUAL`` is honoured for proxies run by ``pilot agent``; translation warns when a proxy
+without mesh certificates is sent plaintext.)
 """
 
 from __future__ import annotations
@@ -62,19 +63,13 @@ NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
         *_traffic_policy("trafficPolicy"),
         *_traffic_policy("subsets[].trafficPolicy"),
     ),
-    kinds.SERVICE_ENTRY: (
-        "endpoints[].network",
-        "endpoints[].serviceAccount",
-    ),
+    kinds.SERVICE_ENTRY: ("endpoints[].network",),
     kinds.GATEWAY: (
         # Also not implemented by Istio. Servers pilot cannot serve at all (credentialName,
         # ISTIO_MUTUAL, AUTO_PASSTHROUGH, unix sockets) are warned about by validation/gateway.py.
         "servers[].defaultEndpoint",
     ),
-    kinds.WORKLOAD_ENTRY: (
-        "network",
-        "serviceAccount",
-    ),
+    kinds.WORKLOAD_ENTRY: ("network",),
     kinds.SIDECAR: (),
     kinds.WORKLOAD_GROUP: (
         "metadata",
@@ -95,8 +90,6 @@ NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
         "accessLogFormat",
         "accessLogEncoding",
         "inboundTrafficPolicy",
-        "enableAutoMtls",
-        "trustDomain",
         "trustDomainAliases",
         "inboundClusterStatName",
         "outboundClusterStatName",
@@ -106,10 +99,6 @@ NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
 }
 
 
-ISTIO_MUTUAL_MESSAGE = (
-    "ISTIO_MUTUAL needs Istio's certificate authority (mesh certificates from its node agent), which pilot "
-    "does not run: connections stay plaintext"
-)
 CREDENTIAL_NAME_MESSAGE = (
     "pilot reads no Kubernetes secrets: as Istio does for sidecars, no TLS is originated with "
     "credentialName; give clientCertificate, privateKey and caCertificates files instead"
@@ -120,7 +109,6 @@ _POLICIES = (
     "subsets[].trafficPolicy",
     "subsets[].trafficPolicy.portLevelSettings[]",
 )
-ISTIO_MUTUAL = 3  # ClientTLSSettings.TLSmode.ISTIO_MUTUAL
 SIDECAR_INGRESS_TLS_MESSAGE = (
     f"{NOT_YET_SUPPORTED_MESSAGE}, as by Istio unless ENABLE_TLS_ON_SIDECAR_INGRESS is set: the port's "
     "traffic is passed on as it arrives"
@@ -156,9 +144,7 @@ def _translation_notes(kind: str, spec: Message, path: str, report: Report) -> N
     if kind == kinds.DESTINATION_RULE:
         for policy in _POLICIES:
             for where, tls in find_values(spec, f"{policy}.tls".split("."), path):
-                if tls.mode == ISTIO_MUTUAL:
-                    report.warn(at(where, "mode"), ISTIO_MUTUAL_MESSAGE)
-                elif tls.credential_name:
+                if tls.credential_name:
                     report.warn(at(where, "credentialName"), CREDENTIAL_NAME_MESSAGE)
 
 

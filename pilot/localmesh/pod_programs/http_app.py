@@ -1,5 +1,6 @@
-"""An app: answers every HTTP GET with JSON naming itself, the peer it saw and the address it was
-reached at. argv: NAME PORT [PORT...]. Prints ``listening`` once every port is bound."""
+"""An app: answers every HTTP GET with JSON naming itself, the peer it saw, the address it was
+reached at and the ``x-forwarded-client-cert`` its sidecar added (the mTLS peer's identity).
+argv: NAME PORT [PORT...]. Prints ``listening`` once every port is bound."""
 
 import json
 import sys
@@ -15,6 +16,7 @@ class Handler(BaseHTTPRequestHandler):
                 "app": sys.argv[1],
                 "peer": f"{self.client_address[0]}:{self.client_address[1]}",
                 "reached": f"{local[0]}:{local[1]}",
+                "client_cert": self.headers.get("x-forwarded-client-cert", ""),
             }
         ).encode()
         self.send_response(200)
