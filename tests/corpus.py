@@ -42,11 +42,26 @@ def is_not_served(document: dict[str, Any]) -> bool:
     return kinds.resolve(str(document.get("apiVersion", "")), str(document.get("kind", ""))).not_served
 
 
+def is_gateway_api(document: dict[str, Any]) -> bool:
+    """A Kubernetes Gateway API object (gateway.networking.k8s.io; its ``Gateway`` is not Istio's)."""
+    return kinds.split_api_version(str(document.get("apiVersion", "")))[0] == kinds.GATEWAY_API_GROUP
+
+
 def served_documents(path: Path) -> list[dict[str, Any]]:
-    """The documents of a corpus file whose apiVersion and kind pilot serves. The corpus also holds
-    what pilot does not read: security.istio.io policies, Kubernetes Gateway API objects (whose
-    ``Gateway`` is not Istio's) and core objects."""
-    return [doc for doc in documents(path) if is_served(doc)]
+    """The documents of a corpus file of the Istio kinds pilot serves. The corpus also holds what
+    pilot does not read (security.istio.io policies, core objects) and the Kubernetes Gateway API
+    objects, which pilot converts into Istio ones (``gateway_api_documents``)."""
+    return [doc for doc in documents(path) if is_served(doc) and not is_gateway_api(doc)]
+
+
+def gateway_api_documents(path: Path) -> list[dict[str, Any]]:
+    """The documents of a corpus file of the Gateway API kinds pilot serves."""
+    return [doc for doc in documents(path) if is_served(doc) and is_gateway_api(doc)]
+
+
+def gateway_api_files() -> list[Path]:
+    """The corpus files holding at least one Gateway API object pilot serves."""
+    return [path for path in all_files() if gateway_api_documents(path)]
 
 
 def all_files() -> list[Path]:

@@ -21,7 +21,14 @@ from pilot.config.parse import parse_text
 from pilot.translate.proxy import NodeType, ProxyView
 from pilot.translate.snapshot import generate_messages, inconsistencies
 from tests import factories
-from tests.corpus import CORPUS, all_files, gateway_selectors, served_files, synthetic_service_entries
+from tests.corpus import (
+    CORPUS,
+    all_files,
+    gateway_api_files,
+    gateway_selectors,
+    served_files,
+    synthetic_service_entries,
+)
 from tests.support import EnvoyProcess, PilotProcess, failure_logs, wait_until
 from tests.translate.golden import ENVOY, TEST_CERT, TEST_KEY, envoy_validate, static_bootstrap
 
@@ -29,6 +36,7 @@ pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no corpus at {CORP
 
 FILES = all_files()
 SERVED_FILES = served_files()
+GATEWAY_API_FILES = gateway_api_files()
 DEFAULT_ROUTER_LABELS = (("istio", "ingressgateway"),)
 
 
@@ -63,7 +71,8 @@ def views(objects: list[ConfigObject]) -> list[ProxyView]:
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_corpus_file_is_valid(path: Path) -> None:
     objects = load(path)
-    assert bool(objects) == (path in SERVED_FILES), f"{path.name}: objects {objects}"
+    served = path in SERVED_FILES or path in GATEWAY_API_FILES
+    assert bool(objects) == served, f"{path.name}: objects {objects}"
 
 
 @pytest.mark.skipif(not ENVOY.exists(), reason="no envoy binary in .venv")
