@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 from pilot.config import kinds
-from pilot.config.objects import ConfigObject
+from pilot.config.gateway_api.convert import convert, spec_of
+from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.translate import hosts
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "istio"
@@ -165,10 +166,32 @@ def _declared(objects: Iterable[ConfigObject]) -> set[str]:
     return out
 
 
+def _gateway_api_parents(found: _Hosts, obj: ConfigObject) -> None:
+    """The Services a Gateway API route names as its parent (GAMMA)."""
+    spec = spec_of(obj)
+    for ref in spec.get("parentRefs", ()):
+        if ref.get("kind") == "Service" and ref.get("group", "") == "":
+            namespace = ref.get("namespace", obj.namespace)
+            found.add(f"{ref['name']}.{namespace}.svc.cluster.local", namespace, int(ref.get("port", 0)))
+
+
+def with_gateway_api(objects: list[ConfigObject]) -> list[ConfigObject]:
+    """``objects`` and the Istio objects their Gateway API objects convert to."""
+    return [*objects, *convert(store_objects(objects)).objects]
+
+
+def store_objects(objects: Iterable[ConfigObject]) -> dict[ConfigKey, ConfigObject]:
+    return {obj.key: obj for obj in objects}
+
+
 def synthetic_service_entries(objects: list[ConfigObject]) -> list[dict[str, Any]]:
-    """ServiceEntry documents (dicts) for every host the objects name and do not declare."""
+    """ServiceEntry documents (dicts) for every host the objects name and do not declare (the
+    Gateway API's included: the hosts of the VirtualServices they convert to, and their parents)."""
     found = _Hosts()
     for obj in objects:
+        if obj.kind in (kinds.HTTP_ROUTE, kinds.GRPC_ROUTE):
+            _gateway_api_parents(found, obj)
+    for obj in with_gateway_api(objects):
         if obj.kind == "VirtualService":
             _virtual_service(found, obj)
         elif obj.kind == "DestinationRule":
@@ -209,9 +232,10 @@ def synthetic_service_entries(objects: list[ConfigObject]) -> list[dict[str, Any
 
 
 def gateway_selectors(objects: Iterable[ConfigObject]) -> list[tuple[tuple[str, str], ...]]:
-    """The distinct label selectors of the Gateways among ``objects`` (sorted)."""
+    """The distinct label selectors of the Gateways among ``objects`` (sorted), and of those their
+    Gateway API objects convert to."""
     selectors = set()
-    for obj in objects:
+    for obj in with_gateway_api(list(objects)):
         if obj.kind == "Gateway":
             spec: Any = obj.spec
             selectors.add(tuple(sorted(spec.selector.items())))

@@ -76,7 +76,7 @@ def test_corpus_file_is_valid(path: Path) -> None:
 
 
 @pytest.mark.skipif(not ENVOY.exists(), reason="no envoy binary in .venv")
-@pytest.mark.parametrize("path", SERVED_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted({*SERVED_FILES, *GATEWAY_API_FILES}), ids=lambda p: p.stem)
 def test_corpus_translation_accepted_by_envoy(path: Path, tmp_path: Path) -> None:
     objects = with_services(load(path))
     context = factories.push_context(*objects)

@@ -22,6 +22,7 @@ from google.protobuf.json_format import MessageToDict
 
 from pilot import metrics
 from pilot.cache.snapshot import Resource, Snapshot
+from pilot.config.gateway_api.convert import convert as convert_gateway_api
 from pilot.config.objects import FieldError
 from pilot.config.store import ConfigStore, StoreSnapshot
 from pilot.server.status import ConnectionStatus, TypeStatus, bounded_text
@@ -235,7 +236,9 @@ def field_error(error: FieldError) -> Json:
 
 
 def configz(snapshot: StoreSnapshot, errors: Sequence[FieldError]) -> Json:
-    """Every object the store holds (spec in the YAML's camelCase names) and every current problem."""
+    """Every object the store holds (spec in the YAML's camelCase names) and every current problem;
+    a Gateway API object also has the ``status`` its conversion gives it (conditions with reasons)."""
+    status = convert_gateway_api(snapshot.objects).status
     objects = [
         {
             "kind": obj.kind,
@@ -247,8 +250,9 @@ def configz(snapshot: StoreSnapshot, errors: Sequence[FieldError]) -> Json:
             "labels": dict(obj.labels),
             "annotations": dict(obj.annotations),
             "spec": MessageToDict(obj.spec),
+            **({"status": status[key]} if key in status else {}),
         }
-        for _, obj in sorted(snapshot.objects.items())
+        for key, obj in sorted(snapshot.objects.items())
     ]
     return {"revision": snapshot.revision, "objects": objects, "errors": [field_error(e) for e in errors]}
 
