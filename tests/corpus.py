@@ -166,13 +166,17 @@ def _declared(objects: Iterable[ConfigObject]) -> set[str]:
     return out
 
 
-def _gateway_api_parents(found: _Hosts, obj: ConfigObject) -> None:
-    """The Services a Gateway API route names as its parent (GAMMA)."""
+def _gateway_api_services(found: _Hosts, obj: ConfigObject) -> None:
+    """The Services a Gateway API route names: its parents (GAMMA) and its backends."""
     spec = spec_of(obj)
-    for ref in spec.get("parentRefs", ()):
-        if ref.get("kind") == "Service" and ref.get("group", "") == "":
+    refs = [*spec.get("parentRefs", ())]
+    refs += [ref for rule in spec.get("rules", ()) for ref in rule.get("backendRefs", ())]
+    protocol = {kinds.TCP_ROUTE: "TCP", kinds.TLS_ROUTE: "TLS"}.get(obj.kind, "HTTP")
+    for ref in refs:
+        if ref.get("kind", "Service") == "Service" and ref.get("group", "") == "":
             namespace = ref.get("namespace", obj.namespace)
-            found.add(f"{ref['name']}.{namespace}.svc.cluster.local", namespace, int(ref.get("port", 0)))
+            host = f"{ref['name']}.{namespace}.svc.cluster.local"
+            found.add(host, namespace, int(ref.get("port", 0)), protocol)
 
 
 def with_gateway_api(objects: list[ConfigObject]) -> list[ConfigObject]:
@@ -189,8 +193,8 @@ def synthetic_service_entries(objects: list[ConfigObject]) -> list[dict[str, Any
     Gateway API's included: the hosts of the VirtualServices they convert to, and their parents)."""
     found = _Hosts()
     for obj in objects:
-        if obj.kind in (kinds.HTTP_ROUTE, kinds.GRPC_ROUTE):
-            _gateway_api_parents(found, obj)
+        if obj.kind in (kinds.HTTP_ROUTE, kinds.GRPC_ROUTE, kinds.TCP_ROUTE, kinds.TLS_ROUTE):
+            _gateway_api_services(found, obj)
     for obj in with_gateway_api(objects):
         if obj.kind == "VirtualService":
             _virtual_service(found, obj)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pilot.config.gateway_api.convert import convert
 from pilot.config.objects import ConfigObject
 from pilot.config.parse import parse_text
 from pilot.translate.proxy import NodeType, ProxyView
@@ -27,6 +28,7 @@ from tests.corpus import (
     gateway_api_files,
     gateway_selectors,
     served_files,
+    store_objects,
     synthetic_service_entries,
 )
 from tests.support import EnvoyProcess, PilotProcess, failure_logs, wait_until
@@ -85,6 +87,34 @@ def test_corpus_translation_accepted_by_envoy(path: Path, tmp_path: Path) -> Non
         assert inconsistencies(messages) == [], f"{view}"
         result = envoy_validate(static_bootstrap(messages), tmp_path)
         assert result.returncode == 0, f"envoy rejected {path.name} for {view}:\n{result.stderr[-3000:]}"
+
+
+def test_corpus_gateway_api_routes_attach_as_the_spec_says() -> None:
+    """The whole corpus (each key from the file that sorts first, as the store keeps it): every route
+    is Accepted by its parent, but for the two the spec and pilot refuse, with their reasons."""
+    objects: dict[Any, ConfigObject] = {}
+    for path in FILES:
+        for obj in load(path):
+            objects.setdefault(obj.key, obj)
+    status = convert(store_objects(with_services(list(objects.values())))).status
+    refused = {
+        (key.kind, key.name, parent["parentRef"]["name"]): (condition["type"], condition["reason"])
+        for key, value in status.items()
+        for parent in value.get("parents", ())
+        for condition in parent["conditions"]
+        if condition["status"] != "True"
+    }
+    assert len(status) >= 15
+    assert refused == {
+        # A TLSRoute whose parent is an Istio ServiceEntry: mesh routing of TLS is not supported.
+        ("TLSRoute", "direct-cnn-to-egress-gateway", "cnn"): ("Accepted", "UnsupportedValue"),
+        # Gateway default/cnn-egress-gateway comes from the HTTP variant of the file (it sorts first):
+        # its only listener is HTTP, which a TLSRoute cannot attach to.
+        ("TLSRoute", "forward-cnn-from-egress-gateway", "cnn-egress-gateway"): (
+            "Accepted",
+            "NotAllowedByListeners",
+        ),
+    }
 
 
 # --- the whole corpus over ADS ---------------------------------------------------------------------
