@@ -4,11 +4,18 @@ folder, a real Envoy started as the router istiod would deploy for that Gateway 
 
 One module-scoped router serves every test: a 90/10 split, a header match, a URLRewrite, a
 RequestRedirect, a RequestHeaderModifier, and a route to a backend in another namespace that is
-refused (500, ResolvedRefs=False RefNotPermitted in /debug/configz) until a ReferenceGrant is written.
+refused (500, ResolvedRefs=False RefNotPermitted in /debug/configz) until a ReferenceGrant is written;
+an HTTPS listener terminating TLS with a test-made certificate (folder mode: the files of Secret
+infra/edge-cert under the listener's ``pilot.io/certificate-root``), and a TLS listener passing
+connections through, by SNI, to a backend that terminates TLS itself.
 """
 
 from __future__ import annotations
 
+import shutil
+import socket
+import ssl
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -21,15 +28,22 @@ import yaml
 
 from pilot.localmesh.config_files import write_atomically
 from pilot.localmesh.loopback import HttpClient
+from tests.e2e.test_gateway import https_get
 from tests.support import Backend, EnvoyProcess, PilotProcess, failure_logs, free_port, get, wait_until
+from tests.support.certs import Certificates, make_certificates, openssl_available
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not openssl_available(), reason="no openssl command to make certificates"),
+]
 
 LOOPBACK = "127.0.0.1"
 ROUTER_NODE = "router~127.0.0.1~edge-istio-7d4f.infra~infra.svc.cluster.local"
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 SHOP = "shop.example.com"
 CROSS = "cross.example.com"
+SECURE = "secure.example.com"
+VAULT = "vault.example.com"
 GRANT = {
     "apiVersion": "gateway.networking.k8s.io/v1beta1",
     "kind": "ReferenceGrant",
@@ -42,14 +56,62 @@ GRANT = {
 
 
 @dataclass
+class Ports:
+    http: int
+    https: int
+    tls: int
+    vault: int  # the TLS backend's
+
+
+@dataclass
 class Router:
     pilot: PilotProcess
     envoy: EnvoyProcess
     config_dir: Path
     port: int
+    ports: Ports
+    edge_certs: Certificates
+    vault_certs: Certificates
 
 
-def service(name: str, namespace: str, backend: Backend) -> dict[str, Any]:
+class TlsBackend:
+    """A backend that terminates TLS itself (what a passthrough listener forwards to): answers every
+    request with 200 and the body ``vault``."""
+
+    def __init__(self, certs: Certificates) -> None:
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(certs.cert, certs.key)
+        self.sock = socket.create_server((LOOPBACK, 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, name="tls-backend", daemon=True)
+
+    def serve(self) -> None:
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return  # closed by stop()
+            try:
+                with self.context.wrap_socket(raw, server_side=True) as conn:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nvault")
+            except (OSError, ssl.SSLError):
+                raw.close()
+
+    def start(self) -> TlsBackend:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close alone does not
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(timeout=5.0)
+
+
+def service(name: str, namespace: str, port: int, protocol: str = "HTTP") -> dict[str, Any]:
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "ServiceEntry",
@@ -58,21 +120,22 @@ def service(name: str, namespace: str, backend: Backend) -> dict[str, Any]:
             "hosts": [f"{name}.{namespace}.svc.cluster.local"],
             "location": "MESH_INTERNAL",
             "resolution": "STATIC",
-            "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}],
-            "endpoints": [{"address": LOOPBACK, "ports": {"http": backend.port}}],
+            "ports": [{"number": 8080, "name": "main", "protocol": protocol}],
+            "endpoints": [{"address": LOOPBACK, "ports": {"main": port}}],
         },
     }
 
 
-def config(backends: dict[str, Backend], port: int) -> list[dict[str, Any]]:
+def config(backends: dict[str, Backend], ports: Ports, cert_root: Path) -> list[dict[str, Any]]:
     def ref(name: str, **extra: Any) -> dict[str, Any]:
         return {"name": name, "port": 8080, **extra}
 
     parent = [{"name": "edge", "namespace": "infra"}]
     return [
-        service("v1", "apps", backends["v1"]),
-        service("v2", "apps", backends["v2"]),
-        service("other", "other", backends["other"]),
+        service("v1", "apps", backends["v1"].port),
+        service("v2", "apps", backends["v2"].port),
+        service("other", "other", backends["other"].port),
+        service("vault", "apps", ports.vault, "TLS"),
         {
             "apiVersion": GATEWAY_API,
             "kind": "Gateway",
@@ -82,10 +145,29 @@ def config(backends: dict[str, Backend], port: int) -> list[dict[str, Any]]:
                 "listeners": [
                     {
                         "name": "web",
-                        "port": port,
+                        "port": ports.http,
                         "protocol": "HTTP",
                         "allowedRoutes": {"namespaces": {"from": "All"}},
-                    }
+                    },
+                    {
+                        "name": "secure",
+                        "port": ports.https,
+                        "protocol": "HTTPS",
+                        "hostname": SECURE,
+                        "tls": {
+                            "certificateRefs": [{"name": "edge-cert"}],
+                            "options": {"pilot.io/certificate-root": str(cert_root)},
+                        },
+                        "allowedRoutes": {"namespaces": {"from": "All"}},
+                    },
+                    {
+                        "name": "passthrough",
+                        "port": ports.tls,
+                        "protocol": "TLS",
+                        "hostname": VAULT,
+                        "tls": {"mode": "Passthrough"},
+                        "allowedRoutes": {"namespaces": {"from": "All"}},
+                    },
                 ],
             },
         },
@@ -156,6 +238,25 @@ def config(backends: dict[str, Backend], port: int) -> list[dict[str, Any]]:
         {
             "apiVersion": GATEWAY_API,
             "kind": "HTTPRoute",
+            "metadata": {"name": "secure", "namespace": "apps"},
+            "spec": {
+                "parentRefs": [{"name": "edge", "namespace": "infra", "sectionName": "secure"}],
+                "rules": [{"backendRefs": [ref("v1")]}],
+            },
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+            "kind": "TLSRoute",
+            "metadata": {"name": "vault", "namespace": "apps"},
+            "spec": {
+                "parentRefs": [{"name": "edge", "namespace": "infra", "sectionName": "passthrough"}],
+                "hostnames": [VAULT],
+                "rules": [{"backendRefs": [ref("vault")]}],
+            },
+        },
+        {
+            "apiVersion": GATEWAY_API,
+            "kind": "HTTPRoute",
             "metadata": {"name": "cross", "namespace": "apps"},
             "spec": {
                 "parentRefs": parent,
@@ -169,16 +270,23 @@ def config(backends: dict[str, Backend], port: int) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
     root = tmp_path_factory.mktemp("gateway-api")
-    port = free_port()
+    edge_certs = make_certificates(root / "edge-certs", [SECURE])
+    vault_certs = make_certificates(root / "vault-certs", [VAULT])
+    secret = root / "gateway-certs" / "infra" / "edge-cert"  # Secret infra/edge-cert, as files
+    secret.mkdir(parents=True)
+    shutil.copy(edge_certs.cert, secret / "tls.crt")
+    shutil.copy(edge_certs.key, secret / "tls.key")
     with ExitStack() as stack:  # stops everything started, last first, also on failure
         backends = {version: Backend(version).start() for version in ("v1", "v2", "other")}
         for backend in backends.values():
             stack.callback(backend.stop)
+        vault = TlsBackend(vault_certs).start()
+        stack.callback(vault.stop)
+        ports = Ports(free_port(), free_port(), free_port(), vault.port)
         config_dir = root / "config"
         config_dir.mkdir()
-        write_atomically(
-            config_dir / "gateway.yaml", yaml.safe_dump_all(config(backends, port), sort_keys=False)
-        )
+        text = yaml.safe_dump_all(config(backends, ports, root / "gateway-certs"), sort_keys=False)
+        write_atomically(config_dir / "gateway.yaml", text)
         pilot = PilotProcess(config_dir, root / "pilot.log")
         envoy = EnvoyProcess(
             ROUTER_NODE,
@@ -192,8 +300,9 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
             stack.callback(failure_logs.unwatch, process)
             stack.callback(process.stop)
             process.start()
-        envoy.wait_listener(f"0.0.0.0_{port}", timeout=20.0)
-        yield Router(pilot, envoy, config_dir, port)
+        for port in (ports.http, ports.https, ports.tls):
+            envoy.wait_listener(f"0.0.0.0_{port}", timeout=20.0)
+        yield Router(pilot, envoy, config_dir, ports.http, ports, edge_certs, vault_certs)
 
 
 def shop(router: Router, path: str, headers: dict[str, str] | None = None) -> Any:
@@ -256,6 +365,36 @@ def test_cross_namespace_backend_admitted_only_with_a_reference_grant(router: Ro
     )
     granted = {c["type"]: c["reason"] for c in route_status(router, "cross")}
     assert granted == {"Accepted": "Accepted", "ResolvedRefs": "ResolvedRefs"}
+
+
+TLS_ERRORS = (OSError, ssl.SSLError)
+
+
+def test_https_listener_terminates_tls_with_the_secrets_files(router: Router) -> None:
+    def served() -> dict[str, Any] | None:
+        status, body = https_get(router.ports.https, SECURE, router.edge_certs.ca)
+        return body if status == 200 else None
+
+    body = wait_until(served, 15.0, 0.1, "HTTPS through the Gateway API listener", ignore=TLS_ERRORS)
+    assert body is not None and body["version"] == "v1"
+    assert body["headers"]["x-forwarded-proto"] == "https"
+
+
+def test_tls_listener_passes_through_to_the_backend_by_sni(router: Router) -> None:
+    def passthrough() -> bytes | None:
+        context = ssl.create_default_context(cafile=str(router.vault_certs.ca))  # the backend's CA
+        with socket.create_connection((LOOPBACK, router.ports.tls), timeout=5.0) as raw:
+            with context.wrap_socket(raw, server_hostname=VAULT) as tls:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: vault.example.com\r\n\r\n")
+                reply = b""
+                while chunk := tls.recv(4096):
+                    reply += chunk
+        return reply if reply.endswith(b"vault") else None
+
+    # The backend's certificate (not the gateway's) proves the connection was passed through.
+    wait_until(passthrough, 15.0, 0.1, "TLS passthrough", ignore=TLS_ERRORS)
+    with pytest.raises(TLS_ERRORS):  # another SNI matches no filter chain
+        https_get(router.ports.tls, "other.example.com", None)
 
 
 def test_envoy_accepted_every_update(router: Router) -> None:

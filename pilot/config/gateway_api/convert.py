@@ -32,6 +32,8 @@ from pilot.config import kinds
 from pilot.config.gateway_api import conditions as cond
 from pilot.config.gateway_api.conditions import Condition
 from pilot.config.gateway_api.references import (
+    CERTIFICATE_ROOT,
+    CERTIFICATE_ROOT_OPTION,
     GATEWAY_API_GROUP,
     ISTIO_GROUP,
     References,
@@ -253,7 +255,8 @@ class _Converter:
             if tls.get("mode", "Terminate") == "Passthrough":
                 server["tls"] = {"mode": "PASSTHROUGH"}
             else:
-                files = certificate_files(tls["certificateRefs"][0], gateway.namespace, self.references)
+                root = tls.get("options", {}).get(CERTIFICATE_ROOT_OPTION, CERTIFICATE_ROOT)
+                files = certificate_files(tls["certificateRefs"][0], gateway.namespace, self.references, root)
                 if isinstance(files, Condition):
                     listener.conditions.append(files)
                     return

@@ -18,9 +18,11 @@ from pilot.config.gateway_api.conditions import Condition
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 ISTIO_GROUP = "networking.istio.io"
 DOMAIN_SUFFIX = "cluster.local"  # Istio's default; pilot's --kube services use it too
-# Folder mode has no Secrets: a certificateRef to Secret NS/NAME is read from these files on the
-# router's host (docs/gateway-api.md).
+# Folder mode has no Secrets: a certificateRef to Secret NS/NAME is read by the router's Envoy from
+# ROOT/NS/NAME/tls.crt and tls.key (the keys of a kubernetes.io/tls Secret), ROOT being this folder
+# unless the listener's ``tls.options`` names another (docs/gateway-api.md).
 CERTIFICATE_ROOT = "/etc/pilot/gateway-certs"
+CERTIFICATE_ROOT_OPTION = "pilot.io/certificate-root"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,7 @@ def resolve_backend(
 
 
 def certificate_files(
-    ref: Mapping[str, Any], gateway_namespace: str, references: References
+    ref: Mapping[str, Any], gateway_namespace: str, references: References, root: str = CERTIFICATE_ROOT
 ) -> tuple[str, str] | Condition:
     """The (certificate, key) files of a listener's certificateRef, or why it cannot be used."""
     group, kind = ref.get("group", ""), ref.get("kind", "Secret")
@@ -127,5 +129,5 @@ def certificate_files(
             f"certificateRef Secret {namespace}/{name} is in another namespace; no ReferenceGrant allows it"
         )
         return Condition(cond.RESOLVED_REFS, False, cond.REF_NOT_PERMITTED, message)
-    folder = f"{CERTIFICATE_ROOT}/{namespace}/{name}"
+    folder = f"{root.rstrip('/')}/{namespace}/{name}"
     return f"{folder}/tls.crt", f"{folder}/tls.key"
