@@ -7,7 +7,8 @@ RequestRedirect, a RequestHeaderModifier, and a route to a backend in another na
 refused (500, ResolvedRefs=False RefNotPermitted in /debug/configz) until a ReferenceGrant is written;
 an HTTPS listener terminating TLS with a test-made certificate (folder mode: the files of Secret
 infra/edge-cert under the listener's ``pilot.io/certificate-root``), and a TLS listener passing
-connections through, by SNI, to a backend that terminates TLS itself.
+connections through, by SNI, to a backend that terminates TLS itself. A sidecar Envoy in namespace
+apps shows GAMMA: an HTTPRoute whose parent is Service reviews changes where its requests for reviews go.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ pytestmark = [
 
 LOOPBACK = "127.0.0.1"
 ROUTER_NODE = "router~127.0.0.1~edge-istio-7d4f.infra~infra.svc.cluster.local"
+SIDECAR_NODE = "sidecar~127.0.0.1~client-5c9b.apps~apps.svc.cluster.local"
+REVIEWS = "reviews.apps.svc.cluster.local"
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 SHOP = "shop.example.com"
 CROSS = "cross.example.com"
@@ -61,6 +64,8 @@ class Ports:
     https: int
     tls: int
     vault: int  # the TLS backend's
+    service: int  # the HTTP services' port (a free one: the sidecar binds it)
+    vault_service: int  # the TLS service's port
 
 
 @dataclass
@@ -72,6 +77,7 @@ class Router:
     ports: Ports
     edge_certs: Certificates
     vault_certs: Certificates
+    sidecar: EnvoyProcess
 
 
 class TlsBackend:
@@ -111,7 +117,7 @@ class TlsBackend:
         self.thread.join(timeout=5.0)
 
 
-def service(name: str, namespace: str, port: int, protocol: str = "HTTP") -> dict[str, Any]:
+def service(name: str, namespace: str, number: int, port: int, protocol: str = "HTTP") -> dict[str, Any]:
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "ServiceEntry",
@@ -120,7 +126,7 @@ def service(name: str, namespace: str, port: int, protocol: str = "HTTP") -> dic
             "hosts": [f"{name}.{namespace}.svc.cluster.local"],
             "location": "MESH_INTERNAL",
             "resolution": "STATIC",
-            "ports": [{"number": 8080, "name": "main", "protocol": protocol}],
+            "ports": [{"number": number, "name": "main", "protocol": protocol}],
             "endpoints": [{"address": LOOPBACK, "ports": {"main": port}}],
         },
     }
@@ -128,14 +134,16 @@ def service(name: str, namespace: str, port: int, protocol: str = "HTTP") -> dic
 
 def config(backends: dict[str, Backend], ports: Ports, cert_root: Path) -> list[dict[str, Any]]:
     def ref(name: str, **extra: Any) -> dict[str, Any]:
-        return {"name": name, "port": 8080, **extra}
+        number = ports.vault_service if name == "vault" else ports.service
+        return {"name": name, "port": number, **extra}
 
     parent = [{"name": "edge", "namespace": "infra"}]
     return [
-        service("v1", "apps", backends["v1"].port),
-        service("v2", "apps", backends["v2"].port),
-        service("other", "other", backends["other"].port),
-        service("vault", "apps", ports.vault, "TLS"),
+        service("v1", "apps", ports.service, backends["v1"].port),
+        service("v2", "apps", ports.service, backends["v2"].port),
+        service("other", "other", ports.service, backends["other"].port),
+        service("reviews", "apps", ports.service, backends["v1"].port),
+        service("vault", "apps", ports.vault_service, ports.vault, "TLS"),
         {
             "apiVersion": GATEWAY_API,
             "kind": "Gateway",
@@ -282,7 +290,7 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
             stack.callback(backend.stop)
         vault = TlsBackend(vault_certs).start()
         stack.callback(vault.stop)
-        ports = Ports(free_port(), free_port(), free_port(), vault.port)
+        ports = Ports(free_port(), free_port(), free_port(), vault.port, free_port(), free_port())
         config_dir = root / "config"
         config_dir.mkdir()
         text = yaml.safe_dump_all(config(backends, ports, root / "gateway-certs"), sort_keys=False)
@@ -295,14 +303,16 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
             metadata={"LABELS": {"gateway.networking.k8s.io/gateway-name": "edge"}},
             name="envoy-edge",
         )
-        for process in (pilot, envoy):
+        sidecar = EnvoyProcess(SIDECAR_NODE, pilot.xds_port, root, name="envoy-client")
+        for process in (pilot, envoy, sidecar):
             failure_logs.watch(process)
             stack.callback(failure_logs.unwatch, process)
             stack.callback(process.stop)
             process.start()
         for port in (ports.http, ports.https, ports.tls):
             envoy.wait_listener(f"0.0.0.0_{port}", timeout=20.0)
-        yield Router(pilot, envoy, config_dir, ports.http, ports, edge_certs, vault_certs)
+        sidecar.wait_listener(f"0.0.0.0_{ports.service}", timeout=20.0)
+        yield Router(pilot, envoy, config_dir, ports.http, ports, edge_certs, vault_certs, sidecar)
 
 
 def shop(router: Router, path: str, headers: dict[str, str] | None = None) -> Any:
@@ -397,6 +407,33 @@ def test_tls_listener_passes_through_to_the_backend_by_sni(router: Router) -> No
         https_get(router.ports.tls, "other.example.com", None)
 
 
+def test_service_parent_routes_the_sidecars_requests_gamma(router: Router) -> None:
+    def version(headers: dict[str, str]) -> str | None:
+        return get(router.ports.service, "/", headers={"Host": REVIEWS, **headers}).version
+
+    wait_until(lambda: version({}) == "v1", 15.0, 0.1, "reviews through the sidecar")
+    assert version({"x-canary": "yes"}) == "v1"  # no route yet: the service's own endpoint
+    route = {
+        "apiVersion": GATEWAY_API,
+        "kind": "HTTPRoute",
+        "metadata": {"name": "reviews-canary", "namespace": "apps"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "reviews", "port": router.ports.service}],
+            "rules": [
+                {
+                    "matches": [{"headers": [{"name": "x-canary", "value": "yes"}]}],
+                    "backendRefs": [{"name": "v2", "port": router.ports.service}],
+                },
+                {"backendRefs": [{"name": "reviews", "port": router.ports.service}]},
+            ],
+        },
+    }
+    write_atomically(router.config_dir / "gamma.yaml", yaml.safe_dump(route))
+    wait_until(lambda: version({"x-canary": "yes"}) == "v2", 15.0, 0.1, "the GAMMA route in the sidecar")
+    assert version({}) == "v1"
+
+
 def test_envoy_accepted_every_update(router: Router) -> None:
-    assert router.envoy.configured()
-    assert router.envoy.rejected_updates() == {}, router.envoy.log_tail(30)
+    for envoy in (router.envoy, router.sidecar):
+        assert envoy.configured()
+        assert envoy.rejected_updates() == {}, envoy.log_tail(30)
