@@ -377,3 +377,12 @@ def test_docs_name_the_conventions_the_code_uses() -> None:
         "tls.key",
     ):
         assert constant in text
+
+
+def test_the_same_objects_give_the_same_conversion_without_converting_again() -> None:
+    first = objects(SERVICES, GATEWAY, ROUTES)
+    conversion = convert(first)
+    assert convert(dict(first)) is conversion  # the same objects: the last answer
+    edited = objects(SERVICES, GATEWAY, ROUTES, GRANT)  # new objects (parsed again), one more
+    assert convert(edited) is not conversion
+    assert conditions(convert(edited), kinds.HTTP_ROUTE, "apps", "cross")[0][1][2] == "ResolvedRefs"

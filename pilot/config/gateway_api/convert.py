@@ -20,8 +20,10 @@ errors and ``/debug/configz`` point at the user's file.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from google.protobuf import json_format
@@ -491,15 +493,32 @@ def _on_port(route: Json, port: int) -> Json:
 
 def convert(objects: Mapping[ConfigKey, ConfigObject]) -> Conversion:
     """The Istio Gateways and VirtualServices of the Gateway API objects among ``objects``, and the
-    status of each of those. Pure: reads only ``objects``."""
-    if not any(key.kind in _GATEWAY_API_KINDS for key in objects):
+    status of each of those. Pure: reads only ``objects``; the last answer is kept and given again
+    while the objects it read are the same (identical) ones, as they are between two store
+    revisions that changed other kinds (1,000 HTTPRoutes take most of a second to convert)."""
+    inputs = tuple(obj for key, obj in objects.items() if key.kind in _READ_KINDS)
+    if not any(obj.key.kind in _GATEWAY_API_KINDS for obj in inputs):
         return Conversion()
+    with _LAST_LOCK:
+        last = _LAST.get("inputs")
+        if last is not None and len(last[0]) == len(inputs):
+            if all(a is b for a, b in zip(last[0], inputs, strict=True)):
+                return last[1]
     converter = _Converter(objects)
     converter.gateways()
     converter.routes()
     converter.virtual_services()
     converter.gateway_status()
-    return Conversion(tuple(converter.outputs), converter.status)
+    conversion = Conversion(tuple(converter.outputs), MappingProxyType(converter.status))
+    with _LAST_LOCK:
+        _LAST["inputs"] = (inputs, conversion)
+    return conversion
 
 
 _GATEWAY_API_KINDS = frozenset(info.kind for info in kinds.GATEWAY_API_KINDS)
+# What the conversion reads: the Gateway API's kinds, the services (for backends and GAMMA parents)
+# and namespaces (for allowedRoutes selectors).
+_READ_KINDS = _GATEWAY_API_KINDS | {kinds.SERVICE_ENTRY, "Namespace"}
+# The last conversion and what it read (the push worker and /debug/configz both convert).
+_LAST: dict[str, tuple[tuple[ConfigObject, ...], Conversion]] = {}
+_LAST_LOCK = threading.Lock()
