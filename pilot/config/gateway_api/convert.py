@@ -181,7 +181,8 @@ class _Converter:
         hosts: dict[str, str] = {}
         entries: dict[tuple[str, str], tuple[str, ...]] = {}
         for entry in by_kind.get(kinds.SERVICE_ENTRY, ()):
-            assert isinstance(entry.spec, nw.ServiceEntry)
+            if not kinds.SERVICE_ENTRY_INFO.holds(entry):
+                continue
             entries[(entry.namespace, entry.name)] = tuple(entry.spec.hosts)
             for host in entry.spec.hosts:
                 hosts.setdefault(host, entry.namespace)
@@ -270,9 +271,9 @@ class _Converter:
         self, kind: str, namespace: str, name: str, spec: Message, data: Json, sources: Iterable[ConfigObject]
     ) -> None:
         json_format.ParseDict(data, spec)
-        origin = ", ".join(
-            sorted({f"{o.origin} [{o.key.kind.split('.')[0]} {o.namespace}/{o.name}]" for o in sources})
-        )
+        named = sorted({f"{o.origin} [{o.key.kind.split('.')[0]} {o.namespace}/{o.name}]" for o in sources})
+        # Many routes can share one hostname: name a few, count the rest.
+        origin = ", ".join(named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
         self.outputs.append(ConfigObject(ConfigKey(kind, namespace, name), ISTIO_API_VERSION, spec, origin))
 
     # -- routes -------------------------------------------------------------------------------------
