@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 from pilot.config import kinds
-from pilot.config.objects import ConfigObject
+from pilot.config.gateway_api.convert import convert, spec_of
+from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.translate import hosts
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "istio"
@@ -42,11 +43,26 @@ def is_not_served(document: dict[str, Any]) -> bool:
     return kinds.resolve(str(document.get("apiVersion", "")), str(document.get("kind", ""))).not_served
 
 
+def is_gateway_api(document: dict[str, Any]) -> bool:
+    """A Kubernetes Gateway API object (gateway.networking.k8s.io; its ``Gateway`` is not Istio's)."""
+    return kinds.split_api_version(str(document.get("apiVersion", "")))[0] == kinds.GATEWAY_API_GROUP
+
+
 def served_documents(path: Path) -> list[dict[str, Any]]:
-    """The documents of a corpus file whose apiVersion and kind pilot serves. The corpus also holds
-    what pilot does not read: security.istio.io policies, Kubernetes Gateway API objects (whose
-    ``Gateway`` is not Istio's) and core objects."""
-    return [doc for doc in documents(path) if is_served(doc)]
+    """The documents of a corpus file of the Istio kinds pilot serves. The corpus also holds what
+    pilot does not read (security.istio.io policies, core objects) and the Kubernetes Gateway API
+    objects, which pilot converts into Istio ones (``gateway_api_documents``)."""
+    return [doc for doc in documents(path) if is_served(doc) and not is_gateway_api(doc)]
+
+
+def gateway_api_documents(path: Path) -> list[dict[str, Any]]:
+    """The documents of a corpus file of the Gateway API kinds pilot serves."""
+    return [doc for doc in documents(path) if is_served(doc) and is_gateway_api(doc)]
+
+
+def gateway_api_files() -> list[Path]:
+    """The corpus files holding at least one Gateway API object pilot serves."""
+    return [path for path in all_files() if gateway_api_documents(path)]
 
 
 def all_files() -> list[Path]:
@@ -150,10 +166,36 @@ def _declared(objects: Iterable[ConfigObject]) -> set[str]:
     return out
 
 
+def _gateway_api_services(found: _Hosts, obj: ConfigObject) -> None:
+    """The Services a Gateway API route names: its parents (GAMMA) and its backends."""
+    spec = spec_of(obj)
+    refs = [*spec.get("parentRefs", ())]
+    refs += [ref for rule in spec.get("rules", ()) for ref in rule.get("backendRefs", ())]
+    protocol = {kinds.TCP_ROUTE: "TCP", kinds.TLS_ROUTE: "TLS"}.get(obj.kind, "HTTP")
+    for ref in refs:
+        if ref.get("kind", "Service") == "Service" and ref.get("group", "") == "":
+            namespace = ref.get("namespace", obj.namespace)
+            host = f"{ref['name']}.{namespace}.svc.cluster.local"
+            found.add(host, namespace, int(ref.get("port", 0)), protocol)
+
+
+def with_gateway_api(objects: list[ConfigObject]) -> list[ConfigObject]:
+    """``objects`` and the Istio objects their Gateway API objects convert to."""
+    return [*objects, *convert(store_objects(objects)).objects]
+
+
+def store_objects(objects: Iterable[ConfigObject]) -> dict[ConfigKey, ConfigObject]:
+    return {obj.key: obj for obj in objects}
+
+
 def synthetic_service_entries(objects: list[ConfigObject]) -> list[dict[str, Any]]:
-    """ServiceEntry documents (dicts) for every host the objects name and do not declare."""
+    """ServiceEntry documents (dicts) for every host the objects name and do not declare (the
+    Gateway API's included: the hosts of the VirtualServices they convert to, and their parents)."""
     found = _Hosts()
     for obj in objects:
+        if obj.kind in (kinds.HTTP_ROUTE, kinds.GRPC_ROUTE, kinds.TCP_ROUTE, kinds.TLS_ROUTE):
+            _gateway_api_services(found, obj)
+    for obj in with_gateway_api(objects):
         if obj.kind == "VirtualService":
             _virtual_service(found, obj)
         elif obj.kind == "DestinationRule":
@@ -194,9 +236,10 @@ def synthetic_service_entries(objects: list[ConfigObject]) -> list[dict[str, Any
 
 
 def gateway_selectors(objects: Iterable[ConfigObject]) -> list[tuple[tuple[str, str], ...]]:
-    """The distinct label selectors of the Gateways among ``objects`` (sorted)."""
+    """The distinct label selectors of the Gateways among ``objects`` (sorted), and of those their
+    Gateway API objects convert to."""
     selectors = set()
-    for obj in objects:
+    for obj in with_gateway_api(list(objects)):
         if obj.kind == "Gateway":
             spec: Any = obj.spec
             selectors.add(tuple(sorted(spec.selector.items())))

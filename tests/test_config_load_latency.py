@@ -88,7 +88,8 @@ async def test_large_files_do_not_hold_up_ready_or_other_edits(tmp_path: Path) -
                 await asyncio.sleep(0.05)
         finally:
             stop.set()
-            prober.join()
+            # Joined off the loop: a probe still waiting for /ready needs the loop to answer it.
+            await asyncio.to_thread(prober.join)
         assert "holds more than 10000 objects" in pilot.store.errors()[0].message
         assert pilot.store.errors()[0].origin == "list.yaml"
     # Measured here: /ready at most ~20-60 ms, edits ~40-90 ms; the bounds leave room for a busy CI box.

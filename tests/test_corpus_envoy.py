@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pilot.config.gateway_api.convert import convert
 from pilot.config.objects import ConfigObject
 from pilot.config.parse import parse_text
 from pilot.translate import hosts
@@ -29,7 +30,15 @@ from pilot.translate.proxy import InterceptionMode, NodeType, Proxy, ProxyView
 from pilot.translate.snapshot import generate_messages, inconsistencies
 from pilot.translate.views import view_of
 from tests import factories
-from tests.corpus import CORPUS, all_files, gateway_selectors, served_files, synthetic_service_entries
+from tests.corpus import (
+    CORPUS,
+    all_files,
+    gateway_api_files,
+    gateway_selectors,
+    served_files,
+    store_objects,
+    synthetic_service_entries,
+)
 from tests.support import EnvoyProcess, PilotProcess, failure_logs, wait_until
 from tests.translate.golden import ENVOY, TEST_CERT, TEST_KEY, envoy_validate, static_bootstrap
 
@@ -37,6 +46,7 @@ pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no corpus at {CORP
 
 FILES = all_files()
 SERVED_FILES = served_files()
+GATEWAY_API_FILES = gateway_api_files()
 DEFAULT_ROUTER_LABELS = (("istio", "ingressgateway"),)
 
 
@@ -94,11 +104,12 @@ def selected_views(objects: list[ConfigObject], context: PushContext) -> list[Pr
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_corpus_file_is_valid(path: Path) -> None:
     objects = load(path)
-    assert bool(objects) == (path in SERVED_FILES), f"{path.name}: objects {objects}"
+    served = path in SERVED_FILES or path in GATEWAY_API_FILES
+    assert bool(objects) == served, f"{path.name}: objects {objects}"
 
 
 @pytest.mark.skipif(not ENVOY.exists(), reason="no envoy binary in .venv")
-@pytest.mark.parametrize("path", SERVED_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted({*SERVED_FILES, *GATEWAY_API_FILES}), ids=lambda p: p.stem)
 def test_corpus_translation_accepted_by_envoy(path: Path, tmp_path: Path) -> None:
     objects = with_services(load(path))
     context = factories.push_context(*objects)
@@ -143,6 +154,34 @@ def test_corpus_translates_in_both_modes() -> None:
             assert inconsistencies(generate_messages(view, context)) == [], f"{path.name}: {view}"
             checked += 1
     assert checked >= 2 * len(SERVED_FILES)
+
+
+def test_corpus_gateway_api_routes_attach_as_the_spec_says() -> None:
+    """The whole corpus (each key from the file that sorts first, as the store keeps it): every route
+    is Accepted by its parent, but for the two the spec and pilot refuse, with their reasons."""
+    objects: dict[Any, ConfigObject] = {}
+    for path in FILES:
+        for obj in load(path):
+            objects.setdefault(obj.key, obj)
+    status = convert(store_objects(with_services(list(objects.values())))).status
+    refused = {
+        (key.kind, key.name, parent["parentRef"]["name"]): (condition["type"], condition["reason"])
+        for key, value in status.items()
+        for parent in value.get("parents", ())
+        for condition in parent["conditions"]
+        if condition["status"] != "True"
+    }
+    assert len(status) >= 15
+    assert refused == {
+        # A TLSRoute whose parent is an Istio ServiceEntry: mesh routing of TLS is not supported.
+        ("TLSRoute", "direct-cnn-to-egress-gateway", "cnn"): ("Accepted", "UnsupportedValue"),
+        # Gateway default/cnn-egress-gateway comes from the HTTP variant of the file (it sorts first):
+        # its only listener is HTTP, which a TLSRoute cannot attach to.
+        ("TLSRoute", "forward-cnn-from-egress-gateway", "cnn-egress-gateway"): (
+            "Accepted",
+            "NotAllowedByListeners",
+        ),
+    }
 
 
 # --- the whole corpus over ADS ---------------------------------------------------------------------

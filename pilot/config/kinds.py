@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Generic, TypeGuard, TypeVar
 
+from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from pilot._gen import networking_pb2
+from pilot.config.gateway_api import schema as gateway_api_schema
 from pilot.config.objects import ConfigObject, SpecT
 
 NETWORKING_GROUP = "networking.istio.io"
@@ -48,6 +50,16 @@ class KindInfo(Generic[SpecT]):
     message: type[SpecT]
     # Where the spec sits in the document, for error paths: ``spec``, or ``data.mesh`` for the mesh config.
     spec_path: str = "spec"
+    # A kind with no proto (the Gateway API's): its spec is checked against this schema and kept, as
+    # parsed, in a ``google.protobuf.Struct`` (``message``).
+    schema: gateway_api_schema.Obj | None = None
+    # The kind as documents spell it, when the key's ``kind`` differs: the Gateway API's Gateway is keyed
+    # ``Gateway.gateway.networking.k8s.io`` to tell it from Istio's Gateway.
+    document_kind: str = ""
+
+    @property
+    def written_kind(self) -> str:
+        return self.document_kind or self.kind
 
     def api_versions(self) -> tuple[str, ...]:
         return tuple(f"{self.group}/{version}" if self.group else version for version in self.versions)
@@ -78,6 +90,44 @@ WORKLOAD_GROUP_INFO: Final = _networking(WORKLOAD_GROUP, networking_pb2.Workload
 MESH_CONFIG_INFO: Final = KindInfo(MESH_CONFIG, "", ("v1",), networking_pb2.MeshConfig, spec_path="data.mesh")
 POD_INFO: Final = KindInfo(POD, "", ("v1",), networking_pb2.WorkloadEntry)
 
+# The Kubernetes Gateway API (standard channel; TCPRoute and TLSRoute from the experimental one).
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+K8S_GATEWAY = f"Gateway.{GATEWAY_API_GROUP}"
+GATEWAY_CLASS = "GatewayClass"
+HTTP_ROUTE = "HTTPRoute"
+GRPC_ROUTE = "GRPCRoute"
+TCP_ROUTE = "TCPRoute"
+TLS_ROUTE = "TLSRoute"
+REFERENCE_GRANT = "ReferenceGrant"
+
+
+def _gateway_api(
+    kind: str, versions: tuple[str, ...], schema: gateway_api_schema.Obj, document_kind: str = ""
+) -> KindInfo[struct_pb2.Struct]:
+    return KindInfo(
+        kind, GATEWAY_API_GROUP, versions, struct_pb2.Struct, schema=schema, document_kind=document_kind
+    )
+
+
+K8S_GATEWAY_INFO: Final = _gateway_api(K8S_GATEWAY, ("v1", "v1beta1"), gateway_api_schema.GATEWAY, GATEWAY)
+GATEWAY_CLASS_INFO: Final = _gateway_api(GATEWAY_CLASS, ("v1", "v1beta1"), gateway_api_schema.GATEWAY_CLASS)
+HTTP_ROUTE_INFO: Final = _gateway_api(HTTP_ROUTE, ("v1", "v1beta1"), gateway_api_schema.HTTP_ROUTE)
+GRPC_ROUTE_INFO: Final = _gateway_api(GRPC_ROUTE, ("v1", "v1alpha2"), gateway_api_schema.GRPC_ROUTE)
+TCP_ROUTE_INFO: Final = _gateway_api(TCP_ROUTE, ("v1alpha2",), gateway_api_schema.TCP_ROUTE)
+TLS_ROUTE_INFO: Final = _gateway_api(TLS_ROUTE, ("v1alpha2", "v1alpha3"), gateway_api_schema.TLS_ROUTE)
+REFERENCE_GRANT_INFO: Final = _gateway_api(
+    REFERENCE_GRANT, ("v1beta1", "v1alpha2"), gateway_api_schema.REFERENCE_GRANT
+)
+GATEWAY_API_KINDS: Final = (
+    K8S_GATEWAY_INFO,
+    GATEWAY_CLASS_INFO,
+    HTTP_ROUTE_INFO,
+    GRPC_ROUTE_INFO,
+    TCP_ROUTE_INFO,
+    TLS_ROUTE_INFO,
+    REFERENCE_GRANT_INFO,
+)
+
 KINDS: dict[str, KindInfo] = {
     info.kind: info
     for info in (
@@ -90,7 +140,12 @@ KINDS: dict[str, KindInfo] = {
         WORKLOAD_GROUP_INFO,
         MESH_CONFIG_INFO,
         POD_INFO,
+        *GATEWAY_API_KINDS,
     )
+}
+# By (group, kind as documents spell it).
+_BY_GROUP_KIND: dict[tuple[str, str], KindInfo] = {
+    (info.group, info.written_kind): info for info in KINDS.values()
 }
 
 
@@ -102,19 +157,7 @@ NOT_SERVED: dict[str, frozenset[str]] = {
     "security.istio.io": frozenset({"PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"}),
     "telemetry.istio.io": frozenset({"Telemetry"}),
     "extensions.istio.io": frozenset({"WasmPlugin"}),
-    "gateway.networking.k8s.io": frozenset(
-        {
-            "Gateway",
-            "GatewayClass",
-            "HTTPRoute",
-            "GRPCRoute",
-            "TCPRoute",
-            "TLSRoute",
-            "UDPRoute",
-            "ReferenceGrant",
-            "BackendTLSPolicy",
-        }
-    ),
+    GATEWAY_API_GROUP: frozenset({"UDPRoute", "BackendTLSPolicy"}),
 }
 ISTIO_GROUPS = frozenset({NETWORKING_GROUP, "security.istio.io", "telemetry.istio.io", "extensions.istio.io"})
 
@@ -149,8 +192,8 @@ class Resolved:
 def resolve(api_version: str, kind: str) -> Resolved:
     """Look up a document's ``apiVersion`` and ``kind`` (the mesh ConfigMap is handled by the parser)."""
     group, version = split_api_version(api_version)
-    info = KINDS.get(kind)
-    if info is None or kind in _NOT_DOCUMENTS or group != info.group:
+    info = _BY_GROUP_KIND.get((group, kind))
+    if info is None or info.kind in _NOT_DOCUMENTS:
         if kind in NOT_SERVED.get(group, ()):
             return Resolved(not_served=True)
         return Resolved(unknown=group in ISTIO_GROUPS)
@@ -161,7 +204,11 @@ def resolve(api_version: str, kind: str) -> Resolved:
 
 def kinds_of_group(group: str) -> list[str]:
     """Every kind pilot knows in ``group``, served or not (for error messages)."""
-    served = [info.kind for info in KINDS.values() if info.group == group and info.kind not in _NOT_DOCUMENTS]
+    served = [
+        info.written_kind
+        for info in KINDS.values()
+        if info.group == group and info.kind not in _NOT_DOCUMENTS
+    ]
     return sorted({*served, *NOT_SERVED.get(group, ())})
 
 

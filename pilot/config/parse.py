@@ -11,7 +11,7 @@ object (kind namespace/name), the field path and its line. How problems affect t
   ``partial``: the other documents still count, and the store keeps every object the file held
   before that is not in the result (that document may be one of them); so does a file with no
   document at all (emptied);
-- a kind of Istio or the Gateway API that pilot does not serve (EnvoyFilter, AuthorizationPolicy, HTTPRoute,
+- a kind of Istio or the Gateway API that pilot does not serve (EnvoyFilter, AuthorizationPolicy, UDPRoute,
   ...): skipped with a warning naming the kind; a kind no Istio group has (``VirtualServce``) under an
   Istio apiVersion: an error, and ``partial``;
 - a Kubernetes Service (v1), EndpointSlice (discovery.k8s.io/v1) or Pod (v1): checked as Kubernetes
@@ -34,6 +34,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from pilot.config import kinds, kube_core
+from pilot.config.gateway_api.schema import check_spec
 from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
 from pilot.config.metadata import Metadata, read_metadata
 from pilot.config.objects import ConfigKey, ConfigObject, FieldError, ParseResult, Severity
@@ -292,13 +293,14 @@ class _Parser:
         return api_version, kind, cast(dict[str, Any], metadata)
 
     def _spec(self, obj: _Object, info: kinds.KindInfo, raw: Any) -> Message | None:
-        descriptor = cast(Descriptor, info.message.DESCRIPTOR)
         where = (*obj.prefix, "spec")
-        return self._convert(
-            obj,
-            info,
-            check_message({} if raw is None else raw, descriptor, "spec", where, obj.document.line_of),
-        )
+        data = {} if raw is None else raw
+        if info.schema is not None:  # no proto: the kind's schema, the spec kept as a Struct
+            return self._convert(
+                obj, info, check_spec(info.schema, data, "spec", where, obj.document.line_of)
+            )
+        descriptor = cast(Descriptor, info.message.DESCRIPTOR)
+        return self._convert(obj, info, check_message(data, descriptor, "spec", where, obj.document.line_of))
 
     def _mesh_spec(self, obj: _Object, value: dict[str, Any]) -> Message | None:
         """The ``mesh`` key of the istio ConfigMap: MeshConfig as a YAML string, read like a spec."""

@@ -24,6 +24,7 @@ from google.protobuf.json_format import MessageToDict
 
 from pilot import metrics
 from pilot.cache.snapshot import Resource, Snapshot
+from pilot.config.gateway_api.convert import convert as convert_gateway_api
 from pilot.config.objects import ConfigKey, FieldError
 from pilot.config.store import ConfigStore, StoreSnapshot
 from pilot.server.status import ConnectionStatus, TypeStatus, bounded_text
@@ -338,7 +339,9 @@ def configz(
     snapshot: StoreSnapshot, errors: Sequence[FieldError], rejections: Sequence[ObjectRejection] = ()
 ) -> Json:
     """Every object the store holds (spec in the YAML's camelCase names) and every current problem;
-    on an object a proxy rejected, the rejection (the object is held back for that proxy's view)."""
+    on an object a proxy rejected, the rejection (the object is held back for that proxy's view); a
+    Gateway API object also has the ``status`` its conversion gives it (conditions with reasons)."""
+    status = convert_gateway_api(snapshot.objects).status
     rejected: dict[ConfigKey, list[Json]] = {}
     for rejection in rejections:
         rejected.setdefault(rejection.key, []).append(object_rejection(rejection))
@@ -354,6 +357,7 @@ def configz(
             "annotations": dict(obj.annotations),
             "spec": MessageToDict(obj.spec),
             **({"rejected": rejected[key]} if key in rejected else {}),
+            **({"status": status[key]} if key in status else {}),
         }
         for key, obj in sorted(snapshot.objects.items())
     ]

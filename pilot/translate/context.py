@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from pilot._gen import networking_pb2 as nw
 from pilot.config import kinds
+from pilot.config.gateway_api.convert import convert as convert_gateway_api
 from pilot.config.objects import ConfigKey, ConfigObject, SpecT, precedence
 from pilot.config.protocols import Protocol, parse_protocol, port_protocol
 from pilot.config.store import StoreSnapshot
@@ -195,6 +196,8 @@ class PushContext:
         every ServiceEntry that did not change are taken from it instead of being made again
         (when the mesh settings and WorkloadEntries they depend on did not change either)."""
         objects = sorted(snapshot.objects.values(), key=lambda o: o.key)
+        # The Gateway API's objects, as the Istio Gateways and VirtualServices they convert to.
+        objects += sorted(convert_gateway_api(snapshot.objects).objects, key=lambda o: o.key)
         by_kind: dict[str, list[ConfigObject]] = {}
         for obj in objects:
             by_kind.setdefault(obj.kind, []).append(obj)

@@ -355,8 +355,8 @@ def test_istio_kinds_not_served_are_skipped_with_a_warning_naming_the_kind() -> 
     text = (
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
         "metadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\n"
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\n"
-        "spec: {gatewayClassName: istio}\n---\n"
+        "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\nmetadata: {name: dns}\n"
+        "spec: {rules: []}\n---\n"
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app}\n"
     )
     result = parse(text)
@@ -365,7 +365,7 @@ def test_istio_kinds_not_served_are_skipped_with_a_warning_naming_the_kind() -> 
     assert warnings == [
         "test.yaml:2: kind: PeerAuthentication istio-system/default (security.istio.io/v1) "
         "is not served by pilot; skipped (warning)",
-        "test.yaml:7: kind: Gateway gw (gateway.networking.k8s.io/v1) "
+        "test.yaml:7: kind: UDPRoute dns (gateway.networking.k8s.io/v1alpha2) "
         "is not served by pilot; skipped (warning)",
     ]
 

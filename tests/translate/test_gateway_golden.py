@@ -59,6 +59,12 @@ SCENARIOS = (
         "gateway-multi", ("gateway-multi.yaml",), router("some-config-namespace", app="my-gateway-controller")
     ),
     GatewayScenario("gateway-tls", ("gateway-tls.yaml",), router("istio-system", istio="ingressgateway")),
+    # The Kubernetes Gateway API, converted (pilot.config.gateway_api) and translated as Istio's.
+    GatewayScenario(
+        "gateway-api",
+        ("bookinfo.yaml", "gateway-api.yaml"),
+        router("default", **{"gateway.networking.k8s.io/gateway-name": "bookinfo-gateway"}),
+    ),
 )
 
 
