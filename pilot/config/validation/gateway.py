@@ -86,11 +86,11 @@ def unsupported_server(server: nw.Server) -> tuple[str, str] | None:
     if tls.mode == tls.AUTO_PASSTHROUGH:
         return "tls.mode", "AUTO_PASSTHROUGH needs SNI-DNAT clusters, which pilot does not build; " + IGNORED
     if tls.mode == tls.ISTIO_MUTUAL:
-        return "tls.mode", "ISTIO_MUTUAL needs mesh certificates over SDS, which pilot lacks; " + IGNORED
+        return "tls.mode", "ISTIO_MUTUAL on a gateway server is not built yet (sidecars' mTLS is); " + IGNORED
     if tls.mode != tls.PASSTHROUGH and tls.credential_name:
         return (
             "tls.credentialName",
-            "credentialName needs SDS, which pilot does not serve (use serverCertificate and privateKey); "
+            "credentialName (a Kubernetes Secret) is not read yet (use serverCertificate and privateKey); "
             + IGNORED,
         )
     return None
