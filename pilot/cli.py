@@ -118,6 +118,22 @@ def _port(text: str) -> int:
     return value
 
 
+class _CommandList(argparse.HelpFormatter):
+    """``pilot --help``: each command's help on the line of its name. argparse measures subcommand
+    names without the indent they are printed at, so a long one (``proxy-status``) wrapped."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action._get_subactions():
+                width = (
+                    len(self._format_action_invocation(sub))
+                    + self._current_indent
+                    + 2 * self._indent_increment
+                )
+                self._action_max_length = max(self._action_max_length, width)
+
+
 class DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
     """Each flag's default in its help, once: not when the help already says it, nor when it is
     None or False (the help says what absence means)."""
@@ -162,7 +178,9 @@ def _namespaces(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pilot", description="An Istio-compatible service-mesh control plane and Envoy xDS server."
+        prog="pilot",
+        description="An Istio-compatible service-mesh control plane and Envoy xDS server.",
+        formatter_class=_CommandList,
     )
     parser.add_argument("--version", action="version", version=f"pilot {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -379,7 +397,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser(
         "demo",
-        help="run a demo: pilot, real Envoys and backends on 127.0.0.1",
+        help="a demo: pilot, Envoys, backends (--mesh: namespaces)",
         formatter_class=DefaultsOnce,
     )
     demo.add_argument(
@@ -517,7 +535,7 @@ def _add_iptables(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     """istio-iptables' short flags; the defaults are what Istio's injector gives istio-init."""
     iptables = commands.add_parser(
         "iptables",
-        help="print (or --apply) a pod's traffic capture rules, like istio-iptables in REDIRECT mode",
+        help="a pod's capture rules, like istio-iptables",
         description="The nat rules Istio's istio-iptables installs in a pod, as iptables-restore input. "
         "Lists are comma-separated; '*' means all. IPv4 and REDIRECT mode only.",
         formatter_class=DefaultsOnce,
@@ -730,7 +748,7 @@ def _bootstrap(options: BootstrapOptions) -> int:
 def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token = commands.add_parser(
         "token",
-        help="print a service-account token the mesh CA of --ca-dir accepts (folder mode)",
+        help="a folder-mode service-account token for the mesh CA",
         description="Sign a JWT with Kubernetes service-account token claims with the token-signing key "
         "of the CA directory: the folder-mode stand-in for a projected service-account token.",
     )
@@ -769,7 +787,7 @@ def _add_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     agent = commands.add_parser(
         "agent",
-        help="run Envoy as a mesh sidecar: workload certificate over SDS, xDS proxied to pilot's secure port",
+        help="a sidecar's entry point: certificate, SDS, Envoy",
         description="The pilot-agent role: get the workload certificate from pilot's CA with the token, "
         "serve it to Envoy over SDS, rotate it, proxy Envoy's ADS to pilot over TLS, run Envoy.",
     )

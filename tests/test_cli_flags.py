@@ -98,3 +98,12 @@ def test_a_bad_value_is_a_usage_error(command: str, flag: str) -> None:
                 assert str(err) and "\n" not in str(err).strip(), (argv, str(err))
             else:
                 assert not must_refuse, f"{argv} was accepted"
+
+
+def test_pilot_help_lists_every_command_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    text = build_parser().format_help()
+    listed = text.split("COMMAND\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    names = [line.split()[0] for line in listed]
+    assert names == list(subcommands()), listed
+    assert all(len(line) <= 80 and len(line.split(None, 1)) == 2 for line in listed), listed

@@ -58,7 +58,7 @@ def add_commands(
     """Add the operator's subcommands; ``command(options_from, handler)`` is pilot.cli.Command."""
     status = commands.add_parser(
         "proxy-status",
-        help="each proxy's CDS/LDS/EDS/RDS sync state, or one proxy's differences (istioctl proxy-status)",
+        help="each proxy's xDS sync state (istioctl proxy-status)",
     )
     _proxy_argument(status, optional=True)
     _pilot_flag(status)
@@ -69,7 +69,7 @@ def add_commands(
 
     config = commands.add_parser(
         "proxy-config",
-        help="the clusters, listeners, routes or endpoints pilot serves a proxy (istioctl proxy-config)",
+        help="what pilot serves one proxy (istioctl proxy-config)",
     )
     config.add_argument("kind", choices=("cluster", "listener", "route", "endpoint", "all"))
     _proxy_argument(config)
@@ -83,16 +83,12 @@ def add_commands(
     )
     config.set_defaults(command_spec=command(proxy_config_options, run_proxy_config))
 
-    analyze = commands.add_parser(
-        "analyze", help="run Istio's analyzers (IST codes) over a folder of Istio YAML; exit 1 on errors"
-    )
+    analyze = commands.add_parser("analyze", help="Istio's analyzers (IST codes); exit 1 on errors")
     analyze.add_argument("paths", nargs="*", metavar="DIR", help="files or folders (default: .)")
     _output_flag(analyze, "text", "json")
     analyze.set_defaults(command_spec=command(analyze_options, run_analyze))
 
-    diff = commands.add_parser(
-        "diff", help="what candidate YAML files would change in one proxy's config, before they are saved"
-    )
+    diff = commands.add_parser("diff", help="what candidate YAML would change for one proxy")
     _proxy_argument(diff)
     diff.add_argument(
         "files", nargs="+", metavar="FILE", help="candidate YAML files (added or replacing objects)"
@@ -107,9 +103,7 @@ def add_commands(
     _output_flag(diff, "text", "json")
     diff.set_defaults(command_spec=command(diff_options, run_diff))
 
-    explain = commands.add_parser(
-        "explain", help="the listener, route, rule (file:line), cluster and endpoints one request meets"
-    )
+    explain = commands.add_parser("explain", help="the route, rule and endpoints a request meets")
     _proxy_argument(explain)
     explain.add_argument(
         "request", metavar="REQUEST", help="e.g. 'GET http://reviews:9080/api -H end-user:jason'"
