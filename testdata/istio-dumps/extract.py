@@ -66,6 +66,10 @@ def published(dump: dict[str, Any]) -> dict[str, Any]:
             "name": l["name"],
             "http": [{"rds": h.get("rds", {}).get("route_config_name"), "stream_idle_timeout": h.get("stream_idle_timeout")} for h in hcms],
             "tcp_clusters": sorted({t["cluster"] for t in tcps if "cluster" in t}),
+            "chains": [
+                {"name": chain["name"], "match": chain.get("filter_chain_match", {})}
+                for chain in l.get("filter_chains", []) if "name" in chain
+            ],
         })
     for entry in configs.get("RoutesConfigDump", {}).get("dynamic_route_configs", []):
         rc = entry["route_config"]

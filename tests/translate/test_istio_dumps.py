@@ -152,6 +152,13 @@ def compare(dump: Dump) -> Comparison:
             scope = None
         if mine is None:
             continue
+        chains = {chain.get("name"): chain.get("filter_chain_match", {}) for chain in mine["filter_chains"]}
+        for chain in listener.get("chains", []):  # named chains, as virtualOutbound's loop guard
+            result.check(
+                "filter chains (name and match)",
+                chains.get(chain["name"]) == chain["match"],
+                detail=f"{name}/{chain['name']}: {chains.get(chain['name'])} != {chain['match']}",
+            )
         managers = connection_managers(mine, scope)
         for manager in listener["http"]:
             result.check("HCM stream_idle_timeout", bool(managers), "HCM missing", name)
@@ -161,6 +168,10 @@ def compare(dump: Dump) -> Comparison:
                     theirs.get("stream_idle_timeout") == manager["stream_idle_timeout"],
                     detail=f"{name}: {theirs.get('stream_idle_timeout')} != {manager['stream_idle_timeout']}",
                 )
+    for name, listener in sorted(ours["lds"].items()):  # istiod sets 0s on all its HCMs
+        for manager in connection_managers(listener):
+            setting = manager.get("stream_idle_timeout")
+            result.check("pilot HCMs with 0s", setting == "0s", detail=f"{name}: {setting}")
     for config in published["routes"]:
         name = config["name"]
         route_config = ours["rds"].get(name)
