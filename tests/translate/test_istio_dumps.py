@@ -160,14 +160,14 @@ def compare(dump: Dump) -> Comparison:
                 detail=f"{name}/{chain['name']}: {chains.get(chain['name'])} != {chain['match']}",
             )
         managers = connection_managers(mine, scope)
-        for manager in listener["http"]:
-            result.check("HCM stream_idle_timeout", bool(managers), "HCM missing", name)
-            for theirs in managers:
-                result.check(
-                    "HCM stream_idle_timeout",
-                    theirs.get("stream_idle_timeout") == manager["stream_idle_timeout"],
-                    detail=f"{name}: {theirs.get('stream_idle_timeout')} != {manager['stream_idle_timeout']}",
-                )
+        for manager in listener["http"]:  # one check per published HCM: pilot's on that listener
+            values = {theirs.get("stream_idle_timeout") for theirs in managers}
+            result.check(
+                "HCM stream_idle_timeout",
+                values == {manager["stream_idle_timeout"]},
+                "" if managers else "HCM missing",
+                f"{name}: {sorted(map(str, values))} != {manager['stream_idle_timeout']}",
+            )
     for name, listener in sorted(ours["lds"].items()):  # istiod sets 0s on all its HCMs
         for manager in connection_managers(listener):
             setting = manager.get("stream_idle_timeout")
