@@ -84,8 +84,10 @@ def secrets_of(response: discovery_pb2.DiscoveryResponse) -> dict[str, secret_pb
 @pytest.fixture
 async def sds(tmp_path: Path) -> AsyncIterator[tuple[SecretCache, sds_pb2_grpc.SecretDiscoveryServiceStub]]:
     cache = SecretCache(secret(1))
+    files = FileSecrets(interval=0.05)
+    poller = asyncio.create_task(files.poll_forever())
     server = grpc.aio.server()
-    SecretDiscoveryServer(cache).add_to(server)
+    SecretDiscoveryServer(cache, files).add_to(server)
     socket = tmp_path / "sds"
     server.add_insecure_port(f"unix:{socket}")
     await server.start()
@@ -93,6 +95,7 @@ async def sds(tmp_path: Path) -> AsyncIterator[tuple[SecretCache, sds_pb2_grpc.S
     try:
         yield cache, sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
     finally:
+        poller.cancel()
         await channel.close()
         await server.stop(None)
 
@@ -173,26 +176,6 @@ async def test_delta_and_fetch_are_unimplemented_as_in_istio(sds):
     assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED
 
 
-@pytest.fixture
-async def file_sds(
-    tmp_path: Path,
-) -> AsyncIterator[tuple[FileSecrets, sds_pb2_grpc.SecretDiscoveryServiceStub]]:
-    files = FileSecrets(interval=0.05)
-    poller = asyncio.create_task(files.poll_forever())
-    server = grpc.aio.server()
-    SecretDiscoveryServer(SecretCache(secret(1)), files).add_to(server)
-    socket = tmp_path / "sds"
-    server.add_insecure_port(f"unix:{socket}")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"unix:{socket}")
-    try:
-        yield files, sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
-    finally:
-        poller.cancel()
-        await channel.close()
-        await server.stop(None)
-
-
 def test_file_secret_names_parse_as_istio_writes_them():
     cert = parse_file_secret_name("file-cert:/etc/certs/server.pem~/etc/certs/privatekey.pem")
     assert cert is not None and (cert.certificate, cert.key) == (
@@ -205,8 +188,8 @@ def test_file_secret_names_parse_as_istio_writes_them():
         assert parse_file_secret_name(other) is None
 
 
-async def test_file_cert_and_root_are_served_and_pushed_when_the_files_change(file_sds, tmp_path):
-    _, stub = file_sds
+async def test_file_cert_and_root_are_served_and_pushed_when_the_files_change(sds, tmp_path):
+    _, stub = sds
     cert, key, ca = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
     cert.write_bytes(b"CERT1")
     key.write_bytes(b"KEY1")
@@ -228,10 +211,8 @@ async def test_file_cert_and_root_are_served_and_pushed_when_the_files_change(fi
     assert secrets_of(pushed)[cert_name].tls_certificate.private_key.inline_bytes == b"KEY2"
 
 
-async def test_a_missing_file_leaves_only_its_resource_unanswered_until_it_appears(
-    file_sds, tmp_path, caplog
-):
-    _, stub = file_sds
+async def test_a_missing_file_leaves_only_its_resource_unanswered_until_it_appears(sds, tmp_path, caplog):
+    _, stub = sds
     ca = tmp_path / "ca.pem"
     missing_name = f"file-root:{ca}"
     envoy = open_stream(stub)
