@@ -187,6 +187,9 @@ def test_corpus_gateway_api_routes_attach_as_the_spec_says() -> None:
 # --- the whole corpus over ADS ---------------------------------------------------------------------
 
 CERT_PATH = re.compile(r"(/etc/certs/[\w.-]+)")
+# A gateway credentialName is read from ROOT/NS/NAME/tls.crt on the router's host, which this Envoy
+# does not have: the test certificate files stand in for the Secret.
+CREDENTIAL_NAME = re.compile(r"^([ \t]*)credentialName: [\w.-]+.*$", re.MULTILINE)
 
 
 def _test_file(path: str) -> str:
@@ -200,6 +203,9 @@ def write_corpus(config_dir: Path) -> list[ConfigObject]:
     objects: list[ConfigObject] = []
     for path in FILES:
         text = CERT_PATH.sub(lambda m: _test_file(m.group(1)), path.read_text())
+        text = CREDENTIAL_NAME.sub(
+            lambda m: f"{m.group(1)}serverCertificate: {TEST_CERT}\n{m.group(1)}privateKey: {TEST_KEY}", text
+        )
         (config_dir / path.name).write_text(text)
         objects += load_text(text, path.name)
     (config_dir / "zz-synthetic.yaml").write_text(yaml.safe_dump_all(synthetic_service_entries(objects)))

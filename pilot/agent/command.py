@@ -33,6 +33,7 @@ import grpc
 from pilot.agent.ca_client import CaClient, CaUnavailableError
 from pilot.agent.control_plane import secure_channel
 from pilot.agent.envoy_process import EnvoyChild, envoy_command
+from pilot.agent.file_secrets import FileSecrets
 from pilot.agent.options import MAX_SOCKET_PATH, AgentOptions
 from pilot.agent.sds import SecretDiscoveryServer
 from pilot.agent.secret_cache import RETRY_FIRST, RETRY_MAX, SecretCache, rotate_forever
@@ -190,7 +191,9 @@ async def _serve(options: AgentOptions, layout: WorkdirLayout) -> int:
         tasks.append(
             asyncio.create_task(rotate_forever(cache, fetch, options.grace_ratio, options.grace_jitter))
         )
-        servers.append(await _unix_server(layout.sds_socket, SecretDiscoveryServer(cache).add_to))
+        files = FileSecrets()
+        tasks.append(asyncio.create_task(files.poll_forever()))
+        servers.append(await _unix_server(layout.sds_socket, SecretDiscoveryServer(cache, files).add_to))
         servers.append(await _unix_server(layout.xds_socket, XdsProxy(channel, options.token_file).add_to))
         node_id = options.resolved_node_id(socket.gethostname())
         bootstrap = build_agent_bootstrap(

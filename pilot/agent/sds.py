@@ -3,10 +3,11 @@
 Envoy opens ``SecretDiscoveryService/StreamSecrets`` on the agent's Unix socket for each secret a
 listener or cluster names with ``sds_config`` ``sds-grpc``: state-of-the-world SDS, since pilot
 writes ``api_type: GRPC`` there as istiod does (delta SDS and FetchSecrets answer UNIMPLEMENTED).
-Two names are served, Istio's: ``default`` (``tls_certificate``: the chain and the key) and
-``ROOTCA`` (``validation_context``: the mesh roots). Other names (``file-cert:``, ``kubernetes://``)
-are logged and left unanswered: Envoy keeps the listener or cluster warming rather than take an
-empty answer, which it would NACK ("Missing SDS resources").
+Istio's names are served: ``default`` (``tls_certificate``: the chain and the key), ``ROOTCA``
+(``validation_context``: the mesh roots), and certificates read from files, ``file-cert:CERT~KEY``
+and ``file-root:CA`` (pilot.agent.file_secrets). Other names (``kubernetes://``) and file resources
+whose files cannot be read are logged and left unanswered: Envoy keeps that listener or cluster
+warming rather than take an empty answer, which it would NACK ("Missing SDS resources").
 
 Per stream, the xDS rules (https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#ack-and-nack-semantics):
 a request whose ``response_nonce`` is not the latest nonce sent is stale and ignored; one with
@@ -32,6 +33,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 from google.protobuf import any_pb2
 
+from pilot.agent.file_secrets import FileSecrets, ServedSecret
 from pilot.agent.secret_cache import SecretCache
 from pilot.agent.workload_key import WorkloadSecret
 
@@ -41,14 +43,6 @@ SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Sec
 # Istio's security.WorkloadKeyCertResourceName and security.RootCertReqResourceName.
 WORKLOAD_SECRET = "default"
 ROOT_SECRET = "ROOTCA"
-
-
-@dataclass(frozen=True, slots=True)
-class ServedSecret:
-    """One SDS resource: its version (what changes when the content does) and its packed message."""
-
-    version: str
-    resource: any_pb2.Any
 
 
 def served_secrets(secret: WorkloadSecret) -> dict[str, ServedSecret]:
@@ -147,15 +141,20 @@ class SdsStream:
 
 
 class SecretDiscoveryServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[misc]
-    """The SDS servicer over a SecretCache; ``add_to(server)`` registers it."""
+    """The SDS servicer over a SecretCache and the file resources; ``add_to(server)`` registers it.
+    ``files`` is polled by whoever runs ``files.poll_forever()`` (the agent)."""
 
-    def __init__(self, cache: SecretCache) -> None:
+    def __init__(self, cache: SecretCache, files: FileSecrets | None = None) -> None:
         self._cache = cache
+        self._files = files if files is not None else FileSecrets()
         self._stream_ids = itertools.count(1)
         self.pushes = 0
 
     def add_to(self, server: grpc.aio.Server) -> None:
         sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(self, server)
+
+    def _secrets(self) -> dict[str, ServedSecret]:
+        return {**self._files.served(), **served_secrets(self._cache.secret)}
 
     async def DeltaSecrets(  # noqa: N802 - the gRPC method name
         self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Any
@@ -172,18 +171,24 @@ class SecretDiscoveryServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # typ
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         stream = SdsStream(next(self._stream_ids))
         generation = self._cache.generation
-        secrets = served_secrets(self._cache.secret)
+        file_generation = self._files.generation
         requests = aiter(request_iterator)
         next_request: asyncio.Future[discovery_pb2.DiscoveryRequest] = asyncio.ensure_future(anext(requests))
         next_change: asyncio.Future[int] = asyncio.ensure_future(self._cache.wait_newer(generation))
+        next_file_change: asyncio.Future[int] = asyncio.ensure_future(self._files.wait_newer(file_generation))
         try:
             while True:
-                done, _ = await asyncio.wait({next_request, next_change}, return_when=asyncio.FIRST_COMPLETED)
-                if next_change in done:
-                    generation = next_change.result()
-                    secrets = served_secrets(self._cache.secret)
-                    next_change = asyncio.ensure_future(self._cache.wait_newer(generation))
-                    response = stream.on_change(secrets)
+                done, _ = await asyncio.wait(
+                    {next_request, next_change, next_file_change}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if next_change in done or next_file_change in done:
+                    if next_change in done:
+                        generation = next_change.result()
+                        next_change = asyncio.ensure_future(self._cache.wait_newer(generation))
+                    if next_file_change in done:
+                        file_generation = next_file_change.result()
+                        next_file_change = asyncio.ensure_future(self._files.wait_newer(file_generation))
+                    response = stream.on_change(self._secrets())
                     if response is not None:
                         self.pushes += 1
                         yield response
@@ -193,9 +198,10 @@ class SecretDiscoveryServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # typ
                     except StopAsyncIteration:
                         return
                     next_request = asyncio.ensure_future(anext(requests))
-                    response = stream.on_request(request, secrets)
+                    self._files.watch(request.resource_names)
+                    response = stream.on_request(request, self._secrets())
                     if response is not None:
                         yield response
         finally:
-            for pending in (next_request, next_change):
+            for pending in (next_request, next_change, next_file_change):
                 pending.cancel()

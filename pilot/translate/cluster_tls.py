@@ -10,8 +10,11 @@ Istio's cluster_tls.go (``buildUpstreamClusterTLSContext``, ``constructUpstreamT
   on Istio's Debian-based proxy image, ``SYSTEM_CA_BUNDLE``), its certificate
   against ``subjectAltNames`` (a ServiceEntry's ``subjectAltNames`` when the rule has none),
   ``caCrl``; ``insecureSkipVerify`` verifies nothing. ``MUTUAL`` presents ``clientCertificate`` and
-  ``privateKey``. HTTP/2 clusters offer ALPN ``h2``. Istio hands the files to its node agent as SDS
-  secrets; pilot serves no SDS, so Envoy reads the files itself: they must exist on Envoy's host.
+  ``privateKey``. HTTP/2 clusters offer ALPN ``h2``. To a proxy with the agent's SDS
+  (``ProxyView.mesh_certificates``) the files go as SDS secrets the agent reads, as istiod sends them
+  (``file-cert:CERT~KEY``, ``file-root:CA``; pilot.agent.file_secrets): a missing file keeps only
+  that cluster warming. To other proxies they go as file data sources Envoy reads itself, so they must
+  exist on Envoy's host, and one missing file makes Envoy reject the whole cluster update.
 * ``credentialName`` (a Kubernetes secret) on a sidecar: Istio sends no TLS settings at all; pilot too.
 * ``ISTIO_MUTUAL`` (``buildIstioMutualTLS``): the mesh certificate and root over SDS from the agent
   beside Envoy (secrets ``default`` and ``ROOTCA`` on the bootstrap's ``sds-grpc`` cluster, as Istio's
@@ -64,6 +67,10 @@ Mode = nw.ClientTLSSettings
 SDS_CLUSTER = "sds-grpc"
 SDS_CERTIFICATE = "default"
 SDS_ROOT = "ROOTCA"
+# Istio's file-based SDS names (security.SdsCertificateConfig), served by pilot.agent.file_secrets.
+FILE_CERT_PREFIX = "file-cert:"
+FILE_ROOT_PREFIX = "file-root:"
+CERT_KEY_SEPARATOR = "~"
 # Istio's ALPNInMeshWithMxc / ALPNInMeshH2WithMxc (pilot/pkg/networking/util/util.go).
 MESH_ALPN = ("istio-peer-exchange", "istio")
 MESH_ALPN_H2 = (*MESH_ALPN, "h2")
@@ -97,14 +104,28 @@ def san_matcher(name: str) -> SanMatcher:
     return SanMatcher(san_type=san_type, matcher=string_pb2.StringMatcher(exact=name))
 
 
+def file_cert_name(certificate: str, key: str) -> str:
+    """Istio's ``SdsCertificateConfig.GetResourceName``: the SDS name of a certificate and key file."""
+    return f"{FILE_CERT_PREFIX}{certificate}{CERT_KEY_SEPARATOR}{key}"
+
+
+def file_root_name(ca: str) -> str:
+    """Istio's ``SdsCertificateConfig.GetRootResourceName``: the SDS name of a CA file."""
+    return f"{FILE_ROOT_PREFIX}{ca}"
+
+
 def upstream_tls_context(
     tls: nw.ClientTLSSettings,
     http2: bool,
     options: upstream_http.HttpProtocolOptions,
     service_sans: Sequence[str] = (),
+    *,
+    sds: bool = False,
 ) -> UpstreamTlsContext | None:
     """The TLS context for ``tls`` (a ClientTLSSettings), or None for plaintext. ``options`` gets
-    ``auto_sni`` / ``auto_san_validation`` when they apply."""
+    ``auto_sni`` / ``auto_san_validation`` when they apply. ``sds``: the files go as the agent's
+    ``file-cert:`` / ``file-root:`` secrets (Istio's ``buildUpstreamClusterTLSContext`` for a proxy
+    with the agent)."""
     if tls.mode in (Mode.DISABLE, Mode.ISTIO_MUTUAL):
         return None
     if tls.credential_name and not tls.credential_name.startswith(CONFIG_MAP_CREDENTIAL):
@@ -118,18 +139,29 @@ def upstream_tls_context(
     sans = list(tls.subject_alt_names) or list(service_sans)
     common = out.common_tls_context
     if tls.mode == Mode.MUTUAL:
-        common.tls_certificates.add(
-            certificate_chain=_file(tls.client_certificate), private_key=_file(tls.private_key)
-        )
+        if sds:
+            common.tls_certificate_sds_secret_configs.append(
+                sds_secret_config(file_cert_name(tls.client_certificate, tls.private_key))
+            )
+        else:
+            common.tls_certificates.add(
+                certificate_chain=_file(tls.client_certificate), private_key=_file(tls.private_key)
+            )
+    ca = tls.ca_certificates or SYSTEM_CA
+    ca_path = SYSTEM_CA_BUNDLE if ca == SYSTEM_CA else ca
     if skip_verify:
         common.validation_context.SetInParent()
+    elif sds:
+        combined = common.combined_validation_context
+        validation = combined.default_validation_context
+        validation.match_typed_subject_alt_names.extend(san_matcher(name) for name in sans)
+        combined.validation_context_sds_secret_config.CopyFrom(sds_secret_config(file_root_name(ca_path)))
     else:
         validation = common.validation_context
-        ca = tls.ca_certificates or SYSTEM_CA
-        validation.trusted_ca.CopyFrom(_file(SYSTEM_CA_BUNDLE if ca == SYSTEM_CA else ca))
+        validation.trusted_ca.CopyFrom(_file(ca_path))
         validation.match_typed_subject_alt_names.extend(san_matcher(name) for name in sans)
-        if tls.ca_crl:
-            validation.crl.CopyFrom(_file(tls.ca_crl))
+    if not skip_verify and tls.ca_crl:
+        validation.crl.CopyFrom(_file(tls.ca_crl))
     if http2:
         common.alpn_protocols.append("h2")
     return out
@@ -288,6 +320,8 @@ __all__ = [
     "SYSTEM_CA",
     "SYSTEM_CA_BUNDLE",
     "apply_mesh_mtls",
+    "file_cert_name",
+    "file_root_name",
     "istio_mutual_context",
     "mesh_common_context",
     "mesh_sni",

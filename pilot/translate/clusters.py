@@ -138,7 +138,9 @@ def build_cluster(
     elif target.eds:
         cluster.eds_cluster_config.service_name = target.name
         cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
-    policy.apply(cluster, target.policy, target.port, mesh, target.service.subject_alt_names)
+    policy.apply(
+        cluster, target.policy, target.port, mesh, target.service.subject_alt_names, sds=mesh_certificates
+    )
     if mesh_certificates:
         cluster_tls.apply_mesh_mtls(
             cluster,

@@ -104,14 +104,15 @@ def http_chain(port: MergedPort, listener_name: str) -> ChainOpts:
     return ChainOpts((), None, [_hcm_filter(manager)])
 
 
-def https_chain(server: GatewayServer, listener_name: str) -> ChainOpts:
+def https_chain(server: GatewayServer, listener_name: str, view: ProxyView) -> ChainOpts:
     """The chain of an HTTPS server terminated here (``server.is_https_terminating``)."""
     tls = server.tls
     if tls is None:  # is_https_terminating needs TLS settings: a bug if it got here without
         raise TranslationError(f"gateway {server.gateway}: HTTPS chain for a server without TLS settings")
     prefix = server.name or default_stat_prefix(listener_name)
     manager = gateway_connection_manager(server.route_name, prefix, server.number)
-    return ChainOpts(server.sni_hosts, gateway_tls.downstream_tls_context(tls), [_hcm_filter(manager)])
+    context = gateway_tls.downstream_tls_context(tls, view.namespace, sds=view.mesh_certificates)
+    return ChainOpts(server.sni_hosts, context, [_hcm_filter(manager)])
 
 
 # --- TCP and TLS ---------------------------------------------------------------------------------
@@ -181,7 +182,10 @@ def tcp_chains(
             return []
         if server.tls is None:
             return [ChainOpts((), None, filters)]
-        return [ChainOpts(server.sni_hosts, gateway_tls.downstream_tls_context(server.tls), filters)]
+        context_tls = gateway_tls.downstream_tls_context(
+            server.tls, view.namespace, sds=view.mesh_certificates
+        )
+        return [ChainOpts(server.sni_hosts, context_tls, filters)]
     return tls_route_chains(server, bound, scope, sni_taken)
 
 
@@ -250,7 +254,7 @@ def build_gateway_listeners(view: ProxyView, context: PushContext) -> list[tuple
             chains = []
             for server in port.servers:
                 if server.is_https_terminating:
-                    chains.append(https_chain(server, name))
+                    chains.append(https_chain(server, name, view))
                 else:
                     chains += tcp_chains(server, view, context, sni_taken.setdefault(server.number, {}))
         by_name.setdefault(name, (bind, port.port.number, []))[2].extend(chains)

@@ -3,9 +3,17 @@
 Istio's ``BuildListenerTLSContext`` (pilot/pkg/networking/core/listener.go) and
 ``buildGatewayListenerTLSContext`` (gateway.go): ALPN ``h2,http/1.1``; a client certificate
 required for MUTUAL and validated (when presented) for OPTIONAL_MUTUAL; min/max TLS version and
-cipher suites (invalid and repeated ones dropped, Istio's ``FilterCipherSuites``). Istio hands the
-files to its node agent as SDS resources; pilot serves no SDS, so Envoy reads the files itself
-(``serverCertificate``, ``privateKey``, ``caCertificates``, ``caCrl`` must exist on Envoy's host).
+cipher suites (invalid and repeated ones dropped, Istio's ``FilterCipherSuites``).
+
+The certificate is ``serverCertificate`` and ``privateKey`` (and ``caCertificates`` for the client's),
+or, for ``credentialName``, the keys of that Secret as files in the certificate folder:
+``ROOT/NS/NAME/tls.crt``, ``tls.key`` and ``ca.crt``, ROOT being Gateway API's folder
+(``/etc/pilot/gateway-certs``, pilot.config.gateway_api.references) and NS the router's own namespace
+(Istio reads a gateway's credential from the namespace of the gateway's workload). A router run by
+``pilot agent`` (``ProxyView.mesh_certificates``) gets the files as the agent's SDS secrets
+(``file-cert:CERT~KEY``, ``file-root:CA``), as istiod sends them: a missing file keeps only that
+listener warming. Other routers get file data sources Envoy reads itself: the files must exist on
+Envoy's host, and a missing one makes Envoy reject the whole listener update.
 """
 
 from __future__ import annotations
@@ -18,8 +26,9 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
 from pilot._gen import networking_pb2 as nw
-from pilot.config.validation.gateway import valid_cipher_suite
-from pilot.translate.cluster_tls import san_matcher
+from pilot.config.gateway_api.references import CERTIFICATE_ROOT
+from pilot.config.validation.gateway import credential_secret_name, valid_cipher_suite
+from pilot.translate.cluster_tls import file_cert_name, file_root_name, san_matcher, sds_secret_config
 
 DownstreamTlsContext: TypeAlias = tls_pb2.DownstreamTlsContext
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
@@ -38,8 +47,17 @@ def _file(path: str) -> base_pb2.DataSource:
     return base_pb2.DataSource(filename=path)
 
 
+def credential_files(
+    credential_name: str, namespace: str, root: str = CERTIFICATE_ROOT
+) -> tuple[str, str, str]:
+    """The (certificate, key, CA) files of the Secret ``credential_name`` names in ``namespace``."""
+    name = credential_secret_name(credential_name) or credential_name
+    folder = f"{root.rstrip('/')}/{namespace}/{name}"
+    return f"{folder}/tls.crt", f"{folder}/tls.key", f"{folder}/ca.crt"
+
+
 def _validation_context(tls: nw.ServerTLSSettings) -> common_pb2.CertificateValidationContext:
-    out = common_pb2.CertificateValidationContext(trusted_ca=_file(tls.ca_certificates))
+    out = common_pb2.CertificateValidationContext()
     if tls.ca_crl:
         out.crl.CopyFrom(_file(tls.ca_crl))
     out.match_typed_subject_alt_names.extend(san_matcher(n) for n in tls.subject_alt_names)
@@ -59,16 +77,32 @@ def _tls_params(tls: nw.ServerTLSSettings) -> common_pb2.TlsParameters | None:
     return params if params.ByteSize() else None
 
 
-def downstream_tls_context(tls: nw.ServerTLSSettings) -> DownstreamTlsContext:
-    """For a SIMPLE, MUTUAL or OPTIONAL_MUTUAL server with certificate files."""
+def downstream_tls_context(
+    tls: nw.ServerTLSSettings, namespace: str = "", *, sds: bool = False
+) -> DownstreamTlsContext:
+    """For a SIMPLE, MUTUAL or OPTIONAL_MUTUAL server with certificate files or a ``credentialName``
+    (a Secret of ``namespace``, the router's); ``sds``: the router has the agent's SDS."""
+    if tls.credential_name:
+        certificate, key, ca = credential_files(tls.credential_name, namespace)
+    else:
+        certificate, key, ca = tls.server_certificate, tls.private_key, tls.ca_certificates
     common = tls_pb2.CommonTlsContext(alpn_protocols=ALPN_HTTP)
-    if tls.server_certificate or tls.private_key:
-        common.tls_certificates.add(
-            certificate_chain=_file(tls.server_certificate), private_key=_file(tls.private_key)
-        )
+    if certificate or key:
+        if sds:
+            common.tls_certificate_sds_secret_configs.append(
+                sds_secret_config(file_cert_name(certificate, key))
+            )
+        else:
+            common.tls_certificates.add(certificate_chain=_file(certificate), private_key=_file(key))
     validate_client = tls.mode in (TLS.MUTUAL, TLS.OPTIONAL_MUTUAL)
-    if validate_client and tls.ca_certificates:
-        common.validation_context.CopyFrom(_validation_context(tls))
+    if validate_client and ca:
+        if sds:
+            combined = common.combined_validation_context
+            combined.default_validation_context.CopyFrom(_validation_context(tls))
+            combined.validation_context_sds_secret_config.CopyFrom(sds_secret_config(file_root_name(ca)))
+        else:
+            common.validation_context.CopyFrom(_validation_context(tls))
+            common.validation_context.trusted_ca.CopyFrom(_file(ca))
     params = _tls_params(tls)
     if params is not None:
         common.tls_params.CopyFrom(params)
@@ -87,6 +121,7 @@ def transport_socket(context: DownstreamTlsContext) -> base_pb2.TransportSocket:
 __all__ = [
     "ALPN_HTTP",
     "TLS_TRANSPORT_SOCKET",
+    "credential_files",
     "downstream_tls_context",
     "filter_cipher_suites",
     "transport_socket",

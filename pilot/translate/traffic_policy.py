@@ -93,9 +93,12 @@ def apply(
     port: ServicePort,
     mesh: MeshSettings,
     service_sans: Sequence[str] = (),
+    *,
+    sds: bool = False,
 ) -> None:
     """Istio's applyTrafficPolicy for an outbound cluster, in Istio's order. ``service_sans`` are the
-    ServiceEntry's ``subjectAltNames`` (used when the TLS settings name none)."""
+    ServiceEntry's ``subjectAltNames`` (used when the TLS settings name none); ``sds``: the proxy has
+    the agent's SDS, so certificate files go as its ``file-cert:`` / ``file-root:`` secrets."""
     options = HttpProtocolOptions()
     if port.protocol.is_http2:
         _set_h2(options)
@@ -114,7 +117,7 @@ def apply(
     _apply_locality(cluster, policy, mesh)
     tls_context = None
     if policy.tls is not None:
-        tls_context = cluster_tls.upstream_tls_context(policy.tls, http2, options, service_sans)
+        tls_context = cluster_tls.upstream_tls_context(policy.tls, http2, options, service_sans, sds=sds)
     socket = cluster_tls.transport_socket(tls_context, policy.proxy_protocol)
     if socket is not None:
         cluster.transport_socket.CopyFrom(socket)

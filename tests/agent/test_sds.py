@@ -17,6 +17,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 from google.rpc import status_pb2
 
+from pilot.agent.file_secrets import FileSecrets, parse_file_secret_name
 from pilot.agent.sds import ROOT_SECRET, SECRET_TYPE, WORKLOAD_SECRET, SecretDiscoveryServer
 from pilot.agent.secret_cache import SecretCache
 from pilot.agent.workload_key import WorkloadSecret
@@ -83,8 +84,10 @@ def secrets_of(response: discovery_pb2.DiscoveryResponse) -> dict[str, secret_pb
 @pytest.fixture
 async def sds(tmp_path: Path) -> AsyncIterator[tuple[SecretCache, sds_pb2_grpc.SecretDiscoveryServiceStub]]:
     cache = SecretCache(secret(1))
+    files = FileSecrets(interval=0.05)
+    poller = asyncio.create_task(files.poll_forever())
     server = grpc.aio.server()
-    SecretDiscoveryServer(cache).add_to(server)
+    SecretDiscoveryServer(cache, files).add_to(server)
     socket = tmp_path / "sds"
     server.add_insecure_port(f"unix:{socket}")
     await server.start()
@@ -92,6 +95,7 @@ async def sds(tmp_path: Path) -> AsyncIterator[tuple[SecretCache, sds_pb2_grpc.S
     try:
         yield cache, sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
     finally:
+        poller.cancel()
         await channel.close()
         await server.stop(None)
 
@@ -170,3 +174,54 @@ async def test_delta_and_fetch_are_unimplemented_as_in_istio(sds):
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.FetchSecrets(discovery_pb2.DiscoveryRequest(type_url=SECRET_TYPE))
     assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_file_secret_names_parse_as_istio_writes_them():
+    cert = parse_file_secret_name("file-cert:/etc/certs/server.pem~/etc/certs/privatekey.pem")
+    assert cert is not None and (cert.certificate, cert.key) == (
+        "/etc/certs/server.pem",
+        "/etc/certs/privatekey.pem",
+    )
+    root = parse_file_secret_name("file-root:/etc/certs/ca.pem")
+    assert root is not None and root.paths == ("/etc/certs/ca.pem",)
+    for other in ("default", "file-cert:/only-cert.pem", "file-root:", "kubernetes://ns/name"):
+        assert parse_file_secret_name(other) is None
+
+
+async def test_file_cert_and_root_are_served_and_pushed_when_the_files_change(sds, tmp_path):
+    _, stub = sds
+    cert, key, ca = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.write_bytes(b"CERT1")
+    key.write_bytes(b"KEY1")
+    ca.write_bytes(b"CA1")
+    cert_name, root_name = f"file-cert:{cert}~{key}", f"file-root:{ca}"
+    envoy = open_stream(stub)
+    envoy.send([cert_name, root_name])
+    first = await envoy.receive()
+    served = secrets_of(first)
+    assert served[cert_name].tls_certificate.certificate_chain.inline_bytes == b"CERT1"
+    assert served[cert_name].tls_certificate.private_key.inline_bytes == b"KEY1"
+    assert served[root_name].validation_context.trusted_ca.inline_bytes == b"CA1"
+    envoy.send([cert_name, root_name], first.version_info, first.nonce)  # ACK
+    assert await envoy.silent()
+
+    key.write_bytes(b"KEY2")
+    pushed = await envoy.receive()
+    assert pushed.nonce != first.nonce
+    assert secrets_of(pushed)[cert_name].tls_certificate.private_key.inline_bytes == b"KEY2"
+
+
+async def test_a_missing_file_leaves_only_its_resource_unanswered_until_it_appears(sds, tmp_path, caplog):
+    _, stub = sds
+    ca = tmp_path / "ca.pem"
+    missing_name = f"file-root:{ca}"
+    envoy = open_stream(stub)
+    with caplog.at_level("WARNING", logger="pilot.agent.sds"):
+        envoy.send([missing_name, ROOT_SECRET])
+        assert list(secrets_of(await envoy.receive())) == [ROOT_SECRET]
+    assert any(
+        str(ca) in record.getMessage() and missing_name in record.getMessage() for record in caplog.records
+    )
+    ca.write_bytes(b"CA-LATE")
+    late = secrets_of(await envoy.receive())
+    assert late[missing_name].validation_context.trusted_ca.inline_bytes == b"CA-LATE"

@@ -136,7 +136,7 @@ def test_conflicting_servers_on_one_port_are_skipped() -> None:
 @pytest.mark.parametrize(
     "tls",
     [
-        {"mode": "SIMPLE", "credentialName": "secret"},
+        {"mode": "SIMPLE", "credentialName": "kubernetes-gateway://other/secret"},
         {"mode": "ISTIO_MUTUAL"},
         {"mode": "AUTO_PASSTHROUGH"},
     ],
@@ -155,7 +155,12 @@ def test_unix_socket_bind_is_left_out() -> None:
     ("server_spec", "path"),
     [
         (
-            server(443, "HTTPS", ("a.com",), tls={"mode": "SIMPLE", "credentialName": "s"}),
+            server(
+                443,
+                "HTTPS",
+                ("a.com",),
+                tls={"mode": "SIMPLE", "credentialName": "kubernetes-gateway://ns/s"},
+            ),
             "tls.credentialName",
         ),
         (server(443, "TLS", ("a.com",), tls={"mode": "AUTO_PASSTHROUGH"}), "tls.mode"),

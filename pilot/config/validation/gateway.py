@@ -12,6 +12,7 @@ from pilot.config.validation.common import (
     check_unix_address,
     enum_name,
     is_dns1123_label,
+    is_k8s_subdomain,
     item,
 )
 from pilot.config.validation.http import HTTP_PROTOCOLS, TLS_PROTOCOLS, parse_protocol
@@ -88,12 +89,25 @@ def unsupported_server(server: nw.Server) -> tuple[str, str] | None:
     if tls.mode == tls.ISTIO_MUTUAL:
         return "tls.mode", "ISTIO_MUTUAL on a gateway server is not built yet (sidecars' mTLS is); " + IGNORED
     if tls.mode != tls.PASSTHROUGH and tls.credential_name:
-        return (
-            "tls.credentialName",
-            "credentialName (a Kubernetes Secret) is not read yet (use serverCertificate and privateKey); "
-            + IGNORED,
-        )
+        if credential_secret_name(tls.credential_name) is None:
+            return (
+                "tls.credentialName",
+                f"Secret {tls.credential_name!r} cannot be found: pilot reads a Secret NAME (or "
+                f"{KUBERNETES_CREDENTIAL}NAME) of the router's namespace NS, from the files "
+                "ROOT/NS/NAME/tls.crt, tls.key, ca.crt; " + IGNORED,
+            )
     return None
+
+
+# Istio's credentials.KubernetesSecretType: the scheme of a credentialName that names a Secret.
+KUBERNETES_CREDENTIAL = "kubernetes://"
+
+
+def credential_secret_name(credential_name: str) -> str | None:
+    """The Secret a gateway's ``credentialName`` names (in the router's namespace, as in Istio), or
+    None when pilot cannot read it (another scheme, another namespace, not a Secret name)."""
+    name = credential_name.removeprefix(KUBERNETES_CREDENTIAL)
+    return name if is_k8s_subdomain(name) else None
 
 
 def _server(server: nw.Server, path: str, report: Report) -> None:

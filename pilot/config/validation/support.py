@@ -65,8 +65,9 @@ NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
     ),
     kinds.SERVICE_ENTRY: ("endpoints[].network",),
     kinds.GATEWAY: (
-        # Also not implemented by Istio. Servers pilot cannot serve at all (credentialName,
-        # ISTIO_MUTUAL, AUTO_PASSTHROUGH, unix sockets) are warned about by validation/gateway.py.
+        # Also not implemented by Istio. Servers pilot cannot serve at all (a credentialName that
+        # names no Secret pilot can read, ISTIO_MUTUAL, AUTO_PASSTHROUGH, unix sockets) are warned
+        # about by validation/gateway.py.
         "servers[].defaultEndpoint",
     ),
     kinds.WORKLOAD_ENTRY: ("network",),
@@ -100,8 +101,8 @@ NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
 
 
 CREDENTIAL_NAME_MESSAGE = (
-    "pilot reads no Kubernetes secrets: as Istio does for sidecars, no TLS is originated with "
-    "credentialName; give clientCertificate, privateKey and caCertificates files instead"
+    "as Istio does for sidecars, no TLS is originated with credentialName (gateways' credentialName "
+    "is read); give clientCertificate, privateKey and caCertificates files instead"
 )
 _POLICIES = (
     "trafficPolicy",
