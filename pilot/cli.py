@@ -78,6 +78,7 @@ class BootstrapOptions:
 class ValidateOptions:
     files: tuple[str, ...] = ()  # files or folders; none: standard input
     limits: ParseLimits = DEFAULT_LIMITS
+    grpc: bool = False  # warn on VirtualService fields proxyless gRPC clients cannot honour
 
 
 def _integer(text: str) -> int:
@@ -527,6 +528,11 @@ def _add_validate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     validate.add_argument(
         "files", nargs="*", metavar="FILE", help="YAML/JSON files or folders; '-' or none: standard input"
     )
+    validate.add_argument(
+        "--grpc",
+        action="store_true",
+        help="the VirtualServices serve proxyless gRPC clients: warn on what gRPC ignores or fails",
+    )
     _add_config_limits(validate, Settings())
     validate.set_defaults(command_spec=Command(validate_options_from, _validate))
 
@@ -709,7 +715,7 @@ def validate_options_from(args: argparse.Namespace) -> ValidateOptions:
         routes_per_object=args.max_routes_per_object,
         depth=args.max_yaml_depth,
     )
-    return ValidateOptions(files=tuple(args.files), limits=limits)
+    return ValidateOptions(files=tuple(args.files), limits=limits, grpc=args.grpc)
 
 
 def _serve(settings: Settings) -> int:

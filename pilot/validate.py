@@ -8,15 +8,18 @@ error (warnings allowed), 1 otherwise; files that cannot be read count as errors
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from pilot.config import kinds
 from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
 from pilot.config.objects import FieldError, ParseResult
 from pilot.config.parse import parse_text, too_large
+from pilot.config.validation.grpc_clients import grpc_client_warnings
 
 STDIN = "-"
 STDIN_ORIGIN = "<stdin>"
@@ -97,13 +100,28 @@ class Files(Protocol):
     @property
     def limits(self) -> ParseLimits: ...
 
+    @property
+    def grpc(self) -> bool: ...
+
 
 def run(args: Files, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
     """The ``validate`` subcommand: ``args.files`` is a list of paths, ``-`` for standard input."""
     source = stdin if stdin is not None else sys.stdin
     target = out if out is not None else sys.stdout
     paths = list(expand(args.files)) or [STDIN]
-    return report((check(path, source, args.limits) for path in paths), target)
+    results = (check(path, source, args.limits) for path in paths)
+    return report((with_grpc_warnings(r) for r in results) if args.grpc else results, target)
+
+
+def with_grpc_warnings(result: ParseResult) -> ParseResult:
+    """``result`` with a warning for every VirtualService field proxyless gRPC clients cannot honour."""
+    extra = [
+        warning
+        for obj in result.objects
+        if kinds.VIRTUAL_SERVICE_INFO.holds(obj)
+        for warning in grpc_client_warnings(obj)
+    ]
+    return dataclasses.replace(result, errors=(*result.errors, *extra)) if extra else result
 
 
 __all__ = ["check", "describe", "expand", "report", "run"]
