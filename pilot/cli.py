@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import logging
-import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from pilot import __version__
+from pilot import __version__, flag_values
 from pilot.capture.options import IptablesOptions
 from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
 from pilot.demo.options import DemoOptions, add_mesh_flags
@@ -81,44 +79,6 @@ class ValidateOptions:
     grpc: bool = False  # warn on VirtualService fields proxyless gRPC clients cannot honour
 
 
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _integer(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port: {value}")
-    return value
-
-
 class _CommandList(argparse.HelpFormatter):
     """``pilot --help``: each command's help on the line of its name. argparse measures subcommand
     names without the indent they are printed at, so a long one (``proxy-status``) wrapped."""
@@ -145,29 +105,6 @@ class DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in text or quiet or not action.option_strings:
             return text
         return super()._get_help_string(action)
-
-
-def _positive(text: str) -> int:
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
-def _duration(text: str) -> datetime.timedelta:
-    from pilot.ca.token_command import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _namespaces(text: str) -> tuple[str, ...]:
@@ -216,55 +153,55 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--xds-host", default=defaults.xds_host, help="address of the ADS gRPC server")
     serve.add_argument(
         "--xds-port",
-        type=_port,
+        type=flag_values.port,
         default=defaults.xds_port,
         help="port of the plaintext ADS gRPC server (0: not served)",
     )
     serve.add_argument("--http-host", default=defaults.http_host, help="address of /ready, /metrics, /debug")
     serve.add_argument(
         "--http-port",
-        type=_port,
+        type=flag_values.port,
         default=defaults.http_port,
         help="port of /ready, /metrics, /debug (0: any free port)",
     )
     serve.add_argument(
         "--debounce-after",
-        type=_seconds,
+        type=flag_values.non_negative,
         default=defaults.debounce_after,
         metavar="SECONDS",
         help="push after this much quiet (PILOT_DEBOUNCE_AFTER)",
     )
     serve.add_argument(
         "--debounce-max",
-        type=_seconds,
+        type=flag_values.non_negative,
         default=defaults.debounce_max,
         metavar="SECONDS",
         help="push at the latest this long after a burst started (PILOT_DEBOUNCE_MAX)",
     )
     serve.add_argument(
         "--push-concurrency",
-        type=_count,
+        type=flag_values.count,
         default=defaults.push_concurrency,
         metavar="N",
         help="proxies sent a push at the same time (PILOT_PUSH_THROTTLE)",
     )
     serve.add_argument(
         "--send-timeout",
-        type=_seconds,
+        type=flag_values.non_negative,
         default=defaults.send_timeout,
         metavar="SECONDS",
         help="a send slower than this gives up its push slot",
     )
     serve.add_argument(
         "--shutdown-grace",
-        type=_seconds,
+        type=flag_values.non_negative,
         default=defaults.shutdown_grace,
         metavar="SECONDS",
         help="time streams get to finish on shutdown",
     )
     serve.add_argument(
         "--max-connection-age",
-        type=_seconds,
+        type=flag_values.non_negative,
         default=defaults.max_connection_age,
         metavar="SECONDS",
         help="close xDS connections after this long so proxies rebalance "
@@ -273,21 +210,21 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     limits = _add_config_limits(serve, defaults)
     limits.add_argument(
         "--http-request-timeout",
-        type=_seconds,
+        type=flag_values.non_negative,
         default=defaults.http_request_timeout,
         metavar="SECONDS",
         help="time a request to the HTTP port has to arrive whole",
     )
     limits.add_argument(
         "--http-max-connections",
-        type=_count,
+        type=flag_values.count,
         default=defaults.http_max_connections,
         metavar="N",
         help="open connections to the HTTP port",
     )
     limits.add_argument(
         "--max-requests-per-second",
-        type=_rate,
+        type=flag_values.non_negative,
         default=defaults.max_requests_per_second,
         metavar="N",
         help="new xDS streams per second, all proxies together; 0: no limit "
@@ -295,21 +232,21 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     limits.add_argument(
         "--max-stream-requests-per-second",
-        type=_rate,
+        type=flag_values.non_negative,
         default=defaults.max_stream_requests_per_second,
         metavar="N",
         help="requests per second of one xDS stream, beyond --stream-request-burst; 0: no limit",
     )
     limits.add_argument(
         "--stream-request-burst",
-        type=_count,
+        type=flag_values.count,
         default=defaults.stream_request_burst,
         metavar="N",
         help="requests one xDS stream may send at once before its rate applies",
     )
     limits.add_argument(
         "--nack-log-interval",
-        type=_seconds,
+        type=flag_values.non_negative,
         default=defaults.nack_log_interval,
         metavar="SECONDS",
         help="one stream's NACKs are logged at most once per this long (with a count of the others)",
@@ -352,7 +289,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     kube.add_argument(
         "--webhook-port",
-        type=_port,
+        type=flag_values.port,
         default=None,
         metavar="N",
         help="serve the validating admission webhook (HTTPS) on this port (Istio: 15017)",
@@ -377,12 +314,14 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     ttl_help = "workload certificate lifetime when the CSR asks for none, e.g. 24h, 90m (default: 24h)"
     security.add_argument(
-        "--workload-cert-ttl", type=_duration, default=None, metavar="DURATION", help=ttl_help
+        "--workload-cert-ttl", type=flag_values.duration, default=None, metavar="DURATION", help=ttl_help
     )
     tls_port_help = (
         "port of the TLS gRPC server: ADS for token holders, the CSR service (needs --ca-dir; 0: off)"
     )
-    security.add_argument("--xds-tls-port", type=_port, default=defaults.xds_tls_port, help=tls_port_help)
+    security.add_argument(
+        "--xds-tls-port", type=flag_values.port, default=defaults.xds_tls_port, help=tls_port_help
+    )
     security.add_argument(
         "--xds-tls-host",
         action="append",
@@ -403,15 +342,19 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     demo.add_argument(
         "--duration",
-        type=_seconds,
+        type=flag_values.non_negative,
         default=None,
         metavar="SECONDS",
         help="stop after this long (default: until Ctrl-C)",
     )
-    demo.add_argument("--xds-port", type=_port, default=0, help="pilot's ADS port (0: any free port)")
-    demo.add_argument("--http-port", type=_port, default=0, help="pilot's HTTP port (0: any free port)")
     demo.add_argument(
-        "--listen-port", type=_port, default=0, help="the Envoy listener port (0: any free port)"
+        "--xds-port", type=flag_values.port, default=0, help="pilot's ADS port (0: any free port)"
+    )
+    demo.add_argument(
+        "--http-port", type=flag_values.port, default=0, help="pilot's HTTP port (0: any free port)"
+    )
+    demo.add_argument(
+        "--listen-port", type=flag_values.port, default=0, help="the Envoy listener port (0: any free port)"
     )
     demo.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="level of pilot's own logs")
     add_mesh_flags(demo)
@@ -434,7 +377,7 @@ def _add_bootstrap(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     bootstrap.add_argument("--delta", action="store_true", help="use delta (incremental) xDS")
     bootstrap.add_argument(
         "--admin-port",
-        type=_port,
+        type=flag_values.port,
         default=None,
         metavar="N",
         help="Envoy admin port on 127.0.0.1 (default: no admin)",
@@ -442,7 +385,7 @@ def _add_bootstrap(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     bootstrap.add_argument(
         "--label",
         action="append",
-        type=_key_value,
+        type=flag_values.key_value,
         default=[],
         metavar="KEY=VALUE",
         help="a workload label, sent as node metadata LABELS (a router's Gateway "
@@ -451,7 +394,7 @@ def _add_bootstrap(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     bootstrap.add_argument(
         "--metadata",
         action="append",
-        type=_key_value,
+        type=flag_values.key_value,
         default=[],
         metavar="KEY=VALUE",
         help="other node metadata, e.g. INTERCEPTION_MODE=REDIRECT; repeatable",
@@ -485,35 +428,35 @@ def _add_config_limits(parser: argparse.ArgumentParser, defaults: Settings) -> a
     limits = parser.add_argument_group("limits (past one, a config file or object is refused with an error)")
     limits.add_argument(
         "--max-file-bytes",
-        type=_positive,
+        type=flag_values.positive,
         default=defaults.max_file_bytes,
         metavar="N",
         help="bytes of one config file",
     )
     limits.add_argument(
         "--max-objects-per-file",
-        type=_positive,
+        type=flag_values.positive,
         default=defaults.max_objects_per_file,
         metavar="N",
         help="objects in one file, counting kind: List items",
     )
     limits.add_argument(
         "--max-hosts-per-object",
-        type=_positive,
+        type=flag_values.positive,
         default=defaults.max_hosts_per_object,
         metavar="N",
         help="hosts of one object",
     )
     limits.add_argument(
         "--max-routes-per-object",
-        type=_positive,
+        type=flag_values.positive,
         default=defaults.max_routes_per_object,
         metavar="N",
         help="HTTP, TLS and TCP routes of one VirtualService",
     )
     limits.add_argument(
         "--max-yaml-depth",
-        type=_positive,
+        type=flag_values.positive,
         default=defaults.max_yaml_depth,
         metavar="N",
         help="nesting of one YAML document",
@@ -628,13 +571,6 @@ def _iptables(options: IptablesOptions) -> int:
     from pilot.capture import command
 
     return command.run(options)
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -763,7 +699,9 @@ def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     token.add_argument("--namespace", required=True, metavar="NS")
     token.add_argument("--service-account", required=True, metavar="SA")
-    token.add_argument("--ttl", type=_duration, default="1h", help="lifetime, e.g. 1h, 30m, 90s (default 1h)")
+    token.add_argument(
+        "--ttl", type=flag_values.duration, default="1h", help="lifetime, e.g. 1h, 30m, 90s (default 1h)"
+    )
     token.add_argument("--audience", default="istio-ca", help="the aud claim (default: istio-ca)")
     token.set_defaults(command_spec=Command(token_options_from, _token))
 

@@ -57,13 +57,12 @@ def numeric(parser: argparse.ArgumentParser, flag: str) -> bool:
         if flag in action.option_strings:
             name = getattr(action.type, "__name__", "")
             return action.type in (int, float) or name in {
-                "_integer",
-                "_number",
-                "_count",
-                "_rate",
-                "_port",
-                "_positive",
-                "_seconds",
+                "integer",
+                "number",
+                "count",
+                "non_negative",
+                "port",
+                "positive",
             }
     return False
 

@@ -40,6 +40,8 @@ TABLE: dict[str, Rule] = {
     "metrics": rule(),
     "log": rule(),
     "settings": rule(),
+    # argparse ``type=`` functions of every subcommand's flags.
+    "flag_values": rule(),
     "config": rule("errors", "_gen", never=("grpc",)),
     "sources": rule("config", "errors"),
     "translate": rule("config", "xds", "_gen", "cache.snapshot", never=("asyncio", "grpc")),
@@ -78,7 +80,7 @@ TABLE: dict[str, Rule] = {
     "ca.server_credentials": rule("ca"),
     # `pilot agent` (the pilot-agent role): a client of the secure port (the CA's API and ADS as
     # bytes) that writes Envoy's bootstrap; it knows nothing of config, translation or the server.
-    "agent": rule("ca", "_gen.ca_pb2", "_gen.ca_pb2_grpc", "xds", "bootstrap"),
+    "agent": rule("ca", "_gen.ca_pb2", "_gen.ca_pb2_grpc", "xds", "bootstrap", "flag_values"),
     "__init__": rule(),
 }
 

@@ -10,6 +10,7 @@ import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
+from pilot import flag_values
 from pilot.bootstrap import parse_address
 
 ISTIOD_HOST = "istiod.istio-system.svc"
@@ -74,23 +75,6 @@ class AgentOptions:
         return f"sidecar~{self.ip}~{pod_name}.{self.namespace}~{self.namespace}.svc.cluster.local"
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
-
-
-def _duration(text: str) -> datetime.timedelta:
-    # Imported on use: pilot.ca pulls in cryptography and PyJWT, which `pilot --help` need not pay for.
-    from pilot.ca.token_command import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``pilot agent``."""
     parser.add_argument(
@@ -111,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--label",
         action="append",
-        type=_key_value,
+        type=flag_values.key_value,
         default=[],
         metavar="KEY=VALUE",
         help="a workload label, sent as node metadata LABELS; repeatable",
@@ -163,7 +147,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN, metavar="DOMAIN")
     parser.add_argument(
         "--secret-ttl",
-        type=_duration,
+        type=flag_values.duration,
         default=DEFAULT_SECRET_TTL,
         metavar="DURATION",
         help="certificate lifetime asked of the CA (Istio: SECRET_TTL, 24h)",

@@ -7,7 +7,6 @@ agent (``--token-file``) and the CA on the secure port accepts it as proof of NS
 from __future__ import annotations
 
 import datetime
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,23 +16,6 @@ from pilot.ca.identity import ServiceAccount
 from pilot.ca.tokens import DEFAULT_AUDIENCE, issue_token, load_or_create_signing_key
 
 DEFAULT_LIFETIME = datetime.timedelta(hours=1)
-# Go duration syntax as Istio's flags take it, restricted to whole h/m/s: 1h, 30m, 1h30m, 90s, 3600.
-_DURATION = re.compile(r"(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?")
-
-
-def parse_duration(text: str) -> datetime.timedelta:
-    """``1h``, ``30m``, ``1h30m``, ``90s`` or plain seconds → timedelta; ValueError otherwise."""
-    match = _DURATION.fullmatch(text)
-    if not text or (match is None and not text.isdigit()):
-        raise ValueError(f"not a duration (like 1h, 30m, 90s): {text!r}")
-    try:
-        if text.isdigit():
-            return datetime.timedelta(seconds=int(text))
-        assert match is not None
-        hours, minutes, seconds = (int(match.group(unit) or 0) for unit in "hms")
-        return datetime.timedelta(hours=hours, minutes=minutes, seconds=seconds)
-    except OverflowError:
-        raise ValueError(f"duration too long: {text!r}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from pilot import flag_values
 from pilot.demo.scenario import PHASES
 
 __all__ = ["OPEN_ENDED_PHASE", "DemoOptions", "add_mesh_flags"]
@@ -28,17 +29,6 @@ class DemoOptions:
         return self.duration / len(PHASES) if self.duration is not None else OPEN_ENDED_PHASE
 
 
-def _positive(text: str) -> int:
-    # ArgumentTypeError, not ValueError: argparse would name this function in the usage error.
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_mesh_flags(parser: argparse.ArgumentParser) -> None:
     """``--mesh`` and ``--requests``, on ``pilot demo``'s parser (pilot/cli.py)."""
     parser.add_argument(
@@ -47,5 +37,9 @@ def add_mesh_flags(parser: argparse.ArgumentParser) -> None:
         help="run Bookinfo's reviews as a mesh of network namespaces with iptables capture (needs root)",
     )
     parser.add_argument(
-        "--requests", type=_positive, default=40, metavar="N", help="with --mesh: requests per client pod"
+        "--requests",
+        type=flag_values.positive,
+        default=40,
+        metavar="N",
+        help="with --mesh: requests per client pod",
     )

@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives import serialization
 
 from pilot import cli
 from pilot.ca.identity import ServiceAccount
-from pilot.ca.token_command import TokenOptions, parse_duration, run
+from pilot.ca.token_command import TokenOptions, run
 from pilot.ca.tokens import MAX_TOKEN_BYTES, FolderTokenAuthenticator, issue_token, load_or_create_signing_key
 from pilot.errors import AuthenticationError
+from pilot.flag_values import parse_duration
 
 SLEEP = ServiceAccount("default", "sleep")
 HOUR = datetime.timedelta(hours=1)
