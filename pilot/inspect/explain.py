@@ -308,6 +308,18 @@ def rule_of(
     return Source(source.kind, source.namespace, source.name, origin, line, format_path(path))
 
 
+def held_note(rejection: Mapping[str, Any]) -> str:
+    """Why the route comes from an older version of its object: a proxy of this view rejected the
+    newer one (``rejected`` of the object in ``/debug/configz``, pilot.push.holds)."""
+    held = rejection.get("held_revision")
+    line = rejection.get("line")
+    where = f"{rejection.get('origin')}:{line}" if line else str(rejection.get("origin"))
+    return (
+        f"revision {rejection.get('rejected_revision')} ({where}) was rejected by {rejection.get('proxy')} "
+        f"({rejection.get('error')}); this proxy is served revision {held} until the object is edited"
+    )
+
+
 def _readable(origin: str, folders: Sequence[str]) -> Path | None:
     """The origin's file here: as given, or under a folder pilot watches (a folder source names its
     files relative to the folder; ``/debug/sourcez`` gives the folder)."""
@@ -447,6 +459,9 @@ def explain(
         obj = objects.get((source.kind, source.namespace, source.name))
         rule = rule_of(source, obj, len(same_source), str(route.get("name", "")), request.port, folders)
         out.add("from", str(rule))
+        for rejection in (obj or {}).get("rejected", []):
+            if rejection.get("view") == dump.get("view"):
+                out.add("held back", held_note(rejection))
     text, targets = _route_action(route)
     out.add("action", text)
     clusters = config_dump.by_name(dump, config_dump.CLUSTER)
