@@ -457,11 +457,16 @@ def explain(
     if source is not None:
         same_source = [r for r in candidates[:position] if source_of(r.get("metadata"), objects) == source]
         obj = objects.get((source.kind, source.namespace, source.name))
-        rule = rule_of(source, obj, len(same_source), str(route.get("name", "")), request.port, folders)
-        out.add("from", str(rule))
-        for rejection in (obj or {}).get("rejected", []):
-            if rejection.get("view") == dump.get("view"):
-                out.add("held back", held_note(rejection))
+        held = [r for r in (obj or {}).get("rejected", []) if r.get("view") == dump.get("view")]
+        if held:
+            # The route comes from the version the proxy accepted, not the store's: no rule of the
+            # store's version (what /debug/configz holds) can be named.
+            out.add("from", f"{source} at revision {held[0].get('held_revision')}")
+        else:
+            rule = rule_of(source, obj, len(same_source), str(route.get("name", "")), request.port, folders)
+            out.add("from", str(rule))
+        for rejection in held:
+            out.add("held back", held_note(rejection))
     text, targets = _route_action(route)
     out.add("action", text)
     clusters = config_dump.by_name(dump, config_dump.CLUSTER)

@@ -203,6 +203,7 @@ def test_a_nack_is_traced_to_its_yaml_line_by_the_operator_commands(
     assert code == 0, out
     held = [line for line in out.splitlines() if line.startswith("held back")]
     assert len(held) == 1 and f"revision {revision} ({where}) was rejected" in held[0], out
+    assert f"VirtualService default/gamma (gamma-vs.yaml) at revision {rejection['held_revision']}" in out
 
     # Convergence of the edit: the steady proxy ACKed it, the rejecting one is held.
     code, out = cli(capsys, "proxy-status", "--revision", str(revision), "--pilot", url)
