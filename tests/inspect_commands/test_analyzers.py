@@ -213,18 +213,10 @@ def test_the_command_exits_1_on_errors_and_prints_json(tmp_path: Path):
 
 
 def test_a_candidate_file_replaces_the_object_it_edits(tmp_path: Path) -> None:
-    route = """
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews.default.svc.cluster.local]
-  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
-"""
     mesh = tmp_path / "mesh"
     mesh.mkdir()
-    (mesh / "mesh.yaml").write_text(SERVICE + route)
-    (tmp_path / "candidate.yaml").write_text(route.replace("}}]}]", ", subset: v9}}]}]"))
+    (mesh / "mesh.yaml").write_text(SERVICE + DR % ("v2", "v2") + vs())
+    (tmp_path / "candidate.yaml").write_text(vs(subset="v9"))
     out = StringIO()
     assert run(AnalyzeOptions((str(mesh), str(tmp_path / "candidate.yaml"))), out) == 1
     # The edit's missing subset, and no IST0109: the candidate is the folder's object, edited.
