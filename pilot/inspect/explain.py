@@ -26,6 +26,7 @@ import orjson
 
 from pilot.config.yamlpos import format_path
 from pilot.inspect import config_dump
+from pilot.inspect.held_objects import held_note
 from pilot.inspect.pilot_api import DEFAULT_PILOT, ApiError, PilotApi, envoy_config_dump
 from pilot.inspect.yaml_lines import line_of
 
@@ -306,18 +307,6 @@ def rule_of(
     line = line_of(where, source.kind, source.namespace, source.name, path) if where is not None else None
     origin = str(where) if where is not None else source.origin
     return Source(source.kind, source.namespace, source.name, origin, line, format_path(path))
-
-
-def held_note(rejection: Mapping[str, Any]) -> str:
-    """Why the route comes from an older version of its object: a proxy of this view rejected the
-    newer one (``rejected`` of the object in ``/debug/configz``, pilot.push.holds)."""
-    held = rejection.get("held_revision")
-    line = rejection.get("line")
-    where = f"{rejection.get('origin')}:{line}" if line else str(rejection.get("origin"))
-    return (
-        f"revision {rejection.get('rejected_revision')} ({where}) was rejected by {rejection.get('proxy')} "
-        f"({rejection.get('error')}); this proxy is served revision {held} until the object is edited"
-    )
 
 
 def _readable(origin: str, folders: Sequence[str]) -> Path | None:
