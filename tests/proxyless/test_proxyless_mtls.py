@@ -194,6 +194,13 @@ def test_mtls_call_carries_the_clients_spiffe_id(mesh: MtlsMesh, client: XdsClie
     assert peer(client, "xds") == {CLIENT_ID: 3}
     log = mesh.pilot.log_path.read_text(errors="replace")
     assert "NACK" not in log, mesh.pilot.log_tail(20)
+    # Both applications' streams come through their agents to the secure port, authenticated as
+    # their service accounts, and hold what they were sent.
+    rows = mesh.pilot.debug_json("/debug/syncz")
+    assert {row["identity"] for row in rows} == {"default/details", "default/client"}, rows
+    for row in rows:
+        for held in (row["lds"], row["cds"]):
+            assert held["nonce_acked"] == held["nonce_sent"] and held["last_nack"] is None, row
 
 
 def test_a_client_without_certificates_is_refused(mesh: MtlsMesh, client: XdsClient) -> None:
