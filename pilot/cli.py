@@ -483,7 +483,8 @@ def _add_validate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     validate.add_argument(
         "--grpc",
         action="store_true",
-        help="the VirtualServices serve proxyless gRPC clients: warn on what gRPC ignores or fails",
+        help="the VirtualServices and DestinationRules serve proxyless gRPC clients: warn on what "
+        "gRPC ignores or fails",
     )
     _add_config_limits(validate, Settings())
     validate.set_defaults(command_spec=Command(validate_options_from, _validate))
