@@ -127,12 +127,14 @@ class XdsClient:
         calls: int = 1,
         metadata: Mapping[str, str] | None = None,
         timeout: float = 5.0,
-        target: str = TARGET,
+        target: str | None = None,
         **options: str,
     ) -> Reply:
-        """``options``: ``method``, ``credentials`` (tests.proxyless.xds_client)."""
+        """``target``: the process's own by default; ``options``: ``method``, ``credentials``
+        (tests.proxyless.xds_client)."""
         assert self._proc.stdin is not None and self._proc.stdout is not None
-        command = {"calls": calls, "metadata": dict(metadata or {}), "timeout": timeout, "target": target}
+        command = {"calls": calls, "metadata": dict(metadata or {}), "timeout": timeout}
+        command.update(target=target or self.target, **options)
         command.update(options)
         self._proc.stdin.write(json.dumps(command) + "\n")
         self._proc.stdin.flush()
@@ -149,7 +151,7 @@ class XdsClient:
         metadata: Mapping[str, str] | None = None,
         timeout: float = 15.0,
         message: str = "",
-        target: str = TARGET,
+        target: str | None = None,
         **options: str,
     ) -> Reply:
         """Send batches of ``calls`` until one satisfies ``accept``; Timeout with the last one."""

@@ -173,7 +173,7 @@ def client(mesh: MtlsMesh) -> XdsClient:
 
 
 def peer(client: XdsClient, credentials: str, calls: int = 3) -> dict[str, int]:
-    return dict(client.call(calls, target=TARGET, method=PEER_METHOD, credentials=credentials).outcomes)
+    return dict(client.call(calls, method=PEER_METHOD, credentials=credentials).outcomes)
 
 
 def until_mtls_calls(client: XdsClient, outcome: str, message: str, timeout: float = 15) -> None:
@@ -181,7 +181,6 @@ def until_mtls_calls(client: XdsClient, outcome: str, message: str, timeout: flo
     client.wait_for(
         lambda r: r.outcomes == {outcome: 3},
         calls=3,
-        target=TARGET,
         method=PEER_METHOD,
         credentials="xds",
         timeout=timeout,
