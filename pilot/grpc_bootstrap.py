@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from pilot.bootstrap import parse_address
+from pilot.translate.grpc_tls import PROVIDER_INSTANCE  # the instance pilot's TLS contexts name
 from pilot.translate.proxy import GRPC_GENERATOR, Proxy
 
 __all__ = [
@@ -41,8 +42,6 @@ __all__ = [
 ]
 
 SERVER_LISTENER_TEMPLATE: Final = "xds.istio.io/grpc/lds/inbound/%s"
-# The instance pilot's TLS contexts name (pilot.translate.grpc_tls.PROVIDER_INSTANCE).
-PROVIDER_INSTANCE: Final = "default"
 # Istio's OUTPUT_CERTS names (pkg/istio-agent/grpcxds GenerateBootstrap), as pilot agent writes them.
 CERTIFICATE_FILES: Final = {
     "certificate_file": "cert-chain.pem",
