@@ -24,8 +24,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from pilot.translate import authz_policies as ap
 from pilot.translate import authz_rules as r
 from pilot.translate.authz_matchers import JWT_AUTHN_FILTER
+from pilot.translate.context import PushContext
 from pilot.translate.inbound import BLACKHOLE_CHAIN
 from pilot.translate.listeners import HCM_FILTER, typed
+from pilot.translate.proxy import NodeType, ProxyView
 from pilot.translate.tcp_routes import TCP_PROXY_FILTER
 
 
@@ -80,4 +82,18 @@ def _insert_http(manager: hcm_pb2.HttpConnectionManager, rbac: Sequence[hcm_pb2.
     manager.http_filters.extend([*existing[:at], *rbac, *existing[at:]])
 
 
-__all__ = ["AuthorizationFilters"]
+def authorization_filters(view: ProxyView, context: PushContext) -> AuthorizationFilters:
+    """The RBAC filters of the policies that select ``view`` at ``context``."""
+    mesh = context.mesh
+    buckets = ap.applicable(context.authorization_policies, view.namespace, view.labels, mesh.root_namespace)
+    return AuthorizationFilters(buckets, r.TrustDomains((mesh.trust_domain, *mesh.trust_domain_aliases)))
+
+
+def apply_authorization(
+    view: ProxyView, context: PushContext, listeners: Sequence[listener_pb2.Listener]
+) -> None:
+    """Place the view's RBAC filters: in every listener of a router, in the inbound ones of a sidecar."""
+    authorization_filters(view, context).apply(listeners, inbound_only=view.type is not NodeType.ROUTER)
+
+
+__all__ = ["AuthorizationFilters", "apply_authorization", "authorization_filters"]

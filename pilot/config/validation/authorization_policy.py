@@ -4,7 +4,7 @@ validation.go) and pkg/config/security (``ValidateAttribute``, ``ValidateIPs``, 
 
 Beyond Istio: pilot translates no ext_authz ``extensionProviders``, so a CUSTOM policy gets a warning
 saying what happens instead (requests its rules match are denied, Istio's bad-provider behaviour); a
-``targetRef`` to a Service or ServiceEntry (waypoints) selects no proxy pilot serves.
+``targetRef`` to a Service, ServiceEntry (waypoints) or GatewayClass selects no proxy pilot serves.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import re
 from collections.abc import Sequence
 
 from pilot._gen import security_pb2 as sec
-from pilot.config.validation.common import Report, at, check_selector_labels, item
+from pilot.config.validation.common import Report, at, item
+from pilot.config.validation.policy_target import check_policy_scope, target_refs_of
 
 Policy = sec.AuthorizationPolicy
 
@@ -56,7 +57,7 @@ _TARGET_GROUPS = {
 
 
 def validate_authorization_policy(spec: Policy, namespace: str, path: str, report: Report) -> None:
-    _selection(spec, path, report)
+    _selection(spec, namespace, path, report)
     rules_path = at(path, "rules")
     if spec.action == Policy.CUSTOM:
         if not len(spec.rules):
@@ -84,34 +85,17 @@ def validate_authorization_policy(spec: Policy, namespace: str, path: str, repor
         _rule(rule, spec.action, item(rules_path, index), index, report)
 
 
-def _selection(spec: Policy, path: str, report: Report) -> None:
-    """Istio's validateOneOfSelectorType, validateWorkloadSelector, validatePolicyTargetReference(s)."""
-    if sum((spec.HasField("selector"), spec.HasField("targetRef"), bool(len(spec.targetRefs)))) > 1:
-        report.error(path, "only one of targetRefs or workloadSelector can be set")
-    if spec.HasField("selector"):
-        labels = spec.selector.match_labels
-        report.check_all(at(path, "selector.matchLabels"), check_selector_labels(labels))
-        if not len(labels):
-            report.warn(at(path, "selector"), "workload selector specified without labels")
-    refs = [(at(path, "targetRef"), spec.targetRef)] if spec.HasField("targetRef") else []
-    refs += [(item(at(path, "targetRefs"), i), ref) for i, ref in enumerate(spec.targetRefs)]
+def _selection(spec: Policy, namespace: str, path: str, report: Report) -> None:
+    """Istio's validateOneOfSelectorType, validateWorkloadSelector and validatePolicyTargetReference(s)
+    (pilot.config.validation.policy_target); and which targets select no proxy pilot serves."""
+    selector = spec.selector if spec.HasField("selector") else None
+    refs = target_refs_of(spec, path)
+    check_policy_scope(selector, refs, namespace, path, report)
     for where, ref in refs:
-        if not ref.name:
-            report.error(at(where, "name"), "targetRef name must be set")
-        if ref.namespace:
-            report.error(
-                at(where, "namespace"),
-                "targetRef namespace must not be set; cross namespace referencing is not supported",
+        if ref.kind != "Gateway":
+            report.warn(
+                where, f"a targetRef to a {ref.kind} selects no proxy pilot serves (waypoints, classes)"
             )
-        group = _TARGET_GROUPS.get(ref.kind)
-        if group is None:
-            report.error(
-                at(where, "kind"), f"targetRef must be to one of {sorted(_TARGET_GROUPS)} but was {ref.kind}"
-            )
-        elif (ref.group or "core") != group:
-            report.error(at(where, "group"), f'targetRef Group must be "{group}" for {ref.kind}')
-        elif ref.kind != "Gateway":
-            report.warn(where, f"targetRef to a {ref.kind} applies to waypoints, which pilot does not serve")
 
 
 def _custom_rules(spec: Policy, path: str, report: Report) -> None:
