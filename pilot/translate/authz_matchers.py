@@ -93,10 +93,7 @@ def jwt_claim_string(claim: str, matcher: StringMatcher) -> MetadataMatcher:
 
 def string_or(values: Sequence[str]) -> ValueMatcher:
     """Istio's ``StringOrMatcher``: any of ``values`` (with wildcards)."""
-    matchers = [ValueMatcher(string_match=string_matcher(v)) for v in values]
-    if len(matchers) == 1:
-        return matchers[0]
-    return ValueMatcher(or_match=value_pb2.OrMatcher(value_matchers=matchers))
+    return _or([ValueMatcher(string_match=string_matcher(v)) for v in values])
 
 
 def jwt_claim_list(claims: Sequence[str], value: ValueMatcher) -> MetadataMatcher:
@@ -110,15 +107,24 @@ def jwt_claim_list(claims: Sequence[str], value: ValueMatcher) -> MetadataMatche
     )
 
 
-def filter_metadata(filter_name: str, key: str, value: str) -> MetadataMatcher:
-    """``experimental.envoy.filters.NAME[KEY]``: a string, or ``[v]`` for a list holding ``v``
-    (Istio's envoyFilterGenerator)."""
-    if value.startswith("[") and value.endswith("]"):
-        inner = ValueMatcher(string_match=string_matcher(value[1:-1]))
-        matcher = ValueMatcher(list_match=value_pb2.ListMatcher(one_of=inner))
-    else:
-        matcher = ValueMatcher(string_match=string_matcher(value))
-    return MetadataMatcher(filter=filter_name, path=_path((key,)), value=matcher)
+def filter_metadata(filter_name: str, key: str, values: Sequence[str]) -> MetadataMatcher:
+    """``experimental.envoy.filters.NAME[KEY]``: any of ``values``, each a string or ``[v]`` for a
+    list holding ``v`` (Istio's envoyFilterGenerator ``extendedPermission``)."""
+    matchers = []
+    for value in values:
+        if value.startswith("[") and value.endswith("]"):
+            inner = ValueMatcher(string_match=string_matcher(value[1:-1]))
+            matchers.append(ValueMatcher(list_match=value_pb2.ListMatcher(one_of=inner)))
+        else:
+            matchers.append(ValueMatcher(string_match=string_matcher(value)))
+    return MetadataMatcher(filter=filter_name, path=_path((key,)), value=_or(matchers))
+
+
+def _or(matchers: list[ValueMatcher]) -> ValueMatcher:
+    """Istio's ``OrMatcher``: one matcher as itself."""
+    if len(matchers) == 1:
+        return matchers[0]
+    return ValueMatcher(or_match=value_pb2.OrMatcher(value_matchers=matchers))
 
 
 def bracketed(text: str) -> list[str]:

@@ -29,7 +29,7 @@ class Condition(Generic[_T]):
     values: Sequence[str]
     not_values: Sequence[str]
     one: r.PrincipalOf | r.PermissionOf | None = None
-    many: r.PrincipalsOf | None = None
+    many: r.PrincipalsOf | r.PermissionsOf | None = None
 
 
 # ``when`` keys → (is a principal, generator). Istio's model.go ``New`` switch.
@@ -58,7 +58,7 @@ def _when(
     if key in _WHEN_PERMISSION:
         return False, Condition(key, values, nots, one=_WHEN_PERMISSION[key])
     if key.startswith("experimental.envoy.filters."):
-        return False, Condition(key, values, nots, one=r.envoy_filter)
+        return False, Condition(key, values, nots, many=r.envoy_filter)
     if key in _WHEN_PRINCIPAL:
         return True, Condition(key, values, nots, one=_WHEN_PRINCIPAL[key])
     if key == "source.serviceAccount":
@@ -152,10 +152,10 @@ def _permission(conditions: list[Condition[Permission]], tcp: bool, action: r.Ac
     for c in conditions:
         ors = _generate(c, c.values, tcp, action) if c.values else []
         if ors:
-            ands.append(r.permission_or(ors))
+            ands.append(ors[0] if c.many is not None else r.permission_or(ors))
         nots = _generate(c, c.not_values, tcp, action) if c.not_values else []
         if nots:
-            ands.append(Permission(not_rule=r.permission_or(nots)))
+            ands.append(Permission(not_rule=nots[0] if c.many is not None else r.permission_or(nots)))
     return r.permission_and(ands or [r.permission_any()])
 
 

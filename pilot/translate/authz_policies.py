@@ -203,12 +203,14 @@ def action_rules(buckets: Buckets, trust: r.TrustDomains, for_tcp: bool) -> list
         if action == r.DENY:
             enforced |= failed
         has_enforced = rules.has_enforced or (action == r.DENY and bool(failed))
-        shadow_prefix = {r.ALLOW: DRY_RUN_ALLOW_PREFIX, r.DENY: DRY_RUN_DENY_PREFIX}.get(action, "")
+        # Istio's shadowRuleStatPrefix reads the action of the shadow rules, ALLOW when there are none
+        # (a nil RBAC's GetAction), so every filter without dry-run policies says the allow prefix.
+        shadow_action = action if rules.has_shadow else r.ALLOW
         out.append(
             ActionRules(
                 rbac_pb2.RBAC(action=action, policies=enforced) if has_enforced else None,
                 rbac_pb2.RBAC(action=action, policies=rules.shadow) if rules.has_shadow else None,
-                shadow_prefix if rules.has_shadow else "",
+                {r.ALLOW: DRY_RUN_ALLOW_PREFIX, r.DENY: DRY_RUN_DENY_PREFIX}.get(shadow_action, ""),
             )
         )
     return out

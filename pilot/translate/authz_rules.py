@@ -113,8 +113,9 @@ def permission_or(rules: list[Permission]) -> Permission:
 
 PrincipalOf = Callable[[str, str, bool], Principal]
 PermissionOf = Callable[[str, str, bool], Permission]
-# Keys whose values are translated together (Istio's extendedGenerator): a value list → one principal.
+# Keys whose values are translated together (Istio's extendedGenerator): a value list → one matcher.
 PrincipalsOf = Callable[[str, Sequence[str], bool], Principal]
+PermissionsOf = Callable[[str, Sequence[str], bool], Permission]
 
 
 def _http_only(key: str, for_tcp: bool) -> None:
@@ -238,7 +239,9 @@ def paths(key: str, value: str, tcp: bool) -> Permission:
     _http_only(key, tcp)
     if _TEMPLATE.search(value):
         config = any_pb2.Any()
-        config.Pack(uri_template_match_pb2.UriTemplateMatchConfig(path_template=value))
+        # Istio's PathTemplateMatcher: Envoy's template syntax has no braces.
+        template = value.replace("{**}", "**").replace("{*}", "*")
+        config.Pack(uri_template_match_pb2.UriTemplateMatchConfig(path_template=template))
         return Permission(
             uri_template=extension_pb2.TypedExtensionConfig(name=URI_TEMPLATE_EXTENSION, typed_config=config)
         )
@@ -259,12 +262,13 @@ def connection_sni(_key: str, value: str, _tcp: bool) -> Permission:
     return Permission(requested_server_name=m.string_matcher(value))
 
 
-def envoy_filter(key: str, value: str, _tcp: bool) -> Permission:
-    """``experimental.envoy.filters.a.b[c]``: metadata of filter ``envoy.filters.a.b``, key ``c``."""
+def envoy_filter(key: str, values: Sequence[str], _tcp: bool) -> Permission:
+    """``experimental.envoy.filters.a.b[c]``: metadata of filter ``envoy.filters.a.b``, key ``c``, any
+    of ``values`` (``[v]``: a list holding ``v``); Istio's extended envoyFilterGenerator."""
     name, bracket, rest = key.removeprefix("experimental.").partition("[")
     if not bracket or not rest.endswith("]"):
         raise TranslationError(f"invalid key {key!r}")
-    return Permission(metadata=m.filter_metadata(name, rest[:-1], value))
+    return Permission(metadata=m.filter_metadata(name, rest[:-1], values))
 
 
 __all__ = [

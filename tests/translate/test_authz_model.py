@@ -243,7 +243,7 @@ def test_path_templates_become_uri_template_matchers():
     got = permission({"to": [{"operation": {"paths": ["/foo/{*}/bar/{**}"]}}]})
     template = got["andRules"]["rules"][0]["orRules"]["rules"][0]["uriTemplate"]
     assert template["name"] == "uri-template"
-    assert template["typedConfig"]["pathTemplate"] == "/foo/{*}/bar/{**}"
+    assert template["typedConfig"]["pathTemplate"] == "/foo/*/bar/**"  # Envoy's syntax has no braces
 
 
 def test_when_destination_keys_are_anded_into_every_permission():
@@ -254,18 +254,34 @@ def test_when_destination_keys_are_anded_into_every_permission():
                 {"key": "destination.port", "values": ["80"]},
                 {"key": "destination.ip", "values": ["10.0.0.0/8"]},
                 {"key": "connection.sni", "values": ["*.example.com"]},
-                {"key": "experimental.envoy.filters.network.mysql_proxy[db.table]", "values": ["[update]"]},
+                {
+                    "key": "experimental.envoy.filters.network.mysql_proxy[db.table]",
+                    "values": ["[update]", "x*"],
+                    "notValues": ["y"],
+                },
             ],
         }
     )
     assert len(got["permissions"]) == 2
     for perm in got["permissions"]:
-        kinds = [next(iter(rule["orRules"]["rules"][0])) for rule in perm["andRules"]["rules"]]
-        assert kinds == ["header", "destinationPort", "destinationIp", "requestedServerName", "metadata"]
-    metadata = got["permissions"][0]["andRules"]["rules"][4]["orRules"]["rules"][0]["metadata"]
-    assert metadata["filter"] == "envoy.filters.network.mysql_proxy"
-    assert metadata["path"] == [{"key": "db.table"}]
-    assert metadata["value"] == {"listMatch": {"oneOf": {"stringMatch": {"exact": "update"}}}}
+        rules = perm["andRules"]["rules"]
+        kinds = [next(iter(rule["orRules"]["rules"][0])) for rule in rules[:4]]
+        assert kinds == ["header", "destinationPort", "destinationIp", "requestedServerName"]
+    # Istio's extended generator: one metadata matcher for all the values, NOT of one for notValues.
+    metadata, not_metadata = got["permissions"][0]["andRules"]["rules"][4:]
+    assert metadata["metadata"] == {
+        "filter": "envoy.filters.network.mysql_proxy",
+        "path": [{"key": "db.table"}],
+        "value": {
+            "orMatch": {
+                "valueMatchers": [
+                    {"listMatch": {"oneOf": {"stringMatch": {"exact": "update"}}}},
+                    {"stringMatch": {"prefix": "x"}},
+                ]
+            }
+        },
+    }
+    assert not_metadata["notRule"]["metadata"]["value"] == {"stringMatch": {"exact": "y"}}
 
 
 def test_service_accounts_and_trust_domains():

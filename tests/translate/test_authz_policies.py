@@ -51,7 +51,9 @@ def test_allow_nothing_is_one_never_matching_policy_so_everything_is_denied():
                     "principals": [{"notId": {"any": True}}],
                 }
             }
-        }
+        },
+        # Istio's: the prefix of the shadow rules' action, ALLOW's when there are none.
+        "shadowRulesStatPrefix": "istio_dry_run_allow_",
     }  # action ALLOW is the default, omitted in JSON
 
 
@@ -129,7 +131,7 @@ def test_dry_run_goes_to_shadow_rules():
 
 def test_tcp_allow_with_only_http_rules_is_an_empty_allow_that_denies_everything():
     (only,) = filters(authz("paths", {"rules": [{"to": [{"operation": {"paths": ["/a"]}}]}]}), tcp=True)
-    assert only == {"rules": {}, "statPrefix": "tcp."}
+    assert only == {"rules": {}, "statPrefix": "tcp.", "shadowRulesStatPrefix": "istio_dry_run_allow_"}
 
 
 def test_tcp_deny_on_http_fields_denies_everything():
