@@ -12,7 +12,6 @@ ALLOW for that principal on the TCP port (its HTTP-only sibling rule is dropped 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ import pytest
 import yaml
 
 from pilot.localmesh import netns as mesh_netns
+from pilot.localmesh.config_files import write_atomically
 from pilot.localmesh.polling import wait_until
 from pilot.localmesh.reviews_mesh import HOST, PORT, SERVERS, ReviewsMesh, config_yaml, reviews_mesh
 from tests.support import netns
@@ -53,7 +53,8 @@ def mesh() -> Iterator[ReviewsMesh]:
                 started = built.mesh.spawn(built.pod(name), [*app, name, str(TCP_PORT)])
                 started.log.wait_for(lambda line: line == "listening", 5.0)
             endpoints = {labels["version"]: built.pod(name).address for name, labels in SERVERS.items()}
-            _write(built.config_dir / "reviews.yaml", _with_tcp_port(config_yaml(endpoints, mtls=True)))
+            reviews = _with_tcp_port(config_yaml(endpoints, mtls=True))
+            write_atomically(built.config_dir / "reviews.yaml", reviews)
             wait_until(
                 lambda: (
                     all(f"0.0.0.0_{TCP_PORT}" in built.sidecars[s].inbound_chains() for s in SERVERS)
@@ -66,11 +67,8 @@ def mesh() -> Iterator[ReviewsMesh]:
             yield built
 
 
-def _write(path: Path, text: str) -> None:
-    """Whole or not at all: pilot never reads a half-written file."""
-    staged = path.with_name(f".{path.name}.tmp")
-    staged.write_text(text)
-    os.replace(staged, path)
+def _write_policies(mesh: ReviewsMesh, policies: list[dict[str, Any]]) -> None:
+    write_atomically(mesh.config_dir / "authz.yaml", yaml.safe_dump_all(policies, sort_keys=False))
 
 
 def _policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +115,7 @@ def _apply(
     """Write the policies, then repeat ``request`` from ``client`` until it answers ``want``; the
     seconds from the write to that answer (the edit's latency on traffic)."""
     written = time.time()
-    _write(mesh.config_dir / "authz.yaml", yaml.safe_dump_all(policies, sort_keys=False))
+    _write_policies(mesh, policies)
     (answer,) = _probe(mesh, client, [request], str(want), str(EDIT_TIMEOUT))
     assert answer["status"] == want, f"still {answer['status']} {EDIT_TIMEOUT}s after the edit"
     return float(answer["at"]) - written
@@ -179,7 +177,7 @@ def test_allow_nothing_then_one_principal_and_path_then_a_deny_header_then_tcp(m
     # The principal may use the TCP port; the header DENY (HTTP only) is dropped from it, whose
     # condition gone denies everything on TCP, until it is scoped to the HTTP port.
     policies = [ALLOW_NOTHING, ALLOW_ONE_PATH, DENY_HEADER, ALLOW_TCP]
-    _write(mesh.config_dir / "authz.yaml", yaml.safe_dump_all(policies, sort_keys=False))
+    _write_policies(mesh, policies)
     wait_until(
         lambda: "allow-v1-tcp" in json.dumps(mesh.sidecars["reviews-v1"].admin("/config_dump")),
         EDIT_TIMEOUT,
@@ -205,7 +203,7 @@ def test_an_invalid_edit_keeps_the_last_good_policy(mesh: ReviewsMesh):
     ALLOW dropped instead, allow-nothing alone would deny its path."""
     _apply(mesh, [ALLOW_NOTHING, ALLOW_ONE_PATH], ALLOWED_CLIENT, ALLOWED, 200)
     broken = _policy("allow-v1-path", {"rules": [{"from": [{"source": {"ipBlocks": ["not-an-ip"]}}]}]})
-    _write(mesh.config_dir / "authz.yaml", yaml.safe_dump_all([ALLOW_NOTHING, broken], sort_keys=False))
+    _write_policies(mesh, [ALLOW_NOTHING, broken])
     wait_until(
         lambda: any("not-an-ip" in e["message"] for e in mesh.pilot_debug("/debug/configz")["errors"]),
         EDIT_TIMEOUT,
