@@ -42,7 +42,6 @@ _WHEN_PRINCIPAL = {
     "source.ip": r.source_ip,
     "remote.ip": r.remote_ip,
     "source.namespace": r.source_namespace,
-    "source.principal": r.source_principal,
 }
 _WHEN_PRINCIPALS = {
     "request.auth.principal": r.request_principals,
@@ -52,9 +51,11 @@ _WHEN_PRINCIPALS = {
 
 
 def _when(
-    condition: sec.Condition, namespace: str
+    condition: sec.Condition, namespace: str, trust: r.TrustDomains
 ) -> tuple[bool, Condition[Principal] | Condition[Permission]]:
     key, values, nots = condition.key, condition.values, condition.not_values
+    if key == "source.principal":  # trust-domain rewritten, as ``principals``
+        return True, Condition(key, trust.rewrite(values), trust.rewrite(nots), one=r.source_principal)
     if key in _WHEN_PERMISSION:
         return False, Condition(key, values, nots, one=_WHEN_PERMISSION[key])
     if key.startswith("experimental.envoy.filters."):
@@ -114,25 +115,18 @@ def _operation(operation: sec.Operation) -> list[Condition[Permission]]:
 
 
 def _generate(condition: Condition[_T], values: Sequence[str], tcp: bool, action: r.Action) -> list[_T]:
-    """The matchers of ``values``; an HTTP-only key on TCP raises for ALLOW and yields nothing for
-    DENY/AUDIT (Istio's ``checkError``)."""
-    out: list[_T] = []
+    """The matchers of ``values``. A key is HTTP-only or not whatever its value, so on TCP all of them
+    raise: for ALLOW the error goes on (the caller drops the rule), for DENY/AUDIT the condition
+    yields nothing (Istio's ``checkError``)."""
     try:
         if condition.many is not None:
-            out.append(condition.many(condition.key, values, tcp))
-        else:
-            assert condition.one is not None
-            for value in values:
-                try:
-                    out.append(condition.one(condition.key, value, tcp))
-                except r.HttpOnlyError:
-                    if action == r.ALLOW:
-                        raise
+            return [condition.many(condition.key, values, tcp)]
+        assert condition.one is not None
+        return [condition.one(condition.key, value, tcp) for value in values]
     except r.HttpOnlyError:
         if action == r.ALLOW:
             raise
         return []
-    return out
 
 
 def _principal(conditions: list[Condition[Principal]], tcp: bool, action: r.Action) -> Principal:
@@ -166,18 +160,11 @@ def rule_policy(
     when_principals: list[Condition[Principal]] = []
     when_permissions: list[Condition[Permission]] = []
     for condition in rule.when:
-        is_principal, built = _when(condition, namespace)
+        is_principal, built = _when(condition, namespace, trust)
         if is_principal:
             when_principals.append(built)
         else:
             when_permissions.append(built)
-    if any(c.key == "source.principal" for c in when_principals):
-        when_principals = [
-            Condition(c.key, trust.rewrite(c.values), trust.rewrite(c.not_values), one=c.one)
-            if c.key == "source.principal"
-            else c
-            for c in when_principals
-        ]
     principal_sets = [
         _source(f.source, namespace, trust) + when_principals for f in getattr(rule, "from")
     ] or [when_principals]

@@ -343,3 +343,15 @@ def test_the_same_rule_on_http_keeps_every_condition():
 def test_untranslatable_values_raise(when):
     with pytest.raises(TranslationError):
         policy({"when": [when]})
+
+
+def test_when_source_principal_takes_the_trust_domain_aliases_too():
+    trust = r.TrustDomains(("td1", "old-td"))
+    got = principal(
+        {"when": [{"key": "source.principal", "notValues": ["cluster.local/ns/a/sa/b"]}]}, trust=trust
+    )
+    ids = got["andIds"]["ids"][0]["notId"]["orIds"]["ids"]
+    assert [i["authenticated"]["principalName"]["exact"] for i in ids] == [
+        "spiffe://td1/ns/a/sa/b",
+        "spiffe://old-td/ns/a/sa/b",
+    ]
