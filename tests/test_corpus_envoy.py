@@ -77,8 +77,27 @@ def views(objects: list[ConfigObject], context: PushContext) -> list[ProxyView]:
     return (
         [factories.sidecar("default")]
         + selected_views(objects, context)
+        + policy_views(objects, context)
         + [ProxyView(NodeType.ROUTER, "istio-system", labels=labels) for labels in routers]
     )
+
+
+def policy_views(objects: list[ConfigObject], context: PushContext) -> list[ProxyView]:
+    """A REDIRECT sidecar each AuthorizationPolicy selects (its namespace, or ``default`` for the root
+    namespace's, with its selector's labels), so its RBAC filters reach Envoy on virtualInbound."""
+    out: list[ProxyView] = []
+    for obj in objects:
+        if obj.kind != "AuthorizationPolicy":
+            continue
+        spec: Any = obj.spec
+        namespace = "default" if obj.namespace == context.mesh.root_namespace else obj.namespace
+        node = f"sidecar~10.255.0.2~authz.{namespace}~{namespace}.svc.cluster.local"
+        labels = dict(spec.selector.match_labels)
+        proxy = Proxy.from_node(node, {"LABELS": labels, "INTERCEPTION_MODE": "REDIRECT"})
+        view = view_of(proxy, context)
+        if view not in out:
+            out.append(view)
+    return out
 
 
 def selected_views(objects: list[ConfigObject], context: PushContext) -> list[ProxyView]:

@@ -60,6 +60,8 @@ class MeshSettings:
     # The SPIFFE trust domain of workload identities (SANs checked on ISTIO_MUTUAL), and enableAutoMtls.
     trust_domain: str = DEFAULT_DNS_DOMAIN
     auto_mtls: bool = True
+    # Other trust domains whose identities count as this mesh's (AuthorizationPolicy principals).
+    trust_domain_aliases: tuple[str, ...] = ()
 
     @classmethod
     def from_spec(cls, spec: nw.MeshConfig) -> MeshSettings:
@@ -90,6 +92,7 @@ class MeshSettings:
             locality_lb_setting=spec.locality_lb_setting if spec.HasField("locality_lb_setting") else None,
             tcp_keepalive=spec.tcp_keepalive if spec.HasField("tcp_keepalive") else None,
             trust_domain=spec.trust_domain or default.trust_domain,
+            trust_domain_aliases=tuple(spec.trust_domain_aliases),
             auto_mtls=spec.enable_auto_mtls.value if spec.HasField("enable_auto_mtls") else default.auto_mtls,
             service_export_to=_export_default(spec.default_service_export_to, default.service_export_to),
             virtual_service_export_to=_export_default(

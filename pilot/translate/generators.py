@@ -28,6 +28,7 @@ from pilot.config.kinds import (
 )
 from pilot.config.objects import ConfigKey
 from pilot.translate import (
+    authz_listeners,
     capture_listeners,
     clusters,
     gateway_listeners,
@@ -99,9 +100,13 @@ def build_listeners(view: ProxyView, context: PushContext) -> Resources:
     if view.proxyless_grpc:
         return list(grpc_listeners.build_listeners(view, context))
     if view.type is NodeType.ROUTER:
-        return list(gateway_listeners.build_gateway_listeners(view, context))
+        routers = list(gateway_listeners.build_gateway_listeners(view, context))
+        authz_listeners.apply_authorization(view, context, [listener for _, listener in routers])
+        return list(routers)
     out: Resources = list(listeners.build_listeners(view, context))
-    out += [(listener.name, listener) for listener in capture_listeners.capture_listeners(view, context)]
+    inbound = capture_listeners.capture_listeners(view, context)
+    authz_listeners.apply_authorization(view, context, inbound)
+    out += [(listener.name, listener) for listener in inbound]
     return out
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pilot.config.objects import ConfigKey
+from pilot.config.parse import parse_text
+from pilot.config.store import ConfigStore
 from pilot.debug import rejections, views
 from pilot.push.holds import ObjectRejection
 from pilot.xds import types
@@ -31,3 +33,28 @@ def test_configz_shows_a_rejection_on_its_object() -> None:
     assert shown["proxy"] == rejection.proxy and shown["resource"] == "9080" and shown["type"] == "rds"
     assert shown["origin"] == "routes/alpha.yaml" and "program size" in shown["error"]
     assert (shown["rejected_revision"], shown["held_revision"]) == (7, 3)
+
+
+def test_configz_says_why_a_custom_authorization_policy_denies() -> None:
+    """CUSTOM cannot be sent to an authorizer (no extensionProviders): the object's warning in
+    /debug/configz says it denies what its rules match instead."""
+    text = """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: foo}
+spec:
+  action: CUSTOM
+  provider: {name: my-authz}
+  rules: [{to: [{operation: {paths: ["/admin/*"]}}]}]
+"""
+    store = ConfigStore()
+    store.apply(parse_text(text, "authz.yaml"))
+    body = views.configz(store.snapshot(), store.errors(), [])
+    assert [(o["kind"], o["name"]) for o in body["objects"]] == [("AuthorizationPolicy", "ext")]
+    (warning,) = body["errors"]
+    assert (warning["origin"], warning["name"], warning["path"], warning["severity"]) == (
+        "authz.yaml",
+        "ext",
+        "spec.action",
+        "warning",
+    )
+    assert "denied" in warning["message"] and "extensionProviders" in warning["message"]

@@ -179,3 +179,37 @@ def test_envoy_accepted_every_update(ingress: Ingress) -> None:
     assert ingress.envoy.rejected_updates() == {}, ingress.envoy.log_tail(30)
     listeners = ingress.envoy.active_listeners()
     assert {f"{LOOPBACK}_{ingress.http_port}", f"{LOOPBACK}_{ingress.https_port}"} <= listeners
+
+
+def test_an_authorization_policy_selecting_the_gateway_is_enforced_on_it(ingress: Ingress) -> None:
+    """A DENY on a path from the root namespace, selecting the router by its labels: 403 there, the
+    rest still routed; removing the policy opens the path again."""
+    policy = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "ingress-deny-admin", "namespace": "istio-system"},
+        "spec": {
+            "selector": {"matchLabels": {"istio": "ingressgateway"}},
+            "action": "DENY",
+            "rules": [{"to": [{"operation": {"paths": ["/admin/*"]}}]}],
+        },
+    }
+    path = ingress.pilot.config_dir / "authz.yaml"
+    headers = {"Host": HOST}
+    write_atomically(path, yaml.safe_dump(policy, sort_keys=False))
+    try:
+        wait_until(
+            lambda: get(ingress.http_port, "/admin/x", headers=headers).status == 403,
+            15.0,
+            0.05,
+            "the DENY on the gateway",
+        )
+        assert get(ingress.http_port, "/productpage", headers=headers).status == 200
+    finally:
+        path.unlink()
+    wait_until(
+        lambda: get(ingress.http_port, "/admin/x", headers=headers).status == 200,
+        15.0,
+        0.05,
+        "the path open again",
+    )
