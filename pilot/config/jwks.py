@@ -21,6 +21,9 @@ from google.protobuf import struct_pb2
 from pilot._gen import security_pb2
 from pilot.config.objects import ConfigKey, ConfigObject
 
+# What the resolver (pilot.sources.jwks, which may not import pilot._gen) reads.
+RequestAuthenticationObject = ConfigObject[security_pb2.RequestAuthentication]
+
 JWKS_KIND = "Jwks"
 JWKS_ORIGIN = "jwks-resolver"
 # istiod's default JWTRule.timeout (policy_applier.go): how long one fetch of the keys may take.

@@ -34,16 +34,21 @@ from dataclasses import dataclass
 import aiohttp
 
 from pilot import metrics
-from pilot._gen import security_pb2
-from pilot.config.jwks import JWKS_ORIGIN, JwksKey, key_of, resolved_object, wanted_keys
-from pilot.config.objects import ConfigEvent, ConfigObject, FieldError, ParseResult
+from pilot.config import kinds
+from pilot.config.jwks import (
+    JWKS_ORIGIN,
+    JwksKey,
+    RequestAuthenticationObject,
+    key_of,
+    resolved_object,
+    wanted_keys,
+)
+from pilot.config.objects import ConfigEvent, FieldError, ParseResult
 from pilot.config.store import ConfigStore
 from pilot.errors import JwksFetchError
 from pilot.sources.jwks_fetch import DEFAULT_MAX_BYTES, fetch_jwks
 
 log = logging.getLogger("pilot.sources.jwks")
-
-REQUEST_AUTHENTICATION = "RequestAuthentication"
 
 Fetch = Callable[[JwksKey, float], Awaitable[str]]
 
@@ -84,16 +89,12 @@ class JwksResolver:
         store.subscribe(self._on_change)
 
     def _on_change(self, event: ConfigEvent) -> None:
-        if any(key.kind == REQUEST_AUTHENTICATION for key in event.changed):
+        if any(key.kind == kinds.REQUEST_AUTHENTICATION for key in event.changed):
             self._wake.set()
 
-    def _policies(self) -> list[ConfigObject[security_pb2.RequestAuthentication]]:
-        snapshot = self._store.snapshot()
-        return [
-            obj  # type: ignore[misc]  # the parser makes every RequestAuthentication spec this message
-            for obj in snapshot.of_kind(REQUEST_AUTHENTICATION)
-            if isinstance(obj.spec, security_pb2.RequestAuthentication)
-        ]
+    def _policies(self) -> list[RequestAuthenticationObject]:
+        found = self._store.snapshot().of_kind(kinds.REQUEST_AUTHENTICATION)
+        return [obj for obj in found if kinds.REQUEST_AUTHENTICATION_INFO.holds(obj)]
 
     async def refresh(self, session: aiohttp.ClientSession | None = None) -> None:
         """One round: follow the rules, fetch every key set that is due, write the result."""
@@ -146,14 +147,14 @@ class JwksResolver:
         )
         log.warning("JWKS %s: fetch failed: %s; %s", _where(key), entry.error, kept)
 
-    def _publish(self, policies: list[ConfigObject[security_pb2.RequestAuthentication]]) -> None:
+    def _publish(self, policies: list[RequestAuthenticationObject]) -> None:
         good = sorted((key, e.jwks) for key, e in self._entries.items() if e.jwks is not None)
         objects = tuple(resolved_object(key, jwks) for key, jwks in good)
         errors = tuple(self._problems(policies))
         metrics.jwks_unresolved.set(sum(1 for e in self._entries.values() if e.jwks is None))
         self._store.apply(ParseResult(JWKS_ORIGIN, objects=objects, errors=errors))
 
-    def _problems(self, policies: list[ConfigObject[security_pb2.RequestAuthentication]]) -> list[FieldError]:
+    def _problems(self, policies: list[RequestAuthenticationObject]) -> list[FieldError]:
         """A warning per rule whose key set failed its last fetch, on the policy and field."""
         out = []
         for obj in policies:

@@ -31,6 +31,9 @@ from google.protobuf import any_pb2, empty_pb2
 
 from pilot._gen import security_pb2
 from pilot.config.jwks import JwksKey, key_of
+from pilot.translate.context import PushContext
+from pilot.translate.policy_selection import policies_for
+from pilot.translate.proxy import ProxyView
 
 # The filter's name, and the dynamic-metadata key its providers put the verified payload under
 # (``payload_in_metadata``). Together they are where AuthorizationPolicy's RBAC matchers read
@@ -156,11 +159,23 @@ def jwt_authn_filter(
     return hcm_pb2.HttpFilter(name=JWT_AUTHN_FILTER, typed_config=packed)
 
 
+def jwt_filter_for(view: ProxyView, context: PushContext, gateway: bool = False) -> hcm_pb2.HttpFilter | None:
+    """The jwt_authn filter of a proxy's inbound (or, for a router, its gateway) HTTP connection
+    managers: the RequestAuthentications that apply to it (pilot.translate.policy_selection), keys
+    from the push context. Istio clears the route cache on gateways only, so a route there can
+    match on a claim the filter copied into a header."""
+    policies = policies_for(
+        context.request_authentications, view.namespace, dict(view.labels), context.mesh.root_namespace
+    )
+    return jwt_authn_filter((policy.spec for policy in policies), context.jwks, clear_route_cache=gateway)
+
+
 __all__ = [
     "JWT_AUTHN_FILTER",
     "JWT_PAYLOAD_METADATA_KEY",
     "PUBLIC_ONLY_JWKS",
     "jwt_authentication",
     "jwt_authn_filter",
+    "jwt_filter_for",
     "merged_rules",
 ]
