@@ -5,10 +5,12 @@
                                   on_stream_open/closed│                            ▼
                                                    AdsServer (grpc.aio) ◀──── Envoy proxies
     debug HTTP (/ready, /metrics, /debug/*) reads the store, the cache and the server.
+    JwksResolver follows the store's RequestAuthentications and applies the keys they name into it.
 
 Start-up order, so that no proxy is ever served an empty or partial config: bind both ports; serve
-HTTP (``/ready`` says 503 meanwhile); load every source; build the first PushContext; then start
-the gRPC server and say ready. Like istiod, which waits for its caches to sync before serving xDS.
+HTTP (``/ready`` says 503 meanwhile); load every source; fetch the JWKS the policies name; build the
+first PushContext; then start the gRPC server and say ready. Like istiod, which waits for its caches
+to sync before serving xDS.
 
 Everything runs in one ``asyncio.TaskGroup``; a stop (the ``stop`` event, SIGTERM or SIGINT) closes
 the streams with a grace period (``grpc.aio.Server.stop(grace)``, idempotent), then cancels the
