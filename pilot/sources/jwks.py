@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -46,11 +46,9 @@ from pilot.config.jwks import (
 from pilot.config.objects import ConfigEvent, FieldError, ParseResult
 from pilot.config.store import ConfigStore
 from pilot.errors import JwksFetchError
-from pilot.sources.jwks_fetch import DEFAULT_MAX_BYTES, fetch_jwks
+from pilot.sources.jwks_fetch import DEFAULT_MAX_BYTES, fetch_jwks, new_session
 
 log = logging.getLogger("pilot.sources.jwks")
-
-Fetch = Callable[[JwksKey, float], Awaitable[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +76,10 @@ class JwksResolver:
         store: ConfigStore,
         settings: JwksSettings = JwksSettings(),
         clock: Callable[[], float] = time.monotonic,
-        fetch: Fetch | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
         self._clock = clock
-        self._fetch = fetch
         self._entries: dict[JwksKey, _Entry] = {}
         self._wake = asyncio.Event()
         store.subscribe(self._on_change)
@@ -108,22 +104,15 @@ class JwksResolver:
         now = self._clock()
         due = [key for key, entry in self._entries.items() if entry.due <= now]
         if due:
-            if self._fetch is not None:
-                fetched = await asyncio.gather(*(self._fetch_one(self._fetch, key) for key in due))
-            else:
-                async with _session(session) as open_session:
-
-                    def fetch(key: JwksKey, timeout: float) -> Awaitable[str]:
-                        return fetch_jwks(open_session, key, timeout, self._settings.max_bytes)
-
-                    fetched = await asyncio.gather(*(self._fetch_one(fetch, key) for key in due))
+            async with _session(session) as open_session:
+                fetched = await asyncio.gather(*(self._fetch_one(open_session, key) for key in due))
             for key, result in zip(due, fetched, strict=True):
                 self._record(key, result, now)
         self._publish(policies)
 
-    async def _fetch_one(self, fetch: Fetch, key: JwksKey) -> str | JwksFetchError:
+    async def _fetch_one(self, session: aiohttp.ClientSession, key: JwksKey) -> str | JwksFetchError:
         try:
-            return await fetch(key, self._entries[key].timeout)
+            return await fetch_jwks(session, key, self._entries[key].timeout, self._settings.max_bytes)
         except JwksFetchError as err:
             return err
 
@@ -182,7 +171,7 @@ class JwksResolver:
 
     async def run(self) -> None:
         """Refresh now, then whenever a RequestAuthentication changes or a key set is due."""
-        async with aiohttp.ClientSession() as session:
+        async with new_session() as session:
             while True:
                 self._wake.clear()
                 await self.refresh(session)
@@ -201,5 +190,5 @@ async def _session(given: aiohttp.ClientSession | None) -> AsyncIterator[aiohttp
     if given is not None:
         yield given
         return
-    async with aiohttp.ClientSession() as session:
+    async with new_session() as session:
         yield session

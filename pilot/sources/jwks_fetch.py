@@ -7,14 +7,24 @@ has the rule's timeout (for discovery and keys together) and reads at most ``max
 outside 2xx, a timeout, a body past the cap, or a body that is not a JSON object with a ``keys``
 array (RFC 7517 §5; istiod checks no more, so a fetched non-JWKS is never inlined into a proxy's
 config) raises ``JwksFetchError`` saying which. The keys are returned canonical (compact JSON, keys
-sorted by ``kid``), so a server that reorders them does not look like a key change, as istiod's
+in a fixed order), so a server that reorders them does not look like a key change, as istiod's
 ``compareJWKSResponse`` ignores order.
+
+Connections to link-local addresses (169.254.0.0/16 with the cloud instance metadata services,
+fe80::/10, link-local multicast) and to the other well-known metadata addresses are refused when
+the socket is made, whatever the URL, its DNS answer or a redirect says (istiod's ``jwksBlockedIP``
+through ``BlockedIPDialContext``, pkg/security/dial.go): a RequestAuthentication must not make the
+control plane read its host's credentials. Loopback and private ranges stay allowed, as in istiod
+(identity providers run in the cluster).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
 import json
+import socket
 from typing import Any
 
 import aiohttp
@@ -27,6 +37,35 @@ from pilot.errors import JwksFetchError
 # rule applies to, so an endpoint gone wrong must not bloat their config.
 DEFAULT_MAX_BYTES = 256 * 1024
 _QUOTED_BODY_CHARS = 100  # istiod quotes at most this much of an error response
+# pkg/security/dial.go knownCloudMetadataRanges: Alibaba Cloud's, and AWS IMDS over IPv6.
+_CLOUD_METADATA = (ipaddress.ip_network("100.100.100.200/32"), ipaddress.ip_network("fd00:ec2::/32"))
+# Go's IP.IsLinkLocalMulticast, which Python's is_link_local leaves out.
+_LINK_LOCAL_MULTICAST = (ipaddress.ip_network("224.0.0.0/24"), ipaddress.ip_network("ff02::/16"))
+
+
+def blocked_address(address: str) -> str | None:
+    """Why pilot must not connect to ``address`` (an IP), or None."""
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_link_local or any(ip in net for net in _LINK_LOCAL_MULTICAST):
+        return f"connection blocked: {ip} is link-local"
+    if any(ip in net for net in _CLOUD_METADATA):
+        return f"connection blocked: {ip} is a known cloud metadata address"
+    return None
+
+
+def _guarded_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    family, kind, proto, _, address = addr_info
+    reason = blocked_address(address[0])
+    if reason is not None:
+        raise OSError(errno.EACCES, reason)  # strerror: what aiohttp's ClientConnectorError shows
+    return socket.socket(family, kind, proto)
+
+
+def new_session() -> aiohttp.ClientSession:
+    """The HTTP client of JWKS fetches: no proxy from the environment, blocked addresses refused."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=_guarded_socket))
 
 
 async def fetch_jwks(

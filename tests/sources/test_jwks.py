@@ -17,7 +17,7 @@ from pilot.config.objects import ConfigEvent, ConfigKey, ConfigObject, ParseResu
 from pilot.config.store import ConfigStore
 from pilot.errors import JwksFetchError
 from pilot.sources.jwks import JwksResolver, JwksSettings
-from pilot.sources.jwks_fetch import canonical_jwks, fetch_jwks
+from pilot.sources.jwks_fetch import blocked_address, canonical_jwks, fetch_jwks, new_session
 from tests.support.jwt_issuer import Issuer, IssuerServer
 
 POLICY = ConfigKey("RequestAuthentication", "foo", "jwt")
@@ -31,7 +31,7 @@ async def server() -> AsyncIterator[IssuerServer]:
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as opened:
+    async with new_session() as opened:
         yield opened
 
 
@@ -91,6 +91,27 @@ async def test_unreachable_host_is_an_error(session: aiohttp.ClientSession) -> N
         uri = gone.jwks_uri
     with pytest.raises(JwksFetchError, match="ClientConnectorError"):
         await fetch_jwks(session, JwksKey(uri, "i"), timeout=5)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]:80/jwks.json",
+        "http://100.100.100.200/jwks.json",
+        "http://[::ffff:169.254.169.254]/jwks.json",
+    ],
+)
+async def test_metadata_and_link_local_addresses_are_refused(
+    uri: str, session: aiohttp.ClientSession
+) -> None:
+    with pytest.raises(JwksFetchError, match="connection blocked"):
+        await fetch_jwks(session, JwksKey(uri, "i"), timeout=5)
+
+
+def test_loopback_and_private_addresses_are_allowed_as_in_istiod() -> None:
+    assert blocked_address("127.0.0.1") is None and blocked_address("10.0.0.7") is None
+    assert blocked_address("224.0.0.251") is not None and blocked_address("fd00:ec2::254") is not None
 
 
 # --- the resolver ----------------------------------------------------------------------------------
