@@ -5,10 +5,12 @@
                                   on_stream_open/closed│                            ▼
                                                    AdsServer (grpc.aio) ◀──── Envoy proxies
     debug HTTP (/ready, /metrics, /debug/*) reads the store, the cache and the server.
+    JwksResolver follows the store's RequestAuthentications and applies the keys they name into it.
 
 Start-up order, so that no proxy is ever served an empty or partial config: bind both ports; serve
-HTTP (``/ready`` says 503 meanwhile); load every source; build the first PushContext; then start
-the gRPC server and say ready. Like istiod, which waits for its caches to sync before serving xDS.
+HTTP (``/ready`` says 503 meanwhile); load every source; fetch the JWKS the policies name; build the
+first PushContext; then start the gRPC server and say ready. Like istiod, which waits for its caches
+to sync before serving xDS.
 
 Everything runs in one ``asyncio.TaskGroup``; a stop (the ``stop`` event, SIGTERM or SIGINT) closes
 the streams with a grace period (``grpc.aio.Server.stop(grace)``, idempotent), then cancels the
@@ -48,6 +50,7 @@ from pilot.server.limits import StreamLimits
 from pilot.settings import Settings
 from pilot.sources.base import ConfigSource
 from pilot.sources.files import FolderSource
+from pilot.sources.jwks import JwksResolver
 from pilot.sources.kube import KubeSource, load_api_client
 from pilot.sources.kube_reflector import WatchOptions
 from pilot.sources.kube_root_cert import RootCertPublisher
@@ -138,6 +141,8 @@ class RunningPilot:
     ads: AdsServer
     sources: list[ConfigSource]
     webhook: AdmissionWebhook | None = None
+    # Fetches the JWKS of RequestAuthentication rules into the store (pilot.sources.jwks).
+    jwks: JwksResolver | None = None
     xds_port: int = 0  # 0: not served
     xds_tls_port: int = 0  # 0: not served
     authority: CertificateAuthority | None = None  # the mesh CA, with --ca-dir
@@ -234,7 +239,15 @@ def build(settings: Settings, stop: asyncio.Event | None = None) -> RunningPilot
     )
     pusher.move_stream = ads.move_stream  # a proxy's view can change with the config
     return RunningPilot(
-        settings, store, cache, pusher, ads, sources, webhook=webhook, stop_event=stop or asyncio.Event()
+        settings,
+        store,
+        cache,
+        pusher,
+        ads,
+        sources,
+        webhook=webhook,
+        jwks=JwksResolver(store),
+        stop_event=stop or asyncio.Event(),
     )
 
 
@@ -332,6 +345,11 @@ async def _run(
             if not await _synced_unless_stopped(pilot.sources, stop):
                 _cancel_all(background)
                 return
+            if pilot.jwks is not None:
+                # The keys of the rules loaded, before the first push (istiod fetches them on its
+                # first push too), then refreshed in the background.
+                await pilot.jwks.refresh()
+                background.append(tasks.create_task(pilot.jwks.run(), name="JwksResolver"))
             await pilot.pusher.push()  # the first PushContext, before any proxy can connect
             background.append(tasks.create_task(pilot.pusher.run(), name="Pusher"))
             for server in servers:

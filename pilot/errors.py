@@ -10,6 +10,7 @@ lifecycle misuse::
     ├── TranslationError       a bug: the translator produced an inconsistent snapshot
     ├── XdsProtocolError       a client broke the xDS protocol (no node, unknown type URL on ADS)
     ├── LifecycleError         a component used out of order (started twice, used after stop)
+    ├── JwksFetchError         a JSON Web Key Set could not be fetched, or what came is not one
     ├── AuthenticationError    a caller's credential (a token) is missing, malformed, expired or not ours
     └── CertificateRequestError  a CSR the mesh CA will not sign (malformed, weak key, lifetime too long)
         └── IdentityMismatchError  the CSR asks for an identity other than the caller's
@@ -42,6 +43,12 @@ class XdsProtocolError(PilotError):
 
 class LifecycleError(PilotError):
     """A component was used out of order."""
+
+
+class JwksFetchError(PilotError):
+    """A JWKS (RequestAuthentication ``jwksUri``, or its issuer's discovery) could not be fetched, or
+    the answer is not a JWKS; the message says why. pilot.sources.jwks reports it and keeps serving
+    the last good keys."""
 
 
 class AuthenticationError(PilotError):

@@ -99,6 +99,24 @@ config_objects = Gauge(
     "pilot_config_objects", "Config objects in the store, by kind.", ["kind"], registry=REGISTRY
 )
 
+# istiod's names (pilot/pkg/model/jwks_resolver.go): every HTTP fetch of a JWKS or an OpenID
+# discovery document, by outcome; and the key sets that never fetched, so their rules fail closed.
+jwks_fetch_success = Counter(
+    "pilot_jwks_resolver_network_fetch_success",
+    "Successful fetches of a JWKS or OpenID discovery document.",
+    registry=REGISTRY,
+)
+jwks_fetch_fail = Counter(
+    "pilot_jwks_resolver_network_fetch_fail",
+    "Failed fetches of a JWKS or OpenID discovery document.",
+    registry=REGISTRY,
+)
+jwks_unresolved = Gauge(
+    "pilot_jwks_unresolved",
+    "JWKS of RequestAuthentication rules never fetched: their tokens are all rejected (fail closed).",
+    registry=REGISTRY,
+)
+
 translation_errors = Counter(
     "pilot_total_xds_internal_errors", "Translations that failed (a bug in pilot).", registry=REGISTRY
 )

@@ -32,6 +32,8 @@ def render() -> str:
     for info in kinds.KINDS.values():
         if info.kind == kinds.POD:
             continue  # read as a Kubernetes object, below
+        if info.kind == kinds.JWKS_INFO.kind:
+            continue  # fetched by pilot, never written by a user
         versions = ", ".join(f"`{v}`" for v in info.api_versions())
         if info.kind == kinds.MESH_CONFIG:
             versions = "`v1` ConfigMap `istio`, key `mesh`"

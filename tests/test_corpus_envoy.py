@@ -27,6 +27,7 @@ from pilot.config.objects import ConfigObject
 from pilot.config.parse import parse_text
 from pilot.translate import hosts
 from pilot.translate.context import PushContext
+from pilot.translate.jwt_authn import JWT_AUTHN_FILTER
 from pilot.translate.proxy import InterceptionMode, NodeType, Proxy, ProxyView
 from pilot.translate.snapshot import generate_messages, inconsistencies
 from pilot.translate.views import view_of
@@ -41,6 +42,7 @@ from tests.corpus import (
     synthetic_service_entries,
 )
 from tests.support import EnvoyProcess, PilotProcess, failure_logs, wait_until
+from tests.support.jwt_issuer import Issuer, IssuerThread
 from tests.translate.golden import ENVOY, TEST_CERT, TEST_KEY, envoy_validate, static_bootstrap
 
 pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no corpus at {CORPUS}")
@@ -101,13 +103,15 @@ def policy_views(objects: list[ConfigObject], context: PushContext) -> list[Prox
 
 
 def selected_views(objects: list[ConfigObject], context: PushContext) -> list[ProxyView]:
-    """The views of the sidecars the file's Sidecars select (their namespace and selector labels) and
-    of those at its WorkloadEntries' addresses, each in REDIRECT and NONE mode."""
+    """The views of the sidecars the file's Sidecars and RequestAuthentications select (their namespace
+    and selector labels) and of those at its WorkloadEntries' addresses, each in REDIRECT and NONE mode."""
     proxies: list[tuple[str, str, dict[str, str]]] = []
     for obj in objects:
         spec: Any = obj.spec
         if obj.kind == "Sidecar":
             proxies.append(("10.255.0.1", obj.namespace, dict(spec.workload_selector.labels)))
+        elif obj.kind == "RequestAuthentication" and spec.HasField("selector"):
+            proxies.append(("10.255.0.1", obj.namespace, dict(spec.selector.match_labels)))
         elif obj.kind == "WorkloadEntry" and hosts.is_ip(spec.address):
             proxies.append((spec.address, obj.namespace, {}))
     out: list[ProxyView] = []
@@ -231,6 +235,9 @@ CERT_PATH = re.compile(r"(/etc/certs/[\w.-]+)")
 # A gateway credentialName is read from ROOT/NS/NAME/tls.crt on the router's host, which this Envoy
 # does not have: the test certificate files stand in for the Secret.
 CREDENTIAL_NAME = re.compile(r"^([ \t]*)credentialName: [\w.-]+.*$", re.MULTILINE)
+# A RequestAuthentication's jwksUri is fetched by pilot: pointed at a local JWKS server, never the
+# Internet (its issuer-only rules fail OpenID discovery and so fail closed).
+JWKS_URI = re.compile(r"^([ \t-]*)jwksUri: .*$", re.MULTILINE)
 
 
 def _test_file(path: str) -> str:
@@ -238,15 +245,16 @@ def _test_file(path: str) -> str:
     return str(TEST_KEY if "key" in Path(path).name else TEST_CERT)
 
 
-def write_corpus(config_dir: Path) -> list[ConfigObject]:
-    """The corpus (certificate paths pointed at the test files) and its synthetic ServiceEntries, as
-    files of a config folder; returns every object."""
+def write_corpus(config_dir: Path, jwks_uri: str = "http://127.0.0.1:9/jwks.json") -> list[ConfigObject]:
+    """The corpus (certificate paths pointed at the test files, JWKS URIs at ``jwks_uri``) and its
+    synthetic ServiceEntries, as files of a config folder; returns every object."""
     objects: list[ConfigObject] = []
     for path in FILES:
         text = CERT_PATH.sub(lambda m: _test_file(m.group(1)), path.read_text())
         text = CREDENTIAL_NAME.sub(
             lambda m: f"{m.group(1)}serverCertificate: {TEST_CERT}\n{m.group(1)}privateKey: {TEST_KEY}", text
         )
+        text = JWKS_URI.sub(lambda m: f'{m.group(1)}jwksUri: "{jwks_uri}"', text)
         (config_dir / path.name).write_text(text)
         objects += load_text(text, path.name)
     (config_dir / "zz-synthetic.yaml").write_text(yaml.safe_dump_all(synthetic_service_entries(objects)))
@@ -307,7 +315,12 @@ def test_corpus_served_over_ads(tmp_path: Path) -> None:
     at a time: routers of different Gateways bind the same ports), each ACKs everything it is sent."""
     config_dir = tmp_path / "config"
     config_dir.mkdir()
-    objects = write_corpus(config_dir)
+    with IssuerThread(Issuer("corpus", kid="corpus-key")) as jwks_server:
+        serve_corpus(tmp_path, config_dir, jwks_server.jwks_uri)
+
+
+def serve_corpus(tmp_path: Path, config_dir: Path, jwks_uri: str) -> None:
+    objects = write_corpus(config_dir, jwks_uri)
     pilot = PilotProcess(config_dir, tmp_path / "pilot.log")
     failure_logs.watch(pilot)
     # One sidecar per interception mode, in ``default``, whose Sidecar (sidecar-default-import)
@@ -337,6 +350,17 @@ def test_corpus_served_over_ads(tmp_path: Path) -> None:
                 # istiod's: Envoy's 5-minute default would reset idle gRPC streams and websockets.
                 idle = {m.get("stat_prefix"): m.get("stream_idle_timeout") for m in managers}
                 assert set(idle.values()) <= {"0s"}, idle
+                # req-authn-for-all (root namespace) applies to every inbound and gateway connection
+                # manager, with the keys pilot fetched from the local JWKS server.
+                if name == "sidecar-redirect" or name.startswith("router") and managers:
+                    assert "corpus-key" in str(
+                        [
+                            f
+                            for m in managers
+                            for f in m.get("http_filters", ())
+                            if f["name"] == JWT_AUTHN_FILTER
+                        ]
+                    ), name
             finally:
                 envoy.stop()
                 failure_logs.unwatch(envoy)

@@ -43,8 +43,11 @@ TABLE: dict[str, Rule] = {
     # argparse ``type=`` functions of every subcommand's flags.
     "flag_values": rule(),
     "config": rule("errors", "_gen", never=("grpc",)),
+    # The sources read the world (files, the Kubernetes API, JWKS over HTTP) into the store.
     "sources": rule("config", "errors"),
-    "translate": rule("config", "xds", "_gen", "cache.snapshot", never=("asyncio", "grpc")),
+    # Translation does no I/O: the JWKS it inlines were fetched by a source (pilot.sources.jwks) and
+    # reach it in the push context, so it never imports an HTTP client.
+    "translate": rule("config", "xds", "_gen", "cache.snapshot", never=("asyncio", "grpc", "aiohttp")),
     "cache": rule("xds", never=("grpc",)),
     # settings too: the debouncer checks its bounds with the settings' own check.
     "push": rule("config", "translate", "cache", "settings"),

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from pilot._gen import networking_pb2, security_pb2
 from pilot.config.gateway_api import schema as gateway_api_schema
+from pilot.config.jwks import JWKS_KIND
 from pilot.config.objects import ConfigObject, SpecT
 
 NETWORKING_GROUP = "networking.istio.io"
@@ -89,6 +90,9 @@ SIDECAR_INFO: Final = _networking(SIDECAR, networking_pb2.Sidecar)
 WORKLOAD_GROUP_INFO: Final = _networking(WORKLOAD_GROUP, networking_pb2.WorkloadGroup)
 MESH_CONFIG_INFO: Final = KindInfo(MESH_CONFIG, "", ("v1",), networking_pb2.MeshConfig, spec_path="data.mesh")
 POD_INFO: Final = KindInfo(POD, "", ("v1",), networking_pb2.WorkloadEntry)
+# The keys pilot fetched for RequestAuthentication rules (pilot.config.jwks), written by
+# pilot.sources.jwks, never read from a document: listed so a ``/debug/configz`` answer reads back.
+JWKS_INFO: Final = KindInfo(JWKS_KIND, "", ("v1",), struct_pb2.Struct)
 
 # Istio's security policies (security.istio.io): v1 and v1beta1 share one schema, as Istio serves them.
 SECURITY_GROUP = "security.istio.io"
@@ -157,6 +161,7 @@ KINDS: dict[str, KindInfo] = {
         WORKLOAD_GROUP_INFO,
         MESH_CONFIG_INFO,
         POD_INFO,
+        JWKS_INFO,
         *SECURITY_KINDS,
         *GATEWAY_API_KINDS,
     )
@@ -179,9 +184,9 @@ NOT_SERVED: dict[str, frozenset[str]] = {
 ISTIO_GROUPS = frozenset({NETWORKING_GROUP, SECURITY_GROUP, "telemetry.istio.io", "extensions.istio.io"})
 
 
-# Kinds of KINDS that no document is parsed as by ``resolve``: the mesh config (a ConfigMap's key) and the
-# Pod identity (made from a Pod by pilot.config.kube_core).
-_NOT_DOCUMENTS = frozenset({MESH_CONFIG, POD})
+# Kinds of KINDS that no document is parsed as by ``resolve``: the mesh config (a ConfigMap's key), the
+# Pod identity (made from a Pod by pilot.config.kube_core) and the fetched JWKS (pilot.sources.jwks).
+_NOT_DOCUMENTS = frozenset({MESH_CONFIG, POD, JWKS_KIND})
 
 
 def split_api_version(api_version: str) -> tuple[str, str]:

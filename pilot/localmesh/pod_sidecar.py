@@ -141,6 +141,13 @@ class PodSidecar:
                 "--config-yaml",
                 json.dumps(self.bootstrap),
                 "--disable-hot-restart",
+                # Istio's (pkg/envoy/proxy.go): a replaced filter chain's connections are told to
+                # close on their next response, so a policy edit reaches the client sidecars' pooled
+                # connections at once rather than over Envoy's default 600 s of gradual draining.
+                "--drain-time-s",
+                "45",
+                "--drain-strategy",
+                "immediate",
                 "--concurrency",
                 "1",
                 "--log-level",

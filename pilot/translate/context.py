@@ -19,6 +19,7 @@ from pilot._gen import security_pb2 as sec
 from pilot.config import kinds
 from pilot.config.gateway_api.convert import GATEWAY_SEMANTICS, ROUTE_SEMANTICS
 from pilot.config.gateway_api.convert import convert as convert_gateway_api
+from pilot.config.jwks import JWKS_KIND, JwksKey, resolved_keys
 from pilot.config.objects import ConfigKey, ConfigObject, SpecT, precedence
 from pilot.config.protocols import Protocol, parse_protocol, port_protocol
 from pilot.config.store import StoreSnapshot
@@ -177,6 +178,9 @@ class PushContext:
     peer_authentications: tuple[ConfigObject[sec.PeerAuthentication], ...] = ()
     authorization_policies: tuple[ConfigObject[sec.AuthorizationPolicy], ...] = ()
     request_authentications: tuple[ConfigObject[sec.RequestAuthentication], ...] = ()
+    # The JWKS pilot fetched for RequestAuthentication rules (pilot.config.jwks, pilot.sources.jwks),
+    # by (jwksUri, issuer): translation inlines them, never fetching anything itself.
+    jwks: Mapping[JwksKey, str] = field(default_factory=dict)
     # The store objects this context was built from (None when built by hand): comparing two
     # contexts' objects by identity tells exactly which config changed between them (the store
     # keeps the same object for an unchanged key), which lets a push skip unaffected generators.
@@ -268,6 +272,7 @@ class PushContext:
             request_authentications=tuple(
                 sorted(_of_kind(kinds.REQUEST_AUTHENTICATION_INFO, by_kind), key=_precedence)
             ),
+            jwks=resolved_keys(by_kind.get(JWKS_KIND, ())),
             objects=snapshot.objects,
             _workloads=tuple(workloads),
             _services_of=made,

@@ -34,6 +34,7 @@ from google.protobuf import duration_pb2, wrappers_pb2
 from pilot._gen import networking_pb2 as nw
 from pilot.errors import TranslationError
 from pilot.translate import gateway, gateway_binding, gateway_tls, listeners, tcp_routes
+from pilot.translate.auth_filters import auth_filters
 from pilot.translate.context import PushContext, Scope, VirtualServiceEntry
 from pilot.translate.gateway import GatewayServer, MergedPort
 from pilot.translate.proxy import ProxyView
@@ -72,11 +73,18 @@ class ChainOpts:
 # --- HTTP ----------------------------------------------------------------------------------------
 
 
-def gateway_connection_manager(route_name: str, stat_prefix: str, port: int) -> HttpConnectionManager:
-    """The sidecar's HTTP connection manager (same HTTP filters), as a gateway's: RDS ``route_name``,
-    the client's address trusted as the remote address, client certificate details sanitized and
-    set (Istio's buildGatewayConnectionManager)."""
+def gateway_connection_manager(
+    route_name: str, stat_prefix: str, port: int, auth: Sequence[hcm_pb2.HttpFilter] = ()
+) -> HttpConnectionManager:
+    """The sidecar's HTTP connection manager (same HTTP filters, after ``auth``: the router's
+    authentication and authorization filters), as a gateway's: RDS ``route_name``, the client's
+    address trusted as the remote address, client certificate details sanitized and set (Istio's
+    buildGatewayConnectionManager)."""
     manager = listeners.http_connection_manager(port)
+    if auth:
+        filters = [*auth, *manager.http_filters]
+        del manager.http_filters[:]
+        manager.http_filters.extend(filters)
     manager.stat_prefix = stat_prefix
     manager.rds.route_config_name = route_name
     manager.use_remote_address.CopyFrom(wrappers_pb2.BoolValue(value=True))
@@ -97,20 +105,22 @@ def default_stat_prefix(listener_name: str) -> str:
     return f"outbound_{listener_name}"
 
 
-def http_chain(port: MergedPort, listener_name: str) -> ChainOpts:
+def http_chain(port: MergedPort, listener_name: str, auth: Sequence[hcm_pb2.HttpFilter] = ()) -> ChainOpts:
     manager = gateway_connection_manager(
-        port.route_name, default_stat_prefix(listener_name), port.port.number
+        port.route_name, default_stat_prefix(listener_name), port.port.number, auth
     )
     return ChainOpts((), None, [_hcm_filter(manager)])
 
 
-def https_chain(server: GatewayServer, listener_name: str, view: ProxyView) -> ChainOpts:
+def https_chain(
+    server: GatewayServer, listener_name: str, view: ProxyView, auth: Sequence[hcm_pb2.HttpFilter] = ()
+) -> ChainOpts:
     """The chain of an HTTPS server terminated here (``server.is_https_terminating``)."""
     tls = server.tls
     if tls is None:  # is_https_terminating needs TLS settings: a bug if it got here without
         raise TranslationError(f"gateway {server.gateway}: HTTPS chain for a server without TLS settings")
     prefix = server.name or default_stat_prefix(listener_name)
-    manager = gateway_connection_manager(server.route_name, prefix, server.number)
+    manager = gateway_connection_manager(server.route_name, prefix, server.number, auth)
     context = gateway_tls.downstream_tls_context(tls, view.namespace, sds=view.mesh_certificates)
     return ChainOpts(server.sni_hosts, context, [_hcm_filter(manager)])
 
@@ -245,16 +255,17 @@ def build_gateway_listeners(view: ProxyView, context: PushContext) -> list[tuple
     merged = gateway.merged_gateway(view, context)
     by_name: dict[str, tuple[str, int, list[ChainOpts]]] = {}
     sni_taken: dict[int, dict[str, str]] = {}
+    auth = auth_filters(view, context)
     for port in merged.ports:
         bind = port.port.bind or names.WILDCARD_ADDRESS
         name = names.listener_name(port.port.number, bind)
         if port.port.protocol.is_http:
-            chains = [http_chain(port, name)]
+            chains = [http_chain(port, name, auth)]
         else:
             chains = []
             for server in port.servers:
                 if server.is_https_terminating:
-                    chains.append(https_chain(server, name, view))
+                    chains.append(https_chain(server, name, view, auth))
                 else:
                     chains += tcp_chains(server, view, context, sni_taken.setdefault(server.number, {}))
         by_name.setdefault(name, (bind, port.port.number, []))[2].extend(chains)

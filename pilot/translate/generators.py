@@ -14,6 +14,7 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 
+from pilot.config.jwks import JWKS_KIND
 from pilot.config.kinds import (
     AUTHORIZATION_POLICY,
     DESTINATION_RULE,
@@ -123,7 +124,8 @@ _SERVICES = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY, MESH_CONFIG, SIDECAR})
 
 # PeerAuthentication decides the inbound listeners' mTLS chains and, through auto mTLS, whether a
 # client's cluster originates mTLS; AuthorizationPolicy and RequestAuthentication add listener filters.
-_POLICIES = frozenset({PEER_AUTHENTICATION, AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION})
+# The JWKS pilot fetched for RequestAuthentications are inlined into the jwt_authn filter.
+_POLICIES = frozenset({PEER_AUTHENTICATION, AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION, JWKS_KIND})
 
 CDS = FunctionGenerator(types.CLUSTER, _SERVICES | {DESTINATION_RULE, PEER_AUTHENTICATION}, build_clusters)
 EDS = FunctionGenerator(types.ENDPOINT, _SERVICES | {DESTINATION_RULE}, build_load_assignments)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -50,6 +50,7 @@ from pilot._gen import networking_pb2 as nw
 from pilot.config.protocols import Protocol, parse_protocol
 from pilot.translate import listeners
 from pilot.translate import traffic_policy as policy
+from pilot.translate.auth_filters import auth_filters
 from pilot.translate.clusters import passthrough_cluster
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import InterceptionMode, ProxyView
@@ -233,9 +234,10 @@ def inbound_route_configuration(
 
 
 def inbound_http_connection_manager(
-    stat_prefix: str, routes: route_pb2.RouteConfiguration
+    stat_prefix: str, routes: route_pb2.RouteConfiguration, auth: Sequence[hcm_pb2.HttpFilter] = ()
 ) -> HttpConnectionManager:
-    """Inline routes (no RDS); the client certificate's details forwarded as Istio does."""
+    """Inline routes (no RDS); the client certificate's details forwarded as Istio does; ``auth``:
+    the proxy's authentication and authorization filters (pilot.translate.auth_filters), first."""
     details = HttpConnectionManager.SetCurrentClientCertDetails(
         subject=wrappers_pb2.BoolValue(value=True), uri=True, dns=True
     )
@@ -243,7 +245,7 @@ def inbound_http_connection_manager(
         stat_prefix=stat_prefix,
         stream_idle_timeout=listeners.NO_STREAM_IDLE_TIMEOUT,
         route_config=routes,
-        http_filters=listeners.http_filters(),
+        http_filters=[*auth, *listeners.http_filters()],
         use_remote_address=wrappers_pb2.BoolValue(value=False),
         forward_client_cert_details=HttpConnectionManager.APPEND_FORWARD,
         set_current_client_cert_details=details,
@@ -262,9 +264,10 @@ def _chain(
     stat_prefix: str,
     http2: bool = False,
     tls_socket: TlsSocket | None = None,
+    auth: Sequence[hcm_pb2.HttpFilter] = (),
 ) -> FilterChain:
     if option.kind is ChainKind.HTTP:
-        manager = inbound_http_connection_manager(stat_prefix, routes)
+        manager = inbound_http_connection_manager(stat_prefix, routes, auth)
         if http2:  # HTTP/2 and gRPC ports (Istio's buildSidecarInboundHTTPOpts)
             manager.http2_protocol_options.SetInParent()
         filters = [listeners.network_filter(listeners.HCM_FILTER, manager)]
@@ -287,7 +290,9 @@ def blackhole_chain() -> FilterChain:
 
 
 def passthrough_chains(
-    options: ChainOptions = match_options, tls_socket: TlsSocket | None = None
+    options: ChainOptions = match_options,
+    tls_socket: TlsSocket | None = None,
+    auth: Sequence[hcm_pb2.HttpFilter] = (),
 ) -> list[FilterChain]:
     """Inbound traffic to a port no service declares goes to the workload as it came: the sniffed
     port-0 set, ``virtualInbound-catchall-http`` for plain HTTP and ``virtualInbound`` for the rest.
@@ -297,19 +302,26 @@ def passthrough_chains(
     chains = []
     for option in options(Protocol.UNSUPPORTED):
         name = CATCH_ALL_HTTP_CHAIN if option.kind is ChainKind.HTTP else VIRTUAL_INBOUND
-        chains.append(_chain(name, option, 0, cluster, routes, stat_prefix=cluster, tls_socket=tls_socket))
+        chains.append(
+            _chain(name, option, 0, cluster, routes, stat_prefix=cluster, tls_socket=tls_socket, auth=auth)
+        )
     return chains
 
 
 def port_chains(
-    port: InboundPort, options: ChainOptions = match_options, tls_socket: TlsSocket | None = None
+    port: InboundPort,
+    options: ChainOptions = match_options,
+    tls_socket: TlsSocket | None = None,
+    auth: Sequence[hcm_pb2.HttpFilter] = (),
 ) -> list[FilterChain]:
     cluster = names.inbound_cluster(port.target_port)
     routes = inbound_route_configuration(cluster, port.port, f"{port.hostname}:{port.port}/*")
     name = names.listener_name(port.target_port)
     prefix = f"inbound_{name}"
     return [
-        _chain(name, option, port.target_port, cluster, routes, prefix, port.protocol.is_http2, tls_socket)
+        _chain(
+            name, option, port.target_port, cluster, routes, prefix, port.protocol.is_http2, tls_socket, auth
+        )
         for option in options(port.protocol)
     ]
 
@@ -352,10 +364,11 @@ def virtual_inbound_listener(
     """Chains: the blackhole, the passthrough set, then each target port's, by port (Istio's
     ``inboundVirtualListener``), from ``options``. Listener filters: original_dst, then the HTTP
     inspector where a chain needs it (inbound_tls.py puts the TLS inspector between them)."""
-    chains = [blackhole_chain(), *passthrough_chains(options, tls_socket)]
+    auth = auth_filters(view, context)
+    chains = [blackhole_chain(), *passthrough_chains(options, tls_socket, auth)]
     for port in inbound_ports(view, context):
         if not port.binds:
-            chains += port_chains(port, options, tls_socket)
+            chains += port_chains(port, options, tls_socket, auth)
     listener = _inbound_listener(VIRTUAL_INBOUND, listeners.wildcard_address(VIRTUAL_INBOUND_PORT), chains)
     listener.listener_filters.insert(
         0,
@@ -385,6 +398,7 @@ def _inbound_listener(name: str, address: address_pb2.Address, chains: list[Filt
 def bound_inbound_listeners(view: ProxyView, context: PushContext) -> list[Listener]:
     """The Sidecar ingress ports that bind a listener of their own (Istio's inboundCustomListener)."""
     out = []
+    auth = auth_filters(view, context)
     for port in inbound_ports(view, context):
         if port.binds:
             address = address_pb2.Address(
@@ -392,7 +406,9 @@ def bound_inbound_listeners(view: ProxyView, context: PushContext) -> list[Liste
             )
             out.append(
                 _inbound_listener(
-                    names.listener_name(port.target_port, port.bind), address, port_chains(port)
+                    names.listener_name(port.target_port, port.bind),
+                    address,
+                    port_chains(port, auth=auth),
                 )
             )
     return out

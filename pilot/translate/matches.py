@@ -3,8 +3,9 @@
 Istio's ``TranslateRouteMatch`` (pilot/pkg/networking/core/route/route.go): uri exact / prefix /
 regex → path / prefix / safe_regex; headers (sorted by name), then ``:method``, ``:authority``,
 ``:scheme``; a regex of ``*`` is a presence match; JWT claims (``@request.auth.claims.*``) match the
-dynamic metadata of Istio's authentication filter. ``sourceLabels``, ``gateways`` and ``port`` are
-decided at generation time (``applies``) and never reach Envoy.
+payload the jwt_authn filter of a RequestAuthentication verified (dynamic metadata).
+``sourceLabels``, ``gateways`` and ``port`` are decided at generation time (``applies``) and never
+reach Envoy.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from google.protobuf import wrappers_pb2
 
 from pilot._gen import networking_pb2 as nw
 from pilot.translate.context import MESH_GATEWAY
+from pilot.translate.jwt_authn import JWT_AUTHN_FILTER, JWT_PAYLOAD_METADATA_KEY
 
 log = logging.getLogger("pilot.translate.matches")
 
@@ -25,8 +27,6 @@ METHOD = ":method"
 AUTHORITY = ":authority"
 SCHEME = ":scheme"
 JWT_CLAIM_PREFIX = "@request.auth.claims"
-AUTHN_FILTER = "istio_authn"  # Istio's authn filter, whose metadata carries the request's JWT claims
-REQUEST_CLAIMS = "request.auth.claims"
 
 
 def applies(
@@ -105,15 +105,17 @@ def jwt_claims(name: str) -> list[str] | None:
 
 
 def claim_matcher(claims: list[str], match: nw.StringMatch) -> metadata_pb2.MetadataMatcher:
-    """Istio's MetadataMatcherForJWTClaims: the claim (or any item of a list claim) in the metadata
-    Istio's authentication filter sets. pilot configures no request authentication, so on its own
-    such a route never matches: narrower than ignoring the condition, which would match everyone."""
-    one_of = value_pb2.ValueMatcher(string_match=string_matcher(match))
-    path = [metadata_pb2.MetadataMatcher.PathSegment(key=key) for key in [REQUEST_CLAIMS, *claims]]
+    """Istio's MetadataMatcherForJWTClaims (pilot/pkg/security/authz/model/util.go, with
+    matcher.MetadataListMatcher's extended JWT form): the claim, or any item of a list claim, in the
+    payload jwt_authn verified. Without a RequestAuthentication (or without a valid token) there is
+    no payload and the route does not match: narrower than ignoring the condition."""
+    value = value_pb2.ValueMatcher(string_match=string_matcher(match))
+    listed = value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(one_of=value))
+    keys = [JWT_PAYLOAD_METADATA_KEY, *claims]
     return metadata_pb2.MetadataMatcher(
-        filter=AUTHN_FILTER,
-        path=path,
-        value=value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(one_of=one_of)),
+        filter=JWT_AUTHN_FILTER,
+        path=[metadata_pb2.MetadataMatcher.PathSegment(key=key) for key in keys],
+        value=value_pb2.ValueMatcher(or_match=value_pb2.OrMatcher(value_matchers=[listed, value])),
     )
 
 

@@ -12,7 +12,8 @@ PushContext's host index, without going back into translation:
   VirtualServices and the DestinationRules of HOST (wildcards included); a router's also comes from
   its Gateways;
 - a listener (``ADDRESS_PORT``): everything of every host with a service on PORT (its filter chains
-  and route configuration are made from them); a router's also comes from its Gateways.
+  and route configuration are made from them); a router's also comes from its Gateways; every
+  listener also from the RequestAuthentications and the JWKS fetched for them (its jwt_authn filter).
 
 The answer is a superset (an object that did not change what a resource holds may be named),
 which is sound for its one use: the pusher intersects it with the objects that changed since the
@@ -45,7 +46,7 @@ class HostIndex:
     """Every object key by the host it names (ServiceEntry hosts, VirtualService hosts,
     DestinationRule host), and every host by service port: read-only once built."""
 
-    __slots__ = ("_by_port", "_clusters", "_exact", "_gateways", "_memo", "_wildcard")
+    __slots__ = ("_auth", "_by_port", "_clusters", "_exact", "_gateways", "_memo", "_wildcard")
 
     def __init__(self, context: PushContext) -> None:
         exact: dict[str, set[ConfigKey]] = {}
@@ -70,6 +71,10 @@ class HostIndex:
         self._wildcard = tuple(wildcard)
         self._by_port = by_port
         self._gateways: Keys = frozenset(gw.key for gw in context.gateways)
+        # The objects of listeners' HTTP auth filters (pilot.translate.auth_filters).
+        self._auth: Keys = frozenset(
+            [ra.key for ra in context.request_authentications] + [key.config_key for key in context.jwks]
+        )
         self._memo: dict[str, Keys] = {}
         self._clusters: dict[str, Keys] = {}  # host -> keys of its clusters (shared by views)
 
@@ -101,6 +106,10 @@ class HostIndex:
     @property
     def gateways(self) -> Keys:
         return self._gateways
+
+    @property
+    def auth(self) -> Keys:
+        return self._auth
 
 
 _lock = threading.Lock()
@@ -165,7 +174,7 @@ def _of_route_configuration(message: Message, index: HostIndex, router: bool) ->
 
 def _of_listener(name: str, index: HostIndex, router: bool) -> Keys:
     _, _, port = name.rpartition("_")
-    keys = index.of_port(int(port)) if port.isdigit() else _NONE
+    keys = (index.of_port(int(port)) if port.isdigit() else _NONE) | index.auth
     return keys | index.gateways if router else keys
 
 

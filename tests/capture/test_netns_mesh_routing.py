@@ -22,9 +22,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from pilot.localmesh.polling import wait_until
 from pilot.localmesh.reviews_mesh import CLIENTS, HOST, PORT, SERVERS, VIP, ReviewsMesh, reviews_mesh
 from tests.support import netns
+from tests.support.jwt_issuer import Issuer
 
 REQUESTS = 40  # per client; a 50/50 split leaves a version out with probability 2 * 0.5**40
 OUTBOUND = "cluster.outbound|9080|{}|reviews.default.svc.cluster.local.upstream_rq_completed"
@@ -124,3 +127,41 @@ def test_pilot_knows_each_proxy_by_its_metadata_and_every_sidecar_acked_its_conf
     # The servers satisfy no selector (version=v2 is only in productpage-v2's): they share one view.
     assert len({streams[server]["view"] for server in SERVERS}) == 1
     assert len({entry["view"] for entry in streams.values()}) == 3
+
+
+def test_request_authentication_guards_the_reviews_pods_inbound_listener(mesh: ReviewsMesh):
+    """A RequestAuthentication selecting app=reviews (keys made here, inline): the productpage pod's
+    requests, captured and sent through both sidecars, get 401 at the reviews sidecar for an invalid
+    token, and reach the app with a valid one or none."""
+    if shutil.which("curl") is None:
+        pytest.skip("no curl (Debian: apt-get install curl)")
+    issuer = Issuer("https://mesh-issuer.test")
+    policy = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "RequestAuthentication",
+        "metadata": {"name": "reviews-jwt", "namespace": "default"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "reviews"}},
+            "jwtRules": [{"issuer": issuer.name, "jwks": issuer.jwks()}],
+        },
+    }
+    client = mesh.pod("productpage-v1")
+
+    def status(token: str | None) -> str:
+        header = ["-H", f"Authorization: Bearer {token}"] if token is not None else []
+        curl = ["curl", "-sS", "-o", "/dev/null", "--max-time", "5", "-w", "%{http_code}", *header]
+        done = mesh.mesh.run(client, [*curl, f"http://{HOST}:{PORT}/"])
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    path = mesh.config_dir / "reviews-jwt.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    expired = issuer.token(lifetime=-120)
+    try:
+        wait_until(lambda: status(expired) == "401", 15.0, 0.1, "the policy on the reviews sidecars")
+        assert [status(issuer.token()) for _ in range(4)] == ["200"] * 4
+        assert status(None) == "200"
+        assert status(Issuer(issuer.name, kid=issuer.kid).token()) == "401"  # another key
+    finally:
+        path.unlink()
+    wait_until(lambda: status(expired) == "200", 15.0, 0.1, "the policy removed")

@@ -25,6 +25,7 @@ import yaml
 from pilot.localmesh.config_files import write_atomically
 from tests.support import Backend, EnvoyProcess, PilotProcess, failure_logs, free_port, get, wait_until
 from tests.support.certs import Certificates, make_certificates, openssl_available
+from tests.support.jwt_issuer import Issuer
 
 pytestmark = [
     pytest.mark.e2e,
@@ -213,3 +214,57 @@ def test_an_authorization_policy_selecting_the_gateway_is_enforced_on_it(ingress
         0.05,
         "the path open again",
     )
+
+
+CLAIMS_HOST = "claims.example.com"
+
+
+def test_request_authentication_on_the_gateway_routes_by_a_verified_claim(ingress: Ingress) -> None:
+    """A RequestAuthentication selecting the router (inline keys made here): an invalid token gets
+    401 at the gateway; a VirtualService route on ``@request.auth.claims.sub`` matches the verified
+    payload, since the gateway's jwt_authn clears the route cache (Istio's gateway shape)."""
+    issuer = Issuer("https://gateway-issuer.test")
+    meta = {"namespace": "istio-system"}
+    policy = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "RequestAuthentication",
+        "metadata": {"name": "ingress-jwt", **meta},
+        "spec": {
+            "selector": {"matchLabels": {"istio": "ingressgateway"}},
+            "jwtRules": [{"issuer": issuer.name, "jwks": issuer.jwks()}],
+        },
+    }
+    claims_route = {
+        "apiVersion": API,
+        "kind": "VirtualService",
+        "metadata": {"name": "claims", "namespace": "default"},
+        "spec": {
+            "hosts": [CLAIMS_HOST],
+            "gateways": ["bookinfo-gateway"],
+            "http": [
+                {
+                    "match": [{"headers": {"@request.auth.claims.sub": {"exact": "alice"}}}],
+                    "route": [{"destination": {"host": "productpage", "port": {"number": 9080}}}],
+                }
+            ],
+        },
+    }
+    path = ingress.pilot.config_dir / "request-authentication.yaml"
+    write_atomically(path, yaml.safe_dump_all([policy, claims_route]))
+
+    def status(token: str | None) -> int:
+        headers = {"Host": CLAIMS_HOST}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return get(ingress.http_port, "/", headers=headers).status
+
+    try:
+        wait_until(lambda: status(issuer.token("alice")) == 200, 15.0, 0.1, "a claim-routed request")
+        assert status(issuer.token("bob")) == 404  # verified, but no route for this subject
+        assert status(None) == 404  # no token passes the filter, and no claim matches
+        assert status(issuer.token("alice", lifetime=-120)) == 401
+        assert status(Issuer(issuer.name, kid=issuer.kid).token("alice")) == 401  # another key
+        assert ingress.envoy.rejected_updates() == {}, ingress.envoy.log_tail(30)
+    finally:
+        path.unlink()
+    wait_until(lambda: status(issuer.token("alice", lifetime=-120)) == 404, 15.0, 0.1, "policy removed")

@@ -70,3 +70,21 @@ def test_types_kept_from_the_previous_snapshot_keep_their_origins() -> None:
     assert second.by_type[types.CLUSTER] is first.by_type[types.CLUSTER]  # not translated again
     assert second.origins[types.CLUSTER] is first.origins[types.CLUSTER]
     assert "VirtualService/reviews" in names(second.origins[types.ROUTE]["9080"])
+
+
+def test_every_listener_also_comes_from_the_request_authentications_and_their_keys() -> None:
+    from google.protobuf import json_format
+
+    from pilot._gen import security_pb2
+    from pilot.config.jwks import JwksKey, resolved_object
+    from pilot.config.objects import ConfigKey, ConfigObject
+
+    rule = {"issuer": "i", "jwksUri": "https://idp/keys"}
+    spec = json_format.ParseDict({"jwtRules": [rule]}, security_pb2.RequestAuthentication())
+    policy = ConfigObject(
+        ConfigKey("RequestAuthentication", "default", "jwt"), "security.istio.io/v1", spec, "t"
+    )
+    keys = resolved_object(JwksKey("https://idp/keys", "i"), '{"keys":[]}')
+    snapshot = build_snapshot(f.sidecar(), f.push_context(*objects(), policy, keys))
+    origins = snapshot.origins[types.LISTENER]
+    assert {"RequestAuthentication/jwt", "Jwks/https://idp/keys|i"} <= names(origins["0.0.0.0_8080"])

@@ -270,7 +270,9 @@ def test_jwt_claims_match_authentication_metadata() -> None:
     )
     assert [h.name for h in route.match.headers] == ["x"]
     group, org = route.match.dynamic_metadata
-    assert group.filter == "istio_authn" and not group.invert
-    assert [p.key for p in group.path] == ["request.auth.claims", "group"]
-    assert group.value.list_match.one_of.string_match.exact == "admin"
-    assert [p.key for p in org.path] == ["request.auth.claims", "org", "id"] and org.invert
+    # Istio's current shape: jwt_authn's payload, the claim as a list item or as the value.
+    assert group.filter == "envoy.filters.http.jwt_authn" and not group.invert
+    assert [p.key for p in group.path] == ["payload", "group"]
+    listed, plain = group.value.or_match.value_matchers
+    assert listed.list_match.one_of.string_match.exact == "admin" and plain.string_match.exact == "admin"
+    assert [p.key for p in org.path] == ["payload", "org", "id"] and org.invert
