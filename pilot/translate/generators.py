@@ -117,11 +117,17 @@ def build_routes(view: ProxyView, context: PushContext) -> Resources:
 _SERVICES = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY, MESH_CONFIG, SIDECAR})
 
 # PeerAuthentication decides the inbound listeners' mTLS chains and, through auto mTLS, whether a
-# client's cluster originates mTLS; AuthorizationPolicy and RequestAuthentication add listener filters.
+# client's cluster originates mTLS (CDS) and which endpoints carry the tlsMode metadata (EDS: a
+# workload DISABLE); AuthorizationPolicy and RequestAuthentication add listener filters. An edit
+# translates these types again for every view; a view whose effective policies did not change gets
+# the same resources, so the same type version, and nothing is sent to its proxies
+# (pilot.cache.snapshot.TypeResources.build).
 _POLICIES = frozenset({PEER_AUTHENTICATION, AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION})
 
 CDS = FunctionGenerator(types.CLUSTER, _SERVICES | {DESTINATION_RULE, PEER_AUTHENTICATION}, build_clusters)
-EDS = FunctionGenerator(types.ENDPOINT, _SERVICES | {DESTINATION_RULE}, build_load_assignments)
+EDS = FunctionGenerator(
+    types.ENDPOINT, _SERVICES | {DESTINATION_RULE, PEER_AUTHENTICATION}, build_load_assignments
+)
 # Gateways make a router's listeners and routes; their VirtualServices' tcp/tls routes its listeners.
 LDS = FunctionGenerator(
     types.LISTENER, _SERVICES | _POLICIES | {DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE}, build_listeners
