@@ -398,8 +398,14 @@ def _inbound_listener(name: str, address: address_pb2.Address, chains: list[Filt
     return listener
 
 
-def bound_inbound_listeners(view: ProxyView, context: PushContext) -> list[Listener]:
-    """The Sidecar ingress ports that bind a listener of their own (Istio's inboundCustomListener)."""
+def bound_inbound_listeners(
+    view: ProxyView,
+    context: PushContext,
+    options: ChainOptions = match_options,
+    tls_socket: TlsSocket | None = None,
+) -> list[Listener]:
+    """The Sidecar ingress ports that bind a listener of their own (Istio's inboundCustomListener),
+    each with its port's chains from ``options``."""
     out = []
     for port in inbound_ports(view, context):
         if port.binds:
@@ -408,7 +414,9 @@ def bound_inbound_listeners(view: ProxyView, context: PushContext) -> list[Liste
             )
             out.append(
                 _inbound_listener(
-                    names.listener_name(port.target_port, port.bind), address, port_chains(port)
+                    names.listener_name(port.target_port, port.bind),
+                    address,
+                    port_chains(port, options, tls_socket),
                 )
             )
     return out

@@ -26,6 +26,8 @@ DISABLE plain text only. The port-0 passthrough set follows the workload-level m
 matching that port (Istio's ``ForPassthrough``). The TLS inspector runs only where some chain of the
 port matches ``tls`` (Istio's ``buildTLSInspector``).
 
+A Sidecar ingress port that binds a listener of its own gets the chains of its mode there too.
+
 Only a proxy whose bootstrap has the agent's ``sds-grpc`` gets mTLS chains
 (``ProxyView.mesh_certificates``): another Envoy would reject a listener naming an SDS cluster it
 lacks. Such a proxy cannot terminate mTLS, so PERMISSIVE and DISABLE give it plain text, and a port
@@ -212,6 +214,16 @@ def virtual_inbound_listener(view: ProxyView, context: PushContext) -> listener_
     """``virtualInbound`` for ``view``, each port's chains by its peer authentication mode, the TLS
     inspector after original_dst where a chain matches TLS."""
     policy = effective_policy(view, context)
+    options, sockets = _chain_settings(view, context, policy)
+    ports = passthrough_ports(view, context, policy)
+    listener = inbound.virtual_inbound_listener(view, context, options, sockets, ports)
+    _add_tls_inspector(listener, 1)  # Istio's order: original_dst, tls_inspector, http_inspector
+    return listener
+
+
+def _chain_settings(
+    view: ProxyView, context: PushContext, policy: EffectivePolicy
+) -> tuple[ChainOptions, inbound.TlsSocket | None]:
     if not view.mesh_certificates and MtlsMode.STRICT in policy.modes:
         log.warning(
             "%s: PeerAuthentication STRICT, but the proxy has no mesh certificate (it runs without pilot "
@@ -219,24 +231,29 @@ def virtual_inbound_listener(view: ProxyView, context: PushContext) -> listener_
             view,
         )
     sockets = tls_sockets(context.mesh.trust_domain) if view.mesh_certificates else None
-    options = policy_options(policy, view.mesh_certificates)
-    ports = passthrough_ports(view, context, policy)
-    listener = inbound.virtual_inbound_listener(view, context, options, sockets, ports)
+    return policy_options(policy, view.mesh_certificates), sockets
+
+
+def _add_tls_inspector(listener: listener_pb2.Listener, position: int) -> None:
     inspector = tls_inspector(list(listener.filter_chains))
     if inspector is not None:
-        # Istio's populateListenerFilters order: original_dst, tls_inspector, http_inspector.
-        listener.listener_filters.insert(1, inspector)
-    return listener
+        listener.listener_filters.insert(position, inspector)
 
 
 def inbound_listeners(view: ProxyView, context: PushContext) -> list[listener_pb2.Listener]:
-    """inbound.py's ``inbound_listeners`` with this ``virtualInbound``: it in REDIRECT mode, then the
-    Sidecar ingress listeners that bind (plain text: Istio's custom ingress listeners take mTLS from
-    peer authentication, which pilot does not apply to them)."""
+    """inbound.py's ``inbound_listeners`` with peer authentication: ``virtualInbound`` in REDIRECT
+    mode, then the Sidecar ingress listeners that bind, each port's chains by its mode (Istio's
+    inboundCustomListener takes the same ``ForPort`` settings)."""
     out = []
     if view.interception_mode is InterceptionMode.REDIRECT:
         out.append(virtual_inbound_listener(view, context))
-    return out + inbound.bound_inbound_listeners(view, context)
+    if not any(port.binds for port in inbound.inbound_ports(view, context)):
+        return out
+    options, sockets = _chain_settings(view, context, effective_policy(view, context))
+    bound = inbound.bound_inbound_listeners(view, context, options, sockets)
+    for listener in bound:
+        _add_tls_inspector(listener, 0)
+    return out + bound
 
 
 __all__ = [

@@ -227,3 +227,67 @@ def test_mode_options_are_istios_table() -> None:
         (MtlsMode.DISABLE, Protocol.TCP): 1,
         (MtlsMode.DISABLE, Protocol.UNSUPPORTED): 2,
     }
+
+
+def test_an_edit_changes_only_the_snapshots_of_the_views_whose_policy_changed() -> None:
+    """The push scoping is by kind, so every view is translated again; a view whose effective
+    policy is unchanged gets the same type versions, and the server sends its proxies nothing."""
+    from pilot.translate.snapshot import build_snapshot
+    from pilot.xds import types
+
+    before = f.push_context(*objects(), revision=1)
+    # The proxies' views after the edit: the new selector pair is in the selected workload's labels.
+    reviews, other = view(labels=REVIEWS_LABELS), view(labels=())
+    policy = peer_authentication("r", selector={"matchLabels": {"app": "reviews"}}, mtls={"mode": "STRICT"})
+    after = f.push_context(*objects(policy), revision=2)
+    for proxy, changed in ((reviews, True), (other, False)):
+        old = build_snapshot(proxy, before)
+        new = build_snapshot(proxy, after, (before, old))
+        assert (new.type_version(types.LISTENER) != old.type_version(types.LISTENER)) is changed
+        assert new.type_version(types.CLUSTER) == old.type_version(types.CLUSTER)
+        # The reviews endpoints are STRICT, not DISABLE: their tlsMode metadata stays.
+        assert new.type_version(types.ENDPOINT) == old.type_version(types.ENDPOINT)
+
+
+def ingress_sidecar() -> ConfigObject:
+    return f.config(
+        "Sidecar",
+        "ingress",
+        {
+            "ingress": [
+                {"port": {"number": 8080, "protocol": "HTTP", "name": "http"}, "captureMode": "NONE"},
+                {"port": {"number": 8081, "protocol": "TCP", "name": "tcp"}, "captureMode": "NONE"},
+            ]
+        },
+    )
+
+
+INGRESS_POLICY = peer_authentication(
+    "r",
+    selector={"matchLabels": {"app": "reviews"}},
+    mtls={"mode": "STRICT"},
+    portLevelMtls={"8081": {"mode": "DISABLE"}},
+)
+
+
+def test_a_sidecar_ingress_port_that_binds_takes_its_mode_too() -> None:
+    ingress, policy = ingress_sidecar(), INGRESS_POLICY
+    proxy = replace(view(), sidecar=ingress.key)
+    listeners = dict(build_listeners(proxy, f.push_context(*objects(ingress, policy))))
+    strict, disabled = listeners["0.0.0.0_8080"], listeners["0.0.0.0_8081"]
+    assert [
+        (c.filter_chain_match.transport_protocol, c.HasField("transport_socket"))
+        for c in strict.filter_chains
+    ] == [("tls", True)]
+    assert listener_filters(strict) == ["tls_inspector"]
+    assert [c.filter_chain_match.transport_protocol for c in disabled.filter_chains] == ["raw_buffer"]
+    assert listener_filters(disabled) == []
+
+
+@pytest.mark.skipif(not ENVOY.exists(), reason="no envoy binary in .venv")
+def test_envoy_accepts_bound_ingress_listeners_with_mtls(tmp_path: Path) -> None:
+    ingress = ingress_sidecar()
+    proxy = replace(view(), sidecar=ingress.key)
+    messages = generate_messages(proxy, f.push_context(*objects(ingress, INGRESS_POLICY)))
+    result = envoy_validate(with_sds_cluster(static_bootstrap(messages)), tmp_path)
+    assert result.returncode == 0, f"envoy rejected:\n{result.stdout}\n{result.stderr}"
