@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from pilot._gen import networking_pb2 as nw
 from pilot._gen import security_pb2 as sec
 from pilot.config import kinds
+from pilot.config.gateway_api.convert import GATEWAY_SEMANTICS, ROUTE_SEMANTICS
 from pilot.config.gateway_api.convert import convert as convert_gateway_api
 from pilot.config.objects import ConfigKey, ConfigObject, SpecT, precedence
 from pilot.config.protocols import Protocol, parse_protocol, port_protocol
@@ -112,6 +113,9 @@ class VirtualServiceEntry:
     export_to: frozenset[str]
     spec: nw.VirtualService
     created: datetime | None = None  # metadata.creationTimestamp
+    # Converted from the Gateway API (istiod's UseGatewaySemantics: the annotation
+    # internal.istio.io/route-semantics=gateway): a redirect uri "%PREFIX()%..." rewrites the prefix.
+    gateway_semantics: bool = False
 
     @property
     def namespace(self) -> str:
@@ -664,6 +668,7 @@ def _virtual_service(
         export_to=export_set(spec.export_to, obj.namespace, mesh.virtual_service_export_to),
         spec=spec,
         created=obj.created,
+        gateway_semantics=(ROUTE_SEMANTICS, GATEWAY_SEMANTICS) in obj.annotations,
     )
 
 
