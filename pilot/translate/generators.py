@@ -36,6 +36,7 @@ from pilot.translate import (
     grpc_listeners,
     grpc_routes,
     listeners,
+    peer_authentication,
     routes,
 )
 from pilot.translate.context import PushContext
@@ -97,7 +98,9 @@ def build_listeners(view: ProxyView, context: PushContext) -> Resources:
     """Routers get the listeners of their Gateways; sidecars their outbound listeners, then the
     capture listeners when intercepted; proxyless gRPC applications their API listeners."""
     if view.proxyless_grpc:
-        return list(grpc_listeners.build_listeners(view, context))
+        # A proxyless server's one chain per port by its PeerAuthentication (pilot.translate.grpc_tls).
+        policy = peer_authentication.of_view(view, context)
+        return list(grpc_listeners.build_listeners(view, context, policy.for_port))
     if view.type is NodeType.ROUTER:
         return list(gateway_listeners.build_gateway_listeners(view, context))
     out: Resources = list(listeners.build_listeners(view, context))

@@ -47,10 +47,10 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from google.protobuf import wrappers_pb2
 
 from pilot.config.protocols import Protocol
-from pilot.translate import cluster_tls, inbound, listeners
+from pilot.translate import cluster_tls, inbound, listeners, peer_authentication
 from pilot.translate.context import PushContext
 from pilot.translate.inbound import PLAINTEXT_HTTP_ALPN, RAW_BUFFER, ChainKind, ChainOptions, MatchOption
-from pilot.translate.peer_authentication import EffectivePolicy, MtlsMode, index_of
+from pilot.translate.peer_authentication import EffectivePolicy, MtlsMode
 from pilot.translate.proxy import InterceptionMode, ProxyView
 
 log = logging.getLogger("pilot.translate.inbound_tls")
@@ -143,13 +143,6 @@ def policy_options(policy: EffectivePolicy, mesh_certificates: bool) -> ChainOpt
     return options
 
 
-def effective_policy(view: ProxyView, context: PushContext) -> EffectivePolicy:
-    """The workload's PeerAuthentication: the view's labels answer every selector as the workload's
-    would (pilot.translate.views)."""
-    index = index_of(context.mesh.root_namespace, context.peer_authentications)
-    return index.for_workload(view.namespace, dict(view.labels))
-
-
 def downstream_tls_context(kind: ChainKind, trust_domain: str) -> tls_pb2.DownstreamTlsContext:
     """Istio's ``BuildInboundTLS``: the mesh certificate, the mesh root, a client certificate required,
     whose SPIFFE id is in the mesh's trust domain (``ApplyToCommonTLSContext``: a URI prefix)."""
@@ -213,7 +206,7 @@ def passthrough_ports(view: ProxyView, context: PushContext, policy: EffectivePo
 def virtual_inbound_listener(view: ProxyView, context: PushContext) -> listener_pb2.Listener:
     """``virtualInbound`` for ``view``, each port's chains by its peer authentication mode, the TLS
     inspector after original_dst where a chain matches TLS."""
-    policy = effective_policy(view, context)
+    policy = peer_authentication.of_view(view, context)
     options, sockets = _chain_settings(view, context, policy)
     ports = passthrough_ports(view, context, policy)
     listener = inbound.virtual_inbound_listener(view, context, options, sockets, ports)
@@ -249,7 +242,7 @@ def inbound_listeners(view: ProxyView, context: PushContext) -> list[listener_pb
         out.append(virtual_inbound_listener(view, context))
     if not any(port.binds for port in inbound.inbound_ports(view, context)):
         return out
-    options, sockets = _chain_settings(view, context, effective_policy(view, context))
+    options, sockets = _chain_settings(view, context, peer_authentication.of_view(view, context))
     bound = inbound.bound_inbound_listeners(view, context, options, sockets)
     for listener in bound:
         _add_tls_inspector(listener, 0)
@@ -259,7 +252,6 @@ def inbound_listeners(view: ProxyView, context: PushContext) -> list[listener_pb
 __all__ = [
     "ALL_MESH_ALPN",
     "downstream_tls_context",
-    "effective_policy",
     "mode_options",
     "inbound_listeners",
     "permissive_options",

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 
 from pilot._gen import security_pb2
 from pilot.config.objects import ConfigKey, ConfigObject
+from pilot.translate.context import PushContext
+from pilot.translate.proxy import ProxyView
 from pilot.translate.registry import Endpoint
 
 log = logging.getLogger("pilot.translate.peer_authentication")
@@ -226,6 +228,13 @@ def index_of(root_namespace: str, objects: tuple[PeerAuthenticationObject, ...])
     return built
 
 
+def of_view(view: ProxyView, context: PushContext) -> EffectivePolicy:
+    """The effective policy of the workload behind ``view``: its labels answer every selector as the
+    workload's would (pilot.translate.views keeps the pairs the policies' selectors name)."""
+    index = index_of(context.mesh.root_namespace, context.peer_authentications)
+    return index.for_workload(view.namespace, dict(view.labels))
+
+
 __all__ = [
     "PERMISSIVE_DEFAULT",
     "EffectivePolicy",
@@ -233,5 +242,6 @@ __all__ = [
     "PeerAuthentications",
     "compose",
     "index_of",
+    "of_view",
     "selects",
 ]

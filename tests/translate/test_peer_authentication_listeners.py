@@ -291,3 +291,26 @@ def test_envoy_accepts_bound_ingress_listeners_with_mtls(tmp_path: Path) -> None
     messages = generate_messages(proxy, f.push_context(*objects(ingress, INGRESS_POLICY)))
     result = envoy_validate(with_sds_cluster(static_bootstrap(messages)), tmp_path)
     assert result.returncode == 0, f"envoy rejected:\n{result.stdout}\n{result.stderr}"
+
+
+def test_a_proxyless_grpc_server_takes_its_ports_mode() -> None:
+    from pilot.translate import views
+    from pilot.translate.proxy import Proxy
+    from tests.translate.test_grpc_tls import INBOUND, SERVER
+    from tests.translate.test_grpc_tls import reviews as grpc_reviews
+
+    def chain(*policies: ConfigObject, labels: dict[str, str] | None = None) -> str:
+        context = f.push_context(*grpc_reviews(), *policies)
+        metadata: dict[str, object] = {"GENERATOR": "grpc", "LABELS": labels or {"app": "reviews"}}
+        proxy = views.view_of(Proxy.from_node(SERVER, metadata), context)
+        (only,) = dict(build_listeners(proxy, context))[INBOUND].filter_chains
+        return only.name
+
+    strict = peer_authentication("default", mtls={"mode": "STRICT"})
+    port_disable = peer_authentication(
+        "r", selector={"matchLabels": {"app": "reviews"}}, portLevelMtls={"9080": {"mode": "DISABLE"}}
+    )
+    assert chain() == "inbound-plaintext"  # PERMISSIVE without the tlsMode label
+    assert chain(strict) == "inbound-mtls"
+    assert chain(strict, port_disable) == "inbound-plaintext"
+    assert chain(strict, port_disable, labels={"app": "other"}) == "inbound-mtls"
