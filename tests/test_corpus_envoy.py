@@ -15,6 +15,7 @@ and checks that nothing is NACKed.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 import yaml
 from google.protobuf import json_format
 
+from pilot.config import kinds
 from pilot.config.gateway_api.convert import convert
 from pilot.config.objects import ConfigObject
 from pilot.config.parse import parse_text
@@ -30,6 +32,7 @@ from pilot.translate.context import PushContext
 from pilot.translate.jwt_authn import JWT_AUTHN_FILTER
 from pilot.translate.proxy import InterceptionMode, NodeType, Proxy, ProxyView
 from pilot.translate.snapshot import generate_messages, inconsistencies
+from pilot.translate.targets import ServiceTarget
 from pilot.translate.views import view_of
 from tests import factories
 from tests.corpus import (
@@ -44,6 +47,7 @@ from tests.corpus import (
 from tests.support import EnvoyProcess, PilotProcess, failure_logs, wait_until
 from tests.support.jwt_issuer import Issuer, IssuerThread
 from tests.translate.golden import ENVOY, TEST_CERT, TEST_KEY, envoy_validate, static_bootstrap
+from tests.translate.test_mesh_tls import with_sds_cluster
 
 pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no corpus at {CORPUS}")
 
@@ -80,6 +84,7 @@ def views(objects: list[ConfigObject], context: PushContext) -> list[ProxyView]:
         [factories.sidecar("default")]
         + selected_views(objects, context)
         + policy_views(objects, context)
+        + peer_authentication_views(objects)
         + [ProxyView(NodeType.ROUTER, "istio-system", labels=labels) for labels in routers]
     )
 
@@ -99,6 +104,29 @@ def policy_views(objects: list[ConfigObject], context: PushContext) -> list[Prox
         view = view_of(proxy, context)
         if view not in out:
             out.append(view)
+    return out
+
+
+def peer_authentication_views(objects: list[ConfigObject]) -> list[ProxyView]:
+    """For each PeerAuthentication, a REDIRECT sidecar under ``pilot agent`` (mesh certificates) in its
+    namespace with its selector's labels, serving its ``portLevelMtls`` ports and 9080: the mTLS chains
+    of each of its modes."""
+    out = []
+    for obj in objects:
+        if kinds.PEER_AUTHENTICATION_INFO.holds(obj):
+            ports = sorted({9080, *obj.spec.port_level_mtls})
+            targets = tuple(
+                ServiceTarget(f"pa.{obj.namespace}.svc.cluster.local", p, p, "HTTP") for p in ports
+            )
+            labels = tuple(sorted(obj.spec.selector.match_labels.items()))
+            out.append(
+                replace(
+                    factories.sidecar(obj.namespace, InterceptionMode.REDIRECT),
+                    labels=labels,
+                    targets=targets,
+                    mesh_certificates=True,
+                )
+            )
     return out
 
 
@@ -140,7 +168,10 @@ def test_corpus_translation_accepted_by_envoy(path: Path, tmp_path: Path) -> Non
     for view in views(objects, context):
         messages = generate_messages(view, context)
         assert inconsistencies(messages) == [], f"{view}"
-        result = envoy_validate(static_bootstrap(messages), tmp_path)
+        bootstrap = static_bootstrap(messages)
+        if view.mesh_certificates:
+            bootstrap = with_sds_cluster(bootstrap)
+        result = envoy_validate(bootstrap, tmp_path)
         assert result.returncode == 0, f"envoy rejected {path.name} for {view}:\n{result.stderr[-3000:]}"
 
 

@@ -19,7 +19,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import duration_pb2, struct_pb2
 
 from pilot._gen import networking_pb2 as nw
-from pilot.translate import cluster_tls, endpoints, locality
+from pilot.translate import cluster_tls, endpoints, locality, peer_authentication
 from pilot.translate import traffic_policy as policy
 from pilot.translate.context import (
     DestinationRuleEntry,
@@ -126,10 +126,11 @@ def build_cluster(
     """The Envoy cluster for ``target``; None for a DNS cluster without endpoints (Istio drops it).
     ``mesh_certificates``: the proxy has the agent's SDS, so ISTIO_MUTUAL applies (cluster_tls.py)."""
     mesh = context.mesh
+    authn = peer_authentication.index_of(mesh.root_namespace, context.peer_authentications)
     cluster = Cluster(name=target.name, type=target.discovery, common_lb_config=Cluster.CommonLbConfig())
     cluster.connect_timeout.FromTimedelta(mesh.connect_timeout)
     if target.discovery in (Cluster.STRICT_DNS, Cluster.LOGICAL_DNS):
-        if not _inline_endpoints(cluster, target):
+        if not _inline_endpoints(cluster, target, authn.plaintext_only(target.service.namespace)):
             log.debug("cluster %s: no endpoints; not sent", target.name)
             return None
         cluster.dns_lookup_family = Cluster.V4_ONLY
@@ -142,6 +143,8 @@ def build_cluster(
         cluster, target.policy, target.port, mesh, target.service.subject_alt_names, sds=mesh_certificates
     )
     if mesh_certificates:
+        # Istio's BestEffortInferServiceMTLSMode: no auto mTLS to a namespace (or mesh) whose
+        # PeerAuthentication is DISABLE; a DestinationRule's own TLS still wins (cluster_tls.py).
         cluster_tls.apply_mesh_mtls(
             cluster,
             target.service,
@@ -150,7 +153,7 @@ def build_cluster(
             target.policy.tls,
             target.policy.proxy_protocol,
             trust_domain=mesh.trust_domain,
-            auto=mesh.auto_mtls,
+            auto=mesh.auto_mtls and authn.auto_mtls_to(target.service.namespace),
             http2=cluster_tls.uses_http2(cluster),
         )
     _add_metadata(cluster, target)
@@ -159,22 +162,32 @@ def build_cluster(
 
 def load_assignment(target: ClusterTarget, context: PushContext) -> ClusterLoadAssignment:
     """The EDS assignment of an EDS cluster, with the locality settings of its traffic policy."""
+    authn = peer_authentication.index_of(context.mesh.root_namespace, context.peer_authentications)
     out = endpoints.load_assignment(
-        target.name, target.service, target.port, dict(target.labels), ip_only=True
+        target.name,
+        target.service,
+        target.port,
+        dict(target.labels),
+        ip_only=True,
+        plaintext_only=authn.plaintext_only(target.service.namespace),
     )
     lb_setting = policy.locality_setting(target.policy, context.mesh)
     locality.apply(out, lb_setting, failover=target.policy.outlier_detection is not None)
     return out
 
 
-def _inline_endpoints(cluster: Cluster, target: ClusterTarget) -> bool:
+def _inline_endpoints(
+    cluster: Cluster, target: ClusterTarget, plaintext_only: endpoints.PlaintextOnly | None
+) -> bool:
     selected = endpoints.selected_endpoints(target.service, dict(target.labels), ip_only=False)
     if cluster.type == Cluster.LOGICAL_DNS:
         selected = selected[:1]  # Envoy: a LOGICAL_DNS cluster has exactly one host
     if not selected:
         return False
     cluster.load_assignment.cluster_name = target.name
-    cluster.load_assignment.endpoints.extend(endpoints.locality_lb_endpoints(selected, target.port))
+    cluster.load_assignment.endpoints.extend(
+        endpoints.locality_lb_endpoints(selected, target.port, plaintext_only)
+    )
     return True
 
 

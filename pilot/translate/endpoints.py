@@ -7,7 +7,7 @@ service's endpoints whose labels contain the subset's labels; endpoints are grou
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -24,6 +24,8 @@ UNIX_PREFIX = "unix://"
 # (Istio's model.TLSModeLabelName, endpoint_builder.go ``buildEnvoyLbEndpoint``).
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
+# Whether an endpoint's own PeerAuthentication is DISABLE on the port (its sidecar takes plain text only).
+PlaintextOnly = Callable[[Endpoint, int], bool]
 
 
 def locality(text: str) -> base_pb2.Locality:
@@ -38,13 +40,18 @@ def socket_address(address: str, port: int) -> address_pb2.Address:
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port))
 
 
-def lb_endpoint(endpoint: Endpoint, port: ServicePort) -> endpoint_components_pb2.LbEndpoint:
-    address = socket_address(endpoint.address, endpoint.port_for(port))
+def lb_endpoint(
+    endpoint: Endpoint, port: ServicePort, plaintext_only: PlaintextOnly | None = None
+) -> endpoint_components_pb2.LbEndpoint:
+    """The endpoint, with the auto mTLS metadata when its labels say a sidecar runs there and its own
+    PeerAuthentication is not DISABLE on the port (Istio's mtls_checker.go ``checkMtlsEnabled``)."""
+    target_port = endpoint.port_for(port)
+    address = socket_address(endpoint.address, target_port)
     out = endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=address))
     # Istio's IstioEndpoint.GetLoadBalancingWeight: the endpoint's weight, 1 when unset.
     out.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=endpoint.weight or 1))
     tls_mode = dict(endpoint.labels).get(TLS_MODE_LABEL)
-    if tls_mode:
+    if tls_mode and not (plaintext_only is not None and plaintext_only(endpoint, target_port)):
         out.metadata.filter_metadata[TRANSPORT_SOCKET_MATCH].update({"tlsMode": tls_mode})
     return out
 
@@ -70,13 +77,13 @@ def selected_endpoints(
 
 
 def locality_lb_endpoints(
-    endpoints: Iterable[Endpoint], port: ServicePort
+    endpoints: Iterable[Endpoint], port: ServicePort, plaintext_only: PlaintextOnly | None = None
 ) -> list[endpoint_components_pb2.LocalityLbEndpoints]:
     """Endpoints grouped by locality, localities in order of first appearance; a locality's weight is
     the sum of its endpoints' (Istio's refreshWeight), which locality-weighted balancing needs."""
     groups: dict[str, list[endpoint_components_pb2.LbEndpoint]] = {}
     for endpoint in endpoints:
-        groups.setdefault(endpoint.locality, []).append(lb_endpoint(endpoint, port))
+        groups.setdefault(endpoint.locality, []).append(lb_endpoint(endpoint, port, plaintext_only))
     out = []
     for name, members in groups.items():
         group = endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=members)
@@ -88,10 +95,16 @@ def locality_lb_endpoints(
 
 
 def load_assignment(
-    cluster_name: str, service: Service, port: ServicePort, subset_labels: Mapping[str, str], *, ip_only: bool
+    cluster_name: str,
+    service: Service,
+    port: ServicePort,
+    subset_labels: Mapping[str, str],
+    *,
+    ip_only: bool,
+    plaintext_only: PlaintextOnly | None = None,
 ) -> endpoint_pb2.ClusterLoadAssignment:
     """The assignment for one cluster; empty (but present) when no endpoint matches."""
     selected = selected_endpoints(service, subset_labels, ip_only=ip_only)
     return endpoint_pb2.ClusterLoadAssignment(
-        cluster_name=cluster_name, endpoints=locality_lb_endpoints(selected, port)
+        cluster_name=cluster_name, endpoints=locality_lb_endpoints(selected, port, plaintext_only)
     )

@@ -38,6 +38,7 @@ from pilot.translate import (
     grpc_listeners,
     grpc_routes,
     listeners,
+    peer_authentication,
     routes,
 )
 from pilot.translate.context import PushContext
@@ -99,7 +100,9 @@ def build_listeners(view: ProxyView, context: PushContext) -> Resources:
     """Routers get the listeners of their Gateways; sidecars their outbound listeners, then the
     capture listeners when intercepted; proxyless gRPC applications their API listeners."""
     if view.proxyless_grpc:
-        return list(grpc_listeners.build_listeners(view, context))
+        # A proxyless server's one chain per port by its PeerAuthentication (pilot.translate.grpc_tls).
+        policy = peer_authentication.of_view(view, context)
+        return list(grpc_listeners.build_listeners(view, context, policy.for_port))
     if view.type is NodeType.ROUTER:
         routers = list(gateway_listeners.build_gateway_listeners(view, context))
         authz_listeners.apply_authorization(view, context, [listener for _, listener in routers])
@@ -123,12 +126,18 @@ def build_routes(view: ProxyView, context: PushContext) -> Resources:
 _SERVICES = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY, MESH_CONFIG, SIDECAR})
 
 # PeerAuthentication decides the inbound listeners' mTLS chains and, through auto mTLS, whether a
-# client's cluster originates mTLS; AuthorizationPolicy and RequestAuthentication add listener filters.
-# The JWKS pilot fetched for RequestAuthentications are inlined into the jwt_authn filter.
+# client's cluster originates mTLS (CDS) and which endpoints carry the tlsMode metadata (EDS: a
+# workload DISABLE); AuthorizationPolicy and RequestAuthentication add listener filters, and the JWKS
+# pilot fetched for RequestAuthentications are inlined into the jwt_authn filter. An edit translates
+# these types again for every view; a view whose effective policies did not change gets the same
+# resources, so the same type version, and nothing is sent to its proxies
+# (pilot.cache.snapshot.TypeResources.build).
 _POLICIES = frozenset({PEER_AUTHENTICATION, AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION, JWKS_KIND})
 
 CDS = FunctionGenerator(types.CLUSTER, _SERVICES | {DESTINATION_RULE, PEER_AUTHENTICATION}, build_clusters)
-EDS = FunctionGenerator(types.ENDPOINT, _SERVICES | {DESTINATION_RULE}, build_load_assignments)
+EDS = FunctionGenerator(
+    types.ENDPOINT, _SERVICES | {DESTINATION_RULE, PEER_AUTHENTICATION}, build_load_assignments
+)
 # Gateways make a router's listeners and routes; their VirtualServices' tcp/tls routes its listeners.
 LDS = FunctionGenerator(
     types.LISTENER, _SERVICES | _POLICIES | {DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE}, build_listeners

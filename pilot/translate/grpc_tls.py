@@ -29,7 +29,6 @@ cannot take both on one port: its filter chain match reads no TLS inspector (a c
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
@@ -40,19 +39,12 @@ from google.protobuf import wrappers_pb2
 
 from pilot.translate import cluster_tls, listeners
 from pilot.translate.endpoints import TLS_MODE_LABEL
+from pilot.translate.peer_authentication import MtlsMode
 
 # The provider instance Istio's agent writes into the gRPC bootstrap, and the certificate names.
 PROVIDER_INSTANCE: Final = "default"
 IDENTITY_CERTIFICATE: Final = cluster_tls.SDS_CERTIFICATE  # "default"
 ROOT_CERTIFICATE: Final = cluster_tls.SDS_ROOT  # "ROOTCA"
-
-
-class MtlsMode(enum.Enum):
-    """A PeerAuthentication mode for one server port (Istio's MutualTLSMode, without unknown)."""
-
-    DISABLE = "DISABLE"
-    PERMISSIVE = "PERMISSIVE"
-    STRICT = "STRICT"
 
 
 ModeForPort = Callable[[int], MtlsMode]

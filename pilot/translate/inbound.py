@@ -94,12 +94,15 @@ class ChainKind(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class MatchOption:
     """One filter chain of a port: Istio's ``FilterChainMatchOptions``. ``tls`` chains (mTLS, from
-    peer authentication) terminate TLS; plain text has none yet."""
+    peer authentication) terminate TLS. A ``refused`` chain takes every connection to its port to
+    the BlackHoleCluster: a port whose policy is STRICT on a proxy that cannot terminate mTLS
+    (inbound_tls.py), which must not fall through to the passthrough chains."""
 
     kind: ChainKind
     transport_protocol: str
     application_protocols: tuple[str, ...] = ()
     tls: bool = False
+    refused: bool = False
 
     def filter_chain_match(self, target_port: int) -> FilterChainMatch:
         match = FilterChainMatch(
@@ -200,9 +203,9 @@ _PLAINTEXT_TCP = (MatchOption(ChainKind.TCP, RAW_BUFFER),)
 _PLAINTEXT_AUTO = (MatchOption(ChainKind.HTTP, RAW_BUFFER, PLAINTEXT_HTTP_ALPN), *_PLAINTEXT_TCP)
 
 
-def match_options(protocol: Protocol) -> tuple[MatchOption, ...]:
+def match_options(protocol: Protocol, target_port: int = 0) -> tuple[MatchOption, ...]:
     """The chains of a port of ``protocol``, in Istio's order (``getFilterChainMatchOptions`` with mTLS
-    mode DISABLE; the STRICT and PERMISSIVE sets add ``tls`` options)."""
+    mode DISABLE, whatever the port; the STRICT and PERMISSIVE sets have ``tls`` options)."""
     if protocol.is_http:
         return _PLAINTEXT_HTTP
     if protocol is Protocol.UNSUPPORTED:
@@ -210,7 +213,9 @@ def match_options(protocol: Protocol) -> tuple[MatchOption, ...]:
     return _PLAINTEXT_TCP
 
 
-ChainOptions = Callable[[Protocol], tuple["MatchOption", ...]]
+# The chains of a port, by its protocol and target port (0: the passthrough set); peer authentication
+# gives each port its mode (pilot/translate/inbound_tls.py).
+ChainOptions = Callable[[Protocol, int], tuple["MatchOption", ...]]
 # The transport socket of a ``tls`` option's chain, by what the chain runs.
 TlsSocket = Callable[["ChainKind"], base_pb2.TransportSocket]
 
@@ -266,7 +271,9 @@ def _chain(
     tls_socket: TlsSocket | None = None,
     auth: Sequence[hcm_pb2.HttpFilter] = (),
 ) -> FilterChain:
-    if option.kind is ChainKind.HTTP:
+    if option.refused:
+        filters = [listeners.network_filter(TCP_PROXY_FILTER, listeners.tcp_proxy(names.BLACKHOLE_CLUSTER))]
+    elif option.kind is ChainKind.HTTP:
         manager = inbound_http_connection_manager(stat_prefix, routes, auth)
         if http2:  # HTTP/2 and gRPC ports (Istio's buildSidecarInboundHTTPOpts)
             manager.http2_protocol_options.SetInParent()
@@ -293,18 +300,24 @@ def passthrough_chains(
     options: ChainOptions = match_options,
     tls_socket: TlsSocket | None = None,
     auth: Sequence[hcm_pb2.HttpFilter] = (),
+    ports: tuple[int, ...] = (0,),
 ) -> list[FilterChain]:
     """Inbound traffic to a port no service declares goes to the workload as it came: the sniffed
-    port-0 set, ``virtualInbound-catchall-http`` for plain HTTP and ``virtualInbound`` for the rest.
-    Istio's passthrough config has service port 0 and no host, hence the operation ``:0/*``."""
+    port-0 set, ``virtualInbound-catchall-http`` for plain HTTP and ``virtualInbound`` for the rest;
+    then the same set matching each other port of ``ports`` (Istio's ``buildInboundPassthroughChains``:
+    the ``portLevelMtls`` ports no service exposes). Istio's passthrough config has service port 0
+    and no host, hence the operation ``:0/*``."""
     cluster = names.INBOUND_PASSTHROUGH_CLUSTER
     routes = inbound_route_configuration(cluster, 0, ":0/*")
     chains = []
-    for option in options(Protocol.UNSUPPORTED):
-        name = CATCH_ALL_HTTP_CHAIN if option.kind is ChainKind.HTTP else VIRTUAL_INBOUND
-        chains.append(
-            _chain(name, option, 0, cluster, routes, stat_prefix=cluster, tls_socket=tls_socket, auth=auth)
-        )
+    for port in ports:
+        for option in options(Protocol.UNSUPPORTED, port):
+            name = CATCH_ALL_HTTP_CHAIN if option.kind is ChainKind.HTTP else VIRTUAL_INBOUND
+            chains.append(
+                _chain(
+                    name, option, port, cluster, routes, stat_prefix=cluster, tls_socket=tls_socket, auth=auth
+                )
+            )
     return chains
 
 
@@ -322,11 +335,11 @@ def port_chains(
         _chain(
             name, option, port.target_port, cluster, routes, prefix, port.protocol.is_http2, tls_socket, auth
         )
-        for option in options(port.protocol)
+        for option in options(port.protocol, port.target_port)
     ]
 
 
-def _ports_excluded(ports: list[int]) -> listener_components_pb2.ListenerFilterChainMatchPredicate:
+def ports_excluded(ports: list[int]) -> listener_components_pb2.ListenerFilterChainMatchPredicate:
     """Istio's ``listenerPredicateExcludePorts``: true for a connection to any of ``ports``."""
     predicate = listener_components_pb2.ListenerFilterChainMatchPredicate
     rules = [predicate(destination_port_range=range_pb2.Int32Range(start=p, end=p + 1)) for p in ports]
@@ -351,7 +364,7 @@ def http_inspector(chains: list[FilterChain]) -> listener_components_pb2.Listene
     )
     disabled = sorted(port for port, needed in needs.items() if not needed)
     if disabled:
-        inspector.filter_disabled.CopyFrom(_ports_excluded(disabled))
+        inspector.filter_disabled.CopyFrom(ports_excluded(disabled))
     return inspector
 
 
@@ -360,12 +373,14 @@ def virtual_inbound_listener(
     context: PushContext,
     options: ChainOptions = match_options,
     tls_socket: TlsSocket | None = None,
+    passthrough_ports: tuple[int, ...] = (0,),
 ) -> Listener:
-    """Chains: the blackhole, the passthrough set, then each target port's, by port (Istio's
-    ``inboundVirtualListener``), from ``options``. Listener filters: original_dst, then the HTTP
-    inspector where a chain needs it (inbound_tls.py puts the TLS inspector between them)."""
+    """Chains: the blackhole, the passthrough sets of ``passthrough_ports``, then each target port's,
+    by port (Istio's ``inboundVirtualListener``), from ``options``. Listener filters: original_dst,
+    then the HTTP inspector where a chain needs it (inbound_tls.py puts the TLS inspector between
+    them)."""
     auth = auth_filters(view, context)
-    chains = [blackhole_chain(), *passthrough_chains(options, tls_socket, auth)]
+    chains = [blackhole_chain(), *passthrough_chains(options, tls_socket, auth, passthrough_ports)]
     for port in inbound_ports(view, context):
         if not port.binds:
             chains += port_chains(port, options, tls_socket, auth)
@@ -395,8 +410,14 @@ def _inbound_listener(name: str, address: address_pb2.Address, chains: list[Filt
     return listener
 
 
-def bound_inbound_listeners(view: ProxyView, context: PushContext) -> list[Listener]:
-    """The Sidecar ingress ports that bind a listener of their own (Istio's inboundCustomListener)."""
+def bound_inbound_listeners(
+    view: ProxyView,
+    context: PushContext,
+    options: ChainOptions = match_options,
+    tls_socket: TlsSocket | None = None,
+) -> list[Listener]:
+    """The Sidecar ingress ports that bind a listener of their own (Istio's inboundCustomListener),
+    each with its port's chains from ``options``."""
     out = []
     auth = auth_filters(view, context)
     for port in inbound_ports(view, context):
@@ -408,7 +429,7 @@ def bound_inbound_listeners(view: ProxyView, context: PushContext) -> list[Liste
                 _inbound_listener(
                     names.listener_name(port.target_port, port.bind),
                     address,
-                    port_chains(port, auth=auth),
+                    port_chains(port, options, tls_socket, auth),
                 )
             )
     return out
