@@ -3,8 +3,9 @@ version (pilot/pkg/status/distribution in istiod; its ``Reconciled`` condition r
 to date.").
 
 A proxy is up to date at store revision R when its stream has sent it the newest snapshot of its
-view, built at R or later, and the proxy has ACKed every response (the last nonce sent is the last
-nonce ACKed, per type, the rule ``istioctl proxy-status`` calls SYNCED). An object at revision O is
+view, built at R or later, and the proxy has ACKed every response of the types that snapshot holds
+(the last nonce sent is the last nonce ACKed, per type, the rule ``istioctl proxy-status`` calls
+SYNCED). An object at revision O is
 up to date on that proxy when R >= O. A proxy uses an object when some resource of its snapshot came
 from it (``Snapshot.origins``, pilot.translate.provenance). A proxy in the middle of a push counts as
 not up to date for every object it uses until it ACKs: istiod's reporter, which compares each
@@ -97,8 +98,11 @@ def proxy_progress(
             uses = uses_of[id(snapshot)] = _keys(snapshot)
         backlog = backlog_of(stream.stream_id)
         idle = backlog is None or (backlog.pending_snapshots == 0 and not backlog.writing)
-        acked = all(t.nonce_sent == t.nonce_acked for t in stream.types.values())
-        revision = _revision(snapshot) if idle and acked and stream.types else None
+        # Of the types its snapshot holds (a request for a type it does not hold is answered empty,
+        # and says nothing of the config).
+        held = [t for type_url, t in stream.types.items() if type_url in snapshot.by_type]
+        acked = all(t.nonce_sent == t.nonce_acked for t in held)
+        revision = _revision(snapshot) if idle and acked and held else None
         out.append(ProxyProgress(stream.node_id, revision, uses))
     return out
 

@@ -7,12 +7,13 @@ from types import MappingProxyType
 
 from google.protobuf import struct_pb2
 
-from pilot.cache.snapshot import Snapshot
+from pilot.cache.snapshot import Snapshot, TypeResources
 from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.status.distribution import Progress, ProxyProgress, progress, proxy_progress
 
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+SDS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 REVIEWS = ConfigKey("VirtualService", "apps", "reviews")
 RATINGS = ConfigKey("DestinationRule", "apps", "ratings")
 
@@ -38,7 +39,8 @@ class Backlog:
 
 def snapshot(version: str, *keys: ConfigKey) -> Snapshot:
     origins = MappingProxyType({RDS: MappingProxyType({"9080": frozenset(keys)})})
-    return Snapshot(version, MappingProxyType({}), origins)
+    by_type = {type_url: TypeResources(type_url, "v", MappingProxyType({})) for type_url in (CDS, RDS)}
+    return Snapshot(version, MappingProxyType(by_type), origins)
 
 
 def obj(key: ConfigKey, revision: int) -> ConfigObject:
@@ -56,13 +58,16 @@ def test_a_proxy_runs_its_snapshot_revision_only_when_every_type_is_acked_and_no
         Stream(2, "b", {RDS: Type("4", "3"), CDS: Type("2", "2")}),  # RDS sent, not ACKed yet
         synced(3, "c"),  # a newer snapshot waits to be sent
         synced(4, "d"),  # no view: closing
+        # A request for a type the snapshot does not hold (answered empty, never ACKed) is no lag.
+        Stream(5, "e", {RDS: Type("3", "3"), CDS: Type("2", "2"), SDS: Type("4", "")}),
     ]
     backlogs = {3: Backlog(pending_snapshots=1)}
-    found = proxy_progress(streams, {1: "v", 2: "v", 3: "v"}, {"v": snap}.get, backlogs.get)
+    found = proxy_progress(streams, {1: "v", 2: "v", 3: "v", 5: "v"}, {"v": snap}.get, backlogs.get)
     assert found == [
         ProxyProgress("a", 7, frozenset({REVIEWS})),
         ProxyProgress("b", None, frozenset({REVIEWS})),
         ProxyProgress("c", None, frozenset({REVIEWS})),
+        ProxyProgress("e", 7, frozenset({REVIEWS})),
     ]
 
 
