@@ -188,16 +188,18 @@ class RunningPilot:
 
 def object_statuses(
     store: ConfigStore, cache: SnapshotCache, pusher: Pusher, ads: AdsServer
-) -> Callable[[], Mapping[ConfigKey, dict[str, Any]]]:
-    """What the Kubernetes status writer writes, now: every object's wanted status
-    (pilot.status.desired) from the store, the held objects and what each proxy has ACKed."""
+) -> Callable[[], Callable[[], Mapping[ConfigKey, dict[str, Any]]]]:
+    """What the Kubernetes status writer writes: every object's wanted status (pilot.status.desired)
+    from the store, the held objects and what each proxy has ACKed. The loop's state is read on the
+    loop (frozen values); the statuses are computed in the writer's thread."""
     statuses = ObjectStatuses()
 
-    def compute() -> Mapping[ConfigKey, dict[str, Any]]:
+    def gather() -> Callable[[], Mapping[ConfigKey, dict[str, Any]]]:
+        snapshot, errors, rejections = store.snapshot(), store.errors(), pusher.rejections()
         proxies = proxy_progress(ads.connections(), pusher.stream_views(), cache.get_snapshot, ads.backlog)
-        return statuses.compute(store.snapshot(), store.errors(), pusher.rejections(), proxies)
+        return lambda: statuses.compute(snapshot, errors, rejections, proxies)
 
-    return compute
+    return gather
 
 
 def build(settings: Settings, stop: asyncio.Event | None = None) -> RunningPilot:

@@ -228,7 +228,8 @@ class KubeSource:
         return [None] if self.namespaces is None else self.namespaces
 
     def seen_objects(self) -> Mapping[ConfigKey, SeenObject]:
-        """Every watched Istio and Gateway API object as last seen (resourceVersion, generation, status)."""
+        """Every watched Istio and Gateway API object as last seen (resourceVersion, generation, status):
+        a live read-only view, to read on the event loop."""
         return MappingProxyType(self._seen)
 
     def _watch_all(self, api: Any, resource: Resource) -> None:

@@ -40,7 +40,9 @@ from pilot.sources.kube_writes import get_object, send_json
 
 log = logging.getLogger("pilot.sources.kube_status")
 
-Desired = Callable[[], Mapping[ConfigKey, Json]]
+# Called on the event loop each round: takes what it needs of the loop's state and returns the
+# computation of the statuses, which runs in the writer's thread (it may take a while: analyzers).
+Desired = Callable[[], Callable[[], Mapping[ConfigKey, Json]]]
 
 
 def utc_now() -> str:
@@ -136,8 +138,9 @@ class StatusWriter:
         await ready.wait()
         while True:
             try:
-                statuses = desired()
-                result = await asyncio.to_thread(self.write_round, statuses)
+                compute = desired()
+                seen = dict(self._seen())  # the watch's copies, taken on the loop that updates them
+                result = await asyncio.to_thread(self._round, compute, seen)
             except Exception:  # a bug in a status computation: statuses wait, pushes do not
                 log.exception("status round failed")
             else:
@@ -151,11 +154,18 @@ class StatusWriter:
                     )
             await asyncio.sleep(self.options.interval)
 
-    def write_round(self, desired: Mapping[ConfigKey, Json]) -> RoundResult:
+    def _round(
+        self, compute: Callable[[], Mapping[ConfigKey, Json]], seen: Mapping[ConfigKey, SeenObject]
+    ) -> RoundResult:
+        return self.write_round(compute(), seen)
+
+    def write_round(
+        self, desired: Mapping[ConfigKey, Json], seen: Mapping[ConfigKey, SeenObject] | None = None
+    ) -> RoundResult:
         """Compare every desired status with its object's and write those that differ and may be
-        written now. Blocking (HTTP)."""
+        written now. ``seen``: the watched objects (default: ``seen()`` now). Blocking (HTTP)."""
         self.rounds += 1
-        seen = self._seen()
+        seen = self._seen() if seen is None else seen
         now = self._clock()
         for key in self._tracks.keys() - seen.keys():
             del self._tracks[key]  # the object is gone
@@ -180,7 +190,7 @@ class StatusWriter:
             if limited or now < track.retry_at or len(written) + len(failed) >= self.options.max_writes:
                 waiting.append(key)
                 continue
-            outcome = self._write(key, track, current, wanted, now)
+            outcome = self._write(key, track, current, seen[key].resource_version, wanted, now)
             if outcome == "written":
                 written.append(key)
             elif outcome == "conflict":
@@ -190,7 +200,11 @@ class StatusWriter:
                 failed.append(key)
         return RoundResult(tuple(written), unchanged, tuple(waiting), tuple(conflicts), tuple(failed))
 
-    def _write(self, key: ConfigKey, track: _Track, current: SeenObject, status: Json, now: float) -> str:
+    def _write(
+        self, key: ConfigKey, track: _Track, current: SeenObject, watched: str, status: Json, now: float
+    ) -> str:
+        """PUT ``status`` at ``current``'s resourceVersion; ``watched``: the resourceVersion the watch
+        shows (what our own write's answer stands in for until the watch catches up)."""
         body = {
             "apiVersion": current.resource.api_version,
             "kind": current.kind,
@@ -205,9 +219,9 @@ class StatusWriter:
         try:
             answer = send_json(self._api, "PUT", f"{current.path}/status", body, options)
         except ApiError as err:
-            return self._failed(key, track, current, err)
+            return self._failed(key, track, current, watched, err)
         except Exception as err:  # the API server is unreachable: a backoff, like an error status
-            return self._failed(key, track, current, err)
+            return self._failed(key, track, current, watched, err)
         metrics.kube_status_writes.labels("written").inc()
         self.writes += 1
         track.last_write = now
@@ -215,11 +229,13 @@ class StatusWriter:
         track.retry_at = 0.0
         if isinstance(answer, dict):
             track.known = SeenObject.of(current.resource, answer)
-            track.replaced = self._seen().get(key, current).resource_version
+            track.replaced = watched
         log.debug("status of %s written at generation %d", key, current.generation)
         return "written"
 
-    def _failed(self, key: ConfigKey, track: _Track, current: SeenObject, err: Exception) -> str:
+    def _failed(
+        self, key: ConfigKey, track: _Track, current: SeenObject, watched: str, err: Exception
+    ) -> str:
         code = err.code if isinstance(err, ApiError) else 0
         track.failures += 1
         delay = self.options.watch.backoff(track.failures)
@@ -238,7 +254,7 @@ class StatusWriter:
             else:
                 if fresh is not None:
                     track.known = SeenObject.of(current.resource, fresh)
-                    track.replaced = self._seen().get(key, current).resource_version
+                    track.replaced = watched
             return "conflict"
         metrics.kube_status_writes.labels("failed").inc()
         log.warning("cannot write the status of %s: %s; retrying in %.2gs", key, describe(err), delay)

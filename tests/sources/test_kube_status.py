@@ -87,7 +87,8 @@ class Harness:
     async def round(self) -> RoundResult:
         """One round of the writer, in a thread (its HTTP is blocking; the fake runs on this loop)."""
         desired = self.statuses.compute(self.store.snapshot(), self.store.errors(), self.rejections, [])
-        return await asyncio.to_thread(self.writer.write_round, desired)
+        seen = dict(self.source.seen_objects())  # taken on the loop, as StatusWriter.run does
+        return await asyncio.to_thread(self.writer.write_round, desired, seen)
 
     def status(self, key: ConfigKey) -> dict[str, Any]:
         type_key = K8S_GATEWAY if key.kind == K8S_GATEWAY else key.kind
@@ -272,8 +273,7 @@ async def test_a_real_conflict_with_a_newer_object_is_retried_at_its_resource_ve
     assert stored["metadata"]["resourceVersion"] != stale.resource_version
     # The writer still sees the stale copy: its write at that resourceVersion conflicts.
     seen = dict(harness.source.seen_objects())
-    seen[ROUTE] = stale
-    harness.writer._seen = lambda: seen  # the watch has not delivered the edit yet
+    seen[ROUTE] = stale  # the watch has not delivered the edit yet
     harness.clock.now += INTERVAL
     await eventually(lambda: ROUTE in harness.store.snapshot().objects, "route stored")
     desired = harness.statuses.compute(harness.store.snapshot(), harness.store.errors(), [], [])
@@ -282,10 +282,10 @@ async def test_a_real_conflict_with_a_newer_object_is_retried_at_its_resource_ve
     desired[ROUTE]["parents"][0]["conditions"] = [
         {**c, "message": "edited"} for c in desired[ROUTE]["parents"][0]["conditions"]
     ]
-    result = await asyncio.to_thread(harness.writer.write_round, desired)
+    result = await asyncio.to_thread(harness.writer.write_round, desired, seen)
     assert ROUTE in result.conflicts
     harness.clock.now += FAST.backoff_max
-    result = await asyncio.to_thread(harness.writer.write_round, desired)
+    result = await asyncio.to_thread(harness.writer.write_round, desired, seen)
     assert ROUTE in result.written  # at the resourceVersion read again after the conflict
     parent = harness.status(ROUTE)["parents"][0]
     assert {c["message"] for c in parent["conditions"]} == {"edited"}
