@@ -218,9 +218,7 @@ class StatusWriter:
         options = self.options.watch
         try:
             answer = send_json(self._api, "PUT", f"{current.path}/status", body, options)
-        except ApiError as err:
-            return self._failed(key, track, current, watched, err)
-        except Exception as err:  # the API server is unreachable: a backoff, like an error status
+        except Exception as err:  # an error status, or the API server unreachable: a backoff
             return self._failed(key, track, current, watched, err)
         metrics.kube_status_writes.labels("written").inc()
         self.writes += 1
@@ -257,7 +255,9 @@ class StatusWriter:
                     track.replaced = watched
             return "conflict"
         metrics.kube_status_writes.labels("failed").inc()
-        log.warning("cannot write the status of %s: %s; retrying in %.2gs", key, describe(err), delay)
+        # Said once per object until it succeeds: a missing RBAC rule refuses every write.
+        level = logging.WARNING if track.failures == 1 else logging.DEBUG
+        log.log(level, "cannot write the status of %s: %s; retrying in %.2gs", key, describe(err), delay)
         return "failed"
 
 

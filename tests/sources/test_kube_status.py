@@ -343,3 +343,14 @@ async def test_a_proxy_rejection_shows_on_the_object(harness: Harness):
     assert "sidecar~10.1.0.1~reviews-v1.apps" in reconciled["message"]
     assert "RouteConfiguration 9080: Invalid regex" in reconciled["message"]
     assert reconciled["lastTransitionTime"] == LATER
+
+
+async def test_a_refused_write_backs_off_and_the_other_objects_are_still_written(harness: Harness):
+    harness.kube.fail_status_writes(1, 403, "Forbidden")  # e.g. the RBAC rule missing, then granted
+    first = await harness.round()
+    (refused,) = first.failed
+    assert first.conflicts == () and refused not in first.written
+    assert len(first.written) >= 4  # every other object of the round
+    assert refused in (await harness.round()).waiting
+    harness.clock.now += FAST.backoff_max
+    assert (await harness.round()).written == (refused,)
