@@ -117,16 +117,22 @@ def progress(
     revision they ACKed."""
     held = held or {}
     counts: dict[ConfigKey, list[int]] = {key: [0, 0] for key in objects}
+    # Proxies of one view share one ``uses`` set: count each (set, revision) once, times its proxies.
+    groups: dict[tuple[int, int | None], list[ProxyProgress]] = {}
     for proxy in proxies:
-        for key in proxy.uses:
-            obj = objects.get(key)
-            if obj is None:
+        groups.setdefault((id(proxy.uses), proxy.revision), []).append(proxy)
+    for (_, revision), members in groups.items():
+        size = len(members)
+        for key in members[0].uses:
+            count = counts.get(key)
+            if count is None:
                 continue
-            count = counts[key]
-            count[1] += 1
-            rejected = proxy.node_id in held.get(key, frozenset())
-            if proxy.revision is not None and proxy.revision >= obj.revision and not rejected:
-                count[0] += 1
+            count[1] += size
+            if revision is not None and revision >= objects[key].revision:
+                count[0] += size
+                rejecting = held.get(key)
+                if rejecting:
+                    count[0] -= sum(1 for proxy in members if proxy.node_id in rejecting)
     return {key: Progress(acked, total) for key, (acked, total) in counts.items()}
 
 
