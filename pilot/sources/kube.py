@@ -189,6 +189,9 @@ class KubeSource:
             "watches": [
                 {**watch.reflector.status.as_dict(), "applied": watch.listed} for watch in self._watches
             ],
+            "status_writes": None
+            if self.status_writer is None
+            else {"rounds": self.status_writer.rounds, "written": self.status_writer.writes},
         }
 
     # -- running ------------------------------------------------------------------------------------------
