@@ -162,7 +162,8 @@ async def test_gateway_api_statuses_are_written_with_conditions_and_observed_gen
     assert klass["Accepted"]["observedGeneration"] == 1
     assert klass["Accepted"]["lastTransitionTime"] == NOW
     # Another controller's class is not ours to write.
-    assert "status" not in (harness.kube.get("GatewayClass", "", "other") or {})
+    other = harness.kube.get("GatewayClass", "", "other")
+    assert other is not None and "status" not in other
 
     gateway = harness.status(GATEWAY)
     assert conditions(gateway)["Accepted"]["status"] == "True"
