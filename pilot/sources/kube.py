@@ -53,7 +53,6 @@ from pilot.sources.kube_discovery import (
     ISTIO_RESOURCES,
     ISTIO_VERSIONS,
     WANTED,
-    discover,
     discover_group,
 )
 from pilot.sources.kube_objects import log_errors, origin_of, parse_object
@@ -253,32 +252,35 @@ class KubeSource:
 
     async def _discover(self, api: Any) -> None:
         """Find the config kinds' versions (Istio's, the Gateway API's), start their watches; look again
-        for missing ones. Returns when every kind is watched."""
+        for missing ones. Returns when every kind is watched. Each group is asked on its own: one whose
+        discovery fails (a broken aggregated API, say) is retried with a backoff and holds up neither
+        the other's watches nor, once both have answered, ``synced``."""
         failures = 0
+        answered: set[str] = set()
         while True:
-            try:
-                found = await asyncio.to_thread(discover, api, self._options)
-            except Exception as err:
+            errors: dict[str, str] = {}
+            for group, wanted in WANTED.items():
+                try:
+                    found = await asyncio.to_thread(discover_group, api, group, wanted, self._options)
+                except Exception as err:
+                    errors[group] = describe(err)
+                    continue
+                answered.add(group)
+                for kind in sorted(found.keys() - self._config.keys()):
+                    resource = found[kind]
+                    self._config[kind] = resource
+                    log.info("watching %s", resource)
+                    self._watch_all(api, resource)
+            missing = {group: sorted(wanted.keys() - self._config.keys()) for group, wanted in WANTED.items()}
+            delay = self._options.rediscover_interval
+            self._discovery_error = "; ".join(f"{group}: {error}" for group, error in errors.items())
+            if errors:
                 failures += 1
                 delay = self._options.backoff(failures)
-                self._discovery_error = describe(err)
-                log.warning(
-                    "discovery of %s failed: %s; retrying in %.2gs",
-                    ", ".join(WANTED),
-                    self._discovery_error,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
-            failures = 0
-            self._discovery_error = ""
-            for kind in sorted(found.keys() - self._config.keys()):
-                resource = found[kind]
-                self._config[kind] = resource
-                log.info("watching %s", resource)
-                self._watch_all(api, resource)
-            missing = {group: sorted(wanted.keys() - self._config.keys()) for group, wanted in WANTED.items()}
-            if not self._discovered:
+                log.warning("discovery failed: %s; retrying in %.2gs", self._discovery_error, delay)
+            else:
+                failures = 0
+            if not self._discovered and answered == WANTED.keys():
                 for group, kinds_missing in missing.items():
                     if kinds_missing:
                         log.warning(
@@ -288,11 +290,11 @@ class KubeSource:
                             group,
                             self._options.rediscover_interval,
                         )
-            self._discovered = True
-            self._check_synced()
-            if not any(missing.values()):
+                self._discovered = True
+                self._check_synced()
+            if not errors and not any(missing.values()):
                 return
-            await asyncio.sleep(self._options.rediscover_interval)
+            await asyncio.sleep(delay)
 
     async def _stop_all(self) -> None:
         for watch in self._watches:

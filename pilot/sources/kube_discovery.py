@@ -67,14 +67,6 @@ CLUSTER_SCOPED = frozenset(
 )
 
 
-def discover(api_client: Any, options: WatchOptions) -> dict[str, Resource]:
-    """Config kind → the resource to watch, for every kind of WANTED the server serves. Blocking."""
-    found: dict[str, Resource] = {}
-    for group, wanted in WANTED.items():
-        found.update(discover_group(api_client, group, wanted, options))
-    return found
-
-
 def discover_group(
     api_client: Any, group: str, wanted: Mapping[str, Wanted], options: WatchOptions
 ) -> dict[str, Resource]:
@@ -107,6 +99,5 @@ __all__ = [
     "ISTIO_VERSIONS",
     "WANTED",
     "Wanted",
-    "discover",
     "discover_group",
 ]

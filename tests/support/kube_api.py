@@ -201,6 +201,8 @@ class FakeKubeApi:
         # Every status written: (type key, namespace, name, the status as stored).
         self.status_writes: list[tuple[str, str, str, dict[str, Any]]] = []
         self._status_failures: list[tuple[int, str]] = []  # answers for the next status writes
+        # API groups whose discovery documents answer 503 (a broken aggregated API, say).
+        self.discovery_failures: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -475,6 +477,8 @@ class FakeKubeApi:
         if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
             return self._error(401, "Unauthorized", "Unauthorized")
         parts = [p for p in path.split("/") if p]
+        if 2 <= len(parts) <= 3 and parts[0] == "apis" and parts[1] in self.discovery_failures:
+            return self._error(503, "ServiceUnavailable", f"discovery of {parts[1]} is failing")
         if parts == ["api", "v1", "namespaces"] and query.get("watch") not in ("1", "true"):
             return self._json(self._namespace_list())
         discovery = self._discovery(parts)
