@@ -88,6 +88,13 @@ config_rejected_objects = Gauge(
     registry=REGISTRY,
 )
 
+config_rejections = Counter(
+    "pilot_config_rejections",
+    "NACKs traced to a config object (pilot.push.holds), by the object's kind: one per object and NACK.",
+    ["kind"],
+    registry=REGISTRY,
+)
+
 kube_status_writes = Counter(
     "pilot_kube_status_writes_total",
     "Status subresource writes to the Kubernetes API server, by outcome (written, conflict, failed, gone).",

@@ -274,7 +274,7 @@ def test_crd_schema_rejects_an_unknown_enum_value():
 
 def test_rbac_grants_reading_exactly_what_the_source_watches():
     watched = {(r.group, r.plural) for r in kube_source.REGISTRY_RESOURCES}
-    watched |= {("networking.istio.io", plural) for plural in kube_source.ISTIO_RESOURCES.values()}
+    watched |= {(kinds.KINDS[kind].group, plural) for kind, plural in kube_source.ISTIO_RESOURCES.items()}
     watched |= {(kinds.GATEWAY_API_GROUP, wanted.plural) for wanted in GATEWAY_API_RESOURCES.values()}
     granted = set()
     for rule in find("ClusterRole", "pilot")["rules"]:
@@ -299,7 +299,9 @@ def test_rbac_grants_reading_exactly_what_the_source_watches():
 def test_rbac_grants_updating_the_status_of_every_kind_pilot_writes_and_nothing_else():
     """The status writer PUTs .../status of the watched Istio and Gateway API objects (ReferenceGrant has
     no status); the objects themselves stay read-only."""
-    written = {("networking.istio.io", f"{plural}/status") for plural in kube_source.ISTIO_RESOURCES.values()}
+    written = {
+        (kinds.KINDS[kind].group, f"{plural}/status") for kind, plural in kube_source.ISTIO_RESOURCES.items()
+    }
     written |= {
         (kinds.GATEWAY_API_GROUP, f"{wanted.plural}/status")
         for kind, wanted in GATEWAY_API_RESOURCES.items()
@@ -394,9 +396,13 @@ def test_deployment_service_and_webhook_agree():
         "port": 443,
     }
     assert hook["admissionReviewVersions"] == ["v1"] and hook["sideEffects"] == "None"
-    (rule,) = hook["rules"]
-    assert sorted(rule["resources"]) == sorted(kube_source.ISTIO_RESOURCES.values())
-    assert rule["operations"] == ["CREATE", "UPDATE"]
+    hooked = set()
+    for rule in hook["rules"]:
+        assert rule["operations"] == ["CREATE", "UPDATE"]
+        hooked |= {(group, resource) for group in rule["apiGroups"] for resource in rule["resources"]}
+    assert hooked == {
+        (kinds.KINDS[kind].group, plural) for kind, plural in kube_source.ISTIO_RESOURCES.items()
+    }
     volume = {v["name"]: v for v in pod["volumes"]}["webhook-tls"]
     mount = {m["name"]: m for m in container["volumeMounts"]}["webhook-tls"]
     assert f"--webhook-cert={mount['mountPath']}/tls.crt" in container["args"]

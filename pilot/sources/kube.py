@@ -50,6 +50,7 @@ from pilot.config.store import ConfigStore
 from pilot.errors import ConfigError, LifecycleError
 from pilot.sources.kube_discovery import (
     CLUSTER_SCOPED,
+    ISTIO_GROUPS,
     ISTIO_RESOURCES,
     ISTIO_VERSIONS,
     WANTED,
@@ -108,8 +109,12 @@ def load_api_client(kubeconfig: Path | str | None = None, *, pool_size: int = 0)
 
 
 def discover_istio(api_client: Any, options: WatchOptions) -> dict[str, Resource]:
-    """Istio kind → the resource to watch (pilot.sources.kube_discovery, networking.istio.io only)."""
-    return discover_group(api_client, kinds.NETWORKING_GROUP, WANTED[kinds.NETWORKING_GROUP], options)
+    """Istio kind → the resource to watch (pilot.sources.kube_discovery), over the Istio groups
+    (networking.istio.io, security.istio.io). Blocking."""
+    found: dict[str, Resource] = {}
+    for group in ISTIO_GROUPS:
+        found.update(discover_group(api_client, group, WANTED[group], options))
+    return found
 
 
 @dataclass(slots=True)
@@ -178,7 +183,7 @@ class KubeSource:
             "istio_versions": {
                 kind: str(resource)
                 for kind, resource in sorted(self._config.items())
-                if resource.group == kinds.NETWORKING_GROUP
+                if resource.group in ISTIO_GROUPS
             },
             "gateway_api_versions": {
                 kind: str(resource)
@@ -433,6 +438,7 @@ __all__ = [
     "CONFIG_MAPS",
     "DEFAULT_PILOT_NAMESPACE",
     "ENDPOINT_SLICES",
+    "ISTIO_GROUPS",
     "ISTIO_RESOURCES",
     "ISTIO_VERSIONS",
     "KubeSource",

@@ -1,10 +1,12 @@
 """Which config resources the API server serves, and at which version: its discovery documents.
 
-pilot watches two API groups of custom resources, each kind at the first version of its preference
+pilot watches three API groups of custom resources, each kind at the first version of its preference
 list that the server serves (the CRDs installed decide; istiod reads its kinds the same way):
 
 - ``networking.istio.io``: VirtualService, DestinationRule, ServiceEntry, Gateway, Sidecar,
   WorkloadGroup, at v1, else v1beta1, else v1alpha3 (they share one schema);
+- ``security.istio.io``: PeerAuthentication, AuthorizationPolicy, RequestAuthentication, at v1, else
+  v1beta1;
 - ``gateway.networking.k8s.io`` (the Kubernetes Gateway API): Gateway, GatewayClass (cluster-scoped),
   HTTPRoute, GRPCRoute, TCPRoute, TLSRoute and ReferenceGrant, newest version first. The standard
   channel of Gateway API v1.6 serves all seven at v1; older installs serve TCPRoute and TLSRoute at
@@ -33,7 +35,12 @@ ISTIO_RESOURCES = {
     kinds.GATEWAY: "gateways",
     kinds.SIDECAR: "sidecars",
     kinds.WORKLOAD_GROUP: "workloadgroups",
+    kinds.PEER_AUTHENTICATION: "peerauthentications",
+    kinds.AUTHORIZATION_POLICY: "authorizationpolicies",
+    kinds.REQUEST_AUTHENTICATION: "requestauthentications",
 }
+# The Istio API groups those kinds are served in, in the order discovery asks for them.
+ISTIO_GROUPS = tuple(dict.fromkeys(kinds.KINDS[kind].group for kind in ISTIO_RESOURCES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +62,15 @@ GATEWAY_API_RESOURCES: Mapping[str, Wanted] = {
     kinds.TLS_ROUTE: Wanted("tlsroutes", ("v1", "v1alpha3", "v1alpha2")),
     kinds.REFERENCE_GRANT: Wanted("referencegrants", ("v1", "v1beta1", "v1alpha2")),
 }
-# Every config kind pilot watches, by group.
+# Every config kind pilot watches, by group (an Istio kind at its KindInfo's versions, in order).
 WANTED: Mapping[str, Mapping[str, Wanted]] = {
-    kinds.NETWORKING_GROUP: {
-        kind: Wanted(plural, ISTIO_VERSIONS) for kind, plural in ISTIO_RESOURCES.items()
+    **{
+        group: {
+            kind: Wanted(plural, kinds.KINDS[kind].versions)
+            for kind, plural in ISTIO_RESOURCES.items()
+            if kinds.KINDS[kind].group == group
+        }
+        for group in ISTIO_GROUPS
     },
     kinds.GATEWAY_API_GROUP: GATEWAY_API_RESOURCES,
 }
@@ -95,6 +107,7 @@ def discover_group(
 __all__ = [
     "CLUSTER_SCOPED",
     "GATEWAY_API_RESOURCES",
+    "ISTIO_GROUPS",
     "ISTIO_RESOURCES",
     "ISTIO_VERSIONS",
     "WANTED",

@@ -34,7 +34,7 @@ def finish(
 ) -> Json:
     """``desired`` with times and generations filled in against ``current`` (see the module docstring)."""
     out: Json = copy.deepcopy(dict(desired))
-    istio = group == kinds.NETWORKING_GROUP
+    istio = group in (kinds.NETWORKING_GROUP, kinds.SECURITY_GROUP)
     if "conditions" in out:
         out["conditions"] = _conditions(out["conditions"], current.get("conditions"), generation, now, istio)
     if "listeners" in out:

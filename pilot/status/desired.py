@@ -25,7 +25,8 @@ from pilot.status.distribution import Progress, ProxyProgress, progress
 from pilot.status.istio import Json, istio_status
 
 KUBE_ORIGIN = "kube:"
-_ISTIO_KINDS = frozenset(info.kind for info in kinds.KINDS.values() if info.group == kinds.NETWORKING_GROUP)
+_ISTIO_GROUPS = frozenset({kinds.NETWORKING_GROUP, kinds.SECURITY_GROUP})
+_ISTIO_KINDS = frozenset(info.kind for info in kinds.KINDS.values() if info.group in _ISTIO_GROUPS)
 
 
 class ObjectStatuses:

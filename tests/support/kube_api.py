@@ -57,6 +57,9 @@ LOOPBACK = "127.0.0.1"
 ISTIO_GROUP = "networking.istio.io"
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 ISTIO_KINDS = ("VirtualService", "DestinationRule", "ServiceEntry", "Gateway", "Sidecar", "WorkloadGroup")
+SECURITY_GROUP = "security.istio.io"
+SECURITY_VERSIONS = ("v1", "v1beta1")
+SECURITY_KINDS = ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication")
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 # The Gateway API's Gateway, keyed apart from Istio's (pilot.config.kinds.K8S_GATEWAY names it so too).
 K8S_GATEWAY = f"Gateway.{GATEWAY_API_GROUP}"
@@ -84,7 +87,7 @@ class ResourceType:
     @property
     def has_status(self) -> bool:
         """Custom resources with a status subresource: Istio's and the Gateway API's."""
-        return self.group in (ISTIO_GROUP, GATEWAY_API_GROUP)
+        return self.group in (ISTIO_GROUP, SECURITY_GROUP, GATEWAY_API_GROUP)
 
 
 TYPES = {
@@ -100,6 +103,9 @@ TYPES = {
         ResourceType("Gateway", ISTIO_GROUP, "gateways", False),
         ResourceType("Sidecar", ISTIO_GROUP, "sidecars", False),
         ResourceType("WorkloadGroup", ISTIO_GROUP, "workloadgroups", False),
+        ResourceType("PeerAuthentication", SECURITY_GROUP, "peerauthentications", False),
+        ResourceType("AuthorizationPolicy", SECURITY_GROUP, "authorizationpolicies", False),
+        ResourceType("RequestAuthentication", SECURITY_GROUP, "requestauthentications", False),
         # The Gateway API as its v1.6 standard channel serves it (served only with ``gateway_api``).
         ResourceType("Gateway", GATEWAY_API_GROUP, "gateways", False, versions=("v1", "v1beta1")),
         ResourceType(
@@ -171,6 +177,7 @@ class FakeKubeApi:
         *,
         istio_versions: Iterable[str] = ISTIO_VERSIONS,
         istio_kinds: Iterable[str] = ISTIO_KINDS,
+        security_kinds: Iterable[str] = SECURITY_KINDS,
         token: str | None = None,
         bookmark_interval: float | None = None,
         gateway_api: bool = False,
@@ -178,6 +185,7 @@ class FakeKubeApi:
         self.istio_versions = tuple(istio_versions)
         self.gateway_api = gateway_api  # the Gateway API's CRDs are installed
         self.istio_kinds = set(istio_kinds)
+        self.security_kinds = set(security_kinds)
         self.token = token
         self.bookmark_interval = bookmark_interval
         self.port = 0
@@ -536,6 +544,8 @@ class FakeKubeApi:
     def _served(self, type_: ResourceType, version: str) -> bool:
         if type_.group == ISTIO_GROUP:
             return type_.kind in self.istio_kinds and version in self.istio_versions
+        if type_.group == SECURITY_GROUP:
+            return type_.kind in self.security_kinds and version in SECURITY_VERSIONS
         if type_.group == GATEWAY_API_GROUP:
             return self.gateway_api and version in type_.versions
         return version == type_.version
@@ -543,6 +553,8 @@ class FakeKubeApi:
     def _versions(self, group: str) -> tuple[str, ...]:
         if group == ISTIO_GROUP:
             return self.istio_versions if self.istio_kinds else ()
+        if group == SECURITY_GROUP:
+            return SECURITY_VERSIONS if self.security_kinds else ()
         if group == GATEWAY_API_GROUP:
             if not self.gateway_api:
                 return ()
@@ -557,7 +569,8 @@ class FakeKubeApi:
         if parts == ["api", "v1"]:
             return self._resource_list("", "v1")
         if parts == ["apis"]:
-            groups = [self._group(name) for name in ("discovery.k8s.io", ISTIO_GROUP, GATEWAY_API_GROUP)]
+            names = ("discovery.k8s.io", ISTIO_GROUP, SECURITY_GROUP, GATEWAY_API_GROUP)
+            groups = [self._group(name) for name in names]
             return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [g for g in groups if g]}
         if len(parts) == 2 and parts[0] == "apis":
             return self._group(parts[1])
@@ -602,7 +615,7 @@ class FakeKubeApi:
                 }
                 for n in _EXTRA_CORE
             ]
-        if group in (ISTIO_GROUP, GATEWAY_API_GROUP):  # CRDs with a status subresource list it too
+        if group in (ISTIO_GROUP, SECURITY_GROUP, GATEWAY_API_GROUP):  # CRDs list their status too
             resources += [
                 {**r, "name": f"{r['name']}/status", "verbs": ["get", "patch", "update"]} for r in resources
             ]
