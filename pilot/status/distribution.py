@@ -11,6 +11,11 @@ from it (``Snapshot.origins``, pilot.translate.provenance). A proxy in the middl
 not up to date for every object it uses until it ACKs: istiod's reporter, which compares each
 proxy's ACKed push version with each object's version, says the same of it.
 
+/debug/convergence (pilot.debug.convergence) answers the same question for one revision with a
+finer rule: it also compares every resource the proxy holds with the snapshot's. That copies each
+proxy's held versions, which is fine for one request and too much for every proxy every second;
+here the stream's nonces and backlog say it (ACKed what was sent, and nothing newer waiting).
+
 Everything here reads frozen values (the server's ``ConnectionStatus``, cached snapshots) through
 structural types: the server, the cache and the pusher are wired in by app.py.
 """
