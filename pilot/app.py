@@ -26,7 +26,7 @@ import functools
 import logging
 import multiprocessing
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +41,7 @@ from pilot.ca.server_credentials import ISTIOD_HOST, istiod_server_credentials
 from pilot.ca.tokens import FolderTokenAuthenticator, TokenAuthenticator
 from pilot.cache.cache import SnapshotCache
 from pilot.config.limits import ParseLimits
+from pilot.config.objects import ConfigKey
 from pilot.config.store import ConfigStore
 from pilot.debug.http import HttpServer, build_app
 from pilot.errors import ConfigError, LifecycleError
@@ -54,8 +55,11 @@ from pilot.sources.jwks import JwksResolver
 from pilot.sources.kube import KubeSource, load_api_client
 from pilot.sources.kube_reflector import WatchOptions
 from pilot.sources.kube_root_cert import RootCertPublisher
+from pilot.sources.kube_status import StatusOptions
 from pilot.sources.kube_webhook import AdmissionWebhook
 from pilot.sources.kube_writes import review_token
+from pilot.status.desired import ObjectStatuses
+from pilot.status.distribution import proxy_progress
 
 log = logging.getLogger("pilot.app")
 
@@ -187,6 +191,22 @@ class RunningPilot:
         }
 
 
+def object_statuses(
+    store: ConfigStore, cache: SnapshotCache, pusher: Pusher, ads: AdsServer
+) -> Callable[[], Callable[[], Mapping[ConfigKey, dict[str, Any]]]]:
+    """What the Kubernetes status writer writes: every object's wanted status (pilot.status.desired)
+    from the store, the held objects and what each proxy has ACKed. The loop's state is read on the
+    loop (frozen values); the statuses are computed in the writer's thread."""
+    statuses = ObjectStatuses()
+
+    def gather() -> Callable[[], Mapping[ConfigKey, dict[str, Any]]]:
+        snapshot, errors, rejections = store.snapshot(), store.errors(), pusher.rejections()
+        proxies = proxy_progress(ads.connections(), pusher.stream_views(), cache.get_snapshot, ads.backlog)
+        return lambda: statuses.compute(snapshot, errors, rejections, proxies)
+
+    return gather
+
+
 def build(settings: Settings, stop: asyncio.Event | None = None) -> RunningPilot:
     """Every part, wired, nothing started."""
     store = ConfigStore()
@@ -203,26 +223,6 @@ def build(settings: Settings, stop: asyncio.Event | None = None) -> RunningPilot
                 cluster_domain=settings.cluster_domain,
             )
         )
-    if settings.kube:
-        namespaces = list(settings.watch_namespaces) if settings.watch_namespaces is not None else None
-        sources.append(
-            KubeSource(
-                store,
-                namespaces=namespaces,
-                pilot_namespace=settings.pilot_namespace,
-                kubeconfig=settings.kubeconfig,
-                cluster_domain=settings.cluster_domain,
-            )
-        )
-    webhook = None
-    if settings.webhook_port is not None:
-        assert settings.webhook_cert is not None and settings.webhook_key is not None  # Settings checks it
-        webhook = AdmissionWebhook(
-            settings.webhook_cert,
-            settings.webhook_key,
-            host=settings.webhook_host,
-            port=settings.webhook_port,
-        )
     pusher = Pusher(store, cache, debounce_after=settings.debounce_after, debounce_max=settings.debounce_max)
     stream_limits = StreamLimits(
         streams_per_second=settings.max_requests_per_second,
@@ -238,6 +238,29 @@ def build(settings: Settings, stop: asyncio.Event | None = None) -> RunningPilot
         limits=stream_limits,
     )
     pusher.move_stream = ads.move_stream  # a proxy's view can change with the config
+    if settings.kube:
+        namespaces = list(settings.watch_namespaces) if settings.watch_namespaces is not None else None
+        interval = settings.status_write_interval
+        sources.append(
+            KubeSource(
+                store,
+                namespaces=namespaces,
+                pilot_namespace=settings.pilot_namespace,
+                kubeconfig=settings.kubeconfig,
+                cluster_domain=settings.cluster_domain,
+                status=None if interval is None else object_statuses(store, cache, pusher, ads),
+                status_options=None if interval is None else StatusOptions(min_interval=interval),
+            )
+        )
+    webhook = None
+    if settings.webhook_port is not None:
+        assert settings.webhook_cert is not None and settings.webhook_key is not None  # Settings checks it
+        webhook = AdmissionWebhook(
+            settings.webhook_cert,
+            settings.webhook_key,
+            host=settings.webhook_host,
+            port=settings.webhook_port,
+        )
     return RunningPilot(
         settings,
         store,

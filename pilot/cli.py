@@ -280,6 +280,18 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "$KUBECONFIG or ~/.kube/config)",
     )
     kube.add_argument(
+        "--status-write-interval",
+        type=flag_values.non_negative,
+        default=defaults.status_write_interval,
+        metavar="SECONDS",
+        help="write each object's status at most once per this long (default: 5; --no-status-writes: never)",
+    )
+    kube.add_argument(
+        "--no-status-writes",
+        action="store_true",
+        help="never write the status of Istio and Gateway API objects",
+    )
+    kube.add_argument(
         "--cluster-domain",
         default=defaults.cluster_domain,
         metavar="DOMAIN",
@@ -620,6 +632,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         pilot_namespace=args.pilot_namespace,
         kubeconfig=args.kubeconfig,
         cluster_domain=args.cluster_domain,
+        status_write_interval=None if args.no_status_writes else args.status_write_interval,
         webhook_host=args.webhook_host,
         webhook_port=args.webhook_port,
         webhook_cert=args.webhook_cert,

@@ -95,6 +95,13 @@ config_rejections = Counter(
     registry=REGISTRY,
 )
 
+kube_status_writes = Counter(
+    "pilot_kube_status_writes_total",
+    "Status subresource writes to the Kubernetes API server, by outcome (written, conflict, failed, gone).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
 config_objects = Gauge(
     "pilot_config_objects", "Config objects in the store, by kind.", ["kind"], registry=REGISTRY
 )

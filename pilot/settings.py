@@ -55,6 +55,9 @@ class Settings:
     kubeconfig: Path | None = None
     # DNS suffix of Kubernetes Services: NAME.NAMESPACE.svc.<cluster_domain>.
     cluster_domain: str = "cluster.local"
+    # With kube: write each object's status (Gateway API conditions, Istio's Reconciled condition and
+    # validation messages) at most once per this many seconds per object; None: never write statuses.
+    status_write_interval: float | None = 5.0
     # Validating admission webhook (HTTPS, POST /validate); None: not served. Needs webhook_cert/_key.
     webhook_host: str = "0.0.0.0"
     webhook_port: int | None = None
@@ -112,6 +115,9 @@ class Settings:
             raise SettingsError("the webhook needs webhook_cert and webhook_key")
         if self.watch_namespaces is not None and not self.kube:
             raise SettingsError("watch_namespaces needs kube")
+        if self.status_write_interval is not None and self.status_write_interval < 0:
+            interval = self.status_write_interval
+            raise SettingsError(f"status_write_interval must not be negative, got {interval}")
         if self.max_connection_age is not None and self.max_connection_age <= 0:
             raise SettingsError(f"max_connection_age must be positive, got {self.max_connection_age}")
         limits = (

@@ -68,6 +68,11 @@ TABLE: dict[str, Rule] = {
     "validate": rule("config", "errors", never=("grpc", "asyncio")),
     # `pilot iptables`: istio-iptables' rules; set up before any proxy runs, it knows no config or xDS.
     "capture": rule("errors", never=("grpc", "asyncio")),
+    # What pilot reports on each object's status (written back by pilot.sources.kube_status): the
+    # Gateway API conversion's status, the analyzers' messages, and which proxies run which version
+    # (read from the server's frozen stream status and the cached snapshots, structurally), and the
+    # objects a proxy rejected (pilot.push.holds' reports).
+    "status": rule("config", "inspect", "cache.snapshot", "push.holds", never=("grpc", "asyncio")),
     "__main__": EVERYTHING,
     # The operator's commands (pilot.inspect): proxy-status and proxy-config read pilot only over
     # HTTP; analyze reads a folder with the config layer (through `pilot validate`'s reader); diff

@@ -3,16 +3,18 @@ published config and reject unknown fields, and the deployment pieces agree with
 pilot.sources.kube watches.
 
 No API server runs here, so the CRD schemas are checked with a small validator of the openAPIV3 subset
-gen_crds.py emits (object/properties/additionalProperties, array/items, string/enum, integer with
-minimum/maximum, number, boolean), applying the API server's rules: a field the schema does not list is
-kept where the node says ``x-kubernetes-preserve-unknown-fields`` and is an error elsewhere (strict field
-validation), and null means unset (the server prunes nulls of non-nullable fields).
+gen_crds.py emits (object/properties/additionalProperties/required, array/items with maxItems/minItems,
+string/enum/pattern/maxLength/minLength, integer with minimum/maximum, number, boolean), applying the
+API server's rules: a field the schema does not list is kept where the node says
+``x-kubernetes-preserve-unknown-fields`` and is an error elsewhere (strict field validation), and null
+means unset (the server prunes nulls of non-nullable fields).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +26,8 @@ import yaml
 from pilot.config import kinds
 from pilot.config.parse import parse_text
 from pilot.sources import kube as kube_source
-from tests.corpus import CORPUS, served_documents, served_files
+from pilot.sources.kube_discovery import GATEWAY_API_RESOURCES
+from tests.corpus import CORPUS, gateway_api_documents, gateway_api_files, served_documents, served_files
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
@@ -65,6 +68,10 @@ def find(kind: str, name: str | None = None) -> dict[str, Any]:
     return matches[0]
 
 
+def gateway_api_crd(kind: str) -> dict[str, Any]:
+    return find("CustomResourceDefinition", f"{GATEWAY_API_RESOURCES[kind].plural}.{kinds.GATEWAY_API_GROUP}")
+
+
 def crd_schema(kind: str, version: str = "v1") -> dict[str, Any]:
     crd = find("CustomResourceDefinition", f"{kube_source.ISTIO_RESOURCES[kind]}.networking.istio.io")
     (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
@@ -84,7 +91,9 @@ def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
             return [f"{path}: expected an object"]
         properties = schema.get("properties")
         additional = schema.get("additionalProperties")
-        errors: list[str] = []
+        errors: list[str] = [
+            f'{path}: "{key}" is required' for key in schema.get("required", ()) if key not in value
+        ]
         for key, item in value.items():
             where = f"{path}.{key}" if path else key
             if properties is not None and key in properties:
@@ -101,12 +110,18 @@ def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
     if kind == "array":
         if not isinstance(value, list):
             return [f"{path}: expected an array"]
+        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
+            return [f"{path}: {len(value)} items is out of range"]
         return [e for i, item in enumerate(value) for e in validate(item, schema["items"], f"{path}[{i}]")]
     if kind == "string":
         if not isinstance(value, str):
             return [f"{path}: expected a string"]
         if "enum" in schema and value not in schema["enum"]:
             return [f"{path}: {value!r} is not one of {schema['enum']}"]
+        if not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value)):
+            return [f"{path}: {value!r} has a length out of range"]
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            return [f"{path}: {value!r} does not match {schema['pattern']}"]
         return []
     if kind == "integer":
         if not isinstance(value, int) or isinstance(value, bool):
@@ -165,6 +180,8 @@ def test_namespaced_objects_live_in_pilot_system_and_files_apply_in_order():
 def test_committed_crds_are_current():
     gen_crds = load_gen_crds()
     assert (MANIFESTS / "10-crds.yaml").read_text() == gen_crds.render(), "run scripts/gen_crds.py"
+    generated = gen_crds.render_gateway_api()
+    assert (MANIFESTS / "11-gateway-api-crds.yaml").read_text() == generated, "run scripts/gen_crds.py"
     assert gen_crds.main(["--check"]) == 0
 
 
@@ -258,6 +275,7 @@ def test_crd_schema_rejects_an_unknown_enum_value():
 def test_rbac_grants_reading_exactly_what_the_source_watches():
     watched = {(r.group, r.plural) for r in kube_source.REGISTRY_RESOURCES}
     watched |= {(kinds.KINDS[kind].group, plural) for kind, plural in kube_source.ISTIO_RESOURCES.items()}
+    watched |= {(kinds.GATEWAY_API_GROUP, wanted.plural) for wanted in GATEWAY_API_RESOURCES.values()}
     granted = set()
     for rule in find("ClusterRole", "pilot")["rules"]:
         assert rule["verbs"] == ["get", "list", "watch"]
@@ -276,6 +294,72 @@ def test_rbac_grants_reading_exactly_what_the_source_watches():
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "pilot", "namespace": account["namespace"]}
         ]
+
+
+def test_rbac_grants_updating_the_status_of_every_kind_pilot_writes_and_nothing_else():
+    """The status writer PUTs .../status of the watched Istio and Gateway API objects (ReferenceGrant has
+    no status); the objects themselves stay read-only."""
+    written = {
+        (kinds.KINDS[kind].group, f"{plural}/status") for kind, plural in kube_source.ISTIO_RESOURCES.items()
+    }
+    written |= {
+        (kinds.GATEWAY_API_GROUP, f"{wanted.plural}/status")
+        for kind, wanted in GATEWAY_API_RESOURCES.items()
+        if kind != kinds.REFERENCE_GRANT
+    }
+    granted = set()
+    for rule in find("ClusterRole", "pilot-status")["rules"]:
+        assert rule["verbs"] == ["update"]  # pilot.sources.kube_status writes with PUT
+        granted |= {(group, resource) for group in rule["apiGroups"] for resource in rule["resources"]}
+    assert granted == written
+    binding = find("ClusterRoleBinding", "pilot-status")
+    assert binding["roleRef"]["name"] == "pilot-status"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pilot", "namespace": "pilot-system"}]
+
+
+def test_gateway_api_crds_serve_what_the_source_watches_with_a_status_subresource():
+    for kind, wanted in GATEWAY_API_RESOURCES.items():
+        crd = gateway_api_crd(kind)
+        assert crd["spec"]["names"]["kind"] == kinds.KINDS[kind].document_kind or kind
+        assert crd["spec"]["scope"] == ("Namespaced" if wanted.namespaced else "Cluster")
+        served = [v["name"] for v in crd["spec"]["versions"] if v["served"]]
+        assert served[0] == wanted.versions[0]  # the one discovery picks first
+        assert [v["name"] for v in crd["spec"]["versions"] if v["storage"]] == [served[0]]
+        for version in crd["spec"]["versions"]:
+            assert version["subresources"] == {"status": {}}
+            schema = version["schema"]["openAPIV3Schema"]
+            for path, node in schema_nodes(schema):
+                assert "type" in node, f"{kind}{path}: every node needs a type (structural schema)"
+                if path and node["type"] == "object" and "properties" in node:
+                    assert node.get("x-kubernetes-preserve-unknown-fields") is True, (
+                        f"{kind}{path} would prune"
+                    )
+
+
+GATEWAY_API_FILES = gateway_api_files()
+
+
+@pytest.mark.skipif(not GATEWAY_API_FILES, reason=f"no Istio corpus at {CORPUS}")
+def test_gateway_api_crd_schemas_accept_every_corpus_object_and_reject_a_bad_one():
+    objects = [(path.name, doc) for path in GATEWAY_API_FILES for doc in gateway_api_documents(path)]
+    assert objects
+    for where, obj in objects:
+        kind = kinds.resolve(obj["apiVersion"], obj["kind"]).info
+        assert kind is not None
+        crd = gateway_api_crd(kind.kind)
+        version = obj["apiVersion"].rpartition("/")[2]
+        (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+        errors = validate(obj, served["schema"]["openAPIV3Schema"])
+        assert not errors, f"{where}: {errors}"
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "r"},
+        "spec": {"parentRefs": [{"name": "Not_A_Name!", "port": 70000}], "hostnames": ["UPPER.example"]},
+    }
+    schema = gateway_api_crd(kinds.HTTP_ROUTE)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    errors = validate(route, schema)
+    assert any("out of range" in e for e in errors) and any("does not match" in e for e in errors), errors
 
 
 def test_deployment_service_and_webhook_agree():

@@ -111,7 +111,8 @@ REQUEST_AUTHENTICATION_INFO: Final = KindInfo(
 )
 SECURITY_KINDS: Final = (PEER_AUTHENTICATION_INFO, AUTHORIZATION_POLICY_INFO, REQUEST_AUTHENTICATION_INFO)
 
-# The Kubernetes Gateway API (standard channel; TCPRoute and TLSRoute from the experimental one).
+# The Kubernetes Gateway API (standard channel; TCPRoute and TLSRoute were experimental before v1.6,
+# whose standard channel serves them, and ReferenceGrant, at v1).
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 K8S_GATEWAY = f"Gateway.{GATEWAY_API_GROUP}"
 GATEWAY_CLASS = "GatewayClass"
@@ -134,10 +135,10 @@ K8S_GATEWAY_INFO: Final = _gateway_api(K8S_GATEWAY, ("v1", "v1beta1"), gateway_a
 GATEWAY_CLASS_INFO: Final = _gateway_api(GATEWAY_CLASS, ("v1", "v1beta1"), gateway_api_schema.GATEWAY_CLASS)
 HTTP_ROUTE_INFO: Final = _gateway_api(HTTP_ROUTE, ("v1", "v1beta1"), gateway_api_schema.HTTP_ROUTE)
 GRPC_ROUTE_INFO: Final = _gateway_api(GRPC_ROUTE, ("v1", "v1alpha2"), gateway_api_schema.GRPC_ROUTE)
-TCP_ROUTE_INFO: Final = _gateway_api(TCP_ROUTE, ("v1alpha2",), gateway_api_schema.TCP_ROUTE)
-TLS_ROUTE_INFO: Final = _gateway_api(TLS_ROUTE, ("v1alpha2", "v1alpha3"), gateway_api_schema.TLS_ROUTE)
+TCP_ROUTE_INFO: Final = _gateway_api(TCP_ROUTE, ("v1", "v1alpha2"), gateway_api_schema.TCP_ROUTE)
+TLS_ROUTE_INFO: Final = _gateway_api(TLS_ROUTE, ("v1", "v1alpha3", "v1alpha2"), gateway_api_schema.TLS_ROUTE)
 REFERENCE_GRANT_INFO: Final = _gateway_api(
-    REFERENCE_GRANT, ("v1beta1", "v1alpha2"), gateway_api_schema.REFERENCE_GRANT
+    REFERENCE_GRANT, ("v1", "v1beta1", "v1alpha2"), gateway_api_schema.REFERENCE_GRANT
 )
 GATEWAY_API_KINDS: Final = (
     K8S_GATEWAY_INFO,

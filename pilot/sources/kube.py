@@ -28,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from pilot.config import kinds
@@ -44,9 +45,17 @@ from pilot.config.kube_core import (
     read_pod,
     read_service,
 )
-from pilot.config.objects import ConfigObject, FieldError, ParseResult
+from pilot.config.objects import ConfigKey, ConfigObject, FieldError, ParseResult
 from pilot.config.store import ConfigStore
 from pilot.errors import ConfigError, LifecycleError
+from pilot.sources.kube_discovery import (
+    CLUSTER_SCOPED,
+    ISTIO_GROUPS,
+    ISTIO_RESOURCES,
+    ISTIO_VERSIONS,
+    WANTED,
+    discover_group,
+)
 from pilot.sources.kube_objects import log_errors, origin_of, parse_object
 from pilot.sources.kube_reflector import (
     DELETED,
@@ -57,26 +66,12 @@ from pilot.sources.kube_reflector import (
     Stopped,
     WatchOptions,
     describe,
-    get_json,
 )
+from pilot.sources.kube_status import Desired, SeenObject, StatusOptions, StatusWriter
 
 log = logging.getLogger("pilot.sources.kube")
 
 DEFAULT_PILOT_NAMESPACE = "pilot-system"
-# Istio kind → its resource (plural) name.
-ISTIO_RESOURCES = {
-    kinds.VIRTUAL_SERVICE: "virtualservices",
-    kinds.DESTINATION_RULE: "destinationrules",
-    kinds.SERVICE_ENTRY: "serviceentries",
-    kinds.GATEWAY: "gateways",
-    kinds.SIDECAR: "sidecars",
-    kinds.WORKLOAD_GROUP: "workloadgroups",
-    kinds.PEER_AUTHENTICATION: "peerauthentications",
-    kinds.AUTHORIZATION_POLICY: "authorizationpolicies",
-    kinds.REQUEST_AUTHENTICATION: "requestauthentications",
-}
-# The Istio API groups those kinds are served in, in the order discovery asks for them.
-ISTIO_GROUPS = tuple(dict.fromkeys(kinds.KINDS[kind].group for kind in ISTIO_RESOURCES))
 SERVICES = Resource("", "v1", "services", SERVICE)
 ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", ENDPOINT_SLICE)
 PODS = Resource("", "v1", "pods", POD)
@@ -114,32 +109,11 @@ def load_api_client(kubeconfig: Path | str | None = None, *, pool_size: int = 0)
 
 
 def discover_istio(api_client: Any, options: WatchOptions) -> dict[str, Resource]:
-    """Istio kind → the resource to watch, from the API server's discovery documents. Blocking.
-
-    For each Istio group of ISTIO_RESOURCES (networking.istio.io, security.istio.io), ``/apis/GROUP`` lists
-    the served versions and ``/apis/GROUP/VERSION`` the resources of each. A kind maps to the first of its
-    KindInfo's versions that serves it; the kinds of an absent group are not in the answer.
-    """
+    """Istio kind → the resource to watch (pilot.sources.kube_discovery), over the Istio groups
+    (networking.istio.io, security.istio.io). Blocking."""
     found: dict[str, Resource] = {}
     for group in ISTIO_GROUPS:
-        wanted = {
-            kind: plural for kind, plural in ISTIO_RESOURCES.items() if kinds.KINDS[kind].group == group
-        }
-        document = get_json(api_client, f"/apis/{group}", options)
-        if document is None:
-            continue
-        served = {str(v.get("version")) for v in document.get("versions") or () if isinstance(v, dict)}
-        versions = kinds.KINDS[next(iter(wanted))].versions  # a group's kinds share its versions
-        for version in versions:
-            if version not in served or wanted.keys() <= found.keys():
-                continue
-            resources = get_json(api_client, f"/apis/{group}/{version}", options)
-            names = {
-                str(r.get("name")) for r in (resources or {}).get("resources") or () if isinstance(r, dict)
-            }
-            for kind, plural in wanted.items():
-                if kind not in found and plural in names:
-                    found[kind] = Resource(group, version, plural, kind)
+        found.update(discover_group(api_client, group, WANTED[group], options))
     return found
 
 
@@ -166,6 +140,8 @@ class KubeSource:
         kubeconfig: Path | str | None = None,
         cluster_domain: str = "cluster.local",
         options: WatchOptions | None = None,
+        status: Desired | None = None,
+        status_options: StatusOptions | None = None,
     ) -> None:
         self.synced = asyncio.Event()
         self.namespaces = sorted(set(namespaces)) if namespaces is not None else None
@@ -182,10 +158,15 @@ class KubeSource:
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._discovered = False
-        self._istio: dict[str, Resource] = {}  # kinds being watched, at their version
+        self._config: dict[str, Resource] = {}  # config kinds being watched, at their version
         self._discovery_error = ""
         self._stopped = False
         self._logged: dict[str, tuple[FieldError, ...]] = {}  # origin → errors last logged
+        # Every watched config object as last seen, for the status writer (pilot.sources.kube_status).
+        self._seen: dict[ConfigKey, SeenObject] = {}
+        self._status = status
+        self._status_options = status_options or StatusOptions(watch=self._options)
+        self.status_writer: StatusWriter | None = None  # with ``status``, once ``run`` has a client
 
     @staticmethod
     def _service_origin(namespace: str, name: str) -> str:
@@ -199,10 +180,22 @@ class KubeSource:
             "synced": self.synced.is_set(),
             "discovered": self._discovered,
             "discovery_error": self._discovery_error,
-            "istio_versions": {kind: str(resource) for kind, resource in sorted(self._istio.items())},
+            "istio_versions": {
+                kind: str(resource)
+                for kind, resource in sorted(self._config.items())
+                if resource.group in ISTIO_GROUPS
+            },
+            "gateway_api_versions": {
+                kind: str(resource)
+                for kind, resource in sorted(self._config.items())
+                if resource.group == kinds.GATEWAY_API_GROUP
+            },
             "watches": [
                 {**watch.reflector.status.as_dict(), "applied": watch.listed} for watch in self._watches
             ],
+            "status_writes": None
+            if self.status_writer is None
+            else {"rounds": self.status_writer.rounds, "written": self.status_writer.writes},
         }
 
     # -- running ------------------------------------------------------------------------------------------
@@ -216,9 +209,14 @@ class KubeSource:
         owned = api is None
         if owned:
             scopes = len(self.namespaces) if self.namespaces is not None else 1
-            pool = (len(ISTIO_RESOURCES) + len(REGISTRY_RESOURCES)) * scopes + 2
+            config = sum(len(wanted) for wanted in WANTED.values())
+            pool = (config + len(REGISTRY_RESOURCES)) * scopes + 4  # and the status writes
             api = await asyncio.to_thread(load_api_client, self._kubeconfig, pool_size=pool)
+        writing: asyncio.Task[None] | None = None
         try:
+            if self._status is not None:
+                self.status_writer = StatusWriter(api, self.seen_objects, self._status_options)
+                writing = asyncio.create_task(self.status_writer.run(self._status, self.synced))
             for resource in REGISTRY_RESOURCES:
                 self._watch_all(api, resource)
             self._start(api, CONFIG_MAPS, self.pilot_namespace, MESH_CONFIG_MAP_SELECTOR)
@@ -226,6 +224,9 @@ class KubeSource:
             await asyncio.get_running_loop().create_future()  # until cancelled
         finally:
             self._stopped = True
+            if writing is not None:
+                writing.cancel()
+                await asyncio.gather(writing, return_exceptions=True)
             await self._stop_all()
             if owned:
                 api.close()
@@ -233,7 +234,15 @@ class KubeSource:
     def _scopes(self) -> Iterable[str | None]:
         return [None] if self.namespaces is None else self.namespaces
 
+    def seen_objects(self) -> Mapping[ConfigKey, SeenObject]:
+        """Every watched Istio and Gateway API object as last seen (resourceVersion, generation, status):
+        a live read-only view, to read on the event loop."""
+        return MappingProxyType(self._seen)
+
     def _watch_all(self, api: Any, resource: Resource) -> None:
+        if resource.kind in CLUSTER_SCOPED:
+            self._start(api, resource, None)  # GatewayClass: one watch, whatever the namespaces
+            return
         for namespace in self._scopes():
             self._start(api, resource, namespace)
 
@@ -247,44 +256,50 @@ class KubeSource:
         reflector.start()
 
     async def _discover(self, api: Any) -> None:
-        """Find the Istio kinds' versions, start their watches; look again for missing ones. Returns when
-        every kind is watched."""
+        """Find the config kinds' versions (Istio's, the Gateway API's), start their watches; look again
+        for missing ones. Returns when every kind is watched. Each group is asked on its own: one whose
+        discovery fails (a broken aggregated API, say) is retried with a backoff and holds up neither
+        the other's watches nor, once both have answered, ``synced``."""
         failures = 0
+        answered: set[str] = set()
         while True:
-            try:
-                found = await asyncio.to_thread(discover_istio, api, self._options)
-            except Exception as err:
+            errors: dict[str, str] = {}
+            for group, wanted in WANTED.items():
+                try:
+                    found = await asyncio.to_thread(discover_group, api, group, wanted, self._options)
+                except Exception as err:
+                    errors[group] = describe(err)
+                    continue
+                answered.add(group)
+                for kind in sorted(found.keys() - self._config.keys()):
+                    resource = found[kind]
+                    self._config[kind] = resource
+                    log.info("watching %s", resource)
+                    self._watch_all(api, resource)
+            missing = {group: sorted(wanted.keys() - self._config.keys()) for group, wanted in WANTED.items()}
+            delay = self._options.rediscover_interval
+            self._discovery_error = "; ".join(f"{group}: {error}" for group, error in errors.items())
+            if errors:
                 failures += 1
                 delay = self._options.backoff(failures)
-                self._discovery_error = describe(err)
-                log.warning(
-                    "discovery of %s failed: %s; retrying in %.2gs",
-                    ", ".join(ISTIO_GROUPS),
-                    self._discovery_error,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
-            failures = 0
-            self._discovery_error = ""
-            for kind in sorted(found.keys() - self._istio.keys()):
-                resource = found[kind]
-                self._istio[kind] = resource
-                log.info("watching %s", resource)
-                self._watch_all(api, resource)
-            missing = sorted(ISTIO_RESOURCES.keys() - self._istio.keys())
-            if missing and not self._discovered:
-                log.warning(
-                    "the API server does not serve %s (%s); watching without them, looking again every %gs",
-                    ", ".join(missing),
-                    ", ".join(sorted({kinds.KINDS[kind].group for kind in missing})),
-                    self._options.rediscover_interval,
-                )
-            self._discovered = True
-            self._check_synced()
-            if not missing:
+                log.warning("discovery failed: %s; retrying in %.2gs", self._discovery_error, delay)
+            else:
+                failures = 0
+            if not self._discovered and answered == WANTED.keys():
+                for group, kinds_missing in missing.items():
+                    if kinds_missing:
+                        log.warning(
+                            "the API server does not serve %s (%s); watching without them, looking again "
+                            "every %gs",
+                            ", ".join(kinds_missing),
+                            group,
+                            self._options.rediscover_interval,
+                        )
+                self._discovered = True
+                self._check_synced()
+            if not errors and not any(missing.values()):
                 return
-            await asyncio.sleep(self._options.rediscover_interval)
+            await asyncio.sleep(delay)
 
     async def _stop_all(self) -> None:
         for watch in self._watches:
@@ -325,14 +340,13 @@ class KubeSource:
         configs: dict[str, dict[str, Any] | None] = {}
         for reflector, events in batch:
             watch = self._by_reflector.get(id(reflector))
-            kind = reflector.resource.kind
             for event in events:
                 if event.type == SYNCED:
                     if watch is not None:
                         watch.listed = True
                     continue
                 try:
-                    self._cache(kind, event, configs)
+                    self._cache(reflector.resource, event, configs)
                 except Exception:  # a bug; the rest of the batch still counts
                     log.exception(
                         "%s: cannot handle %s %s/%s", reflector.name, event.type, event.namespace, event.name
@@ -353,7 +367,8 @@ class KubeSource:
                 self._store.apply(ParseResult(origin, objects=(identity,)))
         self._check_synced()
 
-    def _cache(self, kind: str, event: Event, configs: dict[str, dict[str, Any] | None]) -> None:
+    def _cache(self, resource: Resource, event: Event, configs: dict[str, dict[str, Any] | None]) -> None:
+        kind = resource.kind
         obj = None if event.type == DELETED else event.obj
         # The API server has checked these objects: what pilot.config.kube_core would say of a field
         # (a file's errors) cannot happen here, and the reader keeps what it can use.
@@ -375,6 +390,12 @@ class KubeSource:
             origin = origin_of(kind, event.namespace, event.name)
             configs.pop(origin, None)  # keep the order of last changes
             configs[origin] = obj
+            # A cluster-scoped object (GatewayClass) is stored in "default", as a file's would be.
+            key = ConfigKey(kind, event.namespace or "default", event.name)
+            if obj is None:
+                self._seen.pop(key, None)
+            else:
+                self._seen[key] = SeenObject.of(resource, obj)
 
     def _apply_config(self, origin: str, obj: dict[str, Any] | None) -> None:
         if obj is None:
@@ -417,7 +438,9 @@ __all__ = [
     "CONFIG_MAPS",
     "DEFAULT_PILOT_NAMESPACE",
     "ENDPOINT_SLICES",
+    "ISTIO_GROUPS",
     "ISTIO_RESOURCES",
+    "ISTIO_VERSIONS",
     "KubeSource",
     "PODS",
     "REGISTRY_RESOURCES",

@@ -1,5 +1,6 @@
 """Writes to the Kubernetes API server through the client the watches use (pilot.sources.kube):
-create a TokenReview, create or update a ConfigMap. Blocking: call from a thread.
+create a TokenReview, create or update a ConfigMap, replace an object's status (and read it again
+after a conflict). Blocking: call from a thread.
 
 The same ``kubernetes.client.ApiClient`` as the reflectors (``load_api_client``), so a write carries
 the same credentials, TLS and proxy settings as a watch; answers are decoded as the reflector does
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pilot.sources.kube_reflector import WatchOptions, read_json
+from pilot.sources.kube_reflector import WatchOptions, get_json, read_json
 
 TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 NAMESPACES = "/api/v1/namespaces"
@@ -42,3 +43,9 @@ def review_token(api_client: Any, token: str, audiences: list[str], options: Wat
     answer = send_json(api_client, "POST", TOKEN_REVIEWS, review, options)
     status = answer.get("status") if isinstance(answer, dict) else None
     return status if isinstance(status, dict) else {}
+
+
+def get_object(api_client: Any, path: str, options: WatchOptions) -> dict[str, Any] | None:
+    """The object at ``path`` as the API server holds it now; None when it is gone (404)."""
+    found = get_json(api_client, path, options)
+    return found if isinstance(found, dict) else None

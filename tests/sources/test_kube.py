@@ -488,6 +488,43 @@ async def test_api_server_down_at_start(client: Any):
         await kube.stop()
 
 
+async def test_a_group_whose_discovery_fails_holds_up_neither_the_other_group_nor_itself_for_long():
+    """Fake: discovery of gateway.networking.k8s.io answers 503, then heals. The Istio kinds are watched
+    meanwhile; ``synced`` waits for the failing group's first answer; then its kinds are watched too."""
+    kube = FakeKubeApi(gateway_api=True)
+    await kube.start()
+    kube.discovery_failures.add("gateway.networking.k8s.io")
+    kube.apply(virtual_service("reviews"))
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "r", "namespace": "default"},
+        "spec": {"parentRefs": [{"name": "edge"}]},
+    }
+    kube.apply(route)
+    store = ConfigStore()
+    api_client = client_for(kube)
+    source = source_for(store, api_client)
+    try:
+        async with running(source, wait_synced=False):
+            await eventually(lambda: store.get(vs_key("reviews")) is not None, "the Istio kinds watched")
+            await eventually(
+                lambda: "gateway.networking.k8s.io" in source.status()["discovery_error"], "the group's error"
+            )
+            assert not source.synced.is_set()
+            kube.discovery_failures.clear()
+            await asyncio.wait_for(source.synced.wait(), DEADLINE)
+            assert store.get(ConfigKey("HTTPRoute", "default", "r")) is not None
+            assert source.status()["discovery_error"] == ""
+            assert (
+                source.status()["gateway_api_versions"]["HTTPRoute"]
+                == "httproutes.gateway.networking.k8s.io/v1"
+            )
+    finally:
+        api_client.close()
+        await kube.stop()
+
+
 async def test_dropped_connection_resumes_from_the_last_bookmark_without_a_relist(
     kube: FakeKubeApi, client: Any
 ):

@@ -60,6 +60,9 @@ ISTIO_KINDS = ("VirtualService", "DestinationRule", "ServiceEntry", "Gateway", "
 SECURITY_GROUP = "security.istio.io"
 SECURITY_VERSIONS = ("v1", "v1beta1")
 SECURITY_KINDS = ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication")
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+# The Gateway API's Gateway, keyed apart from Istio's (pilot.config.kinds.K8S_GATEWAY names it so too).
+K8S_GATEWAY = f"Gateway.{GATEWAY_API_GROUP}"
 
 
 @dataclass(frozen=True)
@@ -69,14 +72,26 @@ class ResourceType:
     plural: str
     builtin: bool  # typed lists: items without kind/apiVersion
     version: str = "v1"  # for built-in types; Istio types are served at every served version
+    versions: tuple[str, ...] = ()  # Gateway API types: the versions served (the first is the storage one)
+    namespaced: bool = True
 
     @property
     def singular(self) -> str:
         return self.kind.lower()
 
+    @property
+    def key(self) -> str:
+        """How tests name the type (``get``, ``delete``, TYPES): its kind, or K8S_GATEWAY."""
+        return K8S_GATEWAY if (self.group, self.kind) == (GATEWAY_API_GROUP, "Gateway") else self.kind
+
+    @property
+    def has_status(self) -> bool:
+        """Custom resources with a status subresource: Istio's and the Gateway API's."""
+        return self.group in (ISTIO_GROUP, SECURITY_GROUP, GATEWAY_API_GROUP)
+
 
 TYPES = {
-    t.kind: t
+    t.key: t
     for t in (
         ResourceType("Service", "", "services", True),
         ResourceType("Pod", "", "pods", True),
@@ -91,6 +106,23 @@ TYPES = {
         ResourceType("PeerAuthentication", SECURITY_GROUP, "peerauthentications", False),
         ResourceType("AuthorizationPolicy", SECURITY_GROUP, "authorizationpolicies", False),
         ResourceType("RequestAuthentication", SECURITY_GROUP, "requestauthentications", False),
+        # The Gateway API as its v1.6 standard channel serves it (served only with ``gateway_api``).
+        ResourceType("Gateway", GATEWAY_API_GROUP, "gateways", False, versions=("v1", "v1beta1")),
+        ResourceType(
+            "GatewayClass",
+            GATEWAY_API_GROUP,
+            "gatewayclasses",
+            False,
+            versions=("v1", "v1beta1"),
+            namespaced=False,
+        ),
+        ResourceType("HTTPRoute", GATEWAY_API_GROUP, "httproutes", False, versions=("v1", "v1beta1")),
+        ResourceType("GRPCRoute", GATEWAY_API_GROUP, "grpcroutes", False, versions=("v1",)),
+        ResourceType("TCPRoute", GATEWAY_API_GROUP, "tcproutes", False, versions=("v1",)),
+        ResourceType("TLSRoute", GATEWAY_API_GROUP, "tlsroutes", False, versions=("v1",)),
+        ResourceType(
+            "ReferenceGrant", GATEWAY_API_GROUP, "referencegrants", False, versions=("v1", "v1beta1")
+        ),
     )
 }
 # A few more the real server has, so discovery documents look like one.
@@ -148,8 +180,10 @@ class FakeKubeApi:
         security_kinds: Iterable[str] = SECURITY_KINDS,
         token: str | None = None,
         bookmark_interval: float | None = None,
+        gateway_api: bool = False,
     ) -> None:
         self.istio_versions = tuple(istio_versions)
+        self.gateway_api = gateway_api  # the Gateway API's CRDs are installed
         self.istio_kinds = set(istio_kinds)
         self.security_kinds = set(security_kinds)
         self.token = token
@@ -172,6 +206,11 @@ class FakeKubeApi:
         # TokenReview: token → (user name, audiences the token was issued for).
         self.token_reviews: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.writes: list[tuple[str, str]] = []  # (method, path) of every POST and PUT
+        # Every status written: (type key, namespace, name, the status as stored).
+        self.status_writes: list[tuple[str, str, str, dict[str, Any]]] = []
+        self._status_failures: list[tuple[int, str]] = []  # answers for the next status writes
+        # API groups whose discovery documents answer 503 (a broken aggregated API, say).
+        self.discovery_failures: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -220,16 +259,18 @@ class FakeKubeApi:
         return self._rv
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object stored under (``kind``: a TYPES key, namespace, name); "" for a cluster-scoped one."""
         obj = self._objects.get((kind, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create or update ``obj`` (by kind, namespace, name); returns it as stored."""
         obj = copy.deepcopy(obj)
-        type_ = TYPES[obj["kind"]]
+        type_ = type_of(obj)
         meta = obj.setdefault("metadata", {})
-        meta.setdefault("namespace", "default")
-        key = (type_.kind, meta["namespace"], meta["name"])
+        if type_.namespaced:
+            meta.setdefault("namespace", "default")
+        key = (type_.key, meta.get("namespace", ""), meta["name"])
         old = self._objects.get(key)
         self._rv += 1
         meta["resourceVersion"] = str(self._rv)
@@ -273,6 +314,10 @@ class FakeKubeApi:
     def heal(self, plural: str) -> None:
         self._failures.pop(plural, None)
 
+    def fail_status_writes(self, count: int = 1, code: int = 409, reason: str = "Conflict") -> None:
+        """Answer the next ``count`` status writes with this error (409: another writer got there first)."""
+        self._status_failures += [(code, reason)] * count
+
     def drop_watches(self) -> int:
         """Cut every watch connection mid-stream; returns how many there were."""
         for watcher in self._watchers:
@@ -308,7 +353,7 @@ class FakeKubeApi:
     # -- writes: TokenReview and ConfigMap create/update --------------------------------------------------
 
     def _namespace_list(self) -> dict[str, Any]:
-        names = self.namespaces | {namespace for _, namespace, _ in self._objects}
+        names = self.namespaces | {namespace for _, namespace, _ in self._objects if namespace}
         items = [{"metadata": {"name": name}, "status": {"phase": "Active"}} for name in sorted(names)]
         return {
             "kind": "NamespaceList",
@@ -328,6 +373,8 @@ class FakeKubeApi:
         except orjson.JSONDecodeError as err:
             return self._error(400, "BadRequest", f"body is not JSON: {err}")
         parts = [p for p in path.split("/") if p]
+        if request.method == "PUT" and parts[-1:] == ["status"]:
+            return self._write_status(parts[:-1], body)
         if request.method == "POST" and parts == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]:
             return self._json(self._review(body), 201)
         if parts[:3] == ["api", "v1", "namespaces"] and len(parts) in (5, 6) and parts[4] == "configmaps":
@@ -355,6 +402,35 @@ class FakeKubeApi:
                 201 if existing is None else 200,
             )
         return self._error(404, "NotFound", "the server could not find the requested resource")
+
+    def _write_status(self, parts: list[str], body: dict[str, Any]) -> web.Response:
+        """PUT .../NAME/status: the status of the object replaced, nothing else (the API server ignores
+        every other change through this subresource), at the resourceVersion the body names."""
+        target = self._route(parts)
+        if target is None or target[3] is None or not target[0].has_status:
+            return self._error(404, "NotFound", "the server could not find the requested resource")
+        type_, version, namespace, name = target
+        if self._status_failures:
+            code, reason = self._status_failures.pop(0)
+            return self._error(code, reason, f"injected failure of the status of {type_.plural} {name!r}")
+        existing = self._objects.get((type_.key, namespace or "", name))
+        if existing is None:
+            return self._error(404, "NotFound", f'{type_.plural} "{name}" not found')
+        wanted = (body.get("metadata") or {}).get("resourceVersion")
+        if wanted and wanted != existing["metadata"]["resourceVersion"]:
+            message = (
+                f'Operation cannot be fulfilled on {type_.plural}.{type_.group} "{name}": the object has '
+                "been modified; please apply your changes to the latest version and try again"
+            )
+            return self._error(409, "Conflict", message)
+        stored = copy.deepcopy(existing)
+        stored["status"] = copy.deepcopy(body.get("status") or {})
+        self._rv += 1
+        stored["metadata"]["resourceVersion"] = str(self._rv)  # generation stays: the spec did not change
+        self._objects[(type_.key, namespace or "", name)] = stored
+        self.status_writes.append((type_.key, namespace or "", name, copy.deepcopy(stored["status"])))
+        self._emit(type_, "MODIFIED", stored)
+        return self._json(self._render(type_, version, stored, in_list=False))
 
     def _review(self, body: dict[str, Any]) -> dict[str, Any]:
         """The TokenReview answer: the API server authenticates the token for the requested audiences."""
@@ -409,6 +485,8 @@ class FakeKubeApi:
         if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
             return self._error(401, "Unauthorized", "Unauthorized")
         parts = [p for p in path.split("/") if p]
+        if 2 <= len(parts) <= 3 and parts[0] == "apis" and parts[1] in self.discovery_failures:
+            return self._error(503, "ServiceUnavailable", f"discovery of {parts[1]} is failing")
         if parts == ["api", "v1", "namespaces"] and query.get("watch") not in ("1", "true"):
             return self._json(self._namespace_list())
         discovery = self._discovery(parts)
@@ -428,7 +506,7 @@ class FakeKubeApi:
         if query.get("watch") in ("1", "true"):
             return await self._watch(request, type_, version, namespace, name_filter, query)
         if name is not None:
-            obj = self._objects.get((type_.kind, namespace or "", name))
+            obj = self._objects.get((type_.key, namespace or "", name))
             if obj is None:
                 return self._error(404, "NotFound", f'{type_.plural} "{name}" not found')
             return self._json(self._render(type_, version, obj, in_list=False))
@@ -468,7 +546,21 @@ class FakeKubeApi:
             return type_.kind in self.istio_kinds and version in self.istio_versions
         if type_.group == SECURITY_GROUP:
             return type_.kind in self.security_kinds and version in SECURITY_VERSIONS
+        if type_.group == GATEWAY_API_GROUP:
+            return self.gateway_api and version in type_.versions
         return version == type_.version
+
+    def _versions(self, group: str) -> tuple[str, ...]:
+        if group == ISTIO_GROUP:
+            return self.istio_versions if self.istio_kinds else ()
+        if group == SECURITY_GROUP:
+            return SECURITY_VERSIONS if self.security_kinds else ()
+        if group == GATEWAY_API_GROUP:
+            if not self.gateway_api:
+                return ()
+            served = {v for t in TYPES.values() if t.group == group for v in t.versions}
+            return tuple(v for v in ("v1", "v1beta1", "v1alpha3", "v1alpha2") if v in served)
+        return ("v1",) if group == "discovery.k8s.io" else ()
 
     def _discovery(self, parts: list[str]) -> dict[str, Any] | None:
         if parts == ["api"]:
@@ -477,26 +569,17 @@ class FakeKubeApi:
         if parts == ["api", "v1"]:
             return self._resource_list("", "v1")
         if parts == ["apis"]:
-            groups = [self._group(name) for name in ("discovery.k8s.io", ISTIO_GROUP, SECURITY_GROUP)]
+            names = ("discovery.k8s.io", ISTIO_GROUP, SECURITY_GROUP, GATEWAY_API_GROUP)
+            groups = [self._group(name) for name in names]
             return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [g for g in groups if g]}
         if len(parts) == 2 and parts[0] == "apis":
             return self._group(parts[1])
         if len(parts) == 3 and parts[0] == "apis" and self._group(parts[1]) is not None:
-            versions = {ISTIO_GROUP: self.istio_versions, SECURITY_GROUP: SECURITY_VERSIONS}.get(
-                parts[1], ("v1",)
-            )
-            return self._resource_list(parts[1], parts[2]) if parts[2] in versions else None
+            return self._resource_list(parts[1], parts[2]) if parts[2] in self._versions(parts[1]) else None
         return None
 
     def _group(self, name: str) -> dict[str, Any] | None:
-        if name == ISTIO_GROUP:
-            versions = list(self.istio_versions) if self.istio_kinds else []
-        elif name == SECURITY_GROUP:
-            versions = list(SECURITY_VERSIONS) if self.security_kinds else []
-        elif name == "discovery.k8s.io":
-            versions = ["v1"]
-        else:
-            return None
+        versions = self._versions(name)
         if not versions:
             return None
         entries = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
@@ -514,7 +597,7 @@ class FakeKubeApi:
             {
                 "name": t.plural,
                 "singularName": t.singular,
-                "namespaced": True,
+                "namespaced": t.namespaced,
                 "kind": t.kind,
                 "verbs": verbs,
             }
@@ -532,7 +615,7 @@ class FakeKubeApi:
                 }
                 for n in _EXTRA_CORE
             ]
-        if group in (ISTIO_GROUP, SECURITY_GROUP):  # CRDs with a status subresource list it too
+        if group in (ISTIO_GROUP, SECURITY_GROUP, GATEWAY_API_GROUP):  # CRDs list their status too
             resources += [
                 {**r, "name": f"{r['name']}/status", "verbs": ["get", "patch", "update"]} for r in resources
             ]
@@ -543,7 +626,7 @@ class FakeKubeApi:
         return [
             obj
             for (kind, ns, obj_name), obj in sorted(self._objects.items())
-            if kind == type_.kind
+            if kind == type_.key
             and (namespace is None or ns == namespace)
             and (name is None or obj_name == name)
         ]
@@ -829,6 +912,29 @@ def endpoint_slice(
     }
 
 
+def type_of(obj: dict[str, Any]) -> ResourceType:
+    """The type of an object as a test writes it, by its apiVersion's group and its kind."""
+    api_version = str(obj.get("apiVersion") or "")
+    group = api_version.rpartition("/")[0] if "/" in api_version else ""
+    for type_ in TYPES.values():
+        if (type_.group, type_.kind) == (group, obj["kind"]):
+            return type_
+    by_kind = [type_ for type_ in TYPES.values() if type_.kind == obj["kind"]]
+    if len(by_kind) == 1:  # a test's object without (or with a bare) apiVersion
+        return by_kind[0]
+    raise KeyError(f"the fake serves no {obj['kind']} in group {group!r}")
+
+
+def gateway_api(
+    kind: str, name: str, namespace: str | None, spec: dict[str, Any], version: str = "v1"
+) -> dict[str, Any]:
+    """A Gateway API object (``namespace`` None: cluster-scoped, a GatewayClass)."""
+    metadata: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    return {"apiVersion": f"{GATEWAY_API_GROUP}/{version}", "kind": kind, "metadata": metadata, "spec": spec}
+
+
 def virtual_service(
     name: str,
     namespace: str = "default",
@@ -859,16 +965,20 @@ def mesh_config_map(namespace: str, mesh: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "GATEWAY_API_GROUP",
     "ISTIO_KINDS",
+    "K8S_GATEWAY",
     "ISTIO_VERSIONS",
     "TYPES",
     "FakeKubeApi",
     "KubeApiThread",
     "endpoint_slice",
+    "gateway_api",
     "mesh_config_map",
     "pod",
     "service",
     "status",
+    "type_of",
     "virtual_service",
     "write_kubeconfig",
 ]

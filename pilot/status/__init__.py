@@ -1,0 +1,1 @@
+"""What pilot reports on each config object's status (written back with ``--kube``)."""
