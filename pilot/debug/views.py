@@ -213,12 +213,27 @@ def config_dump(snapshot: Snapshot) -> Json:
             {
                 "@type": ADMIN + "RoutesConfigDump",
                 "dynamic_route_configs": [
-                    {"version_info": version, "route_config": body}
-                    for _, version, body in rendered(types.ROUTE)
+                    {"version_info": version, "route_config": _with_virtual_hosts(name, body, snapshot)}
+                    for name, version, body in rendered(types.ROUTE)
                 ],
             },
         ],
     }
+
+
+def _with_virtual_hosts(name: str, body: Json, snapshot: Snapshot) -> Json:
+    """A route configuration as Envoy dumps it: a VHDS proxy's holds the virtual hosts it took over
+    VHDS (those named ``NAME/...``), after its own, in name order (Envoy's
+    RouteConfigUpdateReceiverImpl::rebuildRouteConfig)."""
+    vhosts = snapshot.resources(types.VIRTUAL_HOST)
+    if not vhosts:
+        return body
+    found = [
+        {k: v for k, v in render_resource(types.VIRTUAL_HOST, resource).items() if k != "@type"}
+        for vhost, resource in sorted(vhosts.items())
+        if types.namespace_of(vhost) == name
+    ]
+    return {**body, "virtual_hosts": [*body.get("virtual_hosts", []), *found]} if found else body
 
 
 # -- /debug/proxyz ---------------------------------------------------------------------------------

@@ -83,7 +83,10 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         # (the legacy form Envoy still sends). Explicit names may sit beside the wildcard.
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#how-the-client-specifies-what-resources-to-return
         wildcard = _WILDCARD in subscribe or (not subscribe and type_url in types.WILDCARD_TYPES)
-        ledger = TypeLedger(type_url, wildcard, self._shared.intern(subscribe - {_WILDCARD}))
+        names = subscribe - {_WILDCARD}
+        if type_url in types.NAMESPACED_TYPES:
+            names |= self._route_configurations()
+        ledger = TypeLedger(type_url, wildcard, self._shared.intern(names))
         # On a reconnect the proxy lists what it already has: only resources it has at another
         # version (or not at all) are sent, and names it has that no longer exist are removed.
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremental-xds
@@ -95,6 +98,19 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         # The first request of a type is always answered, even with nothing, so that the proxy's
         # initial fetch completes.
         self._ask_answer(ledger)
+
+    def _route_configurations(self) -> frozenset[str]:
+        """The route configurations the proxy subscribes to over RDS: its VHDS namespaces.
+
+        Envoy's VHDS subscribes to its route configuration's name as a namespace, but its delta
+        mux never sends namespaces (NewGrpcMuxImpl::updateWatch: "to prevent sending out of
+        requests that contain prefixes instead of resource names"): its VirtualHost requests name
+        nothing. So a proxy wants the virtual hosts ``R/...`` of every route configuration R it
+        subscribes to, and those follow its RDS subscription.
+        https://github.com/envoyproxy/envoy/blob/main/source/extensions/config_subscription/grpc/new_grpc_mux_impl.cc
+        """
+        routes = self._conn.types.get(types.ROUTE)
+        return routes.names if routes is not None else frozenset()
 
     def _on_reply(self, ledger: TypeLedger, request: DeltaRequest) -> None:
         """A request carrying ``response_nonce``: the ACK or NACK of one of our responses."""
@@ -154,6 +170,13 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         ledger.synced_with = None
         if subscribe:
             self._ask_answer(ledger)
+        if ledger.type_url == types.ROUTE:
+            # A route configuration (re)subscribed: Envoy starts its VHDS anew and holds none of
+            # its virtual hosts; one unsubscribed: it dropped them (see _route_configurations).
+            for type_url in types.NAMESPACED_TYPES:
+                namespaced = self._conn.types.get(type_url)
+                if namespaced is not None:
+                    self._resubscribe(namespaced, [n for n in subscribe if n != _WILDCARD], unsubscribe)
 
     # -- the sender ------------------------------------------------------------------------------
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pilot.config.objects import ConfigKey
 from pilot.debug import views
 from pilot.push.holds import ObjectRejection
+from pilot.translate.snapshot import build_snapshot
 from pilot.xds import types
 from tests import factories as f
+from tests.translate.test_virtual_hosts import VHDS_VIEW, vhds_objects
 
 
 def test_configz_shows_a_rejection_on_its_object() -> None:
@@ -31,3 +33,15 @@ def test_configz_shows_a_rejection_on_its_object() -> None:
     assert shown["proxy"] == rejection.proxy and shown["resource"] == "9080" and shown["type"] == "rds"
     assert shown["origin"] == "routes/alpha.yaml" and "program size" in shown["error"]
     assert (shown["rejected_revision"], shown["held_revision"]) == (7, 3)
+
+
+def test_config_dump_shows_a_vhds_route_configuration_as_envoy_holds_it() -> None:
+    # Envoy merges the virtual hosts it took over VHDS into the route configuration it dumps.
+    snapshot = build_snapshot(VHDS_VIEW, f.push_context(*vhds_objects()))
+    (dumped,) = [c for c in views.config_dump(snapshot)["configs"] if c["@type"].endswith("RoutesConfigDump")]
+    configs = {d["route_config"]["name"]: d["route_config"] for d in dumped["dynamic_route_configs"]}
+    config = configs["9080"]
+    assert "vhds" in config
+    assert [v["name"] for v in config["virtual_hosts"]] == sorted(
+        n for n in snapshot.resources(types.VIRTUAL_HOST) if n.startswith("9080/")
+    )
