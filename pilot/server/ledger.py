@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from pilot import metrics
 from pilot.cache.snapshot import Resource, TypeResources
+from pilot.server.resource_diff import diff
 from pilot.server.status import NackStatus
 from pilot.xds import types
 
@@ -193,6 +194,13 @@ def changes(
 def _updates(ledger: TypeLedger, typed: TypeResources | None) -> list[Resource]:
     if typed is None or (typed is ledger.base and not ledger.overrides and not ledger.announce):
         return []
+    if ledger.base is not None and not ledger.overrides and not ledger.announce:
+        # In step with base: what changed since base (shared by the view's streams), if wanted.
+        wants, rejected = ledger.wants, ledger.is_rejected
+        found = [
+            r for r in diff(ledger.base, typed).updated if wants(r.name) and not rejected(r.name, r.version)
+        ]
+        return found if ledger.wildcard else sorted(found, key=_name)
     updates: list[Resource] = []
     resources = typed.resources
     base: Mapping[str, Resource] = ledger.base.resources if ledger.base is not None else {}
@@ -229,6 +237,8 @@ def _removed(ledger: TypeLedger, typed: TypeResources | None) -> list[str]:
     overrides, base = ledger.overrides, ledger.base
     gone: set[str] = set()
     if base is not None and base is not typed:
+        if typed is not None and not overrides:
+            return [n for n in diff(base, typed).removed if ledger.wants(n)]
         gone = base.resources.keys() - resources.keys()
         if overrides:
             gone.difference_update(overrides)
