@@ -193,6 +193,9 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         # covers it, as the spec expects clients to do. Envoy's RDS ignores a delta removal, and
         # the removal still stops that timeout, so a listener would never finish warming.
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#knowing-when-a-requested-resource-does-not-exist
+        # A proxy that holds nothing of the type gets everything it wants: the same bytes for
+        # every proxy of the view with that subscription, encoded once.
+        fresh = typed is not None and ledger.base is None and not ledger.overrides and not ledger.rejected
         updates, removed = rules.changes(ledger, typed, removals=True)
         updates = rules.rewarm(ledger, typed, updates, rewarm)
         changes = bool(updates or removed)
@@ -201,11 +204,18 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         ledger.respond = False
         version = typed.version if typed is not None else ""
         type_url = ledger.type_url
+        shared = self._shared
+        subscription = None if ledger.wildcard else ledger.names
+
+        def payload() -> bytes:
+            if fresh and typed is not None and not removed:
+                return shared.everything(typed, subscription, updates)
+            return b"".join(shared.encoded(type_url, r) for r in updates)
 
         def encode(nonce: str) -> bytes:
             return wire.delta_discovery_response(
                 system_version_info=version,
-                resources=b"".join(self._shared.encoded(type_url, r) for r in updates),
+                resources=payload(),
                 type_url=type_url,
                 nonce=nonce,
                 removed=removed,
