@@ -122,14 +122,14 @@ def uses_vhds(view: ProxyView) -> bool:
 def build_routes(view: ProxyView, context: PushContext) -> Resources:
     """The route configurations; for a VHDS view, without their virtual hosts."""
     if uses_vhds(view):
-        return virtual_hosts.shells(_vhds_routes(view, context))
+        return virtual_hosts.shells(_vhds_routes(view, context, keep=True))
     return _full_routes(view, context)
 
 
 def build_virtual_hosts(view: ProxyView, context: PushContext) -> Resources:
     """A VHDS view's virtual hosts, one resource each; nothing for any other view."""
     if uses_vhds(view):
-        return virtual_hosts.split(_vhds_routes(view, context))
+        return virtual_hosts.split(_vhds_routes(view, context, keep=False))
     return []
 
 

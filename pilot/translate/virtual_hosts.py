@@ -63,19 +63,22 @@ def split(configs: Sequence[tuple[str, Message]]) -> Resources:
 
 
 class RouteMemo:
-    """The full route configurations of the last (view, context) asked for: the RDS and VHDS
-    generators of one VHDS view both start from them, and the translator runs on one thread."""
+    """The full route configurations of one (view, context), from the RDS generator of a VHDS view
+    to its VHDS generator, which runs next (both start from them; the translator runs on one
+    thread). The VHDS side takes them, so nothing stays alive after the translation."""
 
     def __init__(self, build: RouteBuilder) -> None:
         self._build = build
         self._last: tuple[ProxyView, PushContext, Resources] | None = None
 
-    def __call__(self, view: ProxyView, context: PushContext) -> Resources:
-        last = self._last
+    def __call__(self, view: ProxyView, context: PushContext, *, keep: bool) -> Resources:
+        last, self._last = self._last, None
         if last is not None and last[0] == view and last[1] is context:
-            return last[2]
-        built = self._build(view, context)
-        self._last = (view, context, built)
+            built = last[2]
+        else:
+            built = self._build(view, context)
+        if keep:
+            self._last = (view, context, built)
         return built
 
 
