@@ -41,6 +41,7 @@ SYNC_TYPES: tuple[tuple[str, str, str], ...] = (
     ("eds", "endpoint", types.ENDPOINT),
     ("rds", "route", types.ROUTE),
 )
+_SYNC_TYPE_URLS = frozenset(type_url for _, _, type_url in SYNC_TYPES)
 
 
 class ConnectionRegistry(Protocol):
@@ -117,6 +118,10 @@ def syncz(connections: Sequence[ConnectionStatus]) -> list[Json]:
             row[short] = type_row
             row[f"{istio_prefix}_sent"] = type_row["nonce_sent"]
             row[f"{istio_prefix}_acked"] = type_row["nonce_acked"]
+        # Other types the stream has (VHDS of a proxy that asks for it): a row when present.
+        for type_url, status in sorted(conn.types.items()):
+            if type_url not in _SYNC_TYPE_URLS:
+                row[types.short_name(type_url)] = _type_row(status)
         rows.append(row)
     return rows
 

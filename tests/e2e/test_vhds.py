@@ -83,6 +83,9 @@ def test_edit_sends_only_the_changed_virtual_host(mesh: Mesh) -> None:
     assert sent["vhds"] < 1000, sent
     assert len(str(config_before)) > 6000  # what RDS would have sent: eight virtual hosts
     mesh.assert_config_accepted()
+    with HttpClient(mesh.pilot.http_port) as client:
+        (row,) = client.get("/debug/syncz").json()
+    assert row["vhds"]["status"] == "SYNCED" and row["vhds"]["last_nack"] is None, row["vhds"]
 
 
 def test_removed_service_removes_its_virtual_host(mesh: Mesh) -> None:
