@@ -26,7 +26,7 @@ Resources go out as ``Resource`` messages encoded once per (type, name, version)
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from pilot.cache.snapshot import Snapshot, TypeResources
 from pilot.errors import XdsProtocolError
@@ -98,6 +98,8 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         # The first request of a type is always answered, even with nothing, so that the proxy's
         # initial fetch completes.
         self._ask_answer(ledger)
+        if type_url == types.ROUTE:
+            self._follow_routes(names, ())  # VHDS asked first (a reconnect may order them so)
 
     def _route_configurations(self) -> frozenset[str]:
         """The route configurations the proxy subscribes to over RDS: its VHDS namespaces.
@@ -171,12 +173,16 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         if subscribe:
             self._ask_answer(ledger)
         if ledger.type_url == types.ROUTE:
-            # A route configuration (re)subscribed: Envoy starts its VHDS anew and holds none of
-            # its virtual hosts; one unsubscribed: it dropped them (see _route_configurations).
-            for type_url in types.NAMESPACED_TYPES:
-                namespaced = self._conn.types.get(type_url)
-                if namespaced is not None:
-                    self._resubscribe(namespaced, [n for n in subscribe if n != _WILDCARD], unsubscribe)
+            self._follow_routes(subscribe, unsubscribe)
+
+    def _follow_routes(self, subscribe: Iterable[str], unsubscribe: Sequence[str]) -> None:
+        """Route configurations (re)subscribed: Envoy starts their VHDS anew and holds none of
+        their virtual hosts; unsubscribed: it dropped them (see _route_configurations)."""
+        joining = [n for n in subscribe if n != _WILDCARD]
+        for type_url in types.NAMESPACED_TYPES:
+            namespaced = self._conn.types.get(type_url)
+            if namespaced is not None and (joining or unsubscribe):
+                self._resubscribe(namespaced, joining, unsubscribe)
 
     # -- the sender ------------------------------------------------------------------------------
 

@@ -451,3 +451,14 @@ async def test_vhds_follows_the_rds_subscription(harness: AdsHarness) -> None:
     await client.expect_silence()  # the ACKs are read
     status = harness.connection().types[types.VIRTUAL_HOST]  # the one ledger, as /debug/syncz shows
     assert (status.nonce_acked, status.names) == (status.nonce_sent, ("80", "81"))
+
+
+async def test_vhds_asked_before_rds_gets_its_virtual_hosts_when_rds_subscribes(harness: AdsHarness) -> None:
+    # On a reconnect Envoy may send its VirtualHost request before its RDS one.
+    harness.cache.set_snapshot(VIEW, vhds_snapshot("v1", **{"80/h1": "a", "81/h3": "a"}))
+    client = await connect(harness)
+    await client.request(types.VIRTUAL_HOST)
+    assert names(await recv_acked(client)) == ([], [])  # no route configuration yet
+    await client.request(types.ROUTE, ["80"])
+    assert names(await recv_acked(client)) == (["80"], [])
+    assert names(await recv_acked(client)) == (["80/h1"], [])
