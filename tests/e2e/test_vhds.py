@@ -111,3 +111,19 @@ def test_route_configuration_subscribed_again_gets_its_virtual_hosts(mesh: Mesh)
     with mesh.client(svc) as client:
         wait_routed(client, lambda r: r.version == "v1", message="routed again")
     mesh.assert_config_accepted()
+
+
+def test_a_restarted_pilot_keeps_the_virtual_hosts_current(mesh: Mesh) -> None:
+    """Envoy reconnects (its VHDS request may come before its RDS one) and follows edits made
+    while pilot was down and after."""
+    (svc,) = _add_services(mesh, ["restart"], free_port())
+    with mesh.client(svc) as client:
+        wait_routed(client, lambda r: r.version == "v1", message="on v1")
+    mesh.pilot.stop()
+    mesh.write(f"{svc.name}-vs.yaml", split(svc, {"v1": 0, "v2": 100}))
+    mesh.pilot.start()
+    with mesh.client(svc) as client:
+        wait_routed(client, lambda r: r.version == "v2", consecutive=20, message="on v2 after the restart")
+        mesh.write(f"{svc.name}-vs.yaml", split(svc, {"v1": 100, "v2": 0}))
+        wait_routed(client, lambda r: r.version == "v1", consecutive=20, message="an edit after the restart")
+    mesh.assert_config_accepted()
