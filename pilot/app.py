@@ -287,6 +287,7 @@ async def _run(
             authenticator=mesh_ca.callers if mesh_ca is not None else None,
             system_namespace=settings.pilot_namespace,
             rejections=pilot.pusher.rejections,
+            view_revisions=pilot.pusher.view_revisions,
         ),
         settings.http_host,
         settings.http_port,

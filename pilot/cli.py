@@ -71,6 +71,7 @@ class BootstrapOptions:
     service_account: str | None = None  # node metadata SERVICE_ACCOUNT
     interception: str | None = None  # node metadata INTERCEPTION_MODE: REDIRECT or NONE
     grpc: bool = False  # a gRPC xDS bootstrap for a proxyless gRPC application (pilot.grpc_bootstrap)
+    cert_dir: Path | None = None  # --grpc: certificate_providers over the agent's files there
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +426,14 @@ def _add_bootstrap(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         help="write the gRPC xDS bootstrap (GRPC_XDS_BOOTSTRAP) of a proxyless gRPC application "
         "instead; uses --node-id, --xds-address, --label and --metadata",
     )
+    bootstrap.add_argument(
+        "--cert-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --grpc: certificate_providers (file_watcher 'default') over the workload "
+        "certificate files pilot agent writes there (cert-chain.pem, key.pem, root-cert.pem)",
+    )
     bootstrap.set_defaults(command_spec=Command(bootstrap_options_from, _bootstrap))
 
 
@@ -480,7 +489,8 @@ def _add_validate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     validate.add_argument(
         "--grpc",
         action="store_true",
-        help="the VirtualServices serve proxyless gRPC clients: warn on what gRPC ignores or fails",
+        help="the VirtualServices and DestinationRules serve proxyless gRPC clients: warn on what "
+        "gRPC ignores or fails",
     )
     _add_config_limits(validate, Settings())
     validate.set_defaults(command_spec=Command(validate_options_from, _validate))
@@ -647,6 +657,7 @@ def bootstrap_options_from(args: argparse.Namespace) -> BootstrapOptions:
         service_account=args.service_account,
         interception=args.interception,
         grpc=args.grpc,
+        cert_dir=args.cert_dir,
     )
 
 
@@ -685,6 +696,11 @@ def _validate(options: ValidateOptions) -> int:
 
 
 def _bootstrap(options: BootstrapOptions) -> int:
+    if options.cert_dir is not None and not options.grpc:
+        print(
+            "pilot bootstrap: --cert-dir needs --grpc (Envoy gets its certificates over SDS)", file=sys.stderr
+        )
+        return 2
     if options.grpc:
         from pilot import grpc_bootstrap
 

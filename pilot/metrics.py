@@ -88,6 +88,13 @@ config_rejected_objects = Gauge(
     registry=REGISTRY,
 )
 
+config_rejections = Counter(
+    "pilot_config_rejections",
+    "NACKs traced to a config object (pilot.push.holds), by the object's kind: one per object and NACK.",
+    ["kind"],
+    registry=REGISTRY,
+)
+
 config_objects = Gauge(
     "pilot_config_objects", "Config objects in the store, by kind.", ["kind"], registry=REGISTRY
 )

@@ -19,7 +19,7 @@ from pilot.config import kinds
 from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
 from pilot.config.objects import FieldError, ParseResult
 from pilot.config.parse import parse_text, too_large
-from pilot.config.validation.grpc_clients import grpc_client_warnings
+from pilot.config.validation.grpc_clients import grpc_client_warnings, grpc_tls_warnings
 
 STDIN = "-"
 STDIN_ORIGIN = "<stdin>"
@@ -114,13 +114,14 @@ def run(args: Files, stdin: TextIO | None = None, out: TextIO | None = None) -> 
 
 
 def with_grpc_warnings(result: ParseResult) -> ParseResult:
-    """``result`` with a warning for every VirtualService field proxyless gRPC clients cannot honour."""
-    extra = [
-        warning
-        for obj in result.objects
-        if kinds.VIRTUAL_SERVICE_INFO.holds(obj)
-        for warning in grpc_client_warnings(obj)
-    ]
+    """``result`` with a warning for every VirtualService field, and every DestinationRule TLS
+    setting, proxyless gRPC clients cannot honour."""
+    extra: list[FieldError] = []
+    for obj in result.objects:
+        if kinds.VIRTUAL_SERVICE_INFO.holds(obj):
+            extra += grpc_client_warnings(obj)
+        elif kinds.DESTINATION_RULE_INFO.holds(obj):
+            extra += grpc_tls_warnings(obj)
     return dataclasses.replace(result, errors=(*result.errors, *extra)) if extra else result
 
 

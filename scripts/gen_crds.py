@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Generate the CustomResourceDefinitions of Istio's networking kinds from pilot's own proto schema.
+"""Generate the CustomResourceDefinitions of Istio's networking and security kinds from pilot's protos.
 
     python scripts/gen_crds.py           # (re)write manifests/10-crds.yaml
     python scripts/gen_crds.py --check   # exit 1 if manifests/10-crds.yaml is not what this would write
 
-The ``openAPIV3Schema`` of each CRD is walked from the descriptors in pilot._gen.networking_pb2 (generated
-from protos/networking.proto), so the API server accepts exactly the fields pilot reads:
+The ``openAPIV3Schema`` of each CRD is walked from the descriptors in pilot._gen.networking_pb2 and
+security_pb2 (generated from protos/networking.proto and protos/security.proto), so the API server
+accepts exactly the fields pilot reads:
 
 - a message → ``type: object`` with ``properties`` named by the fields' JSON (camelCase) names;
 - repeated → ``type: array`` with ``items``; map<string, V> → ``type: object`` with ``additionalProperties``;
@@ -21,7 +22,8 @@ fields pilot reads, which is fewer than Istio's API; a closed schema would make 
 serves when both run on one cluster. Unknown fields are reported by pilot's validating webhook, which
 runs the same validation as the watch, and so are oneofs and value checks (weights, hosts, ...).
 
-Each CRD serves v1 (the storage version), v1beta1 and v1alpha3 with the same schema, as Istio's do.
+Each networking CRD serves v1 (the storage version), v1beta1 and v1alpha3 with the same schema, each
+security CRD v1 and v1beta1, as Istio's do.
 Output is deterministic; --check compares without writing.
 """
 
@@ -36,15 +38,27 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "manifests" / "10-crds.yaml"
-GROUP = "networking.istio.io"
-VERSIONS = ("v1", "v1beta1", "v1alpha3")  # the first is the storage version
+NETWORKING = "networking.istio.io"
+SECURITY = "security.istio.io"
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor  # noqa: E402
 
-from pilot._gen import networking_pb2  # noqa: E402
+from pilot._gen import networking_pb2, security_pb2  # noqa: E402
+
+# group → (the module of its spec messages, its proto file, its versions: the first is the storage
+# version, and Istio's CRD categories)
+GROUPS: dict[str, tuple[Any, str, tuple[str, ...], list[str]]] = {
+    NETWORKING: (
+        networking_pb2,
+        "protos/networking.proto",
+        ("v1", "v1beta1", "v1alpha3"),
+        ["networking-istio-io"],
+    ),
+    SECURITY: (security_pb2, "protos/security.proto", ("v1", "v1beta1"), ["security-istio-io"]),
+}
 
 _FD = FieldDescriptor
 _INT32 = {"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1}
@@ -80,9 +94,10 @@ _WRAPPERS = {
 _DURATION = "google.protobuf.Duration"
 
 
-# kind → (plural, short names, printer columns beyond Age)
-KINDS: dict[str, tuple[str, list[str], list[dict[str, str]]]] = {
+# kind → (group, plural, short names, printer columns beyond Age)
+KINDS: dict[str, tuple[str, str, list[str], list[dict[str, str]]]] = {
     "VirtualService": (
+        NETWORKING,
         "virtualservices",
         ["vs"],
         [
@@ -101,6 +116,7 @@ KINDS: dict[str, tuple[str, list[str], list[dict[str, str]]]] = {
         ],
     ),
     "DestinationRule": (
+        NETWORKING,
         "destinationrules",
         ["dr"],
         [
@@ -113,6 +129,7 @@ KINDS: dict[str, tuple[str, list[str], list[dict[str, str]]]] = {
         ],
     ),
     "ServiceEntry": (
+        NETWORKING,
         "serviceentries",
         ["se"],
         [
@@ -136,9 +153,36 @@ KINDS: dict[str, tuple[str, list[str], list[dict[str, str]]]] = {
             },
         ],
     ),
-    "Gateway": ("gateways", ["gw"], []),
-    "Sidecar": ("sidecars", [], []),
-    "WorkloadGroup": ("workloadgroups", ["wg"], []),
+    "Gateway": (NETWORKING, "gateways", ["gw"], []),
+    "Sidecar": (NETWORKING, "sidecars", [], []),
+    "WorkloadGroup": (NETWORKING, "workloadgroups", ["wg"], []),
+    "PeerAuthentication": (
+        SECURITY,
+        "peerauthentications",
+        ["pa"],
+        [
+            {
+                "name": "Mode",
+                "type": "string",
+                "jsonPath": ".spec.mtls.mode",
+                "description": "Defines the mTLS mode used for peer authentication.",
+            }
+        ],
+    ),
+    "AuthorizationPolicy": (
+        SECURITY,
+        "authorizationpolicies",
+        ["ap"],
+        [
+            {
+                "name": "Action",
+                "type": "string",
+                "jsonPath": ".spec.action",
+                "description": "The operation to take.",
+            }
+        ],
+    ),
+    "RequestAuthentication": (SECURITY, "requestauthentications", ["ra"], []),
 }
 
 
@@ -175,11 +219,11 @@ def _single(field: FieldDescriptor, stack: tuple[str, ...]) -> dict[str, Any]:
 
 
 def crd(kind: str) -> dict[str, Any]:
-    plural, short_names, columns = KINDS[kind]
-    spec_schema = schema_of(getattr(networking_pb2, kind).DESCRIPTOR)
-    spec_schema["description"] = (
-        f"The {kind} spec, as pilot reads it (generated from protos/networking.proto)."
-    )
+    group, plural, short_names, columns = KINDS[kind]
+    module, proto, versions, categories = GROUPS[group]
+    descriptor: Descriptor = getattr(module, kind).DESCRIPTOR
+    spec_schema = schema_of(descriptor)
+    spec_schema["description"] = f"The {kind} spec, as pilot reads it (generated from {proto})."
     schema = {
         "type": "object",
         "properties": {
@@ -196,31 +240,31 @@ def crd(kind: str) -> dict[str, Any]:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{plural}.{GROUP}",
+            "name": f"{plural}.{group}",
             "labels": {"app.kubernetes.io/part-of": "pilot"},
             "annotations": {"pilot.io/generated-by": "scripts/gen_crds.py"},
         },
         "spec": {
-            "group": GROUP,
+            "group": group,
             "names": {
                 "kind": kind,
                 "listKind": f"{kind}List",
                 "plural": plural,
                 "singular": kind.lower(),
                 **({"shortNames": short_names} if short_names else {}),
-                "categories": ["istio-io", "networking-istio-io"],
+                "categories": ["istio-io", *categories],
             },
             "scope": "Namespaced",
             "versions": [
                 {
                     "name": version,
                     "served": True,
-                    "storage": version == VERSIONS[0],
+                    "storage": version == versions[0],
                     "schema": {"openAPIV3Schema": schema},
                     "additionalPrinterColumns": printer_columns,
                     "subresources": {"status": {}},
                 }
-                for version in VERSIONS
+                for version in versions
             ],
         },
     }
@@ -235,8 +279,9 @@ class _Dumper(yaml.SafeDumper):
 
 def render() -> str:
     header = (
-        "# GENERATED by scripts/gen_crds.py from protos/networking.proto: do not edit.\n"
-        f"# The Istio networking CRDs pilot watches: {', '.join(KINDS)}.\n"
+        "# GENERATED by scripts/gen_crds.py from protos/networking.proto and protos/security.proto: "
+        "do not edit.\n"
+        f"# The Istio CRDs pilot watches: {', '.join(KINDS)}.\n"
     )
     documents = [crd(kind) for kind in KINDS]
     return header + yaml.dump_all(

@@ -79,8 +79,11 @@ TABLE: dict[str, Rule] = {
     "ca.csr_service": rule("ca", "_gen.ca_pb2", "_gen.ca_pb2_grpc"),
     "ca.server_credentials": rule("ca"),
     # `pilot agent` (the pilot-agent role): a client of the secure port (the CA's API and ADS as
-    # bytes) that writes Envoy's bootstrap; it knows nothing of config, translation or the server.
-    "agent": rule("ca", "_gen.ca_pb2", "_gen.ca_pb2_grpc", "xds", "bootstrap", "flag_values"),
+    # bytes) that writes Envoy's bootstrap, or a proxyless application's gRPC bootstrap; it knows
+    # nothing of config, translation or the server.
+    "agent": rule(
+        "ca", "_gen.ca_pb2", "_gen.ca_pb2_grpc", "xds", "bootstrap", "grpc_bootstrap", "flag_values"
+    ),
     "__init__": rule(),
 }
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pilot.config import kinds
 from pilot.config.parse import parse_text
 from pilot.sources import kube as kube_source
 from tests.corpus import CORPUS, served_documents, served_files
@@ -256,7 +257,7 @@ def test_crd_schema_rejects_an_unknown_enum_value():
 
 def test_rbac_grants_reading_exactly_what_the_source_watches():
     watched = {(r.group, r.plural) for r in kube_source.REGISTRY_RESOURCES}
-    watched |= {("networking.istio.io", plural) for plural in kube_source.ISTIO_RESOURCES.values()}
+    watched |= {(kinds.KINDS[kind].group, plural) for kind, plural in kube_source.ISTIO_RESOURCES.items()}
     granted = set()
     for rule in find("ClusterRole", "pilot")["rules"]:
         assert rule["verbs"] == ["get", "list", "watch"]
@@ -311,9 +312,13 @@ def test_deployment_service_and_webhook_agree():
         "port": 443,
     }
     assert hook["admissionReviewVersions"] == ["v1"] and hook["sideEffects"] == "None"
-    (rule,) = hook["rules"]
-    assert sorted(rule["resources"]) == sorted(kube_source.ISTIO_RESOURCES.values())
-    assert rule["operations"] == ["CREATE", "UPDATE"]
+    hooked = set()
+    for rule in hook["rules"]:
+        assert rule["operations"] == ["CREATE", "UPDATE"]
+        hooked |= {(group, resource) for group in rule["apiGroups"] for resource in rule["resources"]}
+    assert hooked == {
+        (kinds.KINDS[kind].group, plural) for kind, plural in kube_source.ISTIO_RESOURCES.items()
+    }
     volume = {v["name"]: v for v in pod["volumes"]}["webhook-tls"]
     mount = {m["name"]: m for m in container["volumeMounts"]}["webhook-tls"]
     assert f"--webhook-cert={mount['mountPath']}/tls.crt" in container["args"]

@@ -36,6 +36,9 @@ KINDS: dict[str, type[Message]] = {
     "Gateway": networking_pb2.Gateway,
     "Sidecar": networking_pb2.Sidecar,
     "WorkloadGroup": networking_pb2.WorkloadGroup,
+    "PeerAuthentication": security_pb2.PeerAuthentication,
+    "AuthorizationPolicy": security_pb2.AuthorizationPolicy,
+    "RequestAuthentication": security_pb2.RequestAuthentication,
 }
 
 # The kinds of the workload-identity and security issues, by (group, kind): the group keeps Istio's

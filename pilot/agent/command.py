@@ -4,12 +4,15 @@ Order, as Istio's agent (pkg/istio-agent/agent.go Run): the first certificate co
 anything else (a refusal ends the agent with exit code 1 and the CA's reason, before Envoy
 starts); then the SDS and xDS sockets; then the bootstrap and Envoy. The agent stops Envoy and
 exits 0 on SIGTERM or SIGINT; when Envoy exits by itself, the agent exits with Envoy's code.
+With ``--proxyless`` there is no Envoy and no SDS: after the certificate files and the xDS socket,
+the agent writes the gRPC bootstrap (pilot.agent.proxyless) and runs until it is stopped.
 
 Work directory layout (Istio's paths, under ``--workdir``)::
 
     var/run/secrets/workload-spiffe-uds/socket   SDS (cluster sds-grpc)
     etc/istio/proxy/XDS                          the xDS proxy (cluster xds-grpc)
     etc/istio/proxy/envoy-rev.json               Envoy's bootstrap
+    etc/istio/proxy/grpc-bootstrap.json          the gRPC bootstrap (--proxyless)
     etc/certs/{key.pem,cert-chain.pem,root-cert.pem}  the current credentials (key 0600)
 """
 
@@ -27,6 +30,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -35,6 +39,7 @@ from pilot.agent.control_plane import secure_channel
 from pilot.agent.envoy_process import EnvoyChild, envoy_command
 from pilot.agent.file_secrets import FileSecrets
 from pilot.agent.options import MAX_SOCKET_PATH, AgentOptions
+from pilot.agent.proxyless import write_grpc_bootstrap
 from pilot.agent.sds import SecretDiscoveryServer
 from pilot.agent.secret_cache import RETRY_FIRST, RETRY_MAX, SecretCache, rotate_forever
 from pilot.agent.workload_key import PUBLIC, WorkloadSecret, write_credentials, write_file
@@ -67,6 +72,10 @@ class WorkdirLayout:
     @property
     def bootstrap(self) -> Path:
         return self.root / "etc/istio/proxy/envoy-rev.json"
+
+    @property
+    def grpc_bootstrap(self) -> Path:
+        return self.root / "etc/istio/proxy/grpc-bootstrap.json"
 
     @property
     def credentials(self) -> Path:
@@ -191,24 +200,31 @@ async def _serve(options: AgentOptions, layout: WorkdirLayout) -> int:
         tasks.append(
             asyncio.create_task(rotate_forever(cache, fetch, options.grace_ratio, options.grace_jitter))
         )
+        servers.append(await _unix_server(layout.xds_socket, XdsProxy(channel, options.token_file).add_to))
+        node_id = options.resolved_node_id(socket.gethostname())
+        metadata = istio_node_metadata(
+            namespace=options.namespace,
+            service_account=options.service_account,
+            labels=dict(options.labels),
+            interception=options.interception,
+            instance_ips=(options.ip,),
+        )
+        if options.proxyless:
+            path = options.grpc_bootstrap or layout.grpc_bootstrap
+            write_grpc_bootstrap(path, node_id, layout.xds_socket, layout.credentials, metadata)
+            log.info("proxyless: wrote the gRPC bootstrap %s", path)
+            return await _until_stopped(None, tasks)
+        assert options.envoy is not None  # AgentOptions checks it
         files = FileSecrets()
         tasks.append(asyncio.create_task(files.poll_forever()))
         servers.append(await _unix_server(layout.sds_socket, SecretDiscoveryServer(cache, files).add_to))
-        servers.append(await _unix_server(layout.xds_socket, XdsProxy(channel, options.token_file).add_to))
-        node_id = options.resolved_node_id(socket.gethostname())
         bootstrap = build_agent_bootstrap(
             node_id,
             str(layout.xds_socket),
             str(layout.sds_socket),
             delta=options.delta,
             admin_port=options.admin_port,
-            metadata=istio_node_metadata(
-                namespace=options.namespace,
-                service_account=options.service_account,
-                labels=dict(options.labels),
-                interception=options.interception,
-                instance_ips=(options.ip,),
-            ),
+            metadata=metadata,
         )
         write_file(layout.bootstrap, json.dumps(bootstrap, indent=2).encode(), PUBLIC)
         envoy = await EnvoyChild.start(
@@ -226,11 +242,13 @@ async def _serve(options: AgentOptions, layout: WorkdirLayout) -> int:
         await channel.close(grace=None)
 
 
-async def _until_stopped(envoy: EnvoyChild, tasks: list[asyncio.Task[object]]) -> int:
-    """Envoy's exit code when it exits by itself; 0 when a signal stops the agent."""
-    exited = asyncio.ensure_future(envoy.wait())
+async def _until_stopped(envoy: EnvoyChild | None, tasks: list[asyncio.Task[object]]) -> int:
+    """Envoy's exit code when it exits by itself; 0 when a signal stops the agent (the only way a
+    proxyless agent stops, its renewal loop running for ever)."""
+    exited = asyncio.ensure_future(envoy.wait()) if envoy is not None else None
+    waiting: set[asyncio.Future[Any]] = {*tasks} if exited is None else {exited, *tasks}
     try:
-        done, _ = await asyncio.wait({exited, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         log.info("stopping: a signal asked for it")
         current = asyncio.current_task()
@@ -238,10 +256,12 @@ async def _until_stopped(envoy: EnvoyChild, tasks: list[asyncio.Task[object]]) -
             current.uncancel()  # handled: the stops that follow may await
         return 0
     finally:
-        exited.cancel()
+        if exited is not None:
+            exited.cancel()
     for task in tasks:
         if task in done:
             task.result()  # a rotation loop does not end: re-raise what ended it
+    assert exited is not None
     code = exited.result()
     log.error("envoy exited with code %d", code)
     return code if code > 0 else 1 if code < 0 else 0

@@ -37,7 +37,7 @@ class AgentOptions:
     token_file: Path  # --token-file: the service-account token, re-read on every call (it rotates)
     namespace: str
     service_account: str
-    envoy: Path
+    envoy: Path | None = None  # required unless proxyless
     labels: tuple[tuple[str, str], ...] = ()
     interception: str = "REDIRECT"  # INTERCEPTION_MODE: Istio's sidecars are captured by iptables
     ip: str = "127.0.0.1"  # INSTANCE_IP: the pod's address, part 2 of the node id
@@ -52,9 +52,25 @@ class AgentOptions:
     grace_ratio: float = DEFAULT_GRACE_RATIO
     grace_jitter: float = DEFAULT_GRACE_JITTER
     delta: bool = False  # Envoy's ADS: delta (DELTA_GRPC) or state of the world (GRPC)
+    # A proxyless gRPC workload (Istio's DISABLE_ENVOY with GRPC_XDS_BOOTSTRAP): no Envoy and no SDS;
+    # the agent writes the gRPC bootstrap (``grpc_bootstrap``, default under the work directory)
+    # and keeps the certificate files current for gRPC's file_watcher.
+    proxyless: bool = False
+    grpc_bootstrap: Path | None = None
 
     def __post_init__(self) -> None:
         parse_address(self.xds_address)
+        if self.proxyless:
+            if self.workdir is None and self.grpc_bootstrap is None:
+                raise ValueError(
+                    "--proxyless needs --workdir or --grpc-bootstrap: the application reads the bootstrap"
+                )
+            if self.delta:
+                raise ValueError("--delta: gRPC's xDS client speaks state of the world only")
+        elif self.envoy is None:
+            raise ValueError("--envoy is required (unless --proxyless)")
+        elif self.grpc_bootstrap is not None:
+            raise ValueError("--grpc-bootstrap needs --proxyless")
         if self.interception not in INTERCEPTION_MODES:
             raise ValueError(f"--interception must be one of {', '.join(INTERCEPTION_MODES)}")
         if self.secret_ttl <= datetime.timedelta(0):
@@ -110,7 +126,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--node-id", default=None, metavar="ID", help="(default: sidecar~IP~HOST.NS~NS.svc...)"
     )
-    parser.add_argument("--envoy", type=Path, required=True, metavar="PATH", help="the envoy binary")
+    parser.add_argument(
+        "--envoy",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the envoy binary (required unless --proxyless)",
+    )
+    parser.add_argument(
+        "--proxyless",
+        action="store_true",
+        help="a proxyless gRPC workload: no Envoy; write the gRPC xDS bootstrap (certificate_providers "
+        "over the certificate files the agent keeps current) and proxy its xDS to pilot",
+    )
+    parser.add_argument(
+        "--grpc-bootstrap",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --proxyless: where to write the gRPC bootstrap, what GRPC_XDS_BOOTSTRAP names "
+        "(default: WORKDIR/etc/istio/proxy/grpc-bootstrap.json)",
+    )
     parser.add_argument(
         "--admin-port",
         type=int,
@@ -185,4 +221,6 @@ def options_from(args: argparse.Namespace) -> AgentOptions:
         secret_ttl=args.secret_ttl,
         grace_ratio=args.grace_ratio,
         delta=args.delta,
+        proxyless=args.proxyless,
+        grpc_bootstrap=args.grpc_bootstrap,
     )

@@ -15,7 +15,7 @@ from typing import Final, Generic, TypeGuard, TypeVar
 from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
-from pilot._gen import networking_pb2
+from pilot._gen import networking_pb2, security_pb2
 from pilot.config.gateway_api import schema as gateway_api_schema
 from pilot.config.objects import ConfigObject, SpecT
 
@@ -90,6 +90,23 @@ WORKLOAD_GROUP_INFO: Final = _networking(WORKLOAD_GROUP, networking_pb2.Workload
 MESH_CONFIG_INFO: Final = KindInfo(MESH_CONFIG, "", ("v1",), networking_pb2.MeshConfig, spec_path="data.mesh")
 POD_INFO: Final = KindInfo(POD, "", ("v1",), networking_pb2.WorkloadEntry)
 
+# Istio's security policies (security.istio.io): v1 and v1beta1 share one schema, as Istio serves them.
+SECURITY_GROUP = "security.istio.io"
+SECURITY_VERSIONS = ("v1", "v1beta1")
+PEER_AUTHENTICATION = "PeerAuthentication"
+AUTHORIZATION_POLICY = "AuthorizationPolicy"
+REQUEST_AUTHENTICATION = "RequestAuthentication"
+PEER_AUTHENTICATION_INFO: Final = KindInfo(
+    PEER_AUTHENTICATION, SECURITY_GROUP, SECURITY_VERSIONS, security_pb2.PeerAuthentication
+)
+AUTHORIZATION_POLICY_INFO: Final = KindInfo(
+    AUTHORIZATION_POLICY, SECURITY_GROUP, SECURITY_VERSIONS, security_pb2.AuthorizationPolicy
+)
+REQUEST_AUTHENTICATION_INFO: Final = KindInfo(
+    REQUEST_AUTHENTICATION, SECURITY_GROUP, SECURITY_VERSIONS, security_pb2.RequestAuthentication
+)
+SECURITY_KINDS: Final = (PEER_AUTHENTICATION_INFO, AUTHORIZATION_POLICY_INFO, REQUEST_AUTHENTICATION_INFO)
+
 # The Kubernetes Gateway API (standard channel; TCPRoute and TLSRoute from the experimental one).
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 K8S_GATEWAY = f"Gateway.{GATEWAY_API_GROUP}"
@@ -140,6 +157,7 @@ KINDS: dict[str, KindInfo] = {
         WORKLOAD_GROUP_INFO,
         MESH_CONFIG_INFO,
         POD_INFO,
+        *SECURITY_KINDS,
         *GATEWAY_API_KINDS,
     )
 }
@@ -154,12 +172,11 @@ _BY_GROUP_KIND: dict[tuple[str, str], KindInfo] = {
 # group that is in neither table is a typo (``VirtualServce``) and an error.
 NOT_SERVED: dict[str, frozenset[str]] = {
     NETWORKING_GROUP: frozenset({"EnvoyFilter", "ProxyConfig"}),
-    "security.istio.io": frozenset({"PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"}),
     "telemetry.istio.io": frozenset({"Telemetry"}),
     "extensions.istio.io": frozenset({"WasmPlugin"}),
     GATEWAY_API_GROUP: frozenset({"UDPRoute", "BackendTLSPolicy"}),
 }
-ISTIO_GROUPS = frozenset({NETWORKING_GROUP, "security.istio.io", "telemetry.istio.io", "extensions.istio.io"})
+ISTIO_GROUPS = frozenset({NETWORKING_GROUP, SECURITY_GROUP, "telemetry.istio.io", "extensions.istio.io"})
 
 
 # Kinds of KINDS that no document is parsed as by ``resolve``: the mesh config (a ConfigMap's key) and the

@@ -7,6 +7,8 @@
     GET /debug/configz                every config object held, every config error, and every object a
                                       proxy rejected (held back for its view)
     GET /debug/push_status            the last push (when the app provides it)
+    GET /debug/convergence?revision=  which proxies ACKed store revision R (default: the newest) or a
+                                      later one, and why each other one has not (pilot.debug.convergence)
     GET /debug/sourcez                each config source: kind, synced, and its own status (Kubernetes
                                       watches: listed, resourceVersion, watch and error counts, last error)
     GET /debug/proxyz?proxyID=        that proxy's view, and per resource pilot's version and the proxy's
@@ -24,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,6 +37,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pilot import metrics
 from pilot.cache.cache import SnapshotCache
 from pilot.config.store import ConfigStore
+from pilot.debug import convergence as converged
+from pilot.debug import rejections as held
 from pilot.debug import views
 from pilot.errors import AuthenticationError
 from pilot.server.authentication import CallerAuthenticator
@@ -49,7 +54,8 @@ _SERVER: web.AppKey[views.ConnectionRegistry] = web.AppKey("server")
 _READY: web.AppKey[ReadyCheck] = web.AppKey("ready")
 _PUSH_STATUS: web.AppKey[StatusProvider | None] = web.AppKey("push_status")
 _SOURCES: web.AppKey[Sequence[views.SourceState]] = web.AppKey("sources")
-_REJECTIONS: web.AppKey[Callable[[], Sequence[views.ObjectRejection]]] = web.AppKey("rejections")
+_VIEW_REVISIONS: web.AppKey[Callable[[], Mapping[str, int]]] = web.AppKey("view_revisions")
+_REJECTIONS: web.AppKey[Callable[[], Sequence[held.ObjectRejection]]] = web.AppKey("rejections")
 
 ENDPOINTS = (
     "/ready",
@@ -59,6 +65,7 @@ ENDPOINTS = (
     "/debug/proxyz?proxyID=",
     "/debug/configz",
     "/debug/push_status",
+    "/debug/convergence?revision=",
     "/debug/sourcez",
 )
 
@@ -84,8 +91,19 @@ async def prometheus(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def located_rejections(request: web.Request) -> list[views.Json]:
+    """The held objects with their lines, read from their files off the loop."""
+    rejections = request.app[_REJECTIONS]()
+    if not rejections:
+        return []
+    paths = [getattr(source, "path", None) for source in request.app[_SOURCES]]
+    folders = [Path(str(path)) for path in paths if path is not None]
+    return await asyncio.to_thread(held.located, rejections, folders)
+
+
 async def syncz(request: web.Request) -> web.Response:
-    return json_response(views.syncz(request.app[_SERVER].connections()))
+    rejections = await located_rejections(request)
+    return json_response(views.syncz(request.app[_SERVER].connections(), rejections))
 
 
 async def config_dump(request: web.Request) -> web.Response:
@@ -121,7 +139,8 @@ async def proxyz(request: web.Request) -> web.Response:
 
 async def configz(request: web.Request) -> web.Response:
     store = request.app[_STORE]
-    return json_response(views.configz(store.snapshot(), store.errors(), request.app[_REJECTIONS]()))
+    rejections = await located_rejections(request)
+    return json_response(views.configz(store.snapshot(), store.errors(), rejections))
 
 
 async def push_status(request: web.Request) -> web.Response:
@@ -129,6 +148,29 @@ async def push_status(request: web.Request) -> web.Response:
     if provider is None:
         return error_response(404, "push status is not available")
     return json_response(provider())
+
+
+async def convergence(request: web.Request) -> web.Response:
+    store_revision = request.app[_STORE].snapshot().revision
+    given = request.query.get("revision", "")
+    try:
+        revision = int(given) if given else store_revision
+    except ValueError:
+        return error_response(400, f"revision must be a store revision (an integer), not {given!r}")
+    registry = request.app[_SERVER]
+    if not isinstance(registry, views.HeldResources):
+        return error_response(404, "this server does not report what proxies hold")
+    cache = request.app[_CACHE]
+    proxy_state = converged.state_reader(registry.held_resources, registry.find_view, cache.get_snapshot)
+    answer = converged.convergence(
+        revision,
+        store_revision,
+        registry.connections(),
+        request.app[_VIEW_REVISIONS](),
+        await located_rejections(request),
+        proxy_state,
+    )
+    return json_response(answer)
 
 
 async def sourcez(request: web.Request) -> web.Response:
@@ -201,7 +243,8 @@ def build_app(
     sources: Sequence[views.SourceState] = (),
     authenticator: CallerAuthenticator | None = None,
     system_namespace: str = "",
-    rejections: Callable[[], Sequence[views.ObjectRejection]] = tuple,
+    rejections: Callable[[], Sequence[held.ObjectRejection]] = tuple,
+    view_revisions: Callable[[], Mapping[str, int]] = dict,
 ) -> web.Application:
     """The aiohttp application; ``ready_check`` decides /ready (the app knows what "ready" means);
     ``sources`` are read (never run or changed) by /debug/sourcez. /debug/* answers loopback peers,
@@ -214,6 +257,7 @@ def build_app(
     app[_PUSH_STATUS] = push_status_provider
     app[_SOURCES] = tuple(sources)
     app[_REJECTIONS] = rejections
+    app[_VIEW_REVISIONS] = view_revisions
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/debug", index)
@@ -222,6 +266,7 @@ def build_app(
     app.router.add_get("/debug/proxyz", proxyz)
     app.router.add_get("/debug/configz", configz)
     app.router.add_get("/debug/push_status", push_status)
+    app.router.add_get("/debug/convergence", convergence)
     app.router.add_get("/debug/sourcez", sourcez)
     return app
 

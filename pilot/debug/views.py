@@ -25,7 +25,7 @@ from google.protobuf.json_format import MessageToDict
 from pilot import metrics
 from pilot.cache.snapshot import Resource, Snapshot
 from pilot.config.gateway_api.convert import convert as convert_gateway_api
-from pilot.config.objects import ConfigKey, FieldError
+from pilot.config.objects import FieldError
 from pilot.config.store import ConfigStore, StoreSnapshot
 from pilot.server.status import ConnectionStatus, TypeStatus, bounded_text
 from pilot.xds import types
@@ -99,9 +99,12 @@ def _type_row(status: TypeStatus | None) -> Json:
     }
 
 
-def syncz(connections: Sequence[ConnectionStatus]) -> list[Json]:
+def syncz(connections: Sequence[ConnectionStatus], rejections: Sequence[Json] = ()) -> list[Json]:
     """One entry per stream, sorted by proxy id. Also carries istiod's flat ``cluster_sent`` /
-    ``cluster_acked`` (nonce) keys so tools written for istiod's syncz can read it."""
+    ``cluster_acked`` (nonce) keys so tools written for istiod's syncz can read it. A type's
+    ``rejected_objects`` are the config objects held back for the stream's view because a proxy of
+    that view rejected them in that type (``rejections``: pilot.debug.rejections.located): the
+    proxy runs without their latest version."""
     rows: list[Json] = []
     for conn in sorted(connections, key=lambda c: (c.node_id, c.stream_id)):
         row: Json = {
@@ -115,6 +118,9 @@ def syncz(connections: Sequence[ConnectionStatus]) -> list[Json]:
         }
         for short, istio_prefix, type_url in SYNC_TYPES:
             type_row = _type_row(conn.types.get(type_url))
+            type_row["rejected_objects"] = [
+                r for r in rejections if r["view"] == conn.view and r["type"] == short
+            ]
             row[short] = type_row
             row[f"{istio_prefix}_sent"] = type_row["nonce_sent"]
             row[f"{istio_prefix}_acked"] = type_row["nonce_acked"]
@@ -314,57 +320,14 @@ def field_error(error: FieldError) -> Json:
     }
 
 
-class ObjectRejection(Protocol):
-    """A config object held back for a view because a proxy rejected what it produced
-    (``pilot.push.holds.ObjectRejection``, read by shape: debug never imports push/)."""
-
-    @property
-    def key(self) -> ConfigKey: ...
-    @property
-    def origin(self) -> str: ...
-    @property
-    def view(self) -> str: ...
-    @property
-    def proxy(self) -> str: ...
-    @property
-    def type_url(self) -> str: ...
-    @property
-    def resource(self) -> str: ...
-    @property
-    def error(self) -> str: ...
-    @property
-    def at(self) -> float: ...
-    @property
-    def rejected_revision(self) -> int: ...
-    @property
-    def held_revision(self) -> int | None: ...
-
-
-def object_rejection(rejection: ObjectRejection) -> Json:
-    return {
-        "key": str(rejection.key),
-        "origin": rejection.origin,
-        "view": rejection.view,
-        "proxy": rejection.proxy,
-        "type": types.short_name(rejection.type_url),
-        "resource": rejection.resource,
-        "error": rejection.error,
-        "at": rejection.at,
-        "rejected_revision": rejection.rejected_revision,
-        "held_revision": rejection.held_revision,  # null: left out of the view's config
-    }
-
-
-def configz(
-    snapshot: StoreSnapshot, errors: Sequence[FieldError], rejections: Sequence[ObjectRejection] = ()
-) -> Json:
+def configz(snapshot: StoreSnapshot, errors: Sequence[FieldError], rejections: Sequence[Json] = ()) -> Json:
     """Every object the store holds (spec in the YAML's camelCase names) and every current problem;
     on an object a proxy rejected, the rejection (the object is held back for that proxy's view); a
     Gateway API object also has the ``status`` its conversion gives it (conditions with reasons)."""
     status = convert_gateway_api(snapshot.objects).status
-    rejected: dict[ConfigKey, list[Json]] = {}
-    for rejection in rejections:
-        rejected.setdefault(rejection.key, []).append(object_rejection(rejection))
+    rejected: dict[str, list[Json]] = {}
+    for rejection in rejections:  # pilot.debug.rejections.located
+        rejected.setdefault(rejection["key"], []).append(rejection)
     objects = [
         {
             "kind": obj.kind,
@@ -376,7 +339,7 @@ def configz(
             "labels": dict(obj.labels),
             "annotations": dict(obj.annotations),
             "spec": MessageToDict(obj.spec),
-            **({"rejected": rejected[key]} if key in rejected else {}),
+            **({"rejected": rejected[str(key)]} if str(key) in rejected else {}),
             **({"status": status[key]} if key in status else {}),
         }
         for key, obj in sorted(snapshot.objects.items())
@@ -385,7 +348,7 @@ def configz(
         "revision": snapshot.revision,
         "objects": objects,
         "errors": [field_error(e) for e in errors],
-        "rejections": [object_rejection(r) for r in rejections],
+        "rejections": list(rejections),
     }
 
 

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from pilot.config.objects import ConfigObject, FieldError
+from pilot.config.objects import ConfigKey, ConfigObject, FieldError
 from pilot.inspect.analyzers import Mesh, Message, analyze
 from pilot.inspect.yaml_lines import line_of
 from pilot.validate import check, expand
@@ -34,13 +34,18 @@ class AnalyzeOptions:
 
 
 def load(paths: Sequence[str]) -> Mesh:
-    objects: list[ConfigObject] = []
+    """Every object of ``paths``; an object a later path holds again (same kind, namespace and
+    name) replaces the earlier one, so ``pilot analyze mesh/ candidate.yaml`` analyzes the mesh
+    with the candidate edit applied, as the folder would hold it once saved."""
+    objects: dict[ConfigKey, ConfigObject] = {}
     errors: list[FieldError] = []
     for path in expand(paths):
         result = check(path, sys.stdin)  # "-": standard input, as pilot validate
-        objects.extend(result.objects)
+        for obj in result.objects:
+            objects.pop(obj.key, None)  # the replacement keeps the later file's order
+            objects[obj.key] = obj
         errors.extend(result.errors)
-    return Mesh(objects, errors)
+    return Mesh(list(objects.values()), errors)
 
 
 def as_json(message: Message) -> dict[str, Any]:

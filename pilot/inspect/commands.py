@@ -65,6 +65,14 @@ def add_commands(
     status.add_argument(
         "--envoy-admin", metavar="HOST:PORT", help="with PROXY: diff against this Envoy's admin /config_dump"
     )
+    status.add_argument(
+        "--revision",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="R",
+        help="which proxies ACKed store revision R (default: the newest) or later; exit 1 if any did not",
+    )
     status.set_defaults(command_spec=command(proxy_status_options, run_proxy_status))
 
     config = commands.add_parser(
@@ -117,7 +125,7 @@ def add_commands(
 def proxy_status_options(args: argparse.Namespace) -> ProxyStatusOptions:
     from pilot.inspect.proxy_status import ProxyStatusOptions
 
-    return ProxyStatusOptions(args.proxy, args.pilot, args.envoy_admin)
+    return ProxyStatusOptions(args.proxy, args.pilot, args.envoy_admin, args.revision)
 
 
 def run_proxy_status(options: ProxyStatusOptions) -> int:

@@ -26,6 +26,7 @@ import orjson
 
 from pilot.config.yamlpos import format_path
 from pilot.inspect import config_dump
+from pilot.inspect.held_objects import held_note
 from pilot.inspect.pilot_api import DEFAULT_PILOT, ApiError, PilotApi, envoy_config_dump
 from pilot.inspect.yaml_lines import line_of
 
@@ -445,8 +446,16 @@ def explain(
     if source is not None:
         same_source = [r for r in candidates[:position] if source_of(r.get("metadata"), objects) == source]
         obj = objects.get((source.kind, source.namespace, source.name))
-        rule = rule_of(source, obj, len(same_source), str(route.get("name", "")), request.port, folders)
-        out.add("from", str(rule))
+        held = [r for r in (obj or {}).get("rejected", []) if r.get("view") == dump.get("view")]
+        if held:
+            # The route comes from the version the proxy accepted, not the store's: no rule of the
+            # store's version (what /debug/configz holds) can be named.
+            out.add("from", f"{source} at revision {held[0].get('held_revision')}")
+        else:
+            rule = rule_of(source, obj, len(same_source), str(route.get("name", "")), request.port, folders)
+            out.add("from", str(rule))
+        for rejection in held:
+            out.add("held back", held_note(rejection))
     text, targets = _route_action(route)
     out.add("action", text)
     clusters = config_dump.by_name(dump, config_dump.CLUSTER)

@@ -2,10 +2,14 @@
 
 Without a proxy: one row per connected stream, each type SYNCED (the proxy ACKed the latest
 response), NOT SENT, STALE (a response is not ACKed yet) or NACKED (the latest response was
-rejected; the proxy keeps its last ACKed config). With a proxy: per type, the resources whose
-version in pilot's snapshot now differs from the version the proxy holds (``/debug/proxyz``), the
-last NACK's text, and with ``--envoy-admin`` a diff of each differing resource against what Envoy
-reports holding (its admin ``/config_dump``), as istioctl diffs a pod's Envoy against istiod.
+rejected, or a config object is held back for the proxy's view because a proxy of the view
+rejected what it produced: the proxy keeps that object's last accepted version); under the table,
+each held object (kind namespace/name, file:line, the proxy's error_detail). With a proxy: per
+type, the resources whose version in pilot's snapshot now differs from the version the proxy
+holds (``/debug/proxyz``), the held objects, the last NACK's text, and with ``--envoy-admin`` a
+diff of each differing resource against what Envoy reports holding (its admin ``/config_dump``),
+as istioctl diffs a pod's Envoy against istiod. ``--revision`` asks ``/debug/convergence`` instead
+(pilot.inspect.convergence).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Any, TextIO
 
 import yaml
 
-from pilot.inspect import config_dump
+from pilot.inspect import config_dump, convergence
+from pilot.inspect.held_objects import held_lines
 from pilot.inspect.pilot_api import DEFAULT_PILOT, PilotApi, envoy_config_dump
 
 # gRPC's default receive limit (pilot.server.size_guard warns of larger responses in pilot's log).
@@ -39,6 +44,7 @@ class ProxyStatusOptions:
     proxy: str | None = None
     pilot: str = DEFAULT_PILOT
     envoy_admin: str | None = None  # HOST:PORT of the proxy's Envoy admin, to diff against
+    revision: str | None = None  # a store revision, or "latest": which proxies ACKed it
 
 
 def type_status(row: Mapping[str, Any]) -> str:
@@ -46,7 +52,19 @@ def type_status(row: Mapping[str, Any]) -> str:
     nack = row.get("last_nack")
     if nack and row.get("nonce_sent") and nack.get("nonce") == row.get("nonce_sent"):
         return "NACKED"
+    if row.get("rejected_objects"):
+        return "NACKED"  # acked a version without the objects it rejected: they are held back
     return str(row.get("status", "NOT SENT"))
+
+
+def held_objects(syncz: Sequence[Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(proxy, rejection) for every object held back for some stream, by proxy and type."""
+    return [
+        (str(stream.get("proxy", "")), rejection)
+        for stream in syncz
+        for short, _ in TYPES
+        for rejection in stream.get(short, {}).get("rejected_objects") or ()
+    ]
 
 
 def _since(seconds: float | None) -> str:
@@ -166,6 +184,10 @@ def one_proxy(
         print(f"{title} {'Match' if matches else 'Differ'} ({state}{note})", file=out)
         for line in lines:
             print(f"  {line.rstrip()}", file=out)
+        for rejection in row.get("rejected_objects") or ():
+            differs = True
+            for line in held_lines(rejection):
+                print(f"  {line}", file=out)
         nack = row.get("last_nack")
         if nack:
             print(f"  last NACK (nonce {nack.get('nonce')}, proxy keeps {nack.get('version')}):", file=out)
@@ -174,10 +196,20 @@ def one_proxy(
 
 
 def run(options: ProxyStatusOptions, out: TextIO) -> int:
-    """The table (exit 0), or one proxy's diff (exit 0 when everything matches, 1 otherwise)."""
+    """The table (exit 0), or one proxy's diff (exit 0 when everything matches, 1 otherwise), or
+    with ``revision`` who ACKed it (exit 0 when every proxy did, 1 otherwise)."""
     api = PilotApi(options.pilot)
+    if options.revision is not None:
+        return convergence.run(api, options.revision, out)
     syncz = api.syncz()
     if options.proxy is not None:
         return one_proxy(api, options, syncz, out)
     out.write(config_dump.table(HEADERS, status_rows(syncz)))
+    held = held_objects(syncz)
+    if held:
+        print(file=out)
+    for proxy, rejection in held:
+        print(f"{proxy}:", file=out)
+        for line in held_lines(rejection):
+            print(f"  {line}", file=out)
     return 0

@@ -211,6 +211,7 @@ class Holds:
                 held_revision=held.revision if held is not None else None,
             )
             state.holds[key] = _Hold(rejected, held, report)
+            metrics.config_rejections.labels(key.kind).inc()
             log.warning(
                 "proxy %s rejected %s (%s, revision %d) in %s %s: %s; view %s %s until it is edited",
                 rejection.node_id,

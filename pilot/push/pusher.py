@@ -143,6 +143,16 @@ class Pusher:
         """The view each open stream reads, by stream id."""
         return {stream_id: reader.view for stream_id, reader in self._streams.items()}
 
+    def view_revisions(self) -> dict[str, int]:
+        """Per active view (its str()), the store revision its snapshot in the cache was built from
+        (for /debug/convergence: which edits a proxy of the view can hold)."""
+        out: dict[str, int] = {}
+        for view, context in self._built.items():
+            revision = getattr(context, "revision", None)
+            if view in self._views and isinstance(revision, int):
+                out[str(view)] = revision
+        return out
+
     def rejections(self) -> list[ObjectRejection]:
         """Every config object held back for some view because a proxy rejected it."""
         return self._holds.rejections()

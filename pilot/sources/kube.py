@@ -63,8 +63,6 @@ from pilot.sources.kube_reflector import (
 log = logging.getLogger("pilot.sources.kube")
 
 DEFAULT_PILOT_NAMESPACE = "pilot-system"
-# Preference order of the networking.istio.io versions (they share one schema).
-ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 # Istio kind → its resource (plural) name.
 ISTIO_RESOURCES = {
     kinds.VIRTUAL_SERVICE: "virtualservices",
@@ -73,7 +71,12 @@ ISTIO_RESOURCES = {
     kinds.GATEWAY: "gateways",
     kinds.SIDECAR: "sidecars",
     kinds.WORKLOAD_GROUP: "workloadgroups",
+    kinds.PEER_AUTHENTICATION: "peerauthentications",
+    kinds.AUTHORIZATION_POLICY: "authorizationpolicies",
+    kinds.REQUEST_AUTHENTICATION: "requestauthentications",
 }
+# The Istio API groups those kinds are served in, in the order discovery asks for them.
+ISTIO_GROUPS = tuple(dict.fromkeys(kinds.KINDS[kind].group for kind in ISTIO_RESOURCES))
 SERVICES = Resource("", "v1", "services", SERVICE)
 ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", ENDPOINT_SLICE)
 PODS = Resource("", "v1", "pods", POD)
@@ -113,23 +116,30 @@ def load_api_client(kubeconfig: Path | str | None = None, *, pool_size: int = 0)
 def discover_istio(api_client: Any, options: WatchOptions) -> dict[str, Resource]:
     """Istio kind → the resource to watch, from the API server's discovery documents. Blocking.
 
-    ``/apis/networking.istio.io`` lists the served versions; ``/apis/networking.istio.io/VERSION`` the
-    resources of each. A kind maps to the first of ISTIO_VERSIONS that serves it; an absent group → {}.
+    For each Istio group of ISTIO_RESOURCES (networking.istio.io, security.istio.io), ``/apis/GROUP`` lists
+    the served versions and ``/apis/GROUP/VERSION`` the resources of each. A kind maps to the first of its
+    KindInfo's versions that serves it; the kinds of an absent group are not in the answer.
     """
-    group = kinds.NETWORKING_GROUP
-    document = get_json(api_client, f"/apis/{group}", options)
-    if document is None:
-        return {}
-    served = {str(v.get("version")) for v in document.get("versions") or () if isinstance(v, dict)}
     found: dict[str, Resource] = {}
-    for version in ISTIO_VERSIONS:
-        if version not in served or len(found) == len(ISTIO_RESOURCES):
+    for group in ISTIO_GROUPS:
+        wanted = {
+            kind: plural for kind, plural in ISTIO_RESOURCES.items() if kinds.KINDS[kind].group == group
+        }
+        document = get_json(api_client, f"/apis/{group}", options)
+        if document is None:
             continue
-        resources = get_json(api_client, f"/apis/{group}/{version}", options)
-        names = {str(r.get("name")) for r in (resources or {}).get("resources") or () if isinstance(r, dict)}
-        for kind, plural in ISTIO_RESOURCES.items():
-            if kind not in found and plural in names:
-                found[kind] = Resource(group, version, plural, kind)
+        served = {str(v.get("version")) for v in document.get("versions") or () if isinstance(v, dict)}
+        versions = kinds.KINDS[next(iter(wanted))].versions  # a group's kinds share its versions
+        for version in versions:
+            if version not in served or wanted.keys() <= found.keys():
+                continue
+            resources = get_json(api_client, f"/apis/{group}/{version}", options)
+            names = {
+                str(r.get("name")) for r in (resources or {}).get("resources") or () if isinstance(r, dict)
+            }
+            for kind, plural in wanted.items():
+                if kind not in found and plural in names:
+                    found[kind] = Resource(group, version, plural, kind)
     return found
 
 
@@ -249,7 +259,7 @@ class KubeSource:
                 self._discovery_error = describe(err)
                 log.warning(
                     "discovery of %s failed: %s; retrying in %.2gs",
-                    kinds.NETWORKING_GROUP,
+                    ", ".join(ISTIO_GROUPS),
                     self._discovery_error,
                     delay,
                 )
@@ -267,7 +277,7 @@ class KubeSource:
                 log.warning(
                     "the API server does not serve %s (%s); watching without them, looking again every %gs",
                     ", ".join(missing),
-                    kinds.NETWORKING_GROUP,
+                    ", ".join(sorted({kinds.KINDS[kind].group for kind in missing})),
                     self._options.rediscover_interval,
                 )
             self._discovered = True
@@ -408,7 +418,6 @@ __all__ = [
     "DEFAULT_PILOT_NAMESPACE",
     "ENDPOINT_SLICES",
     "ISTIO_RESOURCES",
-    "ISTIO_VERSIONS",
     "KubeSource",
     "PODS",
     "REGISTRY_RESOURCES",

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pilot._gen import networking_pb2 as nw
+from pilot._gen import security_pb2 as sec
 from pilot.config import kinds
+from pilot.config.gateway_api.convert import GATEWAY_SEMANTICS, ROUTE_SEMANTICS
 from pilot.config.gateway_api.convert import convert as convert_gateway_api
 from pilot.config.objects import ConfigKey, ConfigObject, SpecT, precedence
 from pilot.config.protocols import Protocol, parse_protocol, port_protocol
@@ -111,6 +113,9 @@ class VirtualServiceEntry:
     export_to: frozenset[str]
     spec: nw.VirtualService
     created: datetime | None = None  # metadata.creationTimestamp
+    # Converted from the Gateway API (istiod's UseGatewaySemantics: the annotation
+    # internal.istio.io/route-semantics=gateway): a redirect uri "%PREFIX()%..." rewrites the prefix.
+    gateway_semantics: bool = False
 
     @property
     def namespace(self) -> str:
@@ -165,6 +170,10 @@ class PushContext:
     # Every Sidecar, in the store's order; a sidecar proxy's view names the one that applies to it
     # (pilot.translate.views), and its Scope imports what that Sidecar's egress listeners name.
     sidecars: tuple[ConfigObject[nw.Sidecar], ...] = ()
+    # Istio's security policies, each tuple in istiod's precedence order (creation time, name, namespace).
+    peer_authentications: tuple[ConfigObject[sec.PeerAuthentication], ...] = ()
+    authorization_policies: tuple[ConfigObject[sec.AuthorizationPolicy], ...] = ()
+    request_authentications: tuple[ConfigObject[sec.RequestAuthentication], ...] = ()
     # The store objects this context was built from (None when built by hand): comparing two
     # contexts' objects by identity tells exactly which config changed between them (the store
     # keeps the same object for an unchanged key), which lets a push skip unaffected generators.
@@ -247,6 +256,15 @@ class PushContext:
             ),
             gateways=tuple(sorted(_of_kind(kinds.GATEWAY_INFO, by_kind), key=_precedence)),
             sidecars=tuple(_of_kind(kinds.SIDECAR_INFO, by_kind)),
+            peer_authentications=tuple(
+                sorted(_of_kind(kinds.PEER_AUTHENTICATION_INFO, by_kind), key=_precedence)
+            ),
+            authorization_policies=tuple(
+                sorted(_of_kind(kinds.AUTHORIZATION_POLICY_INFO, by_kind), key=_precedence)
+            ),
+            request_authentications=tuple(
+                sorted(_of_kind(kinds.REQUEST_AUTHENTICATION_INFO, by_kind), key=_precedence)
+            ),
             objects=snapshot.objects,
             _workloads=tuple(workloads),
             _services_of=made,
@@ -315,7 +333,8 @@ class PushContext:
 
     def selectors(self) -> tuple[frozenset[tuple[str, str]], ...]:
         """Every workload selector of the config, as its set of ``key=value`` pairs: VirtualService
-        match ``sourceLabels`` (HTTP, TCP, TLS) and DestinationRule ``workloadSelector``. A proxy's
+        match ``sourceLabels`` (HTTP, TCP, TLS), DestinationRule ``workloadSelector`` and the security
+        policies' ``selector``. A proxy's
         labels decide what it is sent only through which of these they satisfy. Sidecar
         ``workloadSelector.labels`` are not here: a view names its Sidecar itself."""
         if not self._selectors:
@@ -332,6 +351,13 @@ class PushContext:
                         found.add(frozenset(tls_match.source_labels.items()))
             for dr in self.destination_rules:
                 found.add(frozenset(dr.spec.workload_selector.match_labels.items()))
+            policy_selectors = (
+                *(policy.spec.selector for policy in self.peer_authentications),
+                *(policy.spec.selector for policy in self.authorization_policies),
+                *(policy.spec.selector for policy in self.request_authentications),
+            )
+            for selector in policy_selectors:
+                found.add(frozenset(selector.match_labels.items()))
             found.discard(frozenset())  # selects everything: tells no proxy apart
             self._selectors.append(tuple(sorted(found, key=sorted)))
         return self._selectors[0]
@@ -642,6 +668,7 @@ def _virtual_service(
         export_to=export_set(spec.export_to, obj.namespace, mesh.virtual_service_export_to),
         spec=spec,
         created=obj.created,
+        gateway_semantics=(ROUTE_SEMANTICS, GATEWAY_SEMANTICS) in obj.annotations,
     )
 
 

@@ -15,9 +15,12 @@ from typing import Protocol
 from google.protobuf.message import Message
 
 from pilot.config.kinds import (
+    AUTHORIZATION_POLICY,
     DESTINATION_RULE,
     GATEWAY,
     MESH_CONFIG,
+    PEER_AUTHENTICATION,
+    REQUEST_AUTHENTICATION,
     SERVICE_ENTRY,
     SIDECAR,
     VIRTUAL_SERVICE,
@@ -136,11 +139,15 @@ def build_virtual_hosts(view: ProxyView, context: PushContext) -> Resources:
 # A Sidecar decides what a sidecar proxy imports (every type) and its inbound listeners.
 _SERVICES = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY, MESH_CONFIG, SIDECAR})
 
-CDS = FunctionGenerator(types.CLUSTER, _SERVICES | {DESTINATION_RULE}, build_clusters)
+# PeerAuthentication decides the inbound listeners' mTLS chains and, through auto mTLS, whether a
+# client's cluster originates mTLS; AuthorizationPolicy and RequestAuthentication add listener filters.
+_POLICIES = frozenset({PEER_AUTHENTICATION, AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION})
+
+CDS = FunctionGenerator(types.CLUSTER, _SERVICES | {DESTINATION_RULE, PEER_AUTHENTICATION}, build_clusters)
 EDS = FunctionGenerator(types.ENDPOINT, _SERVICES | {DESTINATION_RULE}, build_load_assignments)
 # Gateways make a router's listeners and routes; their VirtualServices' tcp/tls routes its listeners.
 LDS = FunctionGenerator(
-    types.LISTENER, _SERVICES | {DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE}, build_listeners
+    types.LISTENER, _SERVICES | _POLICIES | {DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE}, build_listeners
 )
 # Routes read DestinationRules too: a consistent-hash load balancer adds the route's hash policy.
 RDS = FunctionGenerator(types.ROUTE, _SERVICES | {DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE}, build_routes)

@@ -6,6 +6,11 @@ policy only the load balancer (round robin, least request, ring hash from a cons
 The subset selection and the endpoints are pilot's sidecar translation (``clusters.outbound_targets``,
 ``clusters.load_assignment``), so subsets and locality weights mean the same for both.
 
+A DestinationRule's ``ISTIO_MUTUAL`` gives the cluster an UpstreamTlsContext naming the bootstrap's
+certificate provider, the server checked against the destination's SPIFFE ids (pilot.translate.grpc_tls).
+``SIMPLE`` and ``MUTUAL`` are not applied, as in grpcgen: gRPC takes certificates only from the
+bootstrap's providers, not from the rule's files; pilot logs a warning.
+
 Left out, because gRPC's xDS client ignores or rejects it: connect timeouts, HTTP protocol options,
 TCP keepalive, panic thresholds, slow start, MAGLEV and RANDOM (gRPC NACKs an lb_policy it does not
 implement: https://github.com/grpc/proposal/blob/master/A42-xds-ring-hash-lb-policy.md), and
@@ -25,7 +30,7 @@ from envoy.config.core.v3 import config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from pilot._gen import networking_pb2 as nw
-from pilot.translate import clusters
+from pilot.translate import cluster_tls, clusters, grpc_tls
 from pilot.translate.clusters import ClusterTarget
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import ProxyView
@@ -35,6 +40,7 @@ log = logging.getLogger("pilot.translate.grpc_clusters")
 
 Cluster: TypeAlias = cluster_pb2.Cluster
 LB = nw.LoadBalancerSettings
+TlsMode = nw.ClientTLSSettings
 _RING_SIZE_DEFAULT = 1024  # Istio's default minimum ring size
 _RING_SIZE_MAX = 8 * 1024 * 1024  # gRPC NACKs a larger ring (gRFC A42)
 
@@ -55,13 +61,32 @@ def ads() -> config_source_pb2.ConfigSource:
     return config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource())
 
 
-def grpc_cluster(target: ClusterTarget) -> Cluster:
+def grpc_cluster(target: ClusterTarget, trust_domain: str) -> Cluster:
     cluster = Cluster(name=target.name, type=Cluster.EDS)
     cluster.eds_cluster_config.service_name = target.name
     cluster.eds_cluster_config.eds_config.CopyFrom(ads())
+    _apply_tls(cluster, target, trust_domain)
     _apply_load_balancer(cluster, target.policy, target.name)
     _apply_max_requests(cluster, target.policy)
     return cluster
+
+
+def _apply_tls(cluster: Cluster, target: ClusterTarget, trust_domain: str) -> None:
+    """grpcgen's ``applyTLS``: ISTIO_MUTUAL only, the server checked against the service accounts of
+    the destination's workloads (Istio's ``PushContext.ServiceAccounts``, the rule's own
+    ``subjectAltNames`` and ``sni`` unread, as in grpcgen)."""
+    tls = target.policy.tls
+    if tls is None or tls.mode == TlsMode.DISABLE:
+        return
+    if tls.mode == TlsMode.ISTIO_MUTUAL:
+        sans = cluster_tls.service_identities(target.service, trust_domain)
+        cluster.transport_socket.CopyFrom(grpc_tls.upstream_socket(sans))
+        return
+    log.warning(
+        "%s: proxyless gRPC takes certificates from its bootstrap only; tls mode %s is not applied",
+        target.name,
+        TlsMode.TLSmode.Name(tls.mode),
+    )
 
 
 def _apply_load_balancer(cluster: Cluster, policy: TrafficPolicy, name: str) -> None:
@@ -102,7 +127,8 @@ def _apply_max_requests(cluster: Cluster, policy: TrafficPolicy) -> None:
 
 def build_clusters(view: ProxyView, context: PushContext) -> list[tuple[str, Cluster]]:
     """Every EDS cluster of the view, subsets included; gRPC subscribes to the ones its routes name."""
-    return [(target.name, grpc_cluster(target)) for target in grpc_targets(view, context)]
+    trust_domain = context.mesh.trust_domain
+    return [(target.name, grpc_cluster(target, trust_domain)) for target in grpc_targets(view, context)]
 
 
 def load_assignment(target: ClusterTarget, context: PushContext) -> endpoint_pb2.ClusterLoadAssignment:

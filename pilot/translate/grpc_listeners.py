@@ -12,8 +12,12 @@ answers to). A client subscribes to some of them; the server sends only those.
 An xDS-enabled gRPC server asks for ``xds.istio.io/grpc/lds/inbound/ADDRESS:PORT``, the address it
 listens on (Istio's ``grpcxds.ServerListenerNameTemplate``). Istio picks the proxy's service target
 on that port whatever the address; pilot builds the name for the wildcard and loopback addresses of
-every target port. The listener accepts plaintext and routes everything to the application
-(``non_forwarding_action``, gRFC A36); mTLS and RBAC wait for workload identity.
+every target port. The listener routes everything to the application (``non_forwarding_action``,
+gRFC A36) over one filter chain: ``inbound-mtls`` (a DownstreamTlsContext requiring a client
+certificate) or ``inbound-plaintext``, by the port's PeerAuthentication mode and the workload's
+``security.istio.io/tlsMode`` label (pilot.translate.grpc_tls says why). The mode comes in as a
+function of the port (``grpc_tls.ModeForPort``), PERMISSIVE for every port by default. RBAC
+(AuthorizationPolicy) is not sent.
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2
 
-from pilot.translate import hosts
+from pilot.translate import grpc_tls, hosts
 from pilot.translate.context import PushContext
 from pilot.translate.grpc_clusters import ads
 from pilot.translate.grpc_routes import grpc_ports, route_config_name
+from pilot.translate.grpc_tls import ModeForPort
 from pilot.translate.listeners import FAULT_FILTER, HCM_FILTER, ROUTER_FILTER, typed
 from pilot.translate.proxy import ProxyView
 
@@ -75,8 +80,9 @@ def listener_names(hostname: str, port: int, view: ProxyView) -> list[str]:
     ]
 
 
-def server_listener(name: str, address: str, port: int) -> Listener:
-    """Istio's buildInboundListeners (plaintext): an inline route sending everything to the server."""
+def server_listener(name: str, address: str, port: int, mtls: bool = False) -> Listener:
+    """Istio's buildInboundListeners: one chain whose inline route sends everything to the server;
+    no listener filters and no ``use_original_dst`` (gRPC NACKs both)."""
     config = route_pb2.RouteConfiguration(
         name="inbound",
         virtual_hosts=[
@@ -94,16 +100,23 @@ def server_listener(name: str, address: str, port: int) -> Listener:
         route_config=config,
         http_filters=[hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=typed(router_pb2.Router()))],
     )
+    suffix = "mtls" if mtls else "plaintext"  # Istio's chain names
     chain = listener_components_pb2.FilterChain(
-        name="inbound-plaintext",
+        name=f"inbound-{suffix}",
         filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=typed(manager))],
     )
+    if mtls:
+        chain.transport_socket.CopyFrom(grpc_tls.downstream_socket())
     bind = address.strip("[]")
     socket = address_pb2.SocketAddress(address=bind, port_value=port)
     return Listener(name=name, address=address_pb2.Address(socket_address=socket), filter_chains=[chain])
 
 
-def build_listeners(view: ProxyView, context: PushContext) -> list[tuple[str, Listener]]:
+def build_listeners(
+    view: ProxyView, context: PushContext, mode_for_port: ModeForPort = grpc_tls.permissive
+) -> list[tuple[str, Listener]]:
+    """The API listeners of every visible service port, then the server listeners of the view's
+    target ports, each with the mTLS ``mode_for_port`` gives its port."""
     scope = context.scope_of(view)
     out: list[tuple[str, Listener]] = []
     seen: set[str] = set()
@@ -114,10 +127,12 @@ def build_listeners(view: ProxyView, context: PushContext) -> list[tuple[str, Li
                 if name not in seen:  # the first service (by host) keeps a short name, as for domains
                     seen.add(name)
                     out.append((name, outbound_listener(name, manager)))
+    labels = dict(view.labels)
     for target_port in sorted({target.target_port for target in view.targets}):
+        mtls = grpc_tls.server_requires_mtls(mode_for_port(target_port), labels)
         for address in SERVER_ADDRESSES:
             name = f"{SERVER_LISTENER_PREFIX}{address}:{target_port}"
-            out.append((name, server_listener(name, address, target_port)))
+            out.append((name, server_listener(name, address, target_port, mtls)))
     return out
 
 

@@ -21,6 +21,7 @@ from google.protobuf import any_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from pilot._gen import networking_pb2 as nw
+from pilot.config.gateway_api.routes import PREFIX_REDIRECT
 from pilot.translate import hosts, traffic_policy
 from pilot.translate.context import Scope
 from pilot.translate.mirror import per_hundred, per_million
@@ -264,15 +265,23 @@ def apply_rewrite(action: rc.RouteAction, rewrite: nw.HTTPRewrite) -> None:
         action.host_rewrite_literal = rewrite.authority
 
 
-def redirect(spec: nw.HTTPRedirect, listener_port: int, is_tls: bool = False) -> rc.RedirectAction | None:
+def redirect(
+    spec: nw.HTTPRedirect, listener_port: int, is_tls: bool = False, gateway_semantics: bool = False
+) -> rc.RedirectAction | None:
     """Istio's ApplyRedirect; None for a response code Envoy cannot send (the route is dropped).
-    ``is_tls``: the listener terminates TLS (a gateway's HTTPS server), so the default scheme is https."""
+    ``is_tls``: the listener terminates TLS (a gateway's HTTPS server), so the default scheme is https.
+    ``gateway_semantics`` (a VirtualService converted from the Gateway API): a uri ``%PREFIX()%P``
+    replaces the matched prefix with P (Envoy's ``prefix_rewrite``), as istiod's route.go does for a
+    RequestRedirect's ReplacePrefixMatch; elsewhere the uri is the new path, whatever it holds.
+    https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-redirectaction-prefix-rewrite"""
     code = REDIRECT_CODES.get(spec.redirect_code)
     if code is None:
         log.warning("redirect code %d is not supported; route dropped", spec.redirect_code)
         return None
     out = rc.RedirectAction(host_redirect=spec.authority, response_code=code)
-    if spec.uri:
+    if gateway_semantics and spec.uri.startswith(PREFIX_REDIRECT):
+        out.prefix_rewrite = spec.uri.removeprefix(PREFIX_REDIRECT)
+    elif spec.uri:
         out.path_redirect = spec.uri
     if spec.scheme:
         out.scheme_redirect = spec.scheme

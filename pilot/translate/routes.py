@@ -111,7 +111,7 @@ def translate_route(
         route_actions.apply_headers(route, ops)
         authority = ops.authority
     if spec.HasField("redirect"):
-        redirect = route_actions.redirect(spec.redirect, port, is_tls)
+        redirect = route_actions.redirect(spec.redirect, port, is_tls, vs.gateway_semantics)
         if redirect is None:
             return None
         route.redirect.CopyFrom(redirect)

@@ -24,6 +24,8 @@ nor pairs of selectors the workload does not satisfy (``version=v2`` of a ``sour
 per-pod label its own view.
 
 Routers keep all their labels: Gateways select them by labels, and there are few of them.
+A proxyless gRPC application also keeps ``security.istio.io/tlsMode``: it decides whether its server
+listeners take mTLS under PERMISSIVE (pilot.translate.grpc_tls).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Mapping
 from pilot.config import kinds
 from pilot.config.objects import ConfigKey
 from pilot.translate.context import PushContext
+from pilot.translate.endpoints import TLS_MODE_LABEL
 from pilot.translate.proxy import NodeType, Proxy, ProxyView
 from pilot.translate.sidecar_scope import select_sidecar
 from pilot.translate.targets import ServiceTarget
@@ -50,6 +53,8 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
     else:
         workload = proxy.labels or registry_labels(context, proxy.ip, proxy.namespace)
         labels = selected_labels(workload, context.selectors())
+        if base.proxyless_grpc and TLS_MODE_LABEL in workload:
+            labels = tuple(sorted({*labels, (TLS_MODE_LABEL, workload[TLS_MODE_LABEL])}))
         candidates = context.sidecar_candidates(proxy.namespace)
         chosen = select_sidecar(proxy.namespace, workload, candidates, context.mesh.root_namespace)
         sidecar = chosen.key if chosen is not None else None

@@ -9,7 +9,13 @@ from pilot import validate
 from pilot.cli import build_parser, validate_options_from
 from pilot.config import kinds
 from pilot.config.parse import parse_text
-from pilot.config.validation.grpc_clients import FAILS, IGNORED, grpc_client_warnings
+from pilot.config.validation.grpc_clients import (
+    FAILS,
+    IGNORED,
+    PLAIN_TEXT,
+    grpc_client_warnings,
+    grpc_tls_warnings,
+)
 
 VS = """\
 apiVersion: networking.istio.io/v1
@@ -62,3 +68,45 @@ def test_validate_warns_only_when_asked(tmp_path: Path) -> None:
         validate.run(validate_options_from(build_parser().parse_args(["validate", str(path)])), out=out) == 0
     )
     assert "0 warning(s)" in out.getvalue()
+
+
+DR = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy:
+    tls: {mode: SIMPLE}
+    portLevelSettings:
+    - port: {number: 9080}
+      tls: {mode: ISTIO_MUTUAL}
+    - port: {number: 9090}
+      tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {tls: {mode: DISABLE}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {tls: {mode: SIMPLE}}
+"""
+
+
+def test_destination_rule_tls_grpc_cannot_apply_is_named() -> None:
+    (obj,) = parse_text(DR, "dr.yaml").objects
+    assert kinds.DESTINATION_RULE_INFO.holds(obj)
+    warnings = {w.path: w.message for w in grpc_tls_warnings(obj)}
+    assert warnings == {
+        "spec.trafficPolicy.tls.mode": PLAIN_TEXT,
+        "spec.trafficPolicy.portLevelSettings[1].tls.mode": PLAIN_TEXT,
+        "spec.subsets[1].trafficPolicy.tls.mode": PLAIN_TEXT,
+    }  # ISTIO_MUTUAL and DISABLE are applied as written
+
+
+def test_validate_grpc_reads_destination_rules(tmp_path: Path) -> None:
+    (tmp_path / "dr.yaml").write_text(DR)
+    out = io.StringIO()
+    args = build_parser().parse_args(["validate", "--grpc", str(tmp_path / "dr.yaml")])
+    assert validate.run(validate_options_from(args), out=out) == 0
+    assert "3 warning(s)" in out.getvalue() and "spec.subsets[1].trafficPolicy.tls.mode" in out.getvalue()

@@ -353,8 +353,8 @@ def test_kind_typo_under_an_istio_api_version_is_an_error_naming_the_object() ->
 
 def test_istio_kinds_not_served_are_skipped_with_a_warning_naming_the_kind() -> None:
     text = (
-        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
-        "metadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\n"
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n"
+        "metadata: {name: default, namespace: istio-system}\nspec: {tracing: []}\n---\n"
         "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\nmetadata: {name: dns}\n"
         "spec: {rules: []}\n---\n"
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app}\n"
@@ -363,7 +363,7 @@ def test_istio_kinds_not_served_are_skipped_with_a_warning_naming_the_kind() -> 
     assert errors_of(result) == [] and result.objects == ()
     warnings = [str(e) for e in result.errors]
     assert warnings == [
-        "test.yaml:2: kind: PeerAuthentication istio-system/default (security.istio.io/v1) "
+        "test.yaml:2: kind: Telemetry istio-system/default (telemetry.istio.io/v1) "
         "is not served by pilot; skipped (warning)",
         "test.yaml:7: kind: UDPRoute dns (gateway.networking.k8s.io/v1alpha2) "
         "is not served by pilot; skipped (warning)",

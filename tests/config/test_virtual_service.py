@@ -425,8 +425,9 @@ def test_overlapping_hosts_agrees_with_the_pairwise_check(hosts: list[str]) -> N
 
 
 def test_duplicate_host_check_is_not_quadratic() -> None:
-    """Istio's pairwise check took 6.7 s on 8,000 hosts here (0.27 s on 1,000): twice the hosts must
-    cost about twice the time, not four times."""
+    """Istio's pairwise check took 6.7 s on 8,000 hosts here (0.27 s on 1,000): four times the hosts
+    must cost about four times the time, not sixteen. A ratio in one run, never a time budget: the
+    machine's load changes both sides alike."""
 
     def timed(count: int) -> float:
         hosts = [f"h{i}.example.com" for i in range(count)] + ["*.example.com"]
@@ -438,7 +439,6 @@ def test_duplicate_host_check_is_not_quadratic() -> None:
 
     small = min(timed(4_000) for _ in range(3))
     large = min(timed(16_000) for _ in range(3))
-    assert large < 0.5
     assert large < 8 * small  # quadratic would be 16x
 
 

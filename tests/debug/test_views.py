@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pilot.config.objects import ConfigKey
-from pilot.debug import views
+from pilot.debug import rejections, views
 from pilot.push.holds import ObjectRejection
 from pilot.translate.snapshot import build_snapshot
 from pilot.xds import types
@@ -25,7 +25,7 @@ def test_configz_shows_a_rejection_on_its_object() -> None:
         rejected_revision=7,
         held_revision=3,
     )
-    body = views.configz(f.store_snapshot([alpha, beta]), [], [rejection])
+    body = views.configz(f.store_snapshot([alpha, beta]), [], rejections.located([rejection]))
     by_name = {o["name"]: o for o in body["objects"]}
     assert "rejected" not in by_name["beta"]
     [shown] = by_name["alpha"]["rejected"]

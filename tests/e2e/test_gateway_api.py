@@ -8,7 +8,9 @@ refused (500, ResolvedRefs=False RefNotPermitted in /debug/configz) until a Refe
 an HTTPS listener terminating TLS with a test-made certificate (folder mode: the files of Secret
 infra/edge-cert under the listener's ``pilot.io/certificate-root``), and a TLS listener passing
 connections through, by SNI, to a backend that terminates TLS itself. A sidecar Envoy in namespace
-apps shows GAMMA: an HTTPRoute whose parent is Service reviews changes where its requests for reviews go.
+apps shows GAMMA: an HTTPRoute whose parent is Service reviews changes where its requests for reviews go,
+a TCPRoute whose parent is a TCP service moves its connections, and a TLSRoute whose parent is Service
+vault routes an SNI name to it. A RequestRedirect replacing the path prefix answers with the rest kept.
 """
 
 from __future__ import annotations
@@ -227,6 +229,17 @@ def config(backends: dict[str, Backend], ports: Ports, cert_root: Path) -> list[
                         ],
                     },
                     {
+                        "matches": [{"path": {"type": "PathPrefix", "value": "/catalog"}}],
+                        "filters": [
+                            {
+                                "type": "RequestRedirect",
+                                "requestRedirect": {
+                                    "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/shop/v3"},
+                                },
+                            }
+                        ],
+                    },
+                    {
                         "matches": [{"path": {"type": "PathPrefix", "value": "/headers"}}],
                         "filters": [
                             {
@@ -350,6 +363,15 @@ def test_request_redirect(router: Router) -> None:
     assert reply.headers["location"] == "https://new.example.com/new"
 
 
+def test_request_redirect_replaces_the_prefix(router: Router) -> None:
+    # Envoy's prefix_rewrite on the redirect: the matched prefix goes, the rest of the path stays;
+    # the port and the scheme of the request are kept (302 is the spec's default status).
+    for path, expected in (("/catalog/books?page=2", "/shop/v3/books?page=2"), ("/catalog", "/shop/v3")):
+        reply = shop(router, path)
+        assert reply.status == 302, (path, reply.status)
+        assert reply.headers["location"] == f"http://{SHOP}:{router.port}{expected}", path
+
+
 def test_request_header_modifier(router: Router) -> None:
     reply = shop(router, "/headers", {"x-secret": "s3cret", "x-via": "client"})
     headers = reply.json()["headers"]
@@ -390,19 +412,24 @@ def test_https_listener_terminates_tls_with_the_secrets_files(router: Router) ->
     assert body["headers"]["x-forwarded-proto"] == "https"
 
 
-def test_tls_listener_passes_through_to_the_backend_by_sni(router: Router) -> None:
-    def passthrough() -> bytes | None:
-        context = ssl.create_default_context(cafile=str(router.vault_certs.ca))  # the backend's CA
-        with socket.create_connection((LOOPBACK, router.ports.tls), timeout=5.0) as raw:
-            with context.wrap_socket(raw, server_hostname=VAULT) as tls:
-                tls.sendall(b"GET / HTTP/1.1\r\nHost: vault.example.com\r\n\r\n")
-                reply = b""
-                while chunk := tls.recv(4096):
-                    reply += chunk
-        return reply if reply.endswith(b"vault") else None
+def vault_by_sni(router: Router, port: int) -> bytes | None:
+    """A TLS connection to ``port`` for SNI vault.example.com, verified with the vault backend's CA
+    (so it reached the backend, not a proxy terminating TLS): the reply, if the backend gave it."""
+    context = ssl.create_default_context(cafile=str(router.vault_certs.ca))
+    with socket.create_connection((LOOPBACK, port), timeout=5.0) as raw:
+        with context.wrap_socket(raw, server_hostname=VAULT) as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: vault.example.com\r\n\r\n")
+            reply = b""
+            while chunk := tls.recv(4096):
+                reply += chunk
+    return reply if reply.endswith(b"vault") else None
 
+
+def test_tls_listener_passes_through_to_the_backend_by_sni(router: Router) -> None:
     # The backend's certificate (not the gateway's) proves the connection was passed through.
-    wait_until(passthrough, 15.0, 0.1, "TLS passthrough", ignore=TLS_ERRORS)
+    wait_until(
+        lambda: vault_by_sni(router, router.ports.tls), 15.0, 0.1, "TLS passthrough", ignore=TLS_ERRORS
+    )
     with pytest.raises(TLS_ERRORS):  # another SNI matches no filter chain
         https_get(router.ports.tls, "other.example.com", None)
 
@@ -431,6 +458,59 @@ def test_service_parent_routes_the_sidecars_requests_gamma(router: Router) -> No
     write_atomically(router.config_dir / "gamma.yaml", yaml.safe_dump(route))
     wait_until(lambda: version({"x-canary": "yes"}) == "v2", 15.0, 0.1, "the GAMMA route in the sidecar")
     assert version({}) == "v1"
+
+
+def test_service_parent_tcp_route_moves_the_sidecars_connections_gamma(router: Router) -> None:
+    objects = router.pilot.debug_json("/debug/configz")["objects"]
+    [v1] = [o for o in objects if o["kind"] == "ServiceEntry" and o["name"] == "v1"]
+    port = free_port()  # a TCP service of its own on v1's backend: the sidecar binds 0.0.0.0_PORT
+    ledger = service("ledger", "apps", port, v1["spec"]["endpoints"][0]["ports"]["main"], "TCP")
+    write_atomically(router.config_dir / "ledger.yaml", yaml.safe_dump(ledger))
+    router.sidecar.wait_listener(f"0.0.0.0_{port}", timeout=20.0)
+    wait_until(lambda: get(port, "/", headers={"Host": "ledger"}).version == "v1", 15.0, 0.1, "ledger on v1")
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+        "kind": "TCPRoute",
+        "metadata": {"name": "ledger-to-v2", "namespace": "apps"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "ledger", "port": port}],
+            "rules": [{"backendRefs": [{"name": "v2", "port": router.ports.service}]}],
+        },
+    }
+    write_atomically(router.config_dir / "ledger-route.yaml", yaml.safe_dump(route))
+    # The connections to ledger's port go through the sidecar's tcp_proxy to v2's backend (HTTP over
+    # TCP here: the backend says which it is).
+    wait_until(lambda: get(port, "/", headers={"Host": "ledger"}).version == "v2", 15.0, 0.1, "ledger to v2")
+    [parent] = [
+        o for o in router.pilot.debug_json("/debug/configz")["objects"] if o["name"] == "ledger-to-v2"
+    ]
+    conditions = {c["type"]: c["reason"] for c in parent["status"]["parents"][0]["conditions"]}
+    assert conditions == {"Accepted": "Accepted", "ResolvedRefs": "ResolvedRefs"}
+
+
+def test_service_parent_tls_route_routes_the_sidecars_sni_gamma(router: Router) -> None:
+    router.sidecar.wait_listener(f"0.0.0.0_{router.ports.vault_service}", timeout=20.0)
+    # Without a route the sidecar's chain for vault matches its own host name as SNI, not VAULT.
+    with pytest.raises(TLS_ERRORS):
+        vault_by_sni(router, router.ports.vault_service)
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+        "kind": "TLSRoute",
+        "metadata": {"name": "vault-by-name", "namespace": "apps"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "vault"}],
+            "hostnames": [VAULT],
+            "rules": [{"backendRefs": [{"name": "vault", "port": router.ports.vault_service}]}],
+        },
+    }
+    write_atomically(router.config_dir / "vault-mesh.yaml", yaml.safe_dump(route))
+    wait_until(
+        lambda: vault_by_sni(router, router.ports.vault_service),
+        15.0,
+        0.1,
+        "SNI vault.example.com through the sidecar",
+        ignore=TLS_ERRORS,
+    )
 
 
 def test_envoy_accepted_every_update(router: Router) -> None:

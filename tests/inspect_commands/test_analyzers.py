@@ -210,3 +210,14 @@ def test_the_command_exits_1_on_errors_and_prints_json(tmp_path: Path):
     # Each message has the line of its field: the subset of bad.yaml's one destination (line 8).
     [subset] = [m for m in found if m["code"] == "IST0101"]
     assert subset["reference"].endswith("bad.yaml") and subset["line"] == 8
+
+
+def test_a_candidate_file_replaces_the_object_it_edits(tmp_path: Path) -> None:
+    mesh = tmp_path / "mesh"
+    mesh.mkdir()
+    (mesh / "mesh.yaml").write_text(SERVICE + DR % ("v2", "v2") + vs())
+    (tmp_path / "candidate.yaml").write_text(vs(subset="v9"))
+    out = StringIO()
+    assert run(AnalyzeOptions((str(mesh), str(tmp_path / "candidate.yaml"))), out) == 1
+    # The edit's missing subset, and no IST0109: the candidate is the folder's object, edited.
+    assert "IST0101" in out.getvalue() and "IST0109" not in out.getvalue(), out.getvalue()

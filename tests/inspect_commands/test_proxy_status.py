@@ -12,6 +12,12 @@ def test_a_type_is_nacked_only_while_its_latest_response_is_the_rejected_one():
     assert type_status({"status": "NOT SENT", "nonce_sent": "", "last_nack": None}) == "NOT SENT"
 
 
+def test_a_type_is_nacked_while_an_object_it_rejected_is_held_back():
+    held = {"kind": "VirtualService", "namespace": "default", "name": "a", "origin": "a.yaml", "line": 3}
+    assert type_status({"status": "SYNCED", "nonce_sent": "5", "rejected_objects": [held]}) == "NACKED"
+    assert type_status({"status": "SYNCED", "nonce_sent": "5", "rejected_objects": []}) == "SYNCED"
+
+
 def test_resources_are_compared_version_by_version():
     proxyz = {
         "types": {

@@ -103,12 +103,17 @@ def grpc_bootstrap(path: Path, node_id: str, xds_port: int) -> dict[str, str]:
 class XdsClient:
     """The client process: ``call`` sends one command and reads its reply."""
 
-    def __init__(self, root: Path, xds_port: int) -> None:
-        env = grpc_bootstrap(root / "client-bootstrap.json", CLIENT_NODE, xds_port)
+    def __init__(
+        self, root: Path, xds_port: int, env: Mapping[str, str] | None = None, target: str = TARGET
+    ) -> None:
+        """``env`` names another bootstrap (``GRPC_XDS_BOOTSTRAP``); by default one for CLIENT_NODE."""
+        self.target = target
+        if env is None:
+            env = grpc_bootstrap(root / "client-bootstrap.json", CLIENT_NODE, xds_port)
         self.stderr = root / "client.stderr"
         with self.stderr.open("wb") as stderr:  # the child keeps its own descriptor
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.proxyless.xds_client", TARGET],
+                [sys.executable, "-m", "tests.proxyless.xds_client", target],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
@@ -122,10 +127,15 @@ class XdsClient:
         calls: int = 1,
         metadata: Mapping[str, str] | None = None,
         timeout: float = 5.0,
-        target: str = TARGET,
+        target: str | None = None,
+        **options: str,
     ) -> Reply:
+        """``target``: the process's own by default; ``options``: ``method``, ``credentials``
+        (tests.proxyless.xds_client)."""
         assert self._proc.stdin is not None and self._proc.stdout is not None
-        command = {"calls": calls, "metadata": dict(metadata or {}), "timeout": timeout, "target": target}
+        command = {"calls": calls, "metadata": dict(metadata or {}), "timeout": timeout}
+        command.update(target=target or self.target, **options)
+        command.update(options)
         self._proc.stdin.write(json.dumps(command) + "\n")
         self._proc.stdin.flush()
         line = self._proc.stdout.readline()
@@ -141,12 +151,13 @@ class XdsClient:
         metadata: Mapping[str, str] | None = None,
         timeout: float = 15.0,
         message: str = "",
-        target: str = TARGET,
+        target: str | None = None,
+        **options: str,
     ) -> Reply:
         """Send batches of ``calls`` until one satisfies ``accept``; Timeout with the last one."""
         deadline = time.monotonic() + timeout
         while True:
-            reply = self.call(calls, metadata, target=target)
+            reply = self.call(calls, metadata, target=target, **options)
             if accept(reply):
                 return reply
             if time.monotonic() > deadline:

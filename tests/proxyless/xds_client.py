@@ -5,7 +5,9 @@ its client here, with its own bootstrap, instead of in the pytest process. One c
 ``xds:///TARGET`` lives as long as the process (config changes reach it without reconnecting).
 
 Reads one JSON command a line, ``{"calls": N, "metadata": {...}, "timeout": SECONDS}`` (and
-``"target"`` to dial another host on a channel of its own), makes N
+``"target"`` to dial another host on a channel of its own, ``"method"`` to call another method,
+``"credentials": "xds"`` for a channel with xDS credentials, gRFC A29, whose clusters' TLS comes
+from pilot and the bootstrap's certificate provider, plain text where pilot sends none), makes N
 unary calls one after another and writes one JSON line: ``{"outcomes": {"v1": 7, "UNAVAILABLE":
 3}, "seconds": [...]}``, the backend name of each answered call or the status code of each failed one.
 """
@@ -18,18 +20,27 @@ import time
 from collections import Counter
 
 import grpc
+from grpc import experimental
 
 from tests.proxyless.echo import METHOD
 
 
+def channel(target: str, credentials: str) -> grpc.Channel:
+    if credentials == "xds":
+        # grpcio 1.85 has insecure channel credentials under grpc.experimental only.
+        xds = grpc.xds_channel_credentials(fallback_credentials=experimental.insecure_channel_credentials())
+        return grpc.secure_channel(f"xds:///{target}", xds)
+    return grpc.insecure_channel(f"xds:///{target}")
+
+
 def main(target: str) -> int:
-    channels = {target: grpc.insecure_channel(f"xds:///{target}")}
+    channels = {(target, "insecure"): channel(target, "insecure")}
     for line in sys.stdin:
         command = json.loads(line)
-        dial = command.get("target", target)
+        dial = (command.get("target", target), command.get("credentials", "insecure"))
         if dial not in channels:
-            channels[dial] = grpc.insecure_channel(f"xds:///{dial}")
-        who = channels[dial].unary_unary(METHOD)
+            channels[dial] = channel(*dial)
+        who = channels[dial].unary_unary(command.get("method", METHOD))
         metadata = tuple(command.get("metadata", {}).items())
         outcomes: Counter[str] = Counter()
         seconds: list[float] = []
@@ -44,8 +55,8 @@ def main(target: str) -> int:
             seconds.append(round(time.monotonic() - started, 3))
         sys.stdout.write(json.dumps({"outcomes": outcomes, "seconds": seconds}) + "\n")
         sys.stdout.flush()
-    for channel in channels.values():
-        channel.close()
+    for open_channel in channels.values():
+        open_channel.close()
     return 0
 
 

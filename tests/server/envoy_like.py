@@ -10,6 +10,8 @@ cost one proxy. https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protoco
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterable
 
@@ -36,6 +38,9 @@ def rds_names(listeners: Iterable[bytes]) -> set[str]:
     return route_config_names(listener_pb2.Listener.FromString(value) for value in listeners)
 
 
+SETTLE_TIMEOUT = 10.0  # seconds a subscribed name may stay unanswered before ``settle`` gives up
+
+
 class EnvoyLike:
     """One proxy: ``client``'s stream, subscribed like Envoy, every response ACKed and recorded."""
 
@@ -55,17 +60,35 @@ class EnvoyLike:
         change of clusters and listeners with EDS and RDS subscriptions. Returns what came.
 
         Silence is checked with a probe: its answer comes after everything sent before it. A
-        subscription change made on the way asks for more, so another probe round follows."""
+        subscription change made on the way asks for more, so another probe round follows. Like
+        Envoy's initial fetch, it is not settled while a subscribed EDS or RDS name has never been
+        answered: a new view's first snapshot can still be on its way when the probe is answered."""
         received: list[Update] = []
+        deadline = time.monotonic() + SETTLE_TIMEOUT
         while True:
             await self.client.probe()
             resubscribed = False
             while (update := await self.client.recv()).type_url != PROBE_TYPE:
                 received.append(update)
                 resubscribed |= await self._take(update)
-            if not resubscribed:
+            if resubscribed:
+                continue
+            unanswered = self._unanswered()
+            if not unanswered:
                 self.updates.extend(received)
                 return received
+            if time.monotonic() > deadline:
+                raise AssertionError(f"never answered: {unanswered}")
+            await asyncio.sleep(0.01)
+
+    def _unanswered(self) -> list[str]:
+        """Subscribed EDS and RDS names no response has carried yet."""
+        return sorted(
+            name
+            for type_url in (types.ENDPOINT, types.ROUTE)
+            for name in self.client.subscribed.get(type_url, set())
+            if name not in self.values[type_url]
+        )
 
     async def _take(self, update: Update) -> bool:
         """Like Envoy: take the update (adding or removing watches), then ACK it. True if the

@@ -57,6 +57,9 @@ LOOPBACK = "127.0.0.1"
 ISTIO_GROUP = "networking.istio.io"
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 ISTIO_KINDS = ("VirtualService", "DestinationRule", "ServiceEntry", "Gateway", "Sidecar", "WorkloadGroup")
+SECURITY_GROUP = "security.istio.io"
+SECURITY_VERSIONS = ("v1", "v1beta1")
+SECURITY_KINDS = ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication")
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,9 @@ TYPES = {
         ResourceType("Gateway", ISTIO_GROUP, "gateways", False),
         ResourceType("Sidecar", ISTIO_GROUP, "sidecars", False),
         ResourceType("WorkloadGroup", ISTIO_GROUP, "workloadgroups", False),
+        ResourceType("PeerAuthentication", SECURITY_GROUP, "peerauthentications", False),
+        ResourceType("AuthorizationPolicy", SECURITY_GROUP, "authorizationpolicies", False),
+        ResourceType("RequestAuthentication", SECURITY_GROUP, "requestauthentications", False),
     )
 }
 # A few more the real server has, so discovery documents look like one.
@@ -139,11 +145,13 @@ class FakeKubeApi:
         *,
         istio_versions: Iterable[str] = ISTIO_VERSIONS,
         istio_kinds: Iterable[str] = ISTIO_KINDS,
+        security_kinds: Iterable[str] = SECURITY_KINDS,
         token: str | None = None,
         bookmark_interval: float | None = None,
     ) -> None:
         self.istio_versions = tuple(istio_versions)
         self.istio_kinds = set(istio_kinds)
+        self.security_kinds = set(security_kinds)
         self.token = token
         self.bookmark_interval = bookmark_interval
         self.port = 0
@@ -458,6 +466,8 @@ class FakeKubeApi:
     def _served(self, type_: ResourceType, version: str) -> bool:
         if type_.group == ISTIO_GROUP:
             return type_.kind in self.istio_kinds and version in self.istio_versions
+        if type_.group == SECURITY_GROUP:
+            return type_.kind in self.security_kinds and version in SECURITY_VERSIONS
         return version == type_.version
 
     def _discovery(self, parts: list[str]) -> dict[str, Any] | None:
@@ -467,18 +477,22 @@ class FakeKubeApi:
         if parts == ["api", "v1"]:
             return self._resource_list("", "v1")
         if parts == ["apis"]:
-            groups = [self._group(name) for name in ("discovery.k8s.io", ISTIO_GROUP)]
+            groups = [self._group(name) for name in ("discovery.k8s.io", ISTIO_GROUP, SECURITY_GROUP)]
             return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [g for g in groups if g]}
         if len(parts) == 2 and parts[0] == "apis":
             return self._group(parts[1])
         if len(parts) == 3 and parts[0] == "apis" and self._group(parts[1]) is not None:
-            versions = self.istio_versions if parts[1] == ISTIO_GROUP else ("v1",)
+            versions = {ISTIO_GROUP: self.istio_versions, SECURITY_GROUP: SECURITY_VERSIONS}.get(
+                parts[1], ("v1",)
+            )
             return self._resource_list(parts[1], parts[2]) if parts[2] in versions else None
         return None
 
     def _group(self, name: str) -> dict[str, Any] | None:
         if name == ISTIO_GROUP:
             versions = list(self.istio_versions) if self.istio_kinds else []
+        elif name == SECURITY_GROUP:
+            versions = list(SECURITY_VERSIONS) if self.security_kinds else []
         elif name == "discovery.k8s.io":
             versions = ["v1"]
         else:
@@ -518,7 +532,7 @@ class FakeKubeApi:
                 }
                 for n in _EXTRA_CORE
             ]
-        if group == ISTIO_GROUP:  # CRDs with a status subresource list it too
+        if group in (ISTIO_GROUP, SECURITY_GROUP):  # CRDs with a status subresource list it too
             resources += [
                 {**r, "name": f"{r['name']}/status", "verbs": ["get", "patch", "update"]} for r in resources
             ]

@@ -3,10 +3,13 @@ redirect ports, query and header matches, delegate VirtualServices."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.type.v3 import percent_pb2
 
+from pilot.config.gateway_api.convert import GATEWAY_SEMANTICS, ROUTE_SEMANTICS
 from pilot.translate.routes import build_routes
 from tests import factories as f
 
@@ -161,6 +164,16 @@ def test_redirect_ports() -> None:
     assert (explicit.redirect.port_redirect, explicit.redirect.scheme_redirect) == (8443, "https")
     assert default_port.redirect.port_redirect == 0  # :80 is http's own port
     assert default_port.redirect.response_code == rc.RedirectAction.PERMANENT_REDIRECT
+
+
+def test_a_prefix_redirect_only_with_the_gateway_api_semantics() -> None:
+    http = {"match": [{"uri": {"prefix": "/a/"}}], "redirect": {"uri": "%PREFIX()%/b/"}}
+    vs = f.virtual_service("reviews", hosts=["reviews"], http=[http])
+    converted = dataclasses.replace(vs, annotations=((ROUTE_SEMANTICS, GATEWAY_SEMANTICS),))
+    (prefix,) = vhost_routes(f.http_service("reviews", port=9080), converted)
+    assert prefix.redirect.prefix_rewrite == "/b/" and not prefix.redirect.path_redirect
+    (literal,) = vhost_routes(f.http_service("reviews", port=9080), vs)  # istiod keeps it verbatim
+    assert literal.redirect.path_redirect == "%PREFIX()%/b/" and not literal.redirect.prefix_rewrite
 
 
 def test_query_params_and_without_headers() -> None:

@@ -22,6 +22,9 @@ from pilot.config.gateway_api.conditions import Condition
 from pilot.config.gateway_api.references import References, resolve_backend
 
 Json = dict[str, Any]
+# A redirect uri that replaces the matched prefix rather than the path (istiod's convention, honoured
+# only on VirtualServices converted from the Gateway API).
+PREFIX_REDIRECT = "%PREFIX()%"
 _PATH_RANK = {"Exact": 0, "PathPrefix": 1, "RegularExpression": 2}
 
 
@@ -45,6 +48,12 @@ class Converted:
 
     def resolved_refs(self) -> Condition:
         return self.refs[0] if self.refs else cond.resolved()
+
+
+def _replaced_prefix(replacement: str, tail: str | None) -> str:
+    """What a ReplacePrefixMatch puts in place of the matched prefix of one match half."""
+    stem = replacement.rstrip("/")
+    return f"{stem}/" if tail == "/" else (stem or "/")
 
 
 def _header_operations(modifier: Mapping[str, Any]) -> Json:
@@ -119,10 +128,10 @@ class RuleConverter:
             elif kind == "ResponseHeaderModifier":
                 headers["response"] = _header_operations(item["responseHeaderModifier"])
             elif kind == "RequestRedirect":
-                redirect = self._redirect(item["requestRedirect"])
-                if redirect is None:
-                    return "RequestRedirect with path ReplacePrefixMatch is not supported"
-                route["redirect"] = redirect
+                route["redirect"] = self._redirect(item["requestRedirect"])
+                path = item["requestRedirect"].get("path")
+                if path is not None and path["type"] == "ReplacePrefixMatch":
+                    route["_redirect_prefix"] = path["replacePrefixMatch"]  # per match, as rewrites
             elif kind == "URLRewrite":
                 route["_rewrite"] = item["urlRewrite"]  # applied per match (prefix rewrites differ)
             elif kind == "RequestMirror":
@@ -147,7 +156,7 @@ class RuleConverter:
             route["headers"] = headers
         return None
 
-    def _redirect(self, spec: Mapping[str, Any]) -> Json | None:
+    def _redirect(self, spec: Mapping[str, Any]) -> Json:
         out: Json = {"redirectCode": int(spec.get("statusCode", 302))}
         if "scheme" in spec:
             out["scheme"] = spec["scheme"]
@@ -159,9 +168,7 @@ class RuleConverter:
             # "When empty, port (if specified) of the request is used" (unless the scheme changes).
             out["derivePort"] = "FROM_PROTOCOL_DEFAULT" if "scheme" in spec else "FROM_REQUEST_PORT"
         path = spec.get("path")
-        if path is not None:
-            if path["type"] == "ReplacePrefixMatch":
-                return None
+        if path is not None and path["type"] == "ReplaceFullPath":
             out["uri"] = path["replaceFullPath"]
         return out
 
@@ -237,8 +244,15 @@ class RuleConverter:
             self._entry(self._rewritten(base, rewrite, "/"), prefix, order, position)
 
     def _rewritten(self, base: Json, rewrite: Mapping[str, Any] | None, tail: str | None) -> Json:
-        """``base`` with a URLRewrite for one match: ``tail`` is ``/`` for the prefix half of a
-        PathPrefix (the replacement keeps a trailing slash), None for its exact half."""
+        """``base`` with a URLRewrite, and a RequestRedirect's ReplacePrefixMatch, for one match:
+        ``tail`` is ``/`` for the prefix half of a PathPrefix (the replacement keeps a trailing
+        slash), None for its exact half. A redirect's prefix replacement is istiod's: the uri
+        ``%PREFIX()%REPLACEMENT``, which translation makes Envoy's ``prefix_rewrite`` on the redirect
+        (conversion.go createRedirectFilter; route.go applyRedirect)."""
+        prefix = base.get("_redirect_prefix")
+        if prefix is not None:
+            uri = PREFIX_REDIRECT + _replaced_prefix(str(prefix), tail)
+            base = {**base, "redirect": {**base["redirect"], "uri": uri}}
         if rewrite is None:
             return base
         out: Json = {}
@@ -248,8 +262,7 @@ class RuleConverter:
         if path is not None and path["type"] == "ReplaceFullPath":
             out["uriRegexRewrite"] = {"match": "/.*", "rewrite": path["replaceFullPath"]}
         elif path is not None:
-            replacement = str(path["replacePrefixMatch"]).rstrip("/")
-            out["uri"] = f"{replacement}/" if tail == "/" else (replacement or "/")
+            out["uri"] = _replaced_prefix(str(path["replacePrefixMatch"]), tail)
         return {**base, "rewrite": out} if out else base
 
     def _grpc_match(self, match: Mapping[str, Any], base: Json, position: tuple[int, int]) -> None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pilot.config import kinds
 from pilot.config.objects import ConfigObject, FieldError
+from pilot.config.validation.authorization_policy import validate_authorization_policy
 from pilot.config.validation.common import Report
 from pilot.config.validation.destination_rule import validate_destination_rule
 from pilot.config.validation.gateway import validate_gateway
 from pilot.config.validation.mesh import validate_mesh_config
+from pilot.config.validation.peer_authentication import validate_peer_authentication
+from pilot.config.validation.request_authentication import validate_request_authentication
 from pilot.config.validation.service_entry import validate_service_entry, validate_workload_entry
 from pilot.config.validation.sidecar import validate_sidecar
 from pilot.config.validation.support import report_not_yet_supported
@@ -46,6 +49,12 @@ def validate(obj: ConfigObject) -> list[FieldError]:
         validate_workload_group(obj.spec, path, report)
     elif kinds.MESH_CONFIG_INFO.holds(obj):
         validate_mesh_config(obj.spec, path, report)
+    elif kinds.PEER_AUTHENTICATION_INFO.holds(obj):
+        validate_peer_authentication(obj.spec, obj.namespace, path, report)
+    elif kinds.AUTHORIZATION_POLICY_INFO.holds(obj):
+        validate_authorization_policy(obj.spec, obj.namespace, path, report)
+    elif kinds.REQUEST_AUTHENTICATION_INFO.holds(obj):
+        validate_request_authentication(obj.spec, obj.namespace, path, report)
     report_not_yet_supported(obj.kind, obj.spec, path, report)
     return [
         FieldError(obj.origin, message, obj.key, where, None, severity)
@@ -60,7 +69,8 @@ ALWAYS_REJECT_ANNOTATION = "istio.io/alwaysReject"
 
 def _annotations(obj: ConfigObject, report: Report) -> None:
     annotations = dict(obj.annotations)
-    if DRY_RUN_ANNOTATION in annotations:
+    # Only an AuthorizationPolicy may be a dry run (its rules then only log: Istio's shadow rules).
+    if DRY_RUN_ANNOTATION in annotations and obj.kind != kinds.AUTHORIZATION_POLICY:
         report.error(
             f"metadata.annotations[{DRY_RUN_ANNOTATION}]",
             f"{obj.namespace}/{obj.name} has unsupported annotation {DRY_RUN_ANNOTATION}, please remove the "

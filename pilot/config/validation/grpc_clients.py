@@ -1,10 +1,15 @@
-"""What proxyless gRPC clients cannot honour in a VirtualService, as warnings (``pilot validate --grpc``).
+"""What proxyless gRPC clients cannot honour in a VirtualService or a DestinationRule's TLS, as
+warnings (``pilot validate --grpc``).
 
 gRPC's xDS client reads a subset of Envoy's route API (gRFC A28, A31, A33, A44); pilot leaves the
 rest out of what it sends those clients (pilot.translate.grpc_routes), so these fields have no
 effect on them, or, for ``redirect`` and ``directResponse``, fail every matching call with
 UNAVAILABLE (observed with grpcio, docs/proxyless-grpc.md). A VirtualService names hosts, not
 clients, so pilot cannot tell on its own which ones serve gRPC clients: the user says so.
+
+A DestinationRule's ``tls`` in mode ``SIMPLE`` or ``MUTUAL`` is not applied to them either
+(pilot.translate.grpc_clusters, as Istio's grpcgen): gRPC takes certificates from its bootstrap's
+certificate providers only, so those clients connect in plain text; ``ISTIO_MUTUAL`` is applied.
 """
 
 from __future__ import annotations
@@ -58,6 +63,35 @@ def grpc_client_warnings(obj: ConfigObject[nw.VirtualService]) -> list[FieldErro
     return out
 
 
+_FILE_TLS = (nw.ClientTLSSettings.SIMPLE, nw.ClientTLSSettings.MUTUAL)
+PLAIN_TEXT = (
+    "proxyless gRPC clients take certificates from their bootstrap only: they connect in plain "
+    "text (ISTIO_MUTUAL is applied)"
+)
+
+
+def grpc_tls_warnings(obj: ConfigObject[nw.DestinationRule]) -> list[FieldError]:
+    """A warning for every ``tls`` of ``obj`` in mode SIMPLE or MUTUAL (rule, port, subset level)."""
+    policies: list[tuple[str, nw.TrafficPolicy]] = []
+    if obj.spec.HasField("traffic_policy"):
+        policies.append(("spec.trafficPolicy", obj.spec.traffic_policy))
+    policies += [
+        (f"spec.subsets[{i}].trafficPolicy", subset.traffic_policy)
+        for i, subset in enumerate(obj.spec.subsets)
+        if subset.HasField("traffic_policy")
+    ]
+    out: list[FieldError] = []
+    for where, policy in policies:
+        levels: list[tuple[str, nw.TrafficPolicy | nw.TrafficPolicy.PortTrafficPolicy]] = [(where, policy)]
+        levels += [(f"{where}.portLevelSettings[{i}]", p) for i, p in enumerate(policy.port_level_settings)]
+        for path, level in levels:
+            if level.HasField("tls") and level.tls.mode in _FILE_TLS:
+                out.append(
+                    FieldError(obj.origin, PLAIN_TEXT, obj.key, f"{path}.tls.mode", severity="warning")
+                )
+    return out
+
+
 def _is_set(message: nw.HTTPRoute, field: str) -> bool:
     value = getattr(message, field)
     if hasattr(value, "ListFields"):
@@ -65,4 +99,4 @@ def _is_set(message: nw.HTTPRoute, field: str) -> bool:
     return bool(len(value)) if hasattr(value, "__len__") else bool(value)
 
 
-__all__ = ["FAILS", "IGNORED", "grpc_client_warnings"]
+__all__ = ["FAILS", "IGNORED", "PLAIN_TEXT", "grpc_client_warnings", "grpc_tls_warnings"]

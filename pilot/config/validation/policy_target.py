@@ -1,0 +1,63 @@
+"""Where a security policy applies: its ``selector`` or ``targetRef``/``targetRefs``, checked as Istio's
+``validateWorkloadSelector`` and ``validatePolicyTargetReference(s)`` (pkg/config/validation/validation.go)
+check them for PeerAuthentication, AuthorizationPolicy and RequestAuthentication.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pilot._gen import security_pb2 as sec
+from pilot.config.validation.common import Report, at, check_selector_labels, item
+
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+# The kinds a policy may target (Istio 1.22+): a Gateway API Gateway, a GatewayClass (mesh-wide for its
+# gateways), and for waypoints a Service or ServiceEntry.
+TARGET_KINDS = {
+    GATEWAY_API_GROUP: ("Gateway", "GatewayClass"),
+    "": ("Service",),
+    "networking.istio.io": ("ServiceEntry",),
+}
+
+
+def check_policy_scope(
+    selector: sec.WorkloadSelector | None,
+    target_refs: Sequence[tuple[str, sec.PolicyTargetReference]],
+    namespace: str,
+    path: str,
+    report: Report,
+) -> None:
+    """``selector`` (None when unset) and the ``(path, reference)`` of each set ``targetRef`` and
+    ``targetRefs`` item of a policy in ``namespace``."""
+    if selector is not None:
+        labels_path = at(at(path, "selector"), "matchLabels")
+        report.check_all(labels_path, check_selector_labels(selector.match_labels))
+    if selector is not None and target_refs:
+        report.error(path, "only one of targetRefs or workloadSelector can be set")
+    for where, ref in target_refs:
+        _target_ref(ref, namespace, where, report)
+
+
+def _target_ref(ref: sec.PolicyTargetReference, namespace: str, path: str, report: Report) -> None:
+    if not ref.name:
+        report.error(at(path, "name"), "name is required in targetRef")
+    allowed = TARGET_KINDS.get(ref.group)
+    if allowed is None or ref.kind not in allowed:
+        kinds = ", ".join(
+            f"{group or 'core'}/{kind}" for group, names in TARGET_KINDS.items() for kind in names
+        )
+        report.error(path, f"targetRef must be to one of {kinds} but was {ref.group}/{ref.kind}")
+    if ref.namespace and ref.namespace != namespace:
+        report.error(
+            at(path, "namespace"),
+            f"targetRef namespace must be the policy's namespace {namespace!r}, was {ref.namespace!r}",
+        )
+
+
+def target_refs_of(
+    spec: sec.AuthorizationPolicy | sec.RequestAuthentication, path: str = ""
+) -> list[tuple[str, sec.PolicyTargetReference]]:
+    """The policy's targets with their paths: the older single ``targetRef``, then ``targetRefs``."""
+    refs = [(at(path, "targetRef"), spec.targetRef)] if spec.HasField("targetRef") else []
+    refs += [(item(at(path, "targetRefs"), index), ref) for index, ref in enumerate(spec.targetRefs)]
+    return refs
