@@ -37,7 +37,7 @@ import grpc
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from bench.mesh import BenchService, node_id
@@ -63,32 +63,44 @@ Response: TypeAlias = Any  # discovery_pb2.DiscoveryResponse (the stubs do not t
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 
 
-def _eds_clusters(response: Response) -> tuple[str, ...]:
+def anys(response: Response) -> list[Any]:
+    """The ``Any`` of each resource: a DiscoveryResponse holds them, a delta one wraps them."""
+    if isinstance(response, discovery_pb2.DeltaDiscoveryResponse):
+        return [resource.resource for resource in response.resources]
+    return list(response.resources)
+
+
+def eds_clusters(response: Response) -> tuple[str, ...]:
     names = []
-    for any_msg in response.resources:
+    for any_msg in anys(response):
         cluster = cluster_pb2.Cluster.FromString(any_msg.value)
         if cluster.type == cluster_pb2.Cluster.EDS:
             names.append(cluster.eds_cluster_config.service_name or cluster.name)
     return tuple(sorted(names))
 
 
-def _route_names(response: Response) -> tuple[str, ...]:
-    listeners = (listener_pb2.Listener.FromString(any_msg.value) for any_msg in response.resources)
+def route_names(response: Response) -> tuple[str, ...]:
+    listeners = (listener_pb2.Listener.FromString(any_msg.value) for any_msg in anys(response))
     return tuple(sorted(route_config_names(listeners)))
 
 
-def _edited_weight(response: Response) -> int:
-    """The v1 weight of the edited service's route (-1 if not found)."""
-    for any_msg in response.resources:
-        config = route_pb2.RouteConfiguration.FromString(any_msg.value)
-        for vhost in config.virtual_hosts:
-            if not vhost.name.startswith(EDITED_HOST_PREFIX):
-                continue
-            for route in vhost.routes:
-                if route.route.HasField("weighted_clusters"):
-                    for weighted in route.route.weighted_clusters.clusters:
-                        if "|v1|" in weighted.name:
-                            return int(weighted.weight.value)
+def edited_weight(response: Response) -> int:
+    """The v1 weight of the edited service's route (-1 if not found), in route configurations or
+    (VHDS) virtual hosts, whose names are ``ROUTE_CONFIG/`` and Istio's."""
+    vhosts: list[Any] = []
+    for any_msg in anys(response):
+        if any_msg.type_url.endswith(".VirtualHost"):
+            vhosts.append(route_components_pb2.VirtualHost.FromString(any_msg.value))
+        else:
+            vhosts.extend(route_pb2.RouteConfiguration.FromString(any_msg.value).virtual_hosts)
+    for vhost in vhosts:
+        if not vhost.name.rpartition("/")[2].startswith(EDITED_HOST_PREFIX):
+            continue
+        for route in vhost.routes:
+            if route.route.HasField("weighted_clusters"):
+                for weighted in route.route.weighted_clusters.clusters:
+                    if "|v1|" in weighted.name:
+                        return int(weighted.weight.value)
     return -1
 
 
@@ -96,10 +108,15 @@ class Memo:
     """Per-process decode cache keyed by (type URL, version_info)."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], Any] = {}
+        self._cache: dict[tuple[Any, ...], Any] = {}
 
     def get(self, response: Response, decode: Callable[[Response], Any]) -> Any:
-        key = (response.type_url, response.version_info)
+        key: tuple[Any, ...]
+        if isinstance(response, discovery_pb2.DeltaDiscoveryResponse):
+            # A delta response at one version holds what this proxy lacks: key by its names too.
+            key = (response.type_url, response.system_version_info, *(r.name for r in response.resources))
+        else:
+            key = (response.type_url, response.version_info)
         found = self._cache.get(key)
         if found is None:
             found = self._cache[key] = decode(response)
@@ -168,7 +185,7 @@ class Fleet:
                 version, nonce = response.version_info, response.nonce
                 last[type_url] = (version, nonce)
                 if type_url == CDS:
-                    names = self.memo.get(response, _eds_clusters)
+                    names = self.memo.get(response, eds_clusters)
                     if names != eds_names:
                         eds_names = names
                         eds_version, eds_nonce = last.get(EDS, ("", ""))
@@ -182,7 +199,7 @@ class Fleet:
                         )
                     await call.write(Request(type_url=CDS, version_info=version, response_nonce=nonce))
                 elif type_url == LDS:
-                    names = self.memo.get(response, _route_names)
+                    names = self.memo.get(response, route_names)
                     if names != rds_names:
                         rds_names = names
                         rds_version, rds_nonce = last.get(RDS, ("", ""))
@@ -207,39 +224,58 @@ class Fleet:
                             type_url=RDS, resource_names=rds_names, version_info=version, response_nonce=nonce
                         )
                     )
-                    new_weight = self.memo.get(response, _edited_weight)
+                    new_weight = self.memo.get(response, edited_weight)
                     if new_weight != weight:
                         weight = new_weight
-                        tracker = self.tracker
-                        if tracker is not None and tracker.weight == weight:
-                            tracker.record(index, time.monotonic())
+                        self.saw_weight(index, weight)
                 else:
                     continue
                 if len(acked) < 4:
                     acked.add(type_url)
                     if acked >= ALL_TYPES:
-                        self.full_at[index] = time.monotonic()
-                        if len(self.full_at) >= self.full_expected:
-                            self.full_event.set()
+                        self.has_full_config(index)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a broken stream is counted and reported, not fatal to the worker
-            key = type(exc).__name__
-            if isinstance(exc, grpc.aio.AioRpcError):
-                key = f"{exc.code().name}: {exc.details()}"[:120]
-            self.errors[key] = self.errors.get(key, 0) + 1
+            self.count_error(exc)
         finally:
             call.cancel()
 
+    def saw_weight(self, index: int, weight: int) -> None:
+        """Proxy ``index`` ACKed routes with the edited route's v1 at ``weight``."""
+        tracker = self.tracker
+        if tracker is not None and tracker.weight == weight:
+            tracker.record(index, time.monotonic())
+
+    def has_full_config(self, index: int) -> None:
+        self.full_at[index] = time.monotonic()
+        if len(self.full_at) >= self.full_expected:
+            self.full_event.set()
+
+    def count_error(self, exc: Exception) -> None:
+        key = type(exc).__name__
+        if isinstance(exc, grpc.aio.AioRpcError):
+            key = f"{exc.code().name}: {exc.details()}"[:120]
+        self.errors[key] = self.errors.get(key, 0) + 1
+
     # -- commands --------------------------------------------------------------------------------
 
-    async def connect(self, target: str, indices: list[int], timeout: float) -> dict[str, Any]:
+    async def connect(
+        self, target: str, indices: list[int], timeout: float, protocol: str = "sotw"
+    ) -> dict[str, Any]:
         self.full_at = {}
         self.full_event = asyncio.Event()
         self.full_expected = len(indices)
+        from bench.delta_proxies import delta_proxy  # it imports this module
+
         started = time.monotonic()
         for index in indices:
-            self.proxies[index] = asyncio.create_task(self.proxy(index, target))
+            run = (
+                self.proxy(index, target)
+                if protocol == "sotw"
+                else delta_proxy(self, index, target, protocol)
+            )
+            self.proxies[index] = asyncio.create_task(run)
         if not indices:
             self.full_event.set()
         with contextlib.suppress(TimeoutError):
@@ -282,7 +318,7 @@ async def _serve(pipe: Connection) -> None:
         name = command[0]
         try:
             if name == "connect":
-                reply: Any = await fleet.connect(command[1], command[2], command[3])
+                reply: Any = await fleet.connect(command[1], command[2], command[3], *command[4:])
             elif name == "expect":
                 fleet.expect(command[1])
                 reply = "ok"

@@ -27,6 +27,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -111,14 +112,15 @@ class Workers:
         return self.call_all([command] * len(self.pipes), timeout)
 
     def connect(
-        self, target: str, indices: Sequence[int], timeout: float
+        self, target: str, indices: Sequence[int], timeout: float, protocol: str = "sotw"
     ) -> tuple[float, dict[int, float], dict[str, int]]:
-        """Open proxies ``indices`` (split over the workers) at once.
+        """Open proxies ``indices`` (split over the workers) at once, speaking ``protocol``
+        (``sotw``, ``delta``, or ``vhds``: delta with virtual hosts over VHDS).
 
         Returns (start time, index → time it had full config, errors)."""
         slices = [list(indices[w :: len(self.pipes)]) for w in range(len(self.pipes))]
         started = time.monotonic()
-        replies = self.call_all([("connect", target, s, timeout) for s in slices], timeout + 30)
+        replies = self.call_all([("connect", target, s, timeout, protocol) for s in slices], timeout + 30)
         full: dict[int, float] = {}
         errors: dict[str, int] = {}
         for reply in replies:
@@ -268,6 +270,13 @@ def _get_json(port: int, path: str) -> Any:
         return json.loads(reply.read())
 
 
+def _pushed_bytes(port: int) -> float:
+    """Every response byte pilot has written (``pilot_xds_push_bytes_total``, all types)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return sum(float(v) for v in re.findall(r"^pilot_xds_push_bytes_total\{[^}]*\} (\S+)$", text, re.M))
+
+
 # -- one case -------------------------------------------------------------------------------------
 
 
@@ -284,6 +293,7 @@ class Options:
     keep: bool
     profile: str | None = None  # py-spy: None, "python" or "native"
     floor_rds: str = "changed"  # what the floor's RDS pushes hold: "changed" or "full"
+    protocol: str = "sotw"  # pilot's proxies: "sotw", "delta" or "vhds" (the floor's are SotW)
 
 
 def translation_time(config_dir: Path, repeats: int) -> dict[str, Any]:
@@ -355,16 +365,19 @@ def _profile_path(opts: Options, n: int, k: int, what: str) -> Path | None:
     return RESULTS / f"profile-{n}x{k}-{what}.txt"
 
 
-def _added_connections(workers: Workers, target: str, pid: int, n: int, opts: Options) -> dict[str, Any]:
+def _added_connections(
+    workers: Workers, target: str, pid: int, n: int, opts: Options, protocol: str = "sotw"
+) -> dict[str, Any]:
     added = opts.added if opts.added is not None else max(n // 4, 25)
     batch = max(1, min(25, added // 4))
     first_index = n + 1  # indices the storm does not use (each proxy has its own node id)
-    _, full, errors = workers.connect(target, [n], 60)
+    _, full, errors = workers.connect(target, [n], 60, protocol)
     time.sleep(1.0)
     one_kib = procstat.rss_kib(pid)
     connected = 0
     for first in range(first_index, first_index + added, batch):
-        _, full, more = workers.connect(target, range(first, min(first + batch, first_index + added)), 60)
+        batch_indices = range(first, min(first + batch, first_index + added))
+        _, full, more = workers.connect(target, batch_indices, 60, protocol)
         connected += len(full)
         for key, count in more.items():
             errors[key] = errors.get(key, 0) + count
@@ -409,14 +422,14 @@ def run_pilot(
         # the transient buffers of a storm (which the allocator keeps, see rss_per_proxy_kib).
         # They all disconnect again; the last one leaving drops the view's snapshot, so the storm
         # below starts cold.
-        out["added"] = _added_connections(workers, target, pid, n, opts)
+        out["added"] = _added_connections(workers, target, pid, n, opts, opts.protocol)
         log(f"  pilot: {out['added']['per_connection_kib']:.1f} KiB per added connection")
         time.sleep(0.5)
 
         # 1. connect storm
         with PySpy(pid, _profile_path(opts, n, k, "pilot-storm"), opts.profile == "native"):
             cpu0 = procstat.cpu_seconds(pid)
-            started, full, errors = workers.connect(target, range(n), timeout=120)
+            started, full, errors = workers.connect(target, range(n), timeout=120, protocol=opts.protocol)
             cpu1 = procstat.cpu_seconds(pid)
         storm = [t - started for t in full.values()]
         out["storm"] = {**summary(storm), "connected": len(full), "errors": errors, "cpu_s": cpu1 - cpu0}
@@ -432,6 +445,7 @@ def run_pilot(
         from_write: list[float] = []
         from_push: list[float] = []
         spy = PySpy(pid, _profile_path(opts, n, k, "pilot-edits"), opts.profile == "native")
+        pushed_before = _pushed_bytes(pilot.http_port)
         spy.__enter__()
         for edit in range(opts.edits):
             weight = edit_weight(edit)
@@ -475,6 +489,7 @@ def run_pilot(
                 )
         spy.__exit__()
         time.sleep(0.5)
+        pushed = _pushed_bytes(pilot.http_port) - pushed_before
         out["rss_after_last_edit_kib"] = procstat.rss_kib(pid)
         out["edits"] = {
             "count": opts.edits,
@@ -487,6 +502,7 @@ def run_pilot(
             "missing": sum(r["missing"] for r in rounds),
             "extra_pushes": sum(r["pushes"] - 1 for r in rounds),
             "views_per_push": sorted({r["views"] for r in rounds}),
+            "bytes_per_proxy_per_edit": pushed / max(1, opts.edits * len(full)),
             "rounds": rounds,
         }
 
@@ -563,7 +579,12 @@ def run_case(n: int, k: int, workers: Workers, opts: Options, log: Any) -> dict[
         root = Path(tmp)
         config = root / "config"
         write_mesh(config, k)
-        case: dict[str, Any] = {"proxies": n, "services": k, "load_before": procstat.load_average()}
+        case: dict[str, Any] = {
+            "proxies": n,
+            "services": k,
+            "protocol": opts.protocol,
+            "load_before": procstat.load_average(),
+        }
         started = time.monotonic()
         case["translation"] = translation_time(config, opts.translate_repeats)
         log(f"  translation: {case['translation']['total_ms']:.1f} ms")
@@ -621,6 +642,7 @@ def derive(case: dict[str, Any]) -> dict[str, Any]:
         "memory_growth_pct": 100 * (pilot["rss_after_last_edit_kib"] / pilot["rss_after_first_edit_kib"] - 1),
         "rss_growth_per_push_kib": _slope(pe["rounds"]),
         "rss_growth_per_push_floor_kib": _slope(fe["rounds"]),
+        "bytes_per_proxy_per_edit": pe.get("bytes_per_proxy_per_edit"),
         "edits": pe["count"],
     }
     return case
@@ -656,6 +678,7 @@ ROWS = (
     ("RSS after last edit vs first (%)", "memory_growth_pct", "{:+.1f}"),
     ("  RSS growth per push (KiB)", "rss_growth_per_push_kib", "{:+.1f}"),
     ("  floor RSS growth per push (KiB)", "rss_growth_per_push_floor_kib", "{:+.1f}"),
+    ("bytes per proxy per edit", "bytes_per_proxy_per_edit", "{:,.0f}"),
     ("edits", "edits", "{:d}"),
 )
 
@@ -697,6 +720,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="changed",
         help="the floor's RDS pushes hold the changed route configurations (what pilot sends) or all of them",
     )
+    parser.add_argument(
+        "--protocol",
+        choices=("sotw", "delta", "vhds"),
+        default="sotw",
+        help="how pilot's proxies speak ADS (vhds: delta, virtual hosts over VHDS); the floor's: sotw",
+    )
     parser.add_argument("--translate-repeats", type=int, default=5)
     parser.add_argument(
         "--profile",
@@ -728,6 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep=args.keep_logs,
         profile=args.profile,
         floor_rds=args.floor_rds,
+        protocol=args.protocol,
     )
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 

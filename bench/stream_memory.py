@@ -1,12 +1,22 @@
-"""Per-stream memory of the ADS server: N in-process proxies of one view, K services.
+"""Per-stream memory and bytes of the ADS server: N in-process proxies of one view, K services.
 
 Each proxy is a fake gRPC context that subscribes the way a sidecar does (CDS and LDS wildcard,
-EDS for every cluster, RDS for every route configuration), ACKs every response, and keeps nothing
-of what it is sent. The figure is the Python heap the server holds (tracemalloc) once every proxy
-is in step with the view's snapshot, then again after a push of a snapshot with one changed
-route, divided by N (``--push-time``: the wall time of that push instead, without
-tracemalloc); it includes each stream's share of what the streams share (encoded
-selections), and not the snapshots themselves (built before measuring).
+EDS for every cluster, RDS for every route configuration; with ``vhds``, delta ADS and node
+metadata ``VHDS: "true"``, plus Envoy's VHDS request, which names nothing), ACKs every response,
+and keeps nothing of what it is sent. Figures, per proxy:
+
+- ``in_step_kib_per_proxy``: the Python heap the server holds (tracemalloc) once every proxy is in
+  step with the view's snapshot, divided by N; it includes each stream's share of what the streams
+  share (encoded selections), and not the snapshots themselves (built before measuring);
+- ``sync_peak_kib_per_proxy``: the heap's peak while they all sync, divided by N (the response
+  buffers of a connect storm);
+- ``after_push_kib_per_proxy``: the heap after a push of a snapshot in which one VirtualService
+  has a new weight;
+- ``bytes_per_proxy_per_edit``: what that push wrote to each proxy (serialized responses); and
+  ``sync_bytes_per_proxy``, what the initial sync wrote.
+
+``--push-time``: the wall time of that push instead, without tracemalloc. Bytes do not depend on
+the machine's load; heap figures depend only on the code.
 
     .venv/bin/python -m bench.stream_memory --proxies 1000 --services 1000
 """
@@ -36,7 +46,7 @@ from pilot.server.connection import Connection
 from pilot.server.delta import DeltaStream
 from pilot.server.sotw import SotwStream
 from pilot.translate.context import PushContext
-from pilot.translate.proxy import Proxy
+from pilot.translate.proxy import VHDS_METADATA, Proxy
 from pilot.translate.snapshot import build_snapshot
 from pilot.xds import types
 
@@ -54,11 +64,14 @@ class FakeProxy:
             self._requests.put_nowait(request)
         self._synced = synced
         self.unacked = 0
+        self.written = 0
+        self.by_type: dict[str, int] = {}
 
     async def read(self) -> Any:
         return await self._requests.get()
 
     async def write(self, data: bytes) -> None:
+        self.written += len(data)
         if self._protocol == "sotw":
             response = discovery_pb2.DiscoveryResponse.FromString(data)
             ack: Any = discovery_pb2.DiscoveryRequest(
@@ -70,20 +83,33 @@ class FakeProxy:
         else:
             delta = discovery_pb2.DeltaDiscoveryResponse.FromString(data)
             ack = discovery_pb2.DeltaDiscoveryRequest(type_url=delta.type_url, response_nonce=delta.nonce)
+        short = types.short_name(ack.type_url)
+        self.by_type[short] = self.by_type.get(short, 0) + len(data)
         self._requests.put_nowait(ack)
         self._synced()
 
 
 _SUBSCRIBED: dict[str, Sequence[str]] = {}
+PROTOCOLS = ("sotw", "delta", "vhds")  # vhds: delta ADS, virtual hosts over VHDS
+_CLASSIC_TYPES = (types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE)
+
+
+def subscribed_types(protocol: str) -> tuple[str, ...]:
+    return (*_CLASSIC_TYPES, types.VIRTUAL_HOST) if protocol == "vhds" else _CLASSIC_TYPES
 
 
 def first_requests(protocol: str, index: int, snapshot: Snapshot) -> list[Any]:
-    node = {"id": node_id(index)}
+    node: dict[str, Any] = {"id": node_id(index)}
+    if protocol == "vhds":
+        node["metadata"] = {VHDS_METADATA: "true"}
     out: list[Any] = []
-    for type_url in types.PUSH_ORDER:
+    for type_url in subscribed_types(protocol):
         names = _SUBSCRIBED.get(type_url, ())
         if protocol == "sotw":
             out.append(discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=names, node=node))
+        elif type_url == types.VIRTUAL_HOST:
+            # Envoy's VHDS request names nothing (pilot.server.delta: _route_configurations).
+            out.append(discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, node=node))
         else:
             out.append(
                 discovery_pb2.DeltaDiscoveryRequest(
@@ -94,20 +120,21 @@ def first_requests(protocol: str, index: int, snapshot: Snapshot) -> list[Any]:
     return out
 
 
-def translate(root: Path) -> tuple[ConfigStore, Snapshot]:
+def translate(root: Path, protocol: str = "sotw") -> tuple[ConfigStore, Snapshot]:
     store = ConfigStore()
     for path in sorted(root.rglob("*.yaml")):
         store.apply(parse_text(path.read_text(encoding="utf-8"), str(path)))
-    view = Proxy.from_node(node_id(0)).view()
+    metadata = {VHDS_METADATA: "true"} if protocol == "vhds" else {}
+    view = Proxy.from_node(node_id(0), metadata).view()
     return store, build_snapshot(view, PushContext.build(store.snapshot()))
 
 
 async def measure(
     protocol: str, proxies: int, root: Path, services: list[Any], trace: bool = True
 ) -> dict[str, float]:
-    _, snapshot = translate(root)
+    _, snapshot = translate(root, protocol)
     edit_virtual_service(root, services[0], 1)
-    _, changed = translate(root)  # one route differs
+    _, changed = translate(root, protocol)  # one route differs
     _SUBSCRIBED.clear()
     _SUBSCRIBED[types.ENDPOINT] = sorted(snapshot.resources(types.ENDPOINT))
     _SUBSCRIBED[types.ROUTE] = sorted(snapshot.resources(types.ROUTE))
@@ -117,6 +144,8 @@ async def measure(
     server = AdsServer(cache, callbacks=None, push_concurrency=100, send_timeout=30.0)  # type: ignore[arg-type]
     shared = server._selections if protocol == "sotw" else server._delta_resources
     control_plane = server._control_plane if protocol == "sotw" else server._delta_control_plane
+    wire_protocol = "sotw" if protocol == "sotw" else "delta"
+    fakes: list[FakeProxy] = []
     writes = 0
     expected = 0
 
@@ -139,21 +168,23 @@ async def measure(
     tasks = []
     stream_type = SotwStream if protocol == "sotw" else DeltaStream
     for i in range(proxies):
-        conn = Connection(i + 1, node_id(i), "bench", VIEW, protocol=protocol)
-        fake = FakeProxy(protocol, first_requests(protocol, i, snapshot), synced)
+        conn = Connection(i + 1, node_id(i), "bench", VIEW, protocol=wire_protocol)
+        fake = FakeProxy(wire_protocol, first_requests(protocol, i, snapshot), synced)
+        fakes.append(fake)
         stream = stream_type(conn, fake, cache, server._fanout, shared, control_plane)  # type: ignore[arg-type]
         first = await fake.read()
         tasks.append(asyncio.create_task(stream.run(first)))
         if i % 50 == 49:
             await asyncio.sleep(0)
-    expected += proxies * len(types.PUSH_ORDER)
+    expected += proxies * len(subscribed_types(protocol))
     await settle(expected)
     gc.collect()
-    in_step = tracemalloc.get_traced_memory()[0] - before
+    in_step, peak = (m - before for m in tracemalloc.get_traced_memory())
+    synced_bytes = sum(f.written for f in fakes)
 
     pushed = time.perf_counter()
     cache.set_snapshot(VIEW, changed)
-    await settle(expected + proxies)  # one RDS response each
+    await settle(expected + proxies)  # one RDS (or VHDS) response each
     push_seconds = time.perf_counter() - pushed - 0.5
     del snapshot
     gc.collect()
@@ -163,11 +194,18 @@ async def measure(
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    edit_bytes = sum(f.written for f in fakes) - synced_bytes
+    sizes = {
+        "sync_bytes_per_proxy": round(synced_bytes / proxies),
+        "bytes_per_proxy_per_edit": round(edit_bytes / proxies),
+    }
     if not trace:
-        return {"push_ms": round(push_seconds * 1000)}
+        return {"push_ms": round(push_seconds * 1000), **sizes}
     return {
         "in_step_kib_per_proxy": round(in_step / proxies / 1024, 1),
+        "sync_peak_kib_per_proxy": round(peak / proxies / 1024, 1),
         "after_push_kib_per_proxy": round(after_push / proxies / 1024, 1),
+        **sizes,
     }
 
 
@@ -177,14 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--proxies", type=int, default=1000)
     parser.add_argument("--services", type=int, default=1000)
-    parser.add_argument("--protocol", choices=("sotw", "delta", "both"), default="both")
+    parser.add_argument("--protocol", choices=(*PROTOCOLS, "all"), default="all")
     parser.add_argument(
         "--push-time",
         action="store_true",
         help="no tracemalloc: time the push of one changed route to every proxy instead",
     )
     opts = parser.parse_args(argv)
-    protocols = ("sotw", "delta") if opts.protocol == "both" else (opts.protocol,)
+    protocols = PROTOCOLS if opts.protocol == "all" else (opts.protocol,)
     out: dict[str, Any] = {"proxies": opts.proxies, "services": opts.services}
     for protocol in protocols:
         with tempfile.TemporaryDirectory() as tmp:

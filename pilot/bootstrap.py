@@ -282,13 +282,22 @@ class BootstrapArgs(Protocol):
 def run(args: BootstrapArgs) -> int:
     """``pilot bootstrap``: print a bootstrap for ``args.node_id`` pointing at ``args.xds_address``.
 
-    Reads ``node_id``, ``xds_address`` (HOST:PORT), ``delta``, ``admin_port``, ``label`` and
+    Reads ``node_id``, ``xds_address`` (HOST:PORT), ``delta``, ``vhds``, ``admin_port``, ``label`` and
     ``metadata`` (lists of (key, value)), ``service_account``, ``interception`` and ``output``
     ("json", the default, or "yaml"). Labels, service account and interception mode go under
     Istio's node metadata keys (``LABELS``, ``SERVICE_ACCOUNT``, ``INTERCEPTION_MODE``), as
     istio-agent writes them from ``ISTIO_META_*``.
     """
     metadata: dict[str, Any] = dict(getattr(args, "metadata", None) or [])
+    if getattr(args, "vhds", False):
+        # Envoy refuses a route configuration with vhds unless ADS is delta (router/vhds.cc).
+        if not getattr(args, "delta", False):
+            print(
+                "pilot bootstrap: --vhds needs --delta (Envoy takes VHDS over delta ADS only)",
+                file=sys.stderr,
+            )
+            return 2
+        metadata["VHDS"] = "true"
     metadata.update(
         istio_node_metadata(
             service_account=getattr(args, "service_account", None),

@@ -63,6 +63,7 @@ class BootstrapOptions:
     node_id: str
     xds_address: str  # HOST:PORT
     delta: bool = False
+    vhds: bool = False  # node metadata VHDS: virtual hosts over VHDS (needs delta)
     admin_port: int | None = None
     label: tuple[tuple[str, str], ...] = ()  # workload labels, sent as node metadata LABELS
     metadata: tuple[tuple[str, str], ...] = ()
@@ -389,6 +390,11 @@ def _add_bootstrap(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     bootstrap.add_argument("--xds-address", required=True, metavar="HOST:PORT", help="pilot's ADS address")
     bootstrap.add_argument("--delta", action="store_true", help="use delta (incremental) xDS")
     bootstrap.add_argument(
+        "--vhds",
+        action="store_true",
+        help="with --delta: take virtual hosts over VHDS, so an edit sends only the virtual hosts it changed",
+    )
+    bootstrap.add_argument(
         "--admin-port",
         type=flag_values.port,
         default=None,
@@ -656,6 +662,7 @@ def bootstrap_options_from(args: argparse.Namespace) -> BootstrapOptions:
         node_id=args.node_id,
         xds_address=args.xds_address,
         delta=args.delta,
+        vhds=args.vhds,
         admin_port=args.admin_port,
         label=tuple(args.label),
         metadata=tuple(args.metadata),

@@ -41,6 +41,7 @@ SYNC_TYPES: tuple[tuple[str, str, str], ...] = (
     ("eds", "endpoint", types.ENDPOINT),
     ("rds", "route", types.ROUTE),
 )
+_SYNC_TYPE_URLS = frozenset(type_url for _, _, type_url in SYNC_TYPES)
 
 
 class ConnectionRegistry(Protocol):
@@ -123,6 +124,10 @@ def syncz(connections: Sequence[ConnectionStatus], rejections: Sequence[Json] = 
             row[short] = type_row
             row[f"{istio_prefix}_sent"] = type_row["nonce_sent"]
             row[f"{istio_prefix}_acked"] = type_row["nonce_acked"]
+        # Other types the stream has (VHDS of a proxy that asks for it): a row when present.
+        for type_url, status in sorted(conn.types.items()):
+            if type_url not in _SYNC_TYPE_URLS:
+                row[types.short_name(type_url)] = _type_row(status)
         rows.append(row)
     return rows
 
@@ -219,12 +224,27 @@ def config_dump(snapshot: Snapshot) -> Json:
             {
                 "@type": ADMIN + "RoutesConfigDump",
                 "dynamic_route_configs": [
-                    {"version_info": version, "route_config": body}
-                    for _, version, body in rendered(types.ROUTE)
+                    {"version_info": version, "route_config": _with_virtual_hosts(name, body, snapshot)}
+                    for name, version, body in rendered(types.ROUTE)
                 ],
             },
         ],
     }
+
+
+def _with_virtual_hosts(name: str, body: Json, snapshot: Snapshot) -> Json:
+    """A route configuration as Envoy dumps it: a VHDS proxy's holds the virtual hosts it took over
+    VHDS (those named ``NAME/...``), after its own, in name order (Envoy's
+    RouteConfigUpdateReceiverImpl::rebuildRouteConfig)."""
+    vhosts = snapshot.resources(types.VIRTUAL_HOST)
+    if not vhosts:
+        return body
+    found = [
+        {k: v for k, v in render_resource(types.VIRTUAL_HOST, resource).items() if k != "@type"}
+        for vhost, resource in sorted(vhosts.items())
+        if types.namespace_of(vhost) == name
+    ]
+    return {**body, "virtual_hosts": [*body.get("virtual_hosts", []), *found]} if found else body
 
 
 # -- /debug/proxyz ---------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ Resources go out as ``Resource`` messages encoded once per (type, name, version)
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from pilot.cache.snapshot import Snapshot, TypeResources
 from pilot.errors import XdsProtocolError
@@ -83,7 +83,10 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         # (the legacy form Envoy still sends). Explicit names may sit beside the wildcard.
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#how-the-client-specifies-what-resources-to-return
         wildcard = _WILDCARD in subscribe or (not subscribe and type_url in types.WILDCARD_TYPES)
-        ledger = TypeLedger(type_url, wildcard, self._shared.intern(subscribe - {_WILDCARD}))
+        names = subscribe - {_WILDCARD}
+        if type_url in types.NAMESPACED_TYPES:
+            names |= self._route_configurations()
+        ledger = TypeLedger(type_url, wildcard, self._shared.intern(names))
         # On a reconnect the proxy lists what it already has: only resources it has at another
         # version (or not at all) are sent, and names it has that no longer exist are removed.
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremental-xds
@@ -95,6 +98,21 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         # The first request of a type is always answered, even with nothing, so that the proxy's
         # initial fetch completes.
         self._ask_answer(ledger)
+        if type_url == types.ROUTE:
+            self._follow_routes(names, ())  # VHDS asked first (a reconnect may order them so)
+
+    def _route_configurations(self) -> frozenset[str]:
+        """The route configurations the proxy subscribes to over RDS: its VHDS namespaces.
+
+        Envoy's VHDS subscribes to its route configuration's name as a namespace, but its delta
+        mux never sends namespaces (NewGrpcMuxImpl::updateWatch: "to prevent sending out of
+        requests that contain prefixes instead of resource names"): its VirtualHost requests name
+        nothing. So a proxy wants the virtual hosts ``R/...`` of every route configuration R it
+        subscribes to, and those follow its RDS subscription.
+        https://github.com/envoyproxy/envoy/blob/main/source/extensions/config_subscription/grpc/new_grpc_mux_impl.cc
+        """
+        routes = self._conn.types.get(types.ROUTE)
+        return routes.names if routes is not None else frozenset()
 
     def _on_reply(self, ledger: TypeLedger, request: DeltaRequest) -> None:
         """A request carrying ``response_nonce``: the ACK or NACK of one of our responses."""
@@ -154,6 +172,17 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         ledger.synced_with = None
         if subscribe:
             self._ask_answer(ledger)
+        if ledger.type_url == types.ROUTE:
+            self._follow_routes(subscribe, unsubscribe)
+
+    def _follow_routes(self, subscribe: Iterable[str], unsubscribe: Sequence[str]) -> None:
+        """Route configurations (re)subscribed: Envoy starts their VHDS anew and holds none of
+        their virtual hosts; unsubscribed: it dropped them (see _route_configurations)."""
+        joining = [n for n in subscribe if n != _WILDCARD]
+        for type_url in types.NAMESPACED_TYPES:
+            namespaced = self._conn.types.get(type_url)
+            if namespaced is not None and (joining or unsubscribe):
+                self._resubscribe(namespaced, joining, unsubscribe)
 
     # -- the sender ------------------------------------------------------------------------------
 
@@ -170,6 +199,9 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         # covers it, as the spec expects clients to do. Envoy's RDS ignores a delta removal, and
         # the removal still stops that timeout, so a listener would never finish warming.
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#knowing-when-a-requested-resource-does-not-exist
+        # A proxy that holds nothing of the type gets everything it wants: the same bytes for
+        # every proxy of the view with that subscription, encoded once.
+        fresh = typed is not None and ledger.base is None and not ledger.overrides and not ledger.rejected
         updates, removed = rules.changes(ledger, typed, removals=True)
         updates = rules.rewarm(ledger, typed, updates, rewarm)
         changes = bool(updates or removed)
@@ -178,11 +210,18 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         ledger.respond = False
         version = typed.version if typed is not None else ""
         type_url = ledger.type_url
+        shared = self._shared
+        subscription = None if ledger.wildcard else ledger.names
+
+        def payload() -> bytes:
+            if fresh and typed is not None and not removed:
+                return shared.everything(typed, subscription, updates)
+            return b"".join(shared.encoded(type_url, r) for r in updates)
 
         def encode(nonce: str) -> bytes:
             return wire.delta_discovery_response(
                 system_version_info=version,
-                resources=b"".join(self._shared.encoded(type_url, r) for r in updates),
+                resources=payload(),
                 type_url=type_url,
                 nonce=nonce,
                 removed=removed,

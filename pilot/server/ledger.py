@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 from pilot import metrics
 from pilot.cache.snapshot import Resource, TypeResources
+from pilot.server.resource_diff import diff
 from pilot.server.status import NackStatus
+from pilot.xds import types
 
 __all__ = [
     "MAX_PENDING",
@@ -114,9 +116,23 @@ class TypeLedger:
     # Monotonic time the snapshot behind the last response reached the stream (for convergence
     # time); None when the last response answered a request rather than pushed a change.
     push_started: float | None = None
+    # Names subscribe namespaces (VHDS): a name is wanted when its namespace is (types.namespace_of).
+    namespaced: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        self.namespaced = self.type_url in types.NAMESPACED_TYPES
 
     def wants(self, name: str) -> bool:
-        return self.wildcard or name in self.names
+        if self.wildcard or name in self.names:
+            return True
+        return self.namespaced and types.namespace_of(name) in self.names
+
+    def announced(self, name: str) -> bool:
+        """Whether ``name`` was newly subscribed (itself or its namespace): sent even if held."""
+        announce = self.announce
+        if not announce:
+            return False
+        return name in announce or (self.namespaced and types.namespace_of(name) in announce)
 
     def held_version(self, name: str) -> str | None:
         """The version of ``name`` the proxy holds (None: none), for a wanted name."""
@@ -178,6 +194,13 @@ def changes(
 def _updates(ledger: TypeLedger, typed: TypeResources | None) -> list[Resource]:
     if typed is None or (typed is ledger.base and not ledger.overrides and not ledger.announce):
         return []
+    if ledger.base is not None and not ledger.overrides and not ledger.announce:
+        # In step with base: what changed since base (shared by the view's streams), if wanted.
+        wants, rejected = ledger.wants, ledger.is_rejected
+        found = [
+            r for r in diff(ledger.base, typed).updated if wants(r.name) and not rejected(r.name, r.version)
+        ]
+        return found if ledger.wildcard else sorted(found, key=_name)
     updates: list[Resource] = []
     resources = typed.resources
     base: Mapping[str, Resource] = ledger.base.resources if ledger.base is not None else {}
@@ -185,11 +208,14 @@ def _updates(ledger: TypeLedger, typed: TypeResources | None) -> list[Resource]:
     present: Iterable[Resource]
     if ledger.wildcard:
         present = resources.values()
+    elif ledger.namespaced:
+        wanted = ledger.names
+        present = (r for n, r in resources.items() if types.namespace_of(n) in wanted)
     else:
         present = (resources[name] for name in ledger.names if name in resources)
     for resource in present:
         name = resource.name
-        if name not in announce:
+        if not (announce and ledger.announced(name)):
             if name in overrides:
                 held = overrides[name]
             else:
@@ -211,6 +237,8 @@ def _removed(ledger: TypeLedger, typed: TypeResources | None) -> list[str]:
     overrides, base = ledger.overrides, ledger.base
     gone: set[str] = set()
     if base is not None and base is not typed:
+        if typed is not None and not overrides:
+            return [n for n in diff(base, typed).removed if ledger.wants(n)]
         gone = base.resources.keys() - resources.keys()
         if overrides:
             gone.difference_update(overrides)
@@ -277,7 +305,7 @@ def record(
             for name, versions in ledger.rejected.items():
                 resource = typed.resources.get(name)
                 if resource is not None and resource.version in versions and ledger.wants(name):
-                    held = None if name in ledger.announce else ledger.held_version(name)
+                    held = None if ledger.announced(name) else ledger.held_version(name)
                     if held != resource.version:
                         overrides[name] = held  # not sent: the proxy keeps what it had
         ledger.base, ledger.overrides = typed, overrides

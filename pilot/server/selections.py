@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 from pilot.cache.snapshot import Resource, Snapshot, TypeResources
@@ -74,6 +74,9 @@ class DeltaResourceCache(_Shared[tuple[str, str, str], bytes]):
     ) -> None:
         self._names = names or NameSets()
         self._entries: BoundedCache[tuple[str, str, str], bytes] = BoundedCache(max_entries, max_bytes, len)
+        self._everything: BoundedCache[tuple[str, str, frozenset[str] | None], bytes] = BoundedCache(
+            256, max_bytes // 2, len
+        )
 
     def encoded(self, type_url: str, resource: Resource) -> bytes:
         key = (type_url, resource.name, resource.version)
@@ -81,6 +84,20 @@ class DeltaResourceCache(_Shared[tuple[str, str, str], bytes]):
         if data is None:
             data = wire.delta_resource(resource)
             self._entries.put(key, data)
+        return data
+
+    def everything(
+        self, typed: TypeResources, names: frozenset[str] | None, resources: Sequence[Resource]
+    ) -> bytes:
+        """The encoded ``resources`` field of a response that sends ``resources``: everything
+        ``names`` (None: all) selects of ``typed``, to a proxy that holds none of it (a connect
+        storm sends the same thing to every proxy of a view). Shared by type version and
+        subscription: the version is a hash of the type's content, and the order is fixed."""
+        key = (typed.type_url, typed.version, names)
+        data = self._everything.get(key)
+        if data is None:
+            data = b"".join(self.encoded(typed.type_url, r) for r in resources)
+            self._everything.put(key, data)
         return data
 
 

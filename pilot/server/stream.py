@@ -40,7 +40,7 @@ log = logging.getLogger("pilot.server")
 # grpc.aio returns this sentinel from read() once the client has half-closed the stream.
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 
-_PUSH_ORDER = frozenset(types.PUSH_ORDER)
+_SEND_ORDER = frozenset(types.SEND_ORDER)
 
 
 RequestT = TypeVar("RequestT", bound=Request)
@@ -288,10 +288,10 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         )
 
     def _ordered_types(self) -> list[str]:
-        """The stream's type URLs in make-before-break order (CDS, EDS, LDS, RDS), then the rest.
+        """The stream's type URLs in make-before-break order (CDS, EDS, LDS, RDS, VHDS), then the rest.
         https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#eventual-consistency-considerations"""
-        in_order = [t for t in types.PUSH_ORDER if t in self._conn.types]
-        return in_order + sorted(t for t in self._conn.types if t not in _PUSH_ORDER)
+        in_order = [t for t in types.SEND_ORDER if t in self._conn.types]
+        return in_order + sorted(t for t in self._conn.types if t not in _SEND_ORDER)
 
     async def _send(self, snapshot: Snapshot, slot: PushSlot | None, push_started: float | None) -> None:
         """Write, in ADS order, each type that was asked for or holds changes for this proxy;

@@ -40,6 +40,7 @@ from pilot.translate import (
     listeners,
     peer_authentication,
     routes,
+    virtual_hosts,
 )
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import NodeType, ProxyView
@@ -114,12 +115,34 @@ def build_listeners(view: ProxyView, context: PushContext) -> Resources:
     return out
 
 
-def build_routes(view: ProxyView, context: PushContext) -> Resources:
+def _full_routes(view: ProxyView, context: PushContext) -> Resources:
     if view.proxyless_grpc:
         return list(grpc_routes.build_routes(view, context))
     if view.type is NodeType.ROUTER:
         return list(gateway_routes.build_gateway_routes(view, context))
     return list(routes.build_routes(view, context))
+
+
+_vhds_routes = virtual_hosts.RouteMemo(_full_routes)
+
+
+def uses_vhds(view: ProxyView) -> bool:
+    """Whether ``view`` gets its virtual hosts over VHDS (pilot.translate.virtual_hosts)."""
+    return view.virtual_host_discovery and not view.proxyless_grpc  # gRPC's xDS client has no VHDS
+
+
+def build_routes(view: ProxyView, context: PushContext) -> Resources:
+    """The route configurations; for a VHDS view, without their virtual hosts."""
+    if uses_vhds(view):
+        return virtual_hosts.shells(_vhds_routes(view, context, keep=True))
+    return _full_routes(view, context)
+
+
+def build_virtual_hosts(view: ProxyView, context: PushContext) -> Resources:
+    """A VHDS view's virtual hosts, one resource each; nothing for any other view."""
+    if uses_vhds(view):
+        return virtual_hosts.split(_vhds_routes(view, context, keep=False))
+    return []
 
 
 # A Sidecar decides what a sidecar proxy imports (every type) and its inbound listeners.
@@ -144,7 +167,22 @@ LDS = FunctionGenerator(
 )
 # Routes read DestinationRules too: a consistent-hash load balancer adds the route's hash policy.
 RDS = FunctionGenerator(types.ROUTE, _SERVICES | {DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE}, build_routes)
+VHDS = FunctionGenerator(
+    types.VIRTUAL_HOST, _SERVICES | {DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE}, build_virtual_hosts
+)
 
+# Every view's generators; a VHDS view (uses_vhds) has VHDS too.
 GENERATORS: Mapping[str, Generator] = MappingProxyType({g.type_url: g for g in (CDS, EDS, LDS, RDS)})
 
-__all__ = ["CDS", "EDS", "GENERATORS", "LDS", "RDS", "FunctionGenerator", "Generator", "Resources"]
+__all__ = [
+    "CDS",
+    "EDS",
+    "GENERATORS",
+    "LDS",
+    "RDS",
+    "VHDS",
+    "FunctionGenerator",
+    "Generator",
+    "Resources",
+    "uses_vhds",
+]

@@ -140,6 +140,8 @@ def provenance(
             found = {name: _of_cluster(name, view, index) for name, _ in items}
         elif type_url == types.ROUTE:
             found = {name: _of_route_configuration(message, index, router) for name, message in items}
+        elif type_url == types.VIRTUAL_HOST:
+            found = {name: _of_virtual_hosts((message,), index, router) for name, message in items}
         elif type_url == types.LISTENER:
             found = {name: _of_listener(name, index, router) for name, _ in items}
         else:
@@ -164,9 +166,14 @@ def _services_only(keys: Iterable[ConfigKey]) -> Keys:
 
 
 def _of_route_configuration(message: Message, index: HostIndex, router: bool) -> Keys:
+    return _of_virtual_hosts(message.virtual_hosts, index, router)  # type: ignore[attr-defined]
+
+
+def _of_virtual_hosts(vhosts: Iterable[Message], index: HostIndex, router: bool) -> Keys:
     keys: set[ConfigKey] = set(index.gateways) if router else set()
-    for vhost in message.virtual_hosts:  # type: ignore[attr-defined]
-        host = vhost.name.rpartition(":")[0]
+    for vhost in vhosts:
+        # A VHDS virtual host's name is its route configuration's, a "/", then Istio's.
+        host = vhost.name.rpartition("/")[2].rpartition(":")[0]  # type: ignore[attr-defined]
         if host:
             keys.update(index.of_host(host))
     return frozenset(keys)

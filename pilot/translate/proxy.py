@@ -26,6 +26,10 @@ GRPC_GENERATOR = "grpc"  # node metadata GENERATOR of a proxyless gRPC applicati
 # Istio agent does with ``ISTIO_META_SDS=true`` (the key is Istio's own up to 1.5, ``SdsEnabled``).
 # Only such a proxy is sent mTLS: an Envoy without ``sds-grpc`` rejects config that names it.
 SDS_METADATA = "SDS"
+# Node metadata VHDS: "true": the proxy (on delta ADS) gets its route configurations' virtual hosts
+# over VHDS, one resource each, so an edit sends only the virtual hosts it changed
+# (pilot.translate.virtual_hosts; docs/xds.md). Envoy accepts VHDS only over delta ADS.
+VHDS_METADATA = "VHDS"
 
 
 class NodeType(enum.StrEnum):
@@ -62,6 +66,8 @@ class ProxyView:
     proxyless_grpc: bool = False
     # Whether the proxy gets the mesh certificate over SDS (``SDS_METADATA``): it is sent ISTIO_MUTUAL.
     mesh_certificates: bool = False
+    # Whether the proxy gets virtual hosts over VHDS (``VHDS_METADATA``) instead of inside RDS.
+    virtual_host_discovery: bool = False
 
     def __str__(self) -> str:
         text = f"{self.type}/{self.namespace}/{self.interception_mode}"
@@ -75,6 +81,8 @@ class ProxyView:
             text += f"/sidecar:{self.sidecar.namespace}/{self.sidecar.name}"
         if self.mesh_certificates:
             text += "/sds"
+        if self.virtual_host_discovery:
+            text += "/vhds"
         return text
 
 
@@ -97,6 +105,7 @@ class Proxy:
     cluster_id: str = ""
     proxyless_grpc: bool = False
     mesh_certificates: bool = False
+    virtual_host_discovery: bool = False
 
     @classmethod
     def from_node(cls, node_id: str, metadata: Mapping[str, Any] | None = None) -> Proxy:
@@ -146,6 +155,7 @@ class Proxy:
             # Istio's Proxy.IsProxylessGrpc: the node's metadata names the grpc generator.
             proxyless_grpc=str(metadata.get("GENERATOR") or "") == GRPC_GENERATOR,
             mesh_certificates=str(metadata.get(SDS_METADATA, "")).lower() == "true",
+            virtual_host_discovery=str(metadata.get(VHDS_METADATA, "")).lower() == "true",
         )
 
     def view(self) -> ProxyView:
@@ -160,6 +170,7 @@ class Proxy:
             labels,
             proxyless_grpc=self.proxyless_grpc,
             mesh_certificates=self.mesh_certificates,
+            virtual_host_discovery=self.virtual_host_discovery,
         )
 
 

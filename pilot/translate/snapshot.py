@@ -29,7 +29,7 @@ from pilot.config.kinds import POD
 from pilot.config.objects import ConfigKey
 from pilot.errors import TranslationError
 from pilot.translate.context import PushContext
-from pilot.translate.generators import GENERATORS
+from pilot.translate.generators import GENERATORS, VHDS, Generator, uses_vhds
 from pilot.translate.provenance import provenance
 from pilot.translate.proxy import ProxyView
 from pilot.xds import types
@@ -38,9 +38,17 @@ from pilot.xds.listeners import route_config_names
 Messages = dict[str, list[tuple[str, Message]]]
 
 
+def generators_for(view: ProxyView | None) -> Mapping[str, Generator]:
+    """The generators of ``view``'s types: every view's, and VHDS for a view that uses it."""
+    if view is not None and uses_vhds(view):
+        return {**GENERATORS, VHDS.type_url: VHDS}
+    return GENERATORS
+
+
 def generate_messages(view: ProxyView, context: PushContext) -> Messages:
     """Every generator's output for ``view``: type URL → [(name, message)] (debug views, tests)."""
-    return {type_url: generator.generate(view, context) for type_url, generator in GENERATORS.items()}
+    generators = generators_for(view)
+    return {type_url: generator.generate(view, context) for type_url, generator in generators.items()}
 
 
 def inconsistencies(messages: Mapping[str, Sequence[tuple[str, Message]]]) -> list[str]:
@@ -68,24 +76,32 @@ def inconsistencies(messages: Mapping[str, Sequence[tuple[str, Message]]]) -> li
     problems += [
         f"route configuration {n!r} named by a listener is missing" for n in sorted(named - route_configs)
     ]
+    problems += [
+        f"virtual host {n!r} belongs to no route configuration"
+        for n, _ in messages.get(types.VIRTUAL_HOST, ())
+        if types.namespace_of(n) not in route_configs
+    ]
     return problems
 
 
 # Types whose consistency is checked against each other: kept or rebuilt together.
-GROUPS: tuple[tuple[str, ...], ...] = ((types.CLUSTER, types.ENDPOINT), (types.LISTENER, types.ROUTE))
+GROUPS: tuple[tuple[str, ...], ...] = (
+    (types.CLUSTER, types.ENDPOINT),
+    (types.LISTENER, types.ROUTE, types.VIRTUAL_HOST),
+)
 
 
-def _groups() -> list[tuple[str, ...]]:
+def _groups(generators: Mapping[str, Generator]) -> list[tuple[str, ...]]:
     grouped = {type_url for group in GROUPS for type_url in group}
-    out = [tuple(t for t in group if t in GENERATORS) for group in GROUPS]
-    out += [(type_url,) for type_url in GENERATORS if type_url not in grouped]
+    out = [tuple(t for t in group if t in generators) for group in GROUPS]
+    out += [(type_url,) for type_url in generators if type_url not in grouped]
     return [group for group in out if group]
 
 
-def _known_kinds() -> frozenset[str] | None:
+def _known_kinds(generators: Mapping[str, Generator]) -> frozenset[str] | None:
     """Every config kind some generator says it reads; None if a generator does not say."""
     kinds: set[str] = set()
-    for generator in GENERATORS.values():
+    for generator in generators.values():
         declared = getattr(generator, "kinds", None)
         if declared is None:
             return None
@@ -93,22 +109,25 @@ def _known_kinds() -> frozenset[str] | None:
     return frozenset(kinds)
 
 
-def types_to_rebuild(changed: Iterable[ConfigKey] | None, previous: Snapshot | None = None) -> list[str]:
+def types_to_rebuild(
+    changed: Iterable[ConfigKey] | None, previous: Snapshot | None = None, view: ProxyView | None = None
+) -> list[str]:
     """The type URLs a view must translate again after ``changed`` (None: unknown, all of them)."""
-    everything = list(GENERATORS)
+    generators = generators_for(view)
+    everything = list(generators)
     if changed is None or previous is None:
         return everything
     # A Pod only decides which view a proxy gets (its labels and service account), never what a view
     # holds: a Pod change rebuilds nothing here (the pusher moves proxies whose view it changed).
     keys = [key for key in changed if key.kind != POD]
-    known = _known_kinds()
+    known = _known_kinds(generators)
     if known is None or any(key.kind not in known for key in keys):
         return everything
     rebuild: set[str] = set()
-    for group in _groups():
+    for group in _groups(generators):
         missing = any(t not in previous.by_type for t in group)
         # No key at all means nothing changed (a generator reads an empty list as "anything").
-        if missing or (keys and any(GENERATORS[t].affected_by(keys) for t in group)):
+        if missing or (keys and any(generators[t].affected_by(keys) for t in group)):
             rebuild.update(group)
     return [t for t in everything if t in rebuild]
 
@@ -122,21 +141,29 @@ def build_snapshot(
     change since then can affect are taken from it untranslated; the rest share every unchanged
     resource with it.
     """
+    generators = generators_for(view)
     if previous is None:
-        rebuild = list(GENERATORS)
+        rebuild = list(generators)
         old = None
     else:
         old_context, old = previous
-        rebuild = types_to_rebuild(context.changed_since(old_context), old)
-    messages = {type_url: GENERATORS[type_url].generate(view, context) for type_url in rebuild}
+        rebuild = types_to_rebuild(context.changed_since(old_context), old, view)
+    messages = {type_url: generators[type_url].generate(view, context) for type_url in rebuild}
     problems = inconsistencies(messages)
     if problems:
         raise TranslationError(
             f"inconsistent snapshot for {view} at version {context.version}: " + "; ".join(problems)
         )
-    keep = [type_url for type_url in GENERATORS if type_url not in messages]
+    keep = [type_url for type_url in generators if type_url not in messages]
     origins = MappingProxyType(provenance(view, context, messages))
     return Snapshot.from_messages(context.version, messages, old, keep=keep, origins=origins)
 
 
-__all__ = ["GROUPS", "build_snapshot", "generate_messages", "inconsistencies", "types_to_rebuild"]
+__all__ = [
+    "GROUPS",
+    "build_snapshot",
+    "generate_messages",
+    "generators_for",
+    "inconsistencies",
+    "types_to_rebuild",
+]

@@ -68,6 +68,7 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
         sidecar,
         proxyless_grpc=base.proxyless_grpc,
         mesh_certificates=base.mesh_certificates,
+        virtual_host_discovery=base.virtual_host_discovery,
     )
 
 

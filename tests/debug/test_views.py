@@ -7,8 +7,10 @@ from pilot.config.parse import parse_text
 from pilot.config.store import ConfigStore
 from pilot.debug import rejections, views
 from pilot.push.holds import ObjectRejection
+from pilot.translate.snapshot import build_snapshot
 from pilot.xds import types
 from tests import factories as f
+from tests.translate.test_virtual_hosts import VHDS_VIEW, vhds_objects
 
 
 def test_configz_shows_a_rejection_on_its_object() -> None:
@@ -58,3 +60,15 @@ spec:
         "warning",
     )
     assert "denied" in warning["message"] and "extensionProviders" in warning["message"]
+
+
+def test_config_dump_shows_a_vhds_route_configuration_as_envoy_holds_it() -> None:
+    # Envoy merges the virtual hosts it took over VHDS into the route configuration it dumps.
+    snapshot = build_snapshot(VHDS_VIEW, f.push_context(*vhds_objects()))
+    (dumped,) = [c for c in views.config_dump(snapshot)["configs"] if c["@type"].endswith("RoutesConfigDump")]
+    configs = {d["route_config"]["name"]: d["route_config"] for d in dumped["dynamic_route_configs"]}
+    config = configs["9080"]
+    assert "vhds" in config
+    assert [v["name"] for v in config["virtual_hosts"]] == sorted(
+        n for n in snapshot.resources(types.VIRTUAL_HOST) if n.startswith("9080/")
+    )

@@ -8,6 +8,7 @@ types the change cannot affect must be the previous snapshot's own objects (noth
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ VIEWS = (
     factories.sidecar("other"),
     factories.sidecar("default", InterceptionMode.REDIRECT),
     factories.router(),
+    dataclasses.replace(factories.sidecar("default"), virtual_host_discovery=True),  # VHDS
 )
 
 
@@ -52,7 +54,7 @@ def _check(view: ProxyView, before: PushContext, after: PushContext) -> None:
     assert after.objects is not None
     reused = PushContext.build(factories.store_snapshot(after.objects.values(), after.revision), before)
     _same(build_snapshot(view, reused, (before, previous)), build_snapshot(view, after))
-    rebuilt = set(types_to_rebuild(after.changed_since(before), previous))
+    rebuilt = set(types_to_rebuild(after.changed_since(before), previous, view))
     for type_url, typed in incremental.by_type.items():
         if type_url not in rebuilt:
             assert typed is previous.by_type[type_url]

@@ -406,3 +406,59 @@ async def test_delta_response_bytes_are_a_valid_message(harness: AdsHarness) -> 
     assert [(r.name, r.version, r.resource.type_url) for r in response.resources] == [
         (n, v, types.CLUSTER) for n, v in versions(base_snapshot(), types.CLUSTER).items()
     ]
+
+
+# -- VHDS: virtual hosts by namespace, following RDS ------------------------------------------------
+
+
+def vhds_snapshot(version: str, **vhosts: str) -> Snapshot:
+    """Route configurations 80 and 81 and the virtual hosts ``{resource name: cluster}`` (the
+    name's namespace is its route configuration), as pilot.translate.virtual_hosts makes them."""
+    hosts = [(name, route("x", cluster_name).virtual_hosts[0]) for name, cluster_name in vhosts.items()]
+    for name, vhost in hosts:
+        vhost.name = name
+    snapshot = base_snapshot(version, routes=[route("80", "a"), route("81", "a")])
+    return Snapshot.from_messages(version, {types.VIRTUAL_HOST: hosts}, snapshot, keep=list(snapshot.by_type))
+
+
+async def test_vhds_follows_the_rds_subscription(harness: AdsHarness) -> None:
+    # Envoy's VHDS request names nothing: the namespaces are the route configurations the proxy
+    # subscribes to over RDS (pilot.server.delta: _route_configurations).
+    harness.cache.set_snapshot(VIEW, vhds_snapshot("v1", **{"80/h1": "a", "80/h2": "b", "81/h3": "a"}))
+    client = await connect(harness)
+    await client.request(types.ROUTE, ["80"])
+    await recv_acked(client)
+    await client.request(types.VIRTUAL_HOST)
+    assert names(await recv_acked(client)) == (["80/h1", "80/h2"], [])
+
+    # One virtual host changes, one goes: only those.
+    harness.cache.set_snapshot(VIEW, vhds_snapshot("v2", **{"80/h1": "b", "81/h3": "a"}))
+    assert names(await recv_acked(client)) == (["80/h1"], ["80/h2"])
+    # A change in a route configuration the proxy does not subscribe to sends nothing.
+    harness.cache.set_snapshot(VIEW, vhds_snapshot("v3", **{"80/h1": "b", "81/h3": "b"}))
+    await client.expect_silence()
+
+    # Subscribing to 81 over RDS brings its virtual hosts; unsubscribing 80 and subscribing it
+    # again (Envoy drops a route configuration's virtual hosts with it) sends them again.
+    await client.request(types.ROUTE, ["81"])
+    assert names(await recv_acked(client)) == (["81"], [])
+    assert names(await recv_acked(client)) == (["81/h3"], [])
+    await client.request(types.ROUTE, unsubscribe=["80"])
+    await client.expect_silence()
+    await client.request(types.ROUTE, ["80"])
+    assert names(await recv_acked(client)) == (["80"], [])
+    assert names(await recv_acked(client)) == (["80/h1"], [])
+    await client.expect_silence()  # the ACKs are read
+    status = harness.connection().types[types.VIRTUAL_HOST]  # the one ledger, as /debug/syncz shows
+    assert (status.nonce_acked, status.names) == (status.nonce_sent, ("80", "81"))
+
+
+async def test_vhds_asked_before_rds_gets_its_virtual_hosts_when_rds_subscribes(harness: AdsHarness) -> None:
+    # On a reconnect Envoy may send its VirtualHost request before its RDS one.
+    harness.cache.set_snapshot(VIEW, vhds_snapshot("v1", **{"80/h1": "a", "81/h3": "a"}))
+    client = await connect(harness)
+    await client.request(types.VIRTUAL_HOST)
+    assert names(await recv_acked(client)) == ([], [])  # no route configuration yet
+    await client.request(types.ROUTE, ["80"])
+    assert names(await recv_acked(client)) == (["80"], [])
+    assert names(await recv_acked(client)) == (["80/h1"], [])

@@ -184,3 +184,18 @@ def test_delta_resources_are_encoded_once_per_name_and_version_and_bounded() -> 
     assert cache.encoded_bytes == sum(
         len(wire.delta_resource(r)) for r in (changed, one.resources(types.ENDPOINT)["a"])
     )
+
+
+def test_everything_of_a_type_is_encoded_once_per_version_and_subscription() -> None:
+    # A connect storm: every fresh proxy of a view gets the same resources; one encoding serves them.
+    one, two = base_snapshot("v1"), base_snapshot("v2")  # equal content: equal type versions
+    cache = selections.DeltaResourceCache()
+    typed = one.by_type[types.CLUSTER]
+    everything = list(typed.resources.values())
+    first = cache.everything(typed, None, everything)
+    assert first == b"".join(cache.encoded(types.CLUSTER, r) for r in everything)
+    assert cache.everything(two.by_type[types.CLUSTER], None, everything) is first
+    named = frozenset({"a"})
+    assert cache.everything(typed, named, [typed.resources["a"]]) == cache.encoded(
+        types.CLUSTER, typed.resources["a"]
+    )

@@ -45,19 +45,32 @@ class Mesh:
     """pilot + Envoy sharing ``root``; backends are passed in (they outlive a pilot restart)."""
 
     def __init__(
-        self, root: Path, backends: Mapping[str, Backend], *, delta: bool = False, debounce_after: float = 0.1
+        self,
+        root: Path,
+        backends: Mapping[str, Backend],
+        *,
+        delta: bool = False,
+        debounce_after: float = 0.1,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.root = Path(root)
         self.config_dir = self.root / "config"
         self.backends = backends
         self.pilot = PilotProcess(self.config_dir, self.root / "pilot.log", debounce_after=debounce_after)
         self.envoys: list[EnvoyProcess] = []
-        self.envoy = self.new_envoy("sidecar", delta=delta)
+        self.envoy = self.new_envoy("sidecar", delta=delta, metadata=metadata)
 
-    def new_envoy(self, name: str, *, delta: bool = False) -> EnvoyProcess:
+    def new_envoy(
+        self, name: str, *, delta: bool = False, metadata: Mapping[str, Any] | None = None
+    ) -> EnvoyProcess:
         """Another sidecar of the same pilot (started by ``start()``, or by hand after it)."""
         envoy = EnvoyProcess(
-            SIDECAR_NODE.format(name=name), self.pilot.xds_port, self.root, delta=delta, name=f"envoy-{name}"
+            SIDECAR_NODE.format(name=name),
+            self.pilot.xds_port,
+            self.root,
+            delta=delta,
+            name=f"envoy-{name}",
+            metadata=metadata,
         )
         self.envoys.append(envoy)
         return envoy

@@ -1,0 +1,98 @@
+"""A simulated Envoy on delta ADS (``delta``), optionally taking virtual hosts over VHDS
+(``vhds``: node metadata ``VHDS: "true"``), run by a :class:`bench.proxies.Fleet`.
+
+It subscribes as Envoy does over delta: CDS and LDS wildcard; EDS for the EDS clusters its CDS
+responses add (and unsubscribes those they remove); RDS for the route configurations its
+listeners name; with VHDS, one VirtualHost request naming nothing once it has route
+configurations (Envoy's VHDS sends no namespaces); and ACKs every response by nonce. The edited
+route's weight is read from RDS responses, or VHDS ones.
+https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremental-xds
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import struct_pb2
+
+from bench.mesh import node_id
+from bench.proxies import CDS, CHANNEL_OPTIONS, EDS, LDS, RDS, edited_weight, eds_clusters, route_names
+
+if TYPE_CHECKING:
+    from bench.proxies import Fleet
+
+METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+VHDS = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
+Request = discovery_pb2.DeltaDiscoveryRequest
+_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+
+
+def _node(index: int, vhds: bool) -> base_pb2.Node:
+    node = base_pb2.Node(id=node_id(index), cluster="bench")
+    if vhds:
+        node.metadata.CopyFrom(struct_pb2.Struct(fields={"VHDS": struct_pb2.Value(string_value="true")}))
+    return node
+
+
+async def delta_proxy(fleet: Fleet, index: int, target: str, protocol: str) -> None:
+    """One proxy's delta stream until it is cancelled or ends."""
+    vhds = protocol == "vhds"
+    wanted = frozenset({CDS, EDS, LDS, RDS, VHDS} if vhds else {CDS, EDS, LDS, RDS})
+    channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    fleet.channels[index] = channel
+    call: Any = channel.stream_stream(
+        METHOD,
+        request_serializer=Request.SerializeToString,
+        response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
+    )(wait_for_ready=True)  # type: ignore[call-arg]
+    held: dict[str, set[str]] = {EDS: set(), RDS: set()}  # subscribed names, from CDS and LDS
+    acked: set[str] = set()
+    asked_vhds = False
+    weight = -1
+    try:
+        await call.write(Request(node=_node(index, vhds), type_url=CDS, resource_names_subscribe=["*"]))
+        await call.write(Request(type_url=LDS, resource_names_subscribe=["*"]))
+        while True:
+            response: Any = await call.read()
+            if response is _EOF:
+                return
+            fleet.responses += 1
+            type_url = response.type_url
+            if type_url in (CDS, LDS):
+                child = EDS if type_url == CDS else RDS
+                named = fleet.memo.get(response, eds_clusters if type_url == CDS else route_names)
+                # A removed cluster's EDS name is the cluster name (as in Istio).
+                gone = held[child] & set(response.removed_resources) if type_url == CDS else set()
+                new = set(named) - held[child]
+                if new or gone:
+                    held[child] = (held[child] | new) - gone
+                    await call.write(
+                        Request(
+                            type_url=child,
+                            resource_names_subscribe=sorted(new),
+                            resource_names_unsubscribe=sorted(gone),
+                        )
+                    )
+            await call.write(Request(type_url=type_url, response_nonce=response.nonce))
+            if type_url == RDS and vhds and not asked_vhds:
+                asked_vhds = True
+                await call.write(Request(type_url=VHDS))
+            if type_url == (VHDS if vhds else RDS) and response.resources:
+                new_weight = fleet.memo.get(response, edited_weight)
+                if new_weight not in (-1, weight):
+                    weight = new_weight
+                    fleet.saw_weight(index, weight)
+            if len(acked) < len(wanted) and type_url in wanted:
+                acked.add(type_url)
+                if acked >= wanted:
+                    fleet.has_full_config(index)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a broken stream is counted and reported, not fatal to the worker
+        fleet.count_error(exc)
+    finally:
+        call.cancel()
