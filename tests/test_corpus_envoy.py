@@ -381,9 +381,11 @@ def serve_corpus(tmp_path: Path, config_dir: Path, jwks_uri: str) -> None:
                 # istiod's: Envoy's 5-minute default would reset idle gRPC streams and websockets.
                 idle = {m.get("stat_prefix"): m.get("stream_idle_timeout") for m in managers}
                 assert set(idle.values()) <= {"0s"}, idle
-                # req-authn-for-all (root namespace) applies to every inbound and gateway connection
-                # manager, with the keys pilot fetched from the local JWKS server.
-                if name == "sidecar-redirect" or name.startswith("router") and managers:
+                # req-authn-for-all (root namespace) applies to every gateway connection manager, with
+                # the keys pilot fetched from the local JWKS server. (The sidecar has no mesh
+                # certificates and the corpus's mesh-wide PeerAuthentication is STRICT: its inbound
+                # chains refuse every connection, fail closed, and hold no connection manager.)
+                if name.startswith("router") and managers:
                     assert "corpus-key" in str(
                         [
                             f
