@@ -23,9 +23,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from pilot.translate import authz_policies as ap
 from pilot.translate import authz_rules as r
-from pilot.translate.authz_matchers import JWT_AUTHN_FILTER
 from pilot.translate.context import PushContext
 from pilot.translate.inbound import BLACKHOLE_CHAIN
+from pilot.translate.jwt_authn import JWT_AUTHN_FILTER
 from pilot.translate.listeners import HCM_FILTER, typed
 from pilot.translate.proxy import NodeType, ProxyView
 from pilot.translate.tcp_routes import TCP_PROXY_FILTER

@@ -19,18 +19,17 @@ from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2,
 from google.protobuf import wrappers_pb2
 
 from pilot.errors import TranslationError
+from pilot.translate.jwt_authn import JWT_AUTHN_FILTER, JWT_PAYLOAD_METADATA_KEY
 
 StringMatcher: TypeAlias = string_pb2.StringMatcher
 ValueMatcher: TypeAlias = value_pb2.ValueMatcher
 MetadataMatcher: TypeAlias = metadata_pb2.MetadataMatcher
 PathSegment: TypeAlias = metadata_pb2.MetadataMatcher.PathSegment
 
-# The verified JWT payload: the RequestAuthentication translation configures every jwt_authn provider
-# with ``payload_in_metadata: payload``, so Envoy puts the payload in the dynamic metadata of the
-# jwt_authn filter under ``payload`` (upstream Envoy has no istio_authn filter; Istio reads the same
-# place since 1.21, istio/istio#47407). Request principals and claims match there.
-JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
-JWT_PAYLOAD_KEY = "payload"
+# The verified JWT payload: pilot.translate.jwt_authn configures every jwt_authn provider with
+# ``payload_in_metadata: payload``, so Envoy puts the payload in the dynamic metadata of the jwt_authn
+# filter under ``payload`` (upstream Envoy has no istio_authn filter; Istio reads the same place since
+# 1.21, istio/istio#47407). Request principals and claims match there.
 
 SPIFFE_PREFIX = "spiffe://"
 _ANY_NON_EMPTY = ".+"
@@ -86,7 +85,7 @@ def jwt_claim_string(claim: str, matcher: StringMatcher) -> MetadataMatcher:
     """Istio's ``MetadataStringMatcherForJWTClaim``: ``payload.<claim>`` as a string."""
     return MetadataMatcher(
         filter=JWT_AUTHN_FILTER,
-        path=_path((JWT_PAYLOAD_KEY, claim)),
+        path=_path((JWT_PAYLOAD_METADATA_KEY, claim)),
         value=ValueMatcher(string_match=matcher),
     )
 
@@ -103,7 +102,9 @@ def jwt_claim_list(claims: Sequence[str], value: ValueMatcher) -> MetadataMatche
         value_matchers=[ValueMatcher(list_match=value_pb2.ListMatcher(one_of=value)), value]
     )
     return MetadataMatcher(
-        filter=JWT_AUTHN_FILTER, path=_path((JWT_PAYLOAD_KEY, *claims)), value=ValueMatcher(or_match=either)
+        filter=JWT_AUTHN_FILTER,
+        path=_path((JWT_PAYLOAD_METADATA_KEY, *claims)),
+        value=ValueMatcher(or_match=either),
     )
 
 
