@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar, cast
 
 from pilot._gen import networking_pb2 as nw
 from pilot.config import kinds
@@ -34,6 +35,8 @@ from pilot.translate.registry import (
 )
 
 log = logging.getLogger("pilot.translate.context")
+
+_T = TypeVar("_T")
 
 MESH_GATEWAY = "mesh"
 ROOT_NAMESPACE = "istio-system"
@@ -385,6 +388,7 @@ class Scope:
         self.labels = dict(labels)
         self._rules: dict[str, DestinationRuleEntry | None] = {}
         self._rule_index: dict[str, _RuleIndex] | None = None
+        self._derived: dict[Hashable, object] = {}
         if base is not None:  # the same namespace without labels: share what labels cannot change
             self.sidecar = base.sidecar
             self.services = base.services
@@ -445,6 +449,16 @@ class Scope:
                     )
                 chosen[svc.hostname] = svc
         return chosen
+
+    def derived(self, key: Hashable, make: Callable[[], _T]) -> _T:
+        """``make()``, once per scope and ``key``: what translation derives from a scope alone (its
+        cluster targets, a cluster's hash policy) is the same for every view and generator using it.
+        ``key`` must name both the piece and its inputs, e.g. ``("hash-policy", cluster)``."""
+        try:
+            return cast(_T, self._derived[key])
+        except KeyError:
+            made = self._derived[key] = make()
+            return made
 
     @property
     def allow_any(self) -> bool:

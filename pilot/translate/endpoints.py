@@ -11,7 +11,6 @@ from collections.abc import Iterable, Mapping
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from google.protobuf import wrappers_pb2
 
 from pilot.config.addresses import is_ip
 from pilot.translate.context import Endpoint, Service, ServicePort
@@ -39,10 +38,15 @@ def socket_address(address: str, port: int) -> address_pb2.Address:
 
 
 def lb_endpoint(endpoint: Endpoint, port: ServicePort) -> endpoint_components_pb2.LbEndpoint:
-    address = socket_address(endpoint.address, endpoint.port_for(port))
-    out = endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=address))
+    out = endpoint_components_pb2.LbEndpoint()
+    address = out.endpoint.address
+    if endpoint.address.startswith(UNIX_PREFIX):
+        address.pipe.path = endpoint.address[len(UNIX_PREFIX) :]
+    else:
+        address.socket_address.address = endpoint.address
+        address.socket_address.port_value = endpoint.port_for(port)
     # Istio's IstioEndpoint.GetLoadBalancingWeight: the endpoint's weight, 1 when unset.
-    out.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=endpoint.weight or 1))
+    out.load_balancing_weight.value = endpoint.weight or 1
     tls_mode = dict(endpoint.labels).get(TLS_MODE_LABEL)
     if tls_mode:
         out.metadata.filter_metadata[TRANSPORT_SOCKET_MATCH].update({"tlsMode": tls_mode})
@@ -69,14 +73,32 @@ def selected_endpoints(
     return out
 
 
+# The LbEndpoint of an (endpoint, service port), by their identities, made once per build and
+# copied into each assignment that lists it (a service port's default and subset clusters share
+# endpoints); an entry holds its endpoint and port, so no id is reused while it is in the table.
+LbEndpoints = dict[tuple[int, int], tuple[endpoint_components_pb2.LbEndpoint, Endpoint, ServicePort]]
+
+
+def _lb_endpoint(
+    endpoint: Endpoint, port: ServicePort, made: LbEndpoints | None
+) -> endpoint_components_pb2.LbEndpoint:
+    if made is None:
+        return lb_endpoint(endpoint, port)
+    key = (id(endpoint), id(port))
+    entry = made.get(key)
+    if entry is None:
+        entry = made[key] = (lb_endpoint(endpoint, port), endpoint, port)
+    return entry[0]
+
+
 def locality_lb_endpoints(
-    endpoints: Iterable[Endpoint], port: ServicePort
+    endpoints: Iterable[Endpoint], port: ServicePort, made: LbEndpoints | None = None
 ) -> list[endpoint_components_pb2.LocalityLbEndpoints]:
     """Endpoints grouped by locality, localities in order of first appearance; a locality's weight is
     the sum of its endpoints' (Istio's refreshWeight), which locality-weighted balancing needs."""
     groups: dict[str, list[endpoint_components_pb2.LbEndpoint]] = {}
     for endpoint in endpoints:
-        groups.setdefault(endpoint.locality, []).append(lb_endpoint(endpoint, port))
+        groups.setdefault(endpoint.locality, []).append(_lb_endpoint(endpoint, port, made))
     out = []
     for name, members in groups.items():
         group = endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=members)
@@ -88,10 +110,16 @@ def locality_lb_endpoints(
 
 
 def load_assignment(
-    cluster_name: str, service: Service, port: ServicePort, subset_labels: Mapping[str, str], *, ip_only: bool
+    cluster_name: str,
+    service: Service,
+    port: ServicePort,
+    subset_labels: Mapping[str, str],
+    *,
+    ip_only: bool,
+    made: LbEndpoints | None = None,
 ) -> endpoint_pb2.ClusterLoadAssignment:
     """The assignment for one cluster; empty (but present) when no endpoint matches."""
     selected = selected_endpoints(service, subset_labels, ip_only=ip_only)
     return endpoint_pb2.ClusterLoadAssignment(
-        cluster_name=cluster_name, endpoints=locality_lb_endpoints(selected, port)
+        cluster_name=cluster_name, endpoints=locality_lb_endpoints(selected, port, made)
     )

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2
+from google.protobuf import duration_pb2, wrappers_pb2
 
 from pilot._gen import networking_pb2 as nw
 from pilot.translate import hosts, mirror, retries, route_actions
@@ -72,12 +72,11 @@ def _operation(route: rc.Route, vs_name: str, port: int) -> str:
     return f"{vs_name}:{port}{path}"
 
 
-def _config_metadata(vs: VirtualServiceEntry) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(
-        {"config": f"/apis/networking.istio.io/v1/namespaces/{vs.namespace}/virtual-service/{vs.key.name}"}
-    )
-    return struct
+def _add_config_metadata(route: rc.Route, vs: VirtualServiceEntry) -> None:
+    """Istio's ``filter_metadata.istio.config``: the VirtualService that made the route."""
+    route.metadata.filter_metadata["istio"].fields[
+        "config"
+    ].string_value = f"/apis/networking.istio.io/v1/namespaces/{vs.namespace}/virtual-service/{vs.key.name}"
 
 
 def translate_route(
@@ -102,7 +101,7 @@ def translate_route(
         return None
     name = spec.name + (f".{match.name}" if match is not None and match.name else "")
     route = rc.Route(name=name, match=route_match(match))
-    route.metadata.filter_metadata["istio"].CopyFrom(_config_metadata(vs))
+    _add_config_metadata(route, vs)
     if match is not None and match.stat_prefix:
         route.stat_prefix = match.stat_prefix
     authority = ""
@@ -272,6 +271,15 @@ def _separate(
     return others, claimed
 
 
+class _VirtualHost(NamedTuple):
+    """A virtual host before it is a message: the route configuration adds it in place, once sorted
+    (building each VirtualHost and then copying it into the configuration doubles the work)."""
+
+    name: str
+    domains: list[str]
+    routes: list[rc.Route]
+
+
 def non_service_virtual_hosts(
     port: int,
     scope: Scope,
@@ -279,7 +287,7 @@ def non_service_virtual_hosts(
     seen: set[str],
     services: Iterable[Service],
     egress: EgressListener | None = None,
-) -> list[rc.VirtualHost]:
+) -> list[_VirtualHost]:
     """Virtual hosts for the hosts of VirtualServices that are no service (an exact name, a
     wildcard such as ``*.example.com``), routed by their VirtualService, as istiod builds them
     (httproute.go BuildSidecarOutboundVirtualHosts, route.go buildSidecarVirtualHostsForVirtualService):
@@ -289,7 +297,7 @@ def non_service_virtual_hosts(
     the VirtualServices looked at are those of the ``egress`` listener when given."""
     on_port = {svc.hostname.lower(): svc for svc in services if svc.port(port) is not None}
     wildcard_services = [h for h in on_port if hosts.is_wildcard(h)]
-    out: list[rc.VirtualHost] = []
+    out: list[_VirtualHost] = []
     names_taken: set[str] = set()
     for vs in _imported(_candidates(port, scope, on_port, wildcard_services), egress):
         if port != 80 and not _selects(vs, on_port, wildcard_services):
@@ -309,9 +317,7 @@ def non_service_virtual_hosts(
                 log.info("route %d: domain %s of %s is taken; no virtual host", port, host, vs.key)
                 continue
             names_taken.add(name)
-            out.append(
-                rc.VirtualHost(name=name, domains=domains, routes=routes, include_request_attempt_count=True)
-            )
+            out.append(_VirtualHost(name, domains, routes))
     return out
 
 
@@ -389,23 +395,27 @@ def route_configuration(
             log.info("route %d: every domain of %s is taken; no virtual host", port, service.hostname)
             continue
         virtual_hosts.append(
-            rc.VirtualHost(
-                name=names.virtual_host_name(service.hostname, port),
-                domains=domains,
-                routes=service_routes(service, port, scope, labels, selecting),
-                include_request_attempt_count=True,
+            _VirtualHost(
+                names.virtual_host_name(service.hostname, port),
+                domains,
+                service_routes(service, port, scope, labels, selecting),
             )
         )
     virtual_hosts.sort(key=lambda vh: vh.name)  # Istio's SortVirtualHosts (stable)
-    virtual_hosts.append(catch_all_virtual_host(scope.allow_any, scope.catch_all_cluster))
-    return RouteConfiguration(
+    config = RouteConfiguration(
         name=names.route_config_name(port),
-        virtual_hosts=virtual_hosts,
         validate_clusters=wrappers_pb2.BoolValue(value=False),
         # Domains carry no port: a Host header with any port (or none) matches its service.
         ignore_port_in_host_matching=True,
         max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY),
     )
+    added = config.virtual_hosts
+    for host in virtual_hosts:
+        added.add(name=host.name, domains=host.domains, include_request_attempt_count=True).routes.extend(
+            host.routes
+        )
+    added.append(catch_all_virtual_host(scope.allow_any, scope.catch_all_cluster))
+    return config
 
 
 def build_routes(view: ProxyView, context: PushContext) -> list[tuple[str, RouteConfiguration]]:
