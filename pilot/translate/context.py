@@ -22,6 +22,7 @@ from pilot.config.objects import ConfigKey, ConfigObject, SpecT, precedence
 from pilot.config.protocols import Protocol, parse_protocol, port_protocol
 from pilot.config.store import StoreSnapshot
 from pilot.translate import delegate, hosts, sidecar_scope
+from pilot.translate.pieces import RoutePieces, ScopePieces
 from pilot.translate.proxy import DEFAULT_DNS_DOMAIN, ProxyView
 from pilot.translate.registry import (
     PUBLIC,
@@ -188,6 +189,13 @@ class PushContext:
     _services_of: Mapping[ConfigKey, tuple[ConfigObject[nw.ServiceEntry], tuple[Service, ...]]] = field(
         default_factory=dict, repr=False
     )
+    # The routes translated at this context, inherited from the previous one when only routing
+    # changed (pilot.translate.pieces).
+    route_pieces: RoutePieces = field(default_factory=RoutePieces, repr=False)
+    # ``changed_since`` the context this one was built from: its objects, and the keys that changed.
+    _changed_from: tuple[Mapping[ConfigKey, ConfigObject], frozenset[ConfigKey]] | None = field(
+        default=None, repr=False
+    )
 
     @property
     def version(self) -> str:
@@ -211,13 +219,21 @@ class PushContext:
         workloads = _of_kind(kinds.WORKLOAD_ENTRY_INFO, by_kind)
         entries = _of_kind(kinds.SERVICE_ENTRY_INFO, by_kind)
         reusable: Mapping[ConfigKey, tuple[ConfigObject[nw.ServiceEntry], tuple[Service, ...]]] = {}
-        if (
+        earlier: dict[ConfigKey, VirtualServiceEntry] = {}
+        same_base = (
             previous is not None
             and previous.mesh == mesh
             and len(previous._workloads) == len(workloads)
             and all(a is b for a, b in zip(previous._workloads, workloads, strict=True))
-        ):
+        )
+        earlier_rules: dict[ConfigKey, DestinationRuleEntry] = {}
+        if previous is not None and same_base:
             reusable = previous._services_of
+            earlier = {vs.key: vs for vs in previous.virtual_services}
+            earlier_rules = {dr.key: dr for dr in previous.destination_rules}
+        changed_from = None
+        if previous is not None and previous.objects is not None:
+            changed_from = (previous.objects, _changed(snapshot.objects, previous.objects))
         made: dict[ConfigKey, tuple[ConfigObject[nw.ServiceEntry], tuple[Service, ...]]] = {}
         for se in entries:
             found = reusable.get(se.key)
@@ -226,6 +242,13 @@ class PushContext:
             made[se.key] = found
         services = [svc for _, of_entry in made.values() for svc in of_entry]
         services.sort(key=lambda s: (s.hostname, s.key))
+        virtual_services = tuple(
+            _virtual_service(o, spec, mesh, earlier.get(o.key))
+            for o, spec in delegate.merge_virtual_services(
+                sorted(_of_kind(kinds.VIRTUAL_SERVICE_INFO, by_kind), key=_precedence),
+                mesh.virtual_service_export_to,
+            )
+        )
         return cls(
             revision=snapshot.revision,
             mesh=mesh,
@@ -234,15 +257,9 @@ class PushContext:
             # VirtualServices and Gateways by creation time, name, namespace (sortConfigByCreationTime);
             # DestinationRules with a workload selector first, then the same
             # (sortConfigBySelectorAndCreationTime), which is the order merge_rules merges them in.
-            virtual_services=tuple(
-                _virtual_service(o, spec, mesh)
-                for o, spec in delegate.merge_virtual_services(
-                    sorted(_of_kind(kinds.VIRTUAL_SERVICE_INFO, by_kind), key=_precedence),
-                    mesh.virtual_service_export_to,
-                )
-            ),
+            virtual_services=virtual_services,
             destination_rules=tuple(
-                _destination_rule(o, mesh)
+                _destination_rule(o, mesh, earlier_rules.get(o.key))
                 for o in sorted(
                     _of_kind(kinds.DESTINATION_RULE_INFO, by_kind),
                     key=lambda o: (not o.spec.HasField("workload_selector"), o.precedence),
@@ -253,6 +270,10 @@ class PushContext:
             objects=snapshot.objects,
             _workloads=tuple(workloads),
             _services_of=made,
+            route_pieces=_route_pieces(
+                previous if same_base else None, changed_from[1] if changed_from else None, virtual_services
+            ),
+            _changed_from=changed_from,
         )
 
     def changed_since(self, older: PushContext) -> frozenset[ConfigKey] | None:
@@ -260,12 +281,9 @@ class PushContext:
         None when that cannot be known (a context built by hand)."""
         if self.objects is None or older.objects is None:
             return None
-        new, old = self.objects, older.objects
-        if new is old:
-            return frozenset()
-        changed = {key for key, obj in new.items() if old.get(key) is not obj}
-        changed.update(key for key in old if key not in new)
-        return frozenset(changed)
+        if self._changed_from is not None and self._changed_from[0] is older.objects:
+            return self._changed_from[1]  # found when this context was built from ``older``
+        return _changed(self.objects, older.objects)
 
     def scope(
         self, namespace: str, labels: tuple[tuple[str, str], ...] = (), sidecar: ConfigKey | None = None
@@ -449,6 +467,16 @@ class Scope:
                     )
                 chosen[svc.hostname] = svc
         return chosen
+
+    @property
+    def route_pieces(self) -> ScopePieces:
+        """This scope's routes at its context (pilot.translate.pieces), shared by its views."""
+        return self.derived(
+            "route-pieces",
+            lambda: self.context.route_pieces.of_scope(
+                (self.namespace, tuple(sorted(self.labels.items())), self.sidecar.sidecar), self.services
+            ),
+        )
 
     def derived(self, key: Hashable, make: Callable[[], _T]) -> _T:
         """``make()``, once per scope and ``key``: what translation derives from a scope alone (its
@@ -645,10 +673,60 @@ def _of_kind(
     return [obj for obj in by_kind.get(info.kind, ()) if info.holds(obj)]
 
 
+# What a change of these kinds alone leaves of the previous context's routes (pilot.translate.pieces):
+# a Pod only chooses a proxy's view.
+_ROUTING_ONLY = frozenset({kinds.VIRTUAL_SERVICE, kinds.POD})
+
+
+def _changed(
+    new: Mapping[ConfigKey, ConfigObject], old: Mapping[ConfigKey, ConfigObject]
+) -> frozenset[ConfigKey]:
+    """The keys added, removed or changed from ``old`` to ``new`` (the store keeps the same object
+    for an unchanged key)."""
+    if new is old:
+        return frozenset()
+    changed = {key for key, obj in new.items() if old.get(key) is not obj}
+    changed.update(key for key in old if key not in new)
+    return frozenset(changed)
+
+
+def _route_pieces(
+    previous: PushContext | None,
+    changed: frozenset[ConfigKey] | None,
+    virtual_services: tuple[VirtualServiceEntry, ...],
+) -> RoutePieces:
+    """The previous context's route pieces when only VirtualServices (or Pods) changed since (None:
+    there is no previous context, or its mesh settings or workloads differ), without the routes of
+    the VirtualServices that are not the same entry any more; else none."""
+    if previous is None or changed is None or any(key.kind not in _ROUTING_ONLY for key in changed):
+        return RoutePieces()
+    kept = {id(vs) for vs in virtual_services}
+    gone = [vs for vs in previous.virtual_services if id(vs) not in kept]
+    was = {id(vs) for vs in previous.virtual_services}
+    made = {vs.key: vs for vs in virtual_services if id(vs) not in was}
+    same_hosts = len(made) == len(gone) and all(
+        (now := made.get(vs.key)) is not None and _selection(now) == _selection(vs) for vs in gone
+    )
+    return RoutePieces(previous.route_pieces, gone, same_hosts)
+
+
+def _selection(vs: VirtualServiceEntry) -> tuple[object, ...]:
+    """What decides where a VirtualService's routes go (which hosts, ports and proxies): all of
+    it but the routes themselves."""
+    return (vs.key, vs.hosts, vs.gateways, vs.export_to, vs.created)
+
+
 def _virtual_service(
-    obj: ConfigObject[nw.VirtualService], spec: nw.VirtualService, mesh: MeshSettings
+    obj: ConfigObject[nw.VirtualService],
+    spec: nw.VirtualService,
+    mesh: MeshSettings,
+    earlier: VirtualServiceEntry | None = None,
 ) -> VirtualServiceEntry:
-    """``spec`` is the object's spec, or for a root VirtualService its spec with delegates merged."""
+    """``spec`` is the object's spec, or for a root VirtualService its spec with delegates merged.
+    ``earlier``: the entry of the same key in the previous context (with the same mesh settings),
+    returned itself when made from this very spec, so pieces keyed by it carry over."""
+    if earlier is not None and earlier.spec is spec and earlier.created == obj.created:
+        return earlier
     return VirtualServiceEntry(
         key=obj.key,
         hosts=tuple(hosts.resolve_shortname(h, obj.namespace) for h in spec.hosts),
@@ -659,7 +737,13 @@ def _virtual_service(
     )
 
 
-def _destination_rule(obj: ConfigObject[nw.DestinationRule], mesh: MeshSettings) -> DestinationRuleEntry:
+def _destination_rule(
+    obj: ConfigObject[nw.DestinationRule], mesh: MeshSettings, earlier: DestinationRuleEntry | None = None
+) -> DestinationRuleEntry:
+    """``earlier``: the entry of the same key in the previous context (with the same mesh settings),
+    returned itself when made from this very spec."""
+    if earlier is not None and earlier.spec is obj.spec:
+        return earlier
     spec = obj.spec
     # A DestinationRule with a workload selector applies only to the workloads it selects in its
     # own namespace (Istio's SidecarScope.DestinationRule): visible there only, chosen by labels.

@@ -31,6 +31,7 @@ from pilot.translate.context import (
 from pilot.translate.cors import CORS_FILTER, cors_policy
 from pilot.translate.listeners import FAULT_FILTER, SNIFFED, outbound_listeners
 from pilot.translate.matches import applies, is_catch_all, route_match
+from pilot.translate.pieces import KeptConfiguration, RoutePieces, Routes
 from pilot.translate.proxy import NodeType, ProxyView
 from pilot.translate.sidecar_scope import EgressListener
 from pilot.xds import names
@@ -209,15 +210,33 @@ def service_routes(
     scope: Scope,
     labels: Mapping[str, str],
     egress: EgressListener | None = None,
-) -> list[rc.Route]:
+) -> Routes:
     """The routes of the VirtualService that claims the service on ``port`` (among those the
     ``egress`` listener imports, when given: Istio's per-listener VirtualServices), else the
-    default route."""
+    default route. Shared with the scope's route pieces: copy them, never change them."""
     for vs in claimants(_imported(scope.virtual_services(service.hostname), egress), service.hostname):
-        routes = virtual_service_routes(vs, port, scope, labels)
+        routes = _virtual_service_pieces(vs, port, scope, labels)
         if routes:
             return routes
-    return [default_route(service, port, scope)]
+    return RoutePieces.routes(
+        scope.route_pieces, service, port, "default", lambda: [default_route(service, port, scope)]
+    )
+
+
+def _virtual_service_pieces(
+    vs: VirtualServiceEntry, port: int, scope: Scope, labels: Mapping[str, str]
+) -> Routes:
+    """``virtual_service_routes`` of a sidecar (mesh gateway, no TLS), made once per scope and
+    VirtualService entry (pilot.translate.pieces)."""
+    if labels != scope.labels:  # not the scope's own workload: nothing to share
+        return virtual_service_routes(vs, port, scope, labels)
+    return RoutePieces.routes(
+        scope.route_pieces,
+        vs,
+        port,
+        "virtual-service",
+        lambda: virtual_service_routes(vs, port, scope, labels),
+    )
 
 
 def claimants(ranked: list[VirtualServiceEntry], host: str) -> list[VirtualServiceEntry]:
@@ -277,7 +296,7 @@ class _VirtualHost(NamedTuple):
 
     name: str
     domains: list[str]
-    routes: list[rc.Route]
+    routes: Routes
 
 
 def non_service_virtual_hosts(
@@ -295,7 +314,7 @@ def non_service_virtual_hosts(
     claims an HTTP service on that port. Domains: the host alone (the route configuration ignores
     ports); one taken already is dropped, and ``*`` is always the catch-all's. ``services`` and
     the VirtualServices looked at are those of the ``egress`` listener when given."""
-    on_port = {svc.hostname.lower(): svc for svc in services if svc.port(port) is not None}
+    on_port = _services_on_port(port, services)
     wildcard_services = [h for h in on_port if hosts.is_wildcard(h)]
     out: list[_VirtualHost] = []
     names_taken: set[str] = set()
@@ -307,7 +326,7 @@ def non_service_virtual_hosts(
             continue
         if port != 80 and not any(_is_http_on(svc, port) for svc in claimed):
             continue  # istiod makes no wrapper for the port then
-        routes = virtual_service_routes(vs, port, scope, labels)
+        routes = _virtual_service_pieces(vs, port, scope, labels)
         if not routes:
             continue
         for host in others:
@@ -319,6 +338,11 @@ def non_service_virtual_hosts(
             names_taken.add(name)
             out.append(_VirtualHost(name, domains, routes))
     return out
+
+
+def _services_on_port(port: int, services: Iterable[Service]) -> dict[str, Service]:
+    """The services with ``port``, by lower-case hostname (the last of a hostname wins)."""
+    return {svc.hostname.lower(): svc for svc in services if svc.port(port) is not None}
 
 
 def _candidates(
@@ -378,6 +402,29 @@ def route_configuration(
     of ``egress``, the Sidecar egress listener that serves the port (default: every service of the
     scope), routed by the VirtualServices it imports; then the catch-all virtual host of the scope's
     outbound traffic policy."""
+    labels = dict(view.labels)
+    if scope.sidecar.sidecar is not None or labels != scope.labels:
+        return _route_configuration(port, view, scope, egress)
+    # Without a Sidecar: the one kept from the previous context if none of the VirtualServices it
+    # looked at changed (pilot.translate.pieces), else made and kept.
+    pieces = scope.route_pieces
+    kept = pieces.configurations.get((port, view.dns_domain))
+    if kept is None:
+        # Every VirtualService non_service_virtual_hosts and service_routes look at.
+        on_port = _services_on_port(port, scope.services)
+        candidates = _candidates(port, scope, on_port, [h for h in on_port if hosts.is_wildcard(h)])
+        consulted = {id(vs): vs for vs in candidates}
+        for service in on_port.values():
+            consulted.update((id(vs), vs) for vs in scope.virtual_services(service.hostname))
+        kept = pieces.configurations[(port, view.dns_domain)] = KeptConfiguration(
+            _route_configuration(port, view, scope, egress), frozenset(consulted), tuple(consulted.values())
+        )
+    return kept.configuration
+
+
+def _route_configuration(
+    port: int, view: ProxyView, scope: Scope, egress: EgressListener | None
+) -> RouteConfiguration:
     labels = dict(view.labels)
     seen: set[str] = {"*"}  # the catch-all's
     services = scope.services if egress is None else sorted(egress.services, key=lambda s: s.hostname)

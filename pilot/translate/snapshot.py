@@ -25,7 +25,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf.message import Message
 
 from pilot.cache.snapshot import Snapshot
-from pilot.config.kinds import POD
+from pilot.config.kinds import POD, VIRTUAL_SERVICE
 from pilot.config.objects import ConfigKey
 from pilot.errors import TranslationError
 from pilot.translate.context import PushContext
@@ -93,14 +93,21 @@ def _known_kinds() -> frozenset[str] | None:
     return frozenset(kinds)
 
 
-def types_to_rebuild(changed: Iterable[ConfigKey] | None, previous: Snapshot | None = None) -> list[str]:
-    """The type URLs a view must translate again after ``changed`` (None: unknown, all of them)."""
+def types_to_rebuild(
+    changed: Iterable[ConfigKey] | None, previous: Snapshot | None = None, sidecar: bool = False
+) -> list[str]:
+    """The type URLs a view must translate again after ``changed`` (None: unknown, all of them).
+    ``sidecar``: the view is under a Sidecar resource, whose egress listeners also import the
+    services their VirtualServices route to (Istio's convertToSidecarScope), so a VirtualService
+    change can change its clusters too: it rebuilds everything."""
     everything = list(GENERATORS)
     if changed is None or previous is None:
         return everything
     # A Pod only decides which view a proxy gets (its labels and service account), never what a view
     # holds: a Pod change rebuilds nothing here (the pusher moves proxies whose view it changed).
     keys = [key for key in changed if key.kind != POD]
+    if sidecar and any(key.kind == VIRTUAL_SERVICE for key in keys):
+        return everything
     known = _known_kinds()
     if known is None or any(key.kind not in known for key in keys):
         return everything
@@ -127,7 +134,7 @@ def build_snapshot(
         old = None
     else:
         old_context, old = previous
-        rebuild = types_to_rebuild(context.changed_since(old_context), old)
+        rebuild = types_to_rebuild(context.changed_since(old_context), old, sidecar=view.sidecar is not None)
     messages = {type_url: GENERATORS[type_url].generate(view, context) for type_url in rebuild}
     problems = inconsistencies(messages)
     if problems:

@@ -52,7 +52,7 @@ def _check(view: ProxyView, before: PushContext, after: PushContext) -> None:
     assert after.objects is not None
     reused = PushContext.build(factories.store_snapshot(after.objects.values(), after.revision), before)
     _same(build_snapshot(view, reused, (before, previous)), build_snapshot(view, after))
-    rebuilt = set(types_to_rebuild(after.changed_since(before), previous))
+    rebuilt = set(types_to_rebuild(after.changed_since(before), previous, sidecar=view.sidecar is not None))
     for type_url, typed in incremental.by_type.items():
         if type_url not in rebuilt:
             assert typed is previous.by_type[type_url]
