@@ -206,9 +206,9 @@ class PushContext:
         """The context of ``snapshot``. With ``previous`` (the last context built), the services of
         every ServiceEntry that did not change are taken from it instead of being made again
         (when the mesh settings and WorkloadEntries they depend on did not change either)."""
-        objects = sorted(snapshot.objects.values(), key=lambda o: o.key)
+        objects = sorted(snapshot.objects.values(), key=_by_key)
         # The Gateway API's objects, as the Istio Gateways and VirtualServices they convert to.
-        objects += sorted(convert_gateway_api(snapshot.objects).objects, key=lambda o: o.key)
+        objects += sorted(convert_gateway_api(snapshot.objects).objects, key=_by_key)
         by_kind: dict[str, list[ConfigObject]] = {}
         for obj in objects:
             by_kind.setdefault(obj.kind, []).append(obj)
@@ -241,7 +241,7 @@ class PushContext:
                 found = (se, tuple(services_of(se, workloads, mesh.service_export_to)))
             made[se.key] = found
         services = [svc for _, of_entry in made.values() for svc in of_entry]
-        services.sort(key=lambda s: (s.hostname, s.key))
+        services.sort(key=lambda s: (s.hostname, s.key.kind, s.key.namespace, s.key.name))
         virtual_services = tuple(
             _virtual_service(o, spec, mesh, earlier.get(o.key))
             for o, spec in delegate.merge_virtual_services(
@@ -660,6 +660,12 @@ def merge_rules(rules: list[DestinationRuleEntry]) -> DestinationRuleEntry:
         if not merged.HasField("traffic_policy") and rule.spec.HasField("traffic_policy"):
             merged.traffic_policy.CopyFrom(rule.spec.traffic_policy)
     return DestinationRuleEntry(rules[0].key, rules[0].host, rules[0].export_to, merged)
+
+
+def _by_key(obj: ConfigObject) -> tuple[str, str, str]:
+    """``obj.key``'s order as a plain tuple: compared in C, not by the dataclass's ``__lt__``."""
+    key = obj.key
+    return key.kind, key.namespace, key.name
 
 
 def _precedence(obj: ConfigObject) -> tuple[bool, datetime, str, str]:
