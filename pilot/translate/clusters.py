@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
-from google.protobuf import duration_pb2, struct_pb2
+from google.protobuf import duration_pb2
 
 from pilot._gen import networking_pb2 as nw
 from pilot.translate import cluster_tls, endpoints, locality, peer_authentication
@@ -75,8 +75,13 @@ def discovery_type(service: Service, traffic: TrafficPolicy, router: bool) -> in
     return int(_DISCOVERY[service.resolution])
 
 
-def outbound_targets(scope: Scope, router: bool = False) -> Iterator[ClusterTarget]:
-    """Every outbound cluster of the scope, services by hostname, ports and subsets in order."""
+def outbound_targets(scope: Scope, router: bool = False) -> tuple[ClusterTarget, ...]:
+    """Every outbound cluster of the scope, services by hostname, ports and subsets in order (made
+    once per scope, shared by CDS and EDS)."""
+    return scope.derived(("cluster-targets", router), lambda: tuple(_outbound_targets(scope, router)))
+
+
+def _outbound_targets(scope: Scope, router: bool) -> Iterator[ClusterTarget]:
     for service in scope.services:
         rule = scope.destination_rule(service.hostname)
         top = rule.spec.traffic_policy if rule is not None and rule.spec.HasField("traffic_policy") else None
@@ -120,28 +125,71 @@ def ads_config_source() -> config_source_pb2.ConfigSource:
     )
 
 
+# A cluster without inline endpoints, before its name: what its traffic policy, port protocol and
+# discovery type make of it, keyed by those (the policy's components by identity; the entry holds
+# the policy, so no id is reused while it is in the table).
+PolicyTemplates = dict[tuple[object, ...], tuple[Cluster, TrafficPolicy]]
+
+
+def _policy_template(
+    target: ClusterTarget, context: PushContext, mesh_certificates: bool, templates: PolicyTemplates | None
+) -> Cluster:
+    """The cluster ``policy.apply`` makes for the target's policy, port protocol and discovery type,
+    without name: made once per distinct such tuple and copied (``apply`` reads neither the name
+    nor the EDS service name, so a copy renamed is what building it again would give)."""
+    traffic = target.policy
+    key = (
+        target.discovery,
+        target.port.protocol,
+        target.service.subject_alt_names,
+        mesh_certificates,
+        *(id(getattr(traffic, name)) for name in policy.COMPONENTS),
+    )
+    entry = templates.get(key) if templates is not None else None
+    if entry is None:
+        mesh = context.mesh
+        made = Cluster(type=target.discovery, common_lb_config=Cluster.CommonLbConfig())
+        made.connect_timeout.FromTimedelta(mesh.connect_timeout)
+        if target.eds:
+            made.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
+        policy.apply(
+            made, traffic, target.port, mesh, target.service.subject_alt_names, sds=mesh_certificates
+        )
+        entry = (made, traffic)
+        if templates is not None:
+            templates[key] = entry
+    return entry[0]
+
+
 def build_cluster(
-    target: ClusterTarget, context: PushContext, mesh_certificates: bool = False
+    target: ClusterTarget,
+    context: PushContext,
+    mesh_certificates: bool = False,
+    templates: PolicyTemplates | None = None,
 ) -> Cluster | None:
     """The Envoy cluster for ``target``; None for a DNS cluster without endpoints (Istio drops it).
-    ``mesh_certificates``: the proxy has the agent's SDS, so ISTIO_MUTUAL applies (cluster_tls.py)."""
+    ``mesh_certificates``: the proxy has the agent's SDS, so ISTIO_MUTUAL applies (cluster_tls.py).
+    ``templates``: policy templates shared by the clusters of one build (``_policy_template``)."""
     mesh = context.mesh
     authn = peer_authentication.index_of(mesh.root_namespace, context.peer_authentications)
-    cluster = Cluster(name=target.name, type=target.discovery, common_lb_config=Cluster.CommonLbConfig())
-    cluster.connect_timeout.FromTimedelta(mesh.connect_timeout)
     if target.discovery in (Cluster.STRICT_DNS, Cluster.LOGICAL_DNS):
+        cluster = Cluster(name=target.name, type=target.discovery, common_lb_config=Cluster.CommonLbConfig())
+        cluster.connect_timeout.FromTimedelta(mesh.connect_timeout)
         if not _inline_endpoints(cluster, target, authn.plaintext_only(target.service.namespace)):
             log.debug("cluster %s: no endpoints; not sent", target.name)
             return None
         cluster.dns_lookup_family = Cluster.V4_ONLY
         cluster.respect_dns_ttl = True
         cluster.dns_refresh_rate.FromTimedelta(mesh.dns_refresh_rate)
-    elif target.eds:
-        cluster.eds_cluster_config.service_name = target.name
-        cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
-    policy.apply(
-        cluster, target.policy, target.port, mesh, target.service.subject_alt_names, sds=mesh_certificates
-    )
+        policy.apply(
+            cluster, target.policy, target.port, mesh, target.service.subject_alt_names, sds=mesh_certificates
+        )
+    else:
+        cluster = Cluster()
+        cluster.CopyFrom(_policy_template(target, context, mesh_certificates, templates))
+        cluster.name = target.name
+        if target.eds:
+            cluster.eds_cluster_config.service_name = target.name
     if mesh_certificates:
         # Istio's BestEffortInferServiceMTLSMode: no auto mTLS to a namespace (or mesh) whose
         # PeerAuthentication is DISABLE; a DestinationRule's own TLS still wins (cluster_tls.py).
@@ -160,8 +208,11 @@ def build_cluster(
     return cluster
 
 
-def load_assignment(target: ClusterTarget, context: PushContext) -> ClusterLoadAssignment:
-    """The EDS assignment of an EDS cluster, with the locality settings of its traffic policy."""
+def load_assignment(
+    target: ClusterTarget, context: PushContext, made: endpoints.LbEndpoints | None = None
+) -> ClusterLoadAssignment:
+    """The EDS assignment of an EDS cluster, with the locality settings of its traffic policy.
+    ``made``: the endpoint messages of one build, shared by the clusters of a service port."""
     authn = peer_authentication.index_of(context.mesh.root_namespace, context.peer_authentications)
     out = endpoints.load_assignment(
         target.name,
@@ -170,6 +221,7 @@ def load_assignment(target: ClusterTarget, context: PushContext) -> ClusterLoadA
         dict(target.labels),
         ip_only=True,
         plaintext_only=authn.plaintext_only(target.service.namespace),
+        made=made,
     )
     lb_setting = policy.locality_setting(target.policy, context.mesh)
     locality.apply(out, lb_setting, failover=target.policy.outlier_detection is not None)
@@ -192,23 +244,25 @@ def _inline_endpoints(
 
 
 def _add_metadata(cluster: Cluster, target: ClusterTarget) -> None:
-    """Istio's ``filter_metadata.istio``: which service (and DestinationRule, subset) made the cluster."""
+    """Istio's ``filter_metadata.istio``: which service (and DestinationRule, subset) made the cluster.
+    Set field by field (``Struct.update`` is pure Python), in the order ``update`` would insert them."""
     service = target.service
-    istio: dict[str, Any] = {
-        "services": [{"host": service.hostname, "name": service.hostname, "namespace": service.namespace}]
-    }
+    istio = cluster.metadata.filter_metadata["istio"].fields
+    entry = istio["services"].list_value.values.add().struct_value.fields
+    entry["host"].string_value = service.hostname
+    entry["name"].string_value = service.hostname
+    entry["namespace"].string_value = service.namespace
     if target.rule is not None:
         key = target.rule.key
-        istio["config"] = (
+        istio[
+            "config"
+        ].string_value = (
             f"/apis/networking.istio.io/v1/namespaces/{key.namespace}/destination-rule/{key.name}"
         )
     if target.subset:
-        istio["subset"] = target.subset
+        istio["subset"].string_value = target.subset
     if service.mesh_external:
-        istio["external"] = True
-    struct = struct_pb2.Struct()
-    struct.update(istio)
-    cluster.metadata.filter_metadata["istio"].CopyFrom(struct)
+        istio["external"].bool_value = True
 
 
 def blackhole_cluster(context: PushContext) -> Cluster:
@@ -230,8 +284,9 @@ def build_clusters(view: ProxyView, context: PushContext) -> list[tuple[str, Clu
     scope = context.scope_of(view)
     out: list[tuple[str, Cluster]] = []
     plaintext_mutual = 0
+    templates: PolicyTemplates = {}
     for target in outbound_targets(scope, router=view.type is NodeType.ROUTER):
-        cluster = build_cluster(target, context, view.mesh_certificates)
+        cluster = build_cluster(target, context, view.mesh_certificates, templates)
         if cluster is not None:
             out.append((cluster.name, cluster))
             tls = target.policy.tls

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar, cast
 
 from pilot._gen import networking_pb2 as nw
 from pilot._gen import security_pb2 as sec
@@ -24,6 +25,7 @@ from pilot.config.objects import ConfigKey, ConfigObject, SpecT, precedence
 from pilot.config.protocols import Protocol, parse_protocol, port_protocol
 from pilot.config.store import StoreSnapshot
 from pilot.translate import delegate, hosts, sidecar_scope
+from pilot.translate.pieces import RoutePieces, ScopePieces
 from pilot.translate.proxy import DEFAULT_DNS_DOMAIN, ProxyView
 from pilot.translate.registry import (
     PUBLIC,
@@ -37,6 +39,8 @@ from pilot.translate.registry import (
 )
 
 log = logging.getLogger("pilot.translate.context")
+
+_T = TypeVar("_T")
 
 MESH_GATEWAY = "mesh"
 ROOT_NAMESPACE = "istio-system"
@@ -201,6 +205,13 @@ class PushContext:
     _services_of: Mapping[ConfigKey, tuple[ConfigObject[nw.ServiceEntry], tuple[Service, ...]]] = field(
         default_factory=dict, repr=False
     )
+    # The routes translated at this context, inherited from the previous one when only routing
+    # changed (pilot.translate.pieces).
+    route_pieces: RoutePieces = field(default_factory=RoutePieces, repr=False)
+    # ``changed_since`` the context this one was built from: its objects, and the keys that changed.
+    _changed_from: tuple[Mapping[ConfigKey, ConfigObject], frozenset[ConfigKey]] | None = field(
+        default=None, repr=False
+    )
 
     @property
     def version(self) -> str:
@@ -211,9 +222,9 @@ class PushContext:
         """The context of ``snapshot``. With ``previous`` (the last context built), the services of
         every ServiceEntry that did not change are taken from it instead of being made again
         (when the mesh settings and WorkloadEntries they depend on did not change either)."""
-        objects = sorted(snapshot.objects.values(), key=lambda o: o.key)
+        objects = sorted(snapshot.objects.values(), key=_by_key)
         # The Gateway API's objects, as the Istio Gateways and VirtualServices they convert to.
-        objects += sorted(convert_gateway_api(snapshot.objects).objects, key=lambda o: o.key)
+        objects += sorted(convert_gateway_api(snapshot.objects).objects, key=_by_key)
         by_kind: dict[str, list[ConfigObject]] = {}
         for obj in objects:
             by_kind.setdefault(obj.kind, []).append(obj)
@@ -224,13 +235,21 @@ class PushContext:
         workloads = _of_kind(kinds.WORKLOAD_ENTRY_INFO, by_kind)
         entries = _of_kind(kinds.SERVICE_ENTRY_INFO, by_kind)
         reusable: Mapping[ConfigKey, tuple[ConfigObject[nw.ServiceEntry], tuple[Service, ...]]] = {}
-        if (
+        earlier: dict[ConfigKey, VirtualServiceEntry] = {}
+        same_base = (
             previous is not None
             and previous.mesh == mesh
             and len(previous._workloads) == len(workloads)
             and all(a is b for a, b in zip(previous._workloads, workloads, strict=True))
-        ):
+        )
+        earlier_rules: dict[ConfigKey, DestinationRuleEntry] = {}
+        if previous is not None and same_base:
             reusable = previous._services_of
+            earlier = {vs.key: vs for vs in previous.virtual_services}
+            earlier_rules = {dr.key: dr for dr in previous.destination_rules}
+        changed_from = None
+        if previous is not None and previous.objects is not None:
+            changed_from = (previous.objects, _changed(snapshot.objects, previous.objects))
         made: dict[ConfigKey, tuple[ConfigObject[nw.ServiceEntry], tuple[Service, ...]]] = {}
         for se in entries:
             found = reusable.get(se.key)
@@ -238,7 +257,14 @@ class PushContext:
                 found = (se, tuple(services_of(se, workloads, mesh.service_export_to)))
             made[se.key] = found
         services = [svc for _, of_entry in made.values() for svc in of_entry]
-        services.sort(key=lambda s: (s.hostname, s.key))
+        services.sort(key=lambda s: (s.hostname, s.key.kind, s.key.namespace, s.key.name))
+        virtual_services = tuple(
+            _virtual_service(o, spec, mesh, earlier.get(o.key))
+            for o, spec in delegate.merge_virtual_services(
+                sorted(_of_kind(kinds.VIRTUAL_SERVICE_INFO, by_kind), key=_precedence),
+                mesh.virtual_service_export_to,
+            )
+        )
         return cls(
             revision=snapshot.revision,
             mesh=mesh,
@@ -247,15 +273,9 @@ class PushContext:
             # VirtualServices and Gateways by creation time, name, namespace (sortConfigByCreationTime);
             # DestinationRules with a workload selector first, then the same
             # (sortConfigBySelectorAndCreationTime), which is the order merge_rules merges them in.
-            virtual_services=tuple(
-                _virtual_service(o, spec, mesh)
-                for o, spec in delegate.merge_virtual_services(
-                    sorted(_of_kind(kinds.VIRTUAL_SERVICE_INFO, by_kind), key=_precedence),
-                    mesh.virtual_service_export_to,
-                )
-            ),
+            virtual_services=virtual_services,
             destination_rules=tuple(
-                _destination_rule(o, mesh)
+                _destination_rule(o, mesh, earlier_rules.get(o.key))
                 for o in sorted(
                     _of_kind(kinds.DESTINATION_RULE_INFO, by_kind),
                     key=lambda o: (not o.spec.HasField("workload_selector"), o.precedence),
@@ -276,6 +296,10 @@ class PushContext:
             objects=snapshot.objects,
             _workloads=tuple(workloads),
             _services_of=made,
+            route_pieces=_route_pieces(
+                previous if same_base else None, changed_from[1] if changed_from else None, virtual_services
+            ),
+            _changed_from=changed_from,
         )
 
     def changed_since(self, older: PushContext) -> frozenset[ConfigKey] | None:
@@ -283,12 +307,9 @@ class PushContext:
         None when that cannot be known (a context built by hand)."""
         if self.objects is None or older.objects is None:
             return None
-        new, old = self.objects, older.objects
-        if new is old:
-            return frozenset()
-        changed = {key for key, obj in new.items() if old.get(key) is not obj}
-        changed.update(key for key in old if key not in new)
-        return frozenset(changed)
+        if self._changed_from is not None and self._changed_from[0] is older.objects:
+            return self._changed_from[1]  # found when this context was built from ``older``
+        return _changed(self.objects, older.objects)
 
     def scope(
         self, namespace: str, labels: tuple[tuple[str, str], ...] = (), sidecar: ConfigKey | None = None
@@ -419,6 +440,7 @@ class Scope:
         self.labels = dict(labels)
         self._rules: dict[str, DestinationRuleEntry | None] = {}
         self._rule_index: dict[str, _RuleIndex] | None = None
+        self._derived: dict[Hashable, object] = {}
         if base is not None:  # the same namespace without labels: share what labels cannot change
             self.sidecar = base.sidecar
             self.services = base.services
@@ -479,6 +501,26 @@ class Scope:
                     )
                 chosen[svc.hostname] = svc
         return chosen
+
+    @property
+    def route_pieces(self) -> ScopePieces:
+        """This scope's routes at its context (pilot.translate.pieces), shared by its views."""
+        return self.derived(
+            "route-pieces",
+            lambda: self.context.route_pieces.of_scope(
+                (self.namespace, tuple(sorted(self.labels.items())), self.sidecar.sidecar), self.services
+            ),
+        )
+
+    def derived(self, key: Hashable, make: Callable[[], _T]) -> _T:
+        """``make()``, once per scope and ``key``: what translation derives from a scope alone (its
+        cluster targets, a cluster's hash policy) is the same for every view and generator using it.
+        ``key`` must name both the piece and its inputs, e.g. ``("hash-policy", cluster)``."""
+        try:
+            return cast(_T, self._derived[key])
+        except KeyError:
+            made = self._derived[key] = make()
+            return made
 
     @property
     def allow_any(self) -> bool:
@@ -654,6 +696,12 @@ def merge_rules(rules: list[DestinationRuleEntry]) -> DestinationRuleEntry:
     return DestinationRuleEntry(rules[0].key, rules[0].host, rules[0].export_to, merged)
 
 
+def _by_key(obj: ConfigObject) -> tuple[str, str, str]:
+    """``obj.key``'s order as a plain tuple: compared in C, not by the dataclass's ``__lt__``."""
+    key = obj.key
+    return key.kind, key.namespace, key.name
+
+
 def _precedence(obj: ConfigObject) -> tuple[bool, datetime, str, str]:
     return obj.precedence
 
@@ -665,10 +713,60 @@ def _of_kind(
     return [obj for obj in by_kind.get(info.kind, ()) if info.holds(obj)]
 
 
+# What a change of these kinds alone leaves of the previous context's routes (pilot.translate.pieces):
+# a Pod only chooses a proxy's view.
+_ROUTING_ONLY = frozenset({kinds.VIRTUAL_SERVICE, kinds.POD})
+
+
+def _changed(
+    new: Mapping[ConfigKey, ConfigObject], old: Mapping[ConfigKey, ConfigObject]
+) -> frozenset[ConfigKey]:
+    """The keys added, removed or changed from ``old`` to ``new`` (the store keeps the same object
+    for an unchanged key)."""
+    if new is old:
+        return frozenset()
+    changed = {key for key, obj in new.items() if old.get(key) is not obj}
+    changed.update(key for key in old if key not in new)
+    return frozenset(changed)
+
+
+def _route_pieces(
+    previous: PushContext | None,
+    changed: frozenset[ConfigKey] | None,
+    virtual_services: tuple[VirtualServiceEntry, ...],
+) -> RoutePieces:
+    """The previous context's route pieces when only VirtualServices (or Pods) changed since (None:
+    there is no previous context, or its mesh settings or workloads differ), without the routes of
+    the VirtualServices that are not the same entry any more; else none."""
+    if previous is None or changed is None or any(key.kind not in _ROUTING_ONLY for key in changed):
+        return RoutePieces()
+    kept = {id(vs) for vs in virtual_services}
+    gone = [vs for vs in previous.virtual_services if id(vs) not in kept]
+    was = {id(vs) for vs in previous.virtual_services}
+    made = {vs.key: vs for vs in virtual_services if id(vs) not in was}
+    same_hosts = len(made) == len(gone) and all(
+        (now := made.get(vs.key)) is not None and _selection(now) == _selection(vs) for vs in gone
+    )
+    return RoutePieces(previous.route_pieces, gone, same_hosts)
+
+
+def _selection(vs: VirtualServiceEntry) -> tuple[object, ...]:
+    """What decides where a VirtualService's routes go (which hosts, ports and proxies): all of
+    it but the routes themselves."""
+    return (vs.key, vs.hosts, vs.gateways, vs.export_to, vs.created)
+
+
 def _virtual_service(
-    obj: ConfigObject[nw.VirtualService], spec: nw.VirtualService, mesh: MeshSettings
+    obj: ConfigObject[nw.VirtualService],
+    spec: nw.VirtualService,
+    mesh: MeshSettings,
+    earlier: VirtualServiceEntry | None = None,
 ) -> VirtualServiceEntry:
-    """``spec`` is the object's spec, or for a root VirtualService its spec with delegates merged."""
+    """``spec`` is the object's spec, or for a root VirtualService its spec with delegates merged.
+    ``earlier``: the entry of the same key in the previous context (with the same mesh settings),
+    returned itself when made from this very spec, so pieces keyed by it carry over."""
+    if earlier is not None and earlier.spec is spec and earlier.created == obj.created:
+        return earlier
     return VirtualServiceEntry(
         key=obj.key,
         hosts=tuple(hosts.resolve_shortname(h, obj.namespace) for h in spec.hosts),
@@ -680,7 +778,13 @@ def _virtual_service(
     )
 
 
-def _destination_rule(obj: ConfigObject[nw.DestinationRule], mesh: MeshSettings) -> DestinationRuleEntry:
+def _destination_rule(
+    obj: ConfigObject[nw.DestinationRule], mesh: MeshSettings, earlier: DestinationRuleEntry | None = None
+) -> DestinationRuleEntry:
+    """``earlier``: the entry of the same key in the previous context (with the same mesh settings),
+    returned itself when made from this very spec."""
+    if earlier is not None and earlier.spec is obj.spec:
+        return earlier
     spec = obj.spec
     # A DestinationRule with a workload selector applies only to the workloads it selects in its
     # own namespace (Istio's SidecarScope.DestinationRule): visible there only, chosen by labels.

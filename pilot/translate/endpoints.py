@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Mapping
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from google.protobuf import wrappers_pb2
 
 from pilot.config.addresses import is_ip
 from pilot.translate.context import Endpoint, Service, ServicePort
@@ -46,10 +45,15 @@ def lb_endpoint(
     """The endpoint, with the auto mTLS metadata when its labels say a sidecar runs there and its own
     PeerAuthentication is not DISABLE on the port (Istio's mtls_checker.go ``checkMtlsEnabled``)."""
     target_port = endpoint.port_for(port)
-    address = socket_address(endpoint.address, target_port)
-    out = endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=address))
+    out = endpoint_components_pb2.LbEndpoint()
+    address = out.endpoint.address
+    if endpoint.address.startswith(UNIX_PREFIX):
+        address.pipe.path = endpoint.address[len(UNIX_PREFIX) :]
+    else:
+        address.socket_address.address = endpoint.address
+        address.socket_address.port_value = target_port
     # Istio's IstioEndpoint.GetLoadBalancingWeight: the endpoint's weight, 1 when unset.
-    out.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=endpoint.weight or 1))
+    out.load_balancing_weight.value = endpoint.weight or 1
     tls_mode = dict(endpoint.labels).get(TLS_MODE_LABEL)
     if tls_mode and not (plaintext_only is not None and plaintext_only(endpoint, target_port)):
         out.metadata.filter_metadata[TRANSPORT_SOCKET_MATCH].update({"tlsMode": tls_mode})
@@ -76,14 +80,37 @@ def selected_endpoints(
     return out
 
 
+# The LbEndpoint of an (endpoint, service port), by their identities, made once per build and
+# copied into each assignment that lists it (a service port's default and subset clusters share
+# endpoints); an entry holds its endpoint and port, so no id is reused while it is in the table.
+LbEndpoints = dict[tuple[int, int], tuple[endpoint_components_pb2.LbEndpoint, Endpoint, ServicePort]]
+
+
+def _lb_endpoint(
+    endpoint: Endpoint, port: ServicePort, plaintext_only: PlaintextOnly | None, made: LbEndpoints | None
+) -> endpoint_components_pb2.LbEndpoint:
+    if made is None:
+        return lb_endpoint(endpoint, port, plaintext_only)
+    # ``plaintext_only`` is not in the key: within one build it answers from the push context's
+    # PeerAuthentications for the endpoint and its port alone, so one (endpoint, port) has one answer.
+    key = (id(endpoint), id(port))
+    entry = made.get(key)
+    if entry is None:
+        entry = made[key] = (lb_endpoint(endpoint, port, plaintext_only), endpoint, port)
+    return entry[0]
+
+
 def locality_lb_endpoints(
-    endpoints: Iterable[Endpoint], port: ServicePort, plaintext_only: PlaintextOnly | None = None
+    endpoints: Iterable[Endpoint],
+    port: ServicePort,
+    plaintext_only: PlaintextOnly | None = None,
+    made: LbEndpoints | None = None,
 ) -> list[endpoint_components_pb2.LocalityLbEndpoints]:
     """Endpoints grouped by locality, localities in order of first appearance; a locality's weight is
     the sum of its endpoints' (Istio's refreshWeight), which locality-weighted balancing needs."""
     groups: dict[str, list[endpoint_components_pb2.LbEndpoint]] = {}
     for endpoint in endpoints:
-        groups.setdefault(endpoint.locality, []).append(lb_endpoint(endpoint, port, plaintext_only))
+        groups.setdefault(endpoint.locality, []).append(_lb_endpoint(endpoint, port, plaintext_only, made))
     out = []
     for name, members in groups.items():
         group = endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=members)
@@ -102,9 +129,10 @@ def load_assignment(
     *,
     ip_only: bool,
     plaintext_only: PlaintextOnly | None = None,
+    made: LbEndpoints | None = None,
 ) -> endpoint_pb2.ClusterLoadAssignment:
     """The assignment for one cluster; empty (but present) when no endpoint matches."""
     selected = selected_endpoints(service, subset_labels, ip_only=ip_only)
     return endpoint_pb2.ClusterLoadAssignment(
-        cluster_name=cluster_name, endpoints=locality_lb_endpoints(selected, port, plaintext_only)
+        cluster_name=cluster_name, endpoints=locality_lb_endpoints(selected, port, plaintext_only, made)
     )

@@ -32,6 +32,7 @@ from pilot.translate import (
     authz_listeners,
     capture_listeners,
     clusters,
+    endpoints,
     gateway_listeners,
     gateway_routes,
     grpc_clusters,
@@ -81,9 +82,10 @@ def build_load_assignments(view: ProxyView, context: PushContext) -> Resources:
         return list(grpc_clusters.build_load_assignments(view, context))
     scope = context.scope_of(view)
     out: Resources = []
+    made: endpoints.LbEndpoints = {}
     for target in clusters.outbound_targets(scope, router=view.type is NodeType.ROUTER):
         if target.eds:
-            assignment = clusters.load_assignment(target, context)
+            assignment = clusters.load_assignment(target, context, made)
             out.append((target.name, assignment))
     return out
 

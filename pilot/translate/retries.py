@@ -62,11 +62,17 @@ def parse_retry_on(text: str) -> tuple[str, list[int]]:
     return ",".join(policies), codes
 
 
+# Istio's DefaultPolicy, with and without consistent hashing: the same on most routes, so made once
+# (packing its predicate is most of a route's cost otherwise). Shared: never changed, only copied.
+_DEFAULTS = {hashed: default_retry_policy(hashed) for hashed in (False, True)}
+
+
 def retry_policy(retry: nw.HTTPRetry | None, consistent_hash: bool = False) -> rc.RetryPolicy | None:
-    """Istio's ConvertPolicy: no policy → the default; ``attempts: 0`` → no retries at all."""
-    out = default_retry_policy(consistent_hash)
+    """Istio's ConvertPolicy: no policy → the default; ``attempts: 0`` → no retries at all. The
+    result is shared when it is the default: copy it (``CopyFrom``), never change it."""
     if retry is None:
-        return out
+        return _DEFAULTS[consistent_hash]
+    out = default_retry_policy(consistent_hash)
     if retry.attempts <= 0:
         return None
     out.num_retries.value = retry.attempts

@@ -216,8 +216,9 @@ def hash_policy(hashing: nw.LoadBalancerSettings.ConsistentHashLB | None) -> rc.
 
 
 def add_hash_policy(action: rc.RouteAction, scope: Scope, cluster: str) -> bool:
-    """Append the hash policy for ``cluster``, if its DestinationRule hashes; True if it does."""
-    policy = hash_policy(consistent_hash(scope, cluster))
+    """Append the hash policy for ``cluster``, if its DestinationRule hashes; True if it does (found
+    once per scope and cluster: every route to the cluster asks)."""
+    policy = scope.derived(("hash-policy", cluster), lambda: hash_policy(consistent_hash(scope, cluster)))
     if policy is not None:
         action.hash_policy.append(policy)
     return policy is not None

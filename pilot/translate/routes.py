@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2
+from google.protobuf import duration_pb2, wrappers_pb2
 
 from pilot._gen import networking_pb2 as nw
 from pilot.translate import hosts, mirror, retries, route_actions
@@ -31,6 +31,7 @@ from pilot.translate.context import (
 from pilot.translate.cors import CORS_FILTER, cors_policy
 from pilot.translate.listeners import FAULT_FILTER, SNIFFED, outbound_listeners
 from pilot.translate.matches import applies, is_catch_all, route_match
+from pilot.translate.pieces import KeptConfiguration, RoutePieces, Routes
 from pilot.translate.proxy import NodeType, ProxyView
 from pilot.translate.sidecar_scope import EgressListener
 from pilot.xds import names
@@ -72,12 +73,11 @@ def _operation(route: rc.Route, vs_name: str, port: int) -> str:
     return f"{vs_name}:{port}{path}"
 
 
-def _config_metadata(vs: VirtualServiceEntry) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(
-        {"config": f"/apis/networking.istio.io/v1/namespaces/{vs.namespace}/virtual-service/{vs.key.name}"}
-    )
-    return struct
+def _add_config_metadata(route: rc.Route, vs: VirtualServiceEntry) -> None:
+    """Istio's ``filter_metadata.istio.config``: the VirtualService that made the route."""
+    route.metadata.filter_metadata["istio"].fields[
+        "config"
+    ].string_value = f"/apis/networking.istio.io/v1/namespaces/{vs.namespace}/virtual-service/{vs.key.name}"
 
 
 def translate_route(
@@ -102,7 +102,7 @@ def translate_route(
         return None
     name = spec.name + (f".{match.name}" if match is not None and match.name else "")
     route = rc.Route(name=name, match=route_match(match))
-    route.metadata.filter_metadata["istio"].CopyFrom(_config_metadata(vs))
+    _add_config_metadata(route, vs)
     if match is not None and match.stat_prefix:
         route.stat_prefix = match.stat_prefix
     authority = ""
@@ -210,15 +210,33 @@ def service_routes(
     scope: Scope,
     labels: Mapping[str, str],
     egress: EgressListener | None = None,
-) -> list[rc.Route]:
+) -> Routes:
     """The routes of the VirtualService that claims the service on ``port`` (among those the
     ``egress`` listener imports, when given: Istio's per-listener VirtualServices), else the
-    default route."""
+    default route. Shared with the scope's route pieces: copy them, never change them."""
     for vs in claimants(_imported(scope.virtual_services(service.hostname), egress), service.hostname):
-        routes = virtual_service_routes(vs, port, scope, labels)
+        routes = _virtual_service_pieces(vs, port, scope, labels)
         if routes:
             return routes
-    return [default_route(service, port, scope)]
+    return RoutePieces.routes(
+        scope.route_pieces, service, port, "default", lambda: [default_route(service, port, scope)]
+    )
+
+
+def _virtual_service_pieces(
+    vs: VirtualServiceEntry, port: int, scope: Scope, labels: Mapping[str, str]
+) -> Routes:
+    """``virtual_service_routes`` of a sidecar (mesh gateway, no TLS), made once per scope and
+    VirtualService entry (pilot.translate.pieces)."""
+    if labels != scope.labels:  # not the scope's own workload: nothing to share
+        return virtual_service_routes(vs, port, scope, labels)
+    return RoutePieces.routes(
+        scope.route_pieces,
+        vs,
+        port,
+        "virtual-service",
+        lambda: virtual_service_routes(vs, port, scope, labels),
+    )
 
 
 def claimants(ranked: list[VirtualServiceEntry], host: str) -> list[VirtualServiceEntry]:
@@ -272,6 +290,15 @@ def _separate(
     return others, claimed
 
 
+class _VirtualHost(NamedTuple):
+    """A virtual host before it is a message: the route configuration adds it in place, once sorted
+    (building each VirtualHost and then copying it into the configuration doubles the work)."""
+
+    name: str
+    domains: list[str]
+    routes: Routes
+
+
 def non_service_virtual_hosts(
     port: int,
     scope: Scope,
@@ -279,7 +306,7 @@ def non_service_virtual_hosts(
     seen: set[str],
     services: Iterable[Service],
     egress: EgressListener | None = None,
-) -> list[rc.VirtualHost]:
+) -> list[_VirtualHost]:
     """Virtual hosts for the hosts of VirtualServices that are no service (an exact name, a
     wildcard such as ``*.example.com``), routed by their VirtualService, as istiod builds them
     (httproute.go BuildSidecarOutboundVirtualHosts, route.go buildSidecarVirtualHostsForVirtualService):
@@ -287,9 +314,9 @@ def non_service_virtual_hosts(
     claims an HTTP service on that port. Domains: the host alone (the route configuration ignores
     ports); one taken already is dropped, and ``*`` is always the catch-all's. ``services`` and
     the VirtualServices looked at are those of the ``egress`` listener when given."""
-    on_port = {svc.hostname.lower(): svc for svc in services if svc.port(port) is not None}
+    on_port = _services_on_port(port, services)
     wildcard_services = [h for h in on_port if hosts.is_wildcard(h)]
-    out: list[rc.VirtualHost] = []
+    out: list[_VirtualHost] = []
     names_taken: set[str] = set()
     for vs in _imported(_candidates(port, scope, on_port, wildcard_services), egress):
         if port != 80 and not _selects(vs, on_port, wildcard_services):
@@ -299,7 +326,7 @@ def non_service_virtual_hosts(
             continue
         if port != 80 and not any(_is_http_on(svc, port) for svc in claimed):
             continue  # istiod makes no wrapper for the port then
-        routes = virtual_service_routes(vs, port, scope, labels)
+        routes = _virtual_service_pieces(vs, port, scope, labels)
         if not routes:
             continue
         for host in others:
@@ -309,10 +336,13 @@ def non_service_virtual_hosts(
                 log.info("route %d: domain %s of %s is taken; no virtual host", port, host, vs.key)
                 continue
             names_taken.add(name)
-            out.append(
-                rc.VirtualHost(name=name, domains=domains, routes=routes, include_request_attempt_count=True)
-            )
+            out.append(_VirtualHost(name, domains, routes))
     return out
+
+
+def _services_on_port(port: int, services: Iterable[Service]) -> dict[str, Service]:
+    """The services with ``port``, by lower-case hostname (the last of a hostname wins)."""
+    return {svc.hostname.lower(): svc for svc in services if svc.port(port) is not None}
 
 
 def _candidates(
@@ -373,6 +403,29 @@ def route_configuration(
     scope), routed by the VirtualServices it imports; then the catch-all virtual host of the scope's
     outbound traffic policy."""
     labels = dict(view.labels)
+    if scope.sidecar.sidecar is not None or labels != scope.labels:
+        return _route_configuration(port, view, scope, egress)
+    # Without a Sidecar: the one kept from the previous context if none of the VirtualServices it
+    # looked at changed (pilot.translate.pieces), else made and kept.
+    pieces = scope.route_pieces
+    kept = pieces.configurations.get((port, view.dns_domain))
+    if kept is None:
+        # Every VirtualService non_service_virtual_hosts and service_routes look at.
+        on_port = _services_on_port(port, scope.services)
+        candidates = _candidates(port, scope, on_port, [h for h in on_port if hosts.is_wildcard(h)])
+        consulted = {id(vs): vs for vs in candidates}
+        for service in on_port.values():
+            consulted.update((id(vs), vs) for vs in scope.virtual_services(service.hostname))
+        kept = pieces.configurations[(port, view.dns_domain)] = KeptConfiguration(
+            _route_configuration(port, view, scope, egress), frozenset(consulted), tuple(consulted.values())
+        )
+    return kept.configuration
+
+
+def _route_configuration(
+    port: int, view: ProxyView, scope: Scope, egress: EgressListener | None
+) -> RouteConfiguration:
+    labels = dict(view.labels)
     seen: set[str] = {"*"}  # the catch-all's
     services = scope.services if egress is None else sorted(egress.services, key=lambda s: s.hostname)
     # Without a Sidecar the one egress listener imports every VirtualService the scope holds.
@@ -389,23 +442,27 @@ def route_configuration(
             log.info("route %d: every domain of %s is taken; no virtual host", port, service.hostname)
             continue
         virtual_hosts.append(
-            rc.VirtualHost(
-                name=names.virtual_host_name(service.hostname, port),
-                domains=domains,
-                routes=service_routes(service, port, scope, labels, selecting),
-                include_request_attempt_count=True,
+            _VirtualHost(
+                names.virtual_host_name(service.hostname, port),
+                domains,
+                service_routes(service, port, scope, labels, selecting),
             )
         )
     virtual_hosts.sort(key=lambda vh: vh.name)  # Istio's SortVirtualHosts (stable)
-    virtual_hosts.append(catch_all_virtual_host(scope.allow_any, scope.catch_all_cluster))
-    return RouteConfiguration(
+    config = RouteConfiguration(
         name=names.route_config_name(port),
-        virtual_hosts=virtual_hosts,
         validate_clusters=wrappers_pb2.BoolValue(value=False),
         # Domains carry no port: a Host header with any port (or none) matches its service.
         ignore_port_in_host_matching=True,
         max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY),
     )
+    added = config.virtual_hosts
+    for host in virtual_hosts:
+        added.add(name=host.name, domains=host.domains, include_request_attempt_count=True).routes.extend(
+            host.routes
+        )
+    added.append(catch_all_virtual_host(scope.allow_any, scope.catch_all_cluster))
+    return config
 
 
 def build_routes(view: ProxyView, context: PushContext) -> list[tuple[str, RouteConfiguration]]:

@@ -25,7 +25,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf.message import Message
 
 from pilot.cache.snapshot import Snapshot
-from pilot.config.kinds import POD
+from pilot.config.kinds import POD, VIRTUAL_SERVICE
 from pilot.config.objects import ConfigKey
 from pilot.errors import TranslationError
 from pilot.translate.context import PushContext
@@ -112,7 +112,10 @@ def _known_kinds(generators: Mapping[str, Generator]) -> frozenset[str] | None:
 def types_to_rebuild(
     changed: Iterable[ConfigKey] | None, previous: Snapshot | None = None, view: ProxyView | None = None
 ) -> list[str]:
-    """The type URLs a view must translate again after ``changed`` (None: unknown, all of them)."""
+    """The type URLs a view must translate again after ``changed`` (None: unknown, all of them).
+    A view under a Sidecar resource rebuilds everything on a VirtualService change: its egress
+    listeners also import the services their VirtualServices route to (Istio's
+    convertToSidecarScope), so such a change can change its clusters too."""
     generators = generators_for(view)
     everything = list(generators)
     if changed is None or previous is None:
@@ -120,6 +123,8 @@ def types_to_rebuild(
     # A Pod only decides which view a proxy gets (its labels and service account), never what a view
     # holds: a Pod change rebuilds nothing here (the pusher moves proxies whose view it changed).
     keys = [key for key in changed if key.kind != POD]
+    if view is not None and view.sidecar is not None and any(key.kind == VIRTUAL_SERVICE for key in keys):
+        return everything
     known = _known_kinds(generators)
     if known is None or any(key.kind not in known for key in keys):
         return everything

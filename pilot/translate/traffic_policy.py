@@ -28,7 +28,7 @@ HttpProtocolOptions: TypeAlias = upstream_http.HttpProtocolOptions
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 MAX_UINT32 = 2**32 - 1
-_COMPONENTS = ("connection_pool", "load_balancer", "outlier_detection", "tls", "proxy_protocol", "tunnel")
+COMPONENTS = ("connection_pool", "load_balancer", "outlier_detection", "tls", "proxy_protocol", "tunnel")
 LB = nw.LoadBalancerSettings
 H2Upgrade = nw.ConnectionPoolSettings.HTTPSettings
 
@@ -50,7 +50,7 @@ def _override(
 ) -> TrafficPolicy:
     fields = message.DESCRIPTOR.fields_by_name
     changes = {
-        name: getattr(message, name) for name in _COMPONENTS if name in fields and message.HasField(name)
+        name: getattr(message, name) for name in COMPONENTS if name in fields and message.HasField(name)
     }
     return replace(base, **changes) if changes else base
 
@@ -321,6 +321,7 @@ def _pack_protocol_options(cluster: Cluster, options: HttpProtocolOptions) -> No
 
 
 __all__ = [
+    "COMPONENTS",
     "TrafficPolicy",
     "apply",
     "apply_inbound",

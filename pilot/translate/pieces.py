@@ -1,0 +1,113 @@
+"""RoutePieces: the Envoy routes a push context made, kept for the next one when only routing changed.
+
+A sidecar's route configurations are mostly the routes of each (VirtualService, port) and the
+default route of each (service, port) without one. Those depend on the VirtualService (or service),
+the port, and the scope they are translated in: its namespace and workload labels, the services it
+sees (destination ports), its DestinationRules (hash policies) and the mesh settings (retries). A
+context built from the previous one when only VirtualServices (and Pods, which only choose views)
+changed inherits the previous context's pieces (``PushContext.build``): every other input is the
+same object, and an unchanged VirtualService is the same ``VirtualServiceEntry``, so its routes are
+copied instead of translated again; an edited one is a new entry and is translated.
+
+Pieces are kept per scope (namespace, labels, Sidecar) and checked against the services the scope
+sees (a Sidecar imports the services its VirtualServices route to, so those can change with a
+VirtualService); each is keyed by the identity of what made it and holds it, so an id is never
+reused while the piece is kept. Route messages in here are never changed: callers copy them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+
+from pilot.config.objects import ConfigKey
+from pilot.translate.registry import Service
+
+ScopeKey = tuple[str, tuple[tuple[str, str], ...], ConfigKey | None]
+Routes = Sequence[rc.Route]
+
+
+@dataclass(frozen=True, slots=True)
+class KeptConfiguration:
+    """A whole route configuration of a scope without Sidecar, with the ids of every
+    VirtualServiceEntry that was looked at to make it (a candidate for a host, a claimant)."""
+
+    configuration: route_pb2.RouteConfiguration
+    consulted: frozenset[int]
+    anchors: tuple[object, ...]  # the entries themselves, so no id in ``consulted`` is reused
+
+
+@dataclass(slots=True)
+class ScopePieces:
+    """The routes made in one scope, and the services it saw then."""
+
+    services: tuple[Service, ...]
+    # id(maker) -> (maker, {(port, what): routes})
+    routes: dict[int, tuple[object, dict[tuple[int, str], Routes]]] = field(default_factory=dict)
+    # (port, DNS domain) -> the route configuration
+    configurations: dict[tuple[int, str], KeptConfiguration] = field(default_factory=dict)
+
+
+class RoutePieces:
+    """The routes one context made, per scope; see the module docstring. Not thread-safe (a push
+    translates its views one after another)."""
+
+    __slots__ = ("_scopes",)
+
+    def __init__(
+        self, inherited: RoutePieces | None = None, gone: Iterable[object] = (), same_hosts: bool = False
+    ) -> None:
+        """Empty, or ``inherited``'s pieces without those made by ``gone`` (the previous context's
+        entries of the VirtualServices that changed); each scope's table is copied, so the previous
+        context's pieces stay as they were. Whole route configurations are kept only if
+        ``same_hosts`` (no VirtualService was added or removed, and every changed one kept its hosts,
+        gateways, exportTo, name and creation time, so each looks at the same ones as before) and
+        none of ``gone`` was looked at to make them."""
+        self._scopes: dict[ScopeKey, ScopePieces] = {}
+        if inherited is None:
+            return
+        dropped = {id(maker) for maker in gone}
+        for key, pieces in inherited._scopes.items():
+            kept = {made: entry for made, entry in pieces.routes.items() if made not in dropped}
+            configurations = (
+                {
+                    at: config
+                    for at, config in pieces.configurations.items()
+                    if config.consulted.isdisjoint(dropped)
+                }
+                if same_hosts
+                else {}
+            )
+            self._scopes[key] = ScopePieces(pieces.services, kept, configurations)
+
+    def of_scope(self, key: ScopeKey, services: tuple[Service, ...]) -> ScopePieces:
+        """The pieces of the scope ``key``, emptied if it saw other services when they were made."""
+        found = self._scopes.get(key)
+        if found is None or not _same(found.services, services):
+            found = self._scopes[key] = ScopePieces(services)
+        return found
+
+    @staticmethod
+    def routes(
+        pieces: ScopePieces, maker: object, port: int, what: str, make: Callable[[], list[rc.Route]]
+    ) -> Routes:
+        """The routes ``maker`` (a VirtualServiceEntry or a Service) makes on ``port`` (``what``
+        names the kind of piece), made by ``make`` the first time."""
+        entry = pieces.routes.get(id(maker))
+        if entry is None or entry[0] is not maker:
+            entry = pieces.routes[id(maker)] = (maker, {})
+        by_port = entry[1]
+        found = by_port.get((port, what))
+        if found is None:
+            found = by_port[(port, what)] = tuple(make())
+        return found
+
+
+def _same(a: tuple[Service, ...], b: tuple[Service, ...]) -> bool:
+    return a is b or (len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True)))
+
+
+__all__ = ["KeptConfiguration", "RoutePieces", "Routes", "ScopeKey", "ScopePieces"]
