@@ -87,15 +87,11 @@ def validate_authorization_policy(spec: Policy, namespace: str, path: str, repor
 
 def _selection(spec: Policy, namespace: str, path: str, report: Report) -> None:
     """Istio's validateOneOfSelectorType, validateWorkloadSelector and validatePolicyTargetReference(s)
-    (pilot.config.validation.policy_target); and which targets select no proxy pilot serves."""
+    (pilot.config.validation.policy_target, which also warns of targets that select no proxy pilot
+    serves)."""
     selector = spec.selector if spec.HasField("selector") else None
     refs = target_refs_of(spec, path)
     check_policy_scope(selector, refs, namespace, path, report)
-    for where, ref in refs:
-        if ref.kind != "Gateway":
-            report.warn(
-                where, f"a targetRef to a {ref.kind} selects no proxy pilot serves (waypoints, classes)"
-            )
 
 
 def _custom_rules(spec: Policy, path: str, report: Report) -> None:

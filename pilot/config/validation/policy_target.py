@@ -11,6 +11,8 @@ from pilot._gen import security_pb2 as sec
 from pilot.config.validation.common import Report, at, check_selector_labels, item
 
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+# The one GatewayClass a policy may attach to (Istio's constants.WaypointGatewayClassName).
+WAYPOINT_CLASS = "istio-waypoint"
 # The kinds a policy may target (Istio 1.22+): a Gateway API Gateway, a GatewayClass (mesh-wide for its
 # gateways), and for waypoints a Service or ServiceEntry.
 TARGET_KINDS = {
@@ -36,6 +38,27 @@ def check_policy_scope(
         report.error(path, "only one of targetRefs or workloadSelector can be set")
     for where, ref in target_refs:
         _target_ref(ref, namespace, where, report)
+        _waypoint_only(ref, where, report)
+
+
+def _waypoint_only(ref: sec.PolicyTargetReference, path: str, report: Report) -> None:
+    """Istio's ShouldAttachPolicy (pilot/pkg/model/policyattachment.go) attaches a targetRef to a
+    Service, a ServiceEntry or a GatewayClass only to waypoints (a GatewayClass only from the root
+    namespace and only ``istio-waypoint``); pilot serves no waypoint, so such a reference selects
+    no sidecar and no gateway here."""
+    if ref.kind in ("Service", "ServiceEntry"):
+        report.warn(
+            path,
+            f"a targetRef to a {ref.kind} attaches the policy only to the waypoints of {ref.name!r}; "
+            "pilot serves no waypoint (no ambient mode), so it selects no sidecar and no gateway",
+        )
+    elif ref.kind == "GatewayClass" and ref.group == GATEWAY_API_GROUP:
+        which = (
+            "only to waypoints, from a policy in the root namespace; pilot serves no waypoint"
+            if ref.name == WAYPOINT_CLASS
+            else f"to nothing: only GatewayClass {WAYPOINT_CLASS!r} (waypoints) can be targeted"
+        )
+        report.warn(path, f"a targetRef to a GatewayClass attaches the policy {which}; it selects no proxy")
 
 
 def _target_ref(ref: sec.PolicyTargetReference, namespace: str, path: str, report: Report) -> None:
