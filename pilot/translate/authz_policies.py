@@ -110,6 +110,48 @@ def _dry_run(policy: AuthorizationPolicyObject) -> bool:
     return dict(policy.annotations).get(DRY_RUN_ANNOTATION, "") in ("1", "t", "T", "true", "TRUE", "True")
 
 
+def _policy_rules(
+    policy: AuthorizationPolicyObject, action: r.Action, trust: r.TrustDomains, for_tcp: bool, prefix: str
+) -> dict[str, r.Policy]:
+    """One policy's rules as RBAC policies by name; raises TranslationError when it cannot be taken."""
+    ns, name = policy.namespace, policy.name
+    built: dict[str, r.Policy] = {}
+    for i, rule in enumerate(policy.spec.rules):
+        rule_name = prefix + policy_name(ns, name, i)
+        try:
+            built[rule_name] = authz_model.rule_policy(rule, ns, trust, for_tcp, action)
+        except r.HttpOnlyError as err:
+            log.debug("skipped rule %s on TCP filter chain: %s", rule_name, err)
+    if not policy.spec.rules:
+        built[prefix + policy_name(ns, name, 0)] = _NEVER
+    return built
+
+
+# The RBAC action each AuthorizationPolicy action is built as (CUSTOM: the bad-provider DENY).
+_BUILT_AS: dict[int, r.Action] = {
+    sec.AuthorizationPolicy.CUSTOM: r.DENY,
+    sec.AuthorizationPolicy.AUDIT: r.LOG,
+    sec.AuthorizationPolicy.DENY: r.DENY,
+    sec.AuthorizationPolicy.ALLOW: r.ALLOW,
+}
+
+
+def untranslatable(policy: AuthorizationPolicyObject, trust: r.TrustDomains) -> str | None:
+    """Why ``policy`` cannot be translated, for an HTTP or a TCP chain (its workloads then get
+    ``ns[NS]-policy[NAME]-untranslatable``, a deny of everything); None when it can."""
+    action = _BUILT_AS.get(policy.spec.action, r.ALLOW)
+    for for_tcp in (False, True):
+        try:
+            _policy_rules(policy, action, trust, for_tcp, "")
+        except TranslationError as err:
+            return str(err)
+    return None
+
+
+def untranslatable_name(policy: AuthorizationPolicyObject) -> str:
+    return f"ns[{policy.namespace}]-policy[{policy.name}]-untranslatable"
+
+
 def _build(
     policies: Sequence[AuthorizationPolicyObject],
     action: r.Action,
@@ -125,23 +167,18 @@ def _build(
         target = out.shadow if dry else out.enforced
         out.has_shadow |= dry
         out.has_enforced |= not dry
-        ns, name = policy.namespace, policy.name
-        built: dict[str, r.Policy] = {}
         try:
-            for i, rule in enumerate(policy.spec.rules):
-                rule_name = prefix + policy_name(ns, name, i)
-                try:
-                    built[rule_name] = authz_model.rule_policy(rule, ns, trust, for_tcp, action)
-                except r.HttpOnlyError as err:
-                    log.debug("skipped rule %s on TCP filter chain: %s", rule_name, err)
+            built = _policy_rules(policy, action, trust, for_tcp, prefix)
         except TranslationError as err:
+            # pilot.translate.problems carries the reason to /debug/configz and the metric.
             log.error(
-                "AuthorizationPolicy %s/%s cannot be translated, its workloads deny all: %s", ns, name, err
+                "AuthorizationPolicy %s/%s cannot be translated, its workloads deny all: %s",
+                policy.namespace,
+                policy.name,
+                err,
             )
-            failed[f"ns[{ns}]-policy[{name}]-untranslatable"] = _ALWAYS
+            failed[untranslatable_name(policy)] = _ALWAYS
             continue
-        if not policy.spec.rules:
-            built[prefix + policy_name(ns, name, 0)] = _NEVER
         target.update(built)
     return out, failed
 
@@ -223,4 +260,6 @@ __all__ = [
     "http_filter_configs",
     "network_filter_configs",
     "policy_name",
+    "untranslatable",
+    "untranslatable_name",
 ]
