@@ -207,3 +207,31 @@ def test_a_gateway_target_does_not_warn() -> None:
     assert (
         problems({"targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "g"}}) == []
     )
+
+
+GATEWAY = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "g"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "message"),
+    [
+        (
+            {"targetRef": {**GATEWAY, "namespace": "foo"}},
+            "spec.targetRef.namespace",
+            "targetRef namespace must not be set; cross namespace referencing is not supported",
+        ),
+        (
+            {"targetRef": GATEWAY, "targetRefs": [GATEWAY]},
+            "spec",
+            "only one of targetRefs or workloadSelector can be set",
+        ),
+    ],
+)
+def test_istio_target_reference_rules(spec: dict[str, Any], path: str, message: str) -> None:
+    """validatePolicyTargetReference and validateOneOfSelectorType (pkg/config/validation), the same for
+    AuthorizationPolicy and RequestAuthentication."""
+    assert (path, message) in errors(spec)
+
+
+def test_the_core_group_may_be_spelled_out() -> None:
+    assert errors({"targetRefs": [{"group": "core", "kind": "Service", "name": "reviews"}]}) == []
