@@ -164,7 +164,11 @@ def build_snapshot(
         )
     keep = [type_url for type_url in generators if type_url not in messages]
     origins = MappingProxyType(provenance(view, context, messages))
-    untaken = translation_problems(view, context)
+    # What translation could not take shows in the listeners (the RBAC filters): kept listeners
+    # keep the problems they were built with.
+    untaken = (
+        translation_problems(view, context) if old is None or types.LISTENER in messages else old.problems
+    )
     return Snapshot.from_messages(
         context.version, messages, old, keep=keep, origins=origins, problems=untaken
     )

@@ -19,6 +19,7 @@ from pilot.cache.snapshot import Snapshot
 from pilot.config.objects import ConfigObject
 from pilot.errors import TranslationError
 from pilot.translate import authz_model
+from pilot.translate.context import PushContext
 from pilot.translate.proxy import InterceptionMode
 from pilot.translate.snapshot import build_snapshot
 from pilot.xds import types
@@ -106,3 +107,21 @@ def test_without_a_refusal_there_is_no_problem() -> None:
     snapshot = build_snapshot(dataclasses.replace(view, labels=(("app", "reviews"),)), context)
     assert dict(snapshot.problems) == {}
     assert "DENY" not in rbac_policies(snapshot)
+
+
+def test_kept_listeners_keep_their_problems_and_a_rebuild_clears_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    refuse_marked_rules(monkeypatch)
+    service = f.http_service("reviews")
+    view = dataclasses.replace(f.sidecar("default", InterceptionMode.REDIRECT), labels=(("app", "reviews"),))
+    first = PushContext.build(f.store_snapshot([service, BAD, GOOD], revision=1))
+    built = build_snapshot(view, first)
+    assert list(built.problems) == [BAD.key]
+
+    # Nothing changed: every type is kept, and with the listeners the problems they were built with.
+    same = PushContext.build(f.store_snapshot([service, BAD, GOOD], revision=2), first)
+    assert build_snapshot(view, same, (first, built)).problems == built.problems
+
+    fixed = PushContext.build(f.store_snapshot([service, GOOD], revision=3), same)
+    assert dict(build_snapshot(view, fixed, (same, built)).problems) == {}
