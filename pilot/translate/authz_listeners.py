@@ -46,7 +46,7 @@ class AuthorizationFilters:
         built = {name for config in (*http, *network) for name in config.rules.policies}
         self.untranslatable: dict[ConfigKey, str] = {}
         for policy in (*buckets.custom, *buckets.audit, *buckets.deny, *buckets.allow):
-            if ap.untranslatable_name(policy) in built:
+            if ap.untranslatable_name(policy.namespace, policy.name) in built:
                 self.untranslatable[policy.key] = ap.untranslatable(policy, trust) or "unknown"
 
     def apply(self, listeners: Sequence[listener_pb2.Listener], inbound_only: bool = True) -> None:

@@ -148,8 +148,9 @@ def untranslatable(policy: AuthorizationPolicyObject, trust: r.TrustDomains) -> 
     return None
 
 
-def untranslatable_name(policy: AuthorizationPolicyObject) -> str:
-    return f"ns[{policy.namespace}]-policy[{policy.name}]-untranslatable"
+def untranslatable_name(namespace: str, name: str) -> str:
+    """The deny-everything RBAC policy that stands for a policy translation could not take."""
+    return f"ns[{namespace}]-policy[{name}]-untranslatable"
 
 
 def _build(
@@ -177,7 +178,7 @@ def _build(
                 policy.name,
                 err,
             )
-            failed[untranslatable_name(policy)] = _ALWAYS
+            failed[untranslatable_name(policy.namespace, policy.name)] = _ALWAYS
             continue
         target.update(built)
     return out, failed

@@ -20,6 +20,7 @@ from pilot import metrics
 from pilot.cache.snapshot import Problems
 from pilot.config.objects import ConfigKey
 from pilot.translate.authz_listeners import authorization_filters
+from pilot.translate.authz_policies import untranslatable_name
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import ProxyView
 
@@ -35,14 +36,15 @@ def translation_problems(view: ProxyView, context: PushContext) -> Problems:
     """The config objects (by ConfigKey) that apply to ``view`` and that translation could not take,
     with why."""
     if not context.authorization_policies or view.proxyless_grpc:
-        # Proxyless gRPC applications get their RBAC from pilot.translate.grpc_* (not built here).
+        # A proxyless gRPC application's listeners come from pilot.translate.grpc_listeners, which
+        # do not build these RBAC filters.
         return NONE
     found: dict[Hashable, tuple[str, ...]] = {}
     for key, reason in authorization_filters(view, context).untranslatable.items():
         context.derived(("translation-failure-counted", key), partial(_counted, key))
         found[key] = (
             f"cannot be translated ({reason}): the workloads it selects deny every request "
-            f"(RBAC policy ns[{key.namespace}]-policy[{key.name}]-untranslatable)",
+            f"(RBAC policy {untranslatable_name(key.namespace, key.name)})",
         )
     return MappingProxyType(found) if found else NONE
 
