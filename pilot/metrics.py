@@ -95,6 +95,14 @@ config_rejections = Counter(
     registry=REGISTRY,
 )
 
+translation_failures = Counter(
+    "pilot_translation_failures",
+    "Config objects validation passed and translation could not take, by kind: one per object and push "
+    "context that translated a view it applies to (an AuthorizationPolicy: its workloads deny all).",
+    ["kind"],
+    registry=REGISTRY,
+)
+
 kube_status_writes = Counter(
     "pilot_kube_status_writes_total",
     "Status subresource writes to the Kubernetes API server, by outcome (written, conflict, failed, gone).",

@@ -108,16 +108,23 @@ _EMPTY: Mapping[str, Resource] = MappingProxyType({})
 # the translator fills it, the pusher reads it when a proxy rejects a resource; the server never).
 Origins = Mapping[str, Mapping[str, frozenset[Hashable]]]
 _NO_ORIGINS: Origins = MappingProxyType({})
+# config object key -> why translation could not take it for this view (opaque here too: the
+# translator fills it, /debug/configz shows it on the object). The object still produced something
+# safe (an AuthorizationPolicy: a deny of everything), so this is a report, never a failed build.
+Problems = Mapping[Hashable, tuple[str, ...]]
+_NO_PROBLEMS: Problems = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """Immutable: type URL → TypeResources, and the config version it was built from; ``origins``
-    says which config objects made each resource (when the translator says)."""
+    says which config objects made each resource (when the translator says), ``problems`` which
+    config objects translation could not take as written, and why."""
 
     version: str
     by_type: Mapping[str, TypeResources]
     origins: Origins = field(default_factory=lambda: _NO_ORIGINS)
+    problems: Problems = field(default_factory=lambda: _NO_PROBLEMS)
 
     @classmethod
     def from_messages(
@@ -128,6 +135,7 @@ class Snapshot:
         *,
         keep: Iterable[str] = (),
         origins: Origins = _NO_ORIGINS,
+        problems: Problems = _NO_PROBLEMS,
     ) -> Snapshot:
         """Serialize ``{type_url: [(name, message), ...]}`` once into a snapshot.
 
@@ -157,7 +165,7 @@ class Snapshot:
             kept_origins = {t: previous.origins[t] for t in kept_types if t in previous.origins}
             if kept_origins:
                 origins = MappingProxyType({**kept_origins, **origins})
-        return cls(version, MappingProxyType(by_type), origins)
+        return cls(version, MappingProxyType(by_type), origins, problems)
 
     def resources(self, type_url: str) -> Mapping[str, Resource]:
         typed = self.by_type.get(type_url)

@@ -39,7 +39,7 @@ from pilot.cache.cache import SnapshotCache
 from pilot.config.store import ConfigStore
 from pilot.debug import convergence as converged
 from pilot.debug import rejections as held
-from pilot.debug import views
+from pilot.debug import untranslated, views
 from pilot.errors import AuthenticationError
 from pilot.server.authentication import CallerAuthenticator
 
@@ -134,13 +134,15 @@ async def proxyz(request: web.Request) -> web.Response:
     node_id, view = found
     held = registry.held_resources(node_id) if isinstance(registry, views.HeldResources) else None
     snapshot = request.app[_CACHE].get_snapshot(view)
-    return json_response(views.proxyz(node_id, view, snapshot, held or {}))
+    row = views.proxyz(node_id, view, snapshot, held or {})
+    return json_response({**row, "untranslated": untranslated.of_snapshot(snapshot)})
 
 
 async def configz(request: web.Request) -> web.Response:
     store = request.app[_STORE]
     rejections = await located_rejections(request)
-    return json_response(views.configz(store.snapshot(), store.errors(), rejections))
+    problems = untranslated.in_cache(request.app[_CACHE])
+    return json_response(views.configz(store.snapshot(), store.errors(), rejections, problems))
 
 
 async def push_status(request: web.Request) -> web.Response:

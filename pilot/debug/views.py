@@ -320,14 +320,22 @@ def field_error(error: FieldError) -> Json:
     }
 
 
-def configz(snapshot: StoreSnapshot, errors: Sequence[FieldError], rejections: Sequence[Json] = ()) -> Json:
+def configz(
+    snapshot: StoreSnapshot,
+    errors: Sequence[FieldError],
+    rejections: Sequence[Json] = (),
+    untranslated: Sequence[Json] = (),
+) -> Json:
     """Every object the store holds (spec in the YAML's camelCase names) and every current problem;
-    on an object a proxy rejected, the rejection (the object is held back for that proxy's view); a
-    Gateway API object also has the ``status`` its conversion gives it (conditions with reasons)."""
+    on an object a proxy rejected, the rejection (the object is held back for that proxy's view); on
+    an object translation could not take, why and for which views (``untranslated``:
+    pilot.debug.untranslated); a Gateway API object also has the ``status`` its conversion gives it
+    (conditions with reasons)."""
     status = convert_gateway_api(snapshot.objects).status
     rejected: dict[str, list[Json]] = {}
     for rejection in rejections:  # pilot.debug.rejections.located
         rejected.setdefault(rejection["key"], []).append(rejection)
+    not_taken = {entry["key"]: entry for entry in untranslated}
     objects = [
         {
             "kind": obj.kind,
@@ -340,6 +348,7 @@ def configz(snapshot: StoreSnapshot, errors: Sequence[FieldError], rejections: S
             "annotations": dict(obj.annotations),
             "spec": MessageToDict(obj.spec),
             **({"rejected": rejected[str(key)]} if str(key) in rejected else {}),
+            **({"untranslated": not_taken[str(key)]} if str(key) in not_taken else {}),
             **({"status": status[key]} if key in status else {}),
         }
         for key, obj in sorted(snapshot.objects.items())
@@ -349,6 +358,7 @@ def configz(snapshot: StoreSnapshot, errors: Sequence[FieldError], rejections: S
         "objects": objects,
         "errors": [field_error(e) for e in errors],
         "rejections": list(rejections),
+        "untranslated": list(untranslated),
     }
 
 

@@ -21,6 +21,8 @@ from pilot._gen import networking_pb2 as net
 from pilot.config import kinds
 from pilot.config.objects import ConfigKey, ConfigObject, FieldError
 from pilot.config.yamlpos import YamlPath
+from pilot.inspect import peer_authentication_conflicts as pa_conflicts
+from pilot.translate.context import MeshSettings
 
 _Spec = TypeVar("_Spec", bound=ProtoMessage)
 Level = Literal["Error", "Warning", "Info"]
@@ -58,6 +60,13 @@ CONFLICTING_GATEWAYS = MessageType("IST0145", "ConflictingGateways", "Error")
 SUBSET_SELECTS_NO_PODS = MessageType("IST0173", "DestinationRuleSubsetNotSelectPods", "Error")
 # Istio has no analyzer for DestinationRules whose workloadSelectors overlap; pilot's own code.
 CONFLICTING_DR_SELECTORS = MessageType("PLT0001", "ConflictingDestinationRuleWorkloadSelectors", "Error")
+# Nor for PeerAuthentications of one level: Istio applies the oldest and ignores the others.
+MULTIPLE_WIDE_PEER_AUTHENTICATIONS = MessageType(
+    "PLT0002", "MultiplePeerAuthenticationsWithoutWorkloadSelectors", "Warning"
+)
+CONFLICTING_PEER_AUTHENTICATION_SELECTORS = MessageType(
+    "PLT0003", "ConflictingPeerAuthenticationWorkloadSelectors", "Warning"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,6 +457,25 @@ def _selector_conflicts(
     return out
 
 
+def peer_authentications(mesh: Mesh) -> list[Message]:
+    """PeerAuthentications that lose to an older one of their level (PLT0002 mesh- or
+    namespace-wide, PLT0003 on a known workload), on each ignored one, naming the winner
+    (pilot.inspect.peer_authentication_conflicts)."""
+    meshes = mesh.of(kinds.MESH_CONFIG_INFO)
+    root = (MeshSettings.from_spec(meshes[0].spec) if meshes else MeshSettings()).root_namespace
+    policies = mesh.of(kinds.PEER_AUTHENTICATION_INFO)
+    workloads = [(w.namespace, w.labels, w.source) for w in mesh.workloads()]
+    found = [
+        (MULTIPLE_WIDE_PEER_AUTHENTICATIONS, conflict, ("metadata", "name"))
+        for conflict in pa_conflicts.wide_conflicts(policies)
+    ]
+    found += [
+        (CONFLICTING_PEER_AUTHENTICATION_SELECTORS, conflict, ("spec", "selector"))
+        for conflict in pa_conflicts.workload_conflicts(policies, workloads, root)
+    ]
+    return [_message(kind, conflict.text(root), conflict.ignored, path) for kind, conflict, path in found]
+
+
 ANALYZERS: tuple[Callable[[Mesh], list[Message]], ...] = (
     schema_validation,
     referenced_resources,
@@ -458,6 +486,7 @@ ANALYZERS: tuple[Callable[[Mesh], list[Message]], ...] = (
     destination_rule_tls,
     sidecar_selectors,
     destination_rule_selectors,
+    peer_authentications,
 )
 
 

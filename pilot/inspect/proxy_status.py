@@ -159,6 +159,10 @@ def one_proxy(
     node = proxyz["proxy"]
     stream: Mapping[str, Any] = next((s for s in reversed(syncz) if s.get("proxy") == node), {})
     print(f"{node}  view {proxyz.get('view')}  snapshot {proxyz.get('snapshot_version')}", file=out)
+    # Objects the view's translation could not take (it holds their fail-closed result instead).
+    for entry in proxyz.get("untranslated") or ():
+        for reason in entry.get("reasons") or ():
+            print(f"  not translated: {entry.get('key')}: {reason}", file=out)
     envoy = pilot_dump = None
     if options.envoy_admin is not None:
         envoy = envoy_config_dump(options.envoy_admin)

@@ -15,12 +15,14 @@ where authorization sits in a chain; whatever filters other features put in fron
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
+from pilot.config.objects import ConfigKey
 from pilot.translate import authz_policies as ap
 from pilot.translate import authz_rules as r
 from pilot.translate.context import PushContext
@@ -33,17 +35,19 @@ from pilot.translate.tcp_routes import TCP_PROXY_FILTER
 
 class AuthorizationFilters:
     """The HTTP and network RBAC filters of one set of policies, built once and placed in any number
-    of listeners."""
+    of listeners; ``untranslatable``: the policies among them that failed closed, with why."""
 
     def __init__(self, buckets: ap.Buckets, trust: r.TrustDomains) -> None:
-        self.http = [
-            hcm_pb2.HttpFilter(name=ap.HTTP_RBAC_FILTER, typed_config=typed(config))
-            for config in ap.http_filter_configs(ap.action_rules(buckets, trust, for_tcp=False))
-        ]
-        self.network = [
-            lc.Filter(name=ap.NETWORK_RBAC_FILTER, typed_config=typed(config))
-            for config in ap.network_filter_configs(ap.action_rules(buckets, trust, for_tcp=True))
-        ]
+        http = ap.http_filter_configs(ap.action_rules(buckets, trust, for_tcp=False))
+        network = ap.network_filter_configs(ap.action_rules(buckets, trust, for_tcp=True))
+        self.http = [hcm_pb2.HttpFilter(name=ap.HTTP_RBAC_FILTER, typed_config=typed(c)) for c in http]
+        self.network = [lc.Filter(name=ap.NETWORK_RBAC_FILTER, typed_config=typed(c)) for c in network]
+        # The reasons are found again only for the (rare) policies whose deny-all is in a filter.
+        built = {name for config in (*http, *network) for name in config.rules.policies}
+        self.untranslatable: dict[ConfigKey, str] = {}
+        for policy in (*buckets.custom, *buckets.audit, *buckets.deny, *buckets.allow):
+            if ap.untranslatable_name(policy.namespace, policy.name) in built:
+                self.untranslatable[policy.key] = ap.untranslatable(policy, trust) or "unknown"
 
     def apply(self, listeners: Sequence[listener_pb2.Listener], inbound_only: bool = True) -> None:
         """Place the filters in every chain of ``listeners`` (of the inbound ones, with ``inbound_only``)."""
@@ -83,7 +87,17 @@ def _insert_http(manager: hcm_pb2.HttpConnectionManager, rbac: Sequence[hcm_pb2.
 
 
 def authorization_filters(view: ProxyView, context: PushContext) -> AuthorizationFilters:
-    """The RBAC filters of the policies that select ``view`` at ``context``."""
+    """The RBAC filters of the policies that select ``view`` at ``context``: built once per namespace
+    and labels at a context (every view of them has the same), and read again by
+    pilot.translate.problems."""
+    return context.derived(
+        ("authorization-filters", view.namespace, view.labels),
+        partial(build_authorization_filters, view, context),
+    )
+
+
+def build_authorization_filters(view: ProxyView, context: PushContext) -> AuthorizationFilters:
+    """``authorization_filters`` without the memo (what it costs: bench.authorization)."""
     mesh = context.mesh
     buckets = ap.applicable(context.authorization_policies, view.namespace, view.labels, mesh.root_namespace)
     return AuthorizationFilters(buckets, r.TrustDomains((mesh.trust_domain, *mesh.trust_domain_aliases)))
@@ -96,4 +110,9 @@ def apply_authorization(
     authorization_filters(view, context).apply(listeners, inbound_only=view.type is not NodeType.ROUTER)
 
 
-__all__ = ["AuthorizationFilters", "apply_authorization", "authorization_filters"]
+__all__ = [
+    "AuthorizationFilters",
+    "apply_authorization",
+    "authorization_filters",
+    "build_authorization_filters",
+]

@@ -1,8 +1,8 @@
 """AuthorizationPolicies → the RBAC filters of one proxy, HTTP and network, in Istio's order.
 
 Istio's pilot/pkg/model/authorization.go (``ListAuthorizationPolicies``: the root namespace's and the
-proxy's namespace's policies whose ``selector`` the proxy's labels satisfy, or whose ``targetRef(s)``
-name its Gateway; bucketed by action) and pilot/pkg/security/authz/builder/builder.go (``build``):
+proxy's namespace's policies that select it, pilot.translate.policy_selection; bucketed by action)
+and pilot/pkg/security/authz/builder/builder.go (``build``):
 
 - one ``envoy.filters.http.rbac`` (HTTP) / ``envoy.filters.network.rbac`` (TCP, ``stat_prefix: tcp.``)
   per action, in the order CUSTOM, AUDIT (``LOG``), DENY, ALLOW, each only when it has policies;
@@ -37,6 +37,7 @@ from pilot.config.objects import ConfigObject
 from pilot.errors import TranslationError
 from pilot.translate import authz_model
 from pilot.translate import authz_rules as r
+from pilot.translate.policy_selection import policies_for
 
 log = logging.getLogger("pilot.translate.authz")
 
@@ -48,10 +49,6 @@ DRY_RUN_ALLOW_PREFIX = "istio_dry_run_allow_"
 DRY_RUN_DENY_PREFIX = "istio_dry_run_deny_"
 EXT_AUTHZ_PREFIX = "istio-ext-authz-"
 BAD_CUSTOM_SUFFIX = "-deny-due-to-bad-CUSTOM-action"
-# The labels a Kubernetes Gateway's deployment carries (Istio's gateway-name labels), which a
-# ``targetRef`` to that Gateway selects.
-GATEWAY_NAME_LABELS = ("gateway.networking.k8s.io/gateway-name", "istio.io/gateway-name")
-GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 
 _NEVER = r.Policy(
     permissions=[rbac_pb2.Permission(not_rule=r.permission_any())],
@@ -64,28 +61,6 @@ AuthorizationPolicyObject = ConfigObject[sec.AuthorizationPolicy]
 
 def policy_name(namespace: str, name: str, rule: int) -> str:
     return f"ns[{namespace}]-policy[{name}]-rule[{rule}]"
-
-
-def selects(
-    policy: AuthorizationPolicyObject, namespace: str, labels: Iterable[tuple[str, str]], root_namespace: str
-) -> bool:
-    """Whether ``policy`` applies to a proxy of ``namespace`` with ``labels`` (Istio's selection):
-    its own namespace's or the root namespace's; ``targetRef(s)`` to a Gateway select that Gateway's
-    pods in the policy's namespace; else a ``selector`` its labels satisfy; else every workload."""
-    if policy.namespace not in (namespace, root_namespace):
-        return False
-    spec = policy.spec
-    refs = [*spec.targetRefs, *([spec.targetRef] if spec.HasField("targetRef") else [])]
-    have = dict(labels)
-    if refs:
-        return policy.namespace == namespace and any(
-            ref.kind == "Gateway"
-            and ref.group in ("", GATEWAY_API_GROUP)
-            and any(have.get(label) == ref.name for label in GATEWAY_NAME_LABELS)
-            for ref in refs
-        )
-    wanted = spec.selector.match_labels
-    return all(have.get(k) == v for k, v in wanted.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +83,8 @@ def applicable(
     labels: Iterable[tuple[str, str]],
     root_namespace: str,
 ) -> Buckets:
-    chosen = [p for p in policies if selects(p, namespace, tuple(labels), root_namespace)]
+    """The policies that select a proxy (pilot.translate.policy_selection), by action."""
+    chosen = policies_for(policies, namespace, dict(labels), root_namespace, root_first=True)
     by = sec.AuthorizationPolicy
     return Buckets(
         custom=tuple(p for p in chosen if p.spec.action == by.CUSTOM),
@@ -134,6 +110,49 @@ def _dry_run(policy: AuthorizationPolicyObject) -> bool:
     return dict(policy.annotations).get(DRY_RUN_ANNOTATION, "") in ("1", "t", "T", "true", "TRUE", "True")
 
 
+def _policy_rules(
+    policy: AuthorizationPolicyObject, action: r.Action, trust: r.TrustDomains, for_tcp: bool, prefix: str
+) -> dict[str, r.Policy]:
+    """One policy's rules as RBAC policies by name; raises TranslationError when it cannot be taken."""
+    ns, name = policy.namespace, policy.name
+    built: dict[str, r.Policy] = {}
+    for i, rule in enumerate(policy.spec.rules):
+        rule_name = prefix + policy_name(ns, name, i)
+        try:
+            built[rule_name] = authz_model.rule_policy(rule, ns, trust, for_tcp, action)
+        except r.HttpOnlyError as err:
+            log.debug("skipped rule %s on TCP filter chain: %s", rule_name, err)
+    if not policy.spec.rules:
+        built[prefix + policy_name(ns, name, 0)] = _NEVER
+    return built
+
+
+# The RBAC action each AuthorizationPolicy action is built as (CUSTOM: the bad-provider DENY).
+_BUILT_AS: dict[int, r.Action] = {
+    sec.AuthorizationPolicy.CUSTOM: r.DENY,
+    sec.AuthorizationPolicy.AUDIT: r.LOG,
+    sec.AuthorizationPolicy.DENY: r.DENY,
+    sec.AuthorizationPolicy.ALLOW: r.ALLOW,
+}
+
+
+def untranslatable(policy: AuthorizationPolicyObject, trust: r.TrustDomains) -> str | None:
+    """Why ``policy`` cannot be translated, for an HTTP or a TCP chain (its workloads then get
+    ``ns[NS]-policy[NAME]-untranslatable``, a deny of everything); None when it can."""
+    action = _BUILT_AS.get(policy.spec.action, r.ALLOW)
+    for for_tcp in (False, True):
+        try:
+            _policy_rules(policy, action, trust, for_tcp, "")
+        except TranslationError as err:
+            return str(err)
+    return None
+
+
+def untranslatable_name(namespace: str, name: str) -> str:
+    """The deny-everything RBAC policy that stands for a policy translation could not take."""
+    return f"ns[{namespace}]-policy[{name}]-untranslatable"
+
+
 def _build(
     policies: Sequence[AuthorizationPolicyObject],
     action: r.Action,
@@ -149,23 +168,18 @@ def _build(
         target = out.shadow if dry else out.enforced
         out.has_shadow |= dry
         out.has_enforced |= not dry
-        ns, name = policy.namespace, policy.name
-        built: dict[str, r.Policy] = {}
         try:
-            for i, rule in enumerate(policy.spec.rules):
-                rule_name = prefix + policy_name(ns, name, i)
-                try:
-                    built[rule_name] = authz_model.rule_policy(rule, ns, trust, for_tcp, action)
-                except r.HttpOnlyError as err:
-                    log.debug("skipped rule %s on TCP filter chain: %s", rule_name, err)
+            built = _policy_rules(policy, action, trust, for_tcp, prefix)
         except TranslationError as err:
+            # pilot.translate.problems carries the reason to /debug/configz and the metric.
             log.error(
-                "AuthorizationPolicy %s/%s cannot be translated, its workloads deny all: %s", ns, name, err
+                "AuthorizationPolicy %s/%s cannot be translated, its workloads deny all: %s",
+                policy.namespace,
+                policy.name,
+                err,
             )
-            failed[f"ns[{ns}]-policy[{name}]-untranslatable"] = _ALWAYS
+            failed[untranslatable_name(policy.namespace, policy.name)] = _ALWAYS
             continue
-        if not policy.spec.rules:
-            built[prefix + policy_name(ns, name, 0)] = _NEVER
         target.update(built)
     return out, failed
 
@@ -247,5 +261,6 @@ __all__ = [
     "http_filter_configs",
     "network_filter_configs",
     "policy_name",
-    "selects",
+    "untranslatable",
+    "untranslatable_name",
 ]

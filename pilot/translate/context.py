@@ -212,6 +212,8 @@ class PushContext:
     _changed_from: tuple[Mapping[ConfigKey, ConfigObject], frozenset[ConfigKey]] | None = field(
         default=None, repr=False
     )
+    # What translation derives from this context alone, once (``derived``).
+    _derived: dict[Hashable, object] = field(default_factory=dict, repr=False)
 
     @property
     def version(self) -> str:
@@ -310,6 +312,16 @@ class PushContext:
         if self._changed_from is not None and self._changed_from[0] is older.objects:
             return self._changed_from[1]  # found when this context was built from ``older``
         return _changed(self.objects, older.objects)
+
+    def derived(self, key: Hashable, make: Callable[[], _T]) -> _T:
+        """``make()``, once per context and ``key``: what every view built at this context would
+        derive alike (whether an AuthorizationPolicy translates). ``key`` names the piece and its
+        inputs, e.g. ``("untranslatable", policy_key)``."""
+        try:
+            return cast(_T, self._derived[key])
+        except KeyError:
+            made = self._derived[key] = make()
+            return made
 
     def scope(
         self, namespace: str, labels: tuple[tuple[str, str], ...] = (), sidecar: ConfigKey | None = None

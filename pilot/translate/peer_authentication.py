@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pilot._gen import security_pb2
 from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.translate.context import PushContext
+from pilot.translate.policy_selection import selector_matches
 from pilot.translate.proxy import ProxyView
 from pilot.translate.registry import Endpoint
 
@@ -90,8 +91,10 @@ def is_workload_level(obj: PeerAuthenticationObject) -> bool:
 
 
 def selects(obj: PeerAuthenticationObject, labels: Mapping[str, str]) -> bool:
-    """Istio's ``labels.Instance.SubsetOf``: every selector pair is among ``labels``."""
-    return all(labels.get(key) == value for key, value in obj.spec.selector.match_labels.items())
+    """Istio's ``labels.Instance.SubsetOf``: every selector pair is among ``labels`` (the selection
+    rule of every security policy, pilot.translate.policy_selection; PeerAuthentication has no
+    targetRef)."""
+    return selector_matches(obj.spec.selector, labels)
 
 
 def compose(root_namespace: str, applicable: Sequence[PeerAuthenticationObject]) -> EffectivePolicy:

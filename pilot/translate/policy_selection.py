@@ -1,18 +1,24 @@
-"""Which security policies (RequestAuthentication, AuthorizationPolicy) apply to a proxy.
+"""Which security policies apply to a proxy: the one selection rule of AuthorizationPolicy,
+RequestAuthentication and PeerAuthentication.
 
-Istio's getConfigsForWorkload (pilot/pkg/model/authentication.go, authorization.go) with
-WorkloadPolicyMatcher.ShouldAttachPolicy (pilot/pkg/model/policyattachment.go), waypoints aside:
+Istio's WorkloadPolicyMatcher.ShouldAttachPolicy (pilot/pkg/model/policyattachment.go), as
+ListAuthorizationPolicies (authorization.go) and getConfigsForWorkload (authentication.go) call it:
 
-- the policies of the proxy's namespace, then those of the root namespace (mesh-wide), each in
-  istiod's precedence order (PushContext keeps them sorted);
-- a proxy that is not a Gateway API gateway takes a policy whose ``selector`` is unset or a subset of
-  its labels, and never one with a ``targetRef``;
-- a Gateway API gateway (label ``gateway.networking.k8s.io/gateway-name``) takes a policy of its own
-  namespace whose ``targetRef(s)`` name its Gateway (group ``gateway.networking.k8s.io``, kind
-  ``Gateway``), and, without targetRefs, one whose selector matches
-  (ENABLE_SELECTOR_BASED_K8S_GATEWAY_POLICY, true by default).
-
-A root-namespace policy with a selector applies to matching workloads of every namespace, as in Istio.
+- the policies of the proxy's namespace and of the root namespace (mesh-wide), each namespace's in
+  istiod's precedence order (PushContext keeps them sorted); AuthorizationPolicies root namespace
+  first (``lookupInNamespaces = [root, ns]``), the authentication policies the proxy's namespace
+  first; a root-namespace policy with a selector applies to matching workloads of every namespace;
+- a proxy that is not a Gateway API gateway (no label ``gateway.networking.k8s.io/gateway-name``)
+  takes a policy whose ``selector`` is unset or a subset of its labels, and never one with a
+  ``targetRef``;
+- a Gateway API gateway takes, without targetRefs, a policy whose selector matches
+  (ENABLE_SELECTOR_BASED_K8S_GATEWAY_POLICY, true by default), and otherwise a policy of its own
+  namespace one of whose ``targetRef(s)`` is its Gateway (group ``gateway.networking.k8s.io``, kind
+  ``Gateway``, the reference's namespace unset or its own);
+- a targetRef to a ``Service``, a ``ServiceEntry`` or the ``istio-waypoint`` GatewayClass attaches
+  only to waypoints. pilot serves no waypoint (no ambient mode), so such a policy selects no sidecar
+  and no gateway, as in Istio (``pilot validate`` warns: pilot.config.validation.policy_target);
+- PeerAuthentication has no targetRef: its selector alone decides.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 
 TargetablePolicy = sec.RequestAuthentication | sec.AuthorizationPolicy
-P = TypeVar("P", sec.RequestAuthentication, sec.AuthorizationPolicy)
+P = TypeVar("P", sec.RequestAuthentication, sec.AuthorizationPolicy, sec.PeerAuthentication)
 
 
 def target_refs(spec: TargetablePolicy) -> Sequence[sec.PolicyTargetReference]:
@@ -37,44 +43,70 @@ def target_refs(spec: TargetablePolicy) -> Sequence[sec.PolicyTargetReference]:
     return [spec.targetRef] if spec.HasField("targetRef") else []
 
 
-def _selected(spec: TargetablePolicy, labels: Mapping[str, str]) -> bool:
-    if not spec.HasField("selector"):
+def selector_matches(selector: sec.WorkloadSelector | None, labels: Mapping[str, str]) -> bool:
+    """Istio's ``labels.Instance.SubsetOf``: an unset or empty selector matches every workload."""
+    if selector is None:
         return True
-    return all(labels.get(key) == value for key, value in spec.selector.match_labels.items())
+    return all(labels.get(key) == value for key, value in selector.match_labels.items())
 
 
-def should_attach(
-    spec: TargetablePolicy, policy_namespace: str, namespace: str, labels: Mapping[str, str]
-) -> bool:
-    """Whether a policy of ``policy_namespace`` applies to a workload of ``namespace`` with ``labels``."""
-    refs = target_refs(spec)
-    gateway = labels.get(GATEWAY_NAME_LABEL)
-    if gateway is None:
-        return not refs and _selected(spec, labels)
-    if not refs:
-        return _selected(spec, labels)
-    if policy_namespace != namespace:
-        return False
-    return any(
+def _gateway_ref(ref: sec.PolicyTargetReference, gateway: str, namespace: str) -> bool:
+    # Istio's matchesGroupKind compares canonical groups: "" is "core", never the Gateway API's.
+    return (
         ref.group == GATEWAY_API_GROUP
         and ref.kind == "Gateway"
         and ref.name == gateway
         and ref.namespace in ("", namespace)
-        for ref in refs
     )
 
 
+def should_attach(
+    spec: TargetablePolicy | sec.PeerAuthentication,
+    policy_namespace: str,
+    namespace: str,
+    labels: Mapping[str, str],
+) -> bool:
+    """Whether a policy of ``policy_namespace`` applies to a workload of ``namespace`` with ``labels``
+    (a non-waypoint proxy: pilot serves no waypoint)."""
+    selector = spec.selector if spec.HasField("selector") else None
+    if isinstance(spec, sec.PeerAuthentication):
+        return selector_matches(selector, labels)
+    refs = target_refs(spec)
+    gateway = labels.get(GATEWAY_NAME_LABEL)
+    if not refs:
+        return selector_matches(selector, labels)
+    if gateway is None or policy_namespace != namespace:
+        return False
+    return any(_gateway_ref(ref, gateway, namespace) for ref in refs)
+
+
 def policies_for(
-    policies: Iterable[ConfigObject[P]], namespace: str, labels: Mapping[str, str], root_namespace: str
+    policies: Iterable[ConfigObject[P]],
+    namespace: str,
+    labels: Mapping[str, str],
+    root_namespace: str,
+    *,
+    root_first: bool = False,
 ) -> list[ConfigObject[P]]:
-    """The policies that apply to a workload, its namespace's first, then the root namespace's."""
+    """The policies that apply to a workload: its namespace's, then the root namespace's
+    (``root_first``: the other way round, as for AuthorizationPolicies), each in the given order."""
     by_namespace: dict[str, list[ConfigObject[P]]] = {}
     for policy in policies:
         by_namespace.setdefault(policy.namespace, []).append(policy)
-    lookup = [namespace] if namespace == root_namespace else [namespace, root_namespace]
+    lookup = dict.fromkeys((root_namespace, namespace) if root_first else (namespace, root_namespace))
     return [
         policy
         for ns in lookup
         for policy in by_namespace.get(ns, ())
         if should_attach(policy.spec, policy.namespace, namespace, labels)
     ]
+
+
+__all__ = [
+    "GATEWAY_API_GROUP",
+    "GATEWAY_NAME_LABEL",
+    "policies_for",
+    "selector_matches",
+    "should_attach",
+    "target_refs",
+]

@@ -12,7 +12,9 @@ RDS), so every check still sees both sides of what it compares. A changed kind n
 declares rebuilds everything.
 
 Each snapshot also says which config objects made each resource (``Snapshot.origins``, from
-pilot.translate.provenance), so that a resource a proxy rejects can be traced to them.
+pilot.translate.provenance), so that a resource a proxy rejects can be traced to them, and which
+config objects translation could not take as written (``Snapshot.problems``, from
+pilot.translate.problems), so that ``/debug/configz`` can say why.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pilot.config.objects import ConfigKey
 from pilot.errors import TranslationError
 from pilot.translate.context import PushContext
 from pilot.translate.generators import GENERATORS, VHDS, Generator, uses_vhds
+from pilot.translate.problems import translation_problems
 from pilot.translate.provenance import provenance
 from pilot.translate.proxy import ProxyView
 from pilot.xds import types
@@ -161,7 +164,14 @@ def build_snapshot(
         )
     keep = [type_url for type_url in generators if type_url not in messages]
     origins = MappingProxyType(provenance(view, context, messages))
-    return Snapshot.from_messages(context.version, messages, old, keep=keep, origins=origins)
+    # What translation could not take shows in the listeners (the RBAC filters): kept listeners
+    # keep the problems they were built with.
+    untaken = (
+        translation_problems(view, context) if old is None or types.LISTENER in messages else old.problems
+    )
+    return Snapshot.from_messages(
+        context.version, messages, old, keep=keep, origins=origins, problems=untaken
+    )
 
 
 __all__ = [

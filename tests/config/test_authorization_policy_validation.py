@@ -178,3 +178,60 @@ def test_a_deny_rule_of_only_http_attributes_warns_that_it_denies_tcp_ports():
 def test_custom_warns_that_pilot_denies_what_it_matches():
     found = problems({"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]})
     assert found == [("spec.action", CUSTOM_NOT_TRANSLATED, "warning")]
+
+
+@pytest.mark.parametrize(
+    ("ref", "says"),
+    [
+        ({"kind": "Service", "name": "reviews"}, "only to the waypoints of 'reviews'"),
+        ({"group": "networking.istio.io", "kind": "ServiceEntry", "name": "ext"}, "only to the waypoints"),
+        (
+            {"group": "gateway.networking.k8s.io", "kind": "GatewayClass", "name": "istio-waypoint"},
+            "only to waypoints, from a policy in the root namespace",
+        ),
+        (
+            {"group": "gateway.networking.k8s.io", "kind": "GatewayClass", "name": "istio"},
+            "only GatewayClass 'istio-waypoint'",
+        ),
+    ],
+)
+def test_waypoint_only_targets_warn_that_they_select_no_proxy(ref: dict[str, str], says: str) -> None:
+    found = problems(
+        {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "g"}, ref]}
+    )
+    assert [(path, severity) for path, _, severity in found] == [("spec.targetRefs[1]", "warning")]
+    assert says in found[0][1] and "select" in found[0][1]
+
+
+def test_a_gateway_target_does_not_warn() -> None:
+    assert (
+        problems({"targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "g"}}) == []
+    )
+
+
+GATEWAY = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "g"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "message"),
+    [
+        (
+            {"targetRef": {**GATEWAY, "namespace": "foo"}},
+            "spec.targetRef.namespace",
+            "targetRef namespace must not be set; cross namespace referencing is not supported",
+        ),
+        (
+            {"targetRef": GATEWAY, "targetRefs": [GATEWAY]},
+            "spec",
+            "only one of targetRefs or workloadSelector can be set",
+        ),
+    ],
+)
+def test_istio_target_reference_rules(spec: dict[str, Any], path: str, message: str) -> None:
+    """validatePolicyTargetReference and validateOneOfSelectorType (pkg/config/validation), the same for
+    AuthorizationPolicy and RequestAuthentication."""
+    assert (path, message) in errors(spec)
+
+
+def test_the_core_group_may_be_spelled_out() -> None:
+    assert errors({"targetRefs": [{"group": "core", "kind": "Service", "name": "reviews"}]}) == []

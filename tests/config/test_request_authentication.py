@@ -187,3 +187,11 @@ def test_private_key_material_is_a_warning() -> None:
             "jwks key at index 1 contains private key material; only public keys are used for verification",
         )
     }
+
+
+def test_a_waypoint_target_warns_with_file_object_and_field() -> None:
+    """The same targetRef rules as AuthorizationPolicy (pilot.config.validation.policy_target)."""
+    found = problems({**rule(jwksUri=URI), "targetRefs": [{"kind": "Service", "name": "reviews"}]})
+    ((severity, path, message),) = found
+    assert (severity, path) == ("warning", "spec.targetRefs[0]")
+    assert "selects no sidecar and no gateway" in message

@@ -221,3 +221,71 @@ def test_a_candidate_file_replaces_the_object_it_edits(tmp_path: Path) -> None:
     assert run(AnalyzeOptions((str(mesh), str(tmp_path / "candidate.yaml"))), out) == 1
     # The edit's missing subset, and no IST0109: the candidate is the folder's object, edited.
     assert "IST0101" in out.getvalue() and "IST0109" not in out.getvalue(), out.getvalue()
+
+
+def peer(name: str, namespace: str = "default", selector: str | None = None, created: str = "") -> str:
+    stamp = f", creationTimestamp: '{created}'" if created else ""
+    select = f"selector: {{matchLabels: {selector}}}, " if selector else ""
+    return f"""
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: {name}, namespace: {namespace}{stamp}}}
+spec: {{{select}mtls: {{mode: STRICT}}}}
+---
+"""
+
+
+def peer_messages(text: str) -> list[tuple[str, str, str]]:
+    result = parse_text(text, "mesh.yaml")
+    messages = analyzers.peer_authentications(Mesh(result.objects))
+    return [(m.type.code, str(m.key), m.text) for m in messages]
+
+
+def test_more_than_one_mesh_or_namespace_wide_peer_authentication_names_the_oldest():
+    found = peer_messages(
+        peer("newer", "istio-system", created="2024-02-01T00:00:00Z")
+        + peer("older", "istio-system", created="2024-01-01T00:00:00Z")
+        + peer("b")
+        + peer("a")
+        + peer("only", "other")
+    )
+    assert [(code, key) for code, key, _ in found] == [
+        ("PLT0002", "PeerAuthentication default/b"),
+        ("PLT0002", "PeerAuthentication istio-system/newer"),
+    ]
+    assert '(namespace-wide): Istio applies only the oldest, "a", and ignores "b"' in found[0][2]
+    assert '(mesh-wide): Istio applies only the oldest, "older", and ignores "newer"' in found[1][2]
+
+
+def test_peer_authentications_selecting_one_workload_name_the_one_that_applies():
+    found = peer_messages(
+        SERVICE
+        + peer("v1", selector="{version: v1}", created="2024-02-01T00:00:00Z")
+        + peer("app", selector="{app: reviews}", created="2024-01-01T00:00:00Z")
+        + peer("v2", selector="{version: v2}", created="2024-03-01T00:00:00Z")
+        + peer("mesh-selector", "istio-system", selector="{app: reviews}")
+    )
+    assert [(code, key) for code, key, _ in found] == [
+        ("PLT0003", "PeerAuthentication default/v1"),
+        ("PLT0003", "PeerAuthentication default/v2"),
+    ]
+    assert 'Istio applies the oldest, "app", to it and ignores "v1" there' in found[0][2]
+    assert 'select the same workload "ServiceEntry default/reviews"' in found[0][2]
+    # One policy per level: nothing to say.
+    assert (
+        peer_messages(SERVICE + peer("ns") + peer("v1", selector="{version: v1}") + peer("m", "istio-system"))
+        == []
+    )
+
+
+def test_the_root_namespace_comes_from_the_mesh_config():
+    mesh = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: "rootNamespace: mesh-root"
+---
+"""
+    found = peer_messages(mesh + peer("a", "mesh-root") + peer("b", "mesh-root"))
+    assert "(mesh-wide)" in found[0][2]

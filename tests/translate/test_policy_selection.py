@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import json_format
@@ -57,6 +58,58 @@ def test_target_refs_select_only_a_gateway_api_gateway_of_their_namespace() -> N
     assert names("foo", gateway) == ["ns", "httpbin", "gw", "gws", "mesh", "mesh-httpbin"]
     assert names("foo", {GATEWAY_NAME_LABEL: "another"}) == ["ns", "mesh"]
     assert names("bar", {GATEWAY_NAME_LABEL: "gw"}) == ["other-ns", "mesh"]
+
+
+WAYPOINT_REFS = [
+    {"kind": "Service", "name": "httpbin"},
+    {"group": "networking.istio.io", "kind": "ServiceEntry", "name": "httpbin"},
+    {"group": "gateway.networking.k8s.io", "kind": "GatewayClass", "name": "istio-waypoint"},
+]
+
+
+@pytest.mark.parametrize("ref", WAYPOINT_REFS)
+@pytest.mark.parametrize("namespace", ["foo", "istio-system"])
+def test_waypoint_targets_select_no_sidecar_and_no_gateway(ref: dict[str, str], namespace: str) -> None:
+    """Istio attaches Service, ServiceEntry and GatewayClass targetRefs to waypoints only; pilot
+    serves none."""
+    waypoint_only = [policy("waypoint", namespace, targetRefs=[ref])]
+    for labels in (
+        {},
+        {"app": "httpbin"},
+        {GATEWAY_NAME_LABEL: "gw"},
+        {GATEWAY_NAME_LABEL: "istio-waypoint"},
+    ):
+        for workload_namespace in ("foo", "istio-system"):
+            assert policies_for(waypoint_only, workload_namespace, labels, "istio-system") == []
+
+
+def test_a_gateway_target_needs_the_gateway_api_group_and_the_policy_namespace() -> None:
+    gateway = {GATEWAY_NAME_LABEL: "gw"}
+    core = [policy("core", "foo", targetRef={"kind": "Gateway", "name": "gw"})]
+    assert policies_for(core, "foo", gateway, "istio-system") == []
+    other = [policy("elsewhere", "foo", targetRef={**GATEWAY_REF, "namespace": "bar"})]
+    assert policies_for(other, "foo", gateway, "istio-system") == []
+    mixed = [policy("mixed", "foo", targetRefs=[WAYPOINT_REFS[0], GATEWAY_REF])]
+    assert [p.name for p in policies_for(mixed, "foo", gateway, "istio-system")] == ["mixed"]
+
+
+def test_authorization_policies_take_the_root_namespace_first() -> None:
+    """ListAuthorizationPolicies looks up [root, namespace]; getConfigsForWorkload the other way."""
+    found = policies_for(POLICIES, "foo", {"app": "httpbin"}, "istio-system", root_first=True)
+    assert [p.name for p in found] == ["mesh", "mesh-httpbin", "ns", "httpbin"]
+
+
+def test_peer_authentication_is_selected_by_its_selector_alone() -> None:
+    def peer(name: str, namespace: str, **spec: Any) -> ConfigObject[security_pb2.PeerAuthentication]:
+        message = json_format.ParseDict(spec, security_pb2.PeerAuthentication())
+        return ConfigObject(
+            ConfigKey("PeerAuthentication", namespace, name), "security.istio.io/v1", message, "t"
+        )
+
+    peers = [peer("mesh", "istio-system"), peer("app", "foo", selector={"matchLabels": {"app": "httpbin"}})]
+    assert [p.name for p in policies_for(peers, "foo", {"app": "httpbin"}, "istio-system")] == ["app", "mesh"]
+    gateway = {GATEWAY_NAME_LABEL: "gw"}
+    assert [p.name for p in policies_for(peers, "foo", gateway, "istio-system")] == ["mesh"]
 
 
 def rule(issuer: str) -> dict[str, Any]:

@@ -57,7 +57,7 @@ _TARGET_GROUPS = {
 
 
 def validate_authorization_policy(spec: Policy, namespace: str, path: str, report: Report) -> None:
-    _selection(spec, namespace, path, report)
+    _selection(spec, path, report)
     rules_path = at(path, "rules")
     if spec.action == Policy.CUSTOM:
         if not len(spec.rules):
@@ -85,17 +85,13 @@ def validate_authorization_policy(spec: Policy, namespace: str, path: str, repor
         _rule(rule, spec.action, item(rules_path, index), index, report)
 
 
-def _selection(spec: Policy, namespace: str, path: str, report: Report) -> None:
+def _selection(spec: Policy, path: str, report: Report) -> None:
     """Istio's validateOneOfSelectorType, validateWorkloadSelector and validatePolicyTargetReference(s)
-    (pilot.config.validation.policy_target); and which targets select no proxy pilot serves."""
+    (pilot.config.validation.policy_target, which also warns of targets that select no proxy pilot
+    serves)."""
     selector = spec.selector if spec.HasField("selector") else None
     refs = target_refs_of(spec, path)
-    check_policy_scope(selector, refs, namespace, path, report)
-    for where, ref in refs:
-        if ref.kind != "Gateway":
-            report.warn(
-                where, f"a targetRef to a {ref.kind} selects no proxy pilot serves (waypoints, classes)"
-            )
+    check_policy_scope(selector, refs, path, report)
 
 
 def _custom_rules(spec: Policy, path: str, report: Report) -> None:

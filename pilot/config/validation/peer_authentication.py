@@ -20,7 +20,7 @@ def validate_peer_authentication(
     spec: sec.PeerAuthentication, namespace: str, path: str, report: Report
 ) -> None:
     selector = spec.selector if spec.HasField("selector") else None
-    check_policy_scope(selector, (), namespace, path, report)
+    check_policy_scope(selector, (), path, report)
     if selector is not None and not len(selector.match_labels):
         report.warn(at(path, "selector"), "workload selector specified without labels")
     ports = at(path, "portLevelMtls")

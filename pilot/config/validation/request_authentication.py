@@ -28,7 +28,7 @@ def validate_request_authentication(
     spec: sec.RequestAuthentication, namespace: str, path: str, report: Report
 ) -> None:
     selector = spec.selector if spec.HasField("selector") else None
-    check_policy_scope(selector, target_refs_of(spec, path), namespace, path, report)
+    check_policy_scope(selector, target_refs_of(spec, path), path, report)
     for index, rule in enumerate(spec.jwt_rules):
         validate_jwt_rule(rule, item(at(path, "jwtRules"), index), report)
 
