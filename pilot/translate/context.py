@@ -67,6 +67,8 @@ class MeshSettings:
     auto_mtls: bool = True
     # Other trust domains whose identities count as this mesh's (AuthorizationPolicy principals).
     trust_domain_aliases: tuple[str, ...] = ()
+    # The providers CUSTOM AuthorizationPolicies name (pilot.translate.ext_authz reads the ext_authz ones).
+    extension_providers: tuple[nw.MeshConfig.ExtensionProvider, ...] = ()
 
     @classmethod
     def from_spec(cls, spec: nw.MeshConfig) -> MeshSettings:
@@ -98,6 +100,7 @@ class MeshSettings:
             tcp_keepalive=spec.tcp_keepalive if spec.HasField("tcp_keepalive") else None,
             trust_domain=spec.trust_domain or default.trust_domain,
             trust_domain_aliases=tuple(spec.trust_domain_aliases),
+            extension_providers=tuple(spec.extension_providers),
             auto_mtls=spec.enable_auto_mtls.value if spec.HasField("enable_auto_mtls") else default.auto_mtls,
             service_export_to=_export_default(spec.default_service_export_to, default.service_export_to),
             virtual_service_export_to=_export_default(
@@ -196,6 +199,7 @@ class PushContext:
     # every label pair some workload selector of the config names (pilot.translate.views).
     _at_address: dict[str, tuple[tuple[Service, Endpoint], ...]] = field(default_factory=dict, repr=False)
     _selectors: list[tuple[frozenset[tuple[str, str]], ...]] = field(default_factory=list, repr=False)
+    _derived: dict[Hashable, object] = field(default_factory=dict, repr=False)
     _sidecars_by_namespace: dict[str, list[ConfigObject[nw.Sidecar]]] = field(
         default_factory=dict, repr=False
     )
@@ -359,6 +363,15 @@ class PushContext:
             index.update((addr, tuple(pairs)) for addr, pairs in found.items())
             index.setdefault("", ())  # built, even when no endpoint has an address
         return index.get(address, ())
+
+    def derived(self, key: Hashable, make: Callable[[], _T]) -> _T:
+        """``make()``, once per context and ``key``: what translation derives from the whole context
+        (the resolved ext_authz providers) is the same for every view. ``key`` names the piece."""
+        try:
+            return cast(_T, self._derived[key])
+        except KeyError:
+            made = self._derived[key] = make()
+            return made
 
     def selectors(self) -> tuple[frozenset[tuple[str, str]], ...]:
         """Every workload selector of the config, as its set of ``key=value`` pairs: VirtualService
