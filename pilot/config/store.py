@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from pilot.config.objects import ConfigEvent, ConfigKey, ConfigObject, FieldError, ParseResult
-from pilot.config.validation.extension_providers import unknown_providers
+from pilot.config.validation.provider_references import reference_problems
 
 log = logging.getLogger("pilot.config.store")
 
@@ -95,7 +95,7 @@ class ConfigStore:
     def _reference_errors(self) -> tuple[FieldError, ...]:
         revision, found = self._references
         if revision != self._revision:
-            found = tuple(unknown_providers(self._objects.values()))
+            found = tuple(reference_problems(self._objects.values()))
             self._references = (self._revision, found)
         return found
 

@@ -160,3 +160,42 @@ def test_a_tracing_provider_of_that_name_does_not_count():
     store.apply(parse_text(POLICY.format(name="zipkin"), "policy.yaml"))
     store.apply(parse_text(MESH.format(providers="    - {name: zipkin, zipkin: {port: 1}}"), "mesh.yaml"))
     assert len(_provider_warnings(store)) == 1
+
+
+SERVICE = """apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ext, namespace: {namespace}}}
+spec:
+  hosts: [ext.example]
+  ports: [{{number: 80, name: http}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+"""
+
+
+def _service_warnings(store: ConfigStore) -> list[tuple[str, str]]:
+    return [(e.path, e.message) for e in store.errors() if e.path.endswith(".service")]
+
+
+def test_the_store_warns_on_a_provider_whose_service_is_not_in_the_registry():
+    store = ConfigStore()
+    mesh = MESH.format(
+        providers="    - {name: ext, envoyExtAuthzHttp: {service: ext.example, port: 80}}\n"
+        "    - {name: grpc, envoyExtAuthzGrpc: {service: bar/ext.example, port: 80}}"
+    )
+    store.apply(parse_text(mesh, "mesh.yaml"))
+    found = _service_warnings(store)
+    assert [path for path, _ in found] == [
+        "data.mesh.extensionProviders[0].envoyExtAuthzHttp.service",
+        "data.mesh.extensionProviders[1].envoyExtAuthzGrpc.service",
+    ]
+    assert "no ServiceEntry or Service defines ext.example" in found[0][1]
+    assert "denied" in found[0][1]
+    store.apply(parse_text(SERVICE.format(namespace="foo"), "foo.yaml"))
+    assert [path for path, _ in _service_warnings(store)] == [
+        "data.mesh.extensionProviders[1].envoyExtAuthzGrpc.service"  # bar/: foo's does not count
+    ]
+    store.apply(parse_text(SERVICE.format(namespace="bar"), "bar.yaml"))
+    ((path, message),) = _service_warnings(store)  # the bare host is now ambiguous
+    assert path == "data.mesh.extensionProviders[0].envoyExtAuthzHttp.service"
+    assert "namespaces ['bar', 'foo']" in message

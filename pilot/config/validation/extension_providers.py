@@ -12,8 +12,8 @@ Istio splits these checks in two, and so does pilot:
   the provider match; pilot does the same and warns here.
 
 ``provider_problems`` is the one list of both, which translation (pilot.translate.ext_authz) reads
-to decide that a provider is unusable. ``unknown_providers`` finds the CUSTOM policies whose
-``provider.name`` is no ext_authz provider of the mesh config: those deny what their rules match.
+to decide that a provider is unusable. What a provider and a policy name across objects is checked
+by pilot.config.validation.provider_references.
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from envoy.type.v3 import http_status_pb2
 
 from pilot._gen import networking_pb2 as nw
-from pilot._gen import security_pb2 as sec
-from pilot.config import kinds
-from pilot.config.objects import ConfigObject, FieldError, Severity
+from pilot.config.objects import Severity
 from pilot.config.validation.common import Report, at, check_duration, check_fqdn, check_ip, check_port, item
 
 Provider = nw.MeshConfig.ExtensionProvider
@@ -182,36 +180,6 @@ def ext_authz_provider_names(mesh: nw.MeshConfig | None) -> frozenset[str]:
     return frozenset(p.name for p in mesh.extension_providers if p.WhichOneof("provider") in EXT_AUTHZ_KINDS)
 
 
-def unknown_providers(objects: Iterable[ConfigObject]) -> list[FieldError]:
-    """A warning on every CUSTOM AuthorizationPolicy whose ``provider.name`` is no ext_authz provider
-    of the mesh config among ``objects`` (the first MeshConfig, as translation reads it)."""
-    policies: list[ConfigObject[sec.AuthorizationPolicy]] = []
-    meshes: list[ConfigObject[nw.MeshConfig]] = []
-    for obj in objects:
-        if kinds.AUTHORIZATION_POLICY_INFO.holds(obj):
-            if obj.spec.action == sec.AuthorizationPolicy.CUSTOM and obj.spec.provider.name:
-                policies.append(obj)
-        elif kinds.MESH_CONFIG_INFO.holds(obj):
-            meshes.append(obj)
-    if not policies:
-        return []
-    mesh = min(meshes, key=lambda m: m.key) if meshes else None
-    known = ext_authz_provider_names(mesh.spec if mesh else None)
-    shown = ", ".join(sorted(known)) or "none"
-    out = []
-    for policy in policies:
-        name = policy.spec.provider.name
-        if name not in known:
-            message = (
-                f'provider "{name}" is not an ext_authz extension provider of the mesh config '
-                f"(MeshConfig extensionProviders: {shown}); requests this policy's rules match are denied"
-            )
-            out.append(
-                FieldError(policy.origin, message, policy.key, "spec.provider.name", severity="warning")
-            )
-    return out
-
-
 __all__ = [
     "EXT_AUTHZ_KINDS",
     "OTHER_KINDS",
@@ -220,6 +188,5 @@ __all__ = [
     "check_status_on_error",
     "ext_authz_provider_names",
     "provider_problems",
-    "unknown_providers",
     "validate_extension_providers",
 ]
