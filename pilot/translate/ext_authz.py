@@ -32,6 +32,7 @@ from google.protobuf import duration_pb2
 
 from pilot._gen import networking_pb2 as nw
 from pilot.config.validation.extension_providers import EXT_AUTHZ_KINDS, provider_problems
+from pilot.config.validation.provider_references import lookup_problem, service_host
 from pilot.translate.registry import Service
 from pilot.xds.names import outbound_cluster
 
@@ -74,7 +75,9 @@ def resolve_providers(
     """The ext_authz providers of the mesh config by name (Istio's processExtensionProvider: other
     kinds are left out, so a policy naming one finds no provider)."""
     problems = provider_problems(providers)
-    index = _ServiceIndex(services)
+    hosts: dict[str, set[str]] = {}  # Istio's ServiceIndex.HostnameAndNamespace
+    for service in services:
+        hosts.setdefault(service.hostname, set()).add(service.namespace)
     out: dict[str, ExtAuthzProvider] = {}
     for position, provider in enumerate(providers):
         kind = provider.WhichOneof("provider")
@@ -86,10 +89,11 @@ def resolve_providers(
             out[name] = ExtAuthzProvider(name, error=f"found errors in provider {name}: {shown}")
             continue
         config: HttpProvider | GrpcProvider = getattr(provider, kind)
-        found, problem = index.lookup(config.service)
+        problem = lookup_problem(config.service, hosts)
         if problem:
             out[name] = ExtAuthzProvider(name, error=f"found errors in provider {name}: {problem}")
             continue
+        found = service_host(config.service)
         cluster = outbound_cluster(found, config.port)
         if isinstance(config, HttpProvider):
             out[name] = ExtAuthzProvider(name, http=_http_config(found, cluster, config))
@@ -97,32 +101,6 @@ def resolve_providers(
             http, tcp = _grpc_configs(found, cluster, config)
             out[name] = ExtAuthzProvider(name, http=http, tcp=tcp)
     return out
-
-
-class _ServiceIndex:
-    """Hostname → namespace → service, as Istio's ServiceIndex.HostnameAndNamespace."""
-
-    def __init__(self, services: Iterable[Service]) -> None:
-        self._by_host: dict[str, dict[str, Service]] = {}
-        for service in services:
-            self._by_host.setdefault(service.hostname, {}).setdefault(service.namespace, service)
-
-    def lookup(self, service: str) -> tuple[str, str]:
-        """The hostname of the service ``service`` names and ``""``, or ``""`` and why there is none."""
-        namespace, slash, host = service.partition("/")
-        if slash:
-            if namespace in self._by_host.get(host, {}):
-                return host, ""
-        else:
-            namespaces = sorted(self._by_host.get(service, {}))
-            if len(namespaces) == 1:
-                return service, ""
-            if len(namespaces) > 1:
-                return "", (
-                    f"found {service} in multiple namespaces {namespaces}, specify the namespace explicitly "
-                    "in the format of <Namespace>/<Hostname>"
-                )
-        return "", f"could not find service {service} in the service registry"
 
 
 def _status(text: str) -> http_status_pb2.HttpStatus | None:

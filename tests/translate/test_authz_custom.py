@@ -146,14 +146,14 @@ def test_the_service_is_looked_up_like_istios_lookup_cluster():
         factories.service_entry("a", "bar", hosts=["ext.example"], ports=[{"number": 80, "name": "http"}]),
     )
     bare = providers(http_provider(service="ext.example"), services=two)["ext"]
-    assert "multiple namespaces ['bar', 'foo']" in bare.error
+    assert "namespaces ['bar', 'foo']" in bare.error
     by_namespace = providers(http_provider(service="bar/ext.example"), services=two)["ext"]
     assert by_namespace.http is not None and not by_namespace.error
     assert by_namespace.http.http_service.server_uri.cluster == "outbound|8000||ext.example"
     unknown = providers(http_provider(service="nowhere.example"))["ext"]
-    assert unknown.http is None and "could not find service nowhere.example" in unknown.error
+    assert unknown.http is None and "no ServiceEntry or Service defines nowhere.example" in unknown.error
     wrong_namespace = providers(http_provider(service=f"bar/{HOST}"))["ext"]
-    assert "could not find service" in wrong_namespace.error
+    assert "no ServiceEntry or Service defines" in wrong_namespace.error
 
 
 def test_providers_with_problems_and_other_kinds():

@@ -12,7 +12,7 @@ match: the warning says why, where the object is read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from pilot._gen import networking_pb2 as nw
 from pilot._gen import security_pb2 as sec
@@ -70,7 +70,7 @@ def _unknown_services(mesh: ConfigObject[nw.MeshConfig], hosts: dict[str, set[st
         if kind not in EXT_AUTHZ_KINDS:
             continue
         service = getattr(provider, kind).service
-        problem = _lookup(service, hosts)
+        problem = lookup_problem(service, hosts)
         if problem:
             json_kind = provider.DESCRIPTOR.fields_by_name[kind].json_name
             where = at(at(item(providers, index), json_kind), "service")
@@ -79,8 +79,14 @@ def _unknown_services(mesh: ConfigObject[nw.MeshConfig], hosts: dict[str, set[st
     return out
 
 
-def _lookup(service: str, hosts: dict[str, set[str]]) -> str:
-    """Why Istio's LookupCluster finds no service for ``service``; empty when it finds one."""
+def service_host(service: str) -> str:
+    """The hostname a provider's ``service`` (``host`` or ``namespace/host``) names."""
+    return service.rpartition("/")[2]
+
+
+def lookup_problem(service: str, hosts: Mapping[str, Collection[str]]) -> str:
+    """Why Istio's LookupCluster finds no service for ``service`` among ``hosts`` (each hostname's
+    namespaces); empty when it finds one, whose hostname is ``service_host(service)``."""
     if not service:
         return ""  # an error of the provider itself (pilot.config.validation.extension_providers)
     namespace, slash, host = service.partition("/")
@@ -88,7 +94,7 @@ def _lookup(service: str, hosts: dict[str, set[str]]) -> str:
         if namespace in hosts.get(host, ()):
             return ""
     else:
-        namespaces = hosts.get(service, set())
+        namespaces = hosts.get(service, ())
         if len(namespaces) == 1:
             return ""
         if len(namespaces) > 1:
@@ -98,4 +104,4 @@ def _lookup(service: str, hosts: dict[str, set[str]]) -> str:
     return f"no ServiceEntry or Service defines {service}"
 
 
-__all__ = ["reference_problems"]
+__all__ = ["lookup_problem", "reference_problems", "service_host"]
