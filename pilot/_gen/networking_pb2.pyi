@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import wrappers_pb2 as _wrappers_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -1090,7 +1091,7 @@ class ExecHealthCheckConfig(_message.Message):
     def __init__(self, command: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MeshConfig(_message.Message):
-    __slots__ = ("proxy_listen_port", "proxy_inbound_listen_port", "proxy_http_port", "connect_timeout", "protocol_detection_timeout", "tcp_keepalive", "ingress_class", "ingress_service", "ingress_controller_mode", "ingress_selector", "enable_tracing", "access_log_file", "access_log_format", "access_log_encoding", "outbound_traffic_policy", "inbound_traffic_policy", "enable_auto_mtls", "trust_domain", "trust_domain_aliases", "default_service_export_to", "default_virtual_service_export_to", "default_destination_rule_export_to", "root_namespace", "locality_lb_setting", "dns_refresh_rate", "h2_upgrade_policy", "inbound_cluster_stat_name", "outbound_cluster_stat_name", "enable_prometheus_merge", "path_normalization", "default_http_retry_policy")
+    __slots__ = ("proxy_listen_port", "proxy_inbound_listen_port", "proxy_http_port", "connect_timeout", "protocol_detection_timeout", "tcp_keepalive", "ingress_class", "ingress_service", "ingress_controller_mode", "ingress_selector", "enable_tracing", "access_log_file", "access_log_format", "access_log_encoding", "outbound_traffic_policy", "inbound_traffic_policy", "enable_auto_mtls", "trust_domain", "trust_domain_aliases", "default_service_export_to", "default_virtual_service_export_to", "default_destination_rule_export_to", "root_namespace", "locality_lb_setting", "dns_refresh_rate", "h2_upgrade_policy", "inbound_cluster_stat_name", "outbound_cluster_stat_name", "enable_prometheus_merge", "path_normalization", "default_http_retry_policy", "extension_providers")
     class IngressControllerMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UNSPECIFIED: _ClassVar[MeshConfig.IngressControllerMode]
@@ -1152,6 +1153,99 @@ class MeshConfig(_message.Message):
         NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
         normalization: MeshConfig.ProxyPathNormalization.NormalizationType
         def __init__(self, normalization: _Optional[_Union[MeshConfig.ProxyPathNormalization.NormalizationType, str]] = ...) -> None: ...
+    class ExtensionProvider(_message.Message):
+        __slots__ = ("name", "envoy_ext_authz_http", "envoy_ext_authz_grpc", "zipkin", "lightstep", "datadog", "stackdriver", "opencensus", "skywalking", "opentelemetry", "prometheus", "envoy_file_access_log", "envoy_http_als", "envoy_tcp_als", "envoy_otel_als", "sds")
+        class EnvoyExternalAuthorizationRequestBody(_message.Message):
+            __slots__ = ("max_request_bytes", "allow_partial_message", "pack_as_bytes")
+            MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+            ALLOW_PARTIAL_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+            PACK_AS_BYTES_FIELD_NUMBER: _ClassVar[int]
+            max_request_bytes: int
+            allow_partial_message: bool
+            pack_as_bytes: bool
+            def __init__(self, max_request_bytes: _Optional[int] = ..., allow_partial_message: _Optional[bool] = ..., pack_as_bytes: _Optional[bool] = ...) -> None: ...
+        class EnvoyExternalAuthorizationHttpProvider(_message.Message):
+            __slots__ = ("service", "port", "timeout", "path_prefix", "fail_open", "status_on_error", "include_request_headers_in_check", "include_additional_headers_in_check", "include_request_body_in_check", "headers_to_upstream_on_allow", "headers_to_downstream_on_deny", "headers_to_downstream_on_allow")
+            class IncludeAdditionalHeadersInCheckEntry(_message.Message):
+                __slots__ = ("key", "value")
+                KEY_FIELD_NUMBER: _ClassVar[int]
+                VALUE_FIELD_NUMBER: _ClassVar[int]
+                key: str
+                value: str
+                def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+            SERVICE_FIELD_NUMBER: _ClassVar[int]
+            PORT_FIELD_NUMBER: _ClassVar[int]
+            TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+            PATH_PREFIX_FIELD_NUMBER: _ClassVar[int]
+            FAIL_OPEN_FIELD_NUMBER: _ClassVar[int]
+            STATUS_ON_ERROR_FIELD_NUMBER: _ClassVar[int]
+            INCLUDE_REQUEST_HEADERS_IN_CHECK_FIELD_NUMBER: _ClassVar[int]
+            INCLUDE_ADDITIONAL_HEADERS_IN_CHECK_FIELD_NUMBER: _ClassVar[int]
+            INCLUDE_REQUEST_BODY_IN_CHECK_FIELD_NUMBER: _ClassVar[int]
+            HEADERS_TO_UPSTREAM_ON_ALLOW_FIELD_NUMBER: _ClassVar[int]
+            HEADERS_TO_DOWNSTREAM_ON_DENY_FIELD_NUMBER: _ClassVar[int]
+            HEADERS_TO_DOWNSTREAM_ON_ALLOW_FIELD_NUMBER: _ClassVar[int]
+            service: str
+            port: int
+            timeout: _duration_pb2.Duration
+            path_prefix: str
+            fail_open: bool
+            status_on_error: str
+            include_request_headers_in_check: _containers.RepeatedScalarFieldContainer[str]
+            include_additional_headers_in_check: _containers.ScalarMap[str, str]
+            include_request_body_in_check: MeshConfig.ExtensionProvider.EnvoyExternalAuthorizationRequestBody
+            headers_to_upstream_on_allow: _containers.RepeatedScalarFieldContainer[str]
+            headers_to_downstream_on_deny: _containers.RepeatedScalarFieldContainer[str]
+            headers_to_downstream_on_allow: _containers.RepeatedScalarFieldContainer[str]
+            def __init__(self, service: _Optional[str] = ..., port: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., path_prefix: _Optional[str] = ..., fail_open: _Optional[bool] = ..., status_on_error: _Optional[str] = ..., include_request_headers_in_check: _Optional[_Iterable[str]] = ..., include_additional_headers_in_check: _Optional[_Mapping[str, str]] = ..., include_request_body_in_check: _Optional[_Union[MeshConfig.ExtensionProvider.EnvoyExternalAuthorizationRequestBody, _Mapping]] = ..., headers_to_upstream_on_allow: _Optional[_Iterable[str]] = ..., headers_to_downstream_on_deny: _Optional[_Iterable[str]] = ..., headers_to_downstream_on_allow: _Optional[_Iterable[str]] = ...) -> None: ...
+        class EnvoyExternalAuthorizationGrpcProvider(_message.Message):
+            __slots__ = ("service", "port", "timeout", "fail_open", "status_on_error", "include_request_body_in_check")
+            SERVICE_FIELD_NUMBER: _ClassVar[int]
+            PORT_FIELD_NUMBER: _ClassVar[int]
+            TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+            FAIL_OPEN_FIELD_NUMBER: _ClassVar[int]
+            STATUS_ON_ERROR_FIELD_NUMBER: _ClassVar[int]
+            INCLUDE_REQUEST_BODY_IN_CHECK_FIELD_NUMBER: _ClassVar[int]
+            service: str
+            port: int
+            timeout: _duration_pb2.Duration
+            fail_open: bool
+            status_on_error: str
+            include_request_body_in_check: MeshConfig.ExtensionProvider.EnvoyExternalAuthorizationRequestBody
+            def __init__(self, service: _Optional[str] = ..., port: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., fail_open: _Optional[bool] = ..., status_on_error: _Optional[str] = ..., include_request_body_in_check: _Optional[_Union[MeshConfig.ExtensionProvider.EnvoyExternalAuthorizationRequestBody, _Mapping]] = ...) -> None: ...
+        NAME_FIELD_NUMBER: _ClassVar[int]
+        ENVOY_EXT_AUTHZ_HTTP_FIELD_NUMBER: _ClassVar[int]
+        ENVOY_EXT_AUTHZ_GRPC_FIELD_NUMBER: _ClassVar[int]
+        ZIPKIN_FIELD_NUMBER: _ClassVar[int]
+        LIGHTSTEP_FIELD_NUMBER: _ClassVar[int]
+        DATADOG_FIELD_NUMBER: _ClassVar[int]
+        STACKDRIVER_FIELD_NUMBER: _ClassVar[int]
+        OPENCENSUS_FIELD_NUMBER: _ClassVar[int]
+        SKYWALKING_FIELD_NUMBER: _ClassVar[int]
+        OPENTELEMETRY_FIELD_NUMBER: _ClassVar[int]
+        PROMETHEUS_FIELD_NUMBER: _ClassVar[int]
+        ENVOY_FILE_ACCESS_LOG_FIELD_NUMBER: _ClassVar[int]
+        ENVOY_HTTP_ALS_FIELD_NUMBER: _ClassVar[int]
+        ENVOY_TCP_ALS_FIELD_NUMBER: _ClassVar[int]
+        ENVOY_OTEL_ALS_FIELD_NUMBER: _ClassVar[int]
+        SDS_FIELD_NUMBER: _ClassVar[int]
+        name: str
+        envoy_ext_authz_http: MeshConfig.ExtensionProvider.EnvoyExternalAuthorizationHttpProvider
+        envoy_ext_authz_grpc: MeshConfig.ExtensionProvider.EnvoyExternalAuthorizationGrpcProvider
+        zipkin: _struct_pb2.Struct
+        lightstep: _struct_pb2.Struct
+        datadog: _struct_pb2.Struct
+        stackdriver: _struct_pb2.Struct
+        opencensus: _struct_pb2.Struct
+        skywalking: _struct_pb2.Struct
+        opentelemetry: _struct_pb2.Struct
+        prometheus: _struct_pb2.Struct
+        envoy_file_access_log: _struct_pb2.Struct
+        envoy_http_als: _struct_pb2.Struct
+        envoy_tcp_als: _struct_pb2.Struct
+        envoy_otel_als: _struct_pb2.Struct
+        sds: _struct_pb2.Struct
+        def __init__(self, name: _Optional[str] = ..., envoy_ext_authz_http: _Optional[_Union[MeshConfig.ExtensionProvider.EnvoyExternalAuthorizationHttpProvider, _Mapping]] = ..., envoy_ext_authz_grpc: _Optional[_Union[MeshConfig.ExtensionProvider.EnvoyExternalAuthorizationGrpcProvider, _Mapping]] = ..., zipkin: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., lightstep: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., datadog: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stackdriver: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., opencensus: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., skywalking: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., opentelemetry: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., prometheus: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., envoy_file_access_log: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., envoy_http_als: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., envoy_tcp_als: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., envoy_otel_als: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., sds: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
     PROXY_LISTEN_PORT_FIELD_NUMBER: _ClassVar[int]
     PROXY_INBOUND_LISTEN_PORT_FIELD_NUMBER: _ClassVar[int]
     PROXY_HTTP_PORT_FIELD_NUMBER: _ClassVar[int]
@@ -1183,6 +1277,7 @@ class MeshConfig(_message.Message):
     ENABLE_PROMETHEUS_MERGE_FIELD_NUMBER: _ClassVar[int]
     PATH_NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_HTTP_RETRY_POLICY_FIELD_NUMBER: _ClassVar[int]
+    EXTENSION_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     proxy_listen_port: int
     proxy_inbound_listen_port: int
     proxy_http_port: int
@@ -1214,4 +1309,5 @@ class MeshConfig(_message.Message):
     enable_prometheus_merge: _wrappers_pb2.BoolValue
     path_normalization: MeshConfig.ProxyPathNormalization
     default_http_retry_policy: HTTPRetry
-    def __init__(self, proxy_listen_port: _Optional[int] = ..., proxy_inbound_listen_port: _Optional[int] = ..., proxy_http_port: _Optional[int] = ..., connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., protocol_detection_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tcp_keepalive: _Optional[_Union[ConnectionPoolSettings.TCPSettings.TcpKeepalive, _Mapping]] = ..., ingress_class: _Optional[str] = ..., ingress_service: _Optional[str] = ..., ingress_controller_mode: _Optional[_Union[MeshConfig.IngressControllerMode, str]] = ..., ingress_selector: _Optional[str] = ..., enable_tracing: _Optional[bool] = ..., access_log_file: _Optional[str] = ..., access_log_format: _Optional[str] = ..., access_log_encoding: _Optional[_Union[MeshConfig.AccessLogEncoding, str]] = ..., outbound_traffic_policy: _Optional[_Union[MeshConfig.OutboundTrafficPolicy, _Mapping]] = ..., inbound_traffic_policy: _Optional[_Union[MeshConfig.InboundTrafficPolicy, _Mapping]] = ..., enable_auto_mtls: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., trust_domain: _Optional[str] = ..., trust_domain_aliases: _Optional[_Iterable[str]] = ..., default_service_export_to: _Optional[_Iterable[str]] = ..., default_virtual_service_export_to: _Optional[_Iterable[str]] = ..., default_destination_rule_export_to: _Optional[_Iterable[str]] = ..., root_namespace: _Optional[str] = ..., locality_lb_setting: _Optional[_Union[LocalityLoadBalancerSetting, _Mapping]] = ..., dns_refresh_rate: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., h2_upgrade_policy: _Optional[_Union[MeshConfig.H2UpgradePolicy, str]] = ..., inbound_cluster_stat_name: _Optional[str] = ..., outbound_cluster_stat_name: _Optional[str] = ..., enable_prometheus_merge: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., path_normalization: _Optional[_Union[MeshConfig.ProxyPathNormalization, _Mapping]] = ..., default_http_retry_policy: _Optional[_Union[HTTPRetry, _Mapping]] = ...) -> None: ...
+    extension_providers: _containers.RepeatedCompositeFieldContainer[MeshConfig.ExtensionProvider]
+    def __init__(self, proxy_listen_port: _Optional[int] = ..., proxy_inbound_listen_port: _Optional[int] = ..., proxy_http_port: _Optional[int] = ..., connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., protocol_detection_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tcp_keepalive: _Optional[_Union[ConnectionPoolSettings.TCPSettings.TcpKeepalive, _Mapping]] = ..., ingress_class: _Optional[str] = ..., ingress_service: _Optional[str] = ..., ingress_controller_mode: _Optional[_Union[MeshConfig.IngressControllerMode, str]] = ..., ingress_selector: _Optional[str] = ..., enable_tracing: _Optional[bool] = ..., access_log_file: _Optional[str] = ..., access_log_format: _Optional[str] = ..., access_log_encoding: _Optional[_Union[MeshConfig.AccessLogEncoding, str]] = ..., outbound_traffic_policy: _Optional[_Union[MeshConfig.OutboundTrafficPolicy, _Mapping]] = ..., inbound_traffic_policy: _Optional[_Union[MeshConfig.InboundTrafficPolicy, _Mapping]] = ..., enable_auto_mtls: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., trust_domain: _Optional[str] = ..., trust_domain_aliases: _Optional[_Iterable[str]] = ..., default_service_export_to: _Optional[_Iterable[str]] = ..., default_virtual_service_export_to: _Optional[_Iterable[str]] = ..., default_destination_rule_export_to: _Optional[_Iterable[str]] = ..., root_namespace: _Optional[str] = ..., locality_lb_setting: _Optional[_Union[LocalityLoadBalancerSetting, _Mapping]] = ..., dns_refresh_rate: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., h2_upgrade_policy: _Optional[_Union[MeshConfig.H2UpgradePolicy, str]] = ..., inbound_cluster_stat_name: _Optional[str] = ..., outbound_cluster_stat_name: _Optional[str] = ..., enable_prometheus_merge: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., path_normalization: _Optional[_Union[MeshConfig.ProxyPathNormalization, _Mapping]] = ..., default_http_retry_policy: _Optional[_Union[HTTPRetry, _Mapping]] = ..., extension_providers: _Optional[_Iterable[_Union[MeshConfig.ExtensionProvider, _Mapping]]] = ...) -> None: ...

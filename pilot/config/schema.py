@@ -40,6 +40,8 @@ _INT_RANGES = {
     _FD.TYPE_FIXED64: ("uint64", 0, 2**64 - 1),
 }
 _FLOAT_TYPES = {_FD.TYPE_DOUBLE, _FD.TYPE_FLOAT}
+# A free-form object (MeshConfig's extension providers pilot does not translate): any mapping.
+STRUCT_FULL_NAME = "google.protobuf.Struct"
 _WRAPPERS = {
     f"google.protobuf.{name}"
     for name in (
@@ -236,6 +238,11 @@ class _Walk:
         if message_type.full_name in _WRAPPERS:
             inner = message_type.fields_by_name["value"]
             return self.scalar(raw, inner.type, None, display, where)
+        if message_type.full_name == STRUCT_FULL_NAME:
+            if not isinstance(raw, dict):
+                self._issue(display, where, f"expected a mapping, got {describe(raw)}")
+                return None
+            return raw
         return self.message(raw, message_type, display, where)
 
     def _duration(self, raw: object, display: str, where: YamlPath) -> object:

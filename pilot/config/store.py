@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from pilot.config.objects import ConfigEvent, ConfigKey, ConfigObject, FieldError, ParseResult
+from pilot.config.validation.provider_references import reference_problems
 
 log = logging.getLogger("pilot.config.store")
 
@@ -53,6 +54,9 @@ class ConfigStore:
         self._errors: dict[str, tuple[FieldError, ...]] = {}
         self._subscribers: list[Subscriber] = []
         self._snapshot: StoreSnapshot | None = None
+        # The problems between objects (a CUSTOM policy naming a provider the mesh config lacks), of
+        # one revision: found once per revision, however often errors() is asked.
+        self._references: tuple[int, tuple[FieldError, ...]] = (-1, ())
 
     @property
     def revision(self) -> int:
@@ -71,19 +75,29 @@ class ConfigStore:
         return self._objects.get(key)
 
     def errors(self) -> list[FieldError]:
-        """Every current problem, by origin: parse errors, validation errors, warnings, duplicates."""
-        duplicates: dict[str, list[FieldError]] = {}
+        """Every current problem, by origin: parse errors, validation errors, warnings, duplicates,
+        and problems between served objects."""
+        others: dict[str, list[FieldError]] = {}  # duplicates and problems between objects
         for key, holders in self._holders.items():
             if len(holders) > 1:
                 winner = min(holders)
                 for origin in sorted(holders - {winner}):
-                    duplicates.setdefault(origin, []).append(_duplicate(origin, key, winner))
-        origins = sorted(set(self._errors) | set(duplicates))
+                    others.setdefault(origin, []).append(_duplicate(origin, key, winner))
+        for error in self._reference_errors():
+            others.setdefault(error.origin, []).append(error)
+        origins = sorted(set(self._errors) | set(others))
         return [
             err
             for origin in origins
-            for err in (*self._errors.get(origin, ()), *sorted(duplicates.get(origin, ()), key=_by_key))
+            for err in (*self._errors.get(origin, ()), *sorted(others.get(origin, ()), key=_by_key))
         ]
+
+    def _reference_errors(self) -> tuple[FieldError, ...]:
+        revision, found = self._references
+        if revision != self._revision:
+            found = tuple(reference_problems(self._objects.values()))
+            self._references = (self._revision, found)
+        return found
 
     def origins(self) -> list[str]:
         return sorted(set(self._by_origin) | set(self._errors))

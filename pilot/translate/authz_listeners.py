@@ -1,9 +1,11 @@
 """The RBAC filters of a proxy's AuthorizationPolicies, placed in its inbound and gateway listeners.
 
 Istio's authz plugin (pilot/pkg/networking/plugin/authz/authorization.go) and the filter stacks of
-ISTIO-SIDECAR-AND-SECURITY.md §2.4: in an HTTP connection manager the RBAC HTTP filters come after
-``envoy.filters.http.jwt_authn`` (whose verified payload request principals and claims match) and
-before fault, CORS and the router; on a TCP chain the network RBAC filters come right before
+ISTIO-SIDECAR-AND-SECURITY.md §2.4 (listener_builder.go ``buildHTTPConnectionManager``): in an HTTP
+connection manager the CUSTOM filters (RBAC shadow + ext_authz, pilot.translate.authz_custom) come
+first, before ``envoy.filters.http.jwt_authn``; the RBAC HTTP filters of AUDIT, DENY and ALLOW come
+after it (its verified payload is what request principals and claims match) and before fault, CORS
+and the router; on a TCP chain the CUSTOM and then the other network RBAC filters come right before
 ``tcp_proxy``. Only inbound listeners (``traffic_direction: INBOUND``: ``virtualInbound`` and a
 Sidecar's bound ingress listeners) and a router's listeners take them; the loop guard chain
 (``virtualInbound-blackhole``) does not.
@@ -14,7 +16,7 @@ where authorization sits in a chain; whatever filters other features put in fron
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 from envoy.config.core.v3 import base_pb2
@@ -23,9 +25,11 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from pilot.config.objects import ConfigKey
+from pilot.translate import authz_custom
 from pilot.translate import authz_policies as ap
 from pilot.translate import authz_rules as r
 from pilot.translate.context import PushContext
+from pilot.translate.ext_authz import ExtAuthzProvider, resolve_providers
 from pilot.translate.inbound import BLACKHOLE_CHAIN
 from pilot.translate.jwt_authn import JWT_AUTHN_FILTER
 from pilot.translate.listeners import HCM_FILTER, typed
@@ -37,21 +41,36 @@ class AuthorizationFilters:
     """The HTTP and network RBAC filters of one set of policies, built once and placed in any number
     of listeners; ``untranslatable``: the policies among them that failed closed, with why."""
 
-    def __init__(self, buckets: ap.Buckets, trust: r.TrustDomains) -> None:
+    def __init__(
+        self,
+        buckets: ap.Buckets,
+        trust: r.TrustDomains,
+        providers: Mapping[str, ExtAuthzProvider] | None = None,
+    ) -> None:
+        known = providers or {}
         http = ap.http_filter_configs(ap.action_rules(buckets, trust, for_tcp=False))
         network = ap.network_filter_configs(ap.action_rules(buckets, trust, for_tcp=True))
+        self.custom_http = authz_custom.http_filters(buckets.custom, trust, known)
         self.http = [hcm_pb2.HttpFilter(name=ap.HTTP_RBAC_FILTER, typed_config=typed(c)) for c in http]
-        self.network = [lc.Filter(name=ap.NETWORK_RBAC_FILTER, typed_config=typed(c)) for c in network]
-        # The reasons are found again only for the (rare) policies whose deny-all is in a filter.
+        self.network = [
+            *authz_custom.network_filters(buckets.custom, trust, known),
+            *(lc.Filter(name=ap.NETWORK_RBAC_FILTER, typed_config=typed(c)) for c in network),
+        ]
+        # The reasons are found again only for the (rare) policies whose deny-all is in a filter;
+        # CUSTOM policies (rare too) are asked directly, their deny sits in authz_custom's filters.
         built = {name for config in (*http, *network) for name in config.rules.policies}
         self.untranslatable: dict[ConfigKey, str] = {}
-        for policy in (*buckets.custom, *buckets.audit, *buckets.deny, *buckets.allow):
+        for policy in buckets.custom:
+            reason = ap.untranslatable(policy, trust)
+            if reason is not None:
+                self.untranslatable[policy.key] = reason
+        for policy in (*buckets.audit, *buckets.deny, *buckets.allow):
             if ap.untranslatable_name(policy.namespace, policy.name) in built:
                 self.untranslatable[policy.key] = ap.untranslatable(policy, trust) or "unknown"
 
     def apply(self, listeners: Sequence[listener_pb2.Listener], inbound_only: bool = True) -> None:
         """Place the filters in every chain of ``listeners`` (of the inbound ones, with ``inbound_only``)."""
-        if not self.http and not self.network:
+        if not self.custom_http and not self.http and not self.network:
             return
         for listener in listeners:
             if inbound_only and listener.traffic_direction != base_pb2.INBOUND:
@@ -65,10 +84,10 @@ class AuthorizationFilters:
     def _apply_chain(self, chain: lc.FilterChain) -> None:
         filters = chain.filters
         for index, network_filter in enumerate(filters):
-            if network_filter.name == HCM_FILTER and self.http:
+            if network_filter.name == HCM_FILTER and (self.http or self.custom_http):
                 manager = hcm_pb2.HttpConnectionManager()
                 network_filter.typed_config.Unpack(manager)
-                _insert_http(manager, self.http)
+                _insert_http(manager, self.custom_http, self.http)
                 network_filter.typed_config.Pack(manager)
             elif network_filter.name == TCP_PROXY_FILTER and self.network:
                 for offset, rbac in enumerate(self.network):
@@ -76,14 +95,19 @@ class AuthorizationFilters:
                 return
 
 
-def _insert_http(manager: hcm_pb2.HttpConnectionManager, rbac: Sequence[hcm_pb2.HttpFilter]) -> None:
-    """After the last jwt_authn filter if there is one, else first (Istio: CUSTOM and jwt_authn are
-    the only filters before RBAC on an inbound or gateway connection manager)."""
+def _insert_http(
+    manager: hcm_pb2.HttpConnectionManager,
+    custom: Sequence[hcm_pb2.HttpFilter],
+    rbac: Sequence[hcm_pb2.HttpFilter],
+) -> None:
+    """``custom`` first; ``rbac`` after the last jwt_authn filter if there is one, else right after
+    ``custom`` (Istio: CUSTOM and jwt_authn are the only filters before RBAC on an inbound or gateway
+    connection manager)."""
     names = [f.name for f in manager.http_filters]
     at = max((i + 1 for i, name in enumerate(names) if name == JWT_AUTHN_FILTER), default=0)
     existing = list(manager.http_filters)
     del manager.http_filters[:]
-    manager.http_filters.extend([*existing[:at], *rbac, *existing[at:]])
+    manager.http_filters.extend([*custom, *existing[:at], *rbac, *existing[at:]])
 
 
 def authorization_filters(view: ProxyView, context: PushContext) -> AuthorizationFilters:
@@ -100,7 +124,13 @@ def build_authorization_filters(view: ProxyView, context: PushContext) -> Author
     """``authorization_filters`` without the memo (what it costs: bench.authorization)."""
     mesh = context.mesh
     buckets = ap.applicable(context.authorization_policies, view.namespace, view.labels, mesh.root_namespace)
-    return AuthorizationFilters(buckets, r.TrustDomains((mesh.trust_domain, *mesh.trust_domain_aliases)))
+    trust = r.TrustDomains((mesh.trust_domain, *mesh.trust_domain_aliases))
+    if not buckets.custom:
+        return AuthorizationFilters(buckets, trust)
+    providers = context.derived(
+        "ext-authz-providers", lambda: resolve_providers(mesh.extension_providers, context.services)
+    )
+    return AuthorizationFilters(buckets, trust, providers)
 
 
 def apply_authorization(

@@ -5,16 +5,12 @@ proxy's namespace's policies that select it, pilot.translate.policy_selection; b
 and pilot/pkg/security/authz/builder/builder.go (``build``):
 
 - one ``envoy.filters.http.rbac`` (HTTP) / ``envoy.filters.network.rbac`` (TCP, ``stat_prefix: tcp.``)
-  per action, in the order CUSTOM, AUDIT (``LOG``), DENY, ALLOW, each only when it has policies;
+  per action, in the order AUDIT (``LOG``), DENY, ALLOW, each only when it has policies (CUSTOM
+  policies come before them all: pilot.translate.authz_custom);
 - policies named ``ns[NS]-policy[NAME]-rule[N]``; a policy without rules is one never-matching policy
   ``…-rule[0]`` (an ALLOW ``spec: {}`` allows nothing, so it denies everything);
 - ``istio.io/dry-run: "true"`` puts a policy's rules in ``shadow_rules`` (stat prefix
   ``istio_dry_run_allow_`` / ``istio_dry_run_deny_``), which Envoy evaluates without enforcing.
-
-CUSTOM: pilot translates no ``extensionProviders`` (its MeshConfig has no ext_authz provider), so every
-CUSTOM policy takes Istio's bad-provider path (``getBadCustomDenyRules``): a DENY filter first, whose
-policies are the CUSTOM rules named ``istio-ext-authz-ns[NS]-policy[NAME]-rule[N]`` +
-``-deny-due-to-bad-CUSTOM-action``: what the policy would send to the provider is denied.
 
 Fail closed: a policy that passed validation and still cannot be translated (a bug, or a value only
 translation rejects) becomes a DENY of everything for the workloads it selects, named
@@ -47,8 +43,6 @@ TCP_STAT_PREFIX = "tcp."  # Istio's RBACTCPFilterStatPrefix
 DRY_RUN_ANNOTATION = "istio.io/dry-run"
 DRY_RUN_ALLOW_PREFIX = "istio_dry_run_allow_"
 DRY_RUN_DENY_PREFIX = "istio_dry_run_deny_"
-EXT_AUTHZ_PREFIX = "istio-ext-authz-"
-BAD_CUSTOM_SUFFIX = "-deny-due-to-bad-CUSTOM-action"
 
 _NEVER = r.Policy(
     permissions=[rbac_pb2.Permission(not_rule=r.permission_any())],
@@ -194,15 +188,11 @@ class ActionRules:
 
 
 def action_rules(buckets: Buckets, trust: r.TrustDomains, for_tcp: bool) -> list[ActionRules]:
-    """The RBAC configurations of one proxy's chain, in Istio's order: bad CUSTOM, AUDIT, DENY, ALLOW.
-    Policies that failed translation join the DENY filter (one is made if needed)."""
+    """The RBAC configurations of one proxy's chain, in Istio's order: AUDIT, DENY, ALLOW (CUSTOM:
+    pilot.translate.authz_custom). Policies that failed translation join the DENY filter (one is
+    made if needed)."""
     out: list[ActionRules] = []
     failed: dict[str, r.Policy] = {}
-    if buckets.custom:
-        custom, bad = _build(buckets.custom, r.DENY, trust, for_tcp, EXT_AUTHZ_PREFIX)
-        failed.update(bad)
-        denied = {k + BAD_CUSTOM_SUFFIX: v for k, v in sorted((custom.enforced | custom.shadow).items())}
-        out.append(ActionRules(rbac_pb2.RBAC(action=r.DENY, policies=denied), None))
     built: list[tuple[r.Action, _Rules]] = []
     for action, policies in ((r.LOG, buckets.audit), (r.DENY, buckets.deny), (r.ALLOW, buckets.allow)):
         if policies:
@@ -228,6 +218,19 @@ def action_rules(buckets: Buckets, trust: r.TrustDomains, for_tcp: bool) -> list
             )
         )
     return out
+
+
+def build_rules(
+    policies: Sequence[AuthorizationPolicyObject],
+    action: r.Action,
+    trust: r.TrustDomains,
+    for_tcp: bool,
+    prefix: str,
+) -> tuple[dict[str, r.Policy], dict[str, r.Policy]]:
+    """The enforced (not dry-run) policies of ``policies`` as RBAC policies named with ``prefix``,
+    and the deny-everything policies of those that failed translation (pilot.translate.authz_custom)."""
+    rules, failed = _build(policies, action, trust, for_tcp, prefix)
+    return rules.enforced, failed
 
 
 _Config = TypeVar("_Config", http_rbac_pb2.RBAC, network_rbac_pb2.RBAC)
@@ -258,6 +261,7 @@ __all__ = [
     "Buckets",
     "action_rules",
     "applicable",
+    "build_rules",
     "http_filter_configs",
     "network_filter_configs",
     "policy_name",

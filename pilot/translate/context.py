@@ -67,6 +67,8 @@ class MeshSettings:
     auto_mtls: bool = True
     # Other trust domains whose identities count as this mesh's (AuthorizationPolicy principals).
     trust_domain_aliases: tuple[str, ...] = ()
+    # The providers CUSTOM AuthorizationPolicies name (pilot.translate.ext_authz reads the ext_authz ones).
+    extension_providers: tuple[nw.MeshConfig.ExtensionProvider, ...] = ()
 
     @classmethod
     def from_spec(cls, spec: nw.MeshConfig) -> MeshSettings:
@@ -98,6 +100,7 @@ class MeshSettings:
             tcp_keepalive=spec.tcp_keepalive if spec.HasField("tcp_keepalive") else None,
             trust_domain=spec.trust_domain or default.trust_domain,
             trust_domain_aliases=tuple(spec.trust_domain_aliases),
+            extension_providers=tuple(spec.extension_providers),
             auto_mtls=spec.enable_auto_mtls.value if spec.HasField("enable_auto_mtls") else default.auto_mtls,
             service_export_to=_export_default(spec.default_service_export_to, default.service_export_to),
             virtual_service_export_to=_export_default(
@@ -196,6 +199,8 @@ class PushContext:
     # every label pair some workload selector of the config names (pilot.translate.views).
     _at_address: dict[str, tuple[tuple[Service, Endpoint], ...]] = field(default_factory=dict, repr=False)
     _selectors: list[tuple[frozenset[tuple[str, str]], ...]] = field(default_factory=list, repr=False)
+    # What translation derives from this context alone, once (``derived``).
+    _derived: dict[Hashable, object] = field(default_factory=dict, repr=False)
     _sidecars_by_namespace: dict[str, list[ConfigObject[nw.Sidecar]]] = field(
         default_factory=dict, repr=False
     )
@@ -212,8 +217,6 @@ class PushContext:
     _changed_from: tuple[Mapping[ConfigKey, ConfigObject], frozenset[ConfigKey]] | None = field(
         default=None, repr=False
     )
-    # What translation derives from this context alone, once (``derived``).
-    _derived: dict[Hashable, object] = field(default_factory=dict, repr=False)
 
     @property
     def version(self) -> str:
@@ -315,8 +318,8 @@ class PushContext:
 
     def derived(self, key: Hashable, make: Callable[[], _T]) -> _T:
         """``make()``, once per context and ``key``: what every view built at this context would
-        derive alike (whether an AuthorizationPolicy translates). ``key`` names the piece and its
-        inputs, e.g. ``("untranslatable", policy_key)``."""
+        derive alike (a namespace's RBAC filters, the resolved ext_authz providers). ``key`` names the
+        piece and its inputs, e.g. ``("authorization-filters", namespace, labels)``."""
         try:
             return cast(_T, self._derived[key])
         except KeyError:

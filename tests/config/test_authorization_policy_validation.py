@@ -9,7 +9,6 @@ from google.protobuf import json_format
 
 from pilot._gen import security_pb2 as sec
 from pilot.config.validation.authorization_policy import (
-    CUSTOM_NOT_TRANSLATED,
     DENY_ON_TCP_WARNING,
     validate_authorization_policy,
 )
@@ -175,11 +174,6 @@ def test_a_deny_rule_of_only_http_attributes_warns_that_it_denies_tcp_ports():
     ]
 
 
-def test_custom_warns_that_pilot_denies_what_it_matches():
-    found = problems({"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]})
-    assert found == [("spec.action", CUSTOM_NOT_TRANSLATED, "warning")]
-
-
 @pytest.mark.parametrize(
     ("ref", "says"),
     [
@@ -235,3 +229,9 @@ def test_istio_target_reference_rules(spec: dict[str, Any], path: str, message: 
 
 def test_the_core_group_may_be_spelled_out() -> None:
     assert errors({"targetRefs": [{"group": "core", "kind": "Service", "name": "reviews"}]}) == []
+
+
+def test_a_custom_policy_alone_has_no_problem():
+    # Whether the mesh config defines its provider is a question between objects
+    # (tests/config/test_extension_providers.py).
+    assert problems({"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]}) == []

@@ -16,6 +16,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2, struct_pb2
 
+from pilot._gen import networking_pb2
 from pilot.cache.cache import SnapshotCache
 from pilot.cache.snapshot import Snapshot
 from pilot.config.objects import ConfigKey, ConfigObject, FieldError, ParseResult
@@ -99,8 +100,7 @@ def snapshot() -> Snapshot:
 
 def store_with_config() -> ConfigStore:
     store = ConfigStore()
-    spec = struct_pb2.Struct()
-    spec.update({"hosts": ["a.example.com"], "exportTo": ["."]})
+    spec = networking_pb2.ServiceEntry(hosts=["a.example.com"], export_to=["."])
     objects = tuple(
         ConfigObject(
             ConfigKey("ServiceEntry", "shop", name),

@@ -38,8 +38,8 @@ def test_configz_shows_a_rejection_on_its_object() -> None:
 
 
 def test_configz_says_why_a_custom_authorization_policy_denies() -> None:
-    """CUSTOM cannot be sent to an authorizer (no extensionProviders): the object's warning in
-    /debug/configz says it denies what its rules match instead."""
+    """A CUSTOM policy naming a provider no MeshConfig defines: the object's warning in
+    /debug/configz names the field and says it denies what its rules match instead."""
     text = """apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: ext, namespace: foo}
@@ -56,10 +56,11 @@ spec:
     assert (warning["origin"], warning["name"], warning["path"], warning["severity"]) == (
         "authz.yaml",
         "ext",
-        "spec.action",
+        "spec.provider.name",
         "warning",
     )
-    assert "denied" in warning["message"] and "extensionProviders" in warning["message"]
+    assert '"my-authz"' in warning["message"] and "denied" in warning["message"]
+    assert "extensionProviders" in warning["message"]
 
 
 def test_config_dump_shows_a_vhds_route_configuration_as_envoy_holds_it() -> None:

@@ -93,3 +93,77 @@ def test_every_rule_shape_in_every_action_is_accepted_by_envoy(tmp_path: Path) -
     assert "envoy.filters.http.rbac" in text and text.count("envoy.filters.network.rbac") == 4
     done = envoy_validate(static_bootstrap(messages), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+EXT_AUTHZ_MESH = """apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    extensionProviders:
+    - name: http
+      envoyExtAuthzHttp:
+        service: ext-authz.foo.svc.cluster.local
+        port: 8000
+        timeout: 2s
+        pathPrefix: /check
+        failOpen: true
+        statusOnError: "503"
+        includeRequestHeadersInCheck: [x-user, "x-pre*", "*-suffix"]
+        includeAdditionalHeadersInCheck: {x-added: "1"}
+        headersToUpstreamOnAllow: [x-verdict]
+        headersToDownstreamOnDeny: [x-reason]
+        headersToDownstreamOnAllow: [x-ok]
+        includeRequestBodyInCheck: {maxRequestBytes: 1024, allowPartialMessage: true, packAsBytes: true}
+    - name: grpc
+      envoyExtAuthzGrpc:
+        service: foo/ext-authz.foo.svc.cluster.local
+        port: 8000
+        timeout: 0.5s
+        statusOnError: "403"
+        includeRequestBodyInCheck: {maxRequestBytes: 512}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext-authz, namespace: foo}
+spec:
+  hosts: [ext-authz.foo.svc.cluster.local]
+  ports: [{number: 8000, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+"""
+
+
+# CUSTOM takes no identity conditions (validation rejects them, as Istio does).
+CUSTOM_POLICY = """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: ext, namespace: default}}
+spec:
+  action: CUSTOM
+  provider: {{name: {provider}}}
+  rules:
+  - from: [{{source: {{ipBlocks: ["10.0.0.0/8"], notRemoteIpBlocks: ["192.0.2.1"]}}}}]
+    to: [{{operation: {{paths: ["/admin/*", "*/x", "/t/{{*}}/y"], methods: ["GET"], ports: ["80"]}}}}]
+    when: [{{key: "request.headers[x-a]", values: ["v*"]}}]
+  - to: [{{operation: {{ports: ["9000"]}}}}]
+"""
+
+
+@pytest.mark.skipif(not ENVOY.exists(), reason="no envoy binary in .venv")
+@pytest.mark.parametrize("provider", ["http", "grpc"])
+def test_custom_ext_authz_filters_are_accepted_by_envoy(tmp_path: Path, provider: str) -> None:
+    documents = [
+        EXT_AUTHZ_MESH,
+        CUSTOM_POLICY.format(provider=provider),
+        policies("DENY"),
+    ]
+    result = parse_text("---\n".join(documents), "authz.yaml")
+    errors = [str(e) for e in result.errors if e.severity == "error"]
+    assert not errors, errors
+    context = factories.push_context(*result.objects)
+    messages = generate_messages(factories.sidecar("default", InterceptionMode.REDIRECT), context)
+    text = str(messages[types.LISTENER])
+    assert "envoy.filters.http.ext_authz" in text
+    assert ("envoy.filters.network.ext_authz" in text) == (provider == "grpc")
+    done = envoy_validate(static_bootstrap(messages), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -1,5 +1,5 @@
 """AuthorizationPolicies → a proxy's RBAC filters: selection, Istio's order and names, allow-nothing,
-deny-all, dry-run, CUSTOM without a provider, TCP chains, and failing closed."""
+deny-all, dry-run, TCP chains, and failing closed (CUSTOM: tests/translate/test_authz_custom.py)."""
 
 from __future__ import annotations
 
@@ -66,18 +66,16 @@ def test_deny_all_and_allow_all():
     assert list(allow["rules"]["policies"]) == ["ns[foo]-policy[allow-all]-rule[0]"]
 
 
-def test_order_is_custom_audit_deny_allow_and_names_count_rules():
+def test_order_is_audit_deny_allow_and_names_count_rules():
     got = filters(
         authz("a", {"rules": [{}, {"to": [{"operation": {"paths": ["/x"]}}]}]}),
         authz("d", {"action": "DENY", "rules": [{}]}),
         authz("au", {"action": "AUDIT", "rules": [{}]}),
         authz("c", {"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]}),
     )
-    assert [f["rules"].get("action", "ALLOW") for f in got] == ["DENY", "LOG", "DENY", "ALLOW"]
-    assert list(got[0]["rules"]["policies"]) == [
-        "istio-ext-authz-ns[foo]-policy[c]-rule[0]-deny-due-to-bad-CUSTOM-action"
-    ]
-    assert sorted(got[3]["rules"]["policies"]) == ["ns[foo]-policy[a]-rule[0]", "ns[foo]-policy[a]-rule[1]"]
+    # CUSTOM policies are pilot.translate.authz_custom's, placed in front of these.
+    assert [f["rules"].get("action", "ALLOW") for f in got] == ["LOG", "DENY", "ALLOW"]
+    assert sorted(got[2]["rules"]["policies"]) == ["ns[foo]-policy[a]-rule[0]", "ns[foo]-policy[a]-rule[1]"]
 
 
 def test_selection_by_namespace_root_namespace_and_selector():

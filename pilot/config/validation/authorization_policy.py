@@ -2,8 +2,8 @@
 validation.go) and pkg/config/security (``ValidateAttribute``, ``ValidateIPs``, ``ValidatePorts``,
 ``CheckEmptyValues``, ``CheckValidPathTemplate``, ``CheckServiceAccount``) do, with Istio's messages.
 
-Beyond Istio: pilot translates no ext_authz ``extensionProviders``, so a CUSTOM policy gets a warning
-saying what happens instead (requests its rules match are denied, Istio's bad-provider behaviour); a
+Beyond Istio: a CUSTOM policy whose ``provider.name`` the mesh config does not define gets a warning
+(pilot.config.validation.extension_providers ``unknown_providers``, over the store's objects); a
 ``targetRef`` to a Service, ServiceEntry (waypoints) or GatewayClass selects no proxy pilot serves.
 """
 
@@ -19,10 +19,6 @@ from pilot.config.validation.policy_target import check_policy_scope, target_ref
 
 Policy = sec.AuthorizationPolicy
 
-CUSTOM_NOT_TRANSLATED = (
-    "CUSTOM action: pilot translates no ext_authz extensionProviders, so requests this policy's rules "
-    "match are denied (Istio's behaviour for a provider it cannot find)"
-)
 DENY_ON_TCP_WARNING = (
     "configured AuthorizationPolicy will deny all traffic to TCP ports under its scope due to the use of "
     "only HTTP attributes in a DENY rule; it is recommended to explicitly specify the port"
@@ -69,7 +65,6 @@ def validate_authorization_policy(spec: Policy, namespace: str, path: str, repor
         elif not spec.provider.name:
             report.error(at(path, "provider.name"), "`provider.name` must not be empty")
         _custom_rules(spec, rules_path, report)
-        report.warn(at(path, "action"), CUSTOM_NOT_TRANSLATED)
     if spec.HasField("provider") and spec.action != Policy.CUSTOM:
         report.error(
             at(path, "provider"),
@@ -296,7 +291,6 @@ def _path_templates(name: str, paths: Sequence[str]) -> str | None:
 
 
 __all__ = [
-    "CUSTOM_NOT_TRANSLATED",
     "DENY_ON_TCP_WARNING",
     "validate_attribute",
     "validate_authorization_policy",

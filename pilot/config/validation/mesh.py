@@ -15,6 +15,7 @@ from pilot.config.validation.common import (
     is_dns1123_label,
     item,
 )
+from pilot.config.validation.extension_providers import validate_extension_providers
 from pilot.config.validation.locality import check_locality_lb_setting
 
 _MS = 1_000_000
@@ -46,6 +47,7 @@ def validate_mesh_config(mesh: nw.MeshConfig, path: str, report: Report) -> None
     for index, alias in enumerate(mesh.trust_domain_aliases):
         prefix = f"trustDomainAliases[{index}], domain `{alias}` : "
         report.check(item(at(path, "trustDomainAliases"), index), _trust_domain(alias, prefix))
+    validate_extension_providers(mesh, path, report)
 
 
 def _trust_domain(domain: str, prefix: str) -> str | None:

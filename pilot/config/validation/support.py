@@ -13,7 +13,8 @@ where the field is set (for a scalar: set to a non-default value). Why each is l
 * WorkloadGroup: read and validated; its ``metadata``, ``template`` and ``probe`` serve Istio's VM
   auto-registration and health checking (istio-agent creating WorkloadEntries), which pilot does
   not run. WorkloadEntries written by hand are translated (ServiceEntry ``workloadSelector``).
-* MeshConfig: proxy bootstrap, ingress, telemetry and mTLS settings outside pilot's translation.
+* MeshConfig: proxy bootstrap, ingress, telemetry and mTLS settings outside pilot's translation, and
+  the extension providers other than ext_authz (tracing, metrics, access logs, SDS).
 
 ``_translation_notes`` warns about set fields that pilot honours only in part, each with its own
 message: DestinationRule ``tls`` with ``credentialName``; Sidecar ingress ``tls`` (Istio ignores it too
@@ -96,6 +97,25 @@ NOT_YET_SUPPORTED: Mapping[str, tuple[str, ...]] = {
         "outboundClusterStatName",
         "enablePrometheusMerge",
         "pathNormalization",
+        # Tracing, metrics, access-log and SDS providers; the ext_authz ones are translated.
+        *(
+            f"extensionProviders[].{kind}"
+            for kind in (
+                "zipkin",
+                "lightstep",
+                "datadog",
+                "stackdriver",
+                "opencensus",
+                "skywalking",
+                "opentelemetry",
+                "prometheus",
+                "envoyFileAccessLog",
+                "envoyHttpAls",
+                "envoyTcpAls",
+                "envoyOtelAls",
+                "sds",
+            )
+        ),
     ),
 }
 
