@@ -82,11 +82,21 @@ def _insert_http(manager: hcm_pb2.HttpConnectionManager, rbac: Sequence[hcm_pb2.
     manager.http_filters.extend([*existing[:at], *rbac, *existing[at:]])
 
 
+def view_buckets(view: ProxyView, context: PushContext) -> ap.Buckets:
+    """The policies that select ``view`` at ``context``, by action."""
+    return ap.applicable(
+        context.authorization_policies, view.namespace, view.labels, context.mesh.root_namespace
+    )
+
+
+def trust_domains(context: PushContext) -> r.TrustDomains:
+    """The mesh trust domain and its aliases, as principals are rewritten for."""
+    return r.TrustDomains((context.mesh.trust_domain, *context.mesh.trust_domain_aliases))
+
+
 def authorization_filters(view: ProxyView, context: PushContext) -> AuthorizationFilters:
     """The RBAC filters of the policies that select ``view`` at ``context``."""
-    mesh = context.mesh
-    buckets = ap.applicable(context.authorization_policies, view.namespace, view.labels, mesh.root_namespace)
-    return AuthorizationFilters(buckets, r.TrustDomains((mesh.trust_domain, *mesh.trust_domain_aliases)))
+    return AuthorizationFilters(view_buckets(view, context), trust_domains(context))
 
 
 def apply_authorization(
@@ -96,4 +106,10 @@ def apply_authorization(
     authorization_filters(view, context).apply(listeners, inbound_only=view.type is not NodeType.ROUTER)
 
 
-__all__ = ["AuthorizationFilters", "apply_authorization", "authorization_filters"]
+__all__ = [
+    "AuthorizationFilters",
+    "apply_authorization",
+    "authorization_filters",
+    "trust_domains",
+    "view_buckets",
+]

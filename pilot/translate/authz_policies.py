@@ -140,6 +140,7 @@ def _build(
     trust: r.TrustDomains,
     for_tcp: bool,
     prefix: str = "",
+    grpc: bool = False,
 ) -> tuple[_Rules, dict[str, r.Policy]]:
     """The policies of one action, and the deny-everything policies of those that failed."""
     out = _Rules(action)
@@ -155,9 +156,10 @@ def _build(
             for i, rule in enumerate(policy.spec.rules):
                 rule_name = prefix + policy_name(ns, name, i)
                 try:
-                    built[rule_name] = authz_model.rule_policy(rule, ns, trust, for_tcp, action)
+                    built[rule_name] = authz_model.rule_policy(rule, ns, trust, for_tcp, action, grpc)
                 except r.HttpOnlyError as err:
-                    log.debug("skipped rule %s on TCP filter chain: %s", rule_name, err)
+                    where = "gRPC server" if grpc else "TCP filter chain"
+                    log.debug("skipped rule %s on %s: %s", rule_name, where, err)
         except TranslationError as err:
             log.error(
                 "AuthorizationPolicy %s/%s cannot be translated, its workloads deny all: %s", ns, name, err
@@ -179,9 +181,12 @@ class ActionRules:
     shadow_prefix: str = ""
 
 
-def action_rules(buckets: Buckets, trust: r.TrustDomains, for_tcp: bool) -> list[ActionRules]:
+def action_rules(
+    buckets: Buckets, trust: r.TrustDomains, for_tcp: bool, grpc: bool = False
+) -> list[ActionRules]:
     """The RBAC configurations of one proxy's chain, in Istio's order: bad CUSTOM, AUDIT, DENY, ALLOW.
-    Policies that failed translation join the DENY filter (one is made if needed)."""
+    Policies that failed translation join the DENY filter (one is made if needed). ``grpc``: for a
+    proxyless gRPC server (pilot.translate.grpc_authz), rules built without what gRPC cannot evaluate."""
     out: list[ActionRules] = []
     failed: dict[str, r.Policy] = {}
     if buckets.custom:
@@ -192,7 +197,7 @@ def action_rules(buckets: Buckets, trust: r.TrustDomains, for_tcp: bool) -> list
     built: list[tuple[r.Action, _Rules]] = []
     for action, policies in ((r.LOG, buckets.audit), (r.DENY, buckets.deny), (r.ALLOW, buckets.allow)):
         if policies:
-            rules, bad = _build(policies, action, trust, for_tcp)
+            rules, bad = _build(policies, action, trust, for_tcp, grpc=grpc)
             failed.update(bad)
             built.append((action, rules))
     if failed and not any(action == r.DENY for action, _ in built):
