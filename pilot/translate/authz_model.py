@@ -121,17 +121,16 @@ def _generate(
 ) -> list[_T]:
     """The matchers of ``values``. A key is HTTP-only or not whatever its value, so on TCP all of them
     raise: for ALLOW the error goes on (the caller drops the rule), for DENY/AUDIT the condition
-    yields nothing (Istio's ``checkError``). With ``grpc`` a condition a gRPC server cannot evaluate
-    (any of its values) is treated the same way, so a deny only widens."""
+    yields nothing (Istio's ``checkError``). With ``grpc`` the matchers take the shapes gRPC reads, and
+    a condition a gRPC server cannot evaluate (any of its values) is treated the same way, so a deny
+    only widens."""
     try:
         if condition.many is not None:
             out = [condition.many(condition.key, values, tcp)]
         else:
             assert condition.one is not None
             out = [condition.one(condition.key, value, tcp) for value in values]
-        if grpc:
-            grpc_rbac_support.check(condition.key, out)
-        return out
+        return grpc_rbac_support.for_grpc(condition.key, out) if grpc else out
     except r.HttpOnlyError:
         if action == r.ALLOW:
             raise

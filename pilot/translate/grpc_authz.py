@@ -13,9 +13,10 @@ names, trust-domain aliases, a rule-less policy that never matches, and a policy
 translated denying everything. Principals match the peer certificate's URI SAN
 (``authenticated.principal_name``, ``spiffe://...``), so they need the server's mTLS chain; a call in
 plain text has no principal. A ``paths`` value is the full gRPC method name (``/pkg.Service/Method``).
-What gRPC cannot evaluate (JWT request principals and claims, ``connection.sni``, ``{*}`` paths,
-``grpc-`` headers: pilot.translate.grpc_rbac_support) drops an ALLOW rule and is left out of a DENY
-rule, so a deny only widens.
+``{*}``/``{**}`` paths go as the regular expression Envoy compiles the template to. What gRPC cannot
+evaluate (JWT request principals and claims, ``connection.sni``, ``grpc-`` headers:
+pilot.translate.grpc_rbac_support) drops an ALLOW rule and is left out of a DENY rule, so a deny
+only widens.
 
 Dry-run policies (``istio.io/dry-run``) go in ``shadow_rules``, which gRPC does not read: a dry-run
 policy is not enforced. (Istio's grpcgen enforces them; pilot keeps the annotation's meaning.)

@@ -14,8 +14,12 @@ cannot evaluate as Envoy would:
   ``experimental.envoy.filters.*`` conditions;
 - ``requested_server_name``: gRPC compares it with the empty string (``connection.sni``);
 - a ``header`` named ``:scheme`` or ``grpc-*``: gRPC NACKs the listener;
-- anything else (``uri_template``, Istio's ``{*}``/``{**}`` paths; ``filter_state``): gRPC NACKs the
-  listener ("invalid rule").
+- anything else (``filter_state``, ``uri_template``): gRPC NACKs the listener ("invalid rule").
+
+Istio's ``{*}``/``{**}`` paths, which Envoy matches as a ``uri_template``, are sent to gRPC as the
+regular expression Envoy compiles the template to (Envoy's uri_template_internal.cc
+``toRegexPattern``: ``*`` one segment of RFC 3986 path characters, ``**`` any number of them with
+``/``), which gRPC's ``url_path`` evaluates the same way.
 
 Such a condition raises ``NotOnGrpcError``, an ``HttpOnlyError``, so authz_model treats it as Istio's
 ``checkError`` treats an HTTP-only condition on a TCP chain: an ALLOW rule holding it is dropped
@@ -26,9 +30,17 @@ never denies and a ``{*}`` path makes the server NACK; pilot fails closed instea
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import TypeVar
 
+from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2
+from envoy.type.matcher.v3 import path_pb2
+
+from pilot.translate import authz_matchers as m
 from pilot.translate import authz_rules as r
+
+_M = TypeVar("_M", r.Principal, r.Permission)
 
 # The oneof cases gRPC reads and evaluates as Envoy does; sets and NOTs are walked into.
 _PRINCIPALS = frozenset(
@@ -40,6 +52,9 @@ _NOTS = ("not_id", "not_rule")
 # gRPC NACKs a header matcher on these (A41: ``grpc-`` headers are not metadata a policy may see).
 _REJECTED_HEADER = ":scheme"
 _REJECTED_HEADER_PREFIX = "grpc-"
+# Envoy's kLiteral (RFC 3986 pchar without ``*``, ``/``), and its operators' expressions.
+_PCHAR = "a-zA-Z0-9\\-._~%!$&'()+,;:@="
+_GLOBS = {"**": f"[{_PCHAR}/]*", "*": f"[{_PCHAR}]+"}
 
 
 class NotOnGrpcError(r.HttpOnlyError):
@@ -67,12 +82,30 @@ def problem(matcher: r.Principal | r.Permission) -> str | None:
     return None if kind in supported else f"{kind} (gRPC cannot evaluate it)"
 
 
-def check(key: str, matchers: Sequence[r.Principal] | Sequence[r.Permission]) -> None:
-    """Raise ``NotOnGrpcError`` when a matcher of condition ``key`` is one gRPC cannot evaluate."""
-    for matcher in matchers:
+def template_regex(template: str) -> str:
+    """An Envoy path template (``/a/*/b/**``) as the regular expression Envoy matches it with."""
+    return "".join(_GLOBS.get(part) or re.escape(part) for part in re.split(r"(\*\*|\*)", template))
+
+
+def _evaluable(matcher: _M) -> _M:
+    """``matcher``, with a ``uri_template`` permission as the ``url_path`` regex it stands for."""
+    if isinstance(matcher, r.Permission) and matcher.WhichOneof("rule") == "uri_template":
+        config = uri_template_match_pb2.UriTemplateMatchConfig()
+        if matcher.uri_template.typed_config.Unpack(config):
+            regex = m.regex(template_regex(config.path_template))
+            return r.Permission(url_path=path_pb2.PathMatcher(path=regex))
+    return matcher
+
+
+def for_grpc(key: str, matchers: Sequence[_M]) -> list[_M]:
+    """The matchers of condition ``key`` in the shapes gRPC evaluates; ``NotOnGrpcError`` when one
+    of them cannot be evaluated by gRPC."""
+    out = [_evaluable(matcher) for matcher in matchers]
+    for matcher in out:
         found = problem(matcher)
         if found:
             raise NotOnGrpcError(f'"{key}" is not evaluated by gRPC servers: {found}')
+    return out
 
 
-__all__ = ["NotOnGrpcError", "check", "problem"]
+__all__ = ["NotOnGrpcError", "for_grpc", "problem", "template_regex"]

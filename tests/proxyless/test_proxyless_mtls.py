@@ -249,7 +249,8 @@ def allow_from(account: str) -> dict[str, Any]:
 
 
 DENIED = "PERMISSION_DENIED"
-DENY_WHO = authorization_policy("deny-who", "DENY", {"to": [{"operation": {"paths": [METHOD]}}]})
+# ``/pilot.test.Echo/Who`` as a path template: gRPC takes the expression Envoy compiles it to.
+DENY_WHO = authorization_policy("deny-who", "DENY", {"to": [{"operation": {"paths": ["/{*}/Who"]}}]})
 
 
 @pytest.fixture(scope="module")

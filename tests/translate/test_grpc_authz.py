@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
@@ -155,12 +156,24 @@ def test_a_deny_condition_grpc_cannot_evaluate_widens_the_deny() -> None:
     ]
 
 
-def test_templates_and_grpc_headers_would_be_nacked_so_they_are_left_out() -> None:
-    template = {"to": [{"operation": {"paths": ["/pilot.test.Echo/{*}"]}}]}
+def test_grpc_headers_would_be_nacked_so_they_are_left_out() -> None:
     header = {"when": [{"key": "request.headers[grpc-timeout]", "values": ["1S"]}]}
     plain = {"to": [{"operation": {"methods": ["POST"]}}]}
-    [(_, rules)] = server_filters(policy("allow", {"rules": [template, header, plain]}))
-    assert list(rules["policies"]) == ["ns[default]-policy[allow]-rule[2]"]
+    [(_, rules)] = server_filters(policy("allow", {"rules": [header, plain]}))
+    assert list(rules["policies"]) == ["ns[default]-policy[allow]-rule[1]"]
+
+
+def test_path_templates_are_sent_as_envoys_regex() -> None:
+    """gRPC NACKs ``uri_template``; the template goes as the expression Envoy compiles it to."""
+    spec = {"rules": [{"to": [{"operation": {"paths": ["/{*}/Who", "/pilot.test.Echo/{**}"]}}]}]}
+    [(_, rules)] = server_filters(policy("allow", spec))
+    [built] = rules["policies"].values()
+    [ors] = built["permissions"][0]["andRules"]["rules"]
+    one, rest = (rule["urlPath"]["path"]["safeRegex"]["regex"] for rule in ors["orRules"]["rules"])
+    assert re.fullmatch(one, "/pilot.test.Echo/Who") and not re.fullmatch(one, "/a/b/Who")
+    assert not re.fullmatch(one, "//Who") and not re.fullmatch(one, "/pilot.test.Echo/Peer")
+    assert re.fullmatch(rest, "/pilot.test.Echo/") and re.fullmatch(rest, "/pilot.test.Echo/a/b")
+    assert not re.fullmatch(rest, "/pilot.test.Other/Who")
 
 
 def test_dry_run_is_not_enforced() -> None:
