@@ -110,6 +110,18 @@ def _insert_http(
     manager.http_filters.extend([*custom, *existing[:at], *rbac, *existing[at:]])
 
 
+def view_buckets(view: ProxyView, context: PushContext) -> ap.Buckets:
+    """The policies that select ``view`` at ``context``, by action."""
+    return ap.applicable(
+        context.authorization_policies, view.namespace, view.labels, context.mesh.root_namespace
+    )
+
+
+def trust_domains(context: PushContext) -> r.TrustDomains:
+    """The mesh trust domain and its aliases, as principals are rewritten for."""
+    return r.TrustDomains((context.mesh.trust_domain, *context.mesh.trust_domain_aliases))
+
+
 def authorization_filters(view: ProxyView, context: PushContext) -> AuthorizationFilters:
     """The RBAC filters of the policies that select ``view`` at ``context``: built once per namespace
     and labels at a context (every view of them has the same), and read again by
@@ -123,8 +135,8 @@ def authorization_filters(view: ProxyView, context: PushContext) -> Authorizatio
 def build_authorization_filters(view: ProxyView, context: PushContext) -> AuthorizationFilters:
     """``authorization_filters`` without the memo (what it costs: bench.authorization)."""
     mesh = context.mesh
-    buckets = ap.applicable(context.authorization_policies, view.namespace, view.labels, mesh.root_namespace)
-    trust = r.TrustDomains((mesh.trust_domain, *mesh.trust_domain_aliases))
+    buckets = view_buckets(view, context)
+    trust = trust_domains(context)
     if not buckets.custom:
         return AuthorizationFilters(buckets, trust)
     providers = context.derived(
@@ -145,4 +157,6 @@ __all__ = [
     "apply_authorization",
     "authorization_filters",
     "build_authorization_filters",
+    "trust_domains",
+    "view_buckets",
 ]

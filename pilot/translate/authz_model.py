@@ -2,8 +2,9 @@
 
 Istio's pilot/pkg/security/authz/model/model.go (``New``, ``Generate``, ``checkError``); the value
 generators are pilot/translate/authz_rules.py. ``rule_policy`` raises ``HttpOnlyError`` when an ALLOW
-rule cannot be evaluated on a TCP chain (the caller drops the rule, as Istio does), and
-``TranslationError`` for a value it cannot translate at all.
+rule cannot be evaluated on a TCP chain (the caller drops the rule, as Istio does), or, with
+``grpc``, by a proxyless gRPC server (pilot.translate.grpc_rbac_support); and ``TranslationError``
+for a value it cannot translate at all.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Generic, TypeVar
 from pilot._gen import security_pb2 as sec
 from pilot.errors import TranslationError
 from pilot.translate import authz_rules as r
+from pilot.translate import grpc_rbac_support
 from pilot.translate.authz_rules import Permission, Principal
 
 _T = TypeVar("_T", Principal, Permission)
@@ -114,49 +116,65 @@ def _operation(operation: sec.Operation) -> list[Condition[Permission]]:
     return [c for c in out if c.values or c.not_values]
 
 
-def _generate(condition: Condition[_T], values: Sequence[str], tcp: bool, action: r.Action) -> list[_T]:
+def _generate(
+    condition: Condition[_T], values: Sequence[str], tcp: bool, action: r.Action, grpc: bool = False
+) -> list[_T]:
     """The matchers of ``values``. A key is HTTP-only or not whatever its value, so on TCP all of them
     raise: for ALLOW the error goes on (the caller drops the rule), for DENY/AUDIT the condition
-    yields nothing (Istio's ``checkError``)."""
+    yields nothing (Istio's ``checkError``). With ``grpc`` the matchers take the shapes gRPC reads, and
+    a condition a gRPC server cannot evaluate (any of its values) is treated the same way, so a deny
+    only widens."""
     try:
         if condition.many is not None:
-            return [condition.many(condition.key, values, tcp)]
-        assert condition.one is not None
-        return [condition.one(condition.key, value, tcp) for value in values]
+            out = [condition.many(condition.key, values, tcp)]
+        else:
+            assert condition.one is not None
+            out = [condition.one(condition.key, value, tcp) for value in values]
+        return grpc_rbac_support.for_grpc(condition.key, out) if grpc else out
     except r.HttpOnlyError:
         if action == r.ALLOW:
             raise
         return []
 
 
-def _principal(conditions: list[Condition[Principal]], tcp: bool, action: r.Action) -> Principal:
+def _principal(
+    conditions: list[Condition[Principal]], tcp: bool, action: r.Action, grpc: bool = False
+) -> Principal:
     ands: list[Principal] = []
     for c in conditions:
-        ors = _generate(c, c.values, tcp, action) if c.values else []
+        ors = _generate(c, c.values, tcp, action, grpc) if c.values else []
         if ors:
             ands.append(ors[0] if c.many is not None else r.principal_or(ors))
-        nots = _generate(c, c.not_values, tcp, action) if c.not_values else []
+        nots = _generate(c, c.not_values, tcp, action, grpc) if c.not_values else []
         if nots:
             ands.append(Principal(not_id=nots[0] if c.many is not None else r.principal_or(nots)))
     return r.principal_and(ands or [r.principal_any()])
 
 
-def _permission(conditions: list[Condition[Permission]], tcp: bool, action: r.Action) -> Permission:
+def _permission(
+    conditions: list[Condition[Permission]], tcp: bool, action: r.Action, grpc: bool = False
+) -> Permission:
     ands: list[Permission] = []
     for c in conditions:
-        ors = _generate(c, c.values, tcp, action) if c.values else []
+        ors = _generate(c, c.values, tcp, action, grpc) if c.values else []
         if ors:
             ands.append(ors[0] if c.many is not None else r.permission_or(ors))
-        nots = _generate(c, c.not_values, tcp, action) if c.not_values else []
+        nots = _generate(c, c.not_values, tcp, action, grpc) if c.not_values else []
         if nots:
             ands.append(Permission(not_rule=nots[0] if c.many is not None else r.permission_or(nots)))
     return r.permission_and(ands or [r.permission_any()])
 
 
 def rule_policy(
-    rule: sec.Rule, namespace: str, trust: r.TrustDomains, for_tcp: bool, action: r.Action
+    rule: sec.Rule,
+    namespace: str,
+    trust: r.TrustDomains,
+    for_tcp: bool,
+    action: r.Action,
+    grpc: bool = False,
 ) -> r.Policy:
-    """One rule as an Envoy RBAC policy: a principal per ``from``, a permission per ``to``."""
+    """One rule as an Envoy RBAC policy: a principal per ``from``, a permission per ``to``; with
+    ``grpc``, for a proxyless gRPC server's RBAC filter."""
     when_principals: list[Condition[Principal]] = []
     when_permissions: list[Condition[Permission]] = []
     for condition in rule.when:
@@ -170,8 +188,8 @@ def rule_policy(
     ] or [when_principals]
     permission_sets = [_operation(t.operation) + when_permissions for t in rule.to] or [when_permissions]
     return r.Policy(
-        permissions=[_permission(p, for_tcp, action) for p in permission_sets],
-        principals=[_principal(p, for_tcp, action) for p in principal_sets],
+        permissions=[_permission(p, for_tcp, action, grpc) for p in permission_sets],
+        principals=[_principal(p, for_tcp, action, grpc) for p in principal_sets],
     )
 
 

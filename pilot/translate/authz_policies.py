@@ -105,17 +105,24 @@ def _dry_run(policy: AuthorizationPolicyObject) -> bool:
 
 
 def _policy_rules(
-    policy: AuthorizationPolicyObject, action: r.Action, trust: r.TrustDomains, for_tcp: bool, prefix: str
+    policy: AuthorizationPolicyObject,
+    action: r.Action,
+    trust: r.TrustDomains,
+    for_tcp: bool,
+    prefix: str,
+    grpc: bool = False,
 ) -> dict[str, r.Policy]:
-    """One policy's rules as RBAC policies by name; raises TranslationError when it cannot be taken."""
+    """One policy's rules as RBAC policies by name; raises TranslationError when it cannot be taken.
+    ``grpc``: for a proxyless gRPC server, without what gRPC cannot evaluate."""
     ns, name = policy.namespace, policy.name
     built: dict[str, r.Policy] = {}
     for i, rule in enumerate(policy.spec.rules):
         rule_name = prefix + policy_name(ns, name, i)
         try:
-            built[rule_name] = authz_model.rule_policy(rule, ns, trust, for_tcp, action)
+            built[rule_name] = authz_model.rule_policy(rule, ns, trust, for_tcp, action, grpc)
         except r.HttpOnlyError as err:
-            log.debug("skipped rule %s on TCP filter chain: %s", rule_name, err)
+            where = "gRPC server" if grpc else "TCP filter chain"
+            log.debug("skipped rule %s on %s: %s", rule_name, where, err)
     if not policy.spec.rules:
         built[prefix + policy_name(ns, name, 0)] = _NEVER
     return built
@@ -153,6 +160,7 @@ def _build(
     trust: r.TrustDomains,
     for_tcp: bool,
     prefix: str = "",
+    grpc: bool = False,
 ) -> tuple[_Rules, dict[str, r.Policy]]:
     """The policies of one action, and the deny-everything policies of those that failed."""
     out = _Rules(action)
@@ -163,7 +171,7 @@ def _build(
         out.has_shadow |= dry
         out.has_enforced |= not dry
         try:
-            built = _policy_rules(policy, action, trust, for_tcp, prefix)
+            built = _policy_rules(policy, action, trust, for_tcp, prefix, grpc)
         except TranslationError as err:
             # pilot.translate.problems carries the reason to /debug/configz and the metric.
             log.error(
@@ -187,16 +195,19 @@ class ActionRules:
     shadow_prefix: str = ""
 
 
-def action_rules(buckets: Buckets, trust: r.TrustDomains, for_tcp: bool) -> list[ActionRules]:
+def action_rules(
+    buckets: Buckets, trust: r.TrustDomains, for_tcp: bool, grpc: bool = False
+) -> list[ActionRules]:
     """The RBAC configurations of one proxy's chain, in Istio's order: AUDIT, DENY, ALLOW (CUSTOM:
     pilot.translate.authz_custom). Policies that failed translation join the DENY filter (one is
-    made if needed)."""
+    made if needed). ``grpc``: for a proxyless gRPC server (pilot.translate.grpc_authz), rules built
+    without what gRPC cannot evaluate."""
     out: list[ActionRules] = []
     failed: dict[str, r.Policy] = {}
     built: list[tuple[r.Action, _Rules]] = []
     for action, policies in ((r.LOG, buckets.audit), (r.DENY, buckets.deny), (r.ALLOW, buckets.allow)):
         if policies:
-            rules, bad = _build(policies, action, trust, for_tcp)
+            rules, bad = _build(policies, action, trust, for_tcp, grpc=grpc)
             failed.update(bad)
             built.append((action, rules))
     if failed and not any(action == r.DENY for action, _ in built):

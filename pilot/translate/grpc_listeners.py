@@ -16,12 +16,14 @@ every target port. The listener routes everything to the application (``non_forw
 gRFC A36) over one filter chain: ``inbound-mtls`` (a DownstreamTlsContext requiring a client
 certificate) or ``inbound-plaintext``, by the port's PeerAuthentication mode and the workload's
 ``security.istio.io/tlsMode`` label (pilot.translate.grpc_tls says why). The mode comes in as a
-function of the port (``grpc_tls.ModeForPort``), PERMISSIVE for every port by default. RBAC
-(AuthorizationPolicy) is not sent.
+function of the port (``grpc_tls.ModeForPort``), PERMISSIVE for every port by default. The
+connection manager's HTTP filters are the view's RBAC filters (AuthorizationPolicy,
+pilot.translate.grpc_authz), then the router.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeAlias
 
 from envoy.config.core.v3 import address_pb2
@@ -33,7 +35,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2
 
-from pilot.translate import grpc_tls, hosts
+from pilot.translate import grpc_authz, grpc_tls, hosts
 from pilot.translate.context import PushContext
 from pilot.translate.grpc_clusters import ads
 from pilot.translate.grpc_routes import grpc_ports, route_config_name
@@ -80,9 +82,12 @@ def listener_names(hostname: str, port: int, view: ProxyView) -> list[str]:
     ]
 
 
-def server_listener(name: str, address: str, port: int, mtls: bool = False) -> Listener:
-    """Istio's buildInboundListeners: one chain whose inline route sends everything to the server;
-    no listener filters and no ``use_original_dst`` (gRPC NACKs both)."""
+def server_listener(
+    name: str, address: str, port: int, mtls: bool = False, rbac: Sequence[hcm_pb2.HttpFilter] = ()
+) -> Listener:
+    """Istio's buildInboundListeners: one chain whose inline route sends everything to the server,
+    its HTTP filters ``rbac`` then the router (last); no listener filters and no
+    ``use_original_dst`` (gRPC NACKs both)."""
     config = route_pb2.RouteConfiguration(
         name="inbound",
         virtual_hosts=[
@@ -98,7 +103,7 @@ def server_listener(name: str, address: str, port: int, mtls: bool = False) -> L
     manager = HttpConnectionManager(
         stat_prefix="inbound",
         route_config=config,
-        http_filters=[hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=typed(router_pb2.Router()))],
+        http_filters=[*rbac, hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=typed(router_pb2.Router()))],
     )
     suffix = "mtls" if mtls else "plaintext"  # Istio's chain names
     chain = listener_components_pb2.FilterChain(
@@ -116,7 +121,7 @@ def build_listeners(
     view: ProxyView, context: PushContext, mode_for_port: ModeForPort = grpc_tls.permissive
 ) -> list[tuple[str, Listener]]:
     """The API listeners of every visible service port, then the server listeners of the view's
-    target ports, each with the mTLS ``mode_for_port`` gives its port."""
+    target ports, each with the mTLS ``mode_for_port`` gives its port and the view's RBAC filters."""
     scope = context.scope_of(view)
     out: list[tuple[str, Listener]] = []
     seen: set[str] = set()
@@ -128,11 +133,12 @@ def build_listeners(
                     seen.add(name)
                     out.append((name, outbound_listener(name, manager)))
     labels = dict(view.labels)
+    rbac = grpc_authz.server_rbac_filters(view, context) if view.targets else []
     for target_port in sorted({target.target_port for target in view.targets}):
         mtls = grpc_tls.server_requires_mtls(mode_for_port(target_port), labels)
         for address in SERVER_ADDRESSES:
             name = f"{SERVER_LISTENER_PREFIX}{address}:{target_port}"
-            out.append((name, server_listener(name, address, target_port, mtls)))
+            out.append((name, server_listener(name, address, target_port, mtls, rbac)))
     return out
 
 

@@ -8,6 +8,11 @@ agent's socket to the secure port with the workload's token): ``details`` (servi
 as Istio's grpcgen builds it) and ``client`` (service account ``client``). The DestinationRule
 says ISTIO_MUTUAL. The server answers ``/pilot.test.Echo/Peer`` with the caller's certificate URI
 SANs. gRPC's xDS client speaks state of the world only, so this runs over SotW.
+
+AuthorizationPolicy on the same server (gRFC A41, RBAC on xDS-enabled servers): a third workload,
+``other`` (service account ``other``), dials it too; policies select the server by its principal
+and method, and the calls they refuse end in PERMISSION_DENIED. grpcio 1.85 enforces the RBAC
+filter with no environment flag (``GRPC_XDS_EXPERIMENTAL_RBAC`` is gone; none is set here).
 """
 
 from __future__ import annotations
@@ -27,15 +32,16 @@ from pilot.ca.identity import ServiceAccount
 from pilot.ca.tokens import issue_token, load_or_create_signing_key
 from pilot.localmesh.control_plane import PilotProcess
 from pilot.localmesh.loopback import free_port
-from pilot.localmesh.polling import wait_until
+from pilot.localmesh.polling import Timeout, wait_until
 from tests.proxyless.conftest import REPO, XdsClient, meta
-from tests.proxyless.echo import PEER_METHOD
+from tests.proxyless.echo import METHOD, PEER_METHOD
 
 pytestmark = pytest.mark.e2e
 
 DETAILS = "details.default.svc.cluster.local"
 TARGET = f"{DETAILS}:9080"
 CLIENT_ID = "spiffe://cluster.local/ns/default/sa/client"
+OTHER_ID = "spiffe://cluster.local/ns/default/sa/other"
 TLS_MODE = "security.istio.io/tlsMode"
 
 
@@ -220,3 +226,113 @@ def test_a_server_with_another_identity_is_refused(mesh: MtlsMesh, client: XdsCl
     finally:
         mesh.write("details.yaml", details(mesh.port), ISTIO_MUTUAL)
     until_mtls_calls(client, CLIENT_ID, "mTLS calls again with the right service account")
+
+
+# -- AuthorizationPolicy --------------------------------------------------------------------------
+
+
+def authorization_policy(name: str, action: str, *rules: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": meta(name),
+        "spec": {"selector": {"matchLabels": {TLS_MODE: "istio"}}, "action": action, "rules": list(rules)},
+    }
+
+
+def allow_from(account: str) -> dict[str, Any]:
+    return authorization_policy(
+        "allow-one",
+        "ALLOW",
+        {"from": [{"source": {"principals": [f"cluster.local/ns/default/sa/{account}"]}}]},
+    )
+
+
+DENIED = "PERMISSION_DENIED"
+# ``/pilot.test.Echo/Who`` as a path template: gRPC takes the expression Envoy compiles it to.
+DENY_WHO = authorization_policy("deny-who", "DENY", {"to": [{"operation": {"paths": ["/{*}/Who"]}}]})
+
+
+@pytest.fixture(scope="module")
+def other(mesh: MtlsMesh) -> Iterator[XdsClient]:
+    """A second client workload, ``other``, started only for the authorization tests."""
+    agent = mesh.agent("other", "127.0.0.3")
+    mesh.started.append(agent)
+    env = agent.wait()
+    started = XdsClient(agent.workdir, mesh.pilot.xds_port, env, target=TARGET)
+    mesh.started.append(started)
+    return started
+
+
+Seen = dict[tuple[str, str], str]
+
+
+def outcomes(clients: dict[str, XdsClient], methods: tuple[str, ...] = (PEER_METHOD, METHOD)) -> Seen:
+    """For every named client and method, the one outcome of 3 mTLS calls (``mixed`` if they differ)."""
+    seen: Seen = {}
+    for name, each in clients.items():
+        for method in methods:
+            got = each.call(3, method=method, credentials="xds").outcomes
+            seen[name, method] = next(iter(got)) if len(got) == 1 else f"mixed {dict(got)}"
+    return seen
+
+
+def until_seen(clients: dict[str, XdsClient], expected: Seen, message: str) -> None:
+    """Poll every client and method until all end as ``expected`` at once: a policy edit reaches
+    the server's listener some time after the file is written, and the state before it may answer
+    some of the calls the same way."""
+    last: list[Seen] = []
+
+    def matches() -> bool:
+        last[:] = [outcomes(clients)]
+        return last[0] == expected
+
+    try:
+        wait_until(matches, 20, 0.1, message)
+    except Timeout as err:
+        raise AssertionError(f"{message}: last seen {last}") from err
+
+
+ALL_ALLOWED: Seen = {
+    ("client", PEER_METHOD): CLIENT_ID,
+    ("client", METHOD): "details",
+    ("other", PEER_METHOD): OTHER_ID,
+    ("other", METHOD): "details",
+}
+
+
+@pytest.fixture
+def both(mesh: MtlsMesh, client: XdsClient, other: XdsClient) -> Iterator[dict[str, XdsClient]]:
+    """Both clients, every call allowed before and after; the test's ``authz.yaml`` is removed
+    afterwards, also on failure."""
+    assert "GRPC_XDS_EXPERIMENTAL_RBAC" not in os.environ  # grpcio 1.85 enforces RBAC without it
+    clients = {"client": client, "other": other}
+    until_seen(clients, ALL_ALLOWED, "every call allowed without policies")
+    try:
+        yield clients
+    finally:
+        (mesh.root / "config" / "authz.yaml").unlink(missing_ok=True)
+    until_seen(clients, ALL_ALLOWED, "every call allowed once the policies are removed")
+
+
+def test_an_allow_for_one_principal_denies_the_other(mesh: MtlsMesh, both: dict[str, XdsClient]) -> None:
+    mesh.write("authz.yaml", allow_from("client"))
+    only_client = {**ALL_ALLOWED, ("other", PEER_METHOD): DENIED, ("other", METHOD): DENIED}
+    until_seen(both, only_client, "the ALLOW for the client refusing the other workload")
+    # The edit takes effect: now only the other workload is allowed.
+    mesh.write("authz.yaml", allow_from("other"))
+    only_other = {**ALL_ALLOWED, ("client", PEER_METHOD): DENIED, ("client", METHOD): DENIED}
+    until_seen(both, only_other, "the ALLOW moved to the other workload refusing the client")
+
+
+def test_a_deny_on_a_method_wins_over_the_allow(mesh: MtlsMesh, both: dict[str, XdsClient]) -> None:
+    mesh.write("authz.yaml", allow_from("client"), DENY_WHO)
+    expected = {
+        ("client", PEER_METHOD): CLIENT_ID,
+        ("client", METHOD): DENIED,  # allowed as the client, denied as the method
+        ("other", PEER_METHOD): DENIED,
+        ("other", METHOD): DENIED,
+    }
+    until_seen(both, expected, "the DENY on Who refusing the allowed client")
+    log = mesh.pilot.log_path.read_text(errors="replace")
+    assert "NACK" not in log, mesh.pilot.log_tail(20)
