@@ -97,12 +97,14 @@ def _expect(mesh: ReviewsMesh, client: str, requests: list[dict[str, Any]], stat
     """``requests`` from ``client`` answer ``statuses``, within a deadline: an edit replaces the server
     sidecar's listener, and a connection the client's sidecar pooled before it keeps the old filters
     for the one request whose answer tells it to close (``pilot agent``'s Envoy drains immediately,
-    as Istio's does)."""
+    as Istio's does). The client's sidecar pools one connection per server and worker, so a probe
+    may meet the last of them only after another has already answered as wanted: two probes in a
+    row must answer ``statuses`` before the last check."""
     seen: list[list[int]] = []
 
     def answered() -> bool:
         seen.append(_statuses(mesh, client, requests))
-        return seen[-1] == statuses
+        return seen[-2:] == [statuses, statuses]
 
     wait_until(answered, EDIT_TIMEOUT, 0.0, f"{client}: {statuses} (answers so far {seen[-3:]})")
     # and keeps answering so, now that every connection is a new one
