@@ -1,5 +1,6 @@
-"""The loop of one ADS stream, whichever protocol: a reader task applying request rules, a sender
-task writing every response, and a cache watch that only remembers the newest snapshot.
+"""The loop of one ADS stream, whichever protocol: the RPC's task reading and applying request
+rules, a sender task writing every response, and a cache watch that only remembers the newest
+snapshot.
 
 The protocols (``sotw.py``, ``delta.py``) differ only in how a request is read (``_on_request``)
 and what a response holds (``_cut``, ``_has_changes``); the ADS order, the cluster re-warm, the
@@ -74,9 +75,10 @@ class Cut:
 class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
     """The loop of one ADS stream, from its first request to its end; subclasses speak a protocol.
 
-    One stream runs two tasks. The *reader* applies the request rules (``_on_request``); it never
-    writes. The *sender* writes every response: answers to requests and pushes of new snapshots.
-    They meet in the stream's :class:`TypeLedger` values and two events, all on one event loop.
+    One stream runs in two tasks. The *reader* (the task that calls ``run``) applies the request
+    rules (``_on_request``); it never writes. The *sender* writes every response: answers to
+    requests and pushes of new snapshots. They meet in the stream's :class:`TypeLedger` values and
+    two :class:`Interrupt` flags, all on one event loop.
 
     Snapshots reach the stream through a cache watch that only remembers the latest one and wakes
     the sender, so a slow proxy holds at most one pending snapshot and never builds a queue. The
@@ -116,7 +118,7 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         self._latest: Snapshot | None = None  # newest snapshot from the cache
         self._pending_since: float | None = None  # monotonic time the first unadopted one arrived
         self._adopted: Snapshot | None = None  # the snapshot responses are cut from
-        self._wake = asyncio.Event()  # anything for the sender to do
+        self._wake = Interrupt()  # anything for the sender to do
         self._requested = Interrupt()  # a request wants an answer (a TypeLedger.respond is set)
         self._requests = request_bucket(limits)  # this stream's request rate, if bounded
         # What a NACK does (count, log, record, blame): sotw.py and delta.py call it.
@@ -136,23 +138,39 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
             self._on_snapshot(snapshot)
 
     async def run(self, first: RequestT) -> None:
+        """Serve the stream: read its requests in the calling task (the RPC's own) while one sender
+        task writes. Two tasks per stream, as few as a stream that reads and writes at once can
+        have: each costs about 1 KiB for the stream's whole life."""
         self._cancel_watch = self._cache.watch(self._conn.view, self._on_snapshot)
         try:
             # Read the current snapshot only after the watch exists, so no update falls between.
             if self._latest is None:
                 self._latest = self._cache.get_snapshot(self._conn.view)
             self._wake.set()
-            reader = asyncio.create_task(self._read_loop(first), name=f"ads-read-{self._conn.stream_id}")
-            del first  # held by the reader until it is applied
-            sender = asyncio.create_task(self._send_loop(), name=f"ads-send-{self._conn.stream_id}")
+            reading = self._read_loop(first)
+            del first  # held by the read loop until it is applied
+            reader = asyncio.current_task()
+            sender = asyncio.get_running_loop().create_task(
+                self._send_loop(), name=f"ads-send-{self._conn.stream_id}"
+            )
+
+            def sender_ended(task: asyncio.Task[None]) -> None:
+                # The sender only ends by failing (or being cancelled below): end the reading too.
+                if not task.cancelled() and reader is not None:
+                    reader.cancel()
+
+            sender.add_done_callback(sender_ended)
             try:
-                done, _ = await asyncio.wait((reader, sender), return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()  # re-raise what ended the stream
+                await reading
+            except asyncio.CancelledError:
+                if reader is not None and sender.done() and not sender.cancelled():
+                    reader.uncancel()  # the cancel was ours: the sender's failure ends the stream
+                    sender.result()
+                raise
             finally:
-                for task in (reader, sender):
-                    task.cancel()
-                await asyncio.gather(reader, sender, return_exceptions=True)
+                sender.remove_done_callback(sender_ended)
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
         finally:
             self._cancel_watch()
             self._cancel_watch = _no_watch
