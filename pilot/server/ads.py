@@ -47,6 +47,7 @@ from pilot.server.fanout import FanOut
 from pilot.server.limits import UNLIMITED, StreamAdmission, StreamLimits
 from pilot.server.node_id import InvalidNodeIdError, check_node_id
 from pilot.server.requests import DeltaRequest, Request, SotwRequest
+from pilot.server.responses import SharedResponses
 from pilot.server.selections import DeltaResourceCache, NameSets, SelectionCache
 from pilot.server.sotw import SotwStream
 from pilot.server.status import Backlog, ConnectionStatus
@@ -97,6 +98,7 @@ class AdsServer:
         names = NameSets()  # subscriptions, shared by the streams of both protocols
         self._selections = SelectionCache(names=names)
         self._delta_resources = DeltaResourceCache(names=names)
+        self._responses = SharedResponses()  # whole responses and nonces, for both protocols
         self._control_plane = wire.control_plane(control_plane_id)
         self._delta_control_plane = wire.control_plane(control_plane_id, delta=True)
         self._connections: dict[int, Connection] = {}
@@ -189,6 +191,7 @@ class AdsServer:
                 self._cache,
                 self._fanout,
                 self._selections,
+                self._responses,
                 self._control_plane,
                 self._limits,
                 on_rejected=self._on_rejected,
@@ -209,6 +212,7 @@ class AdsServer:
                 self._cache,
                 self._fanout,
                 self._delta_resources,
+                self._responses,
                 self._delta_control_plane,
                 self._limits,
                 on_rejected=self._on_rejected,

@@ -26,6 +26,7 @@ again even if unchanged, because Envoy keeps an updated cluster warming until th
 from __future__ import annotations
 
 import logging
+import sys
 
 from pilot.cache.snapshot import Snapshot, TypeResources
 from pilot.errors import XdsProtocolError
@@ -56,7 +57,7 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
     # -- the reader ------------------------------------------------------------------------------
 
     def _on_request(self, request: SotwRequest) -> None:
-        type_url = request.type_url
+        type_url = sys.intern(request.type_url)  # one string per type, not one per stream
         if not type_url:
             # On ADS every request must name its type, since one stream carries all of them.
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#aggregated-discovery-service
@@ -214,4 +215,6 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
             encode=encode,
             summary=lambda: f"{len(selection.resource_names)} resources",
             content=content,
+            # The selection's names within ``typed`` make the bytes (its version is typed's).
+            key=None if typed is None else ("sotw", selection.names),
         )

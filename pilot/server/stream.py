@@ -30,6 +30,7 @@ from pilot.server.ledger import Sent, TypeLedger
 from pilot.server.limits import UNLIMITED, LogGate, StreamLimits, request_bucket
 from pilot.server.rejections import StreamRejections
 from pilot.server.requests import Request
+from pilot.server.responses import SharedResponses
 from pilot.server.size_guard import warn_if_oversized
 from pilot.server.status import Backlog
 from pilot.xds import types
@@ -70,6 +71,10 @@ class Cut:
     encode: Callable[[str], bytes]  # the response's bytes, given its nonce
     summary: Callable[[], str]  # what it holds, for the debug log
     content: str | None = None  # a whole-state response's identity (see ledger.Sent)
+    # What makes the response's bytes (nonce aside) within ``typed``: streams that cut the same
+    # key from the same ``typed`` share one encoded response (pilot.server.responses). None: the
+    # response is this stream's own.
+    key: Hashable = None
 
 
 class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
@@ -104,12 +109,14 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         cache: SnapshotCache,
         fanout: FanOut,
         shared: SharedT,
+        responses: SharedResponses,
         control_plane: bytes = b"",
         limits: StreamLimits = UNLIMITED,
         on_rejected: Callable[[Rejection], None] | None = None,
     ) -> None:
         self._conn = conn
         self._shared = shared  # what responses are encoded from, shared by the server's streams
+        self._responses = responses  # whole responses and their nonces, shared likewise
         self._control_plane = control_plane  # the responses' control_plane field, already tagged
         self._context = context
         self._cache = cache
@@ -335,8 +342,10 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
     async def _respond(
         self, ledger: TypeLedger, cut: Cut, slot: PushSlot | None, push_started: float | None
     ) -> None:
-        nonce = self._conn.next_nonce()
-        data = cut.encode(nonce)
+        shared_in = cut.typed if cut.key is not None else None
+        response = self._responses.respond(shared_in, cut.key, self._conn.last_nonce, cut.encode)
+        self._conn.last_nonce = response.number
+        nonce, data = response.nonce, response.data
         warn_if_oversized(self._conn.node_id, ledger.type_url, len(data), cut.typed, cut.names)
         sent = Sent(nonce, cut.version, cut.typed, cut.names, cut.content)
         rules.record(
