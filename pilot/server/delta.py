@@ -202,7 +202,7 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#knowing-when-a-requested-resource-does-not-exist
         # A proxy that holds nothing of the type gets everything it wants: the same bytes for
         # every proxy of the view with that subscription, encoded once.
-        fresh = typed is not None and ledger.base is None and not ledger.overrides and not ledger.rejected
+        fresh = typed is not None and rules.holds_nothing(ledger)
         updates, removed = rules.changes(ledger, typed, removals=True)
         updates = rules.rewarm(ledger, typed, updates, rewarm)
         changes = bool(updates or removed)

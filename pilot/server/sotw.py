@@ -180,6 +180,9 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#deleting-resources
         if not ledger.nonce_sent and not ledger.respond:
             return None  # its first request has not been answered yet: that answer sends everything
+        # A proxy that holds nothing is sent all it subscribes to: its (shared) subscription names
+        # that selection, as for every other proxy of the view that connects.
+        everything = rules.holds_nothing(ledger)
         changed, _ = rules.changes(ledger, typed)
         changes = bool(changed)
         changed = rules.rewarm(ledger, typed, changed, rewarm)
@@ -187,7 +190,8 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
         ledger.respond = False
         if not changed and not answer:
             return None
-        selection = self._shared.select(snapshot, ledger.type_url, frozenset(r.name for r in changed))
+        names = ledger.names if everything else frozenset(r.name for r in changed)
+        selection = self._shared.select(snapshot, ledger.type_url, names)
         return self._response(ledger, selection, typed, changes, None)
 
     def _response(
