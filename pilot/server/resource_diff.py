@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from pilot.cache.snapshot import Resource, TypeResources
 from pilot.xds import types
@@ -20,6 +21,7 @@ from pilot.xds import types
 __all__ = ["Diff", "diff", "wanted"]
 
 _MAX_ENTRIES = 64  # (old, new) pairs remembered: a few per view in flight
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,17 +33,37 @@ class Diff:
     removed: tuple[str, ...]
 
 
-# Keyed by identity; the entry holds both objects, so their ids are not reused while it exists.
-_entries: OrderedDict[tuple[int, int], tuple[TypeResources, TypeResources, Diff]] = OrderedDict()
+class _Memo(Generic[T]):
+    """Answers keyed by the identity of two objects, the newest ``_MAX_ENTRIES``. An entry holds
+    both objects, so their ids are not reused while it exists."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple[int, int], tuple[object, object, T]] = OrderedDict()
+
+    def get(self, first: object, second: object) -> T | None:
+        key = (id(first), id(second))
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        self._entries.move_to_end(key)
+        return found[2]
+
+    def put(self, first: object, second: object, answer: T) -> T:
+        self._entries[(id(first), id(second))] = (first, second, answer)
+        if len(self._entries) > _MAX_ENTRIES:
+            self._entries.popitem(last=False)
+        return answer
+
+
+_diffs: _Memo[Diff] = _Memo()
+_wanted: _Memo[tuple[Resource, ...]] = _Memo()
 
 
 def diff(old: TypeResources, new: TypeResources) -> Diff:
     """The difference from ``old`` to ``new``, memoized by identity. Event-loop only."""
-    key = (id(old), id(new))
-    found = _entries.get(key)
+    found = _diffs.get(old, new)
     if found is not None:
-        _entries.move_to_end(key)
-        return found[2]
+        return found
     before = old.resources
     updated = tuple(
         resource
@@ -49,16 +71,7 @@ def diff(old: TypeResources, new: TypeResources) -> Diff:
         if (held := before.get(name)) is not resource and (held is None or held.version != resource.version)
     )
     removed = tuple(sorted(before.keys() - new.resources.keys()))
-    result = Diff(updated, removed)
-    _entries[key] = (old, new, result)
-    if len(_entries) > _MAX_ENTRIES:
-        _entries.popitem(last=False)
-    return result
-
-
-_wanted: OrderedDict[tuple[int, int], tuple[TypeResources, frozenset[str] | None, tuple[Resource, ...]]] = (
-    OrderedDict()
-)
+    return _diffs.put(old, new, Diff(updated, removed))
 
 
 def wanted(typed: TypeResources, names: frozenset[str] | None) -> tuple[Resource, ...]:
@@ -66,11 +79,9 @@ def wanted(typed: TypeResources, names: frozenset[str] | None) -> tuple[Resource
     wildcard (``names`` None); else those ``names`` names (for namespaced types, VHDS: those in a
     named namespace) in name order. Memoized by the identity of both (subscriptions are interned,
     see selections.NameSets). Event-loop only."""
-    key = (id(typed), id(names))
-    found = _wanted.get(key)
+    found = _wanted.get(typed, names)
     if found is not None:
-        _wanted.move_to_end(key)
-        return found[2]
+        return found
     resources = typed.resources
     result: tuple[Resource, ...]
     if names is None:
@@ -79,10 +90,7 @@ def wanted(typed: TypeResources, names: frozenset[str] | None) -> tuple[Resource
         result = tuple(sorted((r for n, r in resources.items() if types.namespace_of(n) in names), key=_name))
     else:
         result = tuple(resources[n] for n in sorted(names) if n in resources)
-    _wanted[key] = (typed, names, result)
-    if len(_wanted) > _MAX_ENTRIES:
-        _wanted.popitem(last=False)
-    return result
+    return _wanted.put(typed, names, result)
 
 
 def _name(resource: Resource) -> str:
