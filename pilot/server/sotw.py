@@ -90,7 +90,7 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
             # nonce from another server): always answer, with every subscribed resource.
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#ack-and-nack-semantics-summary
             wildcard = wildcard_type and (not names or _WILDCARD in names)
-            interned = self._shared.intern(names - {_WILDCARD})
+            interned = self._shared.intern(_without_wildcard(names))
             if ledger is None:
                 ledger = self._conn.types[type_url] = TypeLedger(type_url, wildcard, interned)
             else:
@@ -120,7 +120,7 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
         # Envoy sends a request with the same nonce when what it wants changes.
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#how-the-client-specifies-what-resources-to-return
         wildcard = wildcard_type and (_WILDCARD in names or (not names and ledger.wildcard))
-        names -= {_WILDCARD}
+        names = _without_wildcard(names)
         if wildcard == ledger.wildcard and names == ledger.names:
             return
         added = names - ledger.names
@@ -222,3 +222,8 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
             # The selection's names within ``typed`` make the bytes (its version is typed's).
             key=None if typed is None else ("sotw", selection.names),
         )
+
+
+def _without_wildcard(names: frozenset[str]) -> frozenset[str]:
+    # No copy of thousands of names (an EDS request or ACK names every cluster) unless needed.
+    return names - {_WILDCARD} if _WILDCARD in names else names
