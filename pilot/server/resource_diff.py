@@ -11,6 +11,7 @@ and then only those it wants. Walking every resource per stream costs O(resource
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -34,11 +35,14 @@ class Diff:
 
 
 class _Memo(Generic[T]):
-    """Answers keyed by the identity of two objects, the newest ``_MAX_ENTRIES``. An entry holds
-    both objects, so their ids are not reused while it exists."""
+    """Answers keyed by the identity of two objects, the newest ``_MAX_ENTRIES``, none past the
+    life of either: an entry goes as soon as one of its objects is collected (a weak reference
+    watches it), so an id is never reused while an entry names it, and the memo keeps no old
+    snapshot's resources alive (nor, through them, the encoded selections and responses that go
+    with them). What cannot be referenced weakly (an interned subscription, None) is held."""
 
     def __init__(self) -> None:
-        self._entries: OrderedDict[tuple[int, int], tuple[object, object, T]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, int], tuple[tuple[object, ...], T]] = OrderedDict()
 
     def get(self, first: object, second: object) -> T | None:
         key = (id(first), id(second))
@@ -46,10 +50,17 @@ class _Memo(Generic[T]):
         if found is None:
             return None
         self._entries.move_to_end(key)
-        return found[2]
+        return found[1]
 
     def put(self, first: object, second: object, answer: T) -> T:
-        self._entries[(id(first), id(second))] = (first, second, answer)
+        key = (id(first), id(second))
+        held: list[object] = []
+        for part in (first, second):
+            try:
+                weakref.finalize(part, self._entries.pop, key, None)
+            except TypeError:
+                held.append(part)
+        self._entries[key] = (tuple(held), answer)
         if len(self._entries) > _MAX_ENTRIES:
             self._entries.popitem(last=False)
         return answer

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 from pilot.cache.snapshot import Resource, TypeResources
 from pilot.server.resource_diff import diff, wanted
 from pilot.xds import types
@@ -39,3 +42,16 @@ def test_a_namespaced_subscription_wants_the_resources_of_its_namespaces() -> No
         [Resource(name, "1", b"x") for name in ("80/b.example:80", "81/c.example:81", "80/a.example:80")],
     )
     assert [r.name for r in wanted(typed, frozenset({"80"}))] == ["80/a.example:80", "80/b.example:80"]
+
+
+def test_the_memos_keep_no_old_resources_alive() -> None:
+    old = _typed(cluster("a"), cluster("b"))
+    new = _typed(cluster("a", 5000), cluster("b"), previous=old)
+    names = frozenset({"a"})
+    diff(old, new)
+    wanted(old, names)
+    gone = weakref.ref(old)
+    del old
+    gc.collect()
+    assert gone() is None  # a push later, nothing holds the older snapshot's resources
+    assert [r.name for r in wanted(new, names)] == ["a"]
