@@ -161,9 +161,12 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
                 self._send_loop(), name=f"ads-send-{self._conn.stream_id}"
             )
 
+            reading_over = False
+
             def sender_ended(task: asyncio.Task[None]) -> None:
-                # The sender only ends by failing (or being cancelled below): end the reading too.
-                if not task.cancelled() and reader is not None:
+                # The sender only ends by failing (or being cancelled below): end the reading too,
+                # unless it is over already (a cancel then would hit whatever the task awaits next).
+                if not task.cancelled() and not reading_over and reader is not None:
                     reader.cancel()
 
             sender.add_done_callback(sender_ended)
@@ -175,6 +178,7 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
                     sender.result()
                 raise
             finally:
+                reading_over = True
                 sender.remove_done_callback(sender_ended)
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
