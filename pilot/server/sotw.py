@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
 
 from pilot.cache.snapshot import Snapshot, TypeResources
 from pilot.errors import XdsProtocolError
@@ -77,9 +76,9 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
                 self._rejections.reject(ledger, sent, request.error_detail.message)
             return
 
-        requested = request.resource_names
+        names = frozenset(request.resource_names)
         wildcard_type = type_url in types.WILDCARD_TYPES
-        if not wildcard_type and not requested:
+        if not wildcard_type and not names:
             # An empty list for a named type unsubscribes from every resource of it; nothing to send.
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#unsubscribing-from-resources
             if self._conn.types.pop(type_url, None) is not None:
@@ -90,7 +89,6 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
             # First request for this type on this stream (a new proxy, or one reconnecting with a
             # nonce from another server): always answer, with every subscribed resource.
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#ack-and-nack-semantics-summary
-            names = frozenset(requested)
             wildcard = wildcard_type and (not names or _WILDCARD in names)
             interned = self._shared.intern(_without_wildcard(names))
             if ledger is None:
@@ -121,9 +119,6 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
 
         # Envoy sends a request with the same nonce when what it wants changes.
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#how-the-client-specifies-what-resources-to-return
-        if not wildcard_type and _same_names(requested, ledger.names):
-            return  # an ACK naming the same subscription again (every EDS ACK names every cluster)
-        names = frozenset(requested)
         wildcard = wildcard_type and (_WILDCARD in names or (not names and ledger.wildcard))
         names = _without_wildcard(names)
         if wildcard == ledger.wildcard and names == ledger.names:
@@ -232,12 +227,3 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
 def _without_wildcard(names: frozenset[str]) -> frozenset[str]:
     # No copy of thousands of names (an EDS request or ACK names every cluster) unless needed.
     return names - {_WILDCARD} if _WILDCARD in names else names
-
-
-def _same_names(requested: Sequence[str], names: frozenset[str]) -> bool:
-    """Whether a named type's request names exactly ``names``, without a set of its names: an EDS
-    ACK names every cluster again (3000 at K=1000), and a set of fresh strings per ACK per proxy
-    is garbage interleaved with what the streams keep. Exact for requests without a repeated
-    name (Envoy builds them from a set); one with a repeat counts as unchanged only if it names
-    nothing new and as many names as the subscription has."""
-    return len(requested) == len(names) and all(name in names for name in requested)
