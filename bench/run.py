@@ -371,7 +371,9 @@ def _added_connections(
     added = opts.added if opts.added is not None else max(n // 4, 25)
     batch = max(1, min(25, added // 4))
     first_index = n + 1  # indices the storm does not use (each proxy has its own node id)
-    _, full, errors = workers.connect(target, [n], 60, protocol)
+    started, full, errors = workers.connect(target, [n], 60, protocol)
+    # The first proxy of a view waits for the view's snapshot (a full translation) besides its sync.
+    first_full_s = max(full.values(), default=float("nan")) - started
     time.sleep(1.0)
     one_kib = procstat.rss_kib(pid)
     connected = 0
@@ -386,6 +388,7 @@ def _added_connections(
     closed = workers.close_proxies()
     return {
         "count": added,
+        "first_full_s": first_full_s,
         "batch": batch,
         "connected": connected,
         "errors": errors,
@@ -635,6 +638,8 @@ def derive(case: dict[str, Any]) -> dict[str, Any]:
         "rss_connected_mib": pilot["rss_connected_kib"] / 1024,
         "rss_per_proxy_kib": (pilot["rss_connected_kib"] - shared) / n,
         "rss_snapshot_mib": (pilot["added"]["rss_one_proxy_kib"] - shared) / 1024,
+        "first_proxy_s": pilot["added"].get("first_full_s"),
+        "first_proxy_floor_s": floor["added"].get("first_full_s"),
         "rss_per_added_proxy_kib": pilot["added"]["per_connection_kib"],
         "rss_per_added_proxy_floor_kib": floor["added"]["per_connection_kib"],
         "rss_per_proxy_floor_kib": (floor["rss_connected_kib"] - floor["rss_idle_kib"]) / n,
@@ -657,6 +662,8 @@ COLUMNS = (
 ROWS = (
     ("connect storm, all ACKed (s)", "storm_s", "{:.2f}"),
     ("  floor (s)", "storm_floor_s", "{:.2f}"),
+    ("first proxy of a new view, full config (s)", "first_proxy_s", "{:.3f}"),
+    ("  floor (s)", "first_proxy_floor_s", "{:.3f}"),
     ("convergence from write p50 (s)", "convergence_from_write_p50_s", "{:.3f}"),
     ("convergence from write p99 (s)", "convergence_from_write_p99_s", "{:.3f}"),
     ("convergence from write max (s)", "convergence_from_write_max_s", "{:.3f}"),

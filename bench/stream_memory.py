@@ -171,7 +171,7 @@ async def measure(
         conn = Connection(i + 1, node_id(i), "bench", VIEW, protocol=wire_protocol)
         fake = FakeProxy(wire_protocol, first_requests(protocol, i, snapshot), synced)
         fakes.append(fake)
-        stream = stream_type(conn, fake, cache, server._fanout, shared, control_plane)  # type: ignore[arg-type]
+        stream = stream_type(conn, fake, cache, server._fanout, shared, server._responses, control_plane)  # type: ignore[arg-type]
         first = await fake.read()
         tasks.append(asyncio.create_task(stream.run(first)))
         if i % 50 == 49:

@@ -47,6 +47,7 @@ from pilot.server.fanout import FanOut
 from pilot.server.limits import UNLIMITED, StreamAdmission, StreamLimits
 from pilot.server.node_id import InvalidNodeIdError, check_node_id
 from pilot.server.requests import DeltaRequest, Request, SotwRequest
+from pilot.server.responses import SharedResponses
 from pilot.server.selections import DeltaResourceCache, NameSets, SelectionCache
 from pilot.server.sotw import SotwStream
 from pilot.server.status import Backlog, ConnectionStatus
@@ -97,12 +98,12 @@ class AdsServer:
         names = NameSets()  # subscriptions, shared by the streams of both protocols
         self._selections = SelectionCache(names=names)
         self._delta_resources = DeltaResourceCache(names=names)
+        self._responses = SharedResponses()  # whole responses and nonces, for both protocols
         self._control_plane = wire.control_plane(control_plane_id)
         self._delta_control_plane = wire.control_plane(control_plane_id, delta=True)
         self._connections: dict[int, Connection] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
-        self._backlogs: dict[int, Callable[[], Backlog]] = {}  # by stream id: AdsStream.backlog
-        self._moves: dict[int, Callable[[Hashable], None]] = {}  # by stream id: AdsStream.move
+        self._streams: dict[int, AdsStream[Any, Any]] = {}  # by stream id
         self._closing = False
         self._stream_ids = itertools.count(1)
 
@@ -156,15 +157,15 @@ class AdsServer:
     def backlog(self, stream_id: int) -> Backlog | None:
         """What the open stream ``stream_id`` holds for its proxy beyond what it has written (at
         most one snapshot; see :class:`Backlog`), or None if no such stream is open."""
-        backlog = self._backlogs.get(stream_id)
-        return backlog() if backlog is not None else None
+        stream = self._streams.get(stream_id)
+        return stream.backlog() if stream is not None else None
 
     def move_stream(self, stream_id: int, view: Hashable) -> None:
         """Make the open stream ``stream_id`` read ``view`` from now on (its proxy's view changed
         with the config; the cache already holds a snapshot for ``view``). No-op if it is gone."""
-        move = self._moves.get(stream_id)
-        if move is not None:
-            move(view)
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream.move(view)
 
     def find_view(self, node_id: str) -> Hashable | None:
         """The cache key read by the newest stream of ``node_id``, or None if it is not connected."""
@@ -190,6 +191,7 @@ class AdsServer:
                 self._cache,
                 self._fanout,
                 self._selections,
+                self._responses,
                 self._control_plane,
                 self._limits,
                 on_rejected=self._on_rejected,
@@ -210,6 +212,7 @@ class AdsServer:
                 self._cache,
                 self._fanout,
                 self._delta_resources,
+                self._responses,
                 self._delta_control_plane,
                 self._limits,
                 on_rejected=self._on_rejected,
@@ -272,16 +275,20 @@ class AdsServer:
         log.info("ADS: %s stream %d open for %s from %s", protocol, stream_id, node_id, peer)
         failure: tuple[grpc.StatusCode, str] | None = None
         stream = make_stream(conn)
-        running = asyncio.ensure_future(stream.run(first))
+        # The stream reads in this task, the RPC's own (no task of its own: see AdsStream.run);
+        # close() cancels it here.
+        task = asyncio.current_task()
+        assert task is not None
+        running = stream.run(first)
         del first  # the stream owns it now; do not hold the node for the stream's life here
-        self._running[stream_id] = running
-        self._backlogs[stream_id] = stream.backlog
-        self._moves[stream_id] = stream.move
+        self._running[stream_id] = task
+        self._streams[stream_id] = stream
         try:
             await running
         except asyncio.CancelledError:
-            if not (self._closing and running.cancelled()):
+            if not self._closing:
                 raise  # the RPC ended (client gone or server stopping)
+            task.uncancel()
             failure = (grpc.StatusCode.UNAVAILABLE, "pilot is shutting down")
         except XdsProtocolError as exc:
             log.info("ADS: stream %d of %s broke the protocol: %s", stream_id, node_id, exc)
@@ -290,11 +297,8 @@ class AdsServer:
             log.exception("ADS: stream %d of %s failed", stream_id, node_id)
             failure = (grpc.StatusCode.INTERNAL, "internal error")
         finally:
-            if not running.done():
-                running.cancel()  # the RPC itself was cancelled: stop the stream's tasks too
             del self._running[stream_id]
-            del self._backlogs[stream_id]
-            del self._moves[stream_id]
+            del self._streams[stream_id]
             del self._connections[stream_id]
             metrics.xds_clients.dec()
             try:

@@ -1,16 +1,18 @@
 """A least-recently-used cache bounded both by entry count and by the bytes its entries hold.
 
-The server keeps two such caches of encoded bytes shared by its streams (:mod:`.selections`);
-an evicted entry is simply built again when next needed. Not thread-safe: use from one event loop.
+The server keeps such caches of encoded bytes shared by its streams (:mod:`.selections`,
+:mod:`.responses`); an evicted entry is simply built again when next needed. Not thread-safe:
+use from one event loop.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-__all__ = ["BoundedCache"]
+__all__ = ["BoundedCache", "OwnedCache"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -79,3 +81,49 @@ class BoundedCache(Generic[K, V]):
             self._bytes -= size
             if self._on_evict is not None:
                 self._on_evict(key, value)
+
+
+class OwnedCache(Generic[V]):
+    """A :class:`BoundedCache` whose entries each belong to an owner object (a snapshot's
+    ``TypeResources``), keyed by the owner's identity and a key: an entry also goes as soon as its
+    owner is collected, so an owner's id is never reused while an entry names it. The values must
+    not hold their owner (or it is never collected)."""
+
+    def __init__(self, max_entries: int, max_bytes: int, size: Callable[[V], int]) -> None:
+        self._entries: BoundedCache[tuple[int, Hashable], V] = BoundedCache(
+            max_entries, max_bytes, size, self._evicted
+        )
+        self._by_owner: dict[int, set[tuple[int, Hashable]]] = {}
+
+    def get(self, owner: object, key: Hashable) -> V | None:
+        return self._entries.get((id(owner), key))
+
+    def put(self, owner: object, key: Hashable, value: V) -> None:
+        keys = self._by_owner.get(id(owner))
+        if keys is None:
+            keys = self._by_owner[id(owner)] = set()
+            weakref.finalize(owner, self._forget, id(owner))
+        full = (id(owner), key)
+        keys.add(full)
+        self._entries.put(full, value)
+
+    def resize(self, owner_id: int, key: Hashable, value: V) -> None:
+        """As :meth:`BoundedCache.resize`, for the entry of ``key`` of the owner whose ``id()`` is
+        ``owner_id`` (a callback that resizes must not hold the owner itself)."""
+        self._entries.resize((owner_id, key), value)
+
+    @property
+    def bytes(self) -> int:
+        return self._entries.bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _forget(self, owner_id: int) -> None:
+        for key in self._by_owner.pop(owner_id, ()):
+            self._entries.pop(key)
+
+    def _evicted(self, key: tuple[int, Hashable], _: V) -> None:
+        keys = self._by_owner.get(key[0])
+        if keys is not None:
+            keys.discard(key)

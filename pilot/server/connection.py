@@ -29,13 +29,10 @@ class Connection:
     identity: str = ""  # NS/SA the stream authenticated as on the secure port; "" on the plain port
     connected_at: float = field(default_factory=time.time)
     types: dict[str, TypeLedger] = field(default_factory=dict)
-    _nonces: int = 0
-
-    def next_nonce(self) -> str:
-        """A nonce unique on this stream. A nonce only has to tell this stream's responses apart.
-        https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#when-to-send-an-update"""
-        self._nonces += 1
-        return str(self._nonces)
+    # The number of the last nonce sent on this stream. Nonces are numbered by one counter per
+    # server (pilot.server.responses) and only grow on a stream, so each is unique on it.
+    # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#when-to-send-an-update
+    last_nonce: int = 0
 
     def status(self) -> ConnectionStatus:
         return ConnectionStatus(

@@ -26,6 +26,7 @@ Resources go out as ``Resource`` messages encoded once per (type, name, version)
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Sequence
 
 from pilot.cache.snapshot import Snapshot, TypeResources
@@ -58,7 +59,7 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
     # -- the reader ------------------------------------------------------------------------------
 
     def _on_request(self, request: DeltaRequest) -> None:
-        type_url = request.type_url
+        type_url = sys.intern(request.type_url)  # one string per type, not one per stream
         if not type_url:
             # On ADS every request must name its type, since one stream carries all of them.
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#aggregated-discovery-service
@@ -201,7 +202,7 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#knowing-when-a-requested-resource-does-not-exist
         # A proxy that holds nothing of the type gets everything it wants: the same bytes for
         # every proxy of the view with that subscription, encoded once.
-        fresh = typed is not None and ledger.base is None and not ledger.overrides and not ledger.rejected
+        fresh = typed is not None and rules.holds_nothing(ledger)
         updates, removed = rules.changes(ledger, typed, removals=True)
         updates = rules.rewarm(ledger, typed, updates, rewarm)
         changes = bool(updates or removed)
@@ -213,8 +214,10 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         shared = self._shared
         subscription = None if ledger.wildcard else ledger.names
 
+        everything = fresh and typed is not None and not removed
+
         def payload() -> bytes:
-            if fresh and typed is not None and not removed:
+            if everything and typed is not None:
                 return shared.everything(typed, subscription, updates)
             return b"".join(shared.encoded(type_url, r) for r in updates)
 
@@ -235,4 +238,11 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
             changes=changes,
             encode=encode,
             summary=lambda: f"{len(updates)} resources, {len(removed)} removed",
+            # Within ``typed``, the names sent and removed make the bytes; everything a
+            # subscription selects is named by the subscription (see DeltaResourceCache.everything).
+            key=None
+            if typed is None
+            else ("delta", subscription)
+            if everything
+            else ("delta", tuple(r.name for r in updates), tuple(removed)),
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from pilot import metrics
 
@@ -35,29 +35,56 @@ class PushSlot:
             self._fanout._release()
 
 
-class Interrupt(asyncio.Event):
-    """An ``asyncio.Event`` that also completes the futures given to ``notify`` when it is set, so
-    "a push slot or this event, whichever comes first" is one future, not two tasks."""
+class Interrupt:
+    """A flag that completes the futures given to ``notify`` when it is set, so "a push slot or this
+    flag, whichever comes first" is one future, not two tasks; ``wait`` is one such future.
+
+    Like ``asyncio.Event`` without its waiter deque (an empty ``collections.deque`` costs about
+    600 bytes, and each stream keeps two flags for its whole life): the list of futures exists
+    only while someone waits."""
+
+    __slots__ = ("_notify", "_value")
 
     def __init__(self) -> None:
-        super().__init__()
-        self._notify: list[asyncio.Future[PushSlot | None]] = []
+        self._value = False
+        self._notify: list[asyncio.Future[Any]] | None = None
 
-    def notify(self, future: asyncio.Future[PushSlot | None]) -> None:
-        self._notify.append(future)
+    def is_set(self) -> bool:
+        return self._value
 
-    def forget(self, future: asyncio.Future[PushSlot | None]) -> None:
-        try:
-            self._notify.remove(future)
-        except ValueError:
-            pass
+    def notify(self, future: asyncio.Future[Any]) -> None:
+        if self._notify is None:
+            self._notify = [future]
+        else:
+            self._notify.append(future)
+
+    def forget(self, future: asyncio.Future[Any]) -> None:
+        if self._notify is not None:
+            try:
+                self._notify.remove(future)
+            except ValueError:
+                pass
 
     def set(self) -> None:
-        super().set()
-        notify, self._notify = self._notify, []
-        for future in notify:
+        self._value = True
+        notify, self._notify = self._notify, None
+        for future in notify or ():
             if not future.done():
                 future.set_result(None)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> None:
+        """Return once the flag is set (at once if it is)."""
+        if self._value:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.notify(future)
+        try:
+            await future
+        finally:
+            self.forget(future)
 
 
 class FanOut:
@@ -76,7 +103,7 @@ class FanOut:
         self._free = concurrency
         self._waiting: collections.deque[asyncio.Future[PushSlot | None]] = collections.deque()
 
-    async def acquire_unless(self, interrupt: asyncio.Event) -> PushSlot | None:
+    async def acquire_unless(self, interrupt: asyncio.Event | Interrupt) -> PushSlot | None:
         """Wait for a slot; give up and return None as soon as ``interrupt`` is set, so that a
         stream waiting to push can still answer its proxy's requests meanwhile."""
         if interrupt.is_set():

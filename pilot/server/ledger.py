@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from pilot import metrics
 from pilot.cache.snapshot import Resource, TypeResources
-from pilot.server.resource_diff import diff
+from pilot.server.resource_diff import diff, wanted
 from pilot.server.status import NackStatus
 from pilot.xds import types
 
@@ -35,6 +35,7 @@ __all__ = [
     "carried",
     "changes",
     "forget",
+    "holds_nothing",
     "in_flight",
     "materialize",
     "record",
@@ -168,6 +169,11 @@ def materialize(ledger: TypeLedger, keep: Iterable[str]) -> None:
 # -- what differs ---------------------------------------------------------------------------------
 
 
+def holds_nothing(ledger: TypeLedger) -> bool:
+    """The proxy holds nothing of the type and rejected nothing: it is sent everything it wants."""
+    return ledger.base is None and not ledger.overrides and not ledger.rejected
+
+
 def changes(
     ledger: TypeLedger, typed: TypeResources | None, *, removals: bool = False
 ) -> tuple[list[Resource], list[str]]:
@@ -194,6 +200,9 @@ def changes(
 def _updates(ledger: TypeLedger, typed: TypeResources | None) -> list[Resource]:
     if typed is None or (typed is ledger.base and not ledger.overrides and not ledger.announce):
         return []
+    if holds_nothing(ledger):
+        # Everything it wants: the same for every stream with this subscription (computed once).
+        return list(wanted(typed, None if ledger.wildcard else ledger.names))
     if ledger.base is not None and not ledger.overrides and not ledger.announce:
         # In step with base: what changed since base (shared by the view's streams), if wanted.
         wants, rejected = ledger.wants, ledger.is_rejected
@@ -209,8 +218,8 @@ def _updates(ledger: TypeLedger, typed: TypeResources | None) -> list[Resource]:
     if ledger.wildcard:
         present = resources.values()
     elif ledger.namespaced:
-        wanted = ledger.names
-        present = (r for n, r in resources.items() if types.namespace_of(n) in wanted)
+        spaces = ledger.names
+        present = (r for n, r in resources.items() if types.namespace_of(n) in spaces)
     else:
         present = (resources[name] for name in ledger.names if name in resources)
     for resource in present:
@@ -276,6 +285,8 @@ def rewarm(
 def updated(ledger: TypeLedger, sent: Iterable[tuple[str, str]]) -> frozenset[str]:
     """Of the resources about to be sent, those the proxy holds at another version (it rebuilds
     them: for clusters, it re-warms them)."""
+    if ledger.base is None and not ledger.overrides:
+        return _NOTHING  # it holds nothing
     return frozenset(name for name, version in sent if ledger.held_version(name) not in (None, version))
 
 

@@ -1,5 +1,7 @@
 """What changed between two versions of one type's resources, computed once and shared by every
-stream that is in step with the older one.
+stream that is in step with the older one; and everything one subscription wants of a type, for
+the streams that hold nothing yet (a connect storm: 1000 proxies of one view subscribing to the
+same 3000 clusters).
 
 A push brings each stream of a view from the same ``TypeResources`` to the same newer one; a stream
 that holds exactly the older one (no overrides) needs only the resources whose version changed,
@@ -9,14 +11,18 @@ and then only those it wants. Walking every resource per stream costs O(resource
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from pilot.cache.snapshot import Resource, TypeResources
+from pilot.xds import types
 
-__all__ = ["Diff", "diff"]
+__all__ = ["Diff", "diff", "wanted"]
 
 _MAX_ENTRIES = 64  # (old, new) pairs remembered: a few per view in flight
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,17 +34,47 @@ class Diff:
     removed: tuple[str, ...]
 
 
-# Keyed by identity; the entry holds both objects, so their ids are not reused while it exists.
-_entries: OrderedDict[tuple[int, int], tuple[TypeResources, TypeResources, Diff]] = OrderedDict()
+class _Memo(Generic[T]):
+    """Answers keyed by the identity of two objects, the newest ``_MAX_ENTRIES``, none past the
+    life of either: an entry goes as soon as one of its objects is collected (a weak reference
+    watches it), so an id is never reused while an entry names it, and the memo keeps no old
+    snapshot's resources alive (nor, through them, the encoded selections and responses that go
+    with them). What cannot be referenced weakly (an interned subscription, None) is held."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple[int, int], tuple[tuple[object, ...], T]] = OrderedDict()
+
+    def get(self, first: object, second: object) -> T | None:
+        key = (id(first), id(second))
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        self._entries.move_to_end(key)
+        return found[1]
+
+    def put(self, first: object, second: object, answer: T) -> T:
+        key = (id(first), id(second))
+        held: list[object] = []
+        for part in (first, second):
+            try:
+                weakref.finalize(part, self._entries.pop, key, None)
+            except TypeError:
+                held.append(part)
+        self._entries[key] = (tuple(held), answer)
+        if len(self._entries) > _MAX_ENTRIES:
+            self._entries.popitem(last=False)
+        return answer
+
+
+_diffs: _Memo[Diff] = _Memo()
+_wanted: _Memo[tuple[Resource, ...]] = _Memo()
 
 
 def diff(old: TypeResources, new: TypeResources) -> Diff:
     """The difference from ``old`` to ``new``, memoized by identity. Event-loop only."""
-    key = (id(old), id(new))
-    found = _entries.get(key)
+    found = _diffs.get(old, new)
     if found is not None:
-        _entries.move_to_end(key)
-        return found[2]
+        return found
     before = old.resources
     updated = tuple(
         resource
@@ -46,8 +82,27 @@ def diff(old: TypeResources, new: TypeResources) -> Diff:
         if (held := before.get(name)) is not resource and (held is None or held.version != resource.version)
     )
     removed = tuple(sorted(before.keys() - new.resources.keys()))
-    result = Diff(updated, removed)
-    _entries[key] = (old, new, result)
-    if len(_entries) > _MAX_ENTRIES:
-        _entries.popitem(last=False)
-    return result
+    return _diffs.put(old, new, Diff(updated, removed))
+
+
+def wanted(typed: TypeResources, names: frozenset[str] | None) -> tuple[Resource, ...]:
+    """Every resource of ``typed`` a subscription wants: all of them in ``typed``'s order for a
+    wildcard (``names`` None); else those ``names`` names (for namespaced types, VHDS: those in a
+    named namespace) in name order. Memoized by the identity of both (subscriptions are interned,
+    see selections.NameSets). Event-loop only."""
+    found = _wanted.get(typed, names)
+    if found is not None:
+        return found
+    resources = typed.resources
+    result: tuple[Resource, ...]
+    if names is None:
+        result = tuple(resources.values())
+    elif typed.type_url in types.NAMESPACED_TYPES:
+        result = tuple(sorted((r for n, r in resources.items() if types.namespace_of(n) in names), key=_name))
+    else:
+        result = tuple(resources[n] for n in sorted(names) if n in resources)
+    return _wanted.put(typed, names, result)
+
+
+def _name(resource: Resource) -> str:
+    return resource.name

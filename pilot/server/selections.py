@@ -14,17 +14,15 @@ first). Not thread-safe: use from one event loop.
 from __future__ import annotations
 
 import hashlib
-import weakref
 from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 from pilot.cache.snapshot import Resource, Snapshot, TypeResources
 from pilot.server import wire
-from pilot.server.bounded import BoundedCache
+from pilot.server.bounded import BoundedCache, OwnedCache
 
 __all__ = ["DeltaResourceCache", "NameSets", "Selection", "SelectionCache"]
 
-_SelectionKey = tuple[int, Hashable]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -48,7 +46,7 @@ class NameSets:
 class _Shared(Generic[K, V]):
     """What both caches do alike: intern subscriptions, report their entries and bytes."""
 
-    _entries: BoundedCache[K, V]
+    _entries: BoundedCache[K, V] | OwnedCache[V]
     _names: NameSets
 
     def intern(self, names: frozenset[str]) -> frozenset[str]:
@@ -168,7 +166,7 @@ class Selection:
         return [n for n in sorted(self.names) if n in resources]
 
 
-class SelectionCache(_Shared[_SelectionKey, "Selection"]):
+class SelectionCache(_Shared[tuple[int, Hashable], "Selection"]):
     """Shares :class:`Selection` objects between the streams of one view.
 
     Keyed by the identity of the snapshot's ``TypeResources`` and the subscription. Entries hold a
@@ -182,11 +180,8 @@ class SelectionCache(_Shared[_SelectionKey, "Selection"]):
         self, max_entries: int = 4096, max_bytes: int = 256 * 1024 * 1024, names: NameSets | None = None
     ) -> None:
         self._names = names or NameSets(max_entries)
-        self._entries: BoundedCache[_SelectionKey, Selection] = BoundedCache(
-            max_entries, max_bytes, _encoded_size, self._evicted
-        )
+        self._entries: OwnedCache[Selection] = OwnedCache(max_entries, max_bytes, _encoded_size)
         self._empty: dict[str, TypeResources] = {}
-        self._by_typed: dict[int, set[_SelectionKey]] = {}
 
     def select(self, snapshot: Snapshot, type_url: str, names: frozenset[str] | None) -> Selection:
         return self.cut(snapshot.by_type.get(type_url), type_url, names)
@@ -198,28 +193,13 @@ class SelectionCache(_Shared[_SelectionKey, "Selection"]):
             typed = self._empty.get(type_url)
             if typed is None:
                 typed = self._empty[type_url] = TypeResources.build(type_url, ())
-        key = (id(typed), names)
-        selection = self._entries.get(key)
+        selection = self._entries.get(typed, names)
         if selection is not None:
             return selection
-        selection = Selection(typed, names, lambda built: self._entries.resize(key, built))
-        keys = self._by_typed.get(id(typed))
-        if keys is None:
-            keys = self._by_typed[id(typed)] = set()
-            weakref.finalize(typed, self._forget, id(typed))
-        keys.add(key)
-        self._entries.put(key, selection)
+        owner = id(typed)
+        selection = Selection(typed, names, lambda built: self._entries.resize(owner, names, built))
+        self._entries.put(typed, names, selection)
         return selection
-
-    def _forget(self, typed_id: int) -> None:
-        """A TypeResources is gone (no snapshot holds it): so are its selections."""
-        for key in self._by_typed.pop(typed_id, ()):
-            self._entries.pop(key)
-
-    def _evicted(self, key: _SelectionKey, _: Selection) -> None:
-        keys = self._by_typed.get(key[0])
-        if keys is not None:
-            keys.discard(key)
 
 
 def _encoded_size(selection: Selection) -> int:

@@ -26,6 +26,7 @@ again even if unchanged, because Envoy keeps an updated cluster warming until th
 from __future__ import annotations
 
 import logging
+import sys
 
 from pilot.cache.snapshot import Snapshot, TypeResources
 from pilot.errors import XdsProtocolError
@@ -56,7 +57,7 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
     # -- the reader ------------------------------------------------------------------------------
 
     def _on_request(self, request: SotwRequest) -> None:
-        type_url = request.type_url
+        type_url = sys.intern(request.type_url)  # one string per type, not one per stream
         if not type_url:
             # On ADS every request must name its type, since one stream carries all of them.
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#aggregated-discovery-service
@@ -89,7 +90,7 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
             # nonce from another server): always answer, with every subscribed resource.
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#ack-and-nack-semantics-summary
             wildcard = wildcard_type and (not names or _WILDCARD in names)
-            interned = self._shared.intern(names - {_WILDCARD})
+            interned = self._shared.intern(_without_wildcard(names))
             if ledger is None:
                 ledger = self._conn.types[type_url] = TypeLedger(type_url, wildcard, interned)
             else:
@@ -119,7 +120,7 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
         # Envoy sends a request with the same nonce when what it wants changes.
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#how-the-client-specifies-what-resources-to-return
         wildcard = wildcard_type and (_WILDCARD in names or (not names and ledger.wildcard))
-        names -= {_WILDCARD}
+        names = _without_wildcard(names)
         if wildcard == ledger.wildcard and names == ledger.names:
             return
         added = names - ledger.names
@@ -179,6 +180,9 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#deleting-resources
         if not ledger.nonce_sent and not ledger.respond:
             return None  # its first request has not been answered yet: that answer sends everything
+        # A proxy that holds nothing is sent all it subscribes to: its (shared) subscription names
+        # that selection, as for every other proxy of the view that connects.
+        everything = rules.holds_nothing(ledger)
         changed, _ = rules.changes(ledger, typed)
         changes = bool(changed)
         changed = rules.rewarm(ledger, typed, changed, rewarm)
@@ -186,7 +190,8 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
         ledger.respond = False
         if not changed and not answer:
             return None
-        selection = self._shared.select(snapshot, ledger.type_url, frozenset(r.name for r in changed))
+        names = ledger.names if everything else frozenset(r.name for r in changed)
+        selection = self._shared.select(snapshot, ledger.type_url, names)
         return self._response(ledger, selection, typed, changes, None)
 
     def _response(
@@ -214,4 +219,11 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
             encode=encode,
             summary=lambda: f"{len(selection.resource_names)} resources",
             content=content,
+            # The selection's names within ``typed`` make the bytes (its version is typed's).
+            key=None if typed is None else ("sotw", selection.names),
         )
+
+
+def _without_wildcard(names: frozenset[str]) -> frozenset[str]:
+    # No copy of thousands of names (an EDS request or ACK names every cluster) unless needed.
+    return names - {_WILDCARD} if _WILDCARD in names else names

@@ -1,5 +1,6 @@
-"""The loop of one ADS stream, whichever protocol: a reader task applying request rules, a sender
-task writing every response, and a cache watch that only remembers the newest snapshot.
+"""The loop of one ADS stream, whichever protocol: the RPC's task reading and applying request
+rules, a sender task writing every response, and a cache watch that only remembers the newest
+snapshot.
 
 The protocols (``sotw.py``, ``delta.py``) differ only in how a request is read (``_on_request``)
 and what a response holds (``_cut``, ``_has_changes``); the ADS order, the cluster re-warm, the
@@ -29,6 +30,7 @@ from pilot.server.ledger import Sent, TypeLedger
 from pilot.server.limits import UNLIMITED, LogGate, StreamLimits, request_bucket
 from pilot.server.rejections import StreamRejections
 from pilot.server.requests import Request
+from pilot.server.responses import SharedResponses
 from pilot.server.size_guard import warn_if_oversized
 from pilot.server.status import Backlog
 from pilot.xds import types
@@ -69,14 +71,19 @@ class Cut:
     encode: Callable[[str], bytes]  # the response's bytes, given its nonce
     summary: Callable[[], str]  # what it holds, for the debug log
     content: str | None = None  # a whole-state response's identity (see ledger.Sent)
+    # What makes the response's bytes (nonce aside) within ``typed``: streams that cut the same
+    # key from the same ``typed`` share one encoded response (pilot.server.responses). None: the
+    # response is this stream's own.
+    key: Hashable = None
 
 
 class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
     """The loop of one ADS stream, from its first request to its end; subclasses speak a protocol.
 
-    One stream runs two tasks. The *reader* applies the request rules (``_on_request``); it never
-    writes. The *sender* writes every response: answers to requests and pushes of new snapshots.
-    They meet in the stream's :class:`TypeLedger` values and two events, all on one event loop.
+    One stream runs in two tasks. The *reader* (the task that calls ``run``) applies the request
+    rules (``_on_request``); it never writes. The *sender* writes every response: answers to
+    requests and pushes of new snapshots. They meet in the stream's :class:`TypeLedger` values and
+    two :class:`Interrupt` flags, all on one event loop.
 
     Snapshots reach the stream through a cache watch that only remembers the latest one and wakes
     the sender, so a slow proxy holds at most one pending snapshot and never builds a queue. The
@@ -102,12 +109,14 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         cache: SnapshotCache,
         fanout: FanOut,
         shared: SharedT,
+        responses: SharedResponses,
         control_plane: bytes = b"",
         limits: StreamLimits = UNLIMITED,
         on_rejected: Callable[[Rejection], None] | None = None,
     ) -> None:
         self._conn = conn
         self._shared = shared  # what responses are encoded from, shared by the server's streams
+        self._responses = responses  # whole responses and their nonces, shared likewise
         self._control_plane = control_plane  # the responses' control_plane field, already tagged
         self._context = context
         self._cache = cache
@@ -116,7 +125,7 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         self._latest: Snapshot | None = None  # newest snapshot from the cache
         self._pending_since: float | None = None  # monotonic time the first unadopted one arrived
         self._adopted: Snapshot | None = None  # the snapshot responses are cut from
-        self._wake = asyncio.Event()  # anything for the sender to do
+        self._wake = Interrupt()  # anything for the sender to do
         self._requested = Interrupt()  # a request wants an answer (a TypeLedger.respond is set)
         self._requests = request_bucket(limits)  # this stream's request rate, if bounded
         # What a NACK does (count, log, record, blame): sotw.py and delta.py call it.
@@ -136,23 +145,43 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
             self._on_snapshot(snapshot)
 
     async def run(self, first: RequestT) -> None:
+        """Serve the stream: read its requests in the calling task (the RPC's own) while one sender
+        task writes. Two tasks per stream, as few as a stream that reads and writes at once can
+        have: each costs about 1 KiB for the stream's whole life."""
         self._cancel_watch = self._cache.watch(self._conn.view, self._on_snapshot)
         try:
             # Read the current snapshot only after the watch exists, so no update falls between.
             if self._latest is None:
                 self._latest = self._cache.get_snapshot(self._conn.view)
             self._wake.set()
-            reader = asyncio.create_task(self._read_loop(first), name=f"ads-read-{self._conn.stream_id}")
-            del first  # held by the reader until it is applied
-            sender = asyncio.create_task(self._send_loop(), name=f"ads-send-{self._conn.stream_id}")
+            reading = self._read_loop(first)
+            del first  # held by the read loop until it is applied
+            reader = asyncio.current_task()
+            sender = asyncio.get_running_loop().create_task(
+                self._send_loop(), name=f"ads-send-{self._conn.stream_id}"
+            )
+
+            reading_over = False
+
+            def sender_ended(task: asyncio.Task[None]) -> None:
+                # The sender only ends by failing (or being cancelled below): end the reading too,
+                # unless it is over already (a cancel then would hit whatever the task awaits next).
+                if not task.cancelled() and not reading_over and reader is not None:
+                    reader.cancel()
+
+            sender.add_done_callback(sender_ended)
             try:
-                done, _ = await asyncio.wait((reader, sender), return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()  # re-raise what ended the stream
+                await reading
+            except asyncio.CancelledError:
+                if reader is not None and sender.done() and not sender.cancelled():
+                    reader.uncancel()  # the cancel was ours: the sender's failure ends the stream
+                    sender.result()
+                raise
             finally:
-                for task in (reader, sender):
-                    task.cancel()
-                await asyncio.gather(reader, sender, return_exceptions=True)
+                reading_over = True
+                sender.remove_done_callback(sender_ended)
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
         finally:
             self._cancel_watch()
             self._cancel_watch = _no_watch
@@ -317,8 +346,10 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
     async def _respond(
         self, ledger: TypeLedger, cut: Cut, slot: PushSlot | None, push_started: float | None
     ) -> None:
-        nonce = self._conn.next_nonce()
-        data = cut.encode(nonce)
+        shared_in = cut.typed if cut.key is not None else None
+        response = self._responses.respond(shared_in, cut.key, self._conn.last_nonce, cut.encode)
+        self._conn.last_nonce = response.number
+        nonce, data = response.nonce, response.data
         warn_if_oversized(self._conn.node_id, ledger.type_url, len(data), cut.typed, cut.names)
         sent = Sent(nonce, cut.version, cut.typed, cut.names, cut.content)
         rules.record(

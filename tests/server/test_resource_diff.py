@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 from pilot.cache.snapshot import Resource, TypeResources
-from pilot.server.resource_diff import diff
+from pilot.server.resource_diff import diff, wanted
 from pilot.xds import types
 from tests.server.resources import cluster
 
@@ -22,3 +25,33 @@ def test_updated_and_removed_once_per_pair() -> None:
     assert found.removed == ("c",)
     assert diff(old, new) is found  # the second stream gets the same answer, not a new walk
     assert diff(new, new).updated == () and diff(new, new).removed == ()
+
+
+def test_what_a_subscription_wants_is_walked_once_per_subscription() -> None:
+    typed = _typed(cluster("c"), cluster("a"), cluster("b"))
+    names = frozenset({"b", "a", "nope"})
+    found = wanted(typed, names)
+    assert [r.name for r in found] == ["a", "b"]  # name order; absent names left out
+    assert wanted(typed, names) is found  # every stream with this (interned) subscription shares it
+    assert [r.name for r in wanted(typed, None)] == list(typed.resources)  # wildcard: the type's order
+
+
+def test_a_namespaced_subscription_wants_the_resources_of_its_namespaces() -> None:
+    typed = TypeResources.build(
+        types.VIRTUAL_HOST,
+        [Resource(name, "1", b"x") for name in ("80/b.example:80", "81/c.example:81", "80/a.example:80")],
+    )
+    assert [r.name for r in wanted(typed, frozenset({"80"}))] == ["80/a.example:80", "80/b.example:80"]
+
+
+def test_the_memos_keep_no_old_resources_alive() -> None:
+    old = _typed(cluster("a"), cluster("b"))
+    new = _typed(cluster("a", 5000), cluster("b"), previous=old)
+    names = frozenset({"a"})
+    diff(old, new)
+    wanted(old, names)
+    gone = weakref.ref(old)
+    del old
+    gc.collect()
+    assert gone() is None  # a push later, nothing holds the older snapshot's resources
+    assert [r.name for r in wanted(new, names)] == ["a"]

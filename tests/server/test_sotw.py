@@ -211,3 +211,18 @@ async def test_unsubscribe_with_empty_names_drops_the_type(harness: AdsHarness) 
     assert types.ROUTE not in harness.connection().types
     harness.cache.set_snapshot(VIEW, base_snapshot("v2", routes=[route("80", "z")]))
     await client.expect_silence()  # RDS is no longer watched
+
+
+async def test_an_ack_that_swaps_one_name_for_another_is_a_subscription_change(harness: AdsHarness) -> None:
+    client = await subscribe_everything(harness)
+    nonce = harness.connection().types[types.ROUTE].nonce_sent
+    # As many names as before, one of them new: 81 is dropped, and only the new name would be sent.
+    await client.request(types.ROUTE, ["80", "nope"], nonce=nonce)
+    await client.expect_silence()  # "nope" does not exist: nothing to send
+    assert harness.connection().types[types.ROUTE].names == ("80", "nope")
+    harness.cache.set_snapshot(VIEW, base_snapshot("v2", routes=[route("80", "a"), route("81", "a")]))
+    await client.expect_silence()  # 81 changed, but the proxy no longer asks for it
+    # The same names again, in another order: no change.
+    await client.request(types.ROUTE, ["nope", "80"], nonce=nonce)
+    await client.expect_silence()
+    assert harness.connection().types[types.ROUTE].names == ("80", "nope")
