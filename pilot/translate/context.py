@@ -212,6 +212,9 @@ class PushContext:
     _changed_from: tuple[Mapping[ConfigKey, ConfigObject], frozenset[ConfigKey]] | None = field(
         default=None, repr=False
     )
+    # The objects of the context this one was built from when every host, port and key that
+    # pilot.translate.provenance indexes is the same in both (only routes or policies changed).
+    _same_hosts_as: Mapping[ConfigKey, ConfigObject] | None = field(default=None, repr=False)
 
     @property
     def version(self) -> str:
@@ -300,6 +303,14 @@ class PushContext:
                 previous if same_base else None, changed_from[1] if changed_from else None, virtual_services
             ),
             _changed_from=changed_from,
+            _same_hosts_as=(
+                previous.objects
+                if previous is not None
+                and same_base
+                and changed_from is not None
+                and _same_hosts(previous, changed_from[1], virtual_services)
+                else None
+            ),
         )
 
     def changed_since(self, older: PushContext) -> frozenset[ConfigKey] | None:
@@ -310,6 +321,11 @@ class PushContext:
         if self._changed_from is not None and self._changed_from[0] is older.objects:
             return self._changed_from[1]  # found when this context was built from ``older``
         return _changed(self.objects, older.objects)
+
+    def same_hosts_as(self, older: PushContext) -> bool:
+        """Whether this context was built from ``older`` and has the same services, VirtualService
+        and DestinationRule hosts, Gateways and RequestAuthentications (what is indexed by host)."""
+        return self._same_hosts_as is not None and self._same_hosts_as is older.objects
 
     def scope(
         self, namespace: str, labels: tuple[tuple[str, str], ...] = (), sidecar: ConfigKey | None = None
@@ -730,6 +746,36 @@ def _changed(
     return frozenset(changed)
 
 
+# Kinds whose change leaves every host, port and key of pilot.translate.provenance's index as it was
+# (a VirtualService only if it keeps its selection, see ``_same_hosts``).
+_HOSTLESS = frozenset(
+    {kinds.VIRTUAL_SERVICE, kinds.POD, kinds.PEER_AUTHENTICATION, kinds.AUTHORIZATION_POLICY, kinds.SIDECAR}
+)
+
+
+def _replaced(
+    previous: PushContext, virtual_services: tuple[VirtualServiceEntry, ...]
+) -> tuple[list[VirtualServiceEntry], bool]:
+    """The previous context's VirtualService entries that are not entries any more, and whether
+    each was replaced by one of the same key and selection (``_selection``), none added."""
+    kept = {id(vs) for vs in virtual_services}
+    gone = [vs for vs in previous.virtual_services if id(vs) not in kept]
+    was = {id(vs) for vs in previous.virtual_services}
+    made = {vs.key: vs for vs in virtual_services if id(vs) not in was}
+    same_hosts = len(made) == len(gone) and all(
+        (now := made.get(vs.key)) is not None and _selection(now) == _selection(vs) for vs in gone
+    )
+    return gone, same_hosts
+
+
+def _same_hosts(
+    previous: PushContext, changed: frozenset[ConfigKey], virtual_services: tuple[VirtualServiceEntry, ...]
+) -> bool:
+    if any(key.kind not in _HOSTLESS for key in changed):
+        return False
+    return _replaced(previous, virtual_services)[1]
+
+
 def _route_pieces(
     previous: PushContext | None,
     changed: frozenset[ConfigKey] | None,
@@ -740,14 +786,11 @@ def _route_pieces(
     the VirtualServices that are not the same entry any more; else none."""
     if previous is None or changed is None or any(key.kind not in _ROUTING_ONLY for key in changed):
         return RoutePieces()
-    kept = {id(vs) for vs in virtual_services}
-    gone = [vs for vs in previous.virtual_services if id(vs) not in kept]
-    was = {id(vs) for vs in previous.virtual_services}
-    made = {vs.key: vs for vs in virtual_services if id(vs) not in was}
-    same_hosts = len(made) == len(gone) and all(
-        (now := made.get(vs.key)) is not None and _selection(now) == _selection(vs) for vs in gone
-    )
-    return RoutePieces(previous.route_pieces, gone, same_hosts)
+    gone, same_hosts = _replaced(previous, virtual_services)
+    if not same_hosts:
+        return RoutePieces(previous.route_pieces, gone)
+    new = {vs.key: vs for vs in virtual_services}
+    return RoutePieces(previous.route_pieces, gone, {id(vs): new[vs.key] for vs in gone})
 
 
 def _selection(vs: VirtualServiceEntry) -> tuple[object, ...]:

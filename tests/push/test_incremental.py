@@ -37,6 +37,7 @@ def _context(objects: list[ConfigObject], revision: int) -> PushContext:
 
 
 def _same(a: Snapshot, b: Snapshot) -> None:
+    """The same resources at the same versions, traced to the same objects (provenance)."""
     assert list(a.by_type) == list(b.by_type)
     for type_url, typed in a.by_type.items():
         other = b.by_type[type_url]
@@ -44,16 +45,19 @@ def _same(a: Snapshot, b: Snapshot) -> None:
         assert {n: r.body for n, r in typed.resources.items()} == {
             n: r.body for n, r in other.resources.items()
         }, types.short_name(type_url)
+    assert {t: dict(o) for t, o in a.origins.items()} == {t: dict(o) for t, o in b.origins.items()}
 
 
 def _check(view: ProxyView, before: PushContext, after: PushContext) -> None:
     previous = build_snapshot(view, before)
-    incremental = build_snapshot(view, after, (before, previous))
-    _same(incremental, build_snapshot(view, after))
-    # The same from a context built from the previous one (reusing its services).
+    # From a context built from the previous one (reusing its services, route pieces and host
+    # index: the previous context is the last one translated, as in a push).
     assert after.objects is not None
     reused = PushContext.build(factories.store_snapshot(after.objects.values(), after.revision), before)
-    _same(build_snapshot(view, reused, (before, previous)), build_snapshot(view, after))
+    chained = build_snapshot(view, reused, (before, previous))
+    incremental = build_snapshot(view, after, (before, previous))
+    _same(incremental, build_snapshot(view, after))
+    _same(chained, build_snapshot(view, after))
     rebuilt = set(types_to_rebuild(after.changed_since(before), previous, view))
     for type_url, typed in incremental.by_type.items():
         if type_url not in rebuilt:

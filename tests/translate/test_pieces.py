@@ -2,8 +2,10 @@
 
 For every scenario of testdata/translate/ and a mesh of many services, every VirtualService is
 edited in turn, in a chain of contexts each built from the one before (as the pusher builds them):
-its routes changed (a timeout on each HTTP route: the pieces and whole route configurations of
-the others are kept), its hosts changed (route configurations are made again, pieces kept), its
+its routes changed (a timeout on each HTTP route: the pieces of the others are kept, and whole
+route configurations are kept or patched, pilot.translate.route_records), its routes moved to a
+port no service has (a kept configuration loses virtual hosts: it is made anew), its hosts
+changed (route configurations are made again, pieces kept), its
 destinations changed (which changes the services a Sidecar imports, and with them every piece of
 that scope), then put back. At every step the incremental snapshot and a snapshot from the chained
 context must be byte-identical to a full translation from scratch, for the views of
@@ -86,6 +88,19 @@ def _with_timeout(obj: ConfigObject) -> ConfigObject:
     return dataclasses.replace(obj, spec=spec)
 
 
+def _on_no_port(obj: ConfigObject) -> ConfigObject:
+    """Every HTTP route matches port 1 only: the VirtualService has no routes on any port, so it
+    makes no virtual host for its hosts that are no service (a kept configuration is made anew)."""
+    spec = nw.VirtualService()
+    spec.CopyFrom(obj.spec)
+    for route in spec.http:
+        if not route.match:
+            route.match.add()
+        for match in route.match:
+            match.port = 1
+    return dataclasses.replace(obj, spec=spec)
+
+
 def _with_host(obj: ConfigObject) -> ConfigObject:
     spec = nw.VirtualService()
     spec.CopyFrom(obj.spec)
@@ -107,16 +122,19 @@ def _chain(objects: list[ConfigObject]) -> None:
     for index, obj in enumerate(objects):
         if obj.kind != VIRTUAL_SERVICE:
             continue
-        for edited in (_with_timeout(obj), _with_host(obj), _to_first_service(obj), obj):
+        edits = (_with_timeout(obj), _on_no_port(obj), obj, _with_host(obj), _to_first_service(obj), obj)
+        for edited in edits:
             revision += 1
             objects = [*objects[:index], edited, *objects[index + 1 :]]
             store = factories.store_snapshot(objects, revision)
             chained = PushContext.build(store, context)
             truth = PushContext.build(store)
             for view in VIEWS:
-                expected = _bodies(build_snapshot(view, truth))
+                full = build_snapshot(view, truth)
+                expected = _bodies(full)
                 incremental = build_snapshot(view, chained, (context, snapshots[view]))
                 assert _bodies(incremental) == expected, (obj.key, edited is obj, view)
+                assert dict(incremental.origins) == dict(full.origins), (obj.key, view)
                 assert _bodies(build_snapshot(view, chained)) == expected, (obj.key, view)
                 snapshots[view] = incremental
             context = chained
