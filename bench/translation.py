@@ -20,7 +20,8 @@ The store's objects are moved out of the cyclic garbage collector's generations 
 (``gc.freeze()``), as ``pilot serve`` does after its initial load (pilot.app); ``--no-gc-freeze``
 measures without. Each figure is the median (and the minimum) of ``--repeat`` runs, wall time and
 process CPU time (``time.process_time``). ``--profile FILE`` writes a cProfile of repeated full
-builds of the largest K (read it with ``python -m pstats FILE`` or ``python -m bench.translation --show FILE``).
+builds of the largest K (read it with ``python -m pstats FILE`` or ``python -m bench.translation
+--show FILE``).
 """
 
 from __future__ import annotations

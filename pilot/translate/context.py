@@ -330,13 +330,25 @@ class PushContext:
         edited_kinds = {key.kind for key in changed}
         mesh = previous.mesh
         virtual_services = previous.virtual_services
+        pairs: list[tuple[VirtualServiceEntry, VirtualServiceEntry]] = []
         if kinds.VIRTUAL_SERVICE in edited_kinds:
-            virtual_services = _edited_virtual_services(snapshot, previous, changed)
+            virtual_services, pairs = _edited_virtual_services(snapshot, previous, changed)
+        # The same hosts when every edited VirtualService kept its selection (_same_hosts).
+        same_hosts = (
+            {id(old): new for old, new in pairs}
+            if all(_selection(old) == _selection(new) for old, new in pairs)
+            else None
+        )
+        gone = [old for old, _ in pairs]
+        route_pieces = (
+            RoutePieces(previous.route_pieces, gone, same_hosts)
+            if edited_kinds <= _ROUTING_ONLY
+            else RoutePieces()
+        )
         by_kind: dict[str, list[ConfigObject]] = {}
         if edited_kinds - {kinds.VIRTUAL_SERVICE, kinds.POD}:
             for obj in sorted(snapshot.objects.values(), key=_by_key):
                 by_kind.setdefault(obj.kind, []).append(obj)
-        same_hosts = _same_hosts(previous, changed, virtual_services)
         return cls(
             revision=snapshot.revision,
             mesh=mesh,
@@ -364,7 +376,7 @@ class PushContext:
             objects=snapshot.objects,
             _workloads=previous._workloads,
             _services_of=previous._services_of,
-            route_pieces=_route_pieces(previous, changed, virtual_services),
+            route_pieces=route_pieces,
             _changed_from=(previous.objects, changed),
             _same_hosts_as=previous.objects if same_hosts is not None else None,
             _previous=weakref.ref(previous) if same_hosts is not None else None,
@@ -501,6 +513,13 @@ class PushContext:
         return out
 
 
+class InheritedKey:
+    """A key of ``Scope.derived`` whose piece depends on the scope's Sidecar egress listeners alone
+    (their services), so a scope that inherits another's (``Scope._inherit``) keeps it."""
+
+    __slots__ = ()
+
+
 class Scope:
     """The config visible from one namespace (Istio's default SidecarScope), for a workload with
     ``labels`` (they only choose among DestinationRules with a ``workloadSelector``). Read-only."""
@@ -579,6 +598,8 @@ class Scope:
         """Everything ``inherited`` indexed, with each replaced VirtualServiceEntry's successor
         (same key, hosts, exportTo, gateways and creation time, so the same place in every index)."""
         self.sidecar = inherited.sidecar
+        # What depends on the egress listeners' services alone (pilot.translate.listeners).
+        self._derived = {k: v for k, v in inherited._derived.items() if isinstance(k, InheritedKey)}
         self.services = inherited.services
         self._by_host = inherited._by_host
         self._rules = dict(inherited._rules)
@@ -883,10 +904,12 @@ def _edits_only(
 
 def _edited_virtual_services(
     snapshot: StoreSnapshot, previous: PushContext, changed: frozenset[ConfigKey]
-) -> tuple[VirtualServiceEntry, ...]:
+) -> tuple[tuple[VirtualServiceEntry, ...], list[tuple[VirtualServiceEntry, VirtualServiceEntry]]]:
     """``previous``'s VirtualService entries, each edited one (no delegate, same creation time:
-    ``_edits_only``) replaced in place by its new entry (a root's with its delegates merged)."""
+    ``_edits_only``) replaced in place by its new entry (a root's with its delegates merged); and
+    the (old, new) entry pairs."""
     out = list(previous.virtual_services)
+    pairs: list[tuple[VirtualServiceEntry, VirtualServiceEntry]] = []
     mesh = previous.mesh
     delegates: dict[tuple[str, str], ConfigObject[nw.VirtualService]] | None = None
     for key in changed:
@@ -907,8 +930,9 @@ def _edited_virtual_services(
         for index, vs in enumerate(out):
             if vs.key.name == key.name and vs.key.namespace == key.namespace:
                 out[index] = entry
+                pairs.append((vs, entry))
                 break
-    return tuple(out)
+    return tuple(out), pairs
 
 
 def _peer_authentications(
@@ -1034,6 +1058,7 @@ __all__ = [
     "Service",
     "ServicePort",
     "VirtualServiceEntry",
+    "InheritedKey",
     "imports_virtual_service",
     "parse_protocol",
     "port_protocol",

@@ -108,18 +108,40 @@ class EncodedRouteConfiguration(Encoded):
 
 @dataclass(frozen=True, slots=True, eq=False)
 class KeptConfiguration:
-    """A route configuration of a scope without Sidecar: its virtual hosts (the catch-all last),
-    the ids of every VirtualServiceEntry looked at to make it and those entries (so no id is
-    reused while it is kept), and which of them had routes on the port when a host of theirs that
-    is no service could have had a virtual host (``routed``)."""
+    """A route configuration of a scope without Sidecar: its virtual hosts (the catch-all last);
+    every VirtualServiceEntry looked at to make it, by id (holding them, so no id is reused while
+    it is kept); the records that looked at each; and which of them had routes on the port when a
+    host of theirs that is no service could have had a virtual host (``routed``)."""
 
     name: str
     records: tuple[VirtualHostRecord, ...]
     catch_all: VirtualHostRecord
-    consulted: frozenset[int]
-    anchors: tuple[object, ...]
+    consulted: Mapping[int, object]
     routed: Mapping[int, bool]
+    readers: Mapping[int, tuple[int, ...]]  # id of a consulted entry -> indexes of its records
     _made: list[object] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def made(
+        cls,
+        name: str,
+        records: Sequence[VirtualHostRecord],
+        catch_all: VirtualHostRecord,
+        consulted: Mapping[int, object],
+        routed: Mapping[int, bool],
+    ) -> KeptConfiguration:
+        readers: dict[int, list[int]] = {}
+        for index, record in enumerate(records):
+            for vs in record.consulted:
+                readers.setdefault(id(vs), []).append(index)
+        return cls(
+            name,
+            tuple(records),
+            catch_all,
+            consulted,
+            routed,
+            {made: tuple(indexes) for made, indexes in readers.items()},
+        )
 
     @property
     def configuration(self) -> route_pb2.RouteConfiguration:
@@ -161,27 +183,30 @@ class KeptConfiguration:
         virtual hosts there are (an entry that had routes on the port has none, or the reverse).
         ``has_routes(new entry)``: whether it has routes on the port; ``remake(record, maker)``: the
         record again with ``maker`` (the new entry, or the same service), its routes made anew."""
-        stale = self.consulted.intersection(replaced)
+        stale = [old for old in replaced if old in self.consulted]
         if not stale:
             return self
         routed = dict(self.routed)
+        consulted = dict(self.consulted)
+        readers = dict(self.readers)
+        remade: set[int] = set()
         for old in stale:
+            new = replaced[old]
             if old in routed:
-                new = replaced[old]
                 had = routed.pop(old)
                 if has_routes(new) != had:
                     return None
                 routed[id(new)] = had
-        records = []
-        for record in self.records:
-            if any(id(vs) in stale for vs in record.consulted):
-                maker = replaced.get(id(record.maker), record.maker)
-                record = remake(record, maker)
-            records.append(record)
-        anchors = tuple(replaced.get(id(a), a) for a in self.anchors)
-        return KeptConfiguration(
-            self.name, tuple(records), self.catch_all, frozenset(map(id, anchors)), anchors, routed
-        )
+            del consulted[old]
+            consulted[id(new)] = new
+            indexes = readers.pop(old, ())
+            readers[id(new)] = indexes
+            remade.update(indexes)
+        records = list(self.records)
+        for index in remade:
+            record = records[index]
+            records[index] = remake(record, replaced.get(id(record.maker), record.maker))
+        return KeptConfiguration(self.name, tuple(records), self.catch_all, consulted, routed, readers)
 
 
 __all__ = [

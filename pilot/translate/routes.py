@@ -435,13 +435,8 @@ def kept_configuration(port: int, view: ProxyView, scope: Scope) -> KeptConfigur
             consulted.update((id(vs), vs) for vs in scope.virtual_services(service.hostname))
         routed: dict[int, bool] = {}
         records = _virtual_hosts(port, view, scope, None, routed)
-        kept = pieces.configurations[at] = KeptConfiguration(
-            names.route_config_name(port),
-            tuple(records),
-            _catch_all_record(scope),
-            frozenset(consulted),
-            tuple(consulted.values()),
-            routed,
+        kept = pieces.configurations[at] = KeptConfiguration.made(
+            names.route_config_name(port), records, _catch_all_record(scope), consulted, routed
         )
     return kept
 
