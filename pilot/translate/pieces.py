@@ -28,6 +28,7 @@ from pilot.translate.route_records import KeptConfiguration
 
 ScopeKey = tuple[str, tuple[tuple[str, str], ...], ConfigKey | None]
 Routes = Sequence[rc.Route]
+_PENDING_BOUND = 64  # replacements carried before those no configuration waits for are dropped
 
 
 @dataclass(slots=True)
@@ -39,10 +40,12 @@ class ScopePieces:
     routes: dict[int, tuple[object, dict[tuple[int, str], Routes]]] = field(default_factory=dict)
     # (port, DNS domain) -> the route configuration
     configurations: dict[tuple[int, str], KeptConfiguration] = field(default_factory=dict)
-    # id of a VirtualServiceEntry of the previous context -> the entry of the same key and
+    # id of a VirtualServiceEntry of an earlier context -> the entry of the same key and
     # selection that replaced it in this one: the kept configurations that looked at it are
-    # patched (pilot.translate.route_records) the first time they are asked for.
+    # patched (pilot.translate.route_records) the first time they are asked for. A context whose
+    # configurations were not asked for passes its replacements on, composed with the next ones.
     replaced: dict[int, object] = field(default_factory=dict)
+    replaced_entries: list[object] = field(default_factory=list)  # held: their ids stay theirs
 
 
 class RoutePieces:
@@ -72,8 +75,21 @@ class RoutePieces:
         dropped = {id(maker) for maker in gone}
         for key, pieces in inherited._scopes.items():
             kept = {made: entry for made, entry in pieces.routes.items() if made not in dropped}
-            configurations = dict(pieces.configurations) if replaced is not None else {}
-            self._scopes[key] = ScopePieces(pieces.services, kept, configurations, dict(replaced or {}))
+            if replaced is None:
+                self._scopes[key] = ScopePieces(pieces.services, kept)
+                continue
+            # Replacements the inherited configurations may still be waiting for (that context's
+            # configurations were not all asked for), carried to this context's entries.
+            pending = {old: replaced.get(id(new), new) for old, new in pieces.replaced.items()}
+            pending.update(replaced)
+            entries = [*pieces.replaced_entries, *gone]
+            if len(pending) > _PENDING_BOUND:  # keep those some configuration still waits for
+                waiting = set().union(*(c.consulted.keys() for c in pieces.configurations.values()))
+                pending = {old: new for old, new in pending.items() if old in waiting}
+                entries = [entry for entry in entries if id(entry) in pending]
+            self._scopes[key] = ScopePieces(
+                pieces.services, kept, dict(pieces.configurations), pending, entries
+            )
         self._gone = gone
 
     def of_scope(self, key: ScopeKey, services: tuple[Service, ...]) -> ScopePieces:

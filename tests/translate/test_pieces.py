@@ -115,10 +115,14 @@ def _bodies(snapshot: Snapshot) -> dict[str, dict[str, bytes]]:
     }
 
 
-def _chain(objects: list[ConfigObject]) -> None:
+def _chain(objects: list[ConfigObject], every: int = 1) -> None:
+    """The edits in a chain of contexts; the views are translated at every ``every``-th context
+    only, from the last one translated (as a pusher does for a view held back, or a push that
+    coalesced: the contexts in between made no configuration of theirs)."""
     revision = 1
     context = PushContext.build(factories.store_snapshot(objects, revision))
     snapshots = {view: build_snapshot(view, context) for view in VIEWS}
+    translated = context
     for index, obj in enumerate(objects):
         if obj.kind != VIRTUAL_SERVICE:
             continue
@@ -128,16 +132,19 @@ def _chain(objects: list[ConfigObject]) -> None:
             objects = [*objects[:index], edited, *objects[index + 1 :]]
             store = factories.store_snapshot(objects, revision)
             chained = PushContext.build(store, context)
+            context = chained
+            if revision % every:
+                continue
             truth = PushContext.build(store)
             for view in VIEWS:
                 full = build_snapshot(view, truth)
                 expected = _bodies(full)
-                incremental = build_snapshot(view, chained, (context, snapshots[view]))
+                incremental = build_snapshot(view, chained, (translated, snapshots[view]))
                 assert _bodies(incremental) == expected, (obj.key, edited is obj, view)
                 assert dict(incremental.origins) == dict(full.origins), (obj.key, view)
                 assert _bodies(build_snapshot(view, chained)) == expected, (obj.key, view)
                 snapshots[view] = incremental
-            context = chained
+            translated = chained
 
 
 @pytest.mark.parametrize("path", incremental.SCENARIOS, ids=lambda p: p.stem)
@@ -147,6 +154,11 @@ def test_chained_contexts_translate_as_a_full_build(path: Path) -> None:
 
 def test_chained_contexts_translate_a_mesh_as_a_full_build() -> None:
     _chain(_mesh(12))
+
+
+@pytest.mark.parametrize("every", [2, 3])
+def test_contexts_not_translated_pass_their_edits_on(every: int) -> None:
+    _chain(_mesh(12), every)
 
 
 def test_a_route_edit_keeps_the_other_route_configurations() -> None:
