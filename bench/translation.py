@@ -16,15 +16,19 @@ read from YAML into a ConfigStore as pilot reads it. Per K:
 - views: ``--views V`` builds V distinct views (sidecars of V namespaces) per push instead of one,
   for what work is shared between views of one context.
 
-Each figure is the median (and the minimum) of ``--repeat`` runs, wall time and process CPU time
-(``time.process_time``). ``--profile FILE`` writes a cProfile of repeated full builds of the largest K
-(read it with ``python -m pstats FILE`` or ``python -m bench.translation --show FILE``).
+The store's objects are moved out of the cyclic garbage collector's generations once loaded
+(``gc.freeze()``), as ``pilot serve`` does after its initial load (pilot.app); ``--no-gc-freeze``
+measures without. Each figure is the median (and the minimum) of ``--repeat`` runs, wall time and
+process CPU time (``time.process_time``). ``--profile FILE`` writes a cProfile of repeated full
+builds of the largest K (read it with ``python -m pstats FILE`` or ``python -m bench.translation
+--show FILE``).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
 import pstats
 import statistics
@@ -85,11 +89,13 @@ def _summary(samples: list[tuple[float, float]]) -> dict[str, float]:
     }
 
 
-def measure(services: int, view_count: int, repeat: int) -> dict[str, Any]:
+def measure(services: int, view_count: int, repeat: int, freeze: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pilot-bench-translation-") as tmp:
         root = Path(tmp)
         write_mesh(root, services)
         store = load_store(root)
+    if freeze:
+        gc.freeze()
     targets = views(view_count)
     full: list[tuple[float, float]] = []
     context: PushContext | None = None
@@ -116,9 +122,11 @@ def measure(services: int, view_count: int, repeat: int) -> dict[str, Any]:
         wall, cpu, (context, snapshots) = _timed(push)
         incremental.append((wall, cpu))
     size = sum(len(r.body) for typed in snapshots[0].by_type.values() for r in typed.resources.values())
+    gc.unfreeze()
     return {
         "services": services,
         "views": view_count,
+        "gc_freeze": freeze,
         "bytes_per_view": size,
         "full": _summary(full),
         "incremental": _summary(incremental),
@@ -149,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--views", type=int, default=1, help="distinct views per push (default 1)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure; the median is shown")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--no-gc-freeze", dest="freeze", action="store_false", help="leave the loaded config to the cyclic GC"
+    )
     parser.add_argument("--profile", type=Path, help="write a cProfile of full builds of the largest K")
     parser.add_argument("--show", type=Path, help="print the top of a cProfile file and exit")
     args = parser.parse_args(argv)
@@ -161,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile(max(counts), args.views, args.repeat, args.profile)
         print(f"wrote {args.profile}", file=sys.stderr)
         return 0
-    rows = [measure(k, args.views, args.repeat) for k in counts]
+    rows = [measure(k, args.views, args.repeat, args.freeze) for k in counts]
     if args.json:
         print(
             json.dumps(

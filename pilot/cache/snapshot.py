@@ -44,6 +44,23 @@ def encode_any(type_url: str, value: bytes) -> bytes:
     return b"".join((prefix, b"\x12", varint(len(value)), value))
 
 
+class Encoded:
+    """A resource its maker serialized already, as ``SerializeToString(deterministic=True)`` would
+    (the translator assembles some from bytes it kept); its version is computed once."""
+
+    __slots__ = ("_version", "value")
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+        self._version: str | None = None
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            self._version = content_version(self.value)
+        return self._version
+
+
 @dataclass(frozen=True, slots=True)
 class Resource:
     """One named resource: ``body`` is a serialized ``google.protobuf.Any``."""
@@ -53,7 +70,9 @@ class Resource:
     body: bytes
 
     @classmethod
-    def from_message(cls, type_url: str, name: str, message: Message) -> Resource:
+    def from_message(cls, type_url: str, name: str, message: Message | Encoded) -> Resource:
+        if isinstance(message, Encoded):
+            return cls(name, message.version, encode_any(type_url, message.value))
         value = message.SerializeToString(deterministic=True)
         return cls(name, content_version(value), encode_any(type_url, value))
 
@@ -130,14 +149,15 @@ class Snapshot:
     def from_messages(
         cls,
         version: str,
-        messages: Mapping[str, Iterable[tuple[str, Message]]],
+        messages: Mapping[str, Iterable[tuple[str, Message | Encoded]]],
         previous: Snapshot | None = None,
         *,
         keep: Iterable[str] = (),
         origins: Origins = _NO_ORIGINS,
         problems: Problems = _NO_PROBLEMS,
     ) -> Snapshot:
-        """Serialize ``{type_url: [(name, message), ...]}`` once into a snapshot.
+        """Serialize ``{type_url: [(name, message), ...]}`` once into a snapshot (an ``Encoded``
+        message is serialized already).
 
         ``previous`` is the view's last snapshot: unchanged types and resources are shared with it
         (see ``TypeResources.build``), and the types in ``keep`` are taken from it as they are

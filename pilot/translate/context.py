@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -166,7 +167,7 @@ class DestinationRuleEntry:
         return self.key.namespace
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class PushContext:
     """Everything translation reads, at one store revision. Immutable and shareable across views
     (``scope`` memoizes per-namespace lookups; the answers never change)."""
@@ -217,6 +218,14 @@ class PushContext:
     _changed_from: tuple[Mapping[ConfigKey, ConfigObject], frozenset[ConfigKey]] | None = field(
         default=None, repr=False
     )
+    # The objects of the context this one was built from when every host, port and key that
+    # pilot.translate.provenance indexes is the same in both (only routes or policies changed).
+    _same_hosts_as: Mapping[ConfigKey, ConfigObject] | None = field(default=None, repr=False)
+    # With ``_same_hosts_as``: the context this one was built from (weakly: no chain of contexts is
+    # kept), whose scopes without Sidecar this context's start from, and the id of each of its
+    # VirtualServiceEntries that is not one here -> the entry that replaced it.
+    _previous: weakref.ReferenceType[PushContext] | None = field(default=None, repr=False)
+    _replaced: Mapping[int, VirtualServiceEntry] = field(default_factory=dict, repr=False)
 
     @property
     def version(self) -> str:
@@ -227,6 +236,12 @@ class PushContext:
         """The context of ``snapshot``. With ``previous`` (the last context built), the services of
         every ServiceEntry that did not change are taken from it instead of being made again
         (when the mesh settings and WorkloadEntries they depend on did not change either)."""
+        changed_from = None
+        if previous is not None and previous.objects is not None:
+            changed_from = (previous.objects, _changed(snapshot.objects, previous.objects))
+        edits = _edits_only(snapshot, previous, changed_from[1] if changed_from else None)
+        if previous is not None and edits is not None:
+            return cls._edited(snapshot, previous, edits)
         objects = sorted(snapshot.objects.values(), key=_by_key)
         # The Gateway API's objects, as the Istio Gateways and VirtualServices they convert to.
         objects += sorted(convert_gateway_api(snapshot.objects).objects, key=_by_key)
@@ -252,9 +267,6 @@ class PushContext:
             reusable = previous._services_of
             earlier = {vs.key: vs for vs in previous.virtual_services}
             earlier_rules = {dr.key: dr for dr in previous.destination_rules}
-        changed_from = None
-        if previous is not None and previous.objects is not None:
-            changed_from = (previous.objects, _changed(snapshot.objects, previous.objects))
         made: dict[ConfigKey, tuple[ConfigObject[nw.ServiceEntry], tuple[Service, ...]]] = {}
         for se in entries:
             found = reusable.get(se.key)
@@ -269,6 +281,11 @@ class PushContext:
                 sorted(_of_kind(kinds.VIRTUAL_SERVICE_INFO, by_kind), key=_precedence),
                 mesh.virtual_service_export_to,
             )
+        )
+        same_hosts = (
+            _same_hosts(previous, changed_from[1], virtual_services)
+            if previous is not None and same_base and changed_from is not None
+            else None
         )
         return cls(
             revision=snapshot.revision,
@@ -288,12 +305,8 @@ class PushContext:
             ),
             gateways=tuple(sorted(_of_kind(kinds.GATEWAY_INFO, by_kind), key=_precedence)),
             sidecars=tuple(_of_kind(kinds.SIDECAR_INFO, by_kind)),
-            peer_authentications=tuple(
-                sorted(_of_kind(kinds.PEER_AUTHENTICATION_INFO, by_kind), key=_precedence)
-            ),
-            authorization_policies=tuple(
-                sorted(_of_kind(kinds.AUTHORIZATION_POLICY_INFO, by_kind), key=_precedence)
-            ),
+            peer_authentications=_peer_authentications(by_kind),
+            authorization_policies=_authorization_policies(by_kind),
             request_authentications=tuple(
                 sorted(_of_kind(kinds.REQUEST_AUTHENTICATION_INFO, by_kind), key=_precedence)
             ),
@@ -305,6 +318,74 @@ class PushContext:
                 previous if same_base else None, changed_from[1] if changed_from else None, virtual_services
             ),
             _changed_from=changed_from,
+            _same_hosts_as=previous.objects if same_hosts is not None and previous is not None else None,
+            _previous=weakref.ref(previous) if same_hosts is not None and previous is not None else None,
+            _replaced=same_hosts or {},
+        )
+
+    @classmethod
+    def _edited(
+        cls, snapshot: StoreSnapshot, previous: PushContext, changed: frozenset[ConfigKey]
+    ) -> PushContext:
+        """The context of ``snapshot`` when it differs from ``previous``'s only by edited objects of
+        ``_HOSTLESS`` kinds (``_edits_only``): every part of ``previous`` no such edit touches is
+        taken as it is, the VirtualServices with the edited ones' entries replaced in place (their
+        key and creation time, so their order, are the same), the policies of an edited kind made again."""
+        assert previous.objects is not None
+        edited_kinds = {key.kind for key in changed}
+        mesh = previous.mesh
+        virtual_services = previous.virtual_services
+        pairs: list[tuple[VirtualServiceEntry, VirtualServiceEntry]] = []
+        if kinds.VIRTUAL_SERVICE in edited_kinds:
+            virtual_services, pairs = _edited_virtual_services(snapshot, previous, changed)
+        # The same hosts when every edited VirtualService kept its selection (_same_hosts).
+        same_hosts = (
+            {id(old): new for old, new in pairs}
+            if all(_selection(old) == _selection(new) for old, new in pairs)
+            else None
+        )
+        gone = [old for old, _ in pairs]
+        route_pieces = (
+            RoutePieces(previous.route_pieces, gone, same_hosts)
+            if edited_kinds <= _ROUTING_ONLY
+            else RoutePieces()
+        )
+        by_kind: dict[str, list[ConfigObject]] = {}
+        if edited_kinds - {kinds.VIRTUAL_SERVICE, kinds.POD}:
+            for obj in sorted(snapshot.objects.values(), key=_by_key):
+                by_kind.setdefault(obj.kind, []).append(obj)
+        return cls(
+            revision=snapshot.revision,
+            mesh=mesh,
+            services=previous.services,
+            virtual_services=virtual_services,
+            destination_rules=previous.destination_rules,
+            gateways=previous.gateways,
+            sidecars=(
+                tuple(_of_kind(kinds.SIDECAR_INFO, by_kind))
+                if kinds.SIDECAR in edited_kinds
+                else previous.sidecars
+            ),
+            peer_authentications=(
+                _peer_authentications(by_kind)
+                if kinds.PEER_AUTHENTICATION in edited_kinds
+                else previous.peer_authentications
+            ),
+            authorization_policies=(
+                _authorization_policies(by_kind)
+                if kinds.AUTHORIZATION_POLICY in edited_kinds
+                else previous.authorization_policies
+            ),
+            request_authentications=previous.request_authentications,
+            jwks=previous.jwks,
+            objects=snapshot.objects,
+            _workloads=previous._workloads,
+            _services_of=previous._services_of,
+            route_pieces=route_pieces,
+            _changed_from=(previous.objects, changed),
+            _same_hosts_as=previous.objects if same_hosts is not None else None,
+            _previous=weakref.ref(previous) if same_hosts is not None else None,
+            _replaced=same_hosts or {},
         )
 
     def changed_since(self, older: PushContext) -> frozenset[ConfigKey] | None:
@@ -326,6 +407,11 @@ class PushContext:
             made = self._derived[key] = make()
             return made
 
+    def same_hosts_as(self, older: PushContext) -> bool:
+        """Whether this context was built from ``older`` and has the same services, VirtualService
+        and DestinationRule hosts, Gateways and RequestAuthentications (what is indexed by host)."""
+        return self._same_hosts_as is not None and self._same_hosts_as is older.objects
+
     def scope(
         self, namespace: str, labels: tuple[tuple[str, str], ...] = (), sidecar: ConfigKey | None = None
     ) -> Scope:
@@ -337,8 +423,21 @@ class PushContext:
         found = self._scopes.get(key)
         if found is None:
             base = self.scope(namespace, (), sidecar) if labels else None
-            found = self._scopes.setdefault(key, Scope(self, namespace, labels, base, self.sidecar(sidecar)))
+            inherited = self._inherited_scope(key) if base is None and sidecar is None else None
+            found = self._scopes.setdefault(
+                key, Scope(self, namespace, labels, base, self.sidecar(sidecar), inherited)
+            )
         return found
+
+    def _inherited_scope(
+        self, key: tuple[str, tuple[tuple[str, str], ...], ConfigKey | None]
+    ) -> Scope | None:
+        """The scope ``key`` of the context this one was built from, when it exists and sees the
+        same services, DestinationRules and VirtualService hosts (``same_hosts_as``)."""
+        previous = self._previous() if self._previous is not None else None
+        if previous is None or not self.same_hosts_as(previous):
+            return None
+        return previous._scopes.get(key)
 
     def scope_of(self, view: ProxyView) -> Scope:
         """The scope a view's config is built from: its namespace, labels and Sidecar."""
@@ -429,6 +528,13 @@ class PushContext:
         return out
 
 
+class InheritedKey:
+    """A key of ``Scope.derived`` whose piece depends on the scope's Sidecar egress listeners alone
+    (their services), so a scope that inherits another's (``Scope._inherit``) keeps it."""
+
+    __slots__ = ()
+
+
 class Scope:
     """The config visible from one namespace (Istio's default SidecarScope), for a workload with
     ``labels`` (they only choose among DestinationRules with a ``workloadSelector``). Read-only."""
@@ -448,7 +554,11 @@ class Scope:
         labels: tuple[tuple[str, str], ...] = (),
         base: Scope | None = None,
         sidecar: ConfigObject[nw.Sidecar] | None = None,
+        inherited: Scope | None = None,
     ) -> None:
+        """``inherited``: this scope (no labels, no Sidecar) at the context ``context`` was built
+        from, which saw the same services, DestinationRules and VirtualService hosts; its
+        VirtualServices are taken with the edited ones replaced (``PushContext._replaced``)."""
         self.context = context
         self.namespace = namespace
         self.mesh = context.mesh
@@ -456,6 +566,9 @@ class Scope:
         self._rules: dict[str, DestinationRuleEntry | None] = {}
         self._rule_index: dict[str, _RuleIndex] | None = None
         self._derived: dict[Hashable, object] = {}
+        if inherited is not None:
+            self._inherit(inherited, context._replaced)
+            return
         if base is not None:  # the same namespace without labels: share what labels cannot change
             self.sidecar = base.sidecar
             self.services = base.services
@@ -495,6 +608,30 @@ class Scope:
             if any(hosts.is_wildcard(h) for h in vs.hosts):
                 self._vs_wildcard.append(order)
         self._vs_by_host = {}
+
+    def _inherit(self, inherited: Scope, replaced: Mapping[int, VirtualServiceEntry]) -> None:
+        """Everything ``inherited`` indexed, with each replaced VirtualServiceEntry's successor
+        (same key, hosts, exportTo, gateways and creation time, so the same place in every index)."""
+        self.sidecar = inherited.sidecar
+        # What depends on the egress listeners' services alone (pilot.translate.listeners).
+        self._derived = {k: v for k, v in inherited._derived.items() if isinstance(k, InheritedKey)}
+        self.services = inherited.services
+        self._by_host = inherited._by_host
+        self._rules = dict(inherited._rules)
+        self._rule_index = inherited._rule_index
+        self._vs_exact = inherited._vs_exact
+        self._vs_wildcard = inherited._vs_wildcard
+        self._virtual_services = tuple(replaced.get(id(vs), vs) for vs in inherited._virtual_services)
+        by_host = dict(inherited._vs_by_host)
+        for old_id, new in replaced.items():
+            if any(hosts.is_wildcard(h) for h in new.hosts):
+                by_host = {}  # a wildcard entry may rank for any host: found again when asked
+                break
+            for host in new.hosts:
+                found = by_host.get(host)
+                if found is not None:
+                    by_host[host] = tuple(new if id(vs) == old_id else vs for vs in found)
+        self._vs_by_host = by_host
 
     @staticmethod
     def _visible_services(context: PushContext, namespace: str) -> dict[str, Service]:
@@ -737,12 +874,129 @@ def _changed(
     new: Mapping[ConfigKey, ConfigObject], old: Mapping[ConfigKey, ConfigObject]
 ) -> frozenset[ConfigKey]:
     """The keys added, removed or changed from ``old`` to ``new`` (the store keeps the same object
-    for an unchanged key)."""
+    for an unchanged key, and an edited key in its place: compared side by side first, by identity,
+    which hashes no key)."""
     if new is old:
         return frozenset()
+    if len(new) == len(old):
+        side_by_side: set[ConfigKey] = set()
+        for (key, obj), (old_key, old_obj) in zip(new.items(), old.items(), strict=True):
+            if key is not old_key and key != old_key:
+                break
+            if obj is not old_obj:
+                side_by_side.add(key)
+        else:
+            return frozenset(side_by_side)
     changed = {key for key, obj in new.items() if old.get(key) is not obj}
     changed.update(key for key in old if key not in new)
     return frozenset(changed)
+
+
+def _edits_only(
+    snapshot: StoreSnapshot, previous: PushContext | None, changed: frozenset[ConfigKey] | None
+) -> frozenset[ConfigKey] | None:
+    """``changed`` when it is only edits (no key added or removed) of ``_HOSTLESS`` kinds, none of a
+    VirtualService that is or was a delegate or changed its creation time, and there are no Gateway
+    API objects (whose conversion reads every kind); else None."""
+    if previous is None or changed is None or previous.objects is None:
+        return None
+    old, new = previous.objects, snapshot.objects
+    for key in changed:
+        if key.kind not in _HOSTLESS or key not in old or key not in new:
+            return None
+        if key.kind == kinds.VIRTUAL_SERVICE:
+            before, after = old[key], new[key]
+            if not (kinds.VIRTUAL_SERVICE_INFO.holds(before) and kinds.VIRTUAL_SERVICE_INFO.holds(after)):
+                return None
+            if delegate.is_delegate(before.spec) or delegate.is_delegate(after.spec):
+                return None
+            if before.created != after.created:
+                return None
+    if convert_gateway_api(new).objects:
+        return None
+    return changed
+
+
+def _edited_virtual_services(
+    snapshot: StoreSnapshot, previous: PushContext, changed: frozenset[ConfigKey]
+) -> tuple[tuple[VirtualServiceEntry, ...], list[tuple[VirtualServiceEntry, VirtualServiceEntry]]]:
+    """``previous``'s VirtualService entries, each edited one (no delegate, same creation time:
+    ``_edits_only``) replaced in place by its new entry (a root's with its delegates merged); and
+    the (old, new) entry pairs."""
+    out = list(previous.virtual_services)
+    pairs: list[tuple[VirtualServiceEntry, VirtualServiceEntry]] = []
+    mesh = previous.mesh
+    delegates: dict[tuple[str, str], ConfigObject[nw.VirtualService]] | None = None
+    for key in changed:
+        if key.kind != kinds.VIRTUAL_SERVICE:
+            continue
+        obj = snapshot.objects[key]
+        assert kinds.VIRTUAL_SERVICE_INFO.holds(obj)
+        spec = obj.spec
+        if delegate.is_root(spec):
+            if delegates is None:
+                delegates = {
+                    (o.namespace, o.name): o
+                    for o in snapshot.objects.values()
+                    if kinds.VIRTUAL_SERVICE_INFO.holds(o) and delegate.is_delegate(o.spec)
+                }
+            spec = delegate.merge_root(obj, delegates, mesh.virtual_service_export_to)
+        entry = _virtual_service(obj, spec, mesh)
+        for index, vs in enumerate(out):
+            if vs.key.name == key.name and vs.key.namespace == key.namespace:
+                out[index] = entry
+                pairs.append((vs, entry))
+                break
+    return tuple(out), pairs
+
+
+def _peer_authentications(
+    by_kind: Mapping[str, list[ConfigObject]],
+) -> tuple[ConfigObject[sec.PeerAuthentication], ...]:
+    return tuple(sorted(_of_kind(kinds.PEER_AUTHENTICATION_INFO, by_kind), key=_precedence))
+
+
+def _authorization_policies(
+    by_kind: Mapping[str, list[ConfigObject]],
+) -> tuple[ConfigObject[sec.AuthorizationPolicy], ...]:
+    return tuple(sorted(_of_kind(kinds.AUTHORIZATION_POLICY_INFO, by_kind), key=_precedence))
+
+
+# Kinds whose change leaves every host, port and key of pilot.translate.provenance's index as it was
+# (a VirtualService only if it keeps its selection, see ``_same_hosts``).
+_HOSTLESS = frozenset(
+    {kinds.VIRTUAL_SERVICE, kinds.POD, kinds.PEER_AUTHENTICATION, kinds.AUTHORIZATION_POLICY, kinds.SIDECAR}
+)
+
+
+def _replaced(
+    previous: PushContext, virtual_services: tuple[VirtualServiceEntry, ...]
+) -> tuple[list[VirtualServiceEntry], bool]:
+    """The previous context's VirtualService entries that are not entries any more, and whether
+    each was replaced by one of the same key and selection (``_selection``), none added."""
+    kept = {id(vs) for vs in virtual_services}
+    gone = [vs for vs in previous.virtual_services if id(vs) not in kept]
+    was = {id(vs) for vs in previous.virtual_services}
+    made = {vs.key: vs for vs in virtual_services if id(vs) not in was}
+    same_hosts = len(made) == len(gone) and all(
+        (now := made.get(vs.key)) is not None and _selection(now) == _selection(vs) for vs in gone
+    )
+    return gone, same_hosts
+
+
+def _same_hosts(
+    previous: PushContext, changed: frozenset[ConfigKey], virtual_services: tuple[VirtualServiceEntry, ...]
+) -> dict[int, VirtualServiceEntry] | None:
+    """When only kinds of ``_HOSTLESS`` changed, and every VirtualService kept its selection: the
+    id of each previous entry that is not an entry any more -> the one of its key that replaced
+    it; else None."""
+    if any(key.kind not in _HOSTLESS for key in changed):
+        return None
+    gone, same = _replaced(previous, virtual_services)
+    if not same:
+        return None
+    new = {vs.key: vs for vs in virtual_services} if gone else {}
+    return {id(vs): new[vs.key] for vs in gone}
 
 
 def _route_pieces(
@@ -755,14 +1009,11 @@ def _route_pieces(
     the VirtualServices that are not the same entry any more; else none."""
     if previous is None or changed is None or any(key.kind not in _ROUTING_ONLY for key in changed):
         return RoutePieces()
-    kept = {id(vs) for vs in virtual_services}
-    gone = [vs for vs in previous.virtual_services if id(vs) not in kept]
-    was = {id(vs) for vs in previous.virtual_services}
-    made = {vs.key: vs for vs in virtual_services if id(vs) not in was}
-    same_hosts = len(made) == len(gone) and all(
-        (now := made.get(vs.key)) is not None and _selection(now) == _selection(vs) for vs in gone
-    )
-    return RoutePieces(previous.route_pieces, gone, same_hosts)
+    gone, same_hosts = _replaced(previous, virtual_services)
+    if not same_hosts:
+        return RoutePieces(previous.route_pieces, gone)
+    new = {vs.key: vs for vs in virtual_services}
+    return RoutePieces(previous.route_pieces, gone, {id(vs): new[vs.key] for vs in gone})
 
 
 def _selection(vs: VirtualServiceEntry) -> tuple[object, ...]:
@@ -822,6 +1073,7 @@ __all__ = [
     "Service",
     "ServicePort",
     "VirtualServiceEntry",
+    "InheritedKey",
     "imports_virtual_service",
     "parse_protocol",
     "port_protocol",

@@ -26,7 +26,8 @@ from pilot.translate.context import PushContext, VirtualServiceEntry
 from pilot.translate.gateway import GatewayServer
 from pilot.translate.matches import is_catch_all
 from pilot.translate.proxy import ProxyView
-from pilot.translate.routes import MAX_DIRECT_RESPONSE_BODY, virtual_service_routes
+from pilot.translate.route_records import MAX_DIRECT_RESPONSE_BODY
+from pilot.translate.routes import virtual_service_routes
 from pilot.xds import names
 
 log = logging.getLogger("pilot.translate.gateway_routes")

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 
+from pilot.cache.snapshot import Encoded
 from pilot.config.jwks import JWKS_KIND
 from pilot.config.kinds import (
     AUTHORIZATION_POLICY,
@@ -48,6 +49,8 @@ from pilot.translate.proxy import NodeType, ProxyView
 from pilot.xds import types
 
 Resources = list[tuple[str, Message]]
+# Some resources serialized already (pilot.cache.snapshot.Encoded), for build_snapshot.
+EncodedResources = list[tuple[str, Message | Encoded]]
 
 
 class Generator(Protocol):
@@ -66,9 +69,16 @@ class FunctionGenerator:
     type_url: str
     kinds: frozenset[str]
     build: Callable[[ProxyView, PushContext], Resources]
+    # The same resources, some of them serialized already (what build_snapshot asks for).
+    encode: Callable[[ProxyView, PushContext], EncodedResources] | None = None
 
     def generate(self, view: ProxyView, context: PushContext) -> Resources:
         return self.build(view, context)
+
+    def generate_encoded(self, view: ProxyView, context: PushContext) -> EncodedResources:
+        if self.encode is None:
+            return list(self.build(view, context))
+        return self.encode(view, context)
 
     def affected_by(self, changed: Iterable[ConfigKey]) -> bool:
         """True if any changed key is of a kind this generator reads (no keys: anything changed)."""
@@ -140,6 +150,14 @@ def build_routes(view: ProxyView, context: PushContext) -> Resources:
     return _full_routes(view, context)
 
 
+def encode_routes(view: ProxyView, context: PushContext) -> EncodedResources:
+    """``build_routes``, a sidecar's kept route configurations serialized from their kept virtual
+    hosts (pilot.translate.route_records)."""
+    if uses_vhds(view) or view.proxyless_grpc or view.type is NodeType.ROUTER:
+        return list(build_routes(view, context))
+    return list(routes.encode_routes(view, context))
+
+
 def build_virtual_hosts(view: ProxyView, context: PushContext) -> Resources:
     """A VHDS view's virtual hosts, one resource each; nothing for any other view."""
     if uses_vhds(view):
@@ -168,7 +186,9 @@ LDS = FunctionGenerator(
     types.LISTENER, _SERVICES | _POLICIES | {DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE}, build_listeners
 )
 # Routes read DestinationRules too: a consistent-hash load balancer adds the route's hash policy.
-RDS = FunctionGenerator(types.ROUTE, _SERVICES | {DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE}, build_routes)
+RDS = FunctionGenerator(
+    types.ROUTE, _SERVICES | {DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE}, build_routes, encode_routes
+)
 VHDS = FunctionGenerator(
     types.VIRTUAL_HOST, _SERVICES | {DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE}, build_virtual_hosts
 )
@@ -183,6 +203,7 @@ __all__ = [
     "LDS",
     "RDS",
     "VHDS",
+    "EncodedResources",
     "FunctionGenerator",
     "Generator",
     "Resources",

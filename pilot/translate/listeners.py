@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeAlias
 
 from envoy.config.core.v3 import address_pb2, base_pb2
@@ -38,7 +39,7 @@ from google.protobuf.message import Message
 
 from pilot.translate import protocol_sniffing, tcp_routes
 from pilot.translate.clusters import ads_config_source
-from pilot.translate.context import Protocol, PushContext, Scope, Service
+from pilot.translate.context import InheritedKey, Protocol, PushContext, Scope, Service
 from pilot.translate.cors import CORS_FILTER
 from pilot.translate.proxy import InterceptionMode, NodeType, ProxyView
 from pilot.translate.sidecar_scope import EgressListener
@@ -95,6 +96,22 @@ def outbound_ports(services: Iterable[Service]) -> OutboundPorts:
     )
 
 
+class OutboundPortsOf(InheritedKey):
+    """The key of an egress listener's ``OutboundPorts`` among a scope's derived pieces: the
+    listener itself, by identity (a scope without Sidecar passes it on to the next context's)."""
+
+    __slots__ = ("egress",)
+
+    def __init__(self, egress: EgressListener) -> None:
+        self.egress = egress
+
+    def __hash__(self) -> int:
+        return id(self.egress)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OutboundPortsOf) and other.egress is self.egress
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundListener:
     """One outbound port listener to build: its port, whether it is HTTP (else TCP-family), the
@@ -126,9 +143,13 @@ def _binding(view: ProxyView, scope: Scope, egress: EgressListener) -> tuple[str
     return names.WILDCARD_ADDRESS, bind_to_port
 
 
-def outbound_listeners(view: ProxyView, scope: Scope) -> list[OutboundListener]:
+def outbound_listeners(view: ProxyView, scope: Scope) -> tuple[OutboundListener, ...]:
     """The outbound listeners of a sidecar, in egress-listener order (route configurations follow
-    the same plan: pilot.translate.routes)."""
+    the same plan: pilot.translate.routes). Made once per scope and view: LDS and RDS share it."""
+    return scope.derived(("outbound-listeners", view), lambda: tuple(_outbound_listeners(view, scope)))
+
+
+def _outbound_listeners(view: ProxyView, scope: Scope) -> list[OutboundListener]:
     out: list[OutboundListener] = []
     claimed: set[int] = set()
     for egress in scope.sidecar.egress:
@@ -149,7 +170,9 @@ def outbound_listeners(view: ProxyView, scope: Scope) -> list[OutboundListener]:
                 OutboundListener(egress.port, http, egress.services, bind, bind_to_port, egress, sniffed)
             )
             continue
-        ports = outbound_ports(egress.services)
+        # The egress listener's ports depend on its services alone: kept with the egress listener,
+        # which a scope inherits from the previous context's (pilot.translate.context).
+        ports = scope.derived(OutboundPortsOf(egress), partial(outbound_ports, egress.services))
         out += [
             OutboundListener(port, True, egress.services, bind, bind_to_port, egress)
             for port in ports.http

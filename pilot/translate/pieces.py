@@ -17,27 +17,18 @@ reused while the piece is kept. Route messages in here are never changed: caller
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.config.route.v3 import route_pb2
 
 from pilot.config.objects import ConfigKey
 from pilot.translate.registry import Service
+from pilot.translate.route_records import KeptConfiguration
 
 ScopeKey = tuple[str, tuple[tuple[str, str], ...], ConfigKey | None]
 Routes = Sequence[rc.Route]
-
-
-@dataclass(frozen=True, slots=True)
-class KeptConfiguration:
-    """A whole route configuration of a scope without Sidecar, with the ids of every
-    VirtualServiceEntry that was looked at to make it (a candidate for a host, a claimant)."""
-
-    configuration: route_pb2.RouteConfiguration
-    consulted: frozenset[int]
-    anchors: tuple[object, ...]  # the entries themselves, so no id in ``consulted`` is reused
+_PENDING_BOUND = 64  # replacements carried before those no configuration waits for are dropped
 
 
 @dataclass(slots=True)
@@ -49,39 +40,57 @@ class ScopePieces:
     routes: dict[int, tuple[object, dict[tuple[int, str], Routes]]] = field(default_factory=dict)
     # (port, DNS domain) -> the route configuration
     configurations: dict[tuple[int, str], KeptConfiguration] = field(default_factory=dict)
+    # id of a VirtualServiceEntry of an earlier context -> the entry of the same key and
+    # selection that replaced it in this one: the kept configurations that looked at it are
+    # patched (pilot.translate.route_records) the first time they are asked for. A context whose
+    # configurations were not asked for passes its replacements on, composed with the next ones.
+    replaced: dict[int, object] = field(default_factory=dict)
+    replaced_entries: list[object] = field(default_factory=list)  # held: their ids stay theirs
 
 
 class RoutePieces:
     """The routes one context made, per scope; see the module docstring. Not thread-safe (a push
     translates its views one after another)."""
 
-    __slots__ = ("_scopes",)
+    __slots__ = ("_gone", "_scopes")
 
     def __init__(
-        self, inherited: RoutePieces | None = None, gone: Iterable[object] = (), same_hosts: bool = False
+        self,
+        inherited: RoutePieces | None = None,
+        gone: Iterable[object] = (),
+        replaced: Mapping[int, object] | None = None,
     ) -> None:
         """Empty, or ``inherited``'s pieces without those made by ``gone`` (the previous context's
         entries of the VirtualServices that changed); each scope's table is copied, so the previous
         context's pieces stay as they were. Whole route configurations are kept only if
-        ``same_hosts`` (no VirtualService was added or removed, and every changed one kept its hosts,
-        gateways, exportTo, name and creation time, so each looks at the same ones as before) and
-        none of ``gone`` was looked at to make them."""
+        ``replaced`` is given: no VirtualService was added or removed, and every changed one kept its
+        hosts, gateways, exportTo, name and creation time, so each looks at the same ones as before;
+        ``replaced`` maps the id of each of ``gone`` to its new entry, and the configurations that
+        looked at one are patched when asked for (``ScopePieces.replaced``)."""
         self._scopes: dict[ScopeKey, ScopePieces] = {}
+        self._gone: list[object] = []
         if inherited is None:
             return
+        gone = list(gone)  # held: no id in ``dropped`` or ``replaced`` is reused while they live
         dropped = {id(maker) for maker in gone}
         for key, pieces in inherited._scopes.items():
             kept = {made: entry for made, entry in pieces.routes.items() if made not in dropped}
-            configurations = (
-                {
-                    at: config
-                    for at, config in pieces.configurations.items()
-                    if config.consulted.isdisjoint(dropped)
-                }
-                if same_hosts
-                else {}
+            if replaced is None:
+                self._scopes[key] = ScopePieces(pieces.services, kept)
+                continue
+            # Replacements the inherited configurations may still be waiting for (that context's
+            # configurations were not all asked for), carried to this context's entries.
+            pending = {old: replaced.get(id(new), new) for old, new in pieces.replaced.items()}
+            pending.update(replaced)
+            entries = [*pieces.replaced_entries, *gone]
+            if len(pending) > _PENDING_BOUND:  # keep those some configuration still waits for
+                waiting = set().union(*(c.consulted.keys() for c in pieces.configurations.values()))
+                pending = {old: new for old, new in pending.items() if old in waiting}
+                entries = [entry for entry in entries if id(entry) in pending]
+            self._scopes[key] = ScopePieces(
+                pieces.services, kept, dict(pieces.configurations), pending, entries
             )
-            self._scopes[key] = ScopePieces(pieces.services, kept, configurations)
+        self._gone = gone
 
     def of_scope(self, key: ScopeKey, services: tuple[Service, ...]) -> ScopePieces:
         """The pieces of the scope ``key``, emptied if it saw other services when they were made."""
@@ -110,4 +119,4 @@ def _same(a: tuple[Service, ...], b: tuple[Service, ...]) -> bool:
     return a is b or (len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True)))
 
 
-__all__ = ["KeptConfiguration", "RoutePieces", "Routes", "ScopeKey", "ScopePieces"]
+__all__ = ["RoutePieces", "Routes", "ScopeKey", "ScopePieces"]

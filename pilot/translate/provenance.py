@@ -28,11 +28,13 @@ from types import MappingProxyType
 
 from google.protobuf.message import Message
 
+from pilot.cache.snapshot import Encoded
 from pilot.config import kinds
 from pilot.config.objects import ConfigKey
 from pilot.translate import hosts
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import NodeType, ProxyView
+from pilot.translate.route_records import EncodedRouteConfiguration
 from pilot.xds import names, types
 
 Keys = frozenset[ConfigKey]
@@ -46,7 +48,17 @@ class HostIndex:
     """Every object key by the host it names (ServiceEntry hosts, VirtualService hosts,
     DestinationRule host), and every host by service port: read-only once built."""
 
-    __slots__ = ("_auth", "_by_port", "_clusters", "_exact", "_gateways", "_memo", "_wildcard")
+    __slots__ = (
+        "_auth",
+        "_by_port",
+        "_clusters",
+        "_exact",
+        "_gateways",
+        "_memo",
+        "_ports",
+        "_vhosts",
+        "_wildcard",
+    )
 
     def __init__(self, context: PushContext) -> None:
         exact: dict[str, set[ConfigKey]] = {}
@@ -77,6 +89,8 @@ class HostIndex:
         )
         self._memo: dict[str, Keys] = {}
         self._clusters: dict[str, Keys] = {}  # host -> keys of its clusters (shared by views)
+        self._ports: dict[int, Keys] = {}
+        self._vhosts: dict[tuple[bool, tuple[str, ...]], Keys] = {}
 
     def of_host(self, host: str) -> Keys:
         """The keys of every object naming ``host`` or a wildcard overlapping it."""
@@ -101,7 +115,24 @@ class HostIndex:
         return found
 
     def of_port(self, port: int) -> Keys:
-        return frozenset(key for host in self._by_port.get(port, ()) for key in self.of_host(host))
+        found = self._ports.get(port)
+        if found is None:
+            found = frozenset(key for host in self._by_port.get(port, ()) for key in self.of_host(host))
+            found = self._ports.setdefault(port, found)
+        return found
+
+    def of_virtual_hosts(self, names: tuple[str, ...], router: bool) -> Keys:
+        """The keys of every host of the virtual hosts ``names`` (Istio's ``HOST:PORT``; a VHDS
+        one's behind its route configuration's name and a "/"), and a router's Gateways."""
+        found = self._vhosts.get((router, names))
+        if found is None:
+            keys: set[ConfigKey] = set(self._gateways) if router else set()
+            for name in names:
+                host = name.rpartition("/")[2].rpartition(":")[0]
+                if host:
+                    keys.update(self.of_host(host))
+            found = self._vhosts.setdefault((router, names), frozenset(keys))
+        return found
 
     @property
     def gateways(self) -> Keys:
@@ -117,19 +148,24 @@ _last: tuple[PushContext, HostIndex] | None = None
 
 
 def host_index(context: PushContext) -> HostIndex:
-    """The index of ``context`` (the last one is kept: every view of a push shares it)."""
+    """The index of ``context`` (the last one is kept: every view of a push shares it). The last
+    one's index itself, with what it memoized, when ``context`` was built from that context and
+    indexes the same hosts (``PushContext.same_hosts_as``: only routes or policies changed)."""
     global _last
     last = _last
     if last is not None and last[0] is context:
         return last[1]
     with _lock:
         if _last is None or _last[0] is not context:
-            _last = (context, HostIndex(context))
+            if _last is not None and context.same_hosts_as(_last[0]):
+                _last = (context, _last[1])
+            else:
+                _last = (context, HostIndex(context))
         return _last[1]
 
 
 def provenance(
-    view: ProxyView, context: PushContext, messages: Mapping[str, Sequence[tuple[str, Message]]]
+    view: ProxyView, context: PushContext, messages: Mapping[str, Sequence[tuple[str, Message | Encoded]]]
 ) -> dict[str, Provenance]:
     """type URL -> resource name -> the keys of the config objects it came from."""
     index = host_index(context)
@@ -141,7 +177,7 @@ def provenance(
         elif type_url == types.ROUTE:
             found = {name: _of_route_configuration(message, index, router) for name, message in items}
         elif type_url == types.VIRTUAL_HOST:
-            found = {name: _of_virtual_hosts((message,), index, router) for name, message in items}
+            found = {name: _of_route_configuration(message, index, router, False) for name, message in items}
         elif type_url == types.LISTENER:
             found = {name: _of_listener(name, index, router) for name, _ in items}
         else:
@@ -165,18 +201,14 @@ def _services_only(keys: Iterable[ConfigKey]) -> Keys:
     return frozenset(key for key in keys if key.kind in _SERVICE_KINDS)
 
 
-def _of_route_configuration(message: Message, index: HostIndex, router: bool) -> Keys:
-    return _of_virtual_hosts(message.virtual_hosts, index, router)  # type: ignore[attr-defined]
-
-
-def _of_virtual_hosts(vhosts: Iterable[Message], index: HostIndex, router: bool) -> Keys:
-    keys: set[ConfigKey] = set(index.gateways) if router else set()
-    for vhost in vhosts:
-        # A VHDS virtual host's name is its route configuration's, a "/", then Istio's.
-        host = vhost.name.rpartition("/")[2].rpartition(":")[0]  # type: ignore[attr-defined]
-        if host:
-            keys.update(index.of_host(host))
-    return frozenset(keys)
+def _of_route_configuration(
+    message: Message | Encoded, index: HostIndex, router: bool, configuration: bool = True
+) -> Keys:
+    """A route configuration's keys (or a VHDS virtual host's: ``configuration`` False)."""
+    if isinstance(message, EncodedRouteConfiguration):
+        return index.of_virtual_hosts(message.virtual_host_names, router)
+    vhosts = message.virtual_hosts if configuration else (message,)  # type: ignore[union-attr]
+    return index.of_virtual_hosts(tuple(vhost.name for vhost in vhosts), router)  # type: ignore[union-attr]
 
 
 def _of_listener(name: str, index: HostIndex, router: bool) -> Keys:

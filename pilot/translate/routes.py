@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple, TypeAlias
+from typing import TypeAlias
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from google.protobuf import duration_pb2, wrappers_pb2
+from google.protobuf import duration_pb2
 
 from pilot._gen import networking_pb2 as nw
+from pilot.cache.snapshot import Encoded
 from pilot.translate import hosts, mirror, retries, route_actions
 from pilot.translate.context import (
     MESH_GATEWAY,
@@ -31,8 +32,13 @@ from pilot.translate.context import (
 from pilot.translate.cors import CORS_FILTER, cors_policy
 from pilot.translate.listeners import FAULT_FILTER, SNIFFED, outbound_listeners
 from pilot.translate.matches import applies, is_catch_all, route_match
-from pilot.translate.pieces import KeptConfiguration, RoutePieces, Routes
+from pilot.translate.pieces import RoutePieces, Routes
 from pilot.translate.proxy import NodeType, ProxyView
+from pilot.translate.route_records import (
+    KeptConfiguration,
+    VirtualHostRecord,
+    configuration_shell,
+)
 from pilot.translate.sidecar_scope import EgressListener
 from pilot.xds import names
 
@@ -42,7 +48,6 @@ RouteConfiguration: TypeAlias = route_pb2.RouteConfiguration
 DEFAULT_ROUTE = "default"
 ALLOW_ANY = "allow_any"
 BLOCK_ALL = "block_all"
-MAX_DIRECT_RESPONSE_BODY = 1024 * 1024  # Istio's DefaultMaxDirectResponseBodySizeBytes
 MESH_ONLY = frozenset({MESH_GATEWAY})
 
 
@@ -290,15 +295,6 @@ def _separate(
     return others, claimed
 
 
-class _VirtualHost(NamedTuple):
-    """A virtual host before it is a message: the route configuration adds it in place, once sorted
-    (building each VirtualHost and then copying it into the configuration doubles the work)."""
-
-    name: str
-    domains: list[str]
-    routes: Routes
-
-
 def non_service_virtual_hosts(
     port: int,
     scope: Scope,
@@ -306,17 +302,19 @@ def non_service_virtual_hosts(
     seen: set[str],
     services: Iterable[Service],
     egress: EgressListener | None = None,
-) -> list[_VirtualHost]:
+    routed: dict[int, bool] | None = None,
+) -> list[VirtualHostRecord]:
     """Virtual hosts for the hosts of VirtualServices that are no service (an exact name, a
     wildcard such as ``*.example.com``), routed by their VirtualService, as istiod builds them
     (httproute.go BuildSidecarOutboundVirtualHosts, route.go buildSidecarVirtualHostsForVirtualService):
     on port 80 for every VirtualService with routes there; on another port only for one that also
     claims an HTTP service on that port. Domains: the host alone (the route configuration ignores
     ports); one taken already is dropped, and ``*`` is always the catch-all's. ``services`` and
-    the VirtualServices looked at are those of the ``egress`` listener when given."""
+    the VirtualServices looked at are those of the ``egress`` listener when given. ``routed`` gets,
+    by id, whether each VirtualService whose routes decided if it has virtual hosts had any."""
     on_port = _services_on_port(port, services)
     wildcard_services = [h for h in on_port if hosts.is_wildcard(h)]
-    out: list[_VirtualHost] = []
+    out: list[VirtualHostRecord] = []
     names_taken: set[str] = set()
     for vs in _imported(_candidates(port, scope, on_port, wildcard_services), egress):
         if port != 80 and not _selects(vs, on_port, wildcard_services):
@@ -327,6 +325,8 @@ def non_service_virtual_hosts(
         if port != 80 and not any(_is_http_on(svc, port) for svc in claimed):
             continue  # istiod makes no wrapper for the port then
         routes = _virtual_service_pieces(vs, port, scope, labels)
+        if routed is not None:
+            routed[id(vs)] = bool(routes)
         if not routes:
             continue
         for host in others:
@@ -336,7 +336,7 @@ def non_service_virtual_hosts(
                 log.info("route %d: domain %s of %s is taken; no virtual host", port, host, vs.key)
                 continue
             names_taken.add(name)
-            out.append(_VirtualHost(name, domains, routes))
+            out.append(VirtualHostRecord(name, tuple(domains), routes, vs, (vs,)))
     return out
 
 
@@ -402,13 +402,30 @@ def route_configuration(
     of ``egress``, the Sidecar egress listener that serves the port (default: every service of the
     scope), routed by the VirtualServices it imports; then the catch-all virtual host of the scope's
     outbound traffic policy."""
-    labels = dict(view.labels)
-    if scope.sidecar.sidecar is not None or labels != scope.labels:
-        return _route_configuration(port, view, scope, egress)
-    # Without a Sidecar: the one kept from the previous context if none of the VirtualServices it
-    # looked at changed (pilot.translate.pieces), else made and kept.
+    kept = kept_configuration(port, view, scope)
+    if kept is not None:
+        return kept.configuration
+    return _assemble(port, _virtual_hosts(port, view, scope, egress), scope)
+
+
+def kept_configuration(port: int, view: ProxyView, scope: Scope) -> KeptConfiguration | None:
+    """Route configuration ``port`` of a view without Sidecar that is its scope's own workload:
+    the one kept from the previous context if none of the VirtualServices it looked at changed,
+    or patched if they changed only their routes (pilot.translate.route_records), else made and
+    kept (pilot.translate.pieces). None for any other view (nothing is kept for it)."""
+    if scope.sidecar.sidecar is not None or dict(view.labels) != scope.labels:
+        return None
     pieces = scope.route_pieces
-    kept = pieces.configurations.get((port, view.dns_domain))
+    at = (port, view.dns_domain)
+    kept = pieces.configurations.get(at)
+    if kept is not None and pieces.replaced:
+        kept = kept.patched(
+            pieces.replaced,
+            lambda vs: bool(_virtual_service_pieces(_entry(vs), port, scope, scope.labels)),
+            lambda record, maker: _remade(record, maker, port, scope),
+        )
+        if kept is not None:
+            pieces.configurations[at] = kept
     if kept is None:
         # Every VirtualService non_service_virtual_hosts and service_routes look at.
         on_port = _services_on_port(port, scope.services)
@@ -416,21 +433,51 @@ def route_configuration(
         consulted = {id(vs): vs for vs in candidates}
         for service in on_port.values():
             consulted.update((id(vs), vs) for vs in scope.virtual_services(service.hostname))
-        kept = pieces.configurations[(port, view.dns_domain)] = KeptConfiguration(
-            _route_configuration(port, view, scope, egress), frozenset(consulted), tuple(consulted.values())
+        routed: dict[int, bool] = {}
+        records = _virtual_hosts(port, view, scope, None, routed)
+        kept = pieces.configurations[at] = KeptConfiguration.made(
+            names.route_config_name(port), records, _catch_all_record(scope), consulted, routed
         )
-    return kept.configuration
+    return kept
 
 
-def _route_configuration(
-    port: int, view: ProxyView, scope: Scope, egress: EgressListener | None
-) -> RouteConfiguration:
+def _entry(maker: object) -> VirtualServiceEntry:
+    assert isinstance(maker, VirtualServiceEntry)
+    return maker
+
+
+def _remade(record: VirtualHostRecord, maker: object, port: int, scope: Scope) -> VirtualHostRecord:
+    """``record`` with its routes made again in ``scope`` (``maker``: the new VirtualServiceEntry of
+    a host that is no service, or the service)."""
+    if isinstance(maker, VirtualServiceEntry):
+        routes = _virtual_service_pieces(maker, port, scope, scope.labels)
+        return VirtualHostRecord(record.name, record.domains, routes, maker, (maker,))
+    assert isinstance(maker, Service)
+    routes = service_routes(maker, port, scope, scope.labels)
+    return VirtualHostRecord(
+        record.name, record.domains, routes, maker, tuple(scope.virtual_services(maker.hostname))
+    )
+
+
+def _catch_all_record(scope: Scope) -> VirtualHostRecord:
+    host = catch_all_virtual_host(scope.allow_any, scope.catch_all_cluster)
+    return VirtualHostRecord(host.name, tuple(host.domains), tuple(host.routes), None, ())
+
+
+def _virtual_hosts(
+    port: int,
+    view: ProxyView,
+    scope: Scope,
+    egress: EgressListener | None,
+    routed: dict[int, bool] | None = None,
+) -> list[VirtualHostRecord]:
+    """The virtual hosts of route configuration ``port`` but the catch-all, sorted by name."""
     labels = dict(view.labels)
     seen: set[str] = {"*"}  # the catch-all's
     services = scope.services if egress is None else sorted(egress.services, key=lambda s: s.hostname)
     # Without a Sidecar the one egress listener imports every VirtualService the scope holds.
     selecting = egress if scope.sidecar.sidecar is not None else None
-    virtual_hosts = non_service_virtual_hosts(port, scope, labels, seen, services, selecting)
+    virtual_hosts = non_service_virtual_hosts(port, scope, labels, seen, services, selecting, routed)
     for service in services:
         if not _is_http_on(service, port):
             continue
@@ -441,21 +488,22 @@ def _route_configuration(
         if not domains:
             log.info("route %d: every domain of %s is taken; no virtual host", port, service.hostname)
             continue
+        consulted = tuple(_imported(scope.virtual_services(service.hostname), selecting))
         virtual_hosts.append(
-            _VirtualHost(
+            VirtualHostRecord(
                 names.virtual_host_name(service.hostname, port),
-                domains,
+                tuple(domains),
                 service_routes(service, port, scope, labels, selecting),
+                service,
+                consulted,
             )
         )
     virtual_hosts.sort(key=lambda vh: vh.name)  # Istio's SortVirtualHosts (stable)
-    config = RouteConfiguration(
-        name=names.route_config_name(port),
-        validate_clusters=wrappers_pb2.BoolValue(value=False),
-        # Domains carry no port: a Host header with any port (or none) matches its service.
-        ignore_port_in_host_matching=True,
-        max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY),
-    )
+    return virtual_hosts
+
+
+def _assemble(port: int, virtual_hosts: Iterable[VirtualHostRecord], scope: Scope) -> RouteConfiguration:
+    config = configuration_shell(names.route_config_name(port))
     added = config.virtual_hosts
     for host in virtual_hosts:
         added.add(name=host.name, domains=host.domains, include_request_attempt_count=True).routes.extend(
@@ -476,3 +524,19 @@ def build_routes(view: ProxyView, context: PushContext) -> list[tuple[str, Route
         if (plan.http or plan.sniffed) and plan.port not in configs:
             configs[plan.port] = route_configuration(plan.port, view, scope, plan.egress)
     return [(config.name, config) for config in configs.values()]
+
+
+def encode_routes(view: ProxyView, context: PushContext) -> list[tuple[str, RouteConfiguration | Encoded]]:
+    """``build_routes``, with every route configuration that is kept (``kept_configuration``)
+    serialized from its kept virtual hosts instead of made as a message (build_snapshot's way)."""
+    if view.type is NodeType.ROUTER:
+        return []
+    scope = context.scope_of(view)
+    configs: dict[int, RouteConfiguration | Encoded] = {}
+    for plan in outbound_listeners(view, scope):
+        if (plan.http or plan.sniffed) and plan.port not in configs:
+            kept = kept_configuration(plan.port, view, scope)
+            configs[plan.port] = (
+                kept.encoded if kept is not None else route_configuration(plan.port, view, scope, plan.egress)
+            )
+    return [(names.route_config_name(port), config) for port, config in configs.items()]

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf.message import Message
 
-from pilot.cache.snapshot import Snapshot
+from pilot.cache.snapshot import Encoded, Snapshot
 from pilot.config.kinds import POD, VIRTUAL_SERVICE
 from pilot.config.objects import ConfigKey
 from pilot.errors import TranslationError
@@ -39,6 +39,8 @@ from pilot.xds import types
 from pilot.xds.listeners import route_config_names
 
 Messages = dict[str, list[tuple[str, Message]]]
+# What build_snapshot serializes: some resources are serialized already.
+EncodedMessages = dict[str, list[tuple[str, Message | Encoded]]]
 
 
 def generators_for(view: ProxyView | None) -> Mapping[str, Generator]:
@@ -54,7 +56,7 @@ def generate_messages(view: ProxyView, context: PushContext) -> Messages:
     return {type_url: generator.generate(view, context) for type_url, generator in generators.items()}
 
 
-def inconsistencies(messages: Mapping[str, Sequence[tuple[str, Message]]]) -> list[str]:
+def inconsistencies(messages: Mapping[str, Sequence[tuple[str, Message | Encoded]]]) -> list[str]:
     """What is wrong with a set of generated messages; empty when consistent."""
     problems = [
         f"{types.short_name(type_url)}: {name!r} generated {count} times"
@@ -65,7 +67,7 @@ def inconsistencies(messages: Mapping[str, Sequence[tuple[str, Message]]]) -> li
     eds_clusters = {
         name
         for name, cluster in messages.get(types.CLUSTER, ())
-        if cluster.type == cluster_pb2.Cluster.EDS  # type: ignore[attr-defined]
+        if cluster.type == cluster_pb2.Cluster.EDS  # type: ignore[union-attr]
     }
     assignments = {name for name, _ in messages.get(types.ENDPOINT, ())}
     problems += [
@@ -140,6 +142,14 @@ def types_to_rebuild(
     return [t for t in everything if t in rebuild]
 
 
+def _generate(
+    generator: Generator, view: ProxyView, context: PushContext
+) -> list[tuple[str, Message | Encoded]]:
+    """The generator's resources, serialized already where it can (``generate_encoded``)."""
+    encoded = getattr(generator, "generate_encoded", None)
+    return list(encoded(view, context) if encoded is not None else generator.generate(view, context))
+
+
 def build_snapshot(
     view: ProxyView, context: PushContext, previous: tuple[PushContext, Snapshot] | None = None
 ) -> Snapshot:
@@ -156,7 +166,9 @@ def build_snapshot(
     else:
         old_context, old = previous
         rebuild = types_to_rebuild(context.changed_since(old_context), old, view)
-    messages = {type_url: generators[type_url].generate(view, context) for type_url in rebuild}
+    messages: EncodedMessages = {
+        type_url: _generate(generators[type_url], view, context) for type_url in rebuild
+    }
     problems = inconsistencies(messages)
     if problems:
         raise TranslationError(

@@ -12,15 +12,19 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from google.protobuf import json_format
 
+from pilot._gen import networking_pb2 as nw
+from pilot._gen import security_pb2 as sec
 from pilot.cache.snapshot import Snapshot
-from pilot.config.objects import ConfigObject
+from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import InterceptionMode, ProxyView
 from pilot.translate.snapshot import build_snapshot, types_to_rebuild
 from pilot.xds import types
 from tests import factories
 
+SECURITY = "security.istio.io/v1"
 INPUTS = Path(__file__).resolve().parent.parent.parent / "testdata" / "translate"
 SCENARIOS = sorted(INPUTS.glob("*.yaml"))
 VIEWS = (
@@ -37,6 +41,7 @@ def _context(objects: list[ConfigObject], revision: int) -> PushContext:
 
 
 def _same(a: Snapshot, b: Snapshot) -> None:
+    """The same resources at the same versions, traced to the same objects (provenance)."""
     assert list(a.by_type) == list(b.by_type)
     for type_url, typed in a.by_type.items():
         other = b.by_type[type_url]
@@ -44,16 +49,19 @@ def _same(a: Snapshot, b: Snapshot) -> None:
         assert {n: r.body for n, r in typed.resources.items()} == {
             n: r.body for n, r in other.resources.items()
         }, types.short_name(type_url)
+    assert {t: dict(o) for t, o in a.origins.items()} == {t: dict(o) for t, o in b.origins.items()}
 
 
 def _check(view: ProxyView, before: PushContext, after: PushContext) -> None:
     previous = build_snapshot(view, before)
-    incremental = build_snapshot(view, after, (before, previous))
-    _same(incremental, build_snapshot(view, after))
-    # The same from a context built from the previous one (reusing its services).
+    # From a context built from the previous one (reusing its services, route pieces and host
+    # index: the previous context is the last one translated, as in a push).
     assert after.objects is not None
     reused = PushContext.build(factories.store_snapshot(after.objects.values(), after.revision), before)
-    _same(build_snapshot(view, reused, (before, previous)), build_snapshot(view, after))
+    chained = build_snapshot(view, reused, (before, previous))
+    incremental = build_snapshot(view, after, (before, previous))
+    _same(incremental, build_snapshot(view, after))
+    _same(chained, build_snapshot(view, after))
     rebuilt = set(types_to_rebuild(after.changed_since(before), previous, view))
     for type_url, typed in incremental.by_type.items():
         if type_url not in rebuilt:
@@ -131,3 +139,66 @@ def test_a_context_reuses_the_services_of_unchanged_service_entries() -> None:
     mesh = factories.mesh_config(defaultServiceExportTo=["."])
     third = PushContext.build(factories.store_snapshot([reviews, changed, mesh], 3), second)
     assert all(svc is not by_host[svc.hostname] for svc in third.services)
+
+
+def _policies() -> list[ConfigObject]:
+    """A PeerAuthentication and an AuthorizationPolicy of namespace ``default``, for the edit chain."""
+    mtls = sec.PeerAuthentication(
+        mtls=sec.PeerAuthentication.MutualTLS(mode=sec.PeerAuthentication.MutualTLS.STRICT)
+    )
+    deny = json_format.ParseDict(
+        {"action": "DENY", "rules": [{"to": [{"operation": {"methods": ["DELETE"]}}]}]},
+        sec.AuthorizationPolicy(),
+    )
+    return [
+        ConfigObject(ConfigKey("PeerAuthentication", "default", "default"), SECURITY, mtls, "test"),
+        ConfigObject(ConfigKey("AuthorizationPolicy", "default", "deny-delete"), SECURITY, deny, "test"),
+    ]
+
+
+def _edits(obj: ConfigObject) -> list[ConfigObject]:
+    """New objects of ``obj``'s key: one that changes nothing it says (an annotation), and one
+    that changes what it says, for the kinds whose change is cheap to write."""
+    touched = dataclasses.replace(obj, annotations=(*obj.annotations, ("pilot.test/touched", "1")))
+    spec = type(obj.spec)()
+    spec.CopyFrom(obj.spec)
+    if isinstance(spec, sec.PeerAuthentication):
+        spec.mtls.mode = sec.PeerAuthentication.MutualTLS.PERMISSIVE
+    elif isinstance(spec, sec.AuthorizationPolicy):
+        spec.action = sec.AuthorizationPolicy.ALLOW
+    elif isinstance(spec, nw.DestinationRule):
+        spec.traffic_policy.load_balancer.simple = nw.LoadBalancerSettings.ROUND_ROBIN
+    elif isinstance(spec, nw.ServiceEntry) and spec.endpoints:
+        spec.endpoints[0].address = "10.99.99.99"
+    elif isinstance(spec, nw.Sidecar):
+        spec.outbound_traffic_policy.mode = nw.OutboundTrafficPolicy.REGISTRY_ONLY
+    elif isinstance(spec, nw.VirtualService) and spec.http:
+        spec.http[0].timeout.seconds = 7
+    else:
+        return [touched]
+    return [touched, dataclasses.replace(obj, spec=spec)]
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_chained_edits_of_every_object_translate_as_a_full_build(path: Path) -> None:
+    """Every object edited in turn (and put back), each context built from the one before as the
+    pusher builds them (an edit of a VirtualService, PeerAuthentication, AuthorizationPolicy, Sidecar
+    or Pod takes the rest from the previous context, pilot.translate.context): the incremental
+    snapshot equals a full build's, origins included."""
+    objects = factories.load_yaml(path) + _policies()
+    revision = 1
+    context = _context(objects, revision)
+    snapshots = {view: build_snapshot(view, context) for view in VIEWS}
+    for index, obj in enumerate(objects):
+        for edited in (*_edits(obj), obj):
+            revision += 1
+            objects = [*objects[:index], edited, *objects[index + 1 :]]
+            store = factories.store_snapshot(objects, revision)
+            chained = PushContext.build(store, context)
+            assert chained.changed_since(context) == {obj.key}
+            truth = PushContext.build(store)
+            for view in VIEWS:
+                incremental = build_snapshot(view, chained, (context, snapshots[view]))
+                _same(incremental, build_snapshot(view, truth))
+                snapshots[view] = incremental
+            context = chained

@@ -2,8 +2,10 @@
 
 For every scenario of testdata/translate/ and a mesh of many services, every VirtualService is
 edited in turn, in a chain of contexts each built from the one before (as the pusher builds them):
-its routes changed (a timeout on each HTTP route: the pieces and whole route configurations of
-the others are kept), its hosts changed (route configurations are made again, pieces kept), its
+its routes changed (a timeout on each HTTP route: the pieces of the others are kept, and whole
+route configurations are kept or patched, pilot.translate.route_records), its routes moved to a
+port no service has (a kept configuration loses virtual hosts: it is made anew), its hosts
+changed (route configurations are made again, pieces kept), its
 destinations changed (which changes the services a Sidecar imports, and with them every piece of
 that scope), then put back. At every step the incremental snapshot and a snapshot from the chained
 context must be byte-identical to a full translation from scratch, for the views of
@@ -86,6 +88,19 @@ def _with_timeout(obj: ConfigObject) -> ConfigObject:
     return dataclasses.replace(obj, spec=spec)
 
 
+def _on_no_port(obj: ConfigObject) -> ConfigObject:
+    """Every HTTP route matches port 1 only: the VirtualService has no routes on any port, so it
+    makes no virtual host for its hosts that are no service (a kept configuration is made anew)."""
+    spec = nw.VirtualService()
+    spec.CopyFrom(obj.spec)
+    for route in spec.http:
+        if not route.match:
+            route.match.add()
+        for match in route.match:
+            match.port = 1
+    return dataclasses.replace(obj, spec=spec)
+
+
 def _with_host(obj: ConfigObject) -> ConfigObject:
     spec = nw.VirtualService()
     spec.CopyFrom(obj.spec)
@@ -100,26 +115,36 @@ def _bodies(snapshot: Snapshot) -> dict[str, dict[str, bytes]]:
     }
 
 
-def _chain(objects: list[ConfigObject]) -> None:
+def _chain(objects: list[ConfigObject], every: int = 1) -> None:
+    """The edits in a chain of contexts; the views are translated at every ``every``-th context
+    only, from the last one translated (as a pusher does for a view held back, or a push that
+    coalesced: the contexts in between made no configuration of theirs)."""
     revision = 1
     context = PushContext.build(factories.store_snapshot(objects, revision))
     snapshots = {view: build_snapshot(view, context) for view in VIEWS}
+    translated = context
     for index, obj in enumerate(objects):
         if obj.kind != VIRTUAL_SERVICE:
             continue
-        for edited in (_with_timeout(obj), _with_host(obj), _to_first_service(obj), obj):
+        edits = (_with_timeout(obj), _on_no_port(obj), obj, _with_host(obj), _to_first_service(obj), obj)
+        for edited in edits:
             revision += 1
             objects = [*objects[:index], edited, *objects[index + 1 :]]
             store = factories.store_snapshot(objects, revision)
             chained = PushContext.build(store, context)
+            context = chained
+            if revision % every:
+                continue
             truth = PushContext.build(store)
             for view in VIEWS:
-                expected = _bodies(build_snapshot(view, truth))
-                incremental = build_snapshot(view, chained, (context, snapshots[view]))
+                full = build_snapshot(view, truth)
+                expected = _bodies(full)
+                incremental = build_snapshot(view, chained, (translated, snapshots[view]))
                 assert _bodies(incremental) == expected, (obj.key, edited is obj, view)
+                assert dict(incremental.origins) == dict(full.origins), (obj.key, view)
                 assert _bodies(build_snapshot(view, chained)) == expected, (obj.key, view)
                 snapshots[view] = incremental
-            context = chained
+            translated = chained
 
 
 @pytest.mark.parametrize("path", incremental.SCENARIOS, ids=lambda p: p.stem)
@@ -129,6 +154,11 @@ def test_chained_contexts_translate_as_a_full_build(path: Path) -> None:
 
 def test_chained_contexts_translate_a_mesh_as_a_full_build() -> None:
     _chain(_mesh(12))
+
+
+@pytest.mark.parametrize("every", [2, 3])
+def test_contexts_not_translated_pass_their_edits_on(every: int) -> None:
+    _chain(_mesh(12), every)
 
 
 def test_a_route_edit_keeps_the_other_route_configurations() -> None:
