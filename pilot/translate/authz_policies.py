@@ -137,13 +137,16 @@ _BUILT_AS: dict[int, r.Action] = {
 }
 
 
-def untranslatable(policy: AuthorizationPolicyObject, trust: r.TrustDomains) -> str | None:
-    """Why ``policy`` cannot be translated, for an HTTP or a TCP chain (its workloads then get
-    ``ns[NS]-policy[NAME]-untranslatable``, a deny of everything); None when it can."""
+def untranslatable(
+    policy: AuthorizationPolicyObject, trust: r.TrustDomains, grpc: bool = False
+) -> str | None:
+    """Why ``policy`` cannot be translated, for an HTTP or a TCP chain (with ``grpc``: for a proxyless
+    gRPC server's RBAC filter), its workloads then getting ``ns[NS]-policy[NAME]-untranslatable``, a
+    deny of everything; None when it can."""
     action = _BUILT_AS.get(policy.spec.action, r.ALLOW)
-    for for_tcp in (False, True):
+    for for_tcp in (False,) if grpc else (False, True):
         try:
-            _policy_rules(policy, action, trust, for_tcp, "")
+            _policy_rules(policy, action, trust, for_tcp, "", grpc)
         except TranslationError as err:
             return str(err)
     return None
