@@ -99,7 +99,7 @@ class _Rules:
     has_shadow: bool = False
 
 
-def _dry_run(policy: AuthorizationPolicyObject) -> bool:
+def dry_run(policy: AuthorizationPolicyObject) -> bool:
     # Go's strconv.ParseBool, as Istio reads the annotation.
     return dict(policy.annotations).get(DRY_RUN_ANNOTATION, "") in ("1", "t", "T", "true", "TRUE", "True")
 
@@ -169,7 +169,7 @@ def _build(
     out = _Rules(action)
     failed: dict[str, r.Policy] = {}
     for policy in policies:
-        dry = _dry_run(policy)
+        dry = dry_run(policy)
         target = out.shadow if dry else out.enforced
         out.has_shadow |= dry
         out.has_enforced |= not dry
@@ -276,6 +276,7 @@ __all__ = [
     "action_rules",
     "applicable",
     "build_rules",
+    "dry_run",
     "http_filter_configs",
     "network_filter_configs",
     "policy_name",
