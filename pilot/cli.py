@@ -501,8 +501,8 @@ def _add_validate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     validate.add_argument(
         "--grpc",
         action="store_true",
-        help="the VirtualServices and DestinationRules serve proxyless gRPC clients: warn on what "
-        "gRPC ignores or fails",
+        help="the VirtualServices and DestinationRules serve proxyless gRPC clients, the "
+        "AuthorizationPolicies select proxyless gRPC servers: warn on what gRPC ignores or fails",
     )
     _add_config_limits(validate, Settings())
     validate.set_defaults(command_spec=Command(validate_options_from, _validate))
@@ -704,8 +704,9 @@ def _demo(options: DemoOptions) -> int:
 
 def _validate(options: ValidateOptions) -> int:
     from pilot import validate
+    from pilot.translate.grpc_authz_warnings import grpc_authorization_warnings
 
-    return validate.run(options)
+    return validate.run(options, policy_warnings=grpc_authorization_warnings)
 
 
 def _bootstrap(options: BootstrapOptions) -> int:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from pilot.config import kinds
 from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
-from pilot.config.objects import FieldError, ParseResult
+from pilot.config.objects import ConfigObject, FieldError, ParseResult
 from pilot.config.parse import parse_text, too_large
 from pilot.config.validation.grpc_clients import grpc_client_warnings, grpc_tls_warnings
 
@@ -104,24 +104,40 @@ class Files(Protocol):
     def grpc(self) -> bool: ...
 
 
-def run(args: Files, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
-    """The ``validate`` subcommand: ``args.files`` is a list of paths, ``-`` for standard input."""
+# What a proxyless gRPC server does not enforce of an AuthorizationPolicy: that is the translator's
+# knowledge (pilot.translate.grpc_authz_warnings), which this layer does not import; pilot.cli passes it.
+PolicyWarnings = Callable[[ConfigObject[Any]], Sequence[FieldError]]
+
+
+def run(
+    args: Files,
+    stdin: TextIO | None = None,
+    out: TextIO | None = None,
+    policy_warnings: PolicyWarnings | None = None,
+) -> int:
+    """The ``validate`` subcommand: ``args.files`` is a list of paths, ``-`` for standard input;
+    with ``args.grpc``, ``policy_warnings`` are an AuthorizationPolicy's warnings too."""
     source = stdin if stdin is not None else sys.stdin
     target = out if out is not None else sys.stdout
     paths = list(expand(args.files)) or [STDIN]
     results = (check(path, source, args.limits) for path in paths)
-    return report((with_grpc_warnings(r) for r in results) if args.grpc else results, target)
+    if args.grpc:
+        results = (with_grpc_warnings(result, policy_warnings) for result in results)
+    return report(results, target)
 
 
-def with_grpc_warnings(result: ParseResult) -> ParseResult:
+def with_grpc_warnings(result: ParseResult, policy_warnings: PolicyWarnings | None = None) -> ParseResult:
     """``result`` with a warning for every VirtualService field, and every DestinationRule TLS
-    setting, proxyless gRPC clients cannot honour."""
+    setting, proxyless gRPC clients cannot honour, and (``policy_warnings``) every
+    AuthorizationPolicy part proxyless gRPC servers do not enforce."""
     extra: list[FieldError] = []
     for obj in result.objects:
         if kinds.VIRTUAL_SERVICE_INFO.holds(obj):
             extra += grpc_client_warnings(obj)
         elif kinds.DESTINATION_RULE_INFO.holds(obj):
             extra += grpc_tls_warnings(obj)
+        elif policy_warnings is not None and kinds.AUTHORIZATION_POLICY_INFO.holds(obj):
+            extra += policy_warnings(obj)
     return dataclasses.replace(result, errors=(*result.errors, *extra)) if extra else result
 
 

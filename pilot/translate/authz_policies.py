@@ -99,7 +99,7 @@ class _Rules:
     has_shadow: bool = False
 
 
-def _dry_run(policy: AuthorizationPolicyObject) -> bool:
+def dry_run(policy: AuthorizationPolicyObject) -> bool:
     # Go's strconv.ParseBool, as Istio reads the annotation.
     return dict(policy.annotations).get(DRY_RUN_ANNOTATION, "") in ("1", "t", "T", "true", "TRUE", "True")
 
@@ -137,13 +137,16 @@ _BUILT_AS: dict[int, r.Action] = {
 }
 
 
-def untranslatable(policy: AuthorizationPolicyObject, trust: r.TrustDomains) -> str | None:
-    """Why ``policy`` cannot be translated, for an HTTP or a TCP chain (its workloads then get
-    ``ns[NS]-policy[NAME]-untranslatable``, a deny of everything); None when it can."""
+def untranslatable(
+    policy: AuthorizationPolicyObject, trust: r.TrustDomains, grpc: bool = False
+) -> str | None:
+    """Why ``policy`` cannot be translated, for an HTTP or a TCP chain (with ``grpc``: for a proxyless
+    gRPC server's RBAC filter), its workloads then getting ``ns[NS]-policy[NAME]-untranslatable``, a
+    deny of everything; None when it can."""
     action = _BUILT_AS.get(policy.spec.action, r.ALLOW)
-    for for_tcp in (False, True):
+    for for_tcp in (False,) if grpc else (False, True):
         try:
-            _policy_rules(policy, action, trust, for_tcp, "")
+            _policy_rules(policy, action, trust, for_tcp, "", grpc)
         except TranslationError as err:
             return str(err)
     return None
@@ -166,7 +169,7 @@ def _build(
     out = _Rules(action)
     failed: dict[str, r.Policy] = {}
     for policy in policies:
-        dry = _dry_run(policy)
+        dry = dry_run(policy)
         target = out.shadow if dry else out.enforced
         out.has_shadow |= dry
         out.has_enforced |= not dry
@@ -273,6 +276,7 @@ __all__ = [
     "action_rules",
     "applicable",
     "build_rules",
+    "dry_run",
     "http_filter_configs",
     "network_filter_configs",
     "policy_name",

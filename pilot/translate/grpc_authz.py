@@ -25,9 +25,13 @@ policy is not enforced. (Istio's grpcgen enforces them; pilot keeps the annotati
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
 
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
+from pilot.config.objects import ConfigKey
 from pilot.translate import authz_policies as ap
 from pilot.translate import authz_rules as r
 from pilot.translate.authz_listeners import trust_domains, view_buckets
@@ -41,8 +45,31 @@ ALLOW_FILTER = ap.HTTP_RBAC_FILTER  # Istio's RBACHTTPFilterName
 DENY_FILTER = f"{ap.HTTP_RBAC_FILTER}.DENY"  # Istio's RBACHTTPFilterNameDeny
 
 
+@dataclass(frozen=True, slots=True)
+class ServerAuthorization:
+    """The RBAC filters of a gRPC server's listeners, DENY then ALLOW (none without policies), and
+    ``untranslatable``: the policies among them that failed closed, with why
+    (pilot.translate.problems)."""
+
+    filters: tuple[hcm_pb2.HttpFilter, ...] = ()
+    untranslatable: Mapping[ConfigKey, str] = field(default_factory=dict)
+
+
+def server_authorization(view: ProxyView, context: PushContext) -> ServerAuthorization:
+    """``view``'s ServerAuthorization: built once per namespace and labels at a context (every view
+    of them has the same)."""
+    return context.derived(
+        ("grpc-server-authorization", view.namespace, view.labels),
+        partial(_build_server_authorization, view, context),
+    )
+
+
 def server_rbac_filters(view: ProxyView, context: PushContext) -> list[hcm_pb2.HttpFilter]:
     """The RBAC filters of ``view``'s server listeners, DENY then ALLOW (none without policies)."""
+    return list(server_authorization(view, context).filters)
+
+
+def _build_server_authorization(view: ProxyView, context: PushContext) -> ServerAuthorization:
     buckets = view_buckets(view, context)
     for policy in buckets.custom:
         log.warning(
@@ -52,15 +79,31 @@ def server_rbac_filters(view: ProxyView, context: PushContext) -> list[hcm_pb2.H
         )
     enforced = ap.Buckets(deny=buckets.deny, allow=buckets.allow)
     if enforced.empty:
-        return []
+        return ServerAuthorization()
+    trust = trust_domains(context)
     out = []
-    for rules in ap.action_rules(enforced, trust_domains(context), for_tcp=False, grpc=True):
+    denied: set[str] = set()
+    for rules in ap.action_rules(enforced, trust, for_tcp=False, grpc=True):
         [config] = ap.http_filter_configs([rules])
         either = rules.rules if rules.rules is not None else rules.shadow
         assert either is not None
         name = DENY_FILTER if either.action == r.DENY else ALLOW_FILTER
         out.append(hcm_pb2.HttpFilter(name=name, typed_config=typed(config)))
-    return out
+        denied.update(config.rules.policies if either.action == r.DENY else ())
+    # As for sidecars (pilot.translate.authz_listeners): the reason is found again only for the
+    # (rare) policies whose deny-all is in the filter.
+    failed = {
+        policy.key: ap.untranslatable(policy, trust, grpc=True) or "unknown"
+        for policy in (*enforced.deny, *enforced.allow)
+        if ap.untranslatable_name(policy.namespace, policy.name) in denied
+    }
+    return ServerAuthorization(tuple(out), failed)
 
 
-__all__ = ["ALLOW_FILTER", "DENY_FILTER", "server_rbac_filters"]
+__all__ = [
+    "ALLOW_FILTER",
+    "DENY_FILTER",
+    "ServerAuthorization",
+    "server_authorization",
+    "server_rbac_filters",
+]

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from pilot.app import serve
 from pilot.cache.snapshot import Snapshot
@@ -17,6 +20,8 @@ from pilot.config.objects import ConfigKey
 from pilot.debug.untranslated import untranslated
 from pilot.inspect import proxy_status
 from pilot.inspect.proxy_status import ProxyStatusOptions
+from pilot.translate.grpc_authz import DENY_FILTER
+from pilot.translate.grpc_listeners import SERVER_LISTENER_PREFIX
 from pilot.xds import types
 from tests.server.ads_client import AdsClient
 from tests.test_app import NODE, http_get, service_entry, settings
@@ -40,6 +45,7 @@ spec:
   - from:
     - source: {{namespaces: [default]}}
 """
+SERVER = f"{SERVER_LISTENER_PREFIX}0.0.0.0:80"
 
 
 async def test_configz_proxyz_and_metrics_say_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,3 +93,35 @@ def test_untranslated_gathers_each_object_once_across_views() -> None:
         "views": ["view-a", "view-b"],
         "version": "4",
     }
+
+
+async def test_a_proxyless_grpc_server_denies_all_and_configz_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refuse_marked_rules(monkeypatch)
+    (tmp_path / "service.yaml").write_text(service_entry("alpha"))  # its endpoint is NODE's address
+    (tmp_path / "authz.yaml").write_text(POLICIES)
+    async with serve(settings(tmp_path)) as pilot:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{pilot.xds_port}") as channel:
+            client = AdsClient(channel, NODE)
+            client.node.metadata.update({"GENERATOR": "grpc"})
+            await client.request(types.LISTENER, [SERVER])
+            response = await client.recv()
+            listener = listener_pb2.Listener()
+            (resource,) = response.resources
+            assert resource.Unpack(listener) and listener.name == SERVER
+            manager = hcm_pb2.HttpConnectionManager()
+            listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+            deny = rbac_pb2.RBAC()
+            assert manager.http_filters[0].name == DENY_FILTER
+            manager.http_filters[0].typed_config.Unpack(deny)
+            assert list(deny.rules.policies) == ["ns[default]-policy[bad]-untranslatable"]
+            assert deny.rules.policies["ns[default]-policy[bad]-untranslatable"].permissions[0].any
+
+            _, configz = await http_get(pilot.http_port, "/debug/configz")
+            [entry] = configz["untranslated"]
+            assert entry["key"] == "AuthorizationPolicy default/bad"
+            assert any("proxyless" in view or "grpc" in view for view in entry["views"]), entry["views"]
+            (reason,) = entry["reasons"]
+            assert f"the builder refuses header {REFUSED}" in reason
+            client.close()

@@ -18,9 +18,9 @@ from pilot._gen import security_pb2 as sec
 from pilot.cache.snapshot import Snapshot
 from pilot.config.objects import ConfigObject
 from pilot.errors import TranslationError
-from pilot.translate import authz_model
+from pilot.translate import authz_model, grpc_authz, grpc_listeners, views
 from pilot.translate.context import PushContext
-from pilot.translate.proxy import InterceptionMode
+from pilot.translate.proxy import InterceptionMode, Proxy
 from pilot.translate.snapshot import build_snapshot
 from pilot.xds import types
 from tests import factories as f
@@ -125,3 +125,42 @@ def test_kept_listeners_keep_their_problems_and_a_rebuild_clears_them(
 
     fixed = PushContext.build(f.store_snapshot([service, GOOD], revision=3), same)
     assert dict(build_snapshot(view, fixed, (same, built)).problems) == {}
+
+
+def test_a_grpc_server_denies_all_and_its_snapshot_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    refuse_marked_rules(monkeypatch)
+    reviews = f.http_service("reviews", port=9080, protocol="GRPC", endpoints=[{"address": "10.0.0.1"}])
+    context = f.push_context(reviews, policy("bad", rules=[REFUSED_RULE]), GOOD)
+    before = failures()
+    node = "sidecar~10.0.0.1~r.default~default.svc.cluster.local"
+    server = views.view_of(Proxy.from_node(node, {"GENERATOR": "grpc"}), context)
+    assert server.proxyless_grpc and server.targets
+
+    built = build_snapshot(server, context)
+    listener = listener_pb2.Listener()
+    built.resources(types.LISTENER)[f"{grpc_listeners.SERVER_LISTENER_PREFIX}0.0.0.0:9080"].unpack(listener)
+    manager = hcm_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    deny, allow, _router = manager.http_filters
+    config = http_rbac_pb2.RBAC()
+    assert deny.name == grpc_authz.DENY_FILTER and deny.typed_config.Unpack(config)
+    assert config.rules.action == rbac_pb2.RBAC.DENY
+    assert dict(config.rules.policies) == {
+        "ns[default]-policy[bad]-untranslatable": rbac_pb2.Policy(
+            permissions=[rbac_pb2.Permission(any=True)], principals=[rbac_pb2.Principal(any=True)]
+        )
+    }
+    assert allow.name == grpc_authz.ALLOW_FILTER
+    (key,) = built.problems
+    assert key.name == "bad"
+    (reason,) = built.problems[key]
+    assert f"the builder refuses header {REFUSED}" in reason
+    assert failures() == before + 1
+
+    # A gRPC client serving no port has no server listener to deny in, and nothing to report.
+    client = views.view_of(
+        Proxy.from_node("sidecar~10.0.0.9~c.default~default.svc.cluster.local", {"GENERATOR": "grpc"}),
+        context,
+    )
+    assert client.proxyless_grpc and not client.targets
+    assert dict(build_snapshot(client, context).problems) == {}
