@@ -20,6 +20,18 @@ def main_thread_cpu_seconds(pid: int) -> float:
     return _stat_cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """Every thread of ``pid``: its id → (its name, its CPU seconds so far)."""
+    threads = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            threads[int(tid)] = (name, _stat_cpu_seconds(Path(f"/proc/{pid}/task/{tid}/stat")))
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+            pass
+    return threads
+
+
 def set_affinity(pid: int, cpus: set[int]) -> None:
     """Pin every thread of ``pid`` to ``cpus`` (threads it starts later inherit it)."""
     for tid in os.listdir(f"/proc/{pid}/task"):

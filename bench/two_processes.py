@@ -11,7 +11,10 @@ round to round so that a change of the machine's load falls on all of them:
 - ``2``: two server processes on one SO_REUSEPORT port, fed the responses one process encoded;
 - ``2-pinned``: the same, server process i pinned to CPU i;
 - ``1-split``: one server process pinned to CPU 0 and the simulated proxies to CPU 1, so the
-  server has a core that no client uses.
+  server has a core that no client uses;
+- ``pilot``: ``pilot serve`` itself (not a floor) in the same accounting, to see which of its
+  threads a push or a storm waits for. Its pushes are VirtualService edits, so their wall time
+  runs from the file write and includes detection and the 0.1 s debounce.
 
 Per layout: the connect storm (all N ACKed CDS, EDS, LDS and RDS) and ``--pushes`` pushes of a
 new RDS version to every stream (trigger → last ACK), each with its wall time, the CPU of every
@@ -19,9 +22,12 @@ server process (all threads, and the main thread alone: it runs the event loop a
 for the Python part), and the CPU of the simulated proxies, which share the 2 cores.
 
 The *server bound* is the least a phase could take if the proxies ran on other machines and the
-server had both cores: no less than its busiest main thread, and no less than its total CPU over
-the 2 cores. It is a bound, not a measurement: it leaves out waits and grpc's threads' own
-critical paths.
+server had both cores: no less than the CPU of its busiest thread (a grpc.aio process runs Python
+on its main thread and grpc core's I/O on grpc's own threads), and no less than its total CPU over
+the 2 cores. It is a bound, not a measurement: it leaves out waits.
+
+Each K starts with one storm of layout ``1`` that is not counted: the simulated proxies' first
+storm also grows their heaps (page faults), which would fall on whichever layout came first.
 """
 
 from __future__ import annotations
@@ -38,9 +44,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bench import procstat
-from bench.mesh import edit_weight, write_mesh
-from bench.run import RESULTS, FloorProcess, Workers, _edit_round
+from bench.mesh import (
+    BenchService,
+    edit_weight,
+    virtual_service_doc,
+    virtual_service_path,
+    write_mesh,
+)
+from bench.run import RESULTS, BenchPilot, FloorProcess, Workers, _edit_round
+from pilot.localmesh.config_files import write_atomically
 
 LAYOUTS: dict[str, tuple[int, tuple[int, ...], set[int] | None]] = {
     # name: (server processes, CPU of each server process, CPUs of the simulated proxies)
@@ -48,6 +63,7 @@ LAYOUTS: dict[str, tuple[int, tuple[int, ...], set[int] | None]] = {
     "2": (2, (), None),
     "2-pinned": (2, (0, 1), None),
     "1-split": (1, (0,), {1}),
+    "pilot": (1, (), None),
 }
 
 
@@ -57,6 +73,7 @@ class Reading:
     server: tuple[float, ...]  # CPU seconds of each server process, all threads
     main: tuple[float, ...]  # CPU seconds of each server process's main thread
     clients: float  # CPU seconds of every simulated-proxy process
+    threads: dict[int, tuple[str, float]]  # every thread of every server process: name, CPU seconds
 
 
 class Meter:
@@ -69,6 +86,7 @@ class Meter:
             tuple(procstat.cpu_seconds(pid) for pid in self.servers),
             tuple(procstat.main_thread_cpu_seconds(pid) for pid in self.servers),
             sum(procstat.cpu_seconds(pid) for pid in self.clients),
+            {tid: t for pid in self.servers for tid, t in procstat.thread_cpu_seconds(pid).items()},
         )
 
 
@@ -76,13 +94,18 @@ def spent(before: Reading, after: Reading, wall: float) -> dict[str, Any]:
     """What a phase of ``wall`` seconds cost, between two readings."""
     server = [a - b for a, b in zip(after.server, before.server, strict=True)]
     main = [a - b for a, b in zip(after.main, before.main, strict=True)]
+    threads = sorted(
+        ((name, cpu - before.threads.get(tid, (name, 0.0))[1]) for tid, (name, cpu) in after.threads.items()),
+        key=lambda thread: -thread[1],
+    )
     return {
         "wall_s": wall,
         "server_cpu_s": sum(server),
         "server_cpu_per_process_s": server,
         "main_thread_cpu_s": main,
+        "busiest_threads": threads[:4],  # (name, CPU seconds): is one thread the limit?
         "clients_cpu_s": after.clients - before.clients,
-        "server_bound_s": max(max(main), sum(server) / 2),
+        "server_bound_s": max(threads[0][1] if threads else 0.0, sum(server) / 2),
     }
 
 
@@ -99,21 +122,22 @@ def run_layout(
     weights = [edit_weight(e) for e in range(args.pushes)]
     if client_cpus is not None:
         _pin_clients(workers, client_cpus)
-    floor_pin = pin if processes > 1 else ()
-    floor = FloorProcess(
-        config, weights, root / f"floor-{layout}.log", False, "changed", processes, floor_pin
-    )
+    server: FloorProcess | PilotServer
+    if layout == "pilot":
+        server = PilotServer(config, root / "pilot.log")
+    else:
+        server = FloorProcess(config, weights, root / f"floor-{layout}.log", False, "changed", processes, pin)
     out: dict[str, Any] = {"layout": layout, "load_before": procstat.load_average()}
     try:
-        meter = Meter(floor.pids, workers.pids())
+        meter = Meter(server.pids, workers.pids())
         time.sleep(0.5)
-        target = f"127.0.0.1:{floor.port}"
+        target = f"127.0.0.1:{server.port}"
         before = meter.read()
         started, full, errors = workers.connect(target, range(n), timeout=args.timeout)
         after = meter.read()
         wall = max((t - started for t in full.values()), default=float("nan"))
         out["storm"] = {**spent(before, after, wall), "connected": len(full), "errors": errors}
-        out["streams_per_process"] = floor.streams()
+        out["streams_per_process"] = server.streams()
         log(
             f"  {layout}: storm {wall:.2f}s ({len(full)}/{n}, streams {out['streams_per_process']}), "
             f"server CPU {out['storm']['server_cpu_s']:.2f}s, clients {out['storm']['clients_cpu_s']:.2f}s"
@@ -122,7 +146,7 @@ def run_layout(
         pushes = []
         for weight in weights:
             before = meter.read()
-            t0, times, missing = _edit_round(workers, weight, lambda w=weight: floor.push(w), args.timeout)
+            t0, times, missing = _edit_round(workers, weight, lambda w=weight: server.push(w), args.timeout)
             time.sleep(0.05)  # the last ACKs are read after the proxies wrote them
             after = meter.read()
             wall = max((t - t0 for t in times), default=float("nan"))
@@ -136,11 +160,38 @@ def run_layout(
         )
         out["closed"] = workers.close_proxies()
     finally:
-        floor.stop()
+        server.stop()
         if client_cpus is not None:
             _pin_clients(workers, everything)
     out["load_after"] = procstat.load_average()
     return out
+
+
+class PilotServer:
+    """``pilot serve`` on the mesh, driven like a floor: a push is an edit of the VirtualService."""
+
+    def __init__(self, config: Path, log_path: Path) -> None:
+        self.config = config
+        self.pilot = BenchPilot(config, log_path, debounce_after=0.1)
+        self.pilot.start(timeout=180)
+        assert self.pilot.pid is not None
+        self.pids = [self.pilot.pid]
+        self.port = self.pilot.xds_port
+
+    def push(self, weight: int) -> None:
+        self._write(weight)
+
+    def streams(self) -> list[int]:
+        return [-1]  # one process holds them all; pilot counts them in /debug/syncz
+
+    def stop(self) -> None:
+        self.pilot.stop()
+        self._write(90)  # the floors read the mesh as it is written: put the initial weight back
+
+    def _write(self, v1_weight: int) -> None:
+        edited = BenchService(0)
+        text = yaml.safe_dump(virtual_service_doc(edited, v1_weight), sort_keys=False)
+        write_atomically(virtual_service_path(self.config, edited), text)
 
 
 _MEDIANS = ("wall_s", "server_cpu_s", "clients_cpu_s", "server_bound_s")
@@ -159,7 +210,7 @@ def _cell(values: Sequence[float], fmt: str) -> str:
 def table(cases: Sequence[dict[str, Any]]) -> str:
     """A markdown table: per K and layout, the median over rounds (and the range)."""
     lines = [
-        "| K | layout | storm (s) | server CPU | busiest main thread | proxies' CPU | server bound "
+        "| K | layout | storm (s) | server CPU | busiest thread | proxies' CPU | server bound "
         "| push to all (s) | server CPU | proxies' CPU | server bound | streams per process |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
@@ -171,7 +222,7 @@ def table(cases: Sequence[dict[str, Any]]) -> str:
             cells = [
                 _cell([s["wall_s"] for s in storm], "{:.2f}"),
                 _cell([s["server_cpu_s"] for s in storm], "{:.2f}"),
-                _cell([max(s["main_thread_cpu_s"]) for s in storm], "{:.2f}"),
+                _cell([s["busiest_threads"][0][1] for s in storm], "{:.2f}"),
                 _cell([s["clients_cpu_s"] for s in storm], "{:.2f}"),
                 _cell([s["server_bound_s"] for s in storm], "{:.2f}"),
                 _cell([p["wall_s"] for p in push], "{:.3f}"),
@@ -227,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "layouts": layouts,
                     "runs": [],
                 }
+                log(f"K={k} warm-up (not counted)")
+                run_layout("1", args.proxies, root / "config", root, workers, args, log)
                 for round_ in range(args.rounds):
                     order = layouts[round_ % len(layouts) :] + layouts[: round_ % len(layouts)]
                     log(f"K={k} round {round_ + 1}/{args.rounds}: {order}; load {procstat.load_average()}")
