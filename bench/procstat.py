@@ -12,7 +12,37 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of every thread of ``pid`` so far, in seconds."""
-    text = Path(f"/proc/{pid}/stat").read_text()
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def main_thread_cpu_seconds(pid: int) -> float:
+    """utime + stime of the main thread of ``pid`` alone (the one running the event loop)."""
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """Every thread of ``pid``: its id → (its name, its CPU seconds so far)."""
+    threads = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            threads[int(tid)] = (name, _stat_cpu_seconds(Path(f"/proc/{pid}/task/{tid}/stat")))
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+            pass
+    return threads
+
+
+def set_affinity(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of ``pid`` to ``cpus`` (threads it starts later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:  # the thread ended meanwhile
+            pass
+
+
+def _stat_cpu_seconds(path: Path) -> float:
+    text = path.read_text()
     fields = text[text.rindex(")") + 2 :].split()
     # After "pid (comm) ": state=0, ... utime=11, stime=12 (fields 14 and 15 of proc(5)).
     return (int(fields[11]) + int(fields[12])) / _TICKS

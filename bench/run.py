@@ -175,8 +175,18 @@ class BenchPilot(PilotProcess):
 
 
 class FloorProcess:
+    """bench/floor_server.py as a subprocess: one server process, or ``processes`` of them on one
+    SO_REUSEPORT port (``pin``: the CPU of each), under a parent that encoded their responses."""
+
     def __init__(
-        self, config_dir: Path, weights: Sequence[int], log_path: Path, uvloop: bool, rds: str = "changed"
+        self,
+        config_dir: Path,
+        weights: Sequence[int],
+        log_path: Path,
+        uvloop: bool,
+        rds: str = "changed",
+        processes: int = 1,
+        pin: Sequence[int] = (),
     ) -> None:
         command = [
             sys.executable,
@@ -191,31 +201,49 @@ class FloorProcess:
         ]
         if uvloop:
             command.append("--uvloop")
+        if processes > 1:
+            command += ["--processes", str(processes)]
+        if pin:
+            command += ["--pin", ",".join(str(c) for c in pin)]
         self._log = open(log_path, "ab")  # noqa: SIM115 -- closed in stop()
         self.proc = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, start_new_session=True
         )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode()  # READY <port>, or EOF if it died
-        if not line.startswith("READY "):
+        fields = self.proc.stdout.readline().decode().split()  # READY <port> <controls> <pids>
+        if not fields or fields[0] != "READY":
             self.stop()
             raise RuntimeError(f"floor server did not start (see {log_path})")
-        self.port = int(line.split()[1])
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-        self._push = self.channel.unary_unary(
-            "/bench.Floor/Push", request_serializer=None, response_deserializer=None
-        )
+        self.port = int(fields[1])
+        self.pids = [int(pid) for pid in fields[3].split(",")]
+        self.channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for port in fields[2].split(",")]
+        self._push = [
+            channel.unary_unary("/bench.Floor/Push", request_serializer=None, response_deserializer=None)
+            for channel in self.channels
+        ]
+        self._streams = [
+            channel.unary_unary("/bench.Floor/Streams", request_serializer=None, response_deserializer=None)
+            for channel in self.channels
+        ]
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        """The server process (the first one of a group)."""
+        return self.pids[0]
 
     def push(self, weight: int) -> None:
-        self._push(str(weight).encode(), timeout=10)
+        """Every server process makes the RDS response of ``weight`` current and queues it."""
+        calls = [push.future(str(weight).encode(), timeout=10) for push in self._push]
+        for call in calls:
+            call.result()
+
+    def streams(self) -> list[int]:
+        """How many ADS streams each server process holds."""
+        return [int(streams(b"", timeout=10).decode()) for streams in self._streams]
 
     def stop(self) -> None:
-        if hasattr(self, "channel"):
-            self.channel.close()
+        for channel in getattr(self, "channels", []):
+            channel.close()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
