@@ -48,6 +48,7 @@ from pilot.config.kube_core import (
 from pilot.config.objects import ConfigKey, ConfigObject, FieldError, ParseResult
 from pilot.config.store import ConfigStore
 from pilot.errors import ConfigError, LifecycleError
+from pilot.sources.kube_api import Resource, WatchOptions, describe
 from pilot.sources.kube_discovery import (
     CLUSTER_SCOPED,
     ISTIO_GROUPS,
@@ -57,16 +58,7 @@ from pilot.sources.kube_discovery import (
     discover_group,
 )
 from pilot.sources.kube_objects import log_errors, origin_of, parse_object
-from pilot.sources.kube_reflector import (
-    DELETED,
-    SYNCED,
-    Event,
-    Reflector,
-    Resource,
-    Stopped,
-    WatchOptions,
-    describe,
-)
+from pilot.sources.kube_reflector import DELETED, SYNCED, Event, Reflector, Stopped
 from pilot.sources.kube_status import Desired, SeenObject, StatusOptions, StatusWriter
 
 log = logging.getLogger("pilot.sources.kube")
