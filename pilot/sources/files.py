@@ -9,7 +9,7 @@ A file emptied of every document keeps its objects too (``ParseResult.partial``)
 is what removes them.
 
 Kubernetes Services, EndpointSlices and Pods (Istio's ``bookinfo.yaml``, a ``kubectl get -o yaml``
-dump) are joined across files as the cluster source joins them (pilot.config.kube_core): one ServiceEntry
+dump) are joined across files as the cluster source joins them (pilot.config.kube_services): one ServiceEntry
 per Service, its endpoints from its EndpointSlices, or from the Pods its selector matches when the folder
 holds no EndpointSlice for it. Each such ServiceEntry is an origin of its own, ``folder:Service/NS/NAME``
 (no file can have that name); its Service's problems stay with the file. A Service, EndpointSlice or Pod
@@ -49,6 +49,7 @@ from pathlib import Path, PurePath
 from watchfiles import awatch
 
 from pilot.config import kinds, kube_core
+from pilot.config.kube_services import ServiceIndex
 from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
 from pilot.config.objects import ConfigKey, ConfigObject, FieldError, ParseResult
 from pilot.config.parse import parse_text, too_large
@@ -222,9 +223,7 @@ class FolderSource:
         # Kubernetes core objects: what each file holds, which files hold each, and their join.
         self._core: dict[PurePath, dict[ConfigKey, kube_core.CoreObject]] = {}
         self._core_holders: dict[ConfigKey, set[PurePath]] = {}
-        self._services = kube_core.ServiceIndex(
-            cluster_domain, origin_of=service_origin, endpoints_from_pods=True
-        )
+        self._services = ServiceIndex(cluster_domain, origin_of=service_origin, endpoints_from_pods=True)
 
     async def run(self) -> None:
         """Initial load, ``synced``, then watch until cancelled. Raises ConfigError only if the folder

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pilot.config.kube_core import services_in, synthetic_key
+from pilot.config.kube_services import services_in, synthetic_key
 from pilot.config.objects import ConfigKey, ConfigObject, ParseResult
 from pilot.config.parse import parse_text
 from pilot.config.store import ConfigStore

@@ -18,7 +18,7 @@ from typing import Any
 import kubernetes.client
 import pytest
 
-from pilot.config.kube_core import synthetic_key
+from pilot.config.kube_services import synthetic_key
 from pilot.config.objects import ConfigEvent, ConfigKey
 from pilot.config.protocols import Protocol
 from pilot.config.store import ConfigStore
