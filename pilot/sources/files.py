@@ -9,13 +9,8 @@ A file emptied of every document keeps its objects too (``ParseResult.partial``)
 is what removes them.
 
 Kubernetes Services, EndpointSlices and Pods (Istio's ``bookinfo.yaml``, a ``kubectl get -o yaml``
-dump) are joined across files as the cluster source joins them (pilot.config.kube_services): one ServiceEntry
-per Service, its endpoints from its EndpointSlices, or from the Pods its selector matches when the folder
-holds no EndpointSlice for it. Each such ServiceEntry is an origin of its own, ``folder:Service/NS/NAME``
-(no file can have that name); its Service's problems stay with the file. A Service, EndpointSlice or Pod
-in two files: the copy in the file whose path sorts first counts, as for any object; a Service's other
-copies are reported as duplicates. A file with errors keeps the core objects it no longer holds, as the
-store keeps its other objects.
+dump) are joined across files into one ServiceEntry per Service, each an origin of its own
+(pilot.sources.folder_services).
 
 Reading, parsing and validating run in an executor (pilot.sources.config_files), never on the event
 loop that serves xDS and HTTP. ``app`` gives a process pool: parsing is pure-Python and libyaml work
@@ -40,13 +35,12 @@ from pathlib import Path, PurePath
 
 from watchfiles import awatch
 
-from pilot.config import kube_core
-from pilot.config.kube_services import ServiceIndex
 from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
-from pilot.config.objects import ConfigKey, FieldError, ParseResult
+from pilot.config.objects import FieldError, ParseResult
 from pilot.config.store import ConfigStore
 from pilot.errors import ConfigError
 from pilot.sources.config_files import Read, ShippedResult, is_config_file, read_files
+from pilot.sources.folder_services import FolderServices
 
 log = logging.getLogger("pilot.sources.files")
 
@@ -60,12 +54,6 @@ BATCH_FILES = 32
 BATCH_BYTES = 256 * 1024
 # Files applied to (or removed from) the store between two yields to the event loop.
 YIELD_EVERY = 16
-# The origin of the ServiceEntry made of a Kubernetes Service (not a file name: it has no config suffix).
-SERVICE_ORIGIN_PREFIX = "folder:Service/"
-
-
-def service_origin(namespace: str, name: str) -> str:
-    return f"{SERVICE_ORIGIN_PREFIX}{namespace}/{name}"
 
 
 class FolderSource:
@@ -103,9 +91,7 @@ class FolderSource:
         self._generation: dict[PurePath, int] = {}
         self._changes: set[asyncio.Task[None]] = set()  # batches of changes being read
         # Kubernetes core objects: what each file holds, which files hold each, and their join.
-        self._core: dict[PurePath, dict[ConfigKey, kube_core.CoreObject]] = {}
-        self._core_holders: dict[ConfigKey, set[PurePath]] = {}
-        self._services = ServiceIndex(cluster_domain, origin_of=service_origin, endpoints_from_pods=True)
+        self._services = FolderServices(cluster_domain)
 
     async def run(self) -> None:
         """Initial load, ``synced``, then watch until cancelled. Raises ConfigError only if the folder
@@ -170,7 +156,7 @@ class FolderSource:
         await self._load(load, in_order=False)
         if rescan:
             await self._rescan()
-        self._flush_services()
+        self._services.flush(self._store)
 
     def _classify(self, paths: list[str]) -> tuple[list[PurePath], list[PurePath], bool]:
         """Touched paths as files to load, paths to forget, and whether to rescan (a thread's work:
@@ -202,7 +188,7 @@ class FolderSource:
         await self._load(found, in_order=True)
         for gone in sorted(known - set(found)):
             self._forget(gone)
-        self._flush_services()
+        self._services.flush(self._store)
 
     def _files_under(self, top: Path) -> list[PurePath]:
         return list(self._walk(top))
@@ -302,7 +288,7 @@ class FolderSource:
             else:
                 log.info("%s", error)
         event = self._store.apply(result)
-        self._apply_core(relative, result)
+        self._services.apply(relative, result)
         if result.fatal:
             log.warning("%s not loaded; its last good objects stay", result.origin)
         elif event is not None:
@@ -325,79 +311,13 @@ class FolderSource:
         gone = [path for path in affected if path in self._known]
         for known in sorted(gone):
             self._known.discard(known)
-            self._apply_core(known, None)
+            self._services.apply(known, None)
             event = self._store.remove_origin(known.as_posix())
             log.info(
                 "removed %s%s",
                 known.as_posix(),
                 f": {len(event.changed)} objects deleted" if event is not None else "",
             )
-
-    # -- Kubernetes core objects ------------------------------------------------------------------
-
-    def _apply_core(self, relative: PurePath, result: ParseResult | None) -> None:
-        """The core objects ``relative`` now holds (None: the file is gone), with the store's rules for
-        last good versions: a fatal result changes nothing, a rejected object keeps its last good
-        record, and a result with an error or ``partial`` keeps every record it lacks."""
-        if result is not None and result.fatal:
-            return
-        old = self._core.get(relative, {})
-        new = {} if result is None else {core.key: core for core in result.core}
-        if result is not None and old:
-            clean = not result.partial and not any(error.severity == "error" for error in result.errors)
-            for key, held in old.items():
-                if key not in new and (not clean or key in result.rejected):
-                    new[key] = held
-        if new:
-            self._core[relative] = new
-        else:
-            self._core.pop(relative, None)
-        for key in sorted(old.keys() | new.keys()):
-            if old.get(key) == new.get(key):
-                continue
-            holders = self._core_holders.setdefault(key, set())
-            if key in new:
-                holders.add(relative)
-            else:
-                holders.discard(relative)
-            if not holders:
-                del self._core_holders[key]
-            self._feed(key)
-
-    def _feed(self, key: ConfigKey) -> None:
-        """Give the index the copy of ``key`` that counts: the one of the file whose path sorts first."""
-        holders = self._core_holders.get(key)
-        record = None if not holders else self._core[min(holders, key=PurePath.as_posix)][key].record
-        if key.kind == kube_core.SERVICE:
-            service = record if isinstance(record, kube_core.ServiceRecord) else None
-            self._services.service(key.namespace, key.name, service)
-        elif key.kind == kube_core.ENDPOINT_SLICE:
-            endpoint_slice = record if isinstance(record, kube_core.SliceRecord) else None
-            self._services.endpoint_slice(key.namespace, key.name, endpoint_slice)
-        elif key.kind == kube_core.POD:
-            pod = record if isinstance(record, kube_core.PodRecord) else None
-            self._services.pod(key.namespace, key.name, pod)
-
-    def _flush_services(self) -> None:
-        """Store the ServiceEntry of every Service whose objects changed."""
-        for (namespace, name), origin, entry in self._services.flush():
-            if entry is None:
-                self._store.remove_origin(origin)
-                continue
-            key = ConfigKey(kube_core.SERVICE, namespace, name)
-            holders = sorted(self._core_holders.get(key, ()), key=PurePath.as_posix)
-            errors = tuple(
-                FieldError(
-                    loser.as_posix(),
-                    f"duplicate of the object already loaded from {holders[0].as_posix()}, whose path sorts "
-                    "first; ignored",
-                    key,
-                )
-                for loser in holders[1:]
-            )
-            event = self._store.apply(ParseResult(origin, objects=(entry,), errors=errors))
-            if event is not None:
-                log.info("applied %s at revision %d", origin, event.revision)
 
     def _relative(self, raw: str) -> PurePath | None:
         try:
@@ -408,7 +328,5 @@ class FolderSource:
 
 
 __all__ = [
-    "SERVICE_ORIGIN_PREFIX",
     "FolderSource",
-    "service_origin",
 ]
