@@ -21,6 +21,7 @@ from typing import Any
 
 from pilot.config import kinds
 from pilot.config.gateway_api import schema as gw
+from pilot.config.gateway_api.openapi import Int, Seq, Str, StrMap, Type
 from pilot.sources.kube_discovery import GATEWAY_API_RESOURCES
 
 # Upstream short names (config/crd/standard in kubernetes-sigs/gateway-api).
@@ -36,9 +37,9 @@ _SPECS = {
 }
 
 
-def openapi(node: gw.Type) -> dict[str, Any]:
+def openapi(node: Type) -> dict[str, Any]:
     """One node of pilot's schema as an OpenAPI v3 structural schema."""
-    if isinstance(node, gw.Str):
+    if isinstance(node, Str):
         out: dict[str, Any] = {"type": "string"}
         if node.enum:
             out["enum"] = list(node.enum)
@@ -49,14 +50,14 @@ def openapi(node: gw.Type) -> dict[str, Any]:
             if node.pattern is not None:
                 out["pattern"] = f"^(?:{node.pattern})$"
         return out
-    if isinstance(node, gw.Int):
+    if isinstance(node, Int):
         return {"type": "integer", "format": "int32", "minimum": node.low, "maximum": node.high}
-    if isinstance(node, gw.Seq):
+    if isinstance(node, Seq):
         array: dict[str, Any] = {"type": "array", "items": openapi(node.item), "maxItems": node.max_items}
         if node.min_items:
             array["minItems"] = node.min_items
         return array
-    if isinstance(node, gw.StrMap):
+    if isinstance(node, StrMap):
         return {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": node.max_items}
     properties = {name: openapi(child) for name, child in node.fields.items()}
     obj: dict[str, Any] = {"type": "object", "properties": properties}

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from pilot._gen import networking_pb2, security_pb2
 from pilot.config.gateway_api import schema as gateway_api_schema
+from pilot.config.gateway_api.openapi import Obj
 from pilot.config.jwks import JWKS_KIND
 from pilot.config.objects import ConfigObject, SpecT
 
@@ -53,7 +54,7 @@ class KindInfo(Generic[SpecT]):
     spec_path: str = "spec"
     # A kind with no proto (the Gateway API's): its spec is checked against this schema and kept, as
     # parsed, in a ``google.protobuf.Struct`` (``message``).
-    schema: gateway_api_schema.Obj | None = None
+    schema: Obj | None = None
     # The kind as documents spell it, when the key's ``kind`` differs: the Gateway API's Gateway is keyed
     # ``Gateway.gateway.networking.k8s.io`` to tell it from Istio's Gateway.
     document_kind: str = ""
@@ -124,7 +125,7 @@ REFERENCE_GRANT = "ReferenceGrant"
 
 
 def _gateway_api(
-    kind: str, versions: tuple[str, ...], schema: gateway_api_schema.Obj, document_kind: str = ""
+    kind: str, versions: tuple[str, ...], schema: Obj, document_kind: str = ""
 ) -> KindInfo[struct_pb2.Struct]:
     return KindInfo(
         kind, GATEWAY_API_GROUP, versions, struct_pb2.Struct, schema=schema, document_kind=document_kind

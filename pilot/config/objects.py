@@ -134,7 +134,7 @@ class ParseResult:
     without an object, removes that object.
 
     ``core``: the Kubernetes Services, EndpointSlices and Pods the origin holds, as records that the
-    folder source joins across files into ServiceEntries (pilot.config.kube_core); a Pod is also in
+    folder source joins across files into ServiceEntries (pilot.config.kube_services); a Pod is also in
     ``objects``, as its identity. Invalid ones are in ``rejected`` like any object.
 
     ``skipped``: the kind of every object of another API the origin holds (a Deployment, a

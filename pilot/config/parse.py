@@ -34,7 +34,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from pilot.config import kinds, kube_core
-from pilot.config.gateway_api.schema import check_spec
+from pilot.config.gateway_api.openapi import check_spec
 from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
 from pilot.config.metadata import Metadata, read_metadata
 from pilot.config.objects import ConfigKey, ConfigObject, FieldError, ParseResult, Severity

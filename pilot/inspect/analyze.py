@@ -18,7 +18,9 @@ from typing import Any, TextIO
 import orjson
 
 from pilot.config.objects import ConfigKey, ConfigObject, FieldError
-from pilot.inspect.analyzers import Mesh, Message, analyze
+from pilot.inspect.analyzers import analyze
+from pilot.inspect.mesh import Mesh
+from pilot.inspect.messages import Message
 from pilot.inspect.yaml_lines import line_of
 from pilot.validate import check, expand
 

@@ -1,152 +1,48 @@
 """Istio's config analyzers (``istioctl analyze``) as pure functions over parsed config objects.
 
-Each analyzer takes a :class:`Mesh` (every object of a folder, indexed) and returns
-:class:`Message` values with Istio's code, name and level (istio/istio
-pkg/config/analysis/msg/messages.yaml; the analyzers under pkg/config/analysis/analyzers). What a
-folder knows of the mesh is its ServiceEntries (services) and WorkloadEntries and ServiceEntry
-endpoints (workloads): checks that need workloads run only where some are known.
+Each analyzer takes a :class:`~pilot.inspect.mesh.Mesh` (every object of a folder, indexed) and
+returns :class:`~pilot.inspect.messages.Message` values with Istio's code, name and level (the
+analyzers under istio/istio pkg/config/analysis/analyzers). Checks that need workloads run only where
+the folder knows some (WorkloadEntries, ServiceEntry endpoints).
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, TypeVar
-
-from google.protobuf.message import Message as ProtoMessage
+from typing import TypeVar
 
 from pilot._gen import networking_pb2 as net
 from pilot.config import kinds
-from pilot.config.objects import ConfigKey, ConfigObject, FieldError
+from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.config.yamlpos import YamlPath
 from pilot.inspect import peer_authentication_conflicts as pa_conflicts
+from pilot.inspect.mesh import Mesh, Workload, fqdn, host_matches, selects
+from pilot.inspect.messages import (
+    CONFLICTING_DR_SELECTORS,
+    CONFLICTING_GATEWAYS,
+    CONFLICTING_MESH_GATEWAY_HOSTS,
+    CONFLICTING_PEER_AUTHENTICATION_SELECTORS,
+    CONFLICTING_SIDECAR_SELECTORS,
+    GATEWAY_PORT_NOT_ON_WORKLOAD,
+    LEVELS,
+    MULTIPLE_SIDECARS_WITHOUT_SELECTOR,
+    MULTIPLE_WIDE_PEER_AUTHENTICATIONS,
+    NO_SERVER_CERT_VERIFICATION_DR,
+    NO_SERVER_CERT_VERIFICATION_PORT,
+    REFERENCED_RESOURCE_NOT_FOUND,
+    SCHEMA_VALIDATION_ERROR,
+    SUBSET_SELECTS_NO_PODS,
+    Message,
+    MessageType,
+)
 from pilot.translate.context import MeshSettings
 
-_Spec = TypeVar("_Spec", bound=ProtoMessage)
-Level = Literal["Error", "Warning", "Info"]
-LEVELS: tuple[Level, ...] = ("Error", "Warning", "Info")
 MESH_GATEWAY = "mesh"
-CLUSTER_SUFFIX = "svc.cluster.local"
-
-
-@dataclass(frozen=True, slots=True)
-class MessageType:
-    """One entry of Istio's messages.yaml."""
-
-    code: str
-    name: str
-    level: Level
-
-
-REFERENCED_RESOURCE_NOT_FOUND = MessageType("IST0101", "ReferencedResourceNotFound", "Error")
-# Retired upstream (its successor IST0162 needs Kubernetes Services); a folder knows a gateway's
-# workloads by WorkloadEntry ports, which is what IST0104 checked.
-GATEWAY_PORT_NOT_ON_WORKLOAD = MessageType("IST0104", "GatewayPortNotOnWorkload", "Warning")
-SCHEMA_VALIDATION_ERROR = MessageType("IST0106", "SchemaValidationError", "Error")
-CONFLICTING_MESH_GATEWAY_HOSTS = MessageType("IST0109", "ConflictingMeshGatewayVirtualServiceHosts", "Error")
-CONFLICTING_SIDECAR_SELECTORS = MessageType("IST0110", "ConflictingSidecarWorkloadSelectors", "Error")
-MULTIPLE_SIDECARS_WITHOUT_SELECTOR = MessageType(
-    "IST0111", "MultipleSidecarsWithoutWorkloadSelectors", "Error"
-)
-NO_SERVER_CERT_VERIFICATION_DR = MessageType(
-    "IST0128", "NoServerCertificateVerificationDestinationLevel", "Warning"
-)
-NO_SERVER_CERT_VERIFICATION_PORT = MessageType(
-    "IST0129", "NoServerCertificateVerificationPortLevel", "Warning"
-)
-CONFLICTING_GATEWAYS = MessageType("IST0145", "ConflictingGateways", "Error")
-SUBSET_SELECTS_NO_PODS = MessageType("IST0173", "DestinationRuleSubsetNotSelectPods", "Error")
-# Istio has no analyzer for DestinationRules whose workloadSelectors overlap; pilot's own code.
-CONFLICTING_DR_SELECTORS = MessageType("PLT0001", "ConflictingDestinationRuleWorkloadSelectors", "Error")
-# Nor for PeerAuthentications of one level: Istio applies the oldest and ignores the others.
-MULTIPLE_WIDE_PEER_AUTHENTICATIONS = MessageType(
-    "PLT0002", "MultiplePeerAuthenticationsWithoutWorkloadSelectors", "Warning"
-)
-CONFLICTING_PEER_AUTHENTICATION_SELECTORS = MessageType(
-    "PLT0003", "ConflictingPeerAuthenticationWorkloadSelectors", "Warning"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One finding, as ``istioctl analyze`` prints it:
-    ``Error [IST0101] (VirtualService ns/name file:line) text``."""
-
-    type: MessageType
-    text: str
-    key: ConfigKey | None
-    origin: str = ""
-    line: int | None = None
-    path: YamlPath = ()  # the field at fault, for its line (pilot.inspect.yaml_lines)
-
-    def __str__(self) -> str:
-        where = self.origin if self.line is None else f"{self.origin}:{self.line}"
-        subject = " ".join(part for part in (str(self.key) if self.key else "", where) if part)
-        return f"{self.type.level} [{self.type.code}] ({subject}) {self.text}"
-
-
-@dataclass(frozen=True, slots=True)
-class Workload:
-    """A workload the folder knows: a WorkloadEntry, or an endpoint of a ServiceEntry."""
-
-    namespace: str
-    labels: Mapping[str, str]
-    ports: frozenset[int]
-    source: str
-
-
-@dataclass
-class Mesh:
-    """Every object of the analyzed config, by kind, plus the problems the parser found."""
-
-    objects: Sequence[ConfigObject]
-    errors: Sequence[FieldError] = ()
-    by_kind: dict[str, list[ConfigObject]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for obj in sorted(self.objects, key=lambda o: o.key):
-            self.by_kind.setdefault(obj.kind, []).append(obj)
-
-    def of(self, info: kinds.KindInfo[_Spec]) -> list[ConfigObject[_Spec]]:
-        return [obj for obj in self.by_kind.get(info.kind, []) if info.holds(obj)]
-
-    def service_hosts(self) -> list[tuple[str, ConfigObject[net.ServiceEntry]]]:
-        return [(host, se) for se in self.of(kinds.SERVICE_ENTRY_INFO) for host in se.spec.hosts]
-
-    def workloads(self) -> list[Workload]:
-        found = [
-            Workload(we.namespace, dict(we.spec.labels), frozenset(we.spec.ports.values()), str(we.key))
-            for we in self.of(kinds.WORKLOAD_ENTRY_INFO)
-        ]
-        for se in self.of(kinds.SERVICE_ENTRY_INFO):
-            for endpoint in se.spec.endpoints:
-                ports = frozenset(endpoint.ports.values()) or frozenset(p.number for p in se.spec.ports)
-                found.append(Workload(se.namespace, dict(endpoint.labels), ports, str(se.key)))
-        return found
 
 
 def _message(kind: MessageType, text: str, obj: ConfigObject | None, path: YamlPath = ()) -> Message:
     return Message(kind, text, obj.key if obj else None, obj.origin if obj else "", path=path)
-
-
-def fqdn(host: str, namespace: str) -> str:
-    """Istio's host resolution: a short name is ``name.<namespace>.svc.cluster.local``."""
-    if "." in host or host.startswith("*") or not host:
-        return host
-    return f"{host}.{namespace}.{CLUSTER_SUFFIX}"
-
-
-def host_matches(a: str, b: str) -> bool:
-    """Either host (wildcards ``*.x`` allowed) covers the other (istio host.Name.Matches, both ways)."""
-    if a == b:
-        return True
-    return ("*" in b and fnmatch.fnmatchcase(a, b)) or ("*" in a and fnmatch.fnmatchcase(b, a))
-
-
-def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
 
 
 # -- IST0106 ------------------------------------------------------------------------------------

@@ -1,34 +1,35 @@
 """``pilot explain PROXY 'GET http://reviews:9080/api -H end-user:jason'``: the path one request takes
 through what pilot serves that proxy.
 
-Envoy's own matching rules, read from the proxy's config dump (pilot's ``/debug/config_dump``, or
-``--envoy-admin`` for what Envoy holds): the listener bound to the port, the filter chain whose match
-the plain-text connection meets, the HTTP connection manager's route configuration, the virtual host
-whose domain fits the Host header (exact, then the longest ``*.suffix``, then the longest
-``prefix*``, then ``*``), the first route whose path, headers and query parameters match, its cluster
-or weighted clusters, and each cluster's endpoints and policies. The VirtualService and
-DestinationRule a route or cluster came from are named from Istio's ``filter_metadata.istio.config``;
-with pilot's ``/debug/configz`` the file, and where that file is readable here, the line of the rule.
-https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/route/v3/route_components.proto
+Envoy's own matching rules (pilot.inspect.request_matching), over the proxy's config dump (pilot's
+``/debug/config_dump``, or ``--envoy-admin`` for what Envoy holds): the listener bound to the port, the
+filter chain whose match the plain-text connection meets, the HTTP connection manager's route
+configuration, the virtual host whose domain fits the Host header, the first route that matches, its
+cluster or weighted clusters, and each cluster's endpoints and policies. The VirtualService and
+DestinationRule a route or cluster came from, and the rule's file line, are named as
+pilot.inspect.provenance reads them from Istio's ``filter_metadata.istio.config``.
 """
 
 from __future__ import annotations
 
-import re
-import shlex
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
-from pilot.config.yamlpos import format_path
 from pilot.inspect import config_dump
 from pilot.inspect.held_objects import held_note
 from pilot.inspect.pilot_api import DEFAULT_PILOT, ApiError, PilotApi, envoy_config_dump
-from pilot.inspect.yaml_lines import line_of
+from pilot.inspect.provenance import rule_of, source_of
+from pilot.inspect.request_matching import (
+    Request,
+    chain_applies,
+    pick_listener,
+    pick_virtual_host,
+    route_matches,
+    without_port,
+)
 
 Json = dict[str, Any]
 
@@ -40,282 +41,6 @@ class ExplainOptions:
     pilot: str = DEFAULT_PILOT
     envoy_admin: str | None = None
     output: str = "text"
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One HTTP request as curl would send it: method, authority (the Host header), path, headers."""
-
-    method: str
-    host: str
-    port: int
-    path: str
-    query: Mapping[str, str]
-    headers: Mapping[str, str]  # lower-case names, with Envoy's pseudo-headers
-
-    @classmethod
-    def parse(cls, text: str) -> Request:
-        """``[METHOD] URL [-H NAME:VALUE]...``; the URL's scheme gives the default port."""
-        words = shlex.split(text)
-        method = "GET"
-        if len(words) > 1 and words[0].isalpha() and words[0].isupper():
-            method = words.pop(0)
-        headers: dict[str, str] = {}
-        url = ""
-        while words:
-            word = words.pop(0)
-            if word in ("-H", "--header"):
-                if not words or ":" not in words[0]:
-                    raise ValueError(f"-H needs NAME:VALUE, in {text!r}")
-                name, _, value = words.pop(0).partition(":")
-                headers[name.strip().lower()] = value.strip()
-            elif not url:
-                url = word
-            else:
-                raise ValueError(f"unexpected {word!r} in {text!r}")
-        parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
-        if not parts.hostname:
-            raise ValueError(f"no host in {text!r}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        authority = parts.netloc.rpartition("@")[2]
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = {":method": method, ":authority": authority, ":path": path, "host": authority, **headers}
-        return cls(
-            method,
-            parts.hostname,
-            port,
-            parts.path or "/",
-            dict(urllib.parse.parse_qsl(parts.query)),
-            headers,
-        )
-
-    @property
-    def authority(self) -> str:
-        return self.headers[":authority"]
-
-
-# -- matching, as Envoy does -----------------------------------------------------------------------
-
-
-def string_matches(matcher: Mapping[str, Any], value: str) -> bool:
-    """envoy.type.matcher.v3.StringMatcher."""
-    ignore_case = bool(matcher.get("ignore_case"))
-    subject = value.lower() if ignore_case else value
-
-    def norm(text: str) -> str:
-        return text.lower() if ignore_case else text
-
-    if "exact" in matcher:
-        return subject == norm(matcher["exact"])
-    if "prefix" in matcher:
-        return subject.startswith(norm(matcher["prefix"]))
-    if "suffix" in matcher:
-        return subject.endswith(norm(matcher["suffix"]))
-    if "contains" in matcher:
-        return norm(matcher["contains"]) in subject
-    if "safe_regex" in matcher:
-        return re.fullmatch(matcher["safe_regex"].get("regex", ""), value) is not None
-    return False
-
-
-def header_matches(matcher: Mapping[str, Any], headers: Mapping[str, str]) -> bool:
-    """config.route.v3.HeaderMatcher: present, string, exact/prefix/... (legacy), inverted."""
-    value = headers.get(str(matcher.get("name", "")).lower())
-    if "present_match" in matcher:
-        result = (value is not None) == bool(matcher["present_match"])
-    elif value is None:
-        result = False
-    elif "string_match" in matcher:
-        result = string_matches(matcher["string_match"], value)
-    elif any(k in matcher for k in ("exact_match", "prefix_match", "suffix_match", "contains_match")):
-        legacy = {k.removesuffix("_match"): v for k, v in matcher.items() if k.endswith("_match")}
-        result = string_matches(legacy, value)
-    elif "safe_regex_match" in matcher:
-        result = re.fullmatch(matcher["safe_regex_match"].get("regex", ""), value) is not None
-    else:
-        result = True  # only the name: present
-    return result != bool(matcher.get("invert_match"))
-
-
-def route_matches(match: Mapping[str, Any], request: Request) -> bool:
-    path = request.path
-    sensitive = match.get("case_sensitive", True)
-    subject = path if sensitive else path.lower()
-
-    def norm(text: str) -> str:
-        return text if sensitive else text.lower()
-
-    if "prefix" in match:
-        ok = subject.startswith(norm(match["prefix"]))
-    elif "path" in match:
-        ok = subject == norm(match["path"])
-    elif "path_separated_prefix" in match:
-        prefix = norm(match["path_separated_prefix"])
-        ok = subject == prefix or subject.startswith(prefix.rstrip("/") + "/")
-    elif "safe_regex" in match:
-        ok = re.fullmatch(match["safe_regex"].get("regex", ""), path) is not None
-    else:
-        ok = True
-    if not ok:
-        return False
-    if not all(header_matches(h, request.headers) for h in match.get("headers", [])):
-        return False
-    for query in match.get("query_parameters", []):
-        value = request.query.get(query.get("name", ""))
-        if "present_match" in query:
-            if (value is not None) != bool(query["present_match"]):
-                return False
-        elif value is None or ("string_match" in query and not string_matches(query["string_match"], value)):
-            return False
-    return True
-
-
-def without_port(authority: str) -> str:
-    """``reviews:9080`` → ``reviews``; ``[::1]:80`` → ``[::1]``; an authority without a port as is."""
-    if authority.startswith("["):
-        return authority[: authority.index("]") + 1] if "]" in authority else authority
-    name, colon, port = authority.rpartition(":")
-    return name if colon and port.isdigit() and ":" not in name else authority
-
-
-def pick_virtual_host(
-    hosts: Sequence[Mapping[str, Any]], authority: str
-) -> tuple[Mapping[str, Any], str] | None:
-    """Envoy's domain search: exact, then the longest suffix wildcard, then the longest prefix
-    wildcard, then ``*`` (RouteConfiguration.virtual_hosts, VirtualHost.domains)."""
-    authority = authority.lower()
-    exact = [(h, d) for h in hosts for d in h.get("domains", []) if d.lower() == authority]
-    if exact:
-        return exact[0]
-    suffixes = [
-        (h, d)
-        for h in hosts
-        for d in h.get("domains", [])
-        if d.startswith("*") and d != "*" and authority.endswith(d[1:].lower())
-    ]
-    if suffixes:
-        return max(suffixes, key=lambda item: len(item[1]))
-    prefixes = [
-        (h, d)
-        for h in hosts
-        for d in h.get("domains", [])
-        if d.endswith("*") and d != "*" and authority.startswith(d[:-1].lower())
-    ]
-    if prefixes:
-        return max(prefixes, key=lambda item: len(item[1]))
-    star = [(h, d) for h in hosts for d in h.get("domains", []) if d == "*"]
-    return star[0] if star else None
-
-
-def _chain_applies(chain: Mapping[str, Any], request: Request) -> bool:
-    match = chain.get("filter_chain_match", {})
-    if match.get("destination_port") and int(match["destination_port"]) != request.port:
-        return False
-    if match.get("server_names") or match.get("transport_protocol", "raw_buffer") not in ("", "raw_buffer"):
-        return False  # a plain-text request never carries SNI or a TLS handshake
-    protocols = match.get("application_protocols", [])
-    return not protocols or any(p.startswith("http/1") or p == "h2c" for p in protocols)
-
-
-def pick_listener(listeners: Sequence[Mapping[str, Any]], request: Request) -> Mapping[str, Any] | None:
-    on_port = [
-        listener
-        for listener in listeners
-        if listener.get("address", {}).get("socket_address", {}).get("port_value") == request.port
-    ]
-    exact = [
-        listener
-        for listener in on_port
-        if listener.get("address", {}).get("socket_address", {}).get("address") == request.host
-    ]
-    found = exact or on_port
-    return found[0] if found else None
-
-
-# -- provenance -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    kind: str
-    namespace: str
-    name: str
-    origin: str = ""
-    line: int | None = None
-    path: str = ""  # the rule's field path, e.g. spec.http[0].match[1]
-
-    def __str__(self) -> str:
-        where = f"{self.origin}:{self.line}" if self.line else self.origin
-        text = f"{self.kind} {self.namespace}/{self.name}"
-        if self.path:
-            text += f" {self.path}"
-        return f"{text} ({where})" if where else text
-
-
-_KINDS = {
-    "virtual-service": "VirtualService",
-    "destination-rule": "DestinationRule",
-    "service-entry": "ServiceEntry",
-}
-
-
-def source_of(
-    metadata: Mapping[str, Any] | None, objects: Mapping[tuple[str, str, str], Json]
-) -> Source | None:
-    """The object ``filter_metadata.istio.config`` names, with its file from ``/debug/configz``."""
-    config = str(((metadata or {}).get("filter_metadata", {}).get("istio", {}) or {}).get("config", ""))
-    pieces = config.split("/")
-    if not config.startswith("/apis/") or len(pieces) != 8:
-        return None
-    kind = _KINDS.get(pieces[6], pieces[6])
-    found = objects.get((kind, pieces[5], pieces[7]), {})
-    return Source(kind, pieces[5], pieces[7], str(found.get("origin", "")))
-
-
-def rule_of(
-    source: Source,
-    obj: Json | None,
-    route_index: int,
-    route_name: str,
-    port: int,
-    folders: Sequence[str] = (),
-) -> Source:
-    """Which ``spec.http[i].match[j]`` made the ``route_index``-th route the VirtualService gave this
-    virtual host (one route per match, up to the first catch-all, as pilot.translate.routes builds
-    them), with its line when the file is readable here."""
-    if obj is None:
-        return source
-    rules = obj.get("spec", {}).get("http", [])
-    pairs: list[tuple[int, int | None]] = []
-    for i, rule in enumerate(rules):
-        matches = rule.get("match", [])
-        if not matches:
-            pairs.append((i, None))
-            break
-        pairs.extend((i, j) for j, m in enumerate(matches) if not m.get("port") or int(m["port"]) == port)
-    by_name = [pair for pair in pairs if route_name and rules[pair[0]].get("name") == route_name]
-    if by_name:
-        pair: tuple[int, int | None] | None = by_name[0]
-    else:
-        pair = pairs[route_index] if route_index < len(pairs) else None
-    if pair is None:
-        return source
-    path: tuple[str | int, ...] = ("spec", "http", pair[0]) + (
-        ("match", pair[1]) if pair[1] is not None else ()
-    )
-    where = _readable(source.origin, folders)
-    line = line_of(where, source.kind, source.namespace, source.name, path) if where is not None else None
-    origin = str(where) if where is not None else source.origin
-    return Source(source.kind, source.namespace, source.name, origin, line, format_path(path))
-
-
-def _readable(origin: str, folders: Sequence[str]) -> Path | None:
-    """The origin's file here: as given, or under a folder pilot watches (a folder source names its
-    files relative to the folder; ``/debug/sourcez`` gives the folder)."""
-    for candidate in (Path(origin), *(Path(folder) / origin for folder in folders)):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 # -- the walk -------------------------------------------------------------------------------------
@@ -390,7 +115,7 @@ def explain(
         out.add("listener", f"none on port {request.port}: the connection is refused (or passed through)")
         return out
     chains = list(listener.get("filter_chains", []))
-    index = next((i for i, chain in enumerate(chains) if _chain_applies(chain, request)), None)
+    index = next((i for i, chain in enumerate(chains) if chain_applies(chain, request)), None)
     chain = chains[index] if index is not None else listener.get("default_filter_chain")
     if chain is None:
         out.add("listener", f"{listener.get('name')}: no filter chain takes a plain-text connection")

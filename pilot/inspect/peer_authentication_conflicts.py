@@ -10,7 +10,7 @@ name, then namespace: ``ConfigObject.precedence``):
   oldest applies to it.
 
 Istio has no analyzer for this (its messages.yaml has no PeerAuthentication conflict), so the
-messages carry pilot's codes (pilot.inspect.analyzers: PLT0002, PLT0003). Workload conflicts are
+messages carry pilot's codes (pilot.inspect.messages: PLT0002, PLT0003). Workload conflicts are
 judged only on the workloads the analyzed config knows (WorkloadEntries, ServiceEntry endpoints).
 """
 

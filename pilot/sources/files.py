@@ -9,55 +9,40 @@ A file emptied of every document keeps its objects too (``ParseResult.partial``)
 is what removes them.
 
 Kubernetes Services, EndpointSlices and Pods (Istio's ``bookinfo.yaml``, a ``kubectl get -o yaml``
-dump) are joined across files as the cluster source joins them (pilot.config.kube_core): one ServiceEntry
-per Service, its endpoints from its EndpointSlices, or from the Pods its selector matches when the folder
-holds no EndpointSlice for it. Each such ServiceEntry is an origin of its own, ``folder:Service/NS/NAME``
-(no file can have that name); its Service's problems stay with the file. A Service, EndpointSlice or Pod
-in two files: the copy in the file whose path sorts first counts, as for any object; a Service's other
-copies are reported as duplicates. A file with errors keeps the core objects it no longer holds, as the
-store keeps its other objects.
+dump) are joined across files into one ServiceEntry per Service, each an origin of its own
+(pilot.sources.folder_services).
 
-Reading, parsing and validating run in an executor, never on the event loop that serves xDS and
-HTTP. ``app`` gives a process pool: parsing is pure-Python and libyaml work that holds the GIL for
-up to a second at a time on a large file, which stalls the loop even from another thread. A file
-larger than ``limits.file_bytes`` is refused from its ``stat``, before it is read.
-
-Symlinks are followed only to targets inside the folder (the folder's own real path): Kubernetes
-ConfigMap mounts (``a.yaml -> ..data/a.yaml``, ``..data -> ..2024_01_01_...``) keep working, a link
-to a file elsewhere on the host is an error on the link and is not read.
+Reading, parsing and validating run in an executor (pilot.sources.config_files), never on the event
+loop that serves xDS and HTTP. ``app`` gives a process pool: parsing is pure-Python and libyaml work
+that holds the GIL for up to a second at a time on a large file, which stalls the loop even from
+another thread.
 
 Editors save through temp files and renames, and watchers report those in bursts of added,
 modified and deleted events; rather than trust the event kind, each touched path is looked at on
-disk and loaded or forgotten accordingly. Hidden files and directories (``.x.yaml``, ``.git/``),
-backups (``x.yaml~``) and editor lock/swap files are ignored. Kubernetes ConfigMap mounts swap a
-hidden ``..data`` symlink; an event there triggers a full rescan.
+disk and loaded or forgotten accordingly; only config files are loaded (``is_config_file``).
+Kubernetes ConfigMap mounts swap a hidden ``..data`` symlink; an event there triggers a full rescan.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path, PurePath
 
 from watchfiles import awatch
 
-from pilot.config import kinds, kube_core
 from pilot.config.limits import DEFAULT_LIMITS, ParseLimits
-from pilot.config.objects import ConfigKey, ConfigObject, FieldError, ParseResult
-from pilot.config.parse import parse_text, too_large
+from pilot.config.objects import FieldError, ParseResult
 from pilot.config.store import ConfigStore
 from pilot.errors import ConfigError
+from pilot.sources.config_files import Read, ShippedResult, is_config_file, read_files
+from pilot.sources.folder_services import FolderServices
 
 log = logging.getLogger("pilot.sources.files")
-
-SUFFIXES = frozenset({".yaml", ".yml", ".json"})
 
 # watchfiles yields once no new change arrived for STEP_MS (so an edit is seen ~20-40 ms later),
 # or after DEBOUNCE_MS of continuous changes. Pushes are debounced again by the Pusher.
@@ -69,120 +54,6 @@ BATCH_FILES = 32
 BATCH_BYTES = 256 * 1024
 # Files applied to (or removed from) the store between two yields to the event loop.
 YIELD_EVERY = 16
-# The origin of the ServiceEntry made of a Kubernetes Service (not a file name: it has no config suffix).
-SERVICE_ORIGIN_PREFIX = "folder:Service/"
-
-
-def service_origin(namespace: str, name: str) -> str:
-    return f"{SERVICE_ORIGIN_PREFIX}{namespace}/{name}"
-
-
-def is_config_file(relative: PurePath) -> bool:
-    """A file the source loads: a YAML/JSON suffix, nothing hidden on the way, not a backup."""
-    name = relative.name
-    if relative.suffix.lower() not in SUFFIXES:
-        return False
-    if any(part.startswith(".") for part in relative.parts):
-        return False  # .x.yaml, emacs .#x.yaml locks, anything under .git/ or ..data/
-    return not (name.endswith("~") or name.startswith("#"))
-
-
-@dataclass(frozen=True, slots=True)
-class _ShippedObject:
-    """A ConfigObject with its spec as proto wire bytes: the generated classes do not pickle."""
-
-    key: ConfigKey
-    api_version: str
-    spec: bytes
-    labels: tuple[tuple[str, str], ...]
-    annotations: tuple[tuple[str, str], ...]
-    created: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Shipped:
-    """A ParseResult as it crosses from a worker process to the loop."""
-
-    result: ParseResult  # without its objects
-    objects: tuple[_ShippedObject, ...]
-
-    @classmethod
-    def of(cls, result: ParseResult) -> _Shipped:
-        objects = tuple(
-            _ShippedObject(
-                obj.key,
-                obj.api_version,
-                obj.spec.SerializeToString(deterministic=True),
-                obj.labels,
-                obj.annotations,
-                obj.created,
-            )
-            for obj in result.objects
-        )
-        return cls(dataclasses.replace(result, objects=()), objects)
-
-    def unpack(self) -> ParseResult:
-        objects = []
-        for shipped in self.objects:
-            spec = kinds.KINDS[shipped.key.kind].new_spec()
-            spec.ParseFromString(shipped.spec)
-            objects.append(
-                ConfigObject(
-                    shipped.key,
-                    shipped.api_version,
-                    spec,
-                    self.result.origin,
-                    labels=shipped.labels,
-                    annotations=shipped.annotations,
-                    created=shipped.created,
-                )
-            )
-        return dataclasses.replace(self.result, objects=tuple(objects))
-
-
-_Read = _Shipped | ParseResult | None  # what a worker returns for one file
-
-
-def read_files(root: str, relatives: list[str], limits: ParseLimits) -> list[_Shipped | None]:
-    """Read and parse each file (paths relative to ``root``); None for one that is gone.
-
-    Runs in an executor (a worker process in ``app``): it takes only picklable arguments and returns
-    picklable results, and never touches the store.
-    """
-    real_root = os.path.realpath(root)
-    results = [read_file(root, real_root, relative, limits) for relative in relatives]
-    return [None if result is None else _Shipped.of(result) for result in results]
-
-
-def read_file(root: str, real_root: str, relative: str, limits: ParseLimits) -> ParseResult | None:
-    """One file as a ParseResult whose origin is ``relative``: refused when it leads outside
-    ``real_root`` or is larger than the limit (both checked before reading), None when it is gone."""
-    full = os.path.join(root, relative)
-    try:
-        target = os.path.realpath(full, strict=True)
-        if os.path.commonpath([real_root, target]) != real_root:
-            message = "a symlink to a file outside the config folder; not loaded"
-            return ParseResult(relative, errors=(FieldError(relative, message),), fatal=True)
-        with open(target, "rb") as stream:
-            size = os.fstat(stream.fileno()).st_size
-            if size > limits.file_bytes:
-                return ParseResult(relative, errors=(too_large(relative, limits.file_bytes),), fatal=True)
-            data = stream.read(limits.file_bytes + 1)  # it may grow after the fstat
-        if len(data) > limits.file_bytes:
-            return ParseResult(relative, errors=(too_large(relative, limits.file_bytes),), fatal=True)
-        text = data.decode("utf-8")
-    except FileNotFoundError:
-        return None  # gone between the event and the read; its delete event follows
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        message = f"cannot read file: {reason}"
-        return ParseResult(relative, errors=(FieldError(relative, message),), fatal=True)
-    try:
-        return parse_text(text, relative, limits)
-    except Exception as err:  # a parser bug must not stop the source
-        log.exception("parsing %s failed", relative)
-        message = f"internal parse error: {err}"
-        return ParseResult(relative, errors=(FieldError(relative, message),), fatal=True)
 
 
 class FolderSource:
@@ -220,11 +91,7 @@ class FolderSource:
         self._generation: dict[PurePath, int] = {}
         self._changes: set[asyncio.Task[None]] = set()  # batches of changes being read
         # Kubernetes core objects: what each file holds, which files hold each, and their join.
-        self._core: dict[PurePath, dict[ConfigKey, kube_core.CoreObject]] = {}
-        self._core_holders: dict[ConfigKey, set[PurePath]] = {}
-        self._services = kube_core.ServiceIndex(
-            cluster_domain, origin_of=service_origin, endpoints_from_pods=True
-        )
+        self._services = FolderServices(cluster_domain)
 
     async def run(self) -> None:
         """Initial load, ``synced``, then watch until cancelled. Raises ConfigError only if the folder
@@ -289,7 +156,7 @@ class FolderSource:
         await self._load(load, in_order=False)
         if rescan:
             await self._rescan()
-        self._flush_services()
+        self._services.flush(self._store)
 
     def _classify(self, paths: list[str]) -> tuple[list[PurePath], list[PurePath], bool]:
         """Touched paths as files to load, paths to forget, and whether to rescan (a thread's work:
@@ -321,7 +188,7 @@ class FolderSource:
         await self._load(found, in_order=True)
         for gone in sorted(known - set(found)):
             self._forget(gone)
-        self._flush_services()
+        self._services.flush(self._store)
 
     def _files_under(self, top: Path) -> list[PurePath]:
         return list(self._walk(top))
@@ -348,7 +215,7 @@ class FolderSource:
             for batch, large in batches
         ]
 
-        async def apply(batch: list[PurePath], read: asyncio.Future[Sequence[_Read]]) -> None:
+        async def apply(batch: list[PurePath], read: asyncio.Future[Sequence[Read]]) -> None:
             for index, (relative, result) in enumerate(zip(batch, await read, strict=True)):
                 if index % YIELD_EVERY == YIELD_EVERY - 1:
                     await asyncio.sleep(0)
@@ -357,7 +224,7 @@ class FolderSource:
                 if result is None:
                     self._forget(relative)
                 else:
-                    self._apply(relative, result.unpack() if isinstance(result, _Shipped) else result)
+                    self._apply(relative, result.unpack() if isinstance(result, ShippedResult) else result)
 
         try:
             if in_order:
@@ -396,7 +263,7 @@ class FolderSource:
             size += length
         return batches
 
-    async def _read(self, names: list[str], large: bool) -> Sequence[_Read]:
+    async def _read(self, names: list[str], large: bool) -> Sequence[Read]:
         loop = asyncio.get_running_loop()
         if self._make_executor is not None and large not in self._executors:
             self._executors[large] = self._make_executor()
@@ -421,7 +288,7 @@ class FolderSource:
             else:
                 log.info("%s", error)
         event = self._store.apply(result)
-        self._apply_core(relative, result)
+        self._services.apply(relative, result)
         if result.fatal:
             log.warning("%s not loaded; its last good objects stay", result.origin)
         elif event is not None:
@@ -444,79 +311,13 @@ class FolderSource:
         gone = [path for path in affected if path in self._known]
         for known in sorted(gone):
             self._known.discard(known)
-            self._apply_core(known, None)
+            self._services.apply(known, None)
             event = self._store.remove_origin(known.as_posix())
             log.info(
                 "removed %s%s",
                 known.as_posix(),
                 f": {len(event.changed)} objects deleted" if event is not None else "",
             )
-
-    # -- Kubernetes core objects ------------------------------------------------------------------
-
-    def _apply_core(self, relative: PurePath, result: ParseResult | None) -> None:
-        """The core objects ``relative`` now holds (None: the file is gone), with the store's rules for
-        last good versions: a fatal result changes nothing, a rejected object keeps its last good
-        record, and a result with an error or ``partial`` keeps every record it lacks."""
-        if result is not None and result.fatal:
-            return
-        old = self._core.get(relative, {})
-        new = {} if result is None else {core.key: core for core in result.core}
-        if result is not None and old:
-            clean = not result.partial and not any(error.severity == "error" for error in result.errors)
-            for key, held in old.items():
-                if key not in new and (not clean or key in result.rejected):
-                    new[key] = held
-        if new:
-            self._core[relative] = new
-        else:
-            self._core.pop(relative, None)
-        for key in sorted(old.keys() | new.keys()):
-            if old.get(key) == new.get(key):
-                continue
-            holders = self._core_holders.setdefault(key, set())
-            if key in new:
-                holders.add(relative)
-            else:
-                holders.discard(relative)
-            if not holders:
-                del self._core_holders[key]
-            self._feed(key)
-
-    def _feed(self, key: ConfigKey) -> None:
-        """Give the index the copy of ``key`` that counts: the one of the file whose path sorts first."""
-        holders = self._core_holders.get(key)
-        record = None if not holders else self._core[min(holders, key=PurePath.as_posix)][key].record
-        if key.kind == kube_core.SERVICE:
-            service = record if isinstance(record, kube_core.ServiceRecord) else None
-            self._services.service(key.namespace, key.name, service)
-        elif key.kind == kube_core.ENDPOINT_SLICE:
-            endpoint_slice = record if isinstance(record, kube_core.SliceRecord) else None
-            self._services.endpoint_slice(key.namespace, key.name, endpoint_slice)
-        elif key.kind == kube_core.POD:
-            pod = record if isinstance(record, kube_core.PodRecord) else None
-            self._services.pod(key.namespace, key.name, pod)
-
-    def _flush_services(self) -> None:
-        """Store the ServiceEntry of every Service whose objects changed."""
-        for (namespace, name), origin, entry in self._services.flush():
-            if entry is None:
-                self._store.remove_origin(origin)
-                continue
-            key = ConfigKey(kube_core.SERVICE, namespace, name)
-            holders = sorted(self._core_holders.get(key, ()), key=PurePath.as_posix)
-            errors = tuple(
-                FieldError(
-                    loser.as_posix(),
-                    f"duplicate of the object already loaded from {holders[0].as_posix()}, whose path sorts "
-                    "first; ignored",
-                    key,
-                )
-                for loser in holders[1:]
-            )
-            event = self._store.apply(ParseResult(origin, objects=(entry,), errors=errors))
-            if event is not None:
-                log.info("applied %s at revision %d", origin, event.revision)
 
     def _relative(self, raw: str) -> PurePath | None:
         try:
@@ -527,11 +328,5 @@ class FolderSource:
 
 
 __all__ = [
-    "SERVICE_ORIGIN_PREFIX",
-    "SUFFIXES",
     "FolderSource",
-    "is_config_file",
-    "read_file",
-    "read_files",
-    "service_origin",
 ]

@@ -7,7 +7,7 @@ What it watches (``namespaces`` scopes all but the last; None means every namesp
   does not serve (its CRD is not installed) counts as listed and empty, as Istio's delayed informers do,
   and discovery is asked again every ``rediscover_interval`` until it appears;
 - core/v1 Services, discovery.k8s.io/v1 EndpointSlices and core/v1 Pods (for endpoint labels), joined
-  into one synthetic ServiceEntry per Service (pilot.config.kube_core, which the folder source shares);
+  into one synthetic ServiceEntry per Service (pilot.config.kube_services, which the folder source shares);
   each Pod is also stored as its identity (kind Pod: address, labels, service account), which gives a
   proxy whose node id names the Pod its labels and service account when its metadata has none;
 - the ConfigMap ``istio`` (key ``mesh``) in ``pilot_namespace``, watched by name (``fieldSelector``).
@@ -39,15 +39,16 @@ from pilot.config.kube_core import (
     ENDPOINT_SLICE,
     POD,
     SERVICE,
-    ServiceIndex,
     pod_identity,
     read_endpoint_slice,
     read_pod,
     read_service,
 )
+from pilot.config.kube_services import ServiceIndex
 from pilot.config.objects import ConfigKey, ConfigObject, FieldError, ParseResult
 from pilot.config.store import ConfigStore
 from pilot.errors import ConfigError, LifecycleError
+from pilot.sources.kube_api import Resource, WatchOptions, describe
 from pilot.sources.kube_discovery import (
     CLUSTER_SCOPED,
     ISTIO_GROUPS,
@@ -57,16 +58,7 @@ from pilot.sources.kube_discovery import (
     discover_group,
 )
 from pilot.sources.kube_objects import log_errors, origin_of, parse_object
-from pilot.sources.kube_reflector import (
-    DELETED,
-    SYNCED,
-    Event,
-    Reflector,
-    Resource,
-    Stopped,
-    WatchOptions,
-    describe,
-)
+from pilot.sources.kube_reflector import DELETED, SYNCED, Event, Reflector, Stopped
 from pilot.sources.kube_status import Desired, SeenObject, StatusOptions, StatusWriter
 
 log = logging.getLogger("pilot.sources.kube")

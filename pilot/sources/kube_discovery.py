@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pilot.config import kinds
-from pilot.sources.kube_reflector import Resource, WatchOptions, get_json
+from pilot.sources.kube_api import Resource, WatchOptions, get_json
 
 # Preference order of the networking.istio.io versions.
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")

@@ -4,8 +4,7 @@ The ``kubernetes`` client is synchronous, so each watch reads its stream in a de
 (never the event loop's default executor: a watch blocks for minutes, and that pool has only
 min(32, CPUs + 4) workers). The thread owns everything about its watch; it hands batches of events to
 ``deliver``, which the owner makes thread-safe (``loop.call_soon_threadsafe``). Requests are built and
-authenticated by the client's own ``ApiClient`` (kubeconfig, in-cluster token refresh, client certs, TLS,
-proxies); responses are read raw and decoded with orjson, so no generated model is built per object.
+authenticated by the client's own ``ApiClient`` and responses decoded with orjson (pilot.sources.kube_api).
 
 The protocol is the API server's documented one (https://kubernetes.io/docs/reference/using-api/api-concepts/):
 
@@ -36,11 +35,25 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
+
+from pilot.sources.kube_api import (
+    MAX_ERROR_BODY,
+    ApiError,
+    Gone,
+    Resource,
+    WatchOptions,
+    api_error,
+    describe,
+    open_get,
+    read_json,
+    shut_down,
+    watch_lines,
+)
 
 log = logging.getLogger("pilot.sources.kube")
 
@@ -51,30 +64,6 @@ BOOKMARK = "BOOKMARK"
 ERROR = "ERROR"
 SYNCED = "SYNCED"  # not on the wire: the events before it are a complete list
 
-_MAX_ERROR_BODY = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    """One API resource: ``Resource("networking.istio.io", "v1", "virtualservices", "VirtualService")``."""
-
-    group: str  # "" for the core group
-    version: str
-    plural: str
-    kind: str
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(self, namespace: str | None) -> str:
-        """The collection's URL path, cluster-wide (``namespace`` None) or in one namespace."""
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        return f"{base}/namespaces/{namespace}/{self.plural}" if namespace else f"{base}/{self.plural}"
-
-    def __str__(self) -> str:
-        return f"{self.plural}.{self.group}/{self.version}" if self.group else f"{self.plural}/{self.version}"
-
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -84,34 +73,6 @@ class Event:
     namespace: str
     name: str
     obj: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class WatchOptions:
-    """Timing of every watch. The defaults are client-go's where it has one."""
-
-    # The server ends a watch after timeoutSeconds, picked at random in [watch_timeout, 2 * watch_timeout)
-    # so that replicas do not reconnect in step (client-go: minWatchTimeout 5 min).
-    watch_timeout: float = 300.0
-    # The client gives up on a silent watch this long after the server should have ended it.
-    read_slack: float = 30.0
-    connect_timeout: float = 10.0
-    # A list (one page) or discovery request that takes longer than this fails and is retried.
-    request_timeout: float = 60.0
-    page_size: int = 500
-    # Backoff after a failure: min(max, initial * 2**(n-1)), of which a random half to all is slept.
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    # A watch that ends sooner than this without an event made no progress (see module docstring).
-    min_watch_duration: float = 1.0
-    # How often to look again for Istio kinds the API server did not serve (CRDs installed later).
-    rediscover_interval: float = 60.0
-
-    def backoff(self, failures: int) -> float:
-        """Seconds to wait after the ``failures``-th failure in a row (``failures`` >= 1)."""
-        ceiling = min(self.backoff_max, self.backoff_initial * 2.0 ** min(failures - 1, 30))
-        jitter: float = random.uniform(0.5, 1.0)
-        return ceiling * jitter
 
 
 @dataclass(slots=True)
@@ -133,18 +94,6 @@ class ReflectorStatus:
         return asdict(self)
 
 
-class ApiError(Exception):
-    """The API server answered with an error status (HTTP, or a watch ERROR event's Status)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"{code} {message}" if message else str(code))
-        self.code = code
-
-
-class Gone(ApiError):
-    """410: the requested resourceVersion (or continue token) is too old; list again."""
-
-
 class Stopped(Exception):
     """The reflector was asked to stop (or its event loop is gone)."""
 
@@ -154,57 +103,6 @@ class _NoProgress(Exception):
 
 
 Deliver = Callable[["Reflector", list[Event]], None]
-
-
-def api_error(code: int, body: bytes) -> ApiError:
-    """An ApiError from a response body, which is a ``Status`` object when the API server wrote it."""
-    message = ""
-    try:
-        status = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        message = body[:200].decode("utf-8", "replace").strip()
-    else:
-        if isinstance(status, dict):
-            message = str(status.get("message") or status.get("reason") or "")
-            code = int(status.get("code") or code)
-    return Gone(code, message) if code == 410 else ApiError(code, message)
-
-
-def open_get(api_client: Any, path: str, query: list[tuple[str, str]], timeout: tuple[float, float]) -> Any:
-    """GET ``path`` through the kubernetes ApiClient (auth, TLS, proxies); the unread urllib3 response."""
-    method, url, headers, _, _ = api_client.param_serialize(
-        "GET",
-        path,
-        query_params=query,
-        header_params={"Accept": "application/json"},
-        auth_settings=["BearerToken"],
-    )
-    return api_client.call_api(method, url, header_params=headers, _request_timeout=timeout).response
-
-
-def read_json(response: Any) -> Any:
-    """The whole body of ``response`` as JSON; ApiError for a non-2xx status. Releases the connection."""
-    try:
-        status = int(response.status)
-        if not 200 <= status < 300:
-            raise api_error(status, response.read(_MAX_ERROR_BODY))
-        return orjson.loads(response.data)
-    finally:
-        response.release_conn()
-
-
-def get_json(api_client: Any, path: str, options: WatchOptions) -> Any:
-    """GET ``path`` and decode it; None for 404 (a group or version the server does not serve)."""
-    response = open_get(api_client, path, [], (options.connect_timeout, options.request_timeout))
-    if int(response.status) == 404:
-        response.release_conn()
-        return None
-    return read_json(response)
-
-
-def describe(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 class Reflector:
@@ -254,7 +152,7 @@ class Reflector:
         with self._lock:
             response = self._response
         if response is not None:
-            _shutdown(response)
+            shut_down(response)
 
     def join(self, timeout: float) -> bool:
         """Wait for the thread to end; True when it has."""
@@ -374,10 +272,10 @@ class Reflector:
         progress = False
         try:
             if not 200 <= int(response.status) < 300:
-                raise api_error(int(response.status), response.read(_MAX_ERROR_BODY))
+                raise api_error(int(response.status), response.read(MAX_ERROR_BODY))
             self.status.watches += 1
             self.status.connected = True
-            for lines in _line_batches(response):
+            for lines in watch_lines(response):
                 progress = True
                 events: list[Event] = []
                 try:
@@ -485,38 +383,6 @@ def _identity(obj: dict[str, Any]) -> tuple[tuple[str, str], str]:
     )
 
 
-def _line_batches(response: Any) -> Iterator[list[bytes]]:
-    """The non-empty lines of a watch stream, grouped by the chunk that completed them.
-
-    Lines are handed on per chunk, not per line, so that a burst of events (thousands of EndpointSlice
-    updates) costs one hand-over to the event loop per network read, not one per event.
-    """
-    buffer = bytearray()
-    for chunk in response.stream(amt=None, decode_content=False):
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            buffer += chunk  # part of a line (a large object spans several reads)
-            continue
-        buffer += chunk[:end]
-        lines = [bytes(line) for line in buffer.split(b"\n") if line.strip()]
-        buffer = bytearray(chunk[end + 1 :])
-        if lines:
-            yield lines
-    if buffer.strip():
-        yield [bytes(buffer)]
-
-
-def _shutdown(response: Any) -> None:
-    """Unblock a thread reading ``response`` (urllib3 >= 2.3), then close it."""
-    try:
-        shutdown = getattr(response, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
-        response.close()
-    except Exception:  # already closed, or closing raced with the reader: either way it is done
-        pass
-
-
 __all__ = [
     "ADDED",
     "BOOKMARK",
@@ -524,13 +390,9 @@ __all__ = [
     "ERROR",
     "MODIFIED",
     "SYNCED",
-    "ApiError",
     "Event",
-    "Gone",
     "Reflector",
     "ReflectorStatus",
-    "Resource",
     "Stopped",
-    "WatchOptions",
-    "get_json",
+    "WatchOptions",  # pilot.app imports it from here
 ]

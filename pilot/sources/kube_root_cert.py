@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pilot.sources.kube_reflector import ApiError, WatchOptions, describe, get_json
+from pilot.sources.kube_api import ApiError, WatchOptions, describe, get_json
 from pilot.sources.kube_writes import NAMESPACES, send_json
 
 log = logging.getLogger("pilot.sources.kube_root_cert")

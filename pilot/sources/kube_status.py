@@ -34,7 +34,7 @@ from typing import Any
 
 from pilot import metrics
 from pilot.config.objects import ConfigKey
-from pilot.sources.kube_reflector import ApiError, Resource, WatchOptions, describe
+from pilot.sources.kube_api import ApiError, Resource, WatchOptions, describe
 from pilot.sources.kube_status_fields import Json, finish
 from pilot.sources.kube_writes import get_object, send_json
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pilot.sources.kube_reflector import WatchOptions, get_json, read_json
+from pilot.sources.kube_api import WatchOptions, get_json, read_json
 
 TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 NAMESPACES = "/api/v1/namespaces"

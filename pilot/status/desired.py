@@ -19,7 +19,9 @@ from pilot.config import kinds
 from pilot.config.gateway_api.convert import convert as convert_gateway_api
 from pilot.config.objects import ConfigKey, FieldError
 from pilot.config.store import StoreSnapshot
-from pilot.inspect.analyzers import Mesh, Message, analyze
+from pilot.inspect.analyzers import analyze
+from pilot.inspect.mesh import Mesh
+from pilot.inspect.messages import Message
 from pilot.push.holds import ObjectRejection
 from pilot.status.distribution import Progress, ProxyProgress, progress
 from pilot.status.istio import Json, istio_status

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pilot.inspect.analyzers import Message
+from pilot.inspect.messages import Message
 from pilot.push.holds import ObjectRejection
 from pilot.status.distribution import Progress
 

@@ -19,7 +19,7 @@ from pilot.ca.identity import ServiceAccount
 from pilot.ca.kube_token_review import TokenReviewAuthenticator
 from pilot.errors import AuthenticationError
 from pilot.sources.kube import load_api_client
-from pilot.sources.kube_reflector import WatchOptions
+from pilot.sources.kube_api import WatchOptions
 from pilot.sources.kube_root_cert import CONFIG_MAP_NAME, ROOT_CERT_KEY, RootCertPublisher
 from pilot.sources.kube_writes import review_token
 from pilot.xds import types

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from pilot.config import kube_core
-from pilot.config.kube_core import ServiceIndex, convert_protocol, services_in, synthetic_key
+from pilot.config.kube_core import convert_protocol
+from pilot.config.kube_services import SYNTHETIC_PREFIX, ServiceIndex, services_in, synthetic_key
 from pilot.config.objects import ConfigKey
 from pilot.config.protocols import Protocol, port_protocol
 from tests.support.kube_api import endpoint_slice, pod, service
@@ -165,7 +166,7 @@ def test_fqdn_slices_are_ignored():
 def test_prefix_is_not_a_valid_kubernetes_name():
     from pilot.config.validation.common import is_k8s_subdomain
 
-    assert not is_k8s_subdomain(kube_core.SYNTHETIC_PREFIX + "reviews")
+    assert not is_k8s_subdomain(SYNTHETIC_PREFIX + "reviews")
 
 
 def test_endpoints_from_pods_resolve_named_target_ports_and_follow_pod_changes():

@@ -12,7 +12,8 @@ import pytest
 from pilot.config.parse import parse_text
 from pilot.inspect import analyzers
 from pilot.inspect.analyze import AnalyzeOptions, run
-from pilot.inspect.analyzers import Mesh, analyze
+from pilot.inspect.analyzers import analyze
+from pilot.inspect.mesh import Mesh
 
 SERVICE = """
 apiVersion: networking.istio.io/v1

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from pilot.inspect import config_dump
-from pilot.inspect.explain import Request, header_matches, pick_virtual_host, route_matches, without_port
+from pilot.inspect.request_matching import (
+    Request,
+    header_matches,
+    pick_virtual_host,
+    route_matches,
+    without_port,
+)
 
 
 def test_a_request_line_gives_method_authority_path_and_headers():

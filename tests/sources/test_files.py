@@ -18,7 +18,8 @@ from pilot.config.objects import ConfigKey
 from pilot.config.store import ConfigStore
 from pilot.errors import ConfigError
 from pilot.sources.base import ConfigSource
-from pilot.sources.files import FolderSource, is_config_file, read_file
+from pilot.sources.config_files import is_config_file, read_file
+from pilot.sources.files import FolderSource
 from tests.factories import service_entry_yaml
 
 DEADLINE = 10.0

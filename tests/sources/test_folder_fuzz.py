@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.config.parse import parse_text
 from pilot.config.store import ConfigStore
-from pilot.sources.files import SERVICE_ORIGIN_PREFIX, FolderSource
+from pilot.sources.files import FolderSource
+from pilot.sources.folder_services import SERVICE_ORIGIN_PREFIX
 from tests.config.helpers import CORPUS_FILES, GOOD_FILES
 
 # Files that are never touched (their objects must stay served exactly as they were) ...

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
-from pilot.config.kube_core import services_in, synthetic_key
+from pilot.config.kube_services import services_in, synthetic_key
 from pilot.config.objects import ConfigKey, ConfigObject, ParseResult
 from pilot.config.parse import parse_text
 from pilot.config.store import ConfigStore
-from pilot.sources.files import FolderSource, service_origin
+from pilot.sources.files import FolderSource
+from pilot.sources.folder_services import service_origin
 from pilot.translate.clusters import build_clusters
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import InterceptionMode, NodeType, Proxy, ProxyView

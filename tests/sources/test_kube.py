@@ -18,14 +18,14 @@ from typing import Any
 import kubernetes.client
 import pytest
 
-from pilot.config.kube_core import synthetic_key
+from pilot.config.kube_services import synthetic_key
 from pilot.config.objects import ConfigEvent, ConfigKey
 from pilot.config.protocols import Protocol
 from pilot.config.store import ConfigStore
 from pilot.errors import ConfigError
 from pilot.sources.base import ConfigSource
 from pilot.sources.kube import ISTIO_RESOURCES, REGISTRY_RESOURCES, KubeSource, load_api_client
-from pilot.sources.kube_reflector import WatchOptions
+from pilot.sources.kube_api import WatchOptions
 from pilot.translate.registry import Resolution, services_of
 from tests.support.kube_api import (
     FakeKubeApi,

@@ -14,18 +14,14 @@ from typing import Any
 import orjson
 import pytest
 
+from pilot.sources.kube_api import ApiError, Gone, Resource, WatchOptions, api_error
 from pilot.sources.kube_reflector import (
     ADDED,
     DELETED,
     MODIFIED,
     SYNCED,
-    ApiError,
     Event,
-    Gone,
     Reflector,
-    Resource,
-    WatchOptions,
-    api_error,
 )
 
 VS = Resource("networking.istio.io", "v1", "virtualservices", "VirtualService")

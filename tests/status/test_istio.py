@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pilot.config.objects import ConfigKey
-from pilot.inspect.analyzers import (
+from pilot.inspect.messages import (
     CONFLICTING_DR_SELECTORS,
     REFERENCED_RESOURCE_NOT_FOUND,
     SCHEMA_VALIDATION_ERROR,

@@ -17,11 +17,11 @@ from google.protobuf import json_format
 
 from pilot.config.kube_core import (
     SERVICE_NAME_LABEL,
-    ServiceIndex,
     read_endpoint_slice,
     read_pod,
     read_service,
 )
+from pilot.config.kube_services import ServiceIndex
 from pilot.translate import inbound_tls
 from pilot.translate.generators import build_clusters, build_listeners, build_load_assignments
 from pilot.translate.proxy import InterceptionMode, Proxy, ProxyView
