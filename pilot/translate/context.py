@@ -2,18 +2,17 @@
 
 Istio's ``model.PushContext`` (pilot/pkg/model/push_context.go) with its service registry built
 from ServiceEntries (serviceregistry/serviceentry/conversion.go). ``PushContext.scope(namespace)``
-is what a proxy of that namespace can see (Istio's default ``SidecarScope``): visible services,
-and the VirtualService and DestinationRule that apply to each host.
+is what a proxy of that namespace can see (pilot.translate.scope); its settings and entries are in
+pilot.translate.mesh_settings and pilot.translate.config_entries, re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TypeVar, cast
 
 from pilot._gen import networking_pb2 as nw
@@ -22,149 +21,27 @@ from pilot.config import kinds
 from pilot.config.gateway_api.convert import GATEWAY_SEMANTICS, ROUTE_SEMANTICS
 from pilot.config.gateway_api.convert import convert as convert_gateway_api
 from pilot.config.jwks import JWKS_KIND, JwksKey, resolved_keys
-from pilot.config.objects import ConfigKey, ConfigObject, SpecT, precedence
+from pilot.config.objects import ConfigKey, ConfigObject, SpecT
 from pilot.config.protocols import Protocol, parse_protocol, port_protocol
 from pilot.config.store import StoreSnapshot
-from pilot.translate import delegate, hosts, sidecar_scope
-from pilot.translate.pieces import RoutePieces, ScopePieces
+from pilot.translate import delegate, hosts
+from pilot.translate.config_entries import DestinationRuleEntry, VirtualServiceEntry
+from pilot.translate.mesh_settings import MeshSettings
+from pilot.translate.pieces import RoutePieces
 from pilot.translate.proxy import DEFAULT_DNS_DOMAIN, ProxyView
 from pilot.translate.registry import (
-    PUBLIC,
     Endpoint,
     Resolution,
     Service,
     ServicePort,
     export_set,
     services_of,
-    visible,
 )
+from pilot.translate.scope import InheritedKey, Scope, imports_virtual_service
 
 log = logging.getLogger("pilot.translate.context")
 
 _T = TypeVar("_T")
-
-MESH_GATEWAY = "mesh"
-ROOT_NAMESPACE = "istio-system"
-
-
-@dataclass(frozen=True, slots=True)
-class MeshSettings:
-    """The MeshConfig fields translation reads, with Istio's defaults."""
-
-    allow_any: bool = True
-    connect_timeout: timedelta = timedelta(seconds=10)
-    dns_refresh_rate: timedelta = timedelta(seconds=60)
-    root_namespace: str = ROOT_NAMESPACE
-    h2_upgrade: bool = False
-    default_retry_policy: nw.HTTPRetry | None = None
-    service_export_to: frozenset[str] = frozenset({PUBLIC})
-    virtual_service_export_to: frozenset[str] = frozenset({PUBLIC})
-    destination_rule_export_to: frozenset[str] = frozenset({PUBLIC})
-    locality_lb_setting: nw.LocalityLoadBalancerSetting | None = None  # the mesh-wide one, if any
-    # the mesh-wide keepalive of upstream connections, if any
-    tcp_keepalive: nw.ConnectionPoolSettings.TCPSettings.TcpKeepalive | None = None
-    # The SPIFFE trust domain of workload identities (SANs checked on ISTIO_MUTUAL), and enableAutoMtls.
-    trust_domain: str = DEFAULT_DNS_DOMAIN
-    auto_mtls: bool = True
-    # Other trust domains whose identities count as this mesh's (AuthorizationPolicy principals).
-    trust_domain_aliases: tuple[str, ...] = ()
-    # The providers CUSTOM AuthorizationPolicies name (pilot.translate.ext_authz reads the ext_authz ones).
-    extension_providers: tuple[nw.MeshConfig.ExtensionProvider, ...] = ()
-
-    @classmethod
-    def from_spec(cls, spec: nw.MeshConfig) -> MeshSettings:
-        """The settings ``spec`` sets, Istio's defaults for the others."""
-        default = cls()
-        allow_any = nw.MeshConfig.OutboundTrafficPolicy.ALLOW_ANY
-        return cls(
-            allow_any=(
-                spec.outbound_traffic_policy.mode == allow_any
-                if spec.HasField("outbound_traffic_policy")
-                else default.allow_any
-            ),
-            connect_timeout=(
-                spec.connect_timeout.ToTimedelta()
-                if spec.HasField("connect_timeout")
-                else default.connect_timeout
-            ),
-            dns_refresh_rate=(
-                spec.dns_refresh_rate.ToTimedelta()
-                if spec.HasField("dns_refresh_rate")
-                else default.dns_refresh_rate
-            ),
-            root_namespace=spec.root_namespace or default.root_namespace,
-            h2_upgrade=spec.h2_upgrade_policy == nw.MeshConfig.UPGRADE,
-            default_retry_policy=(
-                spec.default_http_retry_policy if spec.HasField("default_http_retry_policy") else None
-            ),
-            locality_lb_setting=spec.locality_lb_setting if spec.HasField("locality_lb_setting") else None,
-            tcp_keepalive=spec.tcp_keepalive if spec.HasField("tcp_keepalive") else None,
-            trust_domain=spec.trust_domain or default.trust_domain,
-            trust_domain_aliases=tuple(spec.trust_domain_aliases),
-            extension_providers=tuple(spec.extension_providers),
-            auto_mtls=spec.enable_auto_mtls.value if spec.HasField("enable_auto_mtls") else default.auto_mtls,
-            service_export_to=_export_default(spec.default_service_export_to, default.service_export_to),
-            virtual_service_export_to=_export_default(
-                spec.default_virtual_service_export_to, default.virtual_service_export_to
-            ),
-            destination_rule_export_to=_export_default(
-                spec.default_destination_rule_export_to, default.destination_rule_export_to
-            ),
-        )
-
-
-def _export_default(written: Iterable[str], default: frozenset[str]) -> frozenset[str]:
-    return frozenset(written) or default
-
-
-@dataclass(frozen=True, slots=True)
-class VirtualServiceEntry:
-    key: ConfigKey
-    hosts: tuple[str, ...]
-    gateways: tuple[str, ...]
-    export_to: frozenset[str]
-    spec: nw.VirtualService
-    created: datetime | None = None  # metadata.creationTimestamp
-    # Converted from the Gateway API (istiod's UseGatewaySemantics: the annotation
-    # internal.istio.io/route-semantics=gateway): a redirect uri "%PREFIX()%..." rewrites the prefix.
-    gateway_semantics: bool = False
-
-    @property
-    def namespace(self) -> str:
-        return self.key.namespace
-
-    def precedence_in(self, namespace: str) -> tuple[int, tuple[bool, datetime, str, str]]:
-        """Where this VirtualService stands among those a sidecar of ``namespace`` sees, as istiod
-        lists them (push_context.go, VirtualServicesForGateway and SelectVirtualServices over its
-        virtualServiceIndex): private to the namespace first (exported to its own namespace only),
-        then exported to it by name, then public (``*``); within each, by creation time, name and
-        namespace (sortConfigByCreationTime). The first one for a host wins it; the proxy's own
-        namespace wins by itself only through a private VirtualService."""
-        if PUBLIC in self.export_to:
-            tier = 2
-        elif self.namespace == namespace:
-            tier = 0
-        else:
-            tier = 1
-        return tier, precedence(self.created, self.key)
-
-    @property
-    def for_mesh(self) -> bool:
-        return not self.gateways or MESH_GATEWAY in self.gateways
-
-
-@dataclass(frozen=True, slots=True)
-class DestinationRuleEntry:
-    """A DestinationRule (or several for one host in one namespace, merged as Istio does)."""
-
-    key: ConfigKey
-    host: str
-    export_to: frozenset[str]
-    spec: nw.DestinationRule
-
-    @property
-    def namespace(self) -> str:
-        return self.key.namespace
 
 
 @dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
@@ -526,326 +403,6 @@ class PushContext:
         for dr in self.destination_rules:
             out.setdefault(dr.host, []).append(dr)
         return out
-
-
-class InheritedKey:
-    """A key of ``Scope.derived`` whose piece depends on the scope's Sidecar egress listeners alone
-    (their services), so a scope that inherits another's (``Scope._inherit``) keeps it."""
-
-    __slots__ = ()
-
-
-class Scope:
-    """The config visible from one namespace (Istio's default SidecarScope), for a workload with
-    ``labels`` (they only choose among DestinationRules with a ``workloadSelector``). Read-only."""
-
-    services: tuple[Service, ...]
-    sidecar: sidecar_scope.SidecarScope
-    _by_host: dict[str, Service]
-    _virtual_services: tuple[VirtualServiceEntry, ...]
-    _vs_exact: dict[str, list[int]]
-    _vs_wildcard: list[int]
-    _vs_by_host: dict[str, tuple[VirtualServiceEntry, ...]]
-
-    def __init__(
-        self,
-        context: PushContext,
-        namespace: str,
-        labels: tuple[tuple[str, str], ...] = (),
-        base: Scope | None = None,
-        sidecar: ConfigObject[nw.Sidecar] | None = None,
-        inherited: Scope | None = None,
-    ) -> None:
-        """``inherited``: this scope (no labels, no Sidecar) at the context ``context`` was built
-        from, which saw the same services, DestinationRules and VirtualService hosts; its
-        VirtualServices are taken with the edited ones replaced (``PushContext._replaced``)."""
-        self.context = context
-        self.namespace = namespace
-        self.mesh = context.mesh
-        self.labels = dict(labels)
-        self._rules: dict[str, DestinationRuleEntry | None] = {}
-        self._rule_index: dict[str, _RuleIndex] | None = None
-        self._derived: dict[Hashable, object] = {}
-        if inherited is not None:
-            self._inherit(inherited, context._replaced)
-            return
-        if base is not None:  # the same namespace without labels: share what labels cannot change
-            self.sidecar = base.sidecar
-            self.services = base.services
-            self._by_host = base._by_host
-            self._virtual_services = base._virtual_services
-            self._vs_exact = base._vs_exact
-            self._vs_wildcard = base._vs_wildcard
-            self._vs_by_host = base._vs_by_host
-            self._rule_index = base._rules_by_namespace()
-            return
-        mesh_vs = [vs for vs in context.virtual_services if vs.for_mesh and visible(vs.export_to, namespace)]
-        if sidecar is None:
-            chosen = self._visible_services(context, namespace)
-            self.sidecar = sidecar_scope.default_scope(
-                namespace, tuple(chosen[h] for h in sorted(chosen)), context.mesh.allow_any
-            )
-        else:
-            made = sidecar_scope.scope_of(namespace, sidecar, context.services, context.mesh.allow_any)
-            mesh_vs = [
-                vs for vs in mesh_vs if any(imports_virtual_service(listener, vs) for listener in made.egress)
-            ]
-            self.sidecar = _with_destinations(made, mesh_vs, context.services)
-            chosen = {svc.hostname: svc for svc in self.sidecar.services}
-        self.services = tuple(chosen[h] for h in sorted(chosen))
-        self._by_host = chosen
-        self._virtual_services = tuple(
-            sorted(mesh_vs, key=lambda vs: vs.precedence_in(namespace)),
-        )
-        # Indexes, so a lookup per host is not a scan of every VirtualService / DestinationRule
-        # (which made translating K services O(K²)). A VirtualService can match ``host`` only if
-        # it names ``host`` exactly or has a wildcard host; only those are looked at.
-        self._vs_exact = {}
-        self._vs_wildcard = []
-        for order, vs in enumerate(self._virtual_services):
-            for vs_host in dict.fromkeys(vs.hosts):
-                self._vs_exact.setdefault(vs_host, []).append(order)
-            if any(hosts.is_wildcard(h) for h in vs.hosts):
-                self._vs_wildcard.append(order)
-        self._vs_by_host = {}
-
-    def _inherit(self, inherited: Scope, replaced: Mapping[int, VirtualServiceEntry]) -> None:
-        """Everything ``inherited`` indexed, with each replaced VirtualServiceEntry's successor
-        (same key, hosts, exportTo, gateways and creation time, so the same place in every index)."""
-        self.sidecar = inherited.sidecar
-        # What depends on the egress listeners' services alone (pilot.translate.listeners).
-        self._derived = {k: v for k, v in inherited._derived.items() if isinstance(k, InheritedKey)}
-        self.services = inherited.services
-        self._by_host = inherited._by_host
-        self._rules = dict(inherited._rules)
-        self._rule_index = inherited._rule_index
-        self._vs_exact = inherited._vs_exact
-        self._vs_wildcard = inherited._vs_wildcard
-        self._virtual_services = tuple(replaced.get(id(vs), vs) for vs in inherited._virtual_services)
-        by_host = dict(inherited._vs_by_host)
-        for old_id, new in replaced.items():
-            if any(hosts.is_wildcard(h) for h in new.hosts):
-                by_host = {}  # a wildcard entry may rank for any host: found again when asked
-                break
-            for host in new.hosts:
-                found = by_host.get(host)
-                if found is not None:
-                    by_host[host] = tuple(new if id(vs) == old_id else vs for vs in found)
-        self._vs_by_host = by_host
-
-    @staticmethod
-    def _visible_services(context: PushContext, namespace: str) -> dict[str, Service]:
-        """Every service exported to ``namespace``, one per hostname (what ``*/*`` imports)."""
-        chosen: dict[str, Service] = {}
-        for svc in context.services:
-            if not visible(svc.export_to, namespace):
-                continue
-            current = chosen.get(svc.hostname)
-            # Two ServiceEntries for one host: the proxy's own namespace wins, else the first.
-            if current is None or (svc.namespace == namespace and current.namespace != namespace):
-                if current is not None:
-                    log.debug(
-                        "host %s: %s shadows %s for namespace %s",
-                        svc.hostname,
-                        svc.key,
-                        current.key,
-                        namespace,
-                    )
-                chosen[svc.hostname] = svc
-        return chosen
-
-    @property
-    def route_pieces(self) -> ScopePieces:
-        """This scope's routes at its context (pilot.translate.pieces), shared by its views."""
-        return self.derived(
-            "route-pieces",
-            lambda: self.context.route_pieces.of_scope(
-                (self.namespace, tuple(sorted(self.labels.items())), self.sidecar.sidecar), self.services
-            ),
-        )
-
-    def derived(self, key: Hashable, make: Callable[[], _T]) -> _T:
-        """``make()``, once per scope and ``key``: what translation derives from a scope alone (its
-        cluster targets, a cluster's hash policy) is the same for every view and generator using it.
-        ``key`` must name both the piece and its inputs, e.g. ``("hash-policy", cluster)``."""
-        try:
-            return cast(_T, self._derived[key])
-        except KeyError:
-            made = self._derived[key] = make()
-            return made
-
-    @property
-    def allow_any(self) -> bool:
-        """The outbound traffic policy: the Sidecar's if it sets one, else the mesh's."""
-        return self.sidecar.allow_any
-
-    @property
-    def catch_all_cluster(self) -> str:
-        """Where unknown outbound traffic goes (sidecar_scope.SidecarScope.catch_all_cluster)."""
-        return self.sidecar.catch_all_cluster
-
-    def service(self, host: str) -> Service | None:
-        return self._by_host.get(host)
-
-    @property
-    def mesh_virtual_services(self) -> tuple[VirtualServiceEntry, ...]:
-        """Every mesh-bound VirtualService visible here, in istiod's order (``precedence_in``)."""
-        return self._virtual_services
-
-    def virtual_services(self, host: str) -> list[VirtualServiceEntry]:
-        """Mesh-bound VirtualServices for ``host``: exact hosts first, then wildcards, most specific first."""
-        found = self._vs_by_host.get(host)
-        if found is None:
-            candidates = sorted({*self._vs_exact.get(host, ()), *self._vs_wildcard})
-            ranked: list[tuple[tuple[bool, int], int, VirtualServiceEntry]] = []
-            for order in candidates:
-                vs = self._virtual_services[order]
-                best = hosts.most_specific_match(host, vs.hosts)
-                if best is not None:
-                    ranked.append(((best != host, -len(best)), order, vs))
-            ranked.sort(key=lambda r: (r[0], r[1]))
-            found = self._vs_by_host[host] = tuple(vs for _, _, vs in ranked)
-        return list(found)
-
-    def destination_rule(self, host: str) -> DestinationRuleEntry | None:
-        """Istio's lookup: the proxy's namespace, then the service's, then the root namespace."""
-        if host not in self._rules:
-            self._rules[host] = self._find_rule(host)
-        return self._rules[host]
-
-    def _rules_by_namespace(self) -> dict[str, _RuleIndex]:
-        index = self._rule_index
-        if index is None:
-            index = self._rule_index = {}
-            for dr in self.context.destination_rules:
-                if visible(dr.export_to, self.namespace):
-                    index.setdefault(dr.namespace, _RuleIndex()).add(dr)
-        return index
-
-    def _find_rule(self, host: str) -> DestinationRuleEntry | None:
-        svc = self.service(host)
-        order = [self.namespace]
-        if svc is not None:
-            order.append(svc.namespace)
-        order.append(self.mesh.root_namespace)
-        index = self._rules_by_namespace()
-        for ns in dict.fromkeys(order):
-            rules = index.get(ns)
-            if rules is None:
-                continue
-            # Istio's MostSpecificHostMatch over the namespace's rules: the exact host, else the
-            # longest wildcard covering it; then every rule for that host, merged in order.
-            found = rules.exact.get(host)
-            if found is None:
-                best = hosts.most_specific_match(host, (dr.host for dr in rules.wildcard))
-                if best is None:
-                    continue
-                found = [dr for dr in rules.wildcard if dr.host == best]
-            return self._choose(found)
-        return None
-
-    def _choose(self, rules: list[DestinationRuleEntry]) -> DestinationRuleEntry | None:
-        """Istio's SidecarScope.DestinationRule: a rule with a ``workloadSelector`` (only ever
-        indexed in its own namespace) that selects this workload wins, the first in config order;
-        else the rules without one, merged; else none (Istio does not look further then)."""
-        for dr in rules:
-            selector = dr.spec.workload_selector.match_labels
-            if dr.spec.HasField("workload_selector") and all(
-                self.labels.get(k) == v for k, v in selector.items()
-            ):
-                return dr
-        catch_all = [dr for dr in rules if not dr.spec.HasField("workload_selector")]
-        return merge_rules(catch_all) if catch_all else None
-
-
-class _RuleIndex:
-    """The DestinationRules of one namespace visible from a scope: by exact host, and the
-    wildcard ones (in context order)."""
-
-    __slots__ = ("exact", "wildcard")
-
-    def __init__(self) -> None:
-        self.exact: dict[str, list[DestinationRuleEntry]] = {}
-        self.wildcard: list[DestinationRuleEntry] = []
-
-    def add(self, dr: DestinationRuleEntry) -> None:
-        self.exact.setdefault(dr.host, []).append(dr)
-        if hosts.is_wildcard(dr.host):
-            self.wildcard.append(dr)
-
-
-def imports_virtual_service(listener: sidecar_scope.EgressListener, vs: VirtualServiceEntry) -> bool:
-    """Whether a Sidecar egress listener imports ``vs`` (Istio's SelectVirtualServices)."""
-    return any(listener.imports_virtual_service_host(host, vs.namespace) for host in vs.hosts)
-
-
-def _destination_hosts(vs: VirtualServiceEntry) -> list[str]:
-    """The hosts a VirtualService routes to (HTTP, TCP and TLS routes), resolved in its namespace."""
-    found: list[str] = []
-    spec = vs.spec
-    for routes in (spec.http, spec.tcp, spec.tls):
-        for route in routes:
-            for weighted in route.route:
-                found.append(hosts.resolve_shortname(weighted.destination.host, vs.namespace))
-    return list(dict.fromkeys(found))
-
-
-def _with_destinations(
-    scope: sidecar_scope.SidecarScope,
-    virtual_services: list[VirtualServiceEntry],
-    services: Iterable[Service],
-) -> sidecar_scope.SidecarScope:
-    """Istio's convertToSidecarScope: each egress listener also imports the services its
-    VirtualServices route to (the config namespace's copy, else the first namespace by name), after
-    the services it names, which win."""
-    by_host: dict[str, list[Service]] = {}
-    for svc in services:
-        if visible(svc.export_to, scope.namespace):
-            by_host.setdefault(svc.hostname, []).append(svc)
-    listeners = []
-    for listener in scope.egress:
-        have = {svc.hostname for svc in listener.services}
-        extra: list[Service] = []
-        for vs in virtual_services:
-            if not imports_virtual_service(listener, vs):
-                continue
-            for host in _destination_hosts(vs):
-                candidates = by_host.get(host)
-                if host in have or not candidates:
-                    continue
-                own = [svc for svc in candidates if svc.namespace == scope.namespace]
-                svc = own[0] if own else min(candidates, key=lambda c: c.namespace)
-                if listener.matches_port and listener.port is not None:
-                    trimmed = sidecar_scope.on_port(svc, listener.port)
-                    if trimmed is None:
-                        continue
-                    svc = trimmed
-                have.add(host)
-                extra.append(svc)
-        listeners.append(dataclasses.replace(listener, services=listener.services + tuple(extra)))
-    return dataclasses.replace(scope, egress=tuple(listeners))
-
-
-def merge_rules(rules: list[DestinationRuleEntry]) -> DestinationRuleEntry:
-    """Istio's mergeDestinationRule: later rules add subsets with new names, and a traffic policy
-    only if the first has none."""
-    if len(rules) == 1:
-        return rules[0]
-    merged = nw.DestinationRule()
-    merged.CopyFrom(rules[0].spec)
-    names = {s.name for s in merged.subsets}
-    for rule in rules[1:]:
-        for subset in rule.spec.subsets:
-            if subset.name in names:
-                log.warning(
-                    "%s: subset %r already defined by %s; ignored", rule.key, subset.name, rules[0].key
-                )
-                continue
-            names.add(subset.name)
-            merged.subsets.add().CopyFrom(subset)
-        if not merged.HasField("traffic_policy") and rule.spec.HasField("traffic_policy"):
-            merged.traffic_policy.CopyFrom(rule.spec.traffic_policy)
-    return DestinationRuleEntry(rules[0].key, rules[0].host, rules[0].export_to, merged)
 
 
 def _by_key(obj: ConfigObject) -> tuple[str, str, str]:

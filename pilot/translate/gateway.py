@@ -20,7 +20,8 @@ from pilot._gen import networking_pb2 as nw
 from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.config.protocols import Protocol, parse_protocol
 from pilot.config.validation.gateway import unsupported_server
-from pilot.translate.context import MESH_GATEWAY, PushContext
+from pilot.translate.config_entries import MESH_GATEWAY
+from pilot.translate.context import PushContext
 from pilot.translate.proxy import ProxyView
 
 log = logging.getLogger("pilot.translate.gateway")

@@ -18,7 +18,7 @@ from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from google.protobuf import wrappers_pb2
 
 from pilot._gen import networking_pb2 as nw
-from pilot.translate.context import MESH_GATEWAY
+from pilot.translate.config_entries import MESH_GATEWAY
 from pilot.translate.jwt_authn import JWT_AUTHN_FILTER, JWT_PAYLOAD_METADATA_KEY
 
 log = logging.getLogger("pilot.translate.matches")

@@ -21,14 +21,8 @@ from google.protobuf import duration_pb2
 from pilot._gen import networking_pb2 as nw
 from pilot.cache.snapshot import Encoded
 from pilot.translate import hosts, mirror, retries, route_actions
-from pilot.translate.context import (
-    MESH_GATEWAY,
-    PushContext,
-    Scope,
-    Service,
-    VirtualServiceEntry,
-    imports_virtual_service,
-)
+from pilot.translate.config_entries import MESH_GATEWAY
+from pilot.translate.context import PushContext, Scope, Service, VirtualServiceEntry, imports_virtual_service
 from pilot.translate.cors import CORS_FILTER, cors_policy
 from pilot.translate.listeners import FAULT_FILTER, SNIFFED, outbound_listeners
 from pilot.translate.matches import applies, is_catch_all, route_match

@@ -32,7 +32,8 @@ from google.protobuf.message import Message
 
 from pilot._gen import networking_pb2 as nw
 from pilot.translate import hosts
-from pilot.translate.context import MESH_GATEWAY, Protocol, Scope, Service, VirtualServiceEntry
+from pilot.translate.config_entries import MESH_GATEWAY
+from pilot.translate.context import Protocol, Scope, Service, VirtualServiceEntry
 from pilot.translate.route_actions import destination_cluster
 from pilot.xds import names
 
