@@ -120,7 +120,28 @@ def _apply(
     _write_policies(mesh, policies)
     (answer,) = _probe(mesh, client, [request], str(want), str(EDIT_TIMEOUT))
     assert answer["status"] == want, f"still {answer['status']} {EDIT_TIMEOUT}s after the edit"
+    # The first server sidecar to take the edit answered; the others (one view, so one version)
+    # may take it a little later: the steps after this one want all of them to hold it.
+    wait_until(
+        lambda: _servers_in_step(mesh), EDIT_TIMEOUT, 0.05, "every server sidecar ACKing its listeners"
+    )
     return float(answer["at"]) - written
+
+
+def _servers_in_step(mesh: ReviewsMesh) -> bool:
+    """Every server sidecar ACKed the last listeners sent to it, all at one version."""
+    rows = [row for row in mesh.pilot_debug("/debug/syncz") if _pod_of(row["proxy"]) in SERVERS]
+    listeners = [row["lds"] for row in rows]
+    return (
+        len(rows) == len(SERVERS)
+        and all(lds["status"] == "SYNCED" for lds in listeners)
+        and len({lds["version_acked"] for lds in listeners}) == 1
+    )
+
+
+def _pod_of(proxy: str) -> str:
+    """``sidecar~IP~POD.NAMESPACE~DOMAIN`` → ``POD``."""
+    return proxy.split("~")[2].partition(".")[0]
 
 
 ALLOW_NOTHING = _policy("allow-nothing", {})
