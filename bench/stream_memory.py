@@ -18,7 +18,8 @@ and keeps nothing of what it is sent. Figures, per proxy:
 ``--push-time``: the wall time of that push instead, without tracemalloc, and
 ``rss_in_step_kib_per_proxy``, the process's RSS growth from before the first proxy until all are
 in step, divided by N: what the streams cost below Python too (the allocator, protobuf's arenas),
-but without grpc core, which the fake contexts replace. Bytes do not depend on the machine's load;
+but without grpc core, which the fake contexts replace (run one ``--protocol`` per process for it:
+a later protocol reuses the pages the first one freed). Bytes do not depend on the machine's load;
 heap figures depend only on the code.
 
     .venv/bin/python -m bench.stream_memory --proxies 1000 --services 1000
