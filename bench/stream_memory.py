@@ -15,8 +15,12 @@ and keeps nothing of what it is sent. Figures, per proxy:
 - ``bytes_per_proxy_per_edit``: what that push wrote to each proxy (serialized responses); and
   ``sync_bytes_per_proxy``, what the initial sync wrote.
 
-``--push-time``: the wall time of that push instead, without tracemalloc. Bytes do not depend on
-the machine's load; heap figures depend only on the code.
+``--push-time``: the wall time of that push instead, without tracemalloc, and
+``rss_in_step_kib_per_proxy``, the process's RSS growth from before the first proxy until all are
+in step, divided by N: what the streams cost below Python too (the allocator, protobuf's arenas),
+but without grpc core, which the fake contexts replace (run one ``--protocol`` per process for it:
+a later protocol reuses the pages the first one freed). Bytes do not depend on the machine's load;
+heap figures depend only on the code.
 
     .venv/bin/python -m bench.stream_memory --proxies 1000 --services 1000
 """
@@ -27,6 +31,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import tempfile
 import time
 import tracemalloc
@@ -36,6 +41,7 @@ from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from bench import procstat
 from bench.mesh import edit_virtual_service, node_id, write_mesh
 from pilot.cache.cache import SnapshotCache
 from pilot.cache.snapshot import Snapshot
@@ -165,6 +171,7 @@ async def measure(
     if trace:
         tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
+    rss_before = procstat.rss_kib(os.getpid())
     tasks = []
     stream_type = SotwStream if protocol == "sotw" else DeltaStream
     for i in range(proxies):
@@ -180,6 +187,7 @@ async def measure(
     await settle(expected)
     gc.collect()
     in_step, peak = (m - before for m in tracemalloc.get_traced_memory())
+    rss_in_step = procstat.rss_kib(os.getpid()) - rss_before
     synced_bytes = sum(f.written for f in fakes)
 
     pushed = time.perf_counter()
@@ -200,7 +208,11 @@ async def measure(
         "bytes_per_proxy_per_edit": round(edit_bytes / proxies),
     }
     if not trace:
-        return {"push_ms": round(push_seconds * 1000), **sizes}
+        return {
+            "push_ms": round(push_seconds * 1000),
+            "rss_in_step_kib_per_proxy": round(rss_in_step / proxies, 1),
+            **sizes,
+        }
     return {
         "in_step_kib_per_proxy": round(in_step / proxies / 1024, 1),
         "sync_peak_kib_per_proxy": round(peak / proxies / 1024, 1),
