@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from pilot._gen import networking_pb2, security_pb2
 from pilot.config.gateway_api import schema as gateway_api_schema
 from pilot.config.gateway_api.openapi import Obj
+from pilot.config.gateway_api.references import GATEWAY_API_GROUP as GATEWAY_API_GROUP
 from pilot.config.jwks import JWKS_KIND
 from pilot.config.objects import ConfigObject, SpecT
 
@@ -114,7 +115,6 @@ SECURITY_KINDS: Final = (PEER_AUTHENTICATION_INFO, AUTHORIZATION_POLICY_INFO, RE
 
 # The Kubernetes Gateway API (standard channel; TCPRoute and TLSRoute were experimental before v1.6,
 # whose standard channel serves them, and ReferenceGrant, at v1).
-GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 K8S_GATEWAY = f"Gateway.{GATEWAY_API_GROUP}"
 GATEWAY_CLASS = "GatewayClass"
 HTTP_ROUTE = "HTTPRoute"

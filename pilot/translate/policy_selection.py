@@ -27,10 +27,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from pilot._gen import security_pb2 as sec
+from pilot.config.kinds import GATEWAY_API_GROUP
 from pilot.config.objects import ConfigObject
 
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
-GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 
 TargetablePolicy = sec.RequestAuthentication | sec.AuthorizationPolicy
 P = TypeVar("P", sec.RequestAuthentication, sec.AuthorizationPolicy, sec.PeerAuthentication)

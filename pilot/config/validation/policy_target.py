@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pilot._gen import security_pb2 as sec
+from pilot.config.kinds import GATEWAY_API_GROUP
 from pilot.config.validation.common import Report, at, check_selector_labels, item
 
-GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 # The one GatewayClass a policy may attach to (Istio's constants.WaypointGatewayClassName).
 WAYPOINT_CLASS = "istio-waypoint"
 # The kinds a policy may target (Istio 1.22+): a Gateway API Gateway, a GatewayClass (mesh-wide for its
