@@ -33,6 +33,8 @@ PROBE = Path(__file__).with_name("authz_probe.py")
 PRINCIPAL = "cluster.local/ns/default/sa/{}"
 ALLOWED_CLIENT, OTHER_CLIENT = "productpage-v1", "productpage-v2"
 EDIT_TIMEOUT = 10.0
+# A burst that misses a server's pooled connection with a chance of (2/3)^15, 0.2%.
+FLUSH_REQUESTS = 15
 
 
 def _with_tcp_port(text: str) -> str:
@@ -97,9 +99,11 @@ def _expect(mesh: ReviewsMesh, client: str, requests: list[dict[str, Any]], stat
     """``requests`` from ``client`` answer ``statuses``, within a deadline: an edit replaces the server
     sidecar's listener, and a connection the client's sidecar pooled before it keeps the old filters
     for the one request whose answer tells it to close (``pilot agent``'s Envoy drains immediately,
-    as Istio's does). The client's sidecar pools one connection per server and worker, so a probe
-    may meet the last of them only after another has already answered as wanted: two probes in a
-    row must answer ``statuses`` before the last check."""
+    as Istio's does). The client's sidecar pools a connection per server and picks a server per
+    request at random (LEAST_REQUEST), so a few requests can miss the pooled connection to one
+    server: a burst first uses them all up (each answers once more, then closes), and two probes
+    in a row must answer ``statuses`` before the last check."""
+    _probe(mesh, client, [{"port": PORT, "path": "/"}] * FLUSH_REQUESTS)
     seen: list[list[int]] = []
 
     def answered() -> bool:
