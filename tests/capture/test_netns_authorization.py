@@ -103,7 +103,7 @@ def _expect(mesh: ReviewsMesh, client: str, requests: list[dict[str, Any]], stat
     request at random (LEAST_REQUEST), so a few requests can miss the pooled connection to one
     server: a burst first uses them all up (each answers once more, then closes), and two probes
     in a row must answer ``statuses`` before the last check."""
-    _probe(mesh, client, [{"port": PORT, "path": "/"}] * FLUSH_REQUESTS)
+    _probe(mesh, client, [ROOT] * FLUSH_REQUESTS)
     seen: list[list[int]] = []
 
     def answered() -> bool:

@@ -20,6 +20,7 @@ import yaml
 
 from pilot.localmesh.backend import Backend
 from pilot.localmesh.loopback import Reply, free_port, get
+from tests.support.istio import inbound_sidecar
 from tests.support.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
@@ -154,19 +155,7 @@ def setup(mesh: Mesh, mesh_backends: dict[str, Backend], authorizer: Authorizer)
     down = service_entry("down-authz", DOWN_HOST, free_port())  # nothing listens there
     mesh.write(
         "inbound.yaml",
-        {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "Sidecar",
-            "metadata": {"name": "default", "namespace": "default"},
-            "spec": {
-                "ingress": [
-                    {
-                        "port": {"number": port, "protocol": "HTTP", "name": "http"},
-                        "defaultEndpoint": f"127.0.0.1:{mesh_backends['v1'].port}",
-                    }
-                ]
-            },
-        },
+        inbound_sidecar(port, mesh_backends["v1"].port),
         authz,
         down,
     )

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pilot.localmesh.backend import Backend
 from pilot.localmesh.loopback import Reply, free_port, get
+from tests.support.istio import inbound_sidecar
 from tests.support.jwt_issuer import Issuer, IssuerServer, IssuerThread
 from tests.support.mesh import Mesh
 
@@ -57,19 +58,7 @@ def inbound(mesh: Mesh, mesh_backends: dict[str, Backend], jwks_server: IssuerSe
     port = free_port()
     mesh.write(
         "inbound.yaml",
-        {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "Sidecar",
-            "metadata": {"name": "default", "namespace": "default"},
-            "spec": {
-                "ingress": [
-                    {
-                        "port": {"number": port, "protocol": "HTTP", "name": "http"},
-                        "defaultEndpoint": f"127.0.0.1:{mesh_backends['v1'].port}",
-                    }
-                ]
-            },
-        },
+        inbound_sidecar(port, mesh_backends["v1"].port),
     )
     write_policy(mesh, {"issuer": ISSUER, "jwksUri": jwks_server.jwks_uri, **CLAIM_OUTPUT})
     mesh.envoy.wait_listener(f"0.0.0.0_{port}", timeout=20.0)

@@ -91,5 +91,22 @@ def split(service: Service, weights: Mapping[str, int]) -> Doc:
     return virtual_service(service, [{"route": [destination(service, s, w) for s, w in weights.items()]}])
 
 
+def inbound_sidecar(port: int, backend_port: int, namespace: str = "default") -> Doc:
+    """A Sidecar ``default`` whose one HTTP ingress port goes to a backend on 127.0.0.1."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": {"name": "default", "namespace": namespace},
+        "spec": {
+            "ingress": [
+                {
+                    "port": {"number": port, "protocol": "HTTP", "name": "http"},
+                    "defaultEndpoint": f"127.0.0.1:{backend_port}",
+                }
+            ]
+        },
+    }
+
+
 def dump(*docs: Doc) -> str:
     return yaml.safe_dump_all(docs, sort_keys=False)
