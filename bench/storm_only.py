@@ -6,8 +6,9 @@
 
 The same sequence as a case of ``bench.run`` up to its storm: one proxy (the view's snapshot is
 built), 25 more in batches of 6, all closed (the view goes cold), then N at once. Prints how many
-reached full config and how the others' streams ended; the floor takes extra grpc server options
-from ``BENCH_GRPC_OPTIONS`` (docs/benchmarks.md, "Why streams are lost in the storm").
+reached full config and how the streams that ended (each opened again) ended; the floor takes
+extra grpc server options from ``BENCH_GRPC_OPTIONS`` (docs/benchmarks.md, "Why streams are lost
+in the storm").
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 time.sleep(0.5)
                 at = time.strftime("%H:%M:%S", time.gmtime())
                 _, full, errors = workers.connect(target, range(n), args.timeout)
-                print(f"{args.server} storm at {at} UTC: {len(full)}/{n} full config, lost: {errors}")
+                ended = f"streams ended: {errors}"
+                print(f"{args.server} storm at {at} UTC: {len(full)}/{n} full config, {ended}")
                 workers.close_proxies()
             finally:
                 server.stop()
