@@ -404,9 +404,7 @@ def _idle_cpu_rate(pid: int, seconds: float) -> float:
     return (procstat.cpu_seconds(pid) - before) / seconds
 
 
-def _edit_round(
-    workers: Workers, weight: int, trigger: Any, timeout: float
-) -> tuple[float, list[float], int]:
+def edit_round(workers: Workers, weight: int, trigger: Any, timeout: float) -> tuple[float, list[float], int]:
     """Expect ``weight``, run ``trigger()``, wait for every proxy's ACK.
 
     Returns (trigger time, ACK times, proxies that did not ACK in time)."""
@@ -551,7 +549,7 @@ def run_pilot(
             weight = edit_weight(edit)
             before = _get_json(pilot.http_port, "/debug/push_status")["push_count"]
             cpu0 = procstat.cpu_seconds(pid)
-            t0, times, missing = _edit_round(
+            t0, times, missing = edit_round(
                 workers, weight, lambda e=edit: edit_virtual_service(config, edited, e), timeout=60
             )
             time.sleep(0.05)  # the last ACKs are read by pilot after the proxies wrote them
@@ -649,7 +647,7 @@ def run_floor(n: int, config: Path, root: Path, workers: Workers, opts: Options,
         spy.__enter__()
         for weight in weights:
             cpu0 = procstat.cpu_seconds(pid)
-            t0, times, missing = _edit_round(workers, weight, lambda w=weight: floor.push(w), timeout=60)
+            t0, times, missing = edit_round(workers, weight, lambda w=weight: floor.push(w), timeout=60)
             time.sleep(0.05)
             cpu1 = procstat.cpu_seconds(pid)
             rounds.append(
