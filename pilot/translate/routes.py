@@ -33,6 +33,7 @@ from pilot.translate.route_records import (
     VirtualHostRecord,
     configuration_shell,
 )
+from pilot.translate.route_templates import add_config_metadata, operation, templated_routes
 from pilot.translate.sidecar_scope import EgressListener
 from pilot.xds import names
 
@@ -59,26 +60,6 @@ def set_timeout(action: rc.RouteAction, timeout: duration_pb2.Duration | None) -
     action.max_stream_duration.grpc_timeout_header_max.CopyFrom(action.timeout)
 
 
-def _operation(route: rc.Route, vs_name: str, port: int) -> str:
-    """Istio's GetRouteOperation, the trace decorator: ``host:port/path*`` or ``vs:port/path*``."""
-    match = route.match
-    kind = match.WhichOneof("path_specifier")
-    path = {"prefix": match.prefix + "*", "path": match.path, "safe_regex": match.safe_regex.regex}.get(
-        kind or "", "/*"
-    )
-    parsed = names.parse_cluster(route.route.cluster) if route.HasField("route") else None
-    if parsed is not None:
-        return f"{parsed.host}:{parsed.port}{path}"
-    return f"{vs_name}:{port}{path}"
-
-
-def _add_config_metadata(route: rc.Route, vs: VirtualServiceEntry) -> None:
-    """Istio's ``filter_metadata.istio.config``: the VirtualService that made the route."""
-    route.metadata.filter_metadata["istio"].fields[
-        "config"
-    ].string_value = f"/apis/networking.istio.io/v1/namespaces/{vs.namespace}/virtual-service/{vs.key.name}"
-
-
 def translate_route(
     vs: VirtualServiceEntry,
     spec: nw.HTTPRoute,
@@ -101,7 +82,7 @@ def translate_route(
         return None
     name = spec.name + (f".{match.name}" if match is not None and match.name else "")
     route = rc.Route(name=name, match=route_match(match))
-    _add_config_metadata(route, vs)
+    add_config_metadata(route, vs)
     if match is not None and match.stat_prefix:
         route.stat_prefix = match.stat_prefix
     authority = ""
@@ -121,7 +102,8 @@ def translate_route(
     else:
         log.warning("%s: http route %r has no destination; skipped", vs.key, spec.name)
         return None
-    route.decorator.operation = _operation(route, vs.key.name, port)
+    action = route.route if route.HasField("route") else None
+    route.decorator.operation = operation(route.match, action, vs.key.name, port)
     if spec.HasField("fault"):
         fault = route_actions.fault(spec.fault)
         if fault is not None:
@@ -166,18 +148,30 @@ def virtual_service_routes(
 ) -> list[rc.Route]:
     """Istio's BuildHTTPRoutesForVirtualService: every route of the VirtualService that applies on
     ``port`` (match blocks of one HTTPRoute are OR-ed: one Envoy route each), up to the first catch-all."""
-    out: list[rc.Route] = []
-    for spec in vs.spec.http:
+    return [route for _, route in routes_by_spec(vs, port, scope, labels, gateways, is_tls)]
+
+
+def routes_by_spec(
+    vs: VirtualServiceEntry,
+    port: int,
+    scope: Scope,
+    labels: Mapping[str, str],
+    gateways: frozenset[str] = MESH_ONLY,
+    is_tls: bool = False,
+) -> list[tuple[int, rc.Route]]:
+    """``virtual_service_routes``, each route with the index of the HTTPRoute that made it."""
+    out: list[tuple[int, rc.Route]] = []
+    for index, spec in enumerate(vs.spec.http):
         if not spec.match:
             route = translate_route(vs, spec, None, port, scope, labels, gateways, is_tls)
             if route is not None:
-                out.append(route)
+                out.append((index, route))
             break
         catch_all = False
         for match in spec.match:
             route = translate_route(vs, spec, match, port, scope, labels, gateways, is_tls)
             if route is not None:
-                out.append(route)
+                out.append((index, route))
                 if is_catch_all(route.match):
                     catch_all = True
                     break
@@ -226,15 +220,19 @@ def _virtual_service_pieces(
     vs: VirtualServiceEntry, port: int, scope: Scope, labels: Mapping[str, str]
 ) -> Routes:
     """``virtual_service_routes`` of a sidecar (mesh gateway, no TLS), made once per scope and
-    VirtualService entry (pilot.translate.pieces)."""
+    VirtualService entry (pilot.translate.pieces), serialized from its shape's template when it has
+    one (pilot.translate.route_templates)."""
     if labels != scope.labels:  # not the scope's own workload: nothing to share
         return virtual_service_routes(vs, port, scope, labels)
+    pieces = scope.route_pieces
     return RoutePieces.routes(
-        scope.route_pieces,
+        pieces,
         vs,
         port,
         "virtual-service",
-        lambda: virtual_service_routes(vs, port, scope, labels),
+        lambda: templated_routes(
+            vs, port, scope, pieces.templates, lambda: routes_by_spec(vs, port, scope, labels)
+        ),
     )
 
 
