@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from google.protobuf import wrappers_pb2
 
 from pilot.config.addresses import is_ip
 from pilot.translate.context import Endpoint, Service, ServicePort
@@ -109,12 +110,16 @@ def locality_lb_endpoints(
     """Endpoints grouped by locality, localities in order of first appearance; a locality's weight is
     the sum of its endpoints' (Istio's refreshWeight), which locality-weighted balancing needs."""
     groups: dict[str, list[endpoint_components_pb2.LbEndpoint]] = {}
+    weights: dict[str, int] = {}
     for endpoint in endpoints:
         groups.setdefault(endpoint.locality, []).append(_lb_endpoint(endpoint, port, plaintext_only, made))
+        # lb_endpoint's load_balancing_weight: the endpoint's weight, 1 when unset.
+        weights[endpoint.locality] = weights.get(endpoint.locality, 0) + (endpoint.weight or 1)
     out = []
     for name, members in groups.items():
-        group = endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=members)
-        group.load_balancing_weight.value = sum(m.load_balancing_weight.value for m in members)
+        group = endpoint_components_pb2.LocalityLbEndpoints(
+            lb_endpoints=members, load_balancing_weight=wrappers_pb2.UInt32Value(value=weights[name])
+        )
         if name:
             group.locality.CopyFrom(locality(name))
         out.append(group)

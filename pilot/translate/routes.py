@@ -11,7 +11,7 @@ route; one virtual host per VirtualService host that is no service (``foo.exampl
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeAlias
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -304,7 +304,7 @@ def non_service_virtual_hosts(
     ports); one taken already is dropped, and ``*`` is always the catch-all's. ``services`` and
     the VirtualServices looked at are those of the ``egress`` listener when given. ``routed`` gets,
     by id, whether each VirtualService whose routes decided if it has virtual hosts had any."""
-    on_port = _services_on_port(port, services)
+    on_port = _on_port(port, scope, services)
     wildcard_services = [h for h in on_port if hosts.is_wildcard(h)]
     out: list[VirtualHostRecord] = []
     names_taken: set[str] = set()
@@ -329,6 +329,36 @@ def non_service_virtual_hosts(
                 continue
             names_taken.add(name)
             out.append(VirtualHostRecord(name, tuple(domains), routes, vs, (vs,)))
+    return out
+
+
+def _on_port(port: int, scope: Scope, services: Iterable[Service]) -> Mapping[str, Service]:
+    """``_services_on_port``, once per scope and port for the scope's own services (never change it)."""
+    if services is not scope.services:
+        return _services_on_port(port, services)
+    return scope.derived(("services-on-port", port), lambda: _services_on_port(port, _with_port(port, scope)))
+
+
+def _http_on(port: int, scope: Scope, services: Sequence[Service]) -> Sequence[Service]:
+    """The services ``_is_http_on`` the port, in order (once per scope and port for its own)."""
+    if services is not scope.services:
+        return [service for service in services if _is_http_on(service, port)]
+    return scope.derived(
+        ("http-on-port", port), lambda: [s for s in _with_port(port, scope) if _is_http_on(s, port)]
+    )
+
+
+def _with_port(port: int, scope: Scope) -> Sequence[Service]:
+    """The scope's services with ``port``, in order: one pass over them for every port."""
+    by_port: dict[int, list[Service]] = scope.derived(("services-by-port",), lambda: _by_port(scope.services))
+    return by_port.get(port, ())
+
+
+def _by_port(services: Sequence[Service]) -> dict[int, list[Service]]:
+    out: dict[int, list[Service]] = {}
+    for service in services:
+        for number in dict.fromkeys(p.number for p in service.ports):
+            out.setdefault(number, []).append(service)
     return out
 
 
@@ -420,7 +450,7 @@ def kept_configuration(port: int, view: ProxyView, scope: Scope) -> KeptConfigur
             pieces.configurations[at] = kept
     if kept is None:
         # Every VirtualService non_service_virtual_hosts and service_routes look at.
-        on_port = _services_on_port(port, scope.services)
+        on_port = _on_port(port, scope, scope.services)
         candidates = _candidates(port, scope, on_port, [h for h in on_port if hosts.is_wildcard(h)])
         consulted = {id(vs): vs for vs in candidates}
         for service in on_port.values():
@@ -470,9 +500,7 @@ def _virtual_hosts(
     # Without a Sidecar the one egress listener imports every VirtualService the scope holds.
     selecting = egress if scope.sidecar.sidecar is not None else None
     virtual_hosts = non_service_virtual_hosts(port, scope, labels, seen, services, selecting, routed)
-    for service in services:
-        if not _is_http_on(service, port):
-            continue
+    for service in _http_on(port, scope, services):
         domains = hosts.virtual_host_domains(
             service.hostname, scope.namespace, view.dns_domain, service.addresses
         )
