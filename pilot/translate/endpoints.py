@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Mapping
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from google.protobuf import wrappers_pb2
 
 from pilot.config.addresses import is_ip
 from pilot.translate.context import Endpoint, Service, ServicePort
@@ -117,9 +116,8 @@ def locality_lb_endpoints(
         weights[endpoint.locality] = weights.get(endpoint.locality, 0) + (endpoint.weight or 1)
     out = []
     for name, members in groups.items():
-        group = endpoint_components_pb2.LocalityLbEndpoints(
-            lb_endpoints=members, load_balancing_weight=wrappers_pb2.UInt32Value(value=weights[name])
-        )
+        group = endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=members)
+        group.load_balancing_weight.value = weights[name]
         if name:
             group.locality.CopyFrom(locality(name))
         out.append(group)

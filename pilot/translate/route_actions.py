@@ -17,7 +17,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.type.matcher.v3 import regex_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from pilot._gen import networking_pb2 as nw
@@ -257,9 +257,8 @@ def apply_destinations(
         log.warning("%d destinations all of weight 0 (invalid); splitting evenly", len(spec.route))
         weighted = list(zip(spec.route, clusters, strict=True))
     for destination, cluster in weighted:
-        entry = action.weighted_clusters.clusters.add(
-            name=cluster, weight=wrappers_pb2.UInt32Value(value=destination.weight or 1)
-        )
+        entry = action.weighted_clusters.clusters.add(name=cluster)
+        entry.weight.value = destination.weight or 1  # set in place: a UInt32Value(...) costs twice
         if destination.HasField("headers"):
             ops = header_operations(destination.headers)
             apply_headers(entry, ops)

@@ -27,6 +27,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
+from pilot._gen import networking_pb2 as nw
 from pilot.cache.snapshot import Encoded
 from pilot.xds.protowire import varint
 
@@ -40,8 +41,6 @@ _ATTEMPT_COUNT = rc.VirtualHost(include_request_attempt_count=True).SerializeToS
 # The fields of a route's action that name clusters: each templated route makes its own.
 _OWN_ACTION = ("cluster", "weighted_clusters", "hash_policy", "request_mirror_policies")
 ShapeKey = tuple[object, ...]  # pilot.translate.route_templates.templated_routes
-# A VirtualServiceEntry, its HTTPRoutes with hosts blanked (None: never templated), its metadata.
-VirtualServiceShape = tuple[object, tuple[bytes | None, ...] | None, rc.Route]
 
 
 class TemplatedRoutes(Sequence[rc.Route]):
@@ -101,6 +100,19 @@ class RouteTemplate:
             tuple(routes),
             tuple(route.SerializeToString(deterministic=True) for route in routes),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualServiceShape:
+    """A VirtualServiceEntry's own part of its routes' shape: its HTTPRoutes serialized with hosts
+    blanked (None: never templated), a route holding its metadata, its HTTPRoutes and each one's
+    destinations (read out of the message once)."""
+
+    entry: object
+    blanks: tuple[bytes | None, ...] | None
+    metadata: rc.Route
+    http: tuple[nw.HTTPRoute, ...]
+    destinations: tuple[tuple[nw.Destination, ...], ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,14 +93,19 @@ def _blank_hosts(spec: nw.HTTPRoute) -> bytes | None:
 
 
 def _spec_shape(vs: VirtualServiceEntry, templates: RouteTemplates) -> VirtualServiceShape | None:
-    """The part of ``vs``'s shape that is its own (made once per entry and scope)."""
+    """The part of ``vs``'s shape that is its own, with its HTTPRoutes and their destinations read
+    out of the message (made once per entry and scope; read again on every port)."""
     found = templates.specs.get(id(vs))
-    if found is None or found[0] is not vs:
-        blanks = tuple(_blank_hosts(spec) for spec in vs.spec.http)
+    if found is None or found.entry is not vs:
+        http = tuple(vs.spec.http)
+        blanks = tuple(_blank_hosts(spec) for spec in http)
         metadata = rc.Route()
         add_config_metadata(metadata, vs)
-        found = templates.specs[id(vs)] = (vs, None if None in blanks else blanks, metadata)
-    return found if found[1] is not None else None
+        destinations = tuple(tuple(d.destination for d in spec.route) for spec in http)
+        found = templates.specs[id(vs)] = VirtualServiceShape(
+            vs, None if None in blanks else blanks, metadata, http, destinations
+        )
+    return found if found.blanks is not None else None
 
 
 def templated_routes(
@@ -112,23 +117,23 @@ def templated_routes(
     own_shape = _spec_shape(vs, templates)
     if own_shape is None:
         return tuple(route for _, route in build())
-    _, blanks, metadata = own_shape
     namespace = vs.namespace
+    destination_cluster = route_actions.destination_cluster
     clusters = [
-        [route_actions.destination_cluster(d.destination, namespace, scope, port) for d in spec.route]
-        for spec in vs.spec.http
+        [destination_cluster(d, namespace, scope, port) for d in destinations]
+        for destinations in own_shape.destinations
     ]
     hashing = []
     for names_of_spec in clusters:
         for cluster in names_of_spec:
             policy = route_actions.cluster_hash_policy(scope, cluster)
             hashing.append(None if policy is None else policy.SerializeToString(deterministic=True))
-    key = (port, namespace, vs.gateway_semantics, blanks, tuple(hashing))
+    key = (port, namespace, vs.gateway_semantics, own_shape.blanks, tuple(hashing))
     template = templates.shapes.get(key)
     if template is None:
         template = templates.shapes[key] = RouteTemplate.of(build())
     encoded = []
-    http = vs.spec.http
+    http, metadata = own_shape.http, own_shape.metadata
     for index, shared, value in zip(template.specs, template.routes, template.encoded, strict=True):
         own = rc.Route()
         own.CopyFrom(metadata)
