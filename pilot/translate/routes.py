@@ -11,7 +11,7 @@ route; one virtual host per VirtualService host that is no service (``foo.exampl
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import TypeAlias
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -24,9 +24,10 @@ from pilot.translate import hosts, mirror, retries, route_actions
 from pilot.translate.config_entries import MESH_GATEWAY
 from pilot.translate.context import PushContext, Scope, Service, VirtualServiceEntry, imports_virtual_service
 from pilot.translate.cors import CORS_FILTER, cors_policy
-from pilot.translate.listeners import FAULT_FILTER, SNIFFED, outbound_listeners
+from pilot.translate.listeners import FAULT_FILTER, outbound_listeners
 from pilot.translate.matches import applies, is_catch_all, route_match
 from pilot.translate.pieces import RoutePieces, Routes
+from pilot.translate.port_services import http_services_on_port, is_http_on, services_on_port
 from pilot.translate.proxy import NodeType, ProxyView
 from pilot.translate.route_records import (
     KeptConfiguration,
@@ -304,7 +305,7 @@ def non_service_virtual_hosts(
     ports); one taken already is dropped, and ``*`` is always the catch-all's. ``services`` and
     the VirtualServices looked at are those of the ``egress`` listener when given. ``routed`` gets,
     by id, whether each VirtualService whose routes decided if it has virtual hosts had any."""
-    on_port = _on_port(port, scope, services)
+    on_port = services_on_port(port, scope, services)
     wildcard_services = [h for h in on_port if hosts.is_wildcard(h)]
     out: list[VirtualHostRecord] = []
     names_taken: set[str] = set()
@@ -314,7 +315,7 @@ def non_service_virtual_hosts(
         others, claimed = _separate(vs, on_port, scope, egress)
         if not others:
             continue
-        if port != 80 and not any(_is_http_on(svc, port) for svc in claimed):
+        if port != 80 and not any(is_http_on(svc, port) for svc in claimed):
             continue  # istiod makes no wrapper for the port then
         routes = _virtual_service_pieces(vs, port, scope, labels)
         if routed is not None:
@@ -330,41 +331,6 @@ def non_service_virtual_hosts(
             names_taken.add(name)
             out.append(VirtualHostRecord(name, tuple(domains), routes, vs, (vs,)))
     return out
-
-
-def _on_port(port: int, scope: Scope, services: Iterable[Service]) -> Mapping[str, Service]:
-    """``_services_on_port``, once per scope and port for the scope's own services (never change it)."""
-    if services is not scope.services:
-        return _services_on_port(port, services)
-    return scope.derived(("services-on-port", port), lambda: _services_on_port(port, _with_port(port, scope)))
-
-
-def _http_on(port: int, scope: Scope, services: Sequence[Service]) -> Sequence[Service]:
-    """The services ``_is_http_on`` the port, in order (once per scope and port for its own)."""
-    if services is not scope.services:
-        return [service for service in services if _is_http_on(service, port)]
-    return scope.derived(
-        ("http-on-port", port), lambda: [s for s in _with_port(port, scope) if _is_http_on(s, port)]
-    )
-
-
-def _with_port(port: int, scope: Scope) -> Sequence[Service]:
-    """The scope's services with ``port``, in order: one pass over them for every port."""
-    by_port: dict[int, list[Service]] = scope.derived(("services-by-port",), lambda: _by_port(scope.services))
-    return by_port.get(port, ())
-
-
-def _by_port(services: Sequence[Service]) -> dict[int, list[Service]]:
-    out: dict[int, list[Service]] = {}
-    for service in services:
-        for number in dict.fromkeys(p.number for p in service.ports):
-            out.setdefault(number, []).append(service)
-    return out
-
-
-def _services_on_port(port: int, services: Iterable[Service]) -> dict[str, Service]:
-    """The services with ``port``, by lower-case hostname (the last of a hostname wins)."""
-    return {svc.hostname.lower(): svc for svc in services if svc.port(port) is not None}
 
 
 def _candidates(
@@ -385,12 +351,6 @@ def _candidates(
 def _imported(ranked: list[VirtualServiceEntry], egress: EgressListener | None) -> list[VirtualServiceEntry]:
     """The VirtualServices of ``ranked`` that ``egress`` imports (all of them without one)."""
     return ranked if egress is None else [vs for vs in ranked if imports_virtual_service(egress, vs)]
-
-
-def _is_http_on(service: Service, port: int) -> bool:
-    """HTTP, or not declared and sniffed (Istio's IsHTTPOrSniffed): the port's routes serve it."""
-    service_port = service.port(port)
-    return service_port is not None and (service_port.protocol.is_http or service_port.protocol is SNIFFED)
 
 
 def catch_all_virtual_host(allow_any: bool, cluster: str = names.PASSTHROUGH_CLUSTER) -> rc.VirtualHost:
@@ -450,7 +410,7 @@ def kept_configuration(port: int, view: ProxyView, scope: Scope) -> KeptConfigur
             pieces.configurations[at] = kept
     if kept is None:
         # Every VirtualService non_service_virtual_hosts and service_routes look at.
-        on_port = _on_port(port, scope, scope.services)
+        on_port = services_on_port(port, scope, scope.services)
         candidates = _candidates(port, scope, on_port, [h for h in on_port if hosts.is_wildcard(h)])
         consulted = {id(vs): vs for vs in candidates}
         for service in on_port.values():
@@ -500,7 +460,7 @@ def _virtual_hosts(
     # Without a Sidecar the one egress listener imports every VirtualService the scope holds.
     selecting = egress if scope.sidecar.sidecar is not None else None
     virtual_hosts = non_service_virtual_hosts(port, scope, labels, seen, services, selecting, routed)
-    for service in _http_on(port, scope, services):
+    for service in http_services_on_port(port, scope, services):
         domains = hosts.virtual_host_domains(
             service.hostname, scope.namespace, view.dns_domain, service.addresses
         )
