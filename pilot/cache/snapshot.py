@@ -46,8 +46,8 @@ def encode_any(type_url: str, value: bytes) -> bytes:
 
 
 class Encoded:
-    """A resource its maker serialized already, as ``SerializeToString(deterministic=True)`` would
-    (the translator assembles some from bytes it kept); its version is computed once."""
+    """A resource its maker serialized already (the translator assembles some from bytes it kept
+    or from a template's; a parser reads them as the message); its version is computed once."""
 
     __slots__ = ("_version", "value")
 

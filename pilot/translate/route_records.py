@@ -9,6 +9,8 @@ field-number order, which is what deterministic serialization writes
 (https://protobuf.dev/programming-guides/encoding/#order): ``name`` (1), every virtual host (2),
 then the rest (3 and up). So an edit of one VirtualService re-serializes the virtual hosts it
 routes and joins the others' bytes, instead of building and serializing every virtual host again.
+A virtual host whose routes are templated (``TemplatedRoutes``, pilot.translate.route_templates)
+joins their bytes as its ``routes`` field; a route's own bytes are then not in field order.
 
 When a VirtualService keeps its hosts but changes its routes, ``KeptConfiguration.patched`` makes
 the configuration of the next context from the kept one: the same virtual hosts (their names and
