@@ -13,6 +13,7 @@ then share it across pushes, and an unchanged push keeps no second copy of anyth
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -45,8 +46,8 @@ def encode_any(type_url: str, value: bytes) -> bytes:
 
 
 class Encoded:
-    """A resource its maker serialized already, as ``SerializeToString(deterministic=True)`` would
-    (the translator assembles some from bytes it kept); its version is computed once."""
+    """A resource its maker serialized already (the translator assembles some from bytes it kept
+    or from a template's; a parser reads them as the message); its version is computed once."""
 
     __slots__ = ("_version", "value")
 
@@ -102,7 +103,7 @@ class TypeResources:
         """The type's resources, keyed and ordered by name. If ``previous`` (the same type in the
         last snapshot of the view) has the same content, it is returned itself; otherwise its
         ``Resource`` objects are reused for every resource whose version is unchanged."""
-        by_name = {r.name: r for r in sorted(resources, key=lambda r: r.name)}
+        by_name = {r.name: r for r in sorted(resources, key=_name)}
         version = _type_version(by_name)
         if previous is not None and previous.type_url == type_url:
             if previous.version == version:
@@ -115,9 +116,12 @@ class TypeResources:
         return cls(type_url, version, MappingProxyType(by_name))
 
 
+_name = operator.attrgetter("name")
+
+
 def _type_version(by_name: Mapping[str, Resource]) -> str:
     # name NUL version NUL, for every resource in name order.
-    data = b"".join(f"{name}\0{resource.version}\0".encode() for name, resource in by_name.items())
+    data = "".join(f"{name}\0{resource.version}\0" for name, resource in by_name.items()).encode()
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 

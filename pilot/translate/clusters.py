@@ -9,9 +9,9 @@ cluster_traffic_policy.go (connection pool, outlier detection, load balancer).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
@@ -125,15 +125,30 @@ def ads_config_source() -> config_source_pb2.ConfigSource:
     )
 
 
-# A cluster without inline endpoints, before its name: what its traffic policy, port protocol and
-# discovery type make of it, keyed by those (the policy's components by identity; the entry holds
-# the policy, so no id is reused while it is in the table).
-PolicyTemplates = dict[tuple[object, ...], tuple[Cluster, TrafficPolicy]]
+@dataclass(frozen=True, slots=True)
+class PolicyTemplate:
+    """A cluster without inline endpoints, before its own fields (``OWN_FIELDS``): what its traffic
+    policy, port protocol and discovery type make of it. ``encoded``: its bytes, when no own field
+    of a cluster can collide with a field it sets (pilot.translate.templated), else None."""
+
+    message: Cluster
+    policy: TrafficPolicy  # held: the key holds its components' ids
+    http2: bool
+    encoded: bytes | None
 
 
-def _policy_template(
+# The fields build_cluster sets on a copy of the template, per cluster (``_own_fields``).
+# eds_cluster_config is not one: a message, its eds_config (template) and service_name (own) merge.
+OWN_FIELDS = frozenset({"name", "metadata", "transport_socket", "transport_socket_matches"})
+
+# Keyed by discovery type, protocol, subject alt names, mesh certificates and the policy's
+# components by identity.
+PolicyTemplates = dict[tuple[object, ...], PolicyTemplate]
+
+
+def policy_template(
     target: ClusterTarget, context: PushContext, mesh_certificates: bool, templates: PolicyTemplates | None
-) -> Cluster:
+) -> PolicyTemplate:
     """The cluster ``policy.apply`` makes for the target's policy, port protocol and discovery type,
     without name: made once per distinct such tuple and copied (``apply`` reads neither the name
     nor the EDS service name, so a copy renamed is what building it again would give)."""
@@ -155,10 +170,12 @@ def _policy_template(
         policy.apply(
             made, traffic, target.port, mesh, target.service.subject_alt_names, sds=mesh_certificates
         )
-        entry = (made, traffic)
+        clash = any(field.name in OWN_FIELDS for field, _ in made.ListFields())
+        encoded = None if clash else made.SerializeToString(deterministic=True)
+        entry = PolicyTemplate(made, traffic, cluster_tls.uses_http2(made), encoded)
         if templates is not None:
             templates[key] = entry
-    return entry[0]
+    return entry
 
 
 def build_cluster(
@@ -169,10 +186,10 @@ def build_cluster(
 ) -> Cluster | None:
     """The Envoy cluster for ``target``; None for a DNS cluster without endpoints (Istio drops it).
     ``mesh_certificates``: the proxy has the agent's SDS, so ISTIO_MUTUAL applies (cluster_tls.py).
-    ``templates``: policy templates shared by the clusters of one build (``_policy_template``)."""
+    ``templates``: policy templates shared by the clusters of one build (``policy_template``)."""
     mesh = context.mesh
-    authn = peer_authentication.index_of(mesh.root_namespace, context.peer_authentications)
     if target.discovery in (Cluster.STRICT_DNS, Cluster.LOGICAL_DNS):
+        authn = peer_authentication.index_of(mesh.root_namespace, context.peer_authentications)
         cluster = Cluster(name=target.name, type=target.discovery, common_lb_config=Cluster.CommonLbConfig())
         cluster.connect_timeout.FromTimedelta(mesh.connect_timeout)
         if not _inline_endpoints(cluster, target, authn.plaintext_only(target.service.namespace)):
@@ -184,13 +201,26 @@ def build_cluster(
         policy.apply(
             cluster, target.policy, target.port, mesh, target.service.subject_alt_names, sds=mesh_certificates
         )
-    else:
-        cluster = Cluster()
-        cluster.CopyFrom(_policy_template(target, context, mesh_certificates, templates))
-        cluster.name = target.name
-        if target.eds:
-            cluster.eds_cluster_config.service_name = target.name
+        own_fields(cluster, target, context, mesh_certificates, cluster_tls.uses_http2(cluster))
+        return cluster
+    template = policy_template(target, context, mesh_certificates, templates)
+    cluster = Cluster()
+    cluster.CopyFrom(template.message)
+    own_fields(cluster, target, context, mesh_certificates, template.http2)
+    return cluster
+
+
+def own_fields(
+    cluster: Cluster, target: ClusterTarget, context: PushContext, mesh_certificates: bool, http2: bool
+) -> None:
+    """What differs between the clusters of one policy template (``OWN_FIELDS``): the name, the EDS
+    service name, the mesh's mTLS (its SNI names the cluster) and Istio's metadata."""
+    cluster.name = target.name
+    if target.eds:
+        cluster.eds_cluster_config.service_name = target.name
     if mesh_certificates:
+        mesh = context.mesh
+        authn = peer_authentication.index_of(mesh.root_namespace, context.peer_authentications)
         # Istio's BestEffortInferServiceMTLSMode: no auto mTLS to a namespace (or mesh) whose
         # PeerAuthentication is DISABLE; a DestinationRule's own TLS still wins (cluster_tls.py).
         cluster_tls.apply_mesh_mtls(
@@ -202,10 +232,9 @@ def build_cluster(
             target.policy.proxy_protocol,
             trust_domain=mesh.trust_domain,
             auto=mesh.auto_mtls and authn.auto_mtls_to(target.service.namespace),
-            http2=cluster_tls.uses_http2(cluster),
+            http2=http2,
         )
     _add_metadata(cluster, target)
-    return cluster
 
 
 def load_assignment(
@@ -280,15 +309,27 @@ def passthrough_cluster(context: PushContext) -> Cluster:
     return cluster
 
 
+T = TypeVar("T")
+# Makes one outbound cluster (build_cluster, or pilot.translate.cluster_encoding.encode_cluster).
+ClusterMaker = Callable[[ClusterTarget, PushContext, bool, PolicyTemplates], T | None]
+
+
 def build_clusters(view: ProxyView, context: PushContext) -> list[tuple[str, Cluster]]:
+    return make_clusters(view, context, build_cluster)
+
+
+def make_clusters(
+    view: ProxyView, context: PushContext, make: ClusterMaker[T]
+) -> list[tuple[str, T | Cluster]]:
+    """The outbound clusters, each made by ``make``, then BlackHoleCluster and PassthroughCluster."""
     scope = context.scope_of(view)
-    out: list[tuple[str, Cluster]] = []
+    out: list[tuple[str, T | Cluster]] = []
     plaintext_mutual = 0
     templates: PolicyTemplates = {}
     for target in outbound_targets(scope, router=view.type is NodeType.ROUTER):
-        cluster = build_cluster(target, context, view.mesh_certificates, templates)
+        cluster = make(target, context, view.mesh_certificates, templates)
         if cluster is not None:
-            out.append((cluster.name, cluster))
+            out.append((target.name, cluster))
             tls = target.policy.tls
             plaintext_mutual += tls is not None and tls.mode == nw.ClientTLSSettings.ISTIO_MUTUAL
     if plaintext_mutual and not view.mesh_certificates:
@@ -298,6 +339,6 @@ def build_clusters(view: ProxyView, context: PushContext) -> list[tuple[str, Clu
             view,
             plaintext_mutual,
         )
-    for cluster in (blackhole_cluster(context), passthrough_cluster(context)):
-        out.append((cluster.name, cluster))
+    for special in (blackhole_cluster(context), passthrough_cluster(context)):
+        out.append((special.name, special))
     return out

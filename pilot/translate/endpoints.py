@@ -109,12 +109,15 @@ def locality_lb_endpoints(
     """Endpoints grouped by locality, localities in order of first appearance; a locality's weight is
     the sum of its endpoints' (Istio's refreshWeight), which locality-weighted balancing needs."""
     groups: dict[str, list[endpoint_components_pb2.LbEndpoint]] = {}
+    weights: dict[str, int] = {}
     for endpoint in endpoints:
         groups.setdefault(endpoint.locality, []).append(_lb_endpoint(endpoint, port, plaintext_only, made))
+        # lb_endpoint's load_balancing_weight: the endpoint's weight, 1 when unset.
+        weights[endpoint.locality] = weights.get(endpoint.locality, 0) + (endpoint.weight or 1)
     out = []
     for name, members in groups.items():
         group = endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=members)
-        group.load_balancing_weight.value = sum(m.load_balancing_weight.value for m in members)
+        group.load_balancing_weight.value = weights[name]
         if name:
             group.locality.CopyFrom(locality(name))
         out.append(group)

@@ -32,6 +32,7 @@ from pilot.config.objects import ConfigKey
 from pilot.translate import (
     authz_listeners,
     capture_listeners,
+    cluster_encoding,
     clusters,
     endpoints,
     gateway_listeners,
@@ -109,6 +110,16 @@ def build_clusters(view: ProxyView, context: PushContext) -> Resources:
     return out
 
 
+def encode_clusters(view: ProxyView, context: PushContext) -> EncodedResources:
+    """``build_clusters``, the outbound clusters joined from their policy templates
+    (pilot.translate.cluster_encoding)."""
+    if view.proxyless_grpc:
+        return list(grpc_clusters.build_clusters(view, context))
+    out: EncodedResources = list(cluster_encoding.encode_clusters(view, context))
+    out += [(cluster.name, cluster) for cluster in capture_listeners.capture_clusters(view, context)]
+    return out
+
+
 def build_listeners(view: ProxyView, context: PushContext) -> Resources:
     """Routers get the listeners of their Gateways; sidecars their outbound listeners, then the
     capture listeners when intercepted; proxyless gRPC applications their API listeners."""
@@ -177,7 +188,9 @@ _SERVICES = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY, MESH_CONFIG, SIDECAR})
 # (pilot.cache.snapshot.TypeResources.build).
 _POLICIES = frozenset({PEER_AUTHENTICATION, AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION, JWKS_KIND})
 
-CDS = FunctionGenerator(types.CLUSTER, _SERVICES | {DESTINATION_RULE, PEER_AUTHENTICATION}, build_clusters)
+CDS = FunctionGenerator(
+    types.CLUSTER, _SERVICES | {DESTINATION_RULE, PEER_AUTHENTICATION}, build_clusters, encode_clusters
+)
 EDS = FunctionGenerator(
     types.ENDPOINT, _SERVICES | {DESTINATION_RULE, PEER_AUTHENTICATION}, build_load_assignments
 )

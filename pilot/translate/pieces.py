@@ -24,7 +24,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 
 from pilot.config.objects import ConfigKey
 from pilot.translate.registry import Service
-from pilot.translate.route_records import KeptConfiguration
+from pilot.translate.route_records import KeptConfiguration, RouteTemplates, TemplatedRoutes
 
 ScopeKey = tuple[str, tuple[tuple[str, str], ...], ConfigKey | None]
 Routes = Sequence[rc.Route]
@@ -46,6 +46,9 @@ class ScopePieces:
     # configurations were not asked for passes its replacements on, composed with the next ones.
     replaced: dict[int, object] = field(default_factory=dict)
     replaced_entries: list[object] = field(default_factory=list)  # held: their ids stay theirs
+    # The route templates of VirtualServices written alike (pilot.translate.route_templates), made
+    # in this context: never inherited, a template holds the scope's destination rules' answers.
+    templates: RouteTemplates = field(default_factory=RouteTemplates)
 
 
 class RoutePieces:
@@ -101,7 +104,7 @@ class RoutePieces:
 
     @staticmethod
     def routes(
-        pieces: ScopePieces, maker: object, port: int, what: str, make: Callable[[], list[rc.Route]]
+        pieces: ScopePieces, maker: object, port: int, what: str, make: Callable[[], Sequence[rc.Route]]
     ) -> Routes:
         """The routes ``maker`` (a VirtualServiceEntry or a Service) makes on ``port`` (``what``
         names the kind of piece), made by ``make`` the first time."""
@@ -111,7 +114,8 @@ class RoutePieces:
         by_port = entry[1]
         found = by_port.get((port, what))
         if found is None:
-            found = by_port[(port, what)] = tuple(make())
+            made = make()
+            found = by_port[(port, what)] = made if isinstance(made, TemplatedRoutes) else tuple(made)
         return found
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pilot._gen import networking_pb2 as nw
 from pilot.config.objects import ConfigKey, ConfigObject
@@ -46,14 +46,22 @@ class Endpoint:
     locality: str = ""
     # The workload's Kubernetes service account (WorkloadEntry ``serviceAccount``, a Pod's): its identity.
     service_account: str = ""
+    # ``labels`` as a dict, made once (every subset cluster of every view selects by it).
+    _labels: dict[str, str] = field(init=False, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_labels", dict(self.labels))
 
     def port_for(self, port: ServicePort) -> int:
         """``ports[name]``, else the service port's targetPort, else its number."""
         return dict(self.ports).get(port.name) or port.target_port or port.number
 
     def has_labels(self, selector: Mapping[str, str]) -> bool:
-        labels = dict(self.labels)
-        return all(labels.get(k) == v for k, v in selector.items())
+        labels = self._labels
+        for key, value in selector.items():
+            if labels.get(key) != value:
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +81,10 @@ class Service:
     subject_alt_names: tuple[str, ...] = ()
 
     def port(self, number: int) -> ServicePort | None:
-        return next((p for p in self.ports if p.number == number), None)
+        for port in self.ports:
+            if port.number == number:
+                return port
+        return None
 
 
 def export_set(values: Iterable[str], namespace: str, default: frozenset[str]) -> frozenset[str]:
@@ -135,10 +146,13 @@ def services_of(
 def _endpoint(we: nw.WorkloadEntry, object_labels: Mapping[str, str]) -> Endpoint:
     """A WorkloadEntry's labels are its spec's and its object's, the object's winning (Istio's
     serviceentry ``ConvertWorkloadEntry``)."""
-    labels = {**dict(we.labels), **object_labels}
+    labels = dict(we.labels)
+    if object_labels:
+        labels.update(object_labels)
+    ports = we.ports
     return Endpoint(
         address=we.address,
-        ports=tuple(sorted(dict(we.ports).items())),
+        ports=tuple(sorted(ports.items())) if ports else (),
         labels=tuple(sorted(labels.items())),
         weight=we.weight,
         locality=we.locality,

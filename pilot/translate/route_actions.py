@@ -8,7 +8,7 @@ retries.py, mirroring in mirror.py, CORS in cors.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -17,7 +17,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.type.matcher.v3 import regex_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from pilot._gen import networking_pb2 as nw
@@ -215,38 +215,50 @@ def hash_policy(hashing: nw.LoadBalancerSettings.ConsistentHashLB | None) -> rc.
     return None
 
 
+def cluster_hash_policy(scope: Scope, cluster: str) -> rc.RouteAction.HashPolicy | None:
+    """The hash policy of routes to ``cluster``, if its DestinationRule hashes (found once per scope
+    and cluster: every route to the cluster asks)."""
+    return scope.derived(("hash-policy", cluster), lambda: hash_policy(consistent_hash(scope, cluster)))
+
+
 def add_hash_policy(action: rc.RouteAction, scope: Scope, cluster: str) -> bool:
-    """Append the hash policy for ``cluster``, if its DestinationRule hashes; True if it does (found
-    once per scope and cluster: every route to the cluster asks)."""
-    policy = scope.derived(("hash-policy", cluster), lambda: hash_policy(consistent_hash(scope, cluster)))
+    """Append the hash policy for ``cluster`` (``cluster_hash_policy``); True if there is one."""
+    policy = cluster_hash_policy(scope, cluster)
     if policy is not None:
         action.hash_policy.append(policy)
     return policy is not None
 
 
 def apply_destinations(
-    route: rc.Route, action: rc.RouteAction, spec: nw.HTTPRoute, namespace: str, scope: Scope, port: int
+    route: rc.Route,
+    action: rc.RouteAction,
+    spec: nw.HTTPRoute,
+    namespace: str,
+    scope: Scope,
+    port: int,
+    clusters: Sequence[str] | None = None,
 ) -> bool:
     """One destination: ``cluster``; several: ``weighted_clusters`` without the weight-0 ones.
-    Returns True when the single destination is consistent-hashed (retries then stay on the host)."""
+    Returns True when the single destination is consistent-hashed (retries then stay on the host).
+    ``clusters``: each destination's ``destination_cluster``, when the caller has them already."""
+    if clusters is None:
+        clusters = [destination_cluster(d.destination, namespace, scope, port) for d in spec.route]
     if len(spec.route) == 1:
         destination = spec.route[0]
-        action.cluster = destination_cluster(destination.destination, namespace, scope, port)
+        action.cluster = clusters[0]
         if destination.HasField("headers"):
             ops = header_operations(destination.headers)
             apply_headers(route, ops)
             if ops.authority and not action.HasField("host_rewrite_literal"):
                 action.host_rewrite_literal = ops.authority
         return add_hash_policy(action, scope, action.cluster)
-    weighted = [d for d in spec.route if d.weight > 0]
+    weighted = [(d, c) for d, c in zip(spec.route, clusters, strict=True) if d.weight > 0]
     if not weighted:
         log.warning("%d destinations all of weight 0 (invalid); splitting evenly", len(spec.route))
-        weighted = list(spec.route)
-    for destination in weighted:
-        entry = action.weighted_clusters.clusters.add(
-            name=destination_cluster(destination.destination, namespace, scope, port),
-            weight=wrappers_pb2.UInt32Value(value=destination.weight or 1),
-        )
+        weighted = list(zip(spec.route, clusters, strict=True))
+    for destination, cluster in weighted:
+        entry = action.weighted_clusters.clusters.add(name=cluster)
+        entry.weight.value = destination.weight or 1  # set in place: a UInt32Value(...) costs twice
         if destination.HasField("headers"):
             ops = header_operations(destination.headers)
             apply_headers(entry, ops)

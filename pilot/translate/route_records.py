@@ -9,6 +9,8 @@ field-number order, which is what deterministic serialization writes
 (https://protobuf.dev/programming-guides/encoding/#order): ``name`` (1), every virtual host (2),
 then the rest (3 and up). So an edit of one VirtualService re-serializes the virtual hosts it
 routes and joins the others' bytes, instead of building and serializing every virtual host again.
+A virtual host whose routes are templated (``TemplatedRoutes``, pilot.translate.route_templates)
+joins their bytes as its ``routes`` field; a route's own bytes are then not in field order.
 
 When a VirtualService keeps its hosts but changes its routes, ``KeptConfiguration.patched`` makes
 the configuration of the next context from the kept one: the same virtual hosts (their names and
@@ -19,19 +21,109 @@ which VirtualServices have routes on the port, which decides which virtual hosts
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
+from pilot._gen import networking_pb2 as nw
 from pilot.cache.snapshot import Encoded
 from pilot.xds.protowire import varint
 
 Routes = Sequence[rc.Route]
 MAX_DIRECT_RESPONSE_BODY = 1024 * 1024  # Istio's DefaultMaxDirectResponseBodySizeBytes
 _VIRTUAL_HOSTS_TAG = b"\x12"  # RouteConfiguration.virtual_hosts: field 2, length-delimited
+_ROUTES_TAG = b"\x1a"  # VirtualHost.routes: field 3, length-delimited
+_ATTEMPT_COUNT = rc.VirtualHost(include_request_attempt_count=True).SerializeToString()
+
+
+# The fields of a route's action that name clusters: each templated route makes its own.
+_OWN_ACTION = ("cluster", "weighted_clusters", "hash_policy", "request_mirror_policies")
+ShapeKey = tuple[object, ...]  # pilot.translate.route_templates.templated_routes
+
+
+class TemplatedRoutes(Sequence[rc.Route]):
+    """The routes of one VirtualService on one port, serialized (``encoded``: each route's bytes);
+    the messages are parsed on demand (never change them)."""
+
+    __slots__ = ("_parsed", "encoded")
+
+    def __init__(self, encoded: tuple[bytes, ...]) -> None:
+        self.encoded = encoded
+        self._parsed: tuple[rc.Route, ...] | None = None
+
+    def _routes(self) -> tuple[rc.Route, ...]:
+        if self._parsed is None:
+            self._parsed = tuple(rc.Route.FromString(value) for value in self.encoded)
+        return self._parsed
+
+    @overload
+    def __getitem__(self, index: int) -> rc.Route: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[rc.Route]: ...
+
+    def __getitem__(self, index: int | slice) -> rc.Route | Sequence[rc.Route]:
+        return self._routes()[index]
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __iter__(self) -> Iterator[rc.Route]:
+        return iter(self._routes())
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTemplate:
+    """A shape's routes without their own fields: for each, the index of its HTTPRoute, the route
+    and its bytes."""
+
+    specs: tuple[int, ...]
+    routes: tuple[rc.Route, ...]
+    encoded: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, made: list[tuple[int, rc.Route]]) -> RouteTemplate:
+        routes = []
+        for _, route in made:
+            shared = rc.Route()
+            shared.CopyFrom(route)
+            shared.ClearField("metadata")
+            shared.ClearField("decorator")
+            if shared.HasField("route"):
+                for name in _OWN_ACTION:
+                    shared.route.ClearField(name)
+            routes.append(shared)
+        return cls(
+            tuple(index for index, _ in made),
+            tuple(routes),
+            tuple(route.SerializeToString(deterministic=True) for route in routes),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualServiceShape:
+    """A VirtualServiceEntry's own part of its routes' shape: its HTTPRoutes serialized with hosts
+    blanked (None: never templated), a route holding its metadata, its HTTPRoutes and each one's
+    destinations (read out of the message once)."""
+
+    entry: object
+    blanks: tuple[bytes | None, ...] | None
+    metadata: rc.Route
+    http: tuple[nw.HTTPRoute, ...]
+    destinations: tuple[tuple[nw.Destination, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTemplates:
+    """The route templates of one scope (pilot.translate.route_templates): by shape, and each
+    VirtualServiceEntry's own part of its shape, by id (holding the entry)."""
+
+    shapes: dict[ShapeKey, RouteTemplate] = field(default_factory=dict)
+    specs: dict[int, VirtualServiceShape] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +148,15 @@ class VirtualHostRecord:
     def encoded_field(self) -> bytes:
         """The ``virtual_hosts`` field of this virtual host: tag, length, message (made once)."""
         if not self._field:
-            value = self.message().SerializeToString(deterministic=True)
+            if isinstance(self.routes, TemplatedRoutes):
+                # Fields in number order: name (1), domains (2), routes (3), then the rest (14).
+                head = rc.VirtualHost(name=self.name, domains=self.domains).SerializeToString(
+                    deterministic=True
+                )
+                routes = b"".join(b"".join((_ROUTES_TAG, varint(len(r)), r)) for r in self.routes.encoded)
+                value = b"".join((head, routes, _ATTEMPT_COUNT))
+            else:
+                value = self.message().SerializeToString(deterministic=True)
             self._field.append(b"".join((_VIRTUAL_HOSTS_TAG, varint(len(value)), value)))
         return self._field[0]
 
@@ -211,6 +311,11 @@ class KeptConfiguration:
 
 __all__ = [
     "MAX_DIRECT_RESPONSE_BODY",
+    "RouteTemplate",
+    "RouteTemplates",
+    "ShapeKey",
+    "VirtualServiceShape",
+    "TemplatedRoutes",
     "EncodedRouteConfiguration",
     "KeptConfiguration",
     "VirtualHostRecord",

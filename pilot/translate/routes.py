@@ -24,15 +24,17 @@ from pilot.translate import hosts, mirror, retries, route_actions
 from pilot.translate.config_entries import MESH_GATEWAY
 from pilot.translate.context import PushContext, Scope, Service, VirtualServiceEntry, imports_virtual_service
 from pilot.translate.cors import CORS_FILTER, cors_policy
-from pilot.translate.listeners import FAULT_FILTER, SNIFFED, outbound_listeners
+from pilot.translate.listeners import FAULT_FILTER, outbound_listeners
 from pilot.translate.matches import applies, is_catch_all, route_match
 from pilot.translate.pieces import RoutePieces, Routes
+from pilot.translate.port_services import http_services_on_port, is_http_on, services_on_port
 from pilot.translate.proxy import NodeType, ProxyView
 from pilot.translate.route_records import (
     KeptConfiguration,
     VirtualHostRecord,
     configuration_shell,
 )
+from pilot.translate.route_templates import add_config_metadata, operation, templated_routes
 from pilot.translate.sidecar_scope import EgressListener
 from pilot.xds import names
 
@@ -59,26 +61,6 @@ def set_timeout(action: rc.RouteAction, timeout: duration_pb2.Duration | None) -
     action.max_stream_duration.grpc_timeout_header_max.CopyFrom(action.timeout)
 
 
-def _operation(route: rc.Route, vs_name: str, port: int) -> str:
-    """Istio's GetRouteOperation, the trace decorator: ``host:port/path*`` or ``vs:port/path*``."""
-    match = route.match
-    kind = match.WhichOneof("path_specifier")
-    path = {"prefix": match.prefix + "*", "path": match.path, "safe_regex": match.safe_regex.regex}.get(
-        kind or "", "/*"
-    )
-    parsed = names.parse_cluster(route.route.cluster) if route.HasField("route") else None
-    if parsed is not None:
-        return f"{parsed.host}:{parsed.port}{path}"
-    return f"{vs_name}:{port}{path}"
-
-
-def _add_config_metadata(route: rc.Route, vs: VirtualServiceEntry) -> None:
-    """Istio's ``filter_metadata.istio.config``: the VirtualService that made the route."""
-    route.metadata.filter_metadata["istio"].fields[
-        "config"
-    ].string_value = f"/apis/networking.istio.io/v1/namespaces/{vs.namespace}/virtual-service/{vs.key.name}"
-
-
 def translate_route(
     vs: VirtualServiceEntry,
     spec: nw.HTTPRoute,
@@ -101,7 +83,7 @@ def translate_route(
         return None
     name = spec.name + (f".{match.name}" if match is not None and match.name else "")
     route = rc.Route(name=name, match=route_match(match))
-    _add_config_metadata(route, vs)
+    add_config_metadata(route, vs)
     if match is not None and match.stat_prefix:
         route.stat_prefix = match.stat_prefix
     authority = ""
@@ -121,7 +103,8 @@ def translate_route(
     else:
         log.warning("%s: http route %r has no destination; skipped", vs.key, spec.name)
         return None
-    route.decorator.operation = _operation(route, vs.key.name, port)
+    action = route.route if route.HasField("route") else None
+    route.decorator.operation = operation(route.match, action, vs.key.name, port)
     if spec.HasField("fault"):
         fault = route_actions.fault(spec.fault)
         if fault is not None:
@@ -166,18 +149,30 @@ def virtual_service_routes(
 ) -> list[rc.Route]:
     """Istio's BuildHTTPRoutesForVirtualService: every route of the VirtualService that applies on
     ``port`` (match blocks of one HTTPRoute are OR-ed: one Envoy route each), up to the first catch-all."""
-    out: list[rc.Route] = []
-    for spec in vs.spec.http:
+    return [route for _, route in routes_by_spec(vs, port, scope, labels, gateways, is_tls)]
+
+
+def routes_by_spec(
+    vs: VirtualServiceEntry,
+    port: int,
+    scope: Scope,
+    labels: Mapping[str, str],
+    gateways: frozenset[str] = MESH_ONLY,
+    is_tls: bool = False,
+) -> list[tuple[int, rc.Route]]:
+    """``virtual_service_routes``, each route with the index of the HTTPRoute that made it."""
+    out: list[tuple[int, rc.Route]] = []
+    for index, spec in enumerate(vs.spec.http):
         if not spec.match:
             route = translate_route(vs, spec, None, port, scope, labels, gateways, is_tls)
             if route is not None:
-                out.append(route)
+                out.append((index, route))
             break
         catch_all = False
         for match in spec.match:
             route = translate_route(vs, spec, match, port, scope, labels, gateways, is_tls)
             if route is not None:
-                out.append(route)
+                out.append((index, route))
                 if is_catch_all(route.match):
                     catch_all = True
                     break
@@ -226,15 +221,19 @@ def _virtual_service_pieces(
     vs: VirtualServiceEntry, port: int, scope: Scope, labels: Mapping[str, str]
 ) -> Routes:
     """``virtual_service_routes`` of a sidecar (mesh gateway, no TLS), made once per scope and
-    VirtualService entry (pilot.translate.pieces)."""
+    VirtualService entry (pilot.translate.pieces), serialized from its shape's template when it has
+    one (pilot.translate.route_templates)."""
     if labels != scope.labels:  # not the scope's own workload: nothing to share
         return virtual_service_routes(vs, port, scope, labels)
+    pieces = scope.route_pieces
     return RoutePieces.routes(
-        scope.route_pieces,
+        pieces,
         vs,
         port,
         "virtual-service",
-        lambda: virtual_service_routes(vs, port, scope, labels),
+        lambda: templated_routes(
+            vs, port, scope, pieces.templates, lambda: routes_by_spec(vs, port, scope, labels)
+        ),
     )
 
 
@@ -306,7 +305,7 @@ def non_service_virtual_hosts(
     ports); one taken already is dropped, and ``*`` is always the catch-all's. ``services`` and
     the VirtualServices looked at are those of the ``egress`` listener when given. ``routed`` gets,
     by id, whether each VirtualService whose routes decided if it has virtual hosts had any."""
-    on_port = _services_on_port(port, services)
+    on_port = services_on_port(port, scope, services)
     wildcard_services = [h for h in on_port if hosts.is_wildcard(h)]
     out: list[VirtualHostRecord] = []
     names_taken: set[str] = set()
@@ -316,7 +315,7 @@ def non_service_virtual_hosts(
         others, claimed = _separate(vs, on_port, scope, egress)
         if not others:
             continue
-        if port != 80 and not any(_is_http_on(svc, port) for svc in claimed):
+        if port != 80 and not any(is_http_on(svc, port) for svc in claimed):
             continue  # istiod makes no wrapper for the port then
         routes = _virtual_service_pieces(vs, port, scope, labels)
         if routed is not None:
@@ -332,11 +331,6 @@ def non_service_virtual_hosts(
             names_taken.add(name)
             out.append(VirtualHostRecord(name, tuple(domains), routes, vs, (vs,)))
     return out
-
-
-def _services_on_port(port: int, services: Iterable[Service]) -> dict[str, Service]:
-    """The services with ``port``, by lower-case hostname (the last of a hostname wins)."""
-    return {svc.hostname.lower(): svc for svc in services if svc.port(port) is not None}
 
 
 def _candidates(
@@ -357,12 +351,6 @@ def _candidates(
 def _imported(ranked: list[VirtualServiceEntry], egress: EgressListener | None) -> list[VirtualServiceEntry]:
     """The VirtualServices of ``ranked`` that ``egress`` imports (all of them without one)."""
     return ranked if egress is None else [vs for vs in ranked if imports_virtual_service(egress, vs)]
-
-
-def _is_http_on(service: Service, port: int) -> bool:
-    """HTTP, or not declared and sniffed (Istio's IsHTTPOrSniffed): the port's routes serve it."""
-    service_port = service.port(port)
-    return service_port is not None and (service_port.protocol.is_http or service_port.protocol is SNIFFED)
 
 
 def catch_all_virtual_host(allow_any: bool, cluster: str = names.PASSTHROUGH_CLUSTER) -> rc.VirtualHost:
@@ -422,7 +410,7 @@ def kept_configuration(port: int, view: ProxyView, scope: Scope) -> KeptConfigur
             pieces.configurations[at] = kept
     if kept is None:
         # Every VirtualService non_service_virtual_hosts and service_routes look at.
-        on_port = _services_on_port(port, scope.services)
+        on_port = services_on_port(port, scope, scope.services)
         candidates = _candidates(port, scope, on_port, [h for h in on_port if hosts.is_wildcard(h)])
         consulted = {id(vs): vs for vs in candidates}
         for service in on_port.values():
@@ -472,9 +460,7 @@ def _virtual_hosts(
     # Without a Sidecar the one egress listener imports every VirtualService the scope holds.
     selecting = egress if scope.sidecar.sidecar is not None else None
     virtual_hosts = non_service_virtual_hosts(port, scope, labels, seen, services, selecting, routed)
-    for service in services:
-        if not _is_http_on(service, port):
-            continue
+    for service in http_services_on_port(port, scope, services):
         domains = hosts.virtual_host_domains(
             service.hostname, scope.namespace, view.dns_domain, service.addresses
         )
