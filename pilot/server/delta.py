@@ -49,6 +49,8 @@ _WILDCARD = "*"
 class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
     """The incremental protocol on one ADS stream (see :class:`AdsStream` for its life)."""
 
+    __slots__ = ()
+
     # A delta response also removes what the snapshot lost, and every response in flight is
     # ACKed or NACKed on its own.
     _drops_removed = True

@@ -52,6 +52,8 @@ SotwContext = StreamContext[SotwRequest]
 class SotwStream(AdsStream[SotwRequest, SelectionCache]):
     """The state-of-the-world protocol on one ADS stream (see :class:`AdsStream` for its life)."""
 
+    __slots__ = ()
+
     _log = log
 
     # -- the reader ------------------------------------------------------------------------------
