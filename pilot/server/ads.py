@@ -23,6 +23,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import sys
 from collections.abc import Hashable
 from typing import Any
 
@@ -231,7 +232,8 @@ class AdsServer:
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#basic-protocol-overview
             log.info("ADS: %s stream %d from %s sent no node id; refusing it", protocol, stream_id, peer)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first request must carry node.id")
-        node_id: str = first.node.id
+        # Interned: the pusher's proxy (pilot.translate.proxy) shares this one string.
+        node_id: str = sys.intern(first.node.id)
         try:
             check_node_id(node_id)
         except InvalidNodeIdError as exc:

@@ -142,7 +142,7 @@ class Proxy:
         # STATIC_LABELS (ISTIO_METAJSON_LABELS) are always merged over LABELS, as in Istio.
         labels = {**_labels(metadata.get("LABELS")), **_labels(metadata.get("STATIC_LABELS"))} or _NO_LABELS
         return cls(
-            id=node_id,
+            id=sys.intern(node_id),  # the ADS server's Connection holds the same string
             type=node_type,
             ip=ip,
             pod_name=pod,
