@@ -22,12 +22,15 @@ what goes is what malloc held free. ``--env NAME=VALUE`` sets an environment var
 server (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``, ``PYTHONMALLOC``...),
 ``--grpc-option NAME=INT`` adds a grpc server option to pilot's, ``--edits E`` then edits the
 VirtualService of ``svc-0000`` E times (each waited for) for pilot's CPU per push.
+``--tracemalloc N``: pilot traces Python allocations (N frames; its RSS is then not comparable)
+and the run also gives the Python heap per added proxy by source line (``python_top``).
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import json
 import os
 import signal
@@ -35,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,7 @@ from bench import procstat
 from bench.mesh import BenchService, edit_virtual_service, edit_weight, write_mesh
 from bench.run import BenchPilot, FloorProcess, Workers, edit_round
 
+_ROOT = Path(__file__).resolve().parent.parent
 _ARENA_ALIGN = 64 * 1024 * 1024  # glibc's HEAP_MAX_SIZE on 64-bit: non-main arenas start here
 
 
@@ -118,6 +123,7 @@ def one_run(args: argparse.Namespace, config: Path, root: Path, workers: Workers
         before_maps = smaps(pid)
         before_anon = anon_sizes(pid)
         one = procstat.rss_kib(pid)
+        heap_before = _python_heap(pid, root / "one.snap") if args.tracemalloc else None
         one_trimmed = None
         if args.trim:  # the same reading trimmed, after the untrimmed one
             os.kill(pid, signal.SIGUSR1)
@@ -142,6 +148,7 @@ def one_run(args: argparse.Namespace, config: Path, root: Path, workers: Workers
             if start not in before_anon:
                 new_anon[size] = new_anon.get(size, 0) + 1
         after = procstat.rss_kib(pid)
+        heap_after = _python_heap(pid, root / "all.snap") if args.tracemalloc else None
         out: dict[str, Any] = {
             "idle_kib": idle,
             "one_proxy_kib": one,
@@ -158,6 +165,8 @@ def one_run(args: argparse.Namespace, config: Path, root: Path, workers: Workers
             "connect_cpu_ms_per_proxy": 1000 * connect_cpu / max(1, connected),
             "new_anonymous_mappings": dict(sorted(new_anon.items(), key=lambda kv: -kv[1])[:6]),
         }
+        if heap_before is not None and heap_after is not None:
+            out["python_top"] = _python_top(heap_before, heap_after, connected)
         if args.trim:
             os.kill(pid, signal.SIGUSR1)
             time.sleep(1.0)
@@ -176,6 +185,49 @@ def one_run(args: argparse.Namespace, config: Path, root: Path, workers: Workers
         return out
     finally:
         server.stop()
+
+
+def _python_heap(pid: int, path: Path) -> tracemalloc.Snapshot:
+    """pilot's traced Python heap (``--tracemalloc``), dumped to ``path`` on SIGUSR2."""
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"pilot wrote no {path}")
+        time.sleep(0.2)
+    time.sleep(1.0)  # written whole (the dump renames a finished file into place)
+    return tracemalloc.Snapshot.load(str(path))
+
+
+def _python_top(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, connected: int) -> dict[str, Any]:
+    """The Python heap per added proxy: in all, and by source line (the 60 lines that grew most;
+    for a line in asyncio or grpc, the first frame of pilot's that led to it is named too)."""
+    total = sum(s.size for s in after.statistics("filename"))
+    total -= sum(s.size for s in before.statistics("filename"))
+    lines = []
+    for stat in after.compare_to(before, "traceback")[:200]:
+        frames = [f"{f.filename.rsplit('/site-packages/', 1)[-1]}:{f.lineno}" for f in stat.traceback]
+        # Frames run from the oldest to the most recent.
+        pilots = [f for f in reversed(frames) if f.startswith(("pilot/", str(_ROOT)))]
+        lines.append((stat.size_diff, stat.count_diff, frames[-1], pilots[0] if pilots else ""))
+    merged: dict[tuple[str, str], list[float]] = {}
+    for size, count, where, ours in lines:
+        entry = merged.setdefault((where, ours), [0.0, 0.0])
+        entry[0] += size
+        entry[1] += count
+    top = sorted(merged.items(), key=lambda kv: -kv[1][0])[:60]
+    return {
+        "bytes_per_proxy": round(total / max(1, connected)),
+        "top": [
+            {
+                "at": where,
+                "from": ours.replace(str(_ROOT) + "/", ""),
+                "bytes": round(size / max(1, connected)),
+                "objects": round(count / max(1, connected), 2),
+            }
+            for (where, ours), (size, count) in top
+        ],
+    }
 
 
 def _edits(count: int, config: Path, workers: Workers, pid: int) -> list[float]:
@@ -228,7 +280,19 @@ def run_as_pilot(argv: list[str]) -> int:
     extra = [tuple(item) for item in json.loads(os.environ.get("BENCH_GRPC_OPTIONS", "[]"))]
     pilot.app.GRPC_OPTIONS = (*pilot.app.GRPC_OPTIONS, *extra)
     signal.signal(signal.SIGUSR1, lambda *_: timed_trim())
+    dumps = os.environ.get("BENCH_TRACEMALLOC_DIR")
+    if dumps:
+        tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_FRAMES", "1")))
+        names = iter(("one.snap", "all.snap"))
+        signal.signal(signal.SIGUSR2, lambda *_: _dump_heap(Path(dumps), next(names)))
     return main(argv)
+
+
+def _dump_heap(directory: Path, name: str) -> None:
+    gc.collect()
+    partial = directory / f"{name}.partial"
+    tracemalloc.take_snapshot().dump(str(partial))
+    partial.rename(directory / name)
 
 
 def timed_trim() -> None:
@@ -261,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grpc-option", action="append", default=[], help="NAME=INT for pilot")
     parser.add_argument("--edits", type=int, default=0, help="then edits, each waited for: CPU per push")
     parser.add_argument("--trim", action="store_true", help="read RSS again after malloc_trim(0)")
+    parser.add_argument(
+        "--tracemalloc", type=int, default=0, metavar="FRAMES", help="pilot's Python heap by line"
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the runs as JSON here")
     args = parser.parse_args(argv)
     for item in args.env:
@@ -278,6 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = []
     with tempfile.TemporaryDirectory(prefix="pilot-connmem-") as tmp:
         root = Path(tmp)
+        if args.tracemalloc:
+            os.environ["BENCH_TRACEMALLOC_FRAMES"] = str(args.tracemalloc)
+            os.environ["BENCH_TRACEMALLOC_DIR"] = str(root)
         config = root / "config"
         write_mesh(config, args.services)
         workers = Workers(args.workers)
@@ -285,6 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for run in range(args.runs):
                 result = one_run(args, config, root, workers, log)
                 runs.append(result)
+                for snap in ("one.snap", "all.snap"):
+                    (root / snap).unlink(missing_ok=True)
+                if "python_top" in result:
+                    heap = json.dumps(result["python_top"], indent=1)
+                    log(f"run {run + 1}: Python heap per added proxy {heap}")
                 trimmed = (
                     f", trimmed {result['per_proxy_trimmed_kib']:.1f} in {result['trim_ms']} ms"
                     if "trimmed_kib" in result

@@ -52,15 +52,26 @@ class SnapshotCache:
         self._next_watch += 1
         watch_id = self._next_watch
         self._watchers.setdefault(key, {})[watch_id] = callback
-
-        def cancel() -> None:
-            watchers = self._watchers.get(key)
-            if watchers is not None:
-                watchers.pop(watch_id, None)
-                if not watchers:
-                    del self._watchers[key]
-
-        return cancel
+        return _Cancel(self._watchers, key, watch_id)
 
     def watcher_count(self, key: Hashable) -> int:
         return len(self._watchers.get(key, {}))
+
+
+class _Cancel:
+    """Cancels one watch (idempotent). A slotted object rather than a closure: every stream keeps
+    one for its whole life."""
+
+    __slots__ = ("_id", "_key", "_watchers")
+
+    def __init__(
+        self, watchers: dict[Hashable, dict[int, WatchCallback]], key: Hashable, watch_id: int
+    ) -> None:
+        self._watchers, self._key, self._id = watchers, key, watch_id
+
+    def __call__(self) -> None:
+        watchers = self._watchers.get(self._key)
+        if watchers is not None:
+            watchers.pop(self._id, None)
+            if not watchers:
+                del self._watchers[self._key]

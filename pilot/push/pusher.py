@@ -117,6 +117,8 @@ class Pusher:
         # Told when a stream must read another view (app.py: AdsServer.move_stream).
         self.move_stream: Callable[[int, Hashable], None] = _stay
         self._views: dict[ProxyView, set[int]] = {}
+        # Each view read by some stream, as the one object its streams share (not one per stream).
+        self._view_keys: dict[ProxyView, ProxyView] = {}
         # view -> the context its cached snapshot was built from (the base of its next, incremental,
         # translation; an older context stays alive only while some view still needs it)
         self._built: dict[ProxyView, VersionedContext] = {}
@@ -181,11 +183,10 @@ class Pusher:
         context = self._context
         if context is None:
             raise ValueError("no PushContext could be built (see pilot's log)")
-        view = self._view_of(proxy, context)
         # Registered before translating, so a push that runs meanwhile builds the view too and a
         # translation that ends after its last stream left is dropped (see _translate).
+        view = self._join(stream_id, self._view_of(proxy, context))
         self._streams[stream_id] = _Reader(proxy, view)
-        self._views.setdefault(view, set()).add(stream_id)
         try:
             if not await self._translate(view) and self._cache.get_snapshot(view) is None:
                 raise ValueError(f"no config could be built for view {view} (see pilot's log)")
@@ -201,6 +202,15 @@ class Pusher:
             return
         self._leave(stream_id, reader.view)
 
+    def _join(self, stream_id: int, view: ProxyView) -> ProxyView:
+        """Add ``stream_id`` to the readers of ``view``; returns the view object they share."""
+        streams = self._views.get(view)
+        if streams is None:
+            streams = self._views[view] = set()
+            self._view_keys[view] = view
+        streams.add(stream_id)
+        return self._view_keys[view]
+
     def _leave(self, stream_id: int, view: ProxyView) -> None:
         streams = self._views.get(view)
         if streams is not None:
@@ -208,6 +218,7 @@ class Pusher:
             if not streams:
                 # Nobody reads this view any more: free its snapshot; it is rebuilt on next use.
                 del self._views[view]
+                del self._view_keys[view]
                 self._drop(view)
 
     def _drop(self, view: ProxyView) -> None:
@@ -372,8 +383,7 @@ class Pusher:
             if reader is None or reader.view == view or self._cache.get_snapshot(view) is None:
                 continue
             old = reader.view
-            reader.view = view
-            self._views.setdefault(view, set()).add(stream_id)
+            reader.view = view = self._join(stream_id, view)
             self.move_stream(stream_id, view)
             self._leave(stream_id, old)
             log.debug("stream %d: proxy %s moved from view %s to %s", stream_id, reader.proxy.id, old, view)

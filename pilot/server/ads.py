@@ -20,10 +20,12 @@ in its own handler call: an exception ends that stream only (logged), never the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
-from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+import sys
+from collections.abc import Hashable
+from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -46,7 +48,6 @@ from pilot.server.delta import DeltaStream
 from pilot.server.fanout import FanOut
 from pilot.server.limits import UNLIMITED, StreamAdmission, StreamLimits
 from pilot.server.node_id import InvalidNodeIdError, check_node_id
-from pilot.server.requests import DeltaRequest, Request, SotwRequest
 from pilot.server.responses import SharedResponses
 from pilot.server.selections import DeltaResourceCache, NameSets, SelectionCache
 from pilot.server.sotw import SotwStream
@@ -58,9 +59,6 @@ __all__ = ["ADS_SERVICE", "AdsServer"]
 log = logging.getLogger("pilot.server.ads")
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
-
-RequestT = TypeVar("RequestT", bound=Request)
-SharedT = TypeVar("SharedT")
 
 
 def _bytes_through(message: bytes) -> bytes:
@@ -113,24 +111,17 @@ class AdsServer:
         account (:mod:`pilot.server.authentication`); one AdsServer may serve a plain and an
         authenticating server at once, with one registry of streams."""
 
-        async def sotw(
-            request_iterator: object, context: grpc.aio.ServicerContext[SotwRequest, bytes]
-        ) -> None:
-            await self._stream_aggregated_resources(context, authenticator)
-
-        async def delta(
-            request_iterator: object, context: grpc.aio.ServicerContext[DeltaRequest, bytes]
-        ) -> None:
-            await self._delta_aggregated_resources(context, authenticator)
-
+        # Each handler is the one coroutine method that serves a stream (a partial of it): no
+        # coroutine frame per stream between grpc and ``_serve``.
         handlers = {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                sotw,
+                functools.partial(self._serve, protocol="sotw", authenticator=authenticator),
                 request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
                 response_serializer=_bytes_through,
             ),
             "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                delta,
+                # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremental-xds
+                functools.partial(self._serve, protocol="delta", authenticator=authenticator),
                 request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
                 response_serializer=_bytes_through,
             ),
@@ -181,10 +172,10 @@ class AdsServer:
                 return conn.held()
         return None
 
-    async def _stream_aggregated_resources(
-        self, context: grpc.aio.ServicerContext[SotwRequest, bytes], authenticator: CallerAuthenticator | None
-    ) -> None:
-        def sotw(conn: Connection) -> AdsStream[SotwRequest, SelectionCache]:
+    def _make_stream(
+        self, conn: Connection, context: grpc.aio.ServicerContext[Any, bytes]
+    ) -> AdsStream[Any, Any]:
+        if conn.protocol == "sotw":
             return SotwStream(
                 conn,
                 context,
@@ -196,41 +187,31 @@ class AdsServer:
                 self._limits,
                 on_rejected=self._on_rejected,
             )
-
-        await self._serve(context, "sotw", sotw, authenticator)
-
-    async def _delta_aggregated_resources(
-        self,
-        context: grpc.aio.ServicerContext[DeltaRequest, bytes],
-        authenticator: CallerAuthenticator | None,
-    ) -> None:
-        # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremental-xds
-        def delta(conn: Connection) -> AdsStream[DeltaRequest, DeltaResourceCache]:
-            return DeltaStream(
-                conn,
-                context,
-                self._cache,
-                self._fanout,
-                self._delta_resources,
-                self._responses,
-                self._delta_control_plane,
-                self._limits,
-                on_rejected=self._on_rejected,
-            )
-
-        await self._serve(context, "delta", delta, authenticator)
+        return DeltaStream(
+            conn,
+            context,
+            self._cache,
+            self._fanout,
+            self._delta_resources,
+            self._responses,
+            self._delta_control_plane,
+            self._limits,
+            on_rejected=self._on_rejected,
+        )
 
     async def _serve(
         self,
-        context: grpc.aio.ServicerContext[RequestT, bytes],
+        request_iterator: object,
+        context: grpc.aio.ServicerContext[Any, bytes],
+        *,
         protocol: str,
-        make_stream: Callable[[Connection], AdsStream[RequestT, SharedT]],
-        authenticator: CallerAuthenticator | None = None,
+        authenticator: CallerAuthenticator | None,
     ) -> None:
-        """One ADS call of either protocol, from its first request to its end. A coroutine handler
-        uses grpc.aio's reader/writer API (context.read()/write()), so the request iterator stays
-        unused. With ``authenticator``, the caller is authenticated before anything is read and the
-        node checked against it before the stream opens (fail-closed: any error refuses the stream)."""
+        """One ADS call of either protocol ("sotw" or "delta"), from its first request to its end.
+        A coroutine handler uses grpc.aio's reader/writer API (context.read()/write()), so the
+        request iterator stays unused. With ``authenticator``, the caller is authenticated before
+        anything is read and the node checked against it before the stream opens (fail-closed:
+        any error refuses the stream)."""
         stream_id = next(self._stream_ids)
         peer: str = context.peer()
         if self._closing:
@@ -251,7 +232,8 @@ class AdsServer:
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#basic-protocol-overview
             log.info("ADS: %s stream %d from %s sent no node id; refusing it", protocol, stream_id, peer)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first request must carry node.id")
-        node_id: str = first.node.id
+        # Interned: the pusher's proxy (pilot.translate.proxy) shares this one string.
+        node_id: str = sys.intern(first.node.id)
         try:
             check_node_id(node_id)
         except InvalidNodeIdError as exc:
@@ -267,6 +249,9 @@ class AdsServer:
         except Exception:
             log.exception("ADS: opening stream %d for %s failed", stream_id, node_id)
             await context.abort(grpc.StatusCode.INTERNAL, "could not open the stream")
+        # The node message keeps the whole first request alive (protobuf's arena): this frame
+        # lives as long as the stream, so let go of it here.
+        del node
 
         identity = "" if caller is None else f"{caller.namespace}/{caller.name}"
         conn = Connection(stream_id, node_id, peer, view, protocol=protocol, identity=identity)
@@ -274,7 +259,7 @@ class AdsServer:
         metrics.xds_clients.inc()
         log.info("ADS: %s stream %d open for %s from %s", protocol, stream_id, node_id, peer)
         failure: tuple[grpc.StatusCode, str] | None = None
-        stream = make_stream(conn)
+        stream = self._make_stream(conn, context)
         # The stream reads in this task, the RPC's own (no task of its own: see AdsStream.run);
         # close() cancels it here.
         task = asyncio.current_task()

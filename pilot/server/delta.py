@@ -49,6 +49,8 @@ _WILDCARD = "*"
 class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
     """The incremental protocol on one ADS stream (see :class:`AdsStream` for its life)."""
 
+    __slots__ = ()
+
     # A delta response also removes what the snapshot lost, and every response in flight is
     # ACKed or NACKed on its own.
     _drops_removed = True
@@ -92,7 +94,9 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         # version (or not at all) are sent, and names it has that no longer exist are removed.
         # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremental-xds
         initial = request.initial_resource_versions
-        ledger.overrides = {name: version for name, version in initial.items() if ledger.wants(name)}
+        ledger.overrides = {
+            name: version for name, version in initial.items() if ledger.wants(name)
+        } or rules.NO_OVERRIDES
         # Names it asks for but has no version of are sent even if it seems to hold them.
         ledger.announce = ledger.names - ledger.overrides.keys()
         self._conn.types[type_url] = ledger
@@ -160,7 +164,7 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         for name in leaving:
             names.discard(name)
             if leave_wildcard or not ledger.wildcard:
-                ledger.overrides.pop(name, None)  # the proxy forgets it; a resubscribe gets it anew
+                rules.drop_override(ledger, name)  # the proxy forgets it; a resubscribe gets it anew
             # Under a wildcard the name stays covered by it: the proxy keeps it and its updates.
         if leave_wildcard and ledger.wildcard:
             # Unsubscribing "*" leaves wildcard mode; the proxy drops what it had only through it

@@ -75,16 +75,16 @@ class Interrupt:
     def clear(self) -> None:
         self._value = False
 
-    async def wait(self) -> None:
-        """Return once the flag is set (at once if it is)."""
-        if self._value:
-            return
+    def wait(self) -> asyncio.Future[None]:
+        """A future done once the flag is set (done at once if it is). Awaiting it holds no
+        coroutine frame of its own (a stream's sender waits on one for most of its life); a
+        cancelled one is dropped at the next ``set``."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.notify(future)
-        try:
-            await future
-        finally:
-            self.forget(future)
+        if self._value:
+            future.set_result(None)
+        else:
+            self.notify(future)
+        return future
 
 
 class FanOut:
@@ -160,10 +160,13 @@ class ResponseWriter:
     callback, not a task per write.
     """
 
-    def __init__(self, stream: ByteStream, fanout: FanOut, describe: str) -> None:
+    __slots__ = ("_fanout", "_node_id", "_stream", "_stream_id", "writing")
+
+    def __init__(self, stream: ByteStream, fanout: FanOut, node_id: str, stream_id: int = 0) -> None:
         self._stream = stream
         self._fanout = fanout
-        self._describe = describe
+        self._node_id = node_id  # whom it writes to, for the log (the stream's own strings)
+        self._stream_id = stream_id
         self.writing = False  # a write is in flight
 
     async def write(self, data: bytes, slot: PushSlot | None) -> None:
@@ -183,8 +186,9 @@ class ResponseWriter:
             return
         metrics.xds_send_timeouts.inc()
         log.warning(
-            "ADS: send to %s took over %.1fs; giving its push slot to others",
-            self._describe,
+            "ADS: send to %s (stream %d) took over %.1fs; giving its push slot to others",
+            self._node_id,
+            self._stream_id,
             self._fanout.send_timeout,
         )
         slot.release()

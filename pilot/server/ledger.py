@@ -19,6 +19,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TypeVar
 
 from pilot import metrics
 from pilot.cache.snapshot import Resource, TypeResources
@@ -28,12 +30,14 @@ from pilot.xds import types
 
 __all__ = [
     "MAX_PENDING",
+    "NO_OVERRIDES",
     "Sent",
     "TypeLedger",
     "accept",
     "acknowledge",
     "carried",
     "changes",
+    "drop_override",
     "forget",
     "holds_nothing",
     "in_flight",
@@ -42,12 +46,19 @@ __all__ = [
     "reject",
     "rewarm",
     "settle",
+    "unreject",
     "updated",
 ]
+
+_V = TypeVar("_V")
 
 MAX_PENDING = 64  # responses in flight remembered per type; older ones count as applied
 _MAX_REJECTED = 1024  # names with rejected versions remembered per type
 _NOTHING: frozenset[str] = frozenset()  # one empty set for every ledger (an empty set is 200 bytes)
+# One empty, read-only map for every ledger without overrides or rejections (an empty dict is 64
+# bytes, and a stream in step has none): a ledger gets a dict of its own only to write one.
+NO_OVERRIDES: Mapping[str, str | None] = MappingProxyType({})
+_NO_REJECTIONS: Mapping[str, set[str]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +104,13 @@ class TypeLedger:
     # What the proxy holds: base's version of every wanted name not in ``overrides``; for those,
     # the override (None: nothing). base None: nothing but the overrides.
     base: TypeResources | None = None
-    overrides: dict[str, str | None] = field(default_factory=dict)
+    overrides: Mapping[str, str | None] = field(default_factory=lambda: NO_OVERRIDES)
     # Newly subscribed names sent at the next response even if the proxy seems to hold them.
     announce: frozenset[str] = _NOTHING
     # The type version of the snapshot the proxy was last brought in line with, while nothing in
     # the subscription changed since: a snapshot whose type has that version has nothing to send.
     synced_with: str | None = None
-    rejected: dict[str, set[str]] = field(default_factory=dict)  # name -> versions NACKed
+    rejected: Mapping[str, set[str]] = field(default_factory=lambda: _NO_REJECTIONS)  # name -> NACKed
     # The nonce and whole-state content the proxy rejected: never sent again.
     rejected_nonce: str = ""
     rejected_content: str | None = None
@@ -153,9 +164,36 @@ class TypeLedger:
 def forget(ledger: TypeLedger, name: str) -> None:
     """The proxy holds nothing of ``name`` (it did not want it, or dropped it)."""
     if ledger.base is not None and name in ledger.base.resources:
-        ledger.overrides[name] = None
+        _own_overrides(ledger)[name] = None
     else:
-        ledger.overrides.pop(name, None)
+        drop_override(ledger, name)
+
+
+def drop_override(ledger: TypeLedger, name: str) -> None:
+    """What the proxy holds of ``name`` is ``base``'s again (or nothing, without ``base``)."""
+    ledger.overrides = _without(ledger.overrides, name, NO_OVERRIDES)
+
+
+def _without(held: Mapping[str, _V], name: str, empty: Mapping[str, _V]) -> Mapping[str, _V]:
+    """``held`` without ``name``: the same dict, or the shared ``empty`` once nothing is left."""
+    if isinstance(held, dict) and name in held:
+        del held[name]
+        return held or empty
+    return held
+
+
+def _own_overrides(ledger: TypeLedger) -> dict[str, str | None]:
+    overrides = ledger.overrides
+    if not isinstance(overrides, dict):
+        overrides = ledger.overrides = {}
+    return overrides
+
+
+def _own_rejections(ledger: TypeLedger) -> dict[str, set[str]]:
+    rejected = ledger.rejected
+    if not isinstance(rejected, dict):
+        rejected = ledger.rejected = {}
+    return rejected
 
 
 def materialize(ledger: TypeLedger, keep: Iterable[str]) -> None:
@@ -163,7 +201,8 @@ def materialize(ledger: TypeLedger, keep: Iterable[str]) -> None:
     for a change of what is wanted that ``base`` cannot express (entering or leaving wildcard)."""
     held = {name: ledger.held_version(name) for name in keep}
     ledger.base = None
-    ledger.overrides = {name: version for name, version in held.items() if version is not None}
+    kept = {name: version for name, version in held.items() if version is not None}
+    ledger.overrides = kept or NO_OVERRIDES
 
 
 # -- what differs ---------------------------------------------------------------------------------
@@ -311,15 +350,17 @@ def record(
     supersedes them (SotW: a request with an older nonce is stale) and stays until the next."""
     typed = sent.typed
     if typed is not None or drops_removed:
-        overrides: dict[str, str | None] = {}
+        overrides: dict[str, str | None] | None = None
         if typed is not None:
             for name, versions in ledger.rejected.items():
                 resource = typed.resources.get(name)
                 if resource is not None and resource.version in versions and ledger.wants(name):
                     held = None if ledger.announced(name) else ledger.held_version(name)
                     if held != resource.version:
+                        if overrides is None:
+                            overrides = {}
                         overrides[name] = held  # not sent: the proxy keeps what it had
-        ledger.base, ledger.overrides = typed, overrides
+        ledger.base, ledger.overrides = typed, overrides or NO_OVERRIDES
     ledger.synced_with = sent.version
     ledger.announce = _NOTHING
     ledger.respond = False
@@ -354,10 +395,13 @@ def reject(ledger: TypeLedger, sent: Sent) -> None:
     are. A whole-state response is rejected as a whole: its content is not sent again.
     https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#nack"""
     if sent.content is None:
+        rejected = _own_rejections(ledger)
         for name, version in sent.carried():
-            ledger.rejected.setdefault(name, set()).add(version)
-        while len(ledger.rejected) > _MAX_REJECTED:
-            del ledger.rejected[next(iter(ledger.rejected))]
+            rejected.setdefault(name, set()).add(version)
+        while len(rejected) > _MAX_REJECTED:
+            del rejected[next(iter(rejected))]
+        if not rejected:
+            ledger.rejected = _NO_REJECTIONS
     if sent.nonce == ledger.nonce_sent:
         ledger.rejected_nonce = sent.nonce
         ledger.rejected_content = ledger.content_sent
@@ -367,8 +411,16 @@ def reject(ledger: TypeLedger, sent: Sent) -> None:
 def accept(ledger: TypeLedger, sent: Sent) -> None:
     """The proxy took ``sent``'s versions: older rejections of the same names are moot."""
     if ledger.rejected and sent.content is None:
+        rejected = _own_rejections(ledger)
         for name, _ in sent.carried():
-            ledger.rejected.pop(name, None)
+            rejected.pop(name, None)
+        if not rejected:
+            ledger.rejected = _NO_REJECTIONS
+
+
+def unreject(ledger: TypeLedger, name: str) -> None:
+    """No version of ``name`` counts as rejected any more."""
+    ledger.rejected = _without(ledger.rejected, name, _NO_REJECTIONS)
 
 
 def acknowledge(ledger: TypeLedger, nonce: str, version: str) -> None:
@@ -376,8 +428,9 @@ def acknowledge(ledger: TypeLedger, nonce: str, version: str) -> None:
     convergence time of the push it carried, and forget the last NACK.
     https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#ack"""
     if ledger.nonce_acked != nonce:
-        ledger.nonce_acked = nonce
-        ledger.version_acked = version
+        # The strings already held for the latest response, when equal (a request's are copies).
+        ledger.nonce_acked = ledger.nonce_sent if nonce == ledger.nonce_sent else nonce
+        ledger.version_acked = ledger.version_sent if version == ledger.version_sent else version
         if ledger.push_started is not None:
             metrics.proxy_convergence_time.observe(time.monotonic() - ledger.push_started)
             ledger.push_started = None

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pilot import metrics
 from pilot.server.callbacks import Rejection
 from pilot.server.connection import Connection
-from pilot.server.ledger import Sent, TypeLedger, forget
+from pilot.server.ledger import Sent, TypeLedger, forget, unreject
 from pilot.server.ledger import reject as reject_sent
 from pilot.server.limits import LogGate
 from pilot.server.requests import ErrorDetail
@@ -140,7 +140,7 @@ def acquit(ledger: TypeLedger, sent: Sent, guilty: Iterable[str]) -> None:
         if versions is not None:
             versions.discard(version)
             if not versions:
-                del ledger.rejected[name]
+                unreject(ledger, name)
         if ledger.wants(name):
             forget(ledger, name)
             ledger.synced_with = None

@@ -52,6 +52,8 @@ SotwContext = StreamContext[SotwRequest]
 class SotwStream(AdsStream[SotwRequest, SelectionCache]):
     """The state-of-the-world protocol on one ADS stream (see :class:`AdsStream` for its life)."""
 
+    __slots__ = ()
+
     _log = log
 
     # -- the reader ------------------------------------------------------------------------------
@@ -97,7 +99,7 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
                 ledger.wildcard, ledger.names = wildcard, interned
             # Whatever this stream sent before, the proxy gets the whole subscription again.
             ledger.base = None
-            ledger.overrides.clear()
+            ledger.overrides = rules.NO_OVERRIDES
             ledger.synced_with = None
             ledger.first = True
             self._ask_answer(ledger)
@@ -111,7 +113,8 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
         if request.response_nonce != ledger.rejected_nonce:
             # https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#ack
             rules.acknowledge(ledger, request.response_nonce, request.version_info)
-            sent = rules.in_flight(ledger, request.response_nonce)
+            # Applied: no longer in flight (the ledger lets go of it until the next response).
+            sent = rules.settle(ledger, request.response_nonce)
             if sent is not None:
                 rules.accept(ledger, sent)
         # else: the proxy rejected this nonce and asks again (say, for more names) with the same
@@ -142,7 +145,7 @@ class SotwStream(AdsStream[SotwRequest, SelectionCache]):
         the names it keeps, so the next snapshot is compared with that (and an unchanged resource
         is not resent)."""
         for name in ledger.names - names:
-            ledger.overrides.pop(name, None)
+            rules.drop_override(ledger, name)
         if ledger.content_sent is None or ledger.wildcard or not names <= ledger.names:
             return
         narrowed = self._shared.cut(ledger.sent_from, ledger.type_url, names).content

@@ -96,6 +96,29 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
     client breaks the protocol, and is cancelled when the RPC ends. Not reusable.
     """
 
+    # One slot per field, no instance dict: a server holds thousands of streams.
+    __slots__ = (
+        "_adopted",
+        "_cache",
+        "_cancel_watch",
+        "_conn",
+        "_context",
+        "_control_plane",
+        "_fanout",
+        "_latest",
+        "_limits",
+        "_made_rejections",
+        "_on_rejected",
+        "_pending_since",
+        "_reader",
+        "_requested",
+        "_requests",
+        "_responses",
+        "_shared",
+        "_wake",
+        "_writer",
+    )
+
     # How a response changes what the proxy holds and which nonces stay in flight (ledger.record).
     _drops_removed = False
     _keeps_pending = False
@@ -121,16 +144,27 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         self._context = context
         self._cache = cache
         self._fanout = fanout
-        self._writer = ResponseWriter(context, fanout, f"{conn.node_id} (stream {conn.stream_id})")
+        self._writer = ResponseWriter(context, fanout, conn.node_id, conn.stream_id)
         self._latest: Snapshot | None = None  # newest snapshot from the cache
         self._pending_since: float | None = None  # monotonic time the first unadopted one arrived
         self._adopted: Snapshot | None = None  # the snapshot responses are cut from
         self._wake = Interrupt()  # anything for the sender to do
         self._requested = Interrupt()  # a request wants an answer (a TypeLedger.respond is set)
         self._requests = request_bucket(limits)  # this stream's request rate, if bounded
-        # What a NACK does (count, log, record, blame): sotw.py and delta.py call it.
-        self._rejections = StreamRejections(conn, LogGate(limits.nack_log_interval), on_rejected)
+        self._limits = limits
+        self._on_rejected = on_rejected
+        self._made_rejections: StreamRejections | None = None  # made at the first NACK
         self._cancel_watch: Callable[[], None] = _no_watch
+        self._reader: asyncio.Task[object] | None = None  # the reading task, while it reads
+
+    @property
+    def _rejections(self) -> StreamRejections:
+        """What a NACK does (count, log, record, blame): sotw.py and delta.py call it. Made at the
+        first NACK: most streams never see one."""
+        if self._made_rejections is None:
+            gate = LogGate(self._limits.nack_log_interval)
+            self._made_rejections = StreamRejections(self._conn, gate, self._on_rejected)
+        return self._made_rejections
 
     def move(self, view: Hashable) -> None:
         """Read ``view`` from now on; its current snapshot is pushed like any new snapshot (the
@@ -154,37 +188,51 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
             if self._latest is None:
                 self._latest = self._cache.get_snapshot(self._conn.view)
             self._wake.set()
-            reading = self._read_loop(first)
-            del first  # held by the read loop until it is applied
-            reader = asyncio.current_task()
+            self._reader = asyncio.current_task()
             sender = asyncio.get_running_loop().create_task(
                 self._send_loop(), name=f"ads-send-{self._conn.stream_id}"
             )
-
-            reading_over = False
-
-            def sender_ended(task: asyncio.Task[None]) -> None:
-                # The sender only ends by failing (or being cancelled below): end the reading too,
-                # unless it is over already (a cancel then would hit whatever the task awaits next).
-                if not task.cancelled() and not reading_over and reader is not None:
-                    reader.cancel()
-
-            sender.add_done_callback(sender_ended)
+            sender.add_done_callback(self._sender_ended)
+            # The reading, in this frame (one coroutine frame less per stream).
+            request: RequestT | object | None = first
+            del first
             try:
-                await reading
+                while True:
+                    self._on_request(request)  # type: ignore[arg-type]  # never EOF or None here
+                    # Hold no request while waiting for the next: a request can be big (an EDS
+                    # request names every cluster), and 1000 idle streams would each keep one.
+                    request = None
+                    if self._requests is not None:
+                        if not self._requests.has_capacity():
+                            metrics.xds_rate_limited.labels(scope="request").inc()
+                        # Past its rate, the stream's next request waits in gRPC's flow-control window.
+                        await self._requests.acquire()
+                    request = await self._context.read()
+                    if request is EOF:
+                        log.debug(
+                            "ADS: %s closed its side of stream %d", self._conn.node_id, self._conn.stream_id
+                        )
+                        return
             except asyncio.CancelledError:
+                reader = self._reader
                 if reader is not None and sender.done() and not sender.cancelled():
                     reader.uncancel()  # the cancel was ours: the sender's failure ends the stream
                     sender.result()
                 raise
             finally:
-                reading_over = True
-                sender.remove_done_callback(sender_ended)
+                self._reader = None
+                sender.remove_done_callback(self._sender_ended)
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
         finally:
             self._cancel_watch()
             self._cancel_watch = _no_watch
+
+    def _sender_ended(self, task: asyncio.Task[None]) -> None:
+        # The sender only ends by failing (or being cancelled by ``run``): end the reading too,
+        # unless it is over already (a cancel then would hit whatever the task awaits next).
+        if not task.cancelled() and self._reader is not None:
+            self._reader.cancel()
 
     def backlog(self) -> Backlog:
         """What this stream holds that its proxy has not been written yet (at most one snapshot)."""
@@ -220,24 +268,6 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         self._wake.set()
 
     # -- the reader ------------------------------------------------------------------------------
-
-    async def _read_loop(self, first: RequestT) -> None:
-        request: RequestT | object | None = first
-        del first
-        while True:
-            self._on_request(request)  # type: ignore[arg-type]  # never EOF or None here
-            # Hold no request while waiting for the next: a request can be big (an EDS request
-            # names every cluster), and 1000 idle streams would each keep their last one.
-            request = None
-            if self._requests is not None:
-                if not self._requests.has_capacity():
-                    metrics.xds_rate_limited.labels(scope="request").inc()
-                # Past its rate, the stream's next request waits in gRPC's flow-control window.
-                await self._requests.acquire()
-            request = await self._context.read()
-            if request is EOF:
-                log.debug("ADS: %s closed its side of stream %d", self._conn.node_id, self._conn.stream_id)
-                return
 
     def _ask_answer(self, ledger: TypeLedger) -> None:
         ledger.respond = True

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import enum
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from pilot.config.objects import DEFAULT_NAMESPACE, ConfigKey
@@ -138,14 +140,15 @@ class Proxy:
             log.warning("node %r: unknown INTERCEPTION_MODE %r, using NONE", node_id, mode_text)
             mode = InterceptionMode.NONE
         # STATIC_LABELS (ISTIO_METAJSON_LABELS) are always merged over LABELS, as in Istio.
-        labels = {**_labels(metadata.get("LABELS")), **_labels(metadata.get("STATIC_LABELS"))}
+        labels = {**_labels(metadata.get("LABELS")), **_labels(metadata.get("STATIC_LABELS"))} or _NO_LABELS
         return cls(
-            id=node_id,
+            id=sys.intern(node_id),  # the ADS server's Connection holds the same string
             type=node_type,
             ip=ip,
             pod_name=pod,
-            namespace=namespace,
-            dns_domain=dns_domain or DEFAULT_DNS_DOMAIN,
+            # Interned: shared by every proxy of a namespace (and by their views), not one copy each.
+            namespace=sys.intern(namespace),
+            dns_domain=sys.intern(dns_domain) if dns_domain else DEFAULT_DNS_DOMAIN,
             interception_mode=mode,
             labels=labels,
             service_account=str(metadata.get("SERVICE_ACCOUNT") or ""),
@@ -172,6 +175,9 @@ class Proxy:
             mesh_certificates=self.mesh_certificates,
             virtual_host_discovery=self.virtual_host_discovery,
         )
+
+
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})  # one for every proxy without labels
 
 
 def _labels(raw: object) -> dict[str, str]:
