@@ -6,7 +6,7 @@ import gc
 import weakref
 
 from pilot.cache.snapshot import Resource, TypeResources
-from pilot.server.resource_diff import diff, wanted
+from pilot.server.resource_diff import diff, wanted, wanted_names
 from pilot.xds import types
 from tests.server.resources import cluster
 
@@ -55,3 +55,12 @@ def test_the_memos_keep_no_old_resources_alive() -> None:
     gc.collect()
     assert gone() is None  # a push later, nothing holds the older snapshot's resources
     assert [r.name for r in wanted(new, names)] == ["a"]
+
+
+def test_the_names_a_subscription_wants_are_one_set_per_subscription() -> None:
+    typed = _typed(cluster("c"), cluster("a"), cluster("b"))
+    names = frozenset({"b", "a", "nope"})
+    found = wanted_names(typed, names)
+    assert found == {"a", "b"}  # what wanted() sends, absent names left out
+    assert wanted_names(typed, names) is found  # every stream of a storm records this one set
+    assert wanted_names(typed, None) == set(typed.resources)
