@@ -94,6 +94,10 @@ class Workers:
     def pids(self) -> list[int]:
         return [proc.pid for proc in self.procs]
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds of every worker so far: what the simulated fleet costs the machine."""
+        return sum(procstat.cpu_seconds(pid) for pid in self.pids())
+
     def call_all(self, commands: Sequence[tuple[Any, ...]], timeout: float) -> list[Any]:
         for pipe, command in zip(self.pipes, commands, strict=True):
             pipe.send(command)
@@ -459,11 +463,17 @@ def run_pilot(
 
         # 1. connect storm
         with PySpy(pid, _profile_path(opts, n, k, "pilot-storm"), opts.profile == "native"):
-            cpu0 = procstat.cpu_seconds(pid)
+            cpu0, fleet0 = procstat.cpu_seconds(pid), workers.cpu_seconds()
             started, full, errors = workers.connect(target, range(n), timeout=120, protocol=opts.protocol)
-            cpu1 = procstat.cpu_seconds(pid)
+            cpu1, fleet1 = procstat.cpu_seconds(pid), workers.cpu_seconds()
         storm = [t - started for t in full.values()]
-        out["storm"] = {**summary(storm), "connected": len(full), "errors": errors, "cpu_s": cpu1 - cpu0}
+        out["storm"] = {
+            **summary(storm),
+            "connected": len(full),
+            "errors": errors,
+            "cpu_s": cpu1 - cpu0,
+            "fleet_cpu_s": fleet1 - fleet0,
+        }
         log(f"  pilot storm: {len(full)}/{n} proxies full config in {max(storm, default=float('nan')):.2f}s")
         time.sleep(1.0)
         out["rss_connected_kib"] = procstat.rss_kib(pid)
@@ -563,11 +573,17 @@ def run_floor(n: int, config: Path, root: Path, workers: Workers, opts: Options,
         target = f"127.0.0.1:{floor.port}"
         out["added"] = _added_connections(workers, target, pid, n, opts)
         time.sleep(0.5)
-        cpu0 = procstat.cpu_seconds(pid)
+        cpu0, fleet0 = procstat.cpu_seconds(pid), workers.cpu_seconds()
         started, full, errors = workers.connect(target, range(n), timeout=120)
-        cpu1 = procstat.cpu_seconds(pid)
+        cpu1, fleet1 = procstat.cpu_seconds(pid), workers.cpu_seconds()
         storm = [t - started for t in full.values()]
-        out["storm"] = {**summary(storm), "connected": len(full), "errors": errors, "cpu_s": cpu1 - cpu0}
+        out["storm"] = {
+            **summary(storm),
+            "connected": len(full),
+            "errors": errors,
+            "cpu_s": cpu1 - cpu0,
+            "fleet_cpu_s": fleet1 - fleet0,
+        }
         log(f"  floor storm: {len(full)}/{n} proxies full config in {max(storm, default=float('nan')):.2f}s")
         time.sleep(1.0)
         out["rss_connected_kib"] = procstat.rss_kib(pid)
@@ -652,6 +668,10 @@ def derive(case: dict[str, Any]) -> dict[str, Any]:
     case["headline"] = {
         "storm_s": pilot["storm"].get("max"),
         "storm_floor_s": floor["storm"].get("max"),
+        "storm_cpu_s": pilot["storm"].get("cpu_s"),
+        "storm_cpu_floor_s": floor["storm"].get("cpu_s"),
+        "storm_fleet_cpu_s": pilot["storm"].get("fleet_cpu_s"),
+        "storm_fleet_cpu_floor_s": floor["storm"].get("fleet_cpu_s"),
         "convergence_from_write_p50_s": pe["from_write"].get("p50"),
         "convergence_from_write_p99_s": pe["from_write"].get("p99"),
         "convergence_from_write_max_s": pe["from_write"].get("max"),
@@ -690,6 +710,10 @@ COLUMNS = (
 ROWS = (
     ("connect storm, all ACKed (s)", "storm_s", "{:.2f}"),
     ("  floor (s)", "storm_floor_s", "{:.2f}"),
+    ("pilot CPU during the storm (s)", "storm_cpu_s", "{:.2f}"),
+    ("  floor (s)", "storm_cpu_floor_s", "{:.2f}"),
+    ("simulated fleet's CPU during the storm (s)", "storm_fleet_cpu_s", "{:.2f}"),
+    ("  against the floor (s)", "storm_fleet_cpu_floor_s", "{:.2f}"),
     ("first proxy of a new view, full config (s)", "first_proxy_s", "{:.3f}"),
     ("  floor (s)", "first_proxy_floor_s", "{:.3f}"),
     ("convergence from write p50 (s)", "convergence_from_write_p50_s", "{:.3f}"),

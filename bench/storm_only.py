@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _cpu(pid: int | None, workers: Workers) -> tuple[float, float]:
     """CPU seconds so far of the server and of the fleet's workers together."""
     assert pid is not None
-    return procstat.cpu_seconds(pid), sum(procstat.cpu_seconds(worker) for worker in workers.pids())
+    return procstat.cpu_seconds(pid), workers.cpu_seconds()
 
 
 if __name__ == "__main__":
