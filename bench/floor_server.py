@@ -47,6 +47,7 @@ from typing import Any
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
+from bench.connection_memory import timed_trim
 from bench.mesh import BenchService, node_id, virtual_service_doc, virtual_service_path
 from pilot.cache.snapshot import Snapshot, TypeResources
 from pilot.config.parse import parse_text
@@ -190,6 +191,8 @@ async def main_async(args: argparse.Namespace, initial: dict[str, bytes], routes
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # bench.connection_memory --trim: what malloc holds free, against pilot's.
+    loop.add_signal_handler(signal.SIGUSR1, timed_trim)
     print(f"READY {port} {control} {os.getpid()}", flush=True)
     await stop.wait()
     await server.stop(0.5)

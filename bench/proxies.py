@@ -13,6 +13,12 @@ A proxy has "full config" once it has ACKed a response of each of the four types
 response is also read for the weight of subset v1 of ``svc-0000`` (the route the benchmark
 edits), so a worker can tell when each of its proxies ACKed the new routes.
 
+When a proxy's stream ends (an error such as ``CANCELLED`` or ``UNAVAILABLE``, or the server
+finishing it), the proxy opens a new one on the same channel after a jittered exponential
+backoff, as Envoy's ``GrpcStream`` does (see :class:`Backoff`), and subscribes again from
+scratch. The ends are counted per phase of the run (``retries``: ``added``, ``storm``,
+``connected`` between a connect and the next, ``edits``), by how the stream ended.
+
 Decoding is memoized per (type URL, version), over delta per (type URL, version, nonce): every
 proxy of the one view gets the same bytes, so the worker parses a CDS/LDS/RDS payload once per
 version and its proxies only read the DiscoveryResponse envelope. This keeps the simulated fleet's
@@ -27,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +111,31 @@ def edited_weight(response: Response) -> int:
     return -1
 
 
+class Backoff:
+    """When a proxy opens its next stream: Envoy's GrpcStream retries its xDS stream after
+    ``JitteredExponentialBackOffStrategy(500 ms, 30 s)`` (RetryInitialDelayMs,
+    RetryMaxDelayMs in source/common/config/grpc_stream.h): a delay uniform in [0, interval),
+    the interval doubling from 0.5 s up to 30 s, back to 0.5 s whenever a response arrives
+    (GrpcStream::onReceiveMessage).
+    https://github.com/envoyproxy/envoy/blob/main/source/common/config/grpc_stream.h
+    https://github.com/envoyproxy/envoy/blob/main/source/common/common/backoff_strategy.cc"""
+
+    BASE = 0.5
+    MAX = 30.0
+    __slots__ = ("interval",)
+
+    def __init__(self) -> None:
+        self.interval = self.BASE
+
+    def reset(self) -> None:
+        self.interval = self.BASE
+
+    def next_delay(self) -> float:
+        delay = random.random() * self.interval
+        self.interval = min(self.interval * 2, self.MAX)
+        return delay
+
+
 class Memo:
     """Per-process decode cache keyed by (type URL, version_info)."""
 
@@ -165,17 +197,43 @@ class Fleet:
         self.channels: dict[int, grpc.aio.Channel] = {}
         self.full_at: dict[int, float] = {}
         self.full_event = asyncio.Event()
-        self.full_expected = 0
+        self.waiting: frozenset[int] = frozenset()  # the proxies the current connect waits for
         self.tracker: Tracker | None = None
         self.errors: dict[str, int] = {}
+        self.phase = "storm"  # what the driver is measuring: ends of streams are counted per phase
+        self.retries: dict[str, dict[str, int]] = {}  # phase -> how streams ended -> count
         self.responses = 0
         self.nacks = 0
 
     # -- one proxy -------------------------------------------------------------------------------
 
-    async def proxy(self, index: int, target: str) -> None:
+    async def run(self, index: int, target: str, protocol: str) -> None:
+        """Proxy ``index``: one stream after another on its channel until it is cancelled."""
+        from bench.delta_proxies import delta_proxy  # it imports this module
+
         channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.channels[index] = channel
+        backoff = Backoff()
+        while True:
+            try:
+                if protocol == "sotw":
+                    await self.proxy(index, channel, backoff)
+                else:
+                    await delta_proxy(self, index, channel, backoff, protocol)
+                key = "stream ended by the server"  # Envoy retries this too (onRemoteClose)
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                key = f"{exc.code().name}: {exc.details()}"[:120]
+            except Exception as exc:  # a broken stream is counted and retried, not fatal to the worker
+                key = type(exc).__name__
+            self.errors[key] = self.errors.get(key, 0) + 1
+            phase = self.retries.setdefault(self.phase, {})
+            phase[key] = phase.get(key, 0) + 1
+            await asyncio.sleep(backoff.next_delay())
+
+    async def proxy(self, index: int, channel: grpc.aio.Channel, backoff: Backoff) -> None:
+        """One SotW stream until it ends (returns) or fails (raises)."""
         call: Any = channel.stream_stream(
             METHOD,
             request_serializer=Request.SerializeToString,
@@ -195,6 +253,7 @@ class Fleet:
                 if response is _EOF:
                     return
                 self.responses += 1
+                backoff.reset()
                 type_url = response.type_url
                 version, nonce = response.version_info, response.nonce
                 last[type_url] = (version, nonce)
@@ -242,16 +301,13 @@ class Fleet:
                     if new_weight != weight:
                         weight = new_weight
                         self.saw_weight(index, weight)
-                else:
-                    continue
-                if len(acked) < 4:
+                if len(acked) < 4 and type_url in ALL_TYPES:
                     acked.add(type_url)
                     if acked >= ALL_TYPES:
                         self.has_full_config(index)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a broken stream is counted and reported, not fatal to the worker
-            self.count_error(exc)
+                # Not held while the next read waits: at K=5000 each stream's last response is
+                # MBs (4 x 1250 streams' worth ran a 23 GB machine out of memory at N=5000).
+                del response
         finally:
             call.cancel()
 
@@ -262,41 +318,33 @@ class Fleet:
             tracker.record(index, time.monotonic())
 
     def has_full_config(self, index: int) -> None:
-        self.full_at[index] = time.monotonic()
-        if len(self.full_at) >= self.full_expected:
-            self.full_event.set()
-
-    def count_error(self, exc: Exception) -> None:
-        key = type(exc).__name__
-        if isinstance(exc, grpc.aio.AioRpcError):
-            key = f"{exc.code().name}: {exc.details()}"[:120]
-        self.errors[key] = self.errors.get(key, 0) + 1
+        """Proxy ``index`` ACKed all four types (again, after a retry: the first time counts)."""
+        if index in self.waiting and index not in self.full_at:
+            self.full_at[index] = time.monotonic()
+            if len(self.full_at) >= len(self.waiting):
+                self.full_event.set()
 
     # -- commands --------------------------------------------------------------------------------
 
     async def connect(
-        self, target: str, indices: list[int], timeout: float, protocol: str = "sotw"
+        self, target: str, indices: list[int], timeout: float, protocol: str = "sotw", phase: str = "storm"
     ) -> dict[str, Any]:
+        self.phase = phase
         self.full_at = {}
         self.full_event = asyncio.Event()
-        self.full_expected = len(indices)
-        from bench.delta_proxies import delta_proxy  # it imports this module
-
+        self.waiting = frozenset(indices)
         started = time.monotonic()
         for index in indices:
-            run = (
-                self.proxy(index, target)
-                if protocol == "sotw"
-                else delta_proxy(self, index, target, protocol)
-            )
-            self.proxies[index] = asyncio.create_task(run)
+            self.proxies[index] = asyncio.create_task(self.run(index, target, protocol))
         if not indices:
             self.full_event.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.full_event.wait(), timeout)
+        self.phase = "connected"  # until the next connect or edit: idle, connected proxies
         return {"started": started, "full": dict(self.full_at), "errors": dict(self.errors)}
 
     def expect(self, weight: int) -> None:
+        self.phase = "edits"
         alive = sum(1 for task in self.proxies.values() if not task.done())
         self.tracker = Tracker(weight, alive)
 
@@ -320,9 +368,11 @@ class Fleet:
         self.tracker = None
         self.memo.clear()  # the next connect may be to another server, whose nonces start anew
         errors, self.errors = self.errors, {}
+        retries, self.retries = self.retries, {}
         responses, self.responses = self.responses, 0
+        self.waiting = frozenset()
         gc.collect()
-        return {"closed": len(tasks), "errors": errors, "responses": responses}
+        return {"closed": len(tasks), "errors": errors, "retries": retries, "responses": responses}
 
 
 async def _serve(pipe: Connection) -> None:

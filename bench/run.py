@@ -8,8 +8,10 @@ Per case (N proxies, K services) it:
 1. writes the mesh (bench/mesh.py) into a temporary folder and times a full translation of it
    in this process (``PushContext.build`` + ``build_snapshot`` for the proxies' one view);
 2. starts ``pilot serve`` on it as a subprocess (CPU and RSS read from /proc/PID);
-3. connect storm: the N proxies (spread over the worker processes) connect at once; time until
-   every one has ACKed CDS, EDS, LDS and RDS;
+3. connect storm: the N proxies (spread over the worker processes) connect at once (or
+   ``--connect-batch`` B at a time); time until every one has ACKed CDS, EDS, LDS and RDS. A
+   proxy whose stream ends opens another, with Envoy's backoff (bench/proxies.py): the streams
+   retried are counted per phase;
 4. edits the VirtualService of ``svc-0000`` ``--edits`` times in a row (each edit waits until
    every proxy ACKed the new routes): convergence from the file write to each proxy's ACK,
    split into "detect + debounce" (write → push start, from /debug/push_status) and the push
@@ -18,7 +20,9 @@ Per case (N proxies, K services) it:
 6. stops pilot, starts the floor server (bench/floor_server.py) on the same folder and repeats
    the storm and ``--floor-edits`` pushes of the same RDS bytes to the same N proxy slots.
 
-A table goes to stdout and everything (every sample's summary) to bench/results/*.json.
+A table goes to stdout and everything (every sample's summary) to bench/results/*.json. If the
+machine's available memory falls under ``--mem-floor`` (3 GiB) during a case, the case stops
+(bench/memory_guard.py), is recorded as aborted, and the next one runs.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from typing import Any
 import grpc
 
 from bench import procstat
+from bench.memory_guard import GIB_KIB, MemoryGuard
 from bench.mesh import BenchService, edit_virtual_service, edit_weight, virtual_service_doc, write_mesh
 from bench.proxies import worker_main
 from pilot.localmesh.control_plane import PilotProcess
@@ -79,7 +84,8 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 class Workers:
     """The simulated-proxy processes (spawned once, reused by every case)."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, guard: MemoryGuard | None = None) -> None:
+        self.guard = guard
         ctx = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.procs: list[Any] = []
@@ -99,6 +105,8 @@ class Workers:
         return sum(procstat.cpu_seconds(pid) for pid in self.pids())
 
     def call_all(self, commands: Sequence[tuple[Any, ...]], timeout: float) -> list[Any]:
+        if self.guard is not None:
+            self.guard.check()
         for pipe, command in zip(self.pipes, commands, strict=True):
             pipe.send(command)
         replies = []
@@ -106,7 +114,12 @@ class Workers:
         for pipe in self.pipes:
             if not pipe.poll(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError(f"worker did not answer {commands[0][0]!r} within {timeout:.0f}s")
-            reply = pipe.recv()
+            try:
+                reply = pipe.recv()
+            except EOFError:  # the worker died (the memory guard stops workers so)
+                if self.guard is not None:
+                    self.guard.check()
+                raise
             if isinstance(reply, dict) and "error" in reply:
                 raise RuntimeError(f"worker: {reply['error']}")
             replies.append(reply)
@@ -116,15 +129,23 @@ class Workers:
         return self.call_all([command] * len(self.pipes), timeout)
 
     def connect(
-        self, target: str, indices: Sequence[int], timeout: float, protocol: str = "sotw"
+        self,
+        target: str,
+        indices: Sequence[int],
+        timeout: float,
+        protocol: str = "sotw",
+        phase: str = "storm",
     ) -> tuple[float, dict[int, float], dict[str, int]]:
         """Open proxies ``indices`` (split over the workers) at once, speaking ``protocol``
-        (``sotw``, ``delta``, or ``vhds``: delta with virtual hosts over VHDS).
+        (``sotw``, ``delta``, or ``vhds``: delta with virtual hosts over VHDS); the streams that
+        end from now on count as retries of ``phase``.
 
-        Returns (start time, index → time it had full config, errors)."""
+        Returns (start time, index → time it had full config, how streams ended since the last
+        close)."""
         slices = [list(indices[w :: len(self.pipes)]) for w in range(len(self.pipes))]
         started = time.monotonic()
-        replies = self.call_all([("connect", target, s, timeout, protocol) for s in slices], timeout + 30)
+        commands = [("connect", target, s, timeout, protocol, phase) for s in slices]
+        replies = self.call_all(commands, timeout + 30)
         full: dict[int, float] = {}
         errors: dict[str, int] = {}
         for reply in replies:
@@ -136,16 +157,25 @@ class Workers:
     def close_proxies(self) -> dict[str, Any]:
         replies = self.broadcast(("close",), 60)
         errors: dict[str, int] = {}
+        retries: dict[str, dict[str, int]] = {}
         for reply in replies:
             for key, count in reply["errors"].items():
                 errors[key] = errors.get(key, 0) + count
+            for phase, ends in reply["retries"].items():
+                merged = retries.setdefault(phase, {})
+                for key, count in ends.items():
+                    merged[key] = merged.get(key, 0) + count
         return {
             "closed": sum(r["closed"] for r in replies),
             "errors": errors,
+            "retries": retries,
             "responses": sum(r["responses"] for r in replies),
         }
 
     def stop(self) -> None:
+        if self.guard is not None:
+            for pid in self.pids():
+                self.guard.unwatch(pid)
         for pipe in self.pipes:
             try:
                 pipe.send(("exit",))
@@ -173,8 +203,8 @@ class BenchPilot(PilotProcess):
         command = super().command
         if self.uvloop:
             command[1:3] = ["-m", "bench.pilot_uvloop"]
-        # The simulated proxies connect all at once and do not retry a refused stream as Envoy
-        # does: admit them all (the benchmark measures serving, not the admission rate).
+        # The simulated proxies connect all at once; a refused stream would be retried after
+        # Envoy's backoff: admit them all (the benchmark measures serving, not the admission rate).
         return [*command, "--max-requests-per-second", "0"]
 
 
@@ -326,6 +356,9 @@ class Options:
     profile: str | None = None  # py-spy: None, "python" or "native"
     floor_rds: str = "changed"  # what the floor's RDS pushes hold: "changed" or "full"
     protocol: str = "sotw"  # pilot's proxies: "sotw", "delta" or "vhds" (the floor's are SotW)
+    connect_batch: int = 0  # the storm connects this many proxies at a time (0: all at once)
+    pilot_args: tuple[str, ...] = ()  # more flags for ``pilot serve``
+    guard: MemoryGuard | None = None
 
 
 def translation_time(config_dir: Path, repeats: int) -> dict[str, Any]:
@@ -375,9 +408,7 @@ def _idle_cpu_rate(pid: int, seconds: float) -> float:
     return (procstat.cpu_seconds(pid) - before) / seconds
 
 
-def _edit_round(
-    workers: Workers, weight: int, trigger: Any, timeout: float
-) -> tuple[float, list[float], int]:
+def edit_round(workers: Workers, weight: int, trigger: Any, timeout: float) -> tuple[float, list[float], int]:
     """Expect ``weight``, run ``trigger()``, wait for every proxy's ACK.
 
     Returns (trigger time, ACK times, proxies that did not ACK in time)."""
@@ -403,7 +434,7 @@ def _added_connections(
     added = opts.added if opts.added is not None else max(n // 4, 25)
     batch = max(1, min(25, added // 4))
     first_index = n + 1  # indices the storm does not use (each proxy has its own node id)
-    started, full, errors = workers.connect(target, [n], 60, protocol)
+    started, full, errors = workers.connect(target, [n], 60, protocol, phase="added")
     # The first proxy of a view waits for the view's snapshot (a full translation) besides its sync.
     first_full_s = max(full.values(), default=float("nan")) - started
     time.sleep(1.0)
@@ -411,10 +442,9 @@ def _added_connections(
     connected = 0
     for first in range(first_index, first_index + added, batch):
         batch_indices = range(first, min(first + batch, first_index + added))
-        _, full, more = workers.connect(target, batch_indices, 60, protocol)
+        _, full, more = workers.connect(target, batch_indices, 60, protocol, phase="added")
         connected += len(full)
-        for key, count in more.items():
-            errors[key] = errors.get(key, 0) + count
+        errors = more  # how streams ended since the last close, so far
     time.sleep(1.0)
     after_kib = procstat.rss_kib(pid)
     closed = workers.close_proxies()
@@ -427,8 +457,44 @@ def _added_connections(
         "rss_one_proxy_kib": one_kib,
         "rss_after_kib": after_kib,
         "closed": closed["closed"],
+        "retries": closed["retries"],
         "per_connection_kib": (after_kib - one_kib) / max(1, connected),
     }
+
+
+def _storm(
+    workers: Workers, target: str, n: int, opts: Options, protocol: str = "sotw"
+) -> tuple[dict[str, Any], str]:
+    """Proxies 0..n-1 connect: all at once, or ``opts.connect_batch`` at a time, each batch
+    waiting for full config (each proxy's time counts from its batch's start).
+
+    Returns the storm's summary and a line for the log."""
+    size = opts.connect_batch or n
+    times: list[float] = []
+    errors: dict[str, int] = {}
+    began = time.monotonic()
+    for first in range(0, n, size):
+        batch = range(first, min(first + size, n))
+        started, full, errors = workers.connect(target, batch, timeout=120, protocol=protocol)
+        times += [t - started for t in full.values()]
+    wall = time.monotonic() - began
+    storm = {**summary(times), "connected": len(times), "errors": errors, "batch": opts.connect_batch}
+    storm["wall_s"] = wall
+    slowest = max(times, default=float("nan"))
+    how = f"in batches of {size}, {wall:.2f}s in all" if opts.connect_batch else f"in {slowest:.2f}s"
+    return storm, f"{len(times)}/{n} proxies full config {how}"
+
+
+def _retries(*closed: dict[str, Any]) -> dict[str, Any]:
+    """Streams the proxies opened again, per phase: how many, and how the ended ones ended."""
+    phases: dict[str, Any] = {}
+    for reply in closed:
+        for phase, ends in reply["retries"].items():
+            merged = phases.setdefault(phase, {"count": 0, "errors": {}})
+            for key, count in ends.items():
+                merged["errors"][key] = merged["errors"].get(key, 0) + count
+                merged["count"] += count
+    return phases
 
 
 def run_pilot(
@@ -441,10 +507,13 @@ def run_pilot(
         root / "pilot.log",
         debounce_after=opts.debounce,
         uvloop=opts.pilot_uvloop,
-        extra_args=("--log-level", "info"),
+        extra_args=("--log-level", "info", *opts.pilot_args),
     )
     wall_minus_mono = time.time() - time.monotonic()
     pilot.start(timeout=120)
+    guard = opts.guard
+    if guard is not None:
+        guard.watch(pilot.pid)
     try:
         pid = pilot.pid
         assert pid is not None
@@ -464,17 +533,10 @@ def run_pilot(
         # 1. connect storm
         with PySpy(pid, _profile_path(opts, n, k, "pilot-storm"), opts.profile == "native"):
             cpu0, fleet0 = procstat.cpu_seconds(pid), workers.cpu_seconds()
-            started, full, errors = workers.connect(target, range(n), timeout=120, protocol=opts.protocol)
-            cpu1, fleet1 = procstat.cpu_seconds(pid), workers.cpu_seconds()
-        storm = [t - started for t in full.values()]
-        out["storm"] = {
-            **summary(storm),
-            "connected": len(full),
-            "errors": errors,
-            "cpu_s": cpu1 - cpu0,
-            "fleet_cpu_s": fleet1 - fleet0,
-        }
-        log(f"  pilot storm: {len(full)}/{n} proxies full config in {max(storm, default=float('nan')):.2f}s")
+            out["storm"], line = _storm(workers, target, n, opts, opts.protocol)
+            out["storm"]["cpu_s"] = procstat.cpu_seconds(pid) - cpu0
+            out["storm"]["fleet_cpu_s"] = workers.cpu_seconds() - fleet0
+        log(f"  pilot storm: {line}")
         time.sleep(1.0)
         out["rss_connected_kib"] = procstat.rss_kib(pid)
         out["idle_cpu_per_s"] = _idle_cpu_rate(pid, 1.0)
@@ -492,7 +554,7 @@ def run_pilot(
             weight = edit_weight(edit)
             before = _get_json(pilot.http_port, "/debug/push_status")["push_count"]
             cpu0 = procstat.cpu_seconds(pid)
-            t0, times, missing = _edit_round(
+            t0, times, missing = edit_round(
                 workers, weight, lambda e=edit: edit_virtual_service(config, edited, e), timeout=60
             )
             time.sleep(0.05)  # the last ACKs are read by pilot after the proxies wrote them
@@ -543,14 +605,17 @@ def run_pilot(
             "missing": sum(r["missing"] for r in rounds),
             "extra_pushes": sum(r["pushes"] - 1 for r in rounds),
             "views_per_push": sorted({r["views"] for r in rounds}),
-            "bytes_per_proxy_per_edit": pushed / max(1, opts.edits * len(full)),
+            "bytes_per_proxy_per_edit": pushed / max(1, opts.edits * out["storm"]["connected"]),
             "rounds": rounds,
         }
 
         out["closed"] = workers.close_proxies()
+        out["retries"] = _retries(out["added"], out["closed"])
         out["cpu_total_s"] = procstat.cpu_seconds(pid)
     finally:
         pilot.stop()
+        if guard is not None:
+            guard.unwatch(pid)
     return out
 
 
@@ -565,6 +630,8 @@ def run_floor(n: int, config: Path, root: Path, workers: Workers, opts: Options,
     write_atomically(virtual_service_path(config, edited), initial)
     weights = [edit_weight(e) for e in range(opts.floor_edits)]
     floor = FloorProcess(config, weights, root / "floor.log", opts.floor_uvloop, opts.floor_rds)
+    if opts.guard is not None:
+        opts.guard.watch(floor.proc.pid)
     out: dict[str, Any] = {}
     try:
         pid = floor.pid
@@ -574,17 +641,10 @@ def run_floor(n: int, config: Path, root: Path, workers: Workers, opts: Options,
         out["added"] = _added_connections(workers, target, pid, n, opts)
         time.sleep(0.5)
         cpu0, fleet0 = procstat.cpu_seconds(pid), workers.cpu_seconds()
-        started, full, errors = workers.connect(target, range(n), timeout=120)
-        cpu1, fleet1 = procstat.cpu_seconds(pid), workers.cpu_seconds()
-        storm = [t - started for t in full.values()]
-        out["storm"] = {
-            **summary(storm),
-            "connected": len(full),
-            "errors": errors,
-            "cpu_s": cpu1 - cpu0,
-            "fleet_cpu_s": fleet1 - fleet0,
-        }
-        log(f"  floor storm: {len(full)}/{n} proxies full config in {max(storm, default=float('nan')):.2f}s")
+        out["storm"], line = _storm(workers, target, n, opts)
+        out["storm"]["cpu_s"] = procstat.cpu_seconds(pid) - cpu0
+        out["storm"]["fleet_cpu_s"] = workers.cpu_seconds() - fleet0
+        log(f"  floor storm: {line}")
         time.sleep(1.0)
         out["rss_connected_kib"] = procstat.rss_kib(pid)
         idle = _idle_cpu_rate(pid, 1.0)
@@ -593,7 +653,7 @@ def run_floor(n: int, config: Path, root: Path, workers: Workers, opts: Options,
         spy.__enter__()
         for weight in weights:
             cpu0 = procstat.cpu_seconds(pid)
-            t0, times, missing = _edit_round(workers, weight, lambda w=weight: floor.push(w), timeout=60)
+            t0, times, missing = edit_round(workers, weight, lambda w=weight: floor.push(w), timeout=60)
             time.sleep(0.05)
             cpu1 = procstat.cpu_seconds(pid)
             rounds.append(
@@ -616,8 +676,11 @@ def run_floor(n: int, config: Path, root: Path, workers: Workers, opts: Options,
         }
         log(f"  floor pushes: median {out['edits']['push']['p50']:.3f}s")
         out["closed"] = workers.close_proxies()
+        out["retries"] = _retries(out["added"], out["closed"])
     finally:
         floor.stop()
+        if opts.guard is not None:
+            opts.guard.unwatch(floor.proc.pid)
     return out
 
 
@@ -665,13 +728,21 @@ def derive(case: dict[str, Any]) -> dict[str, Any]:
     n = case["proxies"]
     pe, fe = pilot["edits"], floor["edits"]
     shared = pilot["rss_idle_kib"]
+
+    def storm_s(storm: dict[str, Any]) -> float | str | None:
+        return f"batches of {storm['batch']}" if storm.get("batch") else storm.get("max")
+
     case["headline"] = {
-        "storm_s": pilot["storm"].get("max"),
-        "storm_floor_s": floor["storm"].get("max"),
+        "storm_s": storm_s(pilot["storm"]),
+        "storm_floor_s": storm_s(floor["storm"]),
         "storm_cpu_s": pilot["storm"].get("cpu_s"),
         "storm_cpu_floor_s": floor["storm"].get("cpu_s"),
         "storm_fleet_cpu_s": pilot["storm"].get("fleet_cpu_s"),
         "storm_fleet_cpu_floor_s": floor["storm"].get("fleet_cpu_s"),
+        "storm_retries": pilot["retries"].get("storm", {}).get("count", 0),
+        "storm_retries_floor": floor["retries"].get("storm", {}).get("count", 0),
+        "retries": sum(phase["count"] for phase in pilot["retries"].values()),
+        "retries_floor": sum(phase["count"] for phase in floor["retries"].values()),
         "convergence_from_write_p50_s": pe["from_write"].get("p50"),
         "convergence_from_write_p99_s": pe["from_write"].get("p99"),
         "convergence_from_write_max_s": pe["from_write"].get("max"),
@@ -714,6 +785,10 @@ ROWS = (
     ("  floor (s)", "storm_cpu_floor_s", "{:.2f}"),
     ("simulated fleet's CPU during the storm (s)", "storm_fleet_cpu_s", "{:.2f}"),
     ("  against the floor (s)", "storm_fleet_cpu_floor_s", "{:.2f}"),
+    ("streams retried in the storm", "storm_retries", "{:d}"),
+    ("  floor", "storm_retries_floor", "{:d}"),
+    ("streams retried, all phases", "retries", "{:d}"),
+    ("  floor", "retries_floor", "{:d}"),
     ("first proxy of a new view, full config (s)", "first_proxy_s", "{:.3f}"),
     ("  floor (s)", "first_proxy_floor_s", "{:.3f}"),
     ("convergence from write p50 (s)", "convergence_from_write_p50_s", "{:.3f}"),
@@ -749,8 +824,9 @@ def table(cases: Sequence[dict[str, Any]]) -> str:
     for label, key, fmt in ROWS:
         cells = []
         for case in cases:
-            value = case["headline"].get(key)
-            cells.append(("-" if value is None else fmt.format(value)).rjust(16))
+            value = f"aborted: {case['aborted']}" if "aborted" in case else case["headline"].get(key)
+            text = "-" if value is None else value if isinstance(value, str) else fmt.format(value)
+            cells.append(text.rjust(16))
         lines.append(label.ljust(width) + "".join(cells))
     return "\n".join(lines)
 
@@ -785,6 +861,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="sotw",
         help="how pilot's proxies speak ADS (vhds: delta, virtual hosts over VHDS); the floor's: sotw",
     )
+    parser.add_argument(
+        "--connect-batch",
+        type=int,
+        default=0,
+        metavar="B",
+        help="the storm (pilot's and the floor's) connects B proxies at a time, each batch waiting "
+        "for full config (0: all N at once)",
+    )
+    parser.add_argument(
+        "--max-connection-age",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="pilot serve --max-connection-age (default: pilot's, 1800; 0: no maximum age)",
+    )
+    parser.add_argument(
+        "--mem-floor",
+        type=float,
+        default=3.0,
+        metavar="GIB",
+        help="stop a case when the machine's MemAvailable falls under this (default 3 GiB)",
+    )
     parser.add_argument("--translate-repeats", type=int, default=5)
     parser.add_argument(
         "--profile",
@@ -804,6 +902,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped = [(n, k) for n, k in cases if n * k > DEFAULT_MAX_PRODUCT and not args.all]
     cases = [case for case in cases if case not in skipped]
     floor_loop = args.pilot_loop if args.floor_loop == "same" else args.floor_loop
+    age = args.max_connection_age
     opts = Options(
         workers=args.workers,
         edits=args.edits,
@@ -817,6 +916,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile=args.profile,
         floor_rds=args.floor_rds,
         protocol=args.protocol,
+        connect_batch=args.connect_batch,
+        pilot_args=() if age is None else ("--max-connection-age", str(age)),
+        guard=MemoryGuard(floor_kib=int(args.mem_floor * GIB_KIB)),
     )
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
@@ -836,15 +938,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_before": procstat.load_average(),
         "cases": [],
     }
-    workers = Workers(args.workers)
+    guard = opts.guard
+    assert guard is not None
+    workers = Workers(args.workers, guard)
     try:
         for n, k in cases:
             log(f"case N={n} K={k}")
             t0 = time.monotonic()
-            results["cases"].append(run_case(n, k, workers, opts, log))
+            guard.arm(workers.pids())
+            try:
+                results["cases"].append(run_case(n, k, workers, opts, log))
+            except Exception as exc:
+                if guard.tripped_at_kib is None:
+                    raise
+                # The guard stopped the case's processes: record it, start the workers afresh.
+                log(f"  aborted: memory ({type(exc).__name__}: {exc})")
+                results["cases"].append(
+                    {
+                        "proxies": n,
+                        "services": k,
+                        "protocol": opts.protocol,
+                        "aborted": "memory",
+                        "mem_available_kib": guard.tripped_at_kib,
+                        "mem_floor_kib": guard.floor_kib,
+                        "error": f"{type(exc).__name__}: {exc}",
+                    }
+                )
+                guard.disarm()
+                workers.stop()
+                workers = Workers(args.workers, guard)
+            guard.disarm()
             log(f"  done in {time.monotonic() - t0:.0f}s")
     finally:
         workers.stop()
+        guard.close()
     results["load_after"] = procstat.load_average()
     results["wall_s"] = time.time() - started
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -7,12 +7,12 @@
 
 The same sequence as a case of ``bench.run`` up to its storm: one proxy (the view's snapshot is
 built), 25 more in batches of 6, all closed (the view goes cold), then N at once. Prints how many
-reached full config and how the others' streams ended, the storm's wall time, and the CPU seconds
-(utime + stime) of the server and of the simulated fleet (its 4 worker processes) during it; CPU
-seconds stay comparable on a loaded machine, wall times do not. ``--repeat`` runs the storm again
-(each starts cold: the view's snapshot goes with its last stream and is built again). The floor
-takes extra grpc server options from ``BENCH_GRPC_OPTIONS`` (docs/benchmarks.md, "Why streams are
-lost in the storm").
+reached full config, how the streams that ended (each opened again) ended, the storm's wall time,
+and the CPU seconds (utime + stime) of the server and of the simulated fleet (its 4 worker
+processes) during it; CPU seconds stay comparable on a loaded machine, wall times do not.
+``--repeat`` runs the storm again (each starts cold: the view's snapshot goes with its last stream
+and is built again). The floor takes extra grpc server options from ``BENCH_GRPC_OPTIONS``
+(docs/benchmarks.md, "Why streams are lost in the storm").
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(
                         f"{args.server} {protocol} storm at {at} UTC: {len(full)}/{n} full config in "
                         f"{wall:.2f} s, CPU: server {server_after - server_cpu:.2f} s, fleet "
-                        f"{fleet_after - fleet_cpu:.2f} s; lost: {errors}",
+                        f"{fleet_after - fleet_cpu:.2f} s; streams ended: {errors}",
                         flush=True,
                     )
                     workers.close_proxies()

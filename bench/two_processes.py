@@ -54,7 +54,7 @@ from bench.mesh import (
     virtual_service_path,
     write_mesh,
 )
-from bench.run import RESULTS, BenchPilot, FloorProcess, Workers, _edit_round
+from bench.run import RESULTS, BenchPilot, FloorProcess, Workers, edit_round
 from pilot.localmesh.config_files import write_atomically
 
 LAYOUTS: dict[str, tuple[int, tuple[int, ...], set[int] | None]] = {
@@ -146,7 +146,7 @@ def run_layout(
         pushes = []
         for weight in weights:
             before = meter.read()
-            t0, times, missing = _edit_round(workers, weight, lambda w=weight: server.push(w), args.timeout)
+            t0, times, missing = edit_round(workers, weight, lambda w=weight: server.push(w), args.timeout)
             time.sleep(0.05)  # the last ACKs are read after the proxies wrote them
             after = meter.read()
             wall = max((t - t0 for t in times), default=float("nan"))

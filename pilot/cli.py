@@ -207,7 +207,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=defaults.max_connection_age,
         metavar="SECONDS",
         help="close xDS connections after this long so proxies rebalance "
-        "over replicas (default: 1800, with gRPC's +/-10%% jitter)",
+        "over replicas (default: 1800, with gRPC's +/-10%% jitter; 0: no maximum age)",
     )
     limits = _add_config_limits(serve, defaults)
     limits.add_argument(
@@ -621,7 +621,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         push_concurrency=args.push_concurrency,
         send_timeout=args.send_timeout,
         shutdown_grace=args.shutdown_grace,
-        max_connection_age=args.max_connection_age,
+        max_connection_age=args.max_connection_age or None,  # 0: connections never age out
         max_file_bytes=args.max_file_bytes,
         max_objects_per_file=args.max_objects_per_file,
         max_hosts_per_object=args.max_hosts_per_object,

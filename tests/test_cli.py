@@ -121,8 +121,18 @@ def test_serve_defaults_are_istios():
 
 
 @pytest.mark.parametrize(
+    ("value", "age"),
+    [(None, 1800.0), ("2.5", 2.5), ("0", None)],  # 0: connections never age out
+)
+def test_serve_max_connection_age(value: str | None, age: float | None):
+    argv = ["serve"] if value is None else ["serve", "--max-connection-age", value]
+    assert settings_from(build_parser().parse_args(argv)).max_connection_age == age
+
+
+@pytest.mark.parametrize(
     "argv",
     [
+        ["serve", "--max-connection-age", "-1"],
         ["serve", "--xds-port", "banana"],
         ["serve", "--xds-port", "70000"],
         ["serve", "--push-concurrency", "0"],
