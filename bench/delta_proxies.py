@@ -49,7 +49,7 @@ async def delta_proxy(
         request_serializer=Request.SerializeToString,
         response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
     )(wait_for_ready=True)  # type: ignore[call-arg]
-    held: dict[str, set[str]] = {EDS: set(), RDS: set()}  # subscribed names, from CDS and LDS
+    held: dict[str, frozenset[str]] = {EDS: frozenset(), RDS: frozenset()}  # subscribed, from CDS and LDS
     acked: set[str] = set()
     asked_vhds = False
     weight = -1
@@ -65,18 +65,18 @@ async def delta_proxy(
             type_url = response.type_url
             if type_url in (CDS, LDS):
                 child = EDS if type_url == CDS else RDS
+                # ``named`` is sorted and shared by the worker's proxies (memoized); the names
+                # new to this proxy keep its order.
                 named = fleet.memo.get(response, eds_clusters if type_url == CDS else route_names)
+                had = held[child]
                 # A removed cluster's EDS name is the cluster name (as in Istio).
-                gone = held[child] & set(response.removed_resources) if type_url == CDS else set()
-                new = set(named) - held[child]
+                removed = response.removed_resources if type_url == CDS else ()
+                gone = sorted(had.intersection(removed)) if removed and had else []
+                new = [name for name in named if name not in had] if had else named
                 if new or gone:
-                    held[child] = (held[child] | new) - gone
+                    held[child] = had.union(new).difference(gone) if had else frozenset(new)
                     await call.write(
-                        Request(
-                            type_url=child,
-                            resource_names_subscribe=sorted(new),
-                            resource_names_unsubscribe=sorted(gone),
-                        )
+                        Request(type_url=child, resource_names_subscribe=new, resource_names_unsubscribe=gone)
                     )
             await call.write(Request(type_url=type_url, response_nonce=response.nonce))
             if type_url == RDS and vhds and not asked_vhds:

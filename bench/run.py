@@ -100,6 +100,10 @@ class Workers:
     def pids(self) -> list[int]:
         return [proc.pid for proc in self.procs]
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds of every worker so far: what the simulated fleet costs the machine."""
+        return sum(procstat.cpu_seconds(pid) for pid in self.pids())
+
     def call_all(self, commands: Sequence[tuple[Any, ...]], timeout: float) -> list[Any]:
         if self.guard is not None:
             self.guard.check()
@@ -528,9 +532,10 @@ def run_pilot(
 
         # 1. connect storm
         with PySpy(pid, _profile_path(opts, n, k, "pilot-storm"), opts.profile == "native"):
-            cpu0 = procstat.cpu_seconds(pid)
+            cpu0, fleet0 = procstat.cpu_seconds(pid), workers.cpu_seconds()
             out["storm"], line = _storm(workers, target, n, opts, opts.protocol)
             out["storm"]["cpu_s"] = procstat.cpu_seconds(pid) - cpu0
+            out["storm"]["fleet_cpu_s"] = workers.cpu_seconds() - fleet0
         log(f"  pilot storm: {line}")
         time.sleep(1.0)
         out["rss_connected_kib"] = procstat.rss_kib(pid)
@@ -635,9 +640,10 @@ def run_floor(n: int, config: Path, root: Path, workers: Workers, opts: Options,
         target = f"127.0.0.1:{floor.port}"
         out["added"] = _added_connections(workers, target, pid, n, opts)
         time.sleep(0.5)
-        cpu0 = procstat.cpu_seconds(pid)
+        cpu0, fleet0 = procstat.cpu_seconds(pid), workers.cpu_seconds()
         out["storm"], line = _storm(workers, target, n, opts)
         out["storm"]["cpu_s"] = procstat.cpu_seconds(pid) - cpu0
+        out["storm"]["fleet_cpu_s"] = workers.cpu_seconds() - fleet0
         log(f"  floor storm: {line}")
         time.sleep(1.0)
         out["rss_connected_kib"] = procstat.rss_kib(pid)
@@ -729,6 +735,10 @@ def derive(case: dict[str, Any]) -> dict[str, Any]:
     case["headline"] = {
         "storm_s": storm_s(pilot["storm"]),
         "storm_floor_s": storm_s(floor["storm"]),
+        "storm_cpu_s": pilot["storm"].get("cpu_s"),
+        "storm_cpu_floor_s": floor["storm"].get("cpu_s"),
+        "storm_fleet_cpu_s": pilot["storm"].get("fleet_cpu_s"),
+        "storm_fleet_cpu_floor_s": floor["storm"].get("fleet_cpu_s"),
         "storm_retries": pilot["retries"].get("storm", {}).get("count", 0),
         "storm_retries_floor": floor["retries"].get("storm", {}).get("count", 0),
         "retries": sum(phase["count"] for phase in pilot["retries"].values()),
@@ -771,6 +781,10 @@ COLUMNS = (
 ROWS = (
     ("connect storm, all ACKed (s)", "storm_s", "{:.2f}"),
     ("  floor (s)", "storm_floor_s", "{:.2f}"),
+    ("pilot CPU during the storm (s)", "storm_cpu_s", "{:.2f}"),
+    ("  floor (s)", "storm_cpu_floor_s", "{:.2f}"),
+    ("simulated fleet's CPU during the storm (s)", "storm_fleet_cpu_s", "{:.2f}"),
+    ("  against the floor (s)", "storm_fleet_cpu_floor_s", "{:.2f}"),
     ("streams retried in the storm", "storm_retries", "{:d}"),
     ("  floor", "storm_retries_floor", "{:d}"),
     ("streams retried, all phases", "retries", "{:d}"),

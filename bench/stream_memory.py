@@ -135,74 +135,104 @@ def translate(root: Path, protocol: str = "sotw") -> tuple[ConfigStore, Snapshot
     return store, build_snapshot(view, PushContext.build(store.snapshot()))
 
 
+class InProcessStreams:
+    """The server's streams of ``protocol`` (delta for ``vhds``) for VIEW in this process, each
+    with a :class:`FakeProxy`; the server's shared parts (fan-out, encoded caches) as AdsServer
+    builds them. ``snapshot`` is the view's first."""
+
+    def __init__(self, protocol: str, snapshot: Snapshot) -> None:
+        _SUBSCRIBED.clear()
+        _SUBSCRIBED[types.ENDPOINT] = sorted(snapshot.resources(types.ENDPOINT))
+        _SUBSCRIBED[types.ROUTE] = sorted(snapshot.resources(types.ROUTE))
+        self.protocol = protocol
+        self.cache = SnapshotCache()
+        self.cache.set_snapshot(VIEW, snapshot)
+        self.server = AdsServer(self.cache, callbacks=None, push_concurrency=100, send_timeout=30.0)  # type: ignore[arg-type]
+        self.fakes: list[FakeProxy] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.responses = 0  # written to the fakes so far
+
+    def _written(self) -> None:
+        self.responses += 1
+
+    async def open(self, count: int, snapshot: Snapshot) -> None:
+        """``count`` more streams, each sending its first requests (their names from ``snapshot``)."""
+        server, wire_protocol = self.server, "sotw" if self.protocol == "sotw" else "delta"
+        stream_type = SotwStream if self.protocol == "sotw" else DeltaStream
+        shared = server._selections if self.protocol == "sotw" else server._delta_resources
+        control_plane = server._control_plane if self.protocol == "sotw" else server._delta_control_plane
+        for _ in range(count):
+            i = len(self.fakes)
+            conn = Connection(i + 1, node_id(i), "bench", VIEW, protocol=wire_protocol)
+            fake = FakeProxy(wire_protocol, first_requests(self.protocol, i, snapshot), self._written)
+            self.fakes.append(fake)
+            stream = stream_type(
+                conn,
+                fake,  # a fake context, which the stream only reads and writes
+                self.cache,
+                server._fanout,
+                shared,  # type: ignore[arg-type]  # the protocol's own
+                server._responses,
+                control_plane,
+            )
+            first = await fake.read()
+            self.tasks.append(asyncio.create_task(stream.run(first)))
+            if i % 50 == 49:
+                await asyncio.sleep(0)
+
+    async def settle(self, target: int, after: float = 0.5) -> None:
+        """Until ``target`` responses were written, and ``after`` seconds more (the last ACKs are
+        read)."""
+        deadline = time.monotonic() + 600
+        while self.responses < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.responses} of {target} responses")
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(after)
+
+    def written(self) -> int:
+        """Bytes written to every fake so far."""
+        return sum(f.written for f in self.fakes)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
 async def measure(
     protocol: str, proxies: int, root: Path, services: list[Any], trace: bool = True
 ) -> dict[str, float]:
     _, snapshot = translate(root, protocol)
     edit_virtual_service(root, services[0], 1)
     _, changed = translate(root, protocol)  # one route differs
-    _SUBSCRIBED.clear()
-    _SUBSCRIBED[types.ENDPOINT] = sorted(snapshot.resources(types.ENDPOINT))
-    _SUBSCRIBED[types.ROUTE] = sorted(snapshot.resources(types.ROUTE))
-    cache = SnapshotCache()
-    cache.set_snapshot(VIEW, snapshot)
-    # The server's shared parts (fan-out, encoded caches), as AdsServer builds them.
-    server = AdsServer(cache, callbacks=None, push_concurrency=100, send_timeout=30.0)  # type: ignore[arg-type]
-    shared = server._selections if protocol == "sotw" else server._delta_resources
-    control_plane = server._control_plane if protocol == "sotw" else server._delta_control_plane
-    wire_protocol = "sotw" if protocol == "sotw" else "delta"
-    fakes: list[FakeProxy] = []
-    writes = 0
+    streams = InProcessStreams(protocol, snapshot)
     expected = 0
-
-    def synced() -> None:
-        nonlocal writes
-        writes += 1
-
-    async def settle(target: int) -> None:
-        deadline = time.monotonic() + 600
-        while writes < target:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{writes} of {target} responses")
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0.5)  # the last ACKs are read
 
     gc.collect()
     if trace:
         tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     rss_before = procstat.rss_kib(os.getpid())
-    tasks = []
-    stream_type = SotwStream if protocol == "sotw" else DeltaStream
-    for i in range(proxies):
-        conn = Connection(i + 1, node_id(i), "bench", VIEW, protocol=wire_protocol)
-        fake = FakeProxy(wire_protocol, first_requests(protocol, i, snapshot), synced)
-        fakes.append(fake)
-        stream = stream_type(conn, fake, cache, server._fanout, shared, server._responses, control_plane)  # type: ignore[arg-type]
-        first = await fake.read()
-        tasks.append(asyncio.create_task(stream.run(first)))
-        if i % 50 == 49:
-            await asyncio.sleep(0)
+    await streams.open(proxies, snapshot)
     expected += proxies * len(subscribed_types(protocol))
-    await settle(expected)
+    await streams.settle(expected)
     gc.collect()
     in_step, peak = (m - before for m in tracemalloc.get_traced_memory())
     rss_in_step = procstat.rss_kib(os.getpid()) - rss_before
-    synced_bytes = sum(f.written for f in fakes)
+    synced_bytes = streams.written()
 
     pushed = time.perf_counter()
-    cache.set_snapshot(VIEW, changed)
-    await settle(expected + proxies)  # one RDS (or VHDS) response each
+    streams.cache.set_snapshot(VIEW, changed)
+    await streams.settle(expected + proxies)  # one RDS (or VHDS) response each
     push_seconds = time.perf_counter() - pushed - 0.5
     del snapshot
     gc.collect()
     after_push = tracemalloc.get_traced_memory()[0] - before
     if trace:
         tracemalloc.stop()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    edit_bytes = sum(f.written for f in fakes) - synced_bytes
+    await streams.close()
+    edit_bytes = streams.written() - synced_bytes
     sizes = {
         "sync_bytes_per_proxy": round(synced_bytes / proxies),
         "bytes_per_proxy_per_edit": round(edit_bytes / proxies),

@@ -53,6 +53,7 @@ from pilot.push.request import CONFIG, GLOBAL, PushRequest
 from pilot.push.translator import (
     IncrementalTranslator,
     IstioTranslator,
+    StableViewsTranslator,
     Translator,
     VersionedContext,
     ViewingTranslator,
@@ -111,6 +112,7 @@ class Pusher:
         # The one thread translation runs on; its threads end with the executor (garbage collected).
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pilot-translate")
         self._context: VersionedContext | None = None
+        self._viewed_at: VersionedContext | None = None  # see _changed_views
         self._revision = -1  # store revision of the current context
         self._event_revision = -1  # newest store revision a config event announced
         self._streams: dict[int, _Reader] = {}
@@ -366,7 +368,17 @@ class Pusher:
         return proxy.view()
 
     def _changed_views(self, context: VersionedContext) -> dict[int, ProxyView]:
-        """Every stream whose view under ``context`` differs from the one it reads, and its new view."""
+        """Every stream whose view under ``context`` differs from the one it reads, and its new view.
+
+        Every stream's view is its view at ``_viewed_at`` (the context of the last push, or the one
+        a newer stream opened at, which is the same or newer than it with the same views): when
+        the translator knows that no view differs from that context to this one, none is computed
+        again (1000 proxies cost 16 ms of the event loop per push at K=1000)."""
+        older, self._viewed_at = self._viewed_at, context
+        translator = self._translator
+        if older is not None and isinstance(translator, StableViewsTranslator):
+            if translator.same_views(older, context):
+                return {}
         out: dict[int, ProxyView] = {}
         for stream_id, reader in self._streams.items():
             view = self._view_of(reader.proxy, context)

@@ -13,9 +13,16 @@ from pilot.config.store import StoreSnapshot
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import Proxy, ProxyView
 from pilot.translate.snapshot import build_snapshot
-from pilot.translate.views import view_of
+from pilot.translate.views import same_views, view_of
 
-__all__ = ["IncrementalTranslator", "IstioTranslator", "Translator", "VersionedContext", "ViewingTranslator"]
+__all__ = [
+    "IncrementalTranslator",
+    "IstioTranslator",
+    "StableViewsTranslator",
+    "Translator",
+    "VersionedContext",
+    "ViewingTranslator",
+]
 
 
 class VersionedContext(Protocol):
@@ -55,6 +62,14 @@ class ViewingTranslator(Protocol):
     def view_of(self, proxy: Proxy, context: VersionedContext) -> ProxyView: ...
 
 
+@runtime_checkable
+class StableViewsTranslator(Protocol):
+    """A viewing translator that can tell, without computing any view, that no proxy's view
+    differs between two contexts (a push that edits routes alone moves no proxy)."""
+
+    def same_views(self, older: VersionedContext, newer: VersionedContext) -> bool: ...
+
+
 class IstioTranslator:
     """The real translator: ``PushContext.build`` and ``build_snapshot`` from pilot.translate.
 
@@ -74,6 +89,9 @@ class IstioTranslator:
 
     def view_of(self, proxy: Proxy, context: VersionedContext) -> ProxyView:
         return view_of(proxy, _push_context(context))
+
+    def same_views(self, older: VersionedContext, newer: VersionedContext) -> bool:
+        return same_views(_push_context(older), _push_context(newer))
 
     def update_snapshot(
         self,

@@ -35,6 +35,7 @@ from pilot.server import ledger as rules
 from pilot.server import wire
 from pilot.server.ledger import TypeLedger
 from pilot.server.requests import DeltaRequest
+from pilot.server.resource_diff import wanted_names
 from pilot.server.selections import DeltaResourceCache
 from pilot.server.stream import AdsStream, Cut
 from pilot.xds import types
@@ -97,8 +98,9 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         ledger.overrides = {
             name: version for name, version in initial.items() if ledger.wants(name)
         } or rules.NO_OVERRIDES
-        # Names it asks for but has no version of are sent even if it seems to hold them.
-        ledger.announce = ledger.names - ledger.overrides.keys()
+        # Names it asks for but has no version of are sent even if it seems to hold them (without
+        # a reconnect's versions, the shared subscription itself: no copy of thousands of names).
+        ledger.announce = ledger.names - ledger.overrides.keys() if ledger.overrides else ledger.names
         self._conn.types[type_url] = ledger
         # The first request of a type is always answered, even with nothing, so that the proxy's
         # initial fetch completes.
@@ -238,7 +240,10 @@ class DeltaStream(AdsStream[DeltaRequest, DeltaResourceCache]):
         return Cut(
             version=version,
             typed=typed if typed is not None else TypeResources.build(type_url, ()),
-            names=frozenset(r.name for r in updates),
+            # Everything wanted: the view's one set of those names, not a set per stream.
+            names=wanted_names(typed, subscription)
+            if everything and typed is not None
+            else frozenset(r.name for r in updates),
             changes=changes,
             encode=encode,
             summary=lambda: f"{len(updates)} resources, {len(removed)} removed",

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from pilot import metrics
 from pilot.cache.snapshot import Resource, TypeResources
-from pilot.server.resource_diff import diff, wanted
+from pilot.server.resource_diff import diff, wanted, wanted_changes
 from pilot.server.status import NackStatus
 from pilot.xds import types
 
@@ -41,6 +41,7 @@ __all__ = [
     "forget",
     "holds_nothing",
     "in_flight",
+    "in_step",
     "materialize",
     "record",
     "reject",
@@ -213,6 +214,18 @@ def holds_nothing(ledger: TypeLedger) -> bool:
     return ledger.base is None and not ledger.overrides and not ledger.rejected
 
 
+def in_step(ledger: TypeLedger, typed: TypeResources | None) -> bool:
+    """The proxy's last response was cut from ``typed`` itself (an unchanged type is the same
+    object in every snapshot) and its subscription did not change since: nothing differs, as
+    ``changes`` would find, without its walk. A push asks this of every type of every stream."""
+    return (
+        typed is not None
+        and typed is ledger.base
+        and ledger.synced_with == typed.version
+        and not ledger.announce
+    )
+
+
 def changes(
     ledger: TypeLedger, typed: TypeResources | None, *, removals: bool = False
 ) -> tuple[list[Resource], list[str]]:
@@ -244,6 +257,8 @@ def _updates(ledger: TypeLedger, typed: TypeResources | None) -> list[Resource]:
         return list(wanted(typed, None if ledger.wildcard else ledger.names))
     if ledger.base is not None and not ledger.overrides and not ledger.announce:
         # In step with base: what changed since base (shared by the view's streams), if wanted.
+        if not ledger.rejected:
+            return list(wanted_changes(ledger.base, typed, None if ledger.wildcard else ledger.names)[0])
         wants, rejected = ledger.wants, ledger.is_rejected
         found = [
             r for r in diff(ledger.base, typed).updated if wants(r.name) and not rejected(r.name, r.version)
@@ -286,7 +301,7 @@ def _removed(ledger: TypeLedger, typed: TypeResources | None) -> list[str]:
     gone: set[str] = set()
     if base is not None and base is not typed:
         if typed is not None and not overrides:
-            return [n for n in diff(base, typed).removed if ledger.wants(n)]
+            return list(wanted_changes(base, typed, None if ledger.wildcard else ledger.names)[1])
         gone = base.resources.keys() - resources.keys()
         if overrides:
             gone.difference_update(overrides)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 import grpc
+from prometheus_client import Counter
 
 from pilot import metrics
 from pilot.cache.cache import SnapshotCache
@@ -52,6 +53,21 @@ SharedT = TypeVar("SharedT")
 
 def _no_watch() -> None:
     pass
+
+
+_COUNTED: dict[str, tuple[Counter, Counter]] = {}
+
+
+def _counters(short: str) -> tuple[Counter, Counter]:
+    """The pushes and bytes counters of one type, labelled once (``labels`` costs more than the
+    increment, and every response of every stream counts)."""
+    found = _COUNTED.get(short)
+    if found is None:
+        found = _COUNTED[short] = (
+            metrics.xds_pushes.labels(type=short),
+            metrics.xds_push_bytes.labels(type=short),
+        )
+    return found
 
 
 class StreamContext(ByteStream, Protocol[RequestT_co]):
@@ -342,8 +358,12 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         self._pending_since = None
 
     def _changes_in(self, snapshot: Snapshot) -> bool:
+        by_type = snapshot.by_type
         return any(
-            ledger.nonce_sent and self._has_changes(ledger, snapshot) for ledger in self._conn.types.values()
+            ledger.nonce_sent
+            and not rules.in_step(ledger, by_type.get(ledger.type_url))
+            and self._has_changes(ledger, snapshot)
+            for ledger in self._conn.types.values()
         )
 
     def _ordered_types(self) -> list[str]:
@@ -365,6 +385,9 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
             ledger = self._conn.types.get(type_url)  # the reader may have dropped it meanwhile
             if ledger is None:
                 continue
+            rewarming = type_url == types.ENDPOINT and updated_clusters
+            if not ledger.respond and not rewarming and rules.in_step(ledger, snapshot.by_type.get(type_url)):
+                continue  # an unchanged type: nothing to cut (most types of most pushes)
             cut = self._cut(ledger, snapshot, updated_clusters if type_url == types.ENDPOINT else frozenset())
             if cut is None:
                 continue
@@ -393,8 +416,9 @@ class AdsStream(abc.ABC, Generic[RequestT, SharedT]):
         except Exception:
             metrics.xds_pushes.labels(type=f"{short}_senderr").inc()
             raise
-        metrics.xds_pushes.labels(type=short).inc()
-        metrics.xds_push_bytes.labels(type=short).inc(len(data))
+        pushes, pushed_bytes = _counters(short)
+        pushes.inc()
+        pushed_bytes.inc(len(data))
         if self._log.isEnabledFor(logging.DEBUG):
             self._log.debug(
                 "%s:%s sent %s version %s nonce %s: %s, %d bytes",

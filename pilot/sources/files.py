@@ -44,9 +44,11 @@ from pilot.sources.folder_services import FolderServices
 
 log = logging.getLogger("pilot.sources.files")
 
-# watchfiles yields once no new change arrived for STEP_MS (so an edit is seen ~20-40 ms later),
-# or after DEBOUNCE_MS of continuous changes. Pushes are debounced again by the Pusher.
-STEP_MS = 20
+# watchfiles yields once no new change arrived for STEP_MS (so an edit is seen ~10-20 ms later),
+# or after DEBOUNCE_MS of continuous changes. Pushes are debounced again by the Pusher. Its thread
+# wakes (and takes the GIL) every STEP_MS: at 10 ms that is 0.3% of a core while idle, at 20 ms
+# 0.2%, and an edit is seen 15 ms sooner on average (an atomic save's events come within 1 ms).
+STEP_MS = 10
 DEBOUNCE_MS = 400
 # Files read by one executor job: few and small enough that workers share a burst and a large file
 # is read alone (an edit of a small file must not wait for it), enough to amortise a job.
@@ -89,6 +91,9 @@ class FolderSource:
         self._known: set[PurePath] = set()  # relative paths currently applied to the store
         # Each path's latest load or forget: a result read before a newer change of its file is dropped.
         self._generation: dict[PurePath, int] = {}
+        # Every folder above a path in ``_generation``: forgetting a path that is neither (an
+        # editor's temporary file, renamed away) touches nothing, without a walk of every path.
+        self._folders: set[PurePath] = set()
         self._changes: set[asyncio.Task[None]] = set()  # batches of changes being read
         # Kubernetes core objects: what each file holds, which files hold each, and their join.
         self._services = FolderServices(cluster_domain)
@@ -240,6 +245,8 @@ class FolderSource:
     def _next_generation(self, relative: PurePath) -> int:
         generation = self._generation.get(relative, 0) + 1
         self._generation[relative] = generation
+        if generation == 1:
+            self._folders.update(relative.parents)
         return generation
 
     def _batches(self, relatives: list[PurePath]) -> list[tuple[list[PurePath], bool]]:
@@ -304,8 +311,12 @@ class FolderSource:
         """``relative`` is gone: drop it, or every file under it if it was a folder."""
         if relative in self._generation:  # a file: no need to look through every path (bursts of deletes)
             affected = [relative]
-        else:
+        elif relative in self._folders:
             affected = [path for path in self._generation if relative in path.parents]
+        else:
+            # No file was ever under it: a save's temporary file, renamed away (with 3000 files,
+            # walking every path's parents took 10 to 45 ms of the event loop per edit).
+            affected = []
         for path in affected:
             self._next_generation(path)  # a read of it still under way is now stale
         gone = [path for path in affected if path in self._known]

@@ -38,6 +38,7 @@ from pilot.translate.registry import (
     services_of,
 )
 from pilot.translate.scope import InheritedKey, Scope, imports_virtual_service
+from pilot.translate.workload_selectors import SelectorParts, selectors_of
 
 log = logging.getLogger("pilot.translate.context")
 
@@ -77,6 +78,7 @@ class PushContext:
     # every label pair some workload selector of the config names (pilot.translate.views).
     _at_address: dict[str, tuple[tuple[Service, Endpoint], ...]] = field(default_factory=dict, repr=False)
     _selectors: list[tuple[frozenset[tuple[str, str]], ...]] = field(default_factory=list, repr=False)
+    _selector_parts: SelectorParts = field(default_factory=dict, repr=False)  # each entry's
     # What translation derives from this context alone, once (``derived``).
     _derived: dict[Hashable, object] = field(default_factory=dict, repr=False)
     _sidecars_by_namespace: dict[str, list[ConfigObject[nw.Sidecar]]] = field(
@@ -358,19 +360,12 @@ class PushContext:
         labels decide what it is sent only through which of these they satisfy. Sidecar
         ``workloadSelector.labels`` are not here: a view names its Sidecar itself."""
         if not self._selectors:
-            found: set[frozenset[tuple[str, str]]] = set()
-            for vs in self.virtual_services:
-                for http in vs.spec.http:
-                    for match in http.match:
-                        found.add(frozenset(match.source_labels.items()))
-                for tcp in vs.spec.tcp:
-                    for l4_match in tcp.match:
-                        found.add(frozenset(l4_match.source_labels.items()))
-                for tls in vs.spec.tls:
-                    for tls_match in tls.match:
-                        found.add(frozenset(tls_match.source_labels.items()))
-            for dr in self.destination_rules:
-                found.add(frozenset(dr.spec.workload_selector.match_labels.items()))
+            # An entry the context this one was built from has too gives the selectors found there.
+            previous = self._previous() if self._previous is not None else None
+            earlier = previous._selector_parts if previous is not None else {}
+            found = selectors_of(
+                (*self.virtual_services, *self.destination_rules), earlier, self._selector_parts
+            )
             policy_selectors = (
                 *(policy.spec.selector for policy in self.peer_authentications),
                 *(policy.spec.selector for policy in self.authorization_policies),

@@ -72,6 +72,29 @@ def view_of(proxy: Proxy, context: PushContext) -> ProxyView:
     )
 
 
+# Kinds that reach a view only through their workload selectors (PushContext.selectors): a push
+# that changes objects of these kinds alone, and no selector, moves no proxy to another view.
+_SELECTING_KINDS = frozenset(
+    {
+        kinds.VIRTUAL_SERVICE,
+        kinds.DESTINATION_RULE,
+        kinds.PEER_AUTHENTICATION,
+        kinds.AUTHORIZATION_POLICY,
+        kinds.REQUEST_AUTHENTICATION,
+    }
+)
+
+
+def same_views(older: PushContext, newer: PushContext) -> bool:
+    """Whether every proxy has the same view under ``newer`` as under ``older``, known without
+    computing any view: only objects of kinds that select workloads changed, and no selector did
+    (a VirtualService's routes edited). False when that is not known."""
+    changed = newer.changed_since(older)
+    if changed is None or any(key.kind not in _SELECTING_KINDS for key in changed):
+        return False
+    return newer.selectors() == older.selectors()
+
+
 def selected_labels(
     workload: Mapping[str, str], selectors: tuple[frozenset[tuple[str, str]], ...]
 ) -> tuple[tuple[str, str], ...]:

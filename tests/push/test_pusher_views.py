@@ -15,7 +15,9 @@ from pilot.cache.cache import SnapshotCache
 from pilot.config.objects import ConfigObject, ParseResult
 from pilot.config.store import ConfigStore
 from pilot.push.pusher import Pusher
+from pilot.push.translator import IstioTranslator, VersionedContext
 from pilot.server.ads import AdsServer
+from pilot.translate.proxy import Proxy, ProxyView
 from pilot.translate.targets import ServiceTarget
 from pilot.xds import types
 from tests import factories as f
@@ -155,3 +157,29 @@ async def test_a_thousand_proxies_of_ten_workloads_are_ten_views_in_the_pusher()
         f"1000 streams opened in {opened * 1e3:.0f} ms; push of 10 views {status.duration * 1e3:.0f} ms",
         f"(views of 1000 streams {status.view_time * 1e3:.1f} ms)",
     )
+
+
+async def test_a_push_of_route_edits_alone_computes_no_view() -> None:
+    counted: list[str] = []
+
+    class Counting(IstioTranslator):
+        def view_of(self, proxy: Proxy, context: VersionedContext) -> ProxyView:
+            counted.append(proxy.id)
+            return super().view_of(proxy, context)
+
+    store, cache = ConfigStore(), SnapshotCache()
+    pusher = Pusher(store, cache, debounce_after=0.01, debounce_max=1.0, translator=Counting())
+    route = {"route": [{"destination": {"host": "reviews"}}], "timeout": "1s"}
+    apply(store, f.http_service("reviews"), f.virtual_service("reviews", hosts=["reviews"], http=[route]))
+    await pusher.push()
+    await pusher.on_stream_open(1, node({"app": "web"}))
+    await pusher.push()  # the streams' views are computed once after they opened
+    counted.clear()
+    route["timeout"] = "2s"
+    apply(store, f.http_service("reviews"), f.virtual_service("reviews", hosts=["reviews"], http=[route]))
+    status = await pusher.push()
+    assert counted == [] and status.views == 1  # translated again, no view computed
+    route["match"] = [{"sourceLabels": {"app": "web"}}]  # a selector: views are computed again
+    apply(store, f.http_service("reviews"), f.virtual_service("reviews", hosts=["reviews"], http=[route]))
+    status = await pusher.push()
+    assert counted == [NODE] and status.moved_streams == 1

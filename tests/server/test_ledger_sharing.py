@@ -112,3 +112,18 @@ async def test_a_nack_or_another_subscription_gives_a_stream_its_own_state(
     eds3 = v3.by_type[types.ENDPOINT]
     two = ledgers(harness, "p2")[types.ENDPOINT]
     assert two.base is eds3 and in_step(two) and ledgers(harness, "p1")[types.ENDPOINT].base is eds3
+
+
+async def test_delta_proxies_that_hold_nothing_record_one_set_of_names(harness: AdsHarness) -> None:
+    # A connect storm: every proxy of the view is sent everything it wants, and the response each
+    # stream records names the view's one set of those names (3000 clusters each at K=1000).
+    clients = [harness.xds_client("delta", node_id) for node_id in ("p1", "p2")]
+    for client in clients:
+        await client.subscribe(types.CLUSTER, [])
+        await client.recv()  # not ACKed: the response stays in flight, recorded in the ledger
+    one, two = (ledgers(harness, node_id)[types.CLUSTER].pending for node_id in ("p1", "p2"))
+    assert len(one) == len(two) == 1
+    assert one[0].names is not None and one[0].names == set(
+        harness.cache.get_snapshot(VIEW).by_type[types.CLUSTER].resources
+    )
+    assert one[0].names is two[0].names

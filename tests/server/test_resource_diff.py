@@ -6,7 +6,7 @@ import gc
 import weakref
 
 from pilot.cache.snapshot import Resource, TypeResources
-from pilot.server.resource_diff import diff, wanted
+from pilot.server.resource_diff import diff, wanted, wanted_changes, wanted_names
 from pilot.xds import types
 from tests.server.resources import cluster
 
@@ -55,3 +55,23 @@ def test_the_memos_keep_no_old_resources_alive() -> None:
     gc.collect()
     assert gone() is None  # a push later, nothing holds the older snapshot's resources
     assert [r.name for r in wanted(new, names)] == ["a"]
+
+
+def test_the_names_a_subscription_wants_are_one_set_per_subscription() -> None:
+    typed = _typed(cluster("c"), cluster("a"), cluster("b"))
+    names = frozenset({"b", "a", "nope"})
+    found = wanted_names(typed, names)
+    assert found == {"a", "b"}  # what wanted() sends, absent names left out
+    assert wanted_names(typed, names) is found  # every stream of a storm records this one set
+    assert wanted_names(typed, None) == set(typed.resources)
+
+
+def test_what_a_stream_in_step_is_sent_is_filtered_once_per_subscription() -> None:
+    old = _typed(cluster("a"), cluster("b"), cluster("c"))
+    new = _typed(cluster("a", 5000), cluster("b"), cluster("d"), previous=old)
+    names = frozenset({"a", "c"})
+    found = wanted_changes(old, new, names)
+    assert ([r.name for r in found[0]], found[1]) == (["a"], ("c",))  # only what it subscribes to
+    assert wanted_changes(old, new, names) is found  # every stream of the view shares the answer
+    every = wanted_changes(old, new, None)
+    assert ([r.name for r in every[0]], every[1]) == (["a", "d"], ("c",))  # wildcard: all of it

@@ -6,7 +6,7 @@ import asyncio
 import multiprocessing
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path, PurePath
@@ -166,6 +166,26 @@ async def test_editor_style_save_through_a_temp_file_and_rename(tmp_path: Path):
         (tmp_path / "marker.yaml").write_text(service_entry("marker"))
         await eventually(lambda: "marker" in names(store), "marker loaded")
         assert names(store) == {"new", "marker"}
+
+
+async def test_forgetting_a_path_that_never_held_a_file_walks_no_other_path(tmp_path: Path):
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "a.yaml").write_text(service_entry("a"))
+    store = ConfigStore()
+    source = FolderSource(tmp_path, store)
+    walked: list[int] = []
+
+    class Watched(dict[PurePath, int]):
+        def __iter__(self) -> Iterator[PurePath]:
+            walked.append(1)
+            return super().__iter__()
+
+    async with running(source):
+        source._generation = Watched(source._generation)
+        source._forget(PurePath(".a.yaml.tmp"))  # a save's temporary file, renamed away
+        assert walked == [] and names(store) == {"a"}
+        source._forget(PurePath("team"))  # a folder that held files: they go
+        assert walked and names(store) == set()
 
 
 async def test_folders_moved_out_and_in(tmp_path: Path):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
-from pilot.config.objects import ConfigObject
+from pilot.config.objects import ConfigObject, ParseResult
+from pilot.config.store import ConfigStore
 from pilot.translate.clusters import build_clusters
 from pilot.translate.context import PushContext
 from pilot.translate.proxy import InterceptionMode, NodeType, Proxy
 from pilot.translate.snapshot import build_snapshot
 from pilot.translate.targets import ServiceTarget
-from pilot.translate.views import service_targets, view_of
+from pilot.translate.views import same_views, service_targets, view_of
 from pilot.xds import types
 from tests import factories as f
 
@@ -307,3 +308,33 @@ def test_pairs_of_a_selector_a_workload_does_not_satisfy_never_split_a_view() ->
         ("version", "v2"),
     )
     assert selected_labels({"app": "productpage", "version": "v1"}, selectors) == ()
+
+
+def test_views_stay_across_route_edits_and_not_across_a_new_selector_or_service() -> None:
+    store = ConfigStore()
+
+    def context_with(*objects: ConfigObject, previous: PushContext | None = None) -> PushContext:
+        store.apply(ParseResult("mesh.yaml", objects=objects))
+        return PushContext.build(store.snapshot(), previous)
+
+    reviews = f.http_service("reviews")
+
+    def routes(weight: int, match: list[dict[str, object]] | None = None) -> ConfigObject:
+        route = {
+            "route": [{"destination": {"host": "reviews"}, "weight": weight}, {"destination": {"host": "x"}}]
+        }
+        return f.virtual_service(
+            "reviews", hosts=["reviews"], http=[{**route, **({"match": match} if match else {})}]
+        )
+
+    first = context_with(reviews, routes(90))
+    edited = context_with(reviews, routes(80), previous=first)
+    assert same_views(first, edited)  # routes alone: no proxy is told apart differently
+    selecting = context_with(reviews, routes(80, [{"sourceLabels": {"app": "web"}}]), previous=edited)
+    assert not same_views(edited, selecting)  # a new selector can split a view
+    moved = context_with(
+        f.http_service("reviews", endpoints=[{"address": "10.0.0.1"}]),
+        routes(80, [{"sourceLabels": {"app": "web"}}]),
+        previous=selecting,
+    )
+    assert not same_views(selecting, moved)  # an endpoint at a proxy's address gives it targets
