@@ -103,7 +103,13 @@ async def clusters(
         metadata=metadata, timeout=DEADLINE
     )
     try:
-        await call.write(discovery_pb2.DiscoveryRequest(node=who, type_url=types.CLUSTER))
+        try:
+            await call.write(discovery_pb2.DiscoveryRequest(node=who, type_url=types.CLUSTER))
+        except grpc.aio.AioRpcError:
+            # The server refused the stream before the request went out: grpc fails the write
+            # with its own INTERNAL error, and the call itself ends with the server's status.
+            await call
+            raise
         response = await call.read()
         if response is grpc.aio.EOF:  # type: ignore[attr-defined]
             await call  # raises the status
