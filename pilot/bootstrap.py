@@ -270,7 +270,8 @@ def _assemble(
 
 
 class BootstrapArgs(Protocol):
-    """The ``bootstrap`` subcommand's options (pilot.cli.BootstrapOptions); the others are optional."""
+    """The ``bootstrap`` subcommand's options (pilot.cli.bootstrap.BootstrapOptions); the others are
+    optional."""
 
     @property
     def node_id(self) -> str: ...

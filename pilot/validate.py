@@ -92,7 +92,7 @@ def _skipped(result: ParseResult) -> str:
 
 
 class Files(Protocol):
-    """The ``validate`` subcommand's options (pilot.cli.ValidateOptions)."""
+    """The ``validate`` subcommand's options (pilot.cli.validate.ValidateOptions)."""
 
     @property
     def files(self) -> Sequence[str]: ...
@@ -105,7 +105,8 @@ class Files(Protocol):
 
 
 # What a proxyless gRPC server does not enforce of an AuthorizationPolicy: that is the translator's
-# knowledge (pilot.translate.grpc_authz_warnings), which this layer does not import; pilot.cli passes it.
+# knowledge (pilot.translate.grpc_authz_warnings), which this layer does not import; pilot.cli.validate
+# passes it.
 PolicyWarnings = Callable[[ConfigObject[Any]], Sequence[FieldError]]
 
 

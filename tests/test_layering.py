@@ -180,18 +180,34 @@ def test_imports_follow_the_table(path: Path):
     assert not problems, "\n".join(problems)
 
 
+def importers(layer: str, allowed: frozenset[str]) -> list[str]:
+    """Where a module outside the ``allowed`` layers imports ``layer`` (a package or a module)."""
+    return [
+        f"{path.relative_to(PILOT.parent)}:{line}: imports {target}"
+        for path in modules()
+        if layer_of(path) not in allowed
+        for line, target in imports(path)
+        if target == f"pilot.{layer}" or target.startswith(f"pilot.{layer}.")
+    ]
+
+
 HARNESS = "localmesh"
 HARNESS_USERS = frozenset({"demo", HARNESS})
 
 
 def test_only_the_demo_imports_the_harness():
-    found = [
-        f"{path.relative_to(PILOT.parent)}:{line}: imports {target}"
-        for path in modules()
-        if layer_of(path) not in HARNESS_USERS
-        for line, target in imports(path)
-        if target == f"pilot.{HARNESS}" or target.startswith(f"pilot.{HARNESS}.")
-    ]
+    found = importers(HARNESS, HARNESS_USERS)
+    assert not found, "\n".join(found)
+
+
+CLI = "cli"
+CLI_USERS = frozenset({"__main__", CLI})
+
+
+def test_only_the_entry_point_imports_the_cli():
+    """The command line (pilot/cli/) is the outermost layer: it may import everything, so nothing of
+    the product but ``python -m pilot`` imports it (tests, bench and the console script do)."""
+    found = importers(CLI, CLI_USERS)
     assert not found, "\n".join(found)
 
 

@@ -17,7 +17,7 @@ from pilot.capture.options import IptablesOptions, from_flags
 from pilot.capture.rules import redirect_rules
 from pilot.errors import ConfigError
 
-# The argparse dests are from_flags' keyword names (pilot/cli.py registers them).
+# The argparse dests are from_flags' keyword names (pilot/cli/iptables.py registers them).
 FLAG_FIELDS = tuple(inspect.signature(from_flags).parameters)
 
 

@@ -30,7 +30,7 @@ class DemoOptions:
 
 
 def add_mesh_flags(parser: argparse.ArgumentParser) -> None:
-    """``--mesh`` and ``--requests``, on ``pilot demo``'s parser (pilot/cli.py)."""
+    """``--mesh`` and ``--requests``, on ``pilot demo``'s parser (pilot/cli/demo.py)."""
     parser.add_argument(
         "--mesh",
         action="store_true",

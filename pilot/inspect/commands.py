@@ -55,7 +55,7 @@ def _output_flag(parser: argparse.ArgumentParser, *choices: str) -> None:
 def add_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], command: CommandFactory
 ) -> None:
-    """Add the operator's subcommands; ``command(options_from, handler)`` is pilot.cli.Command."""
+    """Add the operator's subcommands; ``command(options_from, handler)`` is pilot.cli.command.Command."""
     status = commands.add_parser(
         "proxy-status",
         help="each proxy's xDS sync state (istioctl proxy-status)",

@@ -1,0 +1,3 @@
+from pilot.cli import main
+
+raise SystemExit(main())
