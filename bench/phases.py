@@ -18,6 +18,8 @@ from bench.workers import Workers
 
 @dataclass
 class Options:
+    """What every case of a run runs with (from ``python -m bench``'s command line)."""
+
     workers: int
     edits: int
     floor_edits: int
