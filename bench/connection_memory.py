@@ -44,8 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import procstat
+from bench.measured_servers import BenchPilot, FloorProcess
 from bench.mesh import BenchService, edit_virtual_service, edit_weight, write_mesh
-from bench.run import BenchPilot, FloorProcess, Workers, edit_round
+from bench.phases import edit_round
+from bench.workers import Workers
 
 _ROOT = Path(__file__).resolve().parent.parent
 _ARENA_ALIGN = 64 * 1024 * 1024  # glibc's HEAP_MAX_SIZE on 64-bit: non-main arenas start here

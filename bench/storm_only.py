@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import procstat
+from bench.measured_servers import BenchPilot, FloorProcess
 from bench.mesh import write_mesh
-from bench.run import BenchPilot, FloorProcess, Workers
+from bench.workers import Workers
 
 ADDED = 25
 BATCH = 6

@@ -47,6 +47,7 @@ from typing import Any
 import yaml
 
 from bench import procstat
+from bench.measured_servers import BenchPilot, FloorProcess
 from bench.mesh import (
     BenchService,
     edit_weight,
@@ -54,7 +55,9 @@ from bench.mesh import (
     virtual_service_path,
     write_mesh,
 )
-from bench.run import RESULTS, BenchPilot, FloorProcess, Workers, edit_round
+from bench.paths import RESULTS
+from bench.phases import edit_round
+from bench.workers import Workers
 from pilot.localmesh.config_files import write_atomically
 
 LAYOUTS: dict[str, tuple[int, tuple[int, ...], set[int] | None]] = {
