@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pilot._gen import networking_pb2 as nw
-from pilot.config.objects import ConfigKey, precedence
-from pilot.translate.registry import PUBLIC
+from pilot.config.gateway_api.convert import GATEWAY_SEMANTICS, ROUTE_SEMANTICS
+from pilot.config.objects import ConfigKey, ConfigObject, precedence
+from pilot.translate import hosts
+from pilot.translate.mesh_settings import MeshSettings
+from pilot.translate.registry import PUBLIC, export_set
 
 log = logging.getLogger("pilot.translate.context")
 
@@ -90,3 +93,42 @@ def merge_rules(rules: list[DestinationRuleEntry]) -> DestinationRuleEntry:
 
 
 __all__ = ["MESH_GATEWAY", "DestinationRuleEntry", "VirtualServiceEntry", "merge_rules"]
+
+
+def virtual_service_entry(
+    obj: ConfigObject[nw.VirtualService],
+    spec: nw.VirtualService,
+    mesh: MeshSettings,
+    earlier: VirtualServiceEntry | None = None,
+) -> VirtualServiceEntry:
+    """``spec`` is the object's spec, or for a root VirtualService its spec with delegates merged.
+    ``earlier``: the entry of the same key in the previous context (with the same mesh settings),
+    returned itself when made from this very spec, so pieces keyed by it carry over."""
+    if earlier is not None and earlier.spec is spec and earlier.created == obj.created:
+        return earlier
+    return VirtualServiceEntry(
+        key=obj.key,
+        hosts=tuple(hosts.resolve_shortname(h, obj.namespace) for h in spec.hosts),
+        gateways=tuple(spec.gateways),
+        export_to=export_set(spec.export_to, obj.namespace, mesh.virtual_service_export_to),
+        spec=spec,
+        created=obj.created,
+        gateway_semantics=(ROUTE_SEMANTICS, GATEWAY_SEMANTICS) in obj.annotations,
+    )
+
+
+def destination_rule_entry(
+    obj: ConfigObject[nw.DestinationRule], mesh: MeshSettings, earlier: DestinationRuleEntry | None = None
+) -> DestinationRuleEntry:
+    """``earlier``: the entry of the same key in the previous context (with the same mesh settings),
+    returned itself when made from this very spec."""
+    if earlier is not None and earlier.spec is obj.spec:
+        return earlier
+    spec = obj.spec
+    # A DestinationRule with a workload selector applies only to the workloads it selects in its
+    # own namespace (Istio's SidecarScope.DestinationRule): visible there only, chosen by labels.
+    if spec.HasField("workload_selector"):
+        export_to: frozenset[str] = frozenset({obj.namespace})
+    else:
+        export_to = export_set(spec.export_to, obj.namespace, mesh.destination_rule_export_to)
+    return DestinationRuleEntry(obj.key, hosts.resolve_shortname(spec.host, obj.namespace), export_to, spec)

@@ -3,7 +3,8 @@
 Istio's ``model.PushContext`` (pilot/pkg/model/push_context.go) with its service registry built
 from ServiceEntries (serviceregistry/serviceentry/conversion.go). ``PushContext.scope(namespace)``
 is what a proxy of that namespace can see (pilot.translate.scope); its settings and entries are in
-pilot.translate.mesh_settings and pilot.translate.config_entries, re-exported here.
+pilot.translate.mesh_settings and pilot.translate.config_entries, re-exported here. What a context
+takes from the previous one is pilot.translate.context_reuse; objects by kind, pilot.translate.config_order.
 """
 
 from __future__ import annotations
@@ -12,20 +13,37 @@ import logging
 import weakref
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TypeVar, cast
 
 from pilot._gen import networking_pb2 as nw
 from pilot._gen import security_pb2 as sec
 from pilot.config import kinds
-from pilot.config.gateway_api.convert import GATEWAY_SEMANTICS, ROUTE_SEMANTICS
 from pilot.config.gateway_api.convert import convert as convert_gateway_api
 from pilot.config.jwks import JWKS_KIND, JwksKey, resolved_keys
-from pilot.config.objects import ConfigKey, ConfigObject, SpecT
+from pilot.config.objects import ConfigKey, ConfigObject
 from pilot.config.protocols import Protocol, parse_protocol, port_protocol
 from pilot.config.store import StoreSnapshot
-from pilot.translate import delegate, hosts
-from pilot.translate.config_entries import DestinationRuleEntry, VirtualServiceEntry
+from pilot.translate import delegate
+from pilot.translate.config_entries import (
+    DestinationRuleEntry,
+    VirtualServiceEntry,
+    destination_rule_entry,
+    virtual_service_entry,
+)
+from pilot.translate.config_order import (
+    authorization_policies_of,
+    by_key,
+    by_precedence,
+    of_kind,
+    peer_authentications_of,
+)
+from pilot.translate.context_reuse import (
+    changed_keys,
+    edited_context,
+    edits_only,
+    inherited_route_pieces,
+    same_hosts_map,
+)
 from pilot.translate.mesh_settings import MeshSettings
 from pilot.translate.pieces import RoutePieces
 from pilot.translate.proxy import DEFAULT_DNS_DOMAIN, ProxyView
@@ -34,7 +52,6 @@ from pilot.translate.registry import (
     Resolution,
     Service,
     ServicePort,
-    export_set,
     services_of,
 )
 from pilot.translate.scope import InheritedKey, Scope, imports_virtual_service
@@ -117,22 +134,22 @@ class PushContext:
         (when the mesh settings and WorkloadEntries they depend on did not change either)."""
         changed_from = None
         if previous is not None and previous.objects is not None:
-            changed_from = (previous.objects, _changed(snapshot.objects, previous.objects))
-        edits = _edits_only(snapshot, previous, changed_from[1] if changed_from else None)
+            changed_from = (previous.objects, changed_keys(snapshot.objects, previous.objects))
+        edits = edits_only(snapshot, previous, changed_from[1] if changed_from else None)
         if previous is not None and edits is not None:
-            return cls._edited(snapshot, previous, edits)
-        objects = sorted(snapshot.objects.values(), key=_by_key)
+            return edited_context(snapshot, previous, edits)
+        objects = sorted(snapshot.objects.values(), key=by_key)
         # The Gateway API's objects, as the Istio Gateways and VirtualServices they convert to.
-        objects += sorted(convert_gateway_api(snapshot.objects).objects, key=_by_key)
+        objects += sorted(convert_gateway_api(snapshot.objects).objects, key=by_key)
         by_kind: dict[str, list[ConfigObject]] = {}
         for obj in objects:
             by_kind.setdefault(obj.kind, []).append(obj)
-        meshes = _of_kind(kinds.MESH_CONFIG_INFO, by_kind)
+        meshes = of_kind(kinds.MESH_CONFIG_INFO, by_kind)
         mesh = MeshSettings.from_spec(meshes[0].spec) if meshes else MeshSettings()
         if len(meshes) > 1:
             log.warning("%d MeshConfig objects; using %s", len(meshes), meshes[0].key)
-        workloads = _of_kind(kinds.WORKLOAD_ENTRY_INFO, by_kind)
-        entries = _of_kind(kinds.SERVICE_ENTRY_INFO, by_kind)
+        workloads = of_kind(kinds.WORKLOAD_ENTRY_INFO, by_kind)
+        entries = of_kind(kinds.SERVICE_ENTRY_INFO, by_kind)
         reusable: Mapping[ConfigKey, tuple[ConfigObject[nw.ServiceEntry], tuple[Service, ...]]] = {}
         earlier: dict[ConfigKey, VirtualServiceEntry] = {}
         same_base = (
@@ -155,14 +172,14 @@ class PushContext:
         services = [svc for _, of_entry in made.values() for svc in of_entry]
         services.sort(key=lambda s: (s.hostname, s.key.kind, s.key.namespace, s.key.name))
         virtual_services = tuple(
-            _virtual_service(o, spec, mesh, earlier.get(o.key))
+            virtual_service_entry(o, spec, mesh, earlier.get(o.key))
             for o, spec in delegate.merge_virtual_services(
-                sorted(_of_kind(kinds.VIRTUAL_SERVICE_INFO, by_kind), key=_precedence),
+                sorted(of_kind(kinds.VIRTUAL_SERVICE_INFO, by_kind), key=by_precedence),
                 mesh.virtual_service_export_to,
             )
         )
         same_hosts = (
-            _same_hosts(previous, changed_from[1], virtual_services)
+            same_hosts_map(previous, changed_from[1], virtual_services)
             if previous is not None and same_base and changed_from is not None
             else None
         )
@@ -176,94 +193,29 @@ class PushContext:
             # (sortConfigBySelectorAndCreationTime), which is the order merge_rules merges them in.
             virtual_services=virtual_services,
             destination_rules=tuple(
-                _destination_rule(o, mesh, earlier_rules.get(o.key))
+                destination_rule_entry(o, mesh, earlier_rules.get(o.key))
                 for o in sorted(
-                    _of_kind(kinds.DESTINATION_RULE_INFO, by_kind),
+                    of_kind(kinds.DESTINATION_RULE_INFO, by_kind),
                     key=lambda o: (not o.spec.HasField("workload_selector"), o.precedence),
                 )
             ),
-            gateways=tuple(sorted(_of_kind(kinds.GATEWAY_INFO, by_kind), key=_precedence)),
-            sidecars=tuple(_of_kind(kinds.SIDECAR_INFO, by_kind)),
-            peer_authentications=_peer_authentications(by_kind),
-            authorization_policies=_authorization_policies(by_kind),
+            gateways=tuple(sorted(of_kind(kinds.GATEWAY_INFO, by_kind), key=by_precedence)),
+            sidecars=tuple(of_kind(kinds.SIDECAR_INFO, by_kind)),
+            peer_authentications=peer_authentications_of(by_kind),
+            authorization_policies=authorization_policies_of(by_kind),
             request_authentications=tuple(
-                sorted(_of_kind(kinds.REQUEST_AUTHENTICATION_INFO, by_kind), key=_precedence)
+                sorted(of_kind(kinds.REQUEST_AUTHENTICATION_INFO, by_kind), key=by_precedence)
             ),
             jwks=resolved_keys(by_kind.get(JWKS_KIND, ())),
             objects=snapshot.objects,
             _workloads=tuple(workloads),
             _services_of=made,
-            route_pieces=_route_pieces(
+            route_pieces=inherited_route_pieces(
                 previous if same_base else None, changed_from[1] if changed_from else None, virtual_services
             ),
             _changed_from=changed_from,
             _same_hosts_as=previous.objects if same_hosts is not None and previous is not None else None,
             _previous=weakref.ref(previous) if same_hosts is not None and previous is not None else None,
-            _replaced=same_hosts or {},
-        )
-
-    @classmethod
-    def _edited(
-        cls, snapshot: StoreSnapshot, previous: PushContext, changed: frozenset[ConfigKey]
-    ) -> PushContext:
-        """The context of ``snapshot`` when it differs from ``previous``'s only by edited objects of
-        ``_HOSTLESS`` kinds (``_edits_only``): every part of ``previous`` no such edit touches is
-        taken as it is, the VirtualServices with the edited ones' entries replaced in place (their
-        key and creation time, so their order, are the same), the policies of an edited kind made again."""
-        assert previous.objects is not None
-        edited_kinds = {key.kind for key in changed}
-        mesh = previous.mesh
-        virtual_services = previous.virtual_services
-        pairs: list[tuple[VirtualServiceEntry, VirtualServiceEntry]] = []
-        if kinds.VIRTUAL_SERVICE in edited_kinds:
-            virtual_services, pairs = _edited_virtual_services(snapshot, previous, changed)
-        # The same hosts when every edited VirtualService kept its selection (_same_hosts).
-        same_hosts = (
-            {id(old): new for old, new in pairs}
-            if all(_selection(old) == _selection(new) for old, new in pairs)
-            else None
-        )
-        gone = [old for old, _ in pairs]
-        route_pieces = (
-            RoutePieces(previous.route_pieces, gone, same_hosts)
-            if edited_kinds <= _ROUTING_ONLY
-            else RoutePieces()
-        )
-        by_kind: dict[str, list[ConfigObject]] = {}
-        if edited_kinds - {kinds.VIRTUAL_SERVICE, kinds.POD}:
-            for obj in sorted(snapshot.objects.values(), key=_by_key):
-                by_kind.setdefault(obj.kind, []).append(obj)
-        return cls(
-            revision=snapshot.revision,
-            mesh=mesh,
-            services=previous.services,
-            virtual_services=virtual_services,
-            destination_rules=previous.destination_rules,
-            gateways=previous.gateways,
-            sidecars=(
-                tuple(_of_kind(kinds.SIDECAR_INFO, by_kind))
-                if kinds.SIDECAR in edited_kinds
-                else previous.sidecars
-            ),
-            peer_authentications=(
-                _peer_authentications(by_kind)
-                if kinds.PEER_AUTHENTICATION in edited_kinds
-                else previous.peer_authentications
-            ),
-            authorization_policies=(
-                _authorization_policies(by_kind)
-                if kinds.AUTHORIZATION_POLICY in edited_kinds
-                else previous.authorization_policies
-            ),
-            request_authentications=previous.request_authentications,
-            jwks=previous.jwks,
-            objects=snapshot.objects,
-            _workloads=previous._workloads,
-            _services_of=previous._services_of,
-            route_pieces=route_pieces,
-            _changed_from=(previous.objects, changed),
-            _same_hosts_as=previous.objects if same_hosts is not None else None,
-            _previous=weakref.ref(previous) if same_hosts is not None else None,
             _replaced=same_hosts or {},
         )
 
@@ -274,7 +226,7 @@ class PushContext:
             return None
         if self._changed_from is not None and self._changed_from[0] is older.objects:
             return self._changed_from[1]  # found when this context was built from ``older``
-        return _changed(self.objects, older.objects)
+        return changed_keys(self.objects, older.objects)
 
     def derived(self, key: Hashable, make: Callable[[], _T]) -> _T:
         """``make()``, once per context and ``key``: what every view built at this context would
@@ -398,219 +350,6 @@ class PushContext:
         for dr in self.destination_rules:
             out.setdefault(dr.host, []).append(dr)
         return out
-
-
-def _by_key(obj: ConfigObject) -> tuple[str, str, str]:
-    """``obj.key``'s order as a plain tuple: compared in C, not by the dataclass's ``__lt__``."""
-    key = obj.key
-    return key.kind, key.namespace, key.name
-
-
-def _precedence(obj: ConfigObject) -> tuple[bool, datetime, str, str]:
-    return obj.precedence
-
-
-def _of_kind(
-    info: kinds.KindInfo[SpecT], by_kind: Mapping[str, list[ConfigObject]]
-) -> list[ConfigObject[SpecT]]:
-    """The objects of ``info``'s kind, typed by their spec."""
-    return [obj for obj in by_kind.get(info.kind, ()) if info.holds(obj)]
-
-
-# What a change of these kinds alone leaves of the previous context's routes (pilot.translate.pieces):
-# a Pod only chooses a proxy's view.
-_ROUTING_ONLY = frozenset({kinds.VIRTUAL_SERVICE, kinds.POD})
-
-
-def _changed(
-    new: Mapping[ConfigKey, ConfigObject], old: Mapping[ConfigKey, ConfigObject]
-) -> frozenset[ConfigKey]:
-    """The keys added, removed or changed from ``old`` to ``new`` (the store keeps the same object
-    for an unchanged key, and an edited key in its place: compared side by side first, by identity,
-    which hashes no key)."""
-    if new is old:
-        return frozenset()
-    if len(new) == len(old):
-        side_by_side: set[ConfigKey] = set()
-        for (key, obj), (old_key, old_obj) in zip(new.items(), old.items(), strict=True):
-            if key is not old_key and key != old_key:
-                break
-            if obj is not old_obj:
-                side_by_side.add(key)
-        else:
-            return frozenset(side_by_side)
-    changed = {key for key, obj in new.items() if old.get(key) is not obj}
-    changed.update(key for key in old if key not in new)
-    return frozenset(changed)
-
-
-def _edits_only(
-    snapshot: StoreSnapshot, previous: PushContext | None, changed: frozenset[ConfigKey] | None
-) -> frozenset[ConfigKey] | None:
-    """``changed`` when it is only edits (no key added or removed) of ``_HOSTLESS`` kinds, none of a
-    VirtualService that is or was a delegate or changed its creation time, and there are no Gateway
-    API objects (whose conversion reads every kind); else None."""
-    if previous is None or changed is None or previous.objects is None:
-        return None
-    old, new = previous.objects, snapshot.objects
-    for key in changed:
-        if key.kind not in _HOSTLESS or key not in old or key not in new:
-            return None
-        if key.kind == kinds.VIRTUAL_SERVICE:
-            before, after = old[key], new[key]
-            if not (kinds.VIRTUAL_SERVICE_INFO.holds(before) and kinds.VIRTUAL_SERVICE_INFO.holds(after)):
-                return None
-            if delegate.is_delegate(before.spec) or delegate.is_delegate(after.spec):
-                return None
-            if before.created != after.created:
-                return None
-    if convert_gateway_api(new).objects:
-        return None
-    return changed
-
-
-def _edited_virtual_services(
-    snapshot: StoreSnapshot, previous: PushContext, changed: frozenset[ConfigKey]
-) -> tuple[tuple[VirtualServiceEntry, ...], list[tuple[VirtualServiceEntry, VirtualServiceEntry]]]:
-    """``previous``'s VirtualService entries, each edited one (no delegate, same creation time:
-    ``_edits_only``) replaced in place by its new entry (a root's with its delegates merged); and
-    the (old, new) entry pairs."""
-    out = list(previous.virtual_services)
-    pairs: list[tuple[VirtualServiceEntry, VirtualServiceEntry]] = []
-    mesh = previous.mesh
-    delegates: dict[tuple[str, str], ConfigObject[nw.VirtualService]] | None = None
-    for key in changed:
-        if key.kind != kinds.VIRTUAL_SERVICE:
-            continue
-        obj = snapshot.objects[key]
-        assert kinds.VIRTUAL_SERVICE_INFO.holds(obj)
-        spec = obj.spec
-        if delegate.is_root(spec):
-            if delegates is None:
-                delegates = {
-                    (o.namespace, o.name): o
-                    for o in snapshot.objects.values()
-                    if kinds.VIRTUAL_SERVICE_INFO.holds(o) and delegate.is_delegate(o.spec)
-                }
-            spec = delegate.merge_root(obj, delegates, mesh.virtual_service_export_to)
-        entry = _virtual_service(obj, spec, mesh)
-        for index, vs in enumerate(out):
-            if vs.key.name == key.name and vs.key.namespace == key.namespace:
-                out[index] = entry
-                pairs.append((vs, entry))
-                break
-    return tuple(out), pairs
-
-
-def _peer_authentications(
-    by_kind: Mapping[str, list[ConfigObject]],
-) -> tuple[ConfigObject[sec.PeerAuthentication], ...]:
-    return tuple(sorted(_of_kind(kinds.PEER_AUTHENTICATION_INFO, by_kind), key=_precedence))
-
-
-def _authorization_policies(
-    by_kind: Mapping[str, list[ConfigObject]],
-) -> tuple[ConfigObject[sec.AuthorizationPolicy], ...]:
-    return tuple(sorted(_of_kind(kinds.AUTHORIZATION_POLICY_INFO, by_kind), key=_precedence))
-
-
-# Kinds whose change leaves every host, port and key of pilot.translate.provenance's index as it was
-# (a VirtualService only if it keeps its selection, see ``_same_hosts``).
-_HOSTLESS = frozenset(
-    {kinds.VIRTUAL_SERVICE, kinds.POD, kinds.PEER_AUTHENTICATION, kinds.AUTHORIZATION_POLICY, kinds.SIDECAR}
-)
-
-
-def _replaced(
-    previous: PushContext, virtual_services: tuple[VirtualServiceEntry, ...]
-) -> tuple[list[VirtualServiceEntry], bool]:
-    """The previous context's VirtualService entries that are not entries any more, and whether
-    each was replaced by one of the same key and selection (``_selection``), none added."""
-    kept = {id(vs) for vs in virtual_services}
-    gone = [vs for vs in previous.virtual_services if id(vs) not in kept]
-    was = {id(vs) for vs in previous.virtual_services}
-    made = {vs.key: vs for vs in virtual_services if id(vs) not in was}
-    same_hosts = len(made) == len(gone) and all(
-        (now := made.get(vs.key)) is not None and _selection(now) == _selection(vs) for vs in gone
-    )
-    return gone, same_hosts
-
-
-def _same_hosts(
-    previous: PushContext, changed: frozenset[ConfigKey], virtual_services: tuple[VirtualServiceEntry, ...]
-) -> dict[int, VirtualServiceEntry] | None:
-    """When only kinds of ``_HOSTLESS`` changed, and every VirtualService kept its selection: the
-    id of each previous entry that is not an entry any more -> the one of its key that replaced
-    it; else None."""
-    if any(key.kind not in _HOSTLESS for key in changed):
-        return None
-    gone, same = _replaced(previous, virtual_services)
-    if not same:
-        return None
-    new = {vs.key: vs for vs in virtual_services} if gone else {}
-    return {id(vs): new[vs.key] for vs in gone}
-
-
-def _route_pieces(
-    previous: PushContext | None,
-    changed: frozenset[ConfigKey] | None,
-    virtual_services: tuple[VirtualServiceEntry, ...],
-) -> RoutePieces:
-    """The previous context's route pieces when only VirtualServices (or Pods) changed since (None:
-    there is no previous context, or its mesh settings or workloads differ), without the routes of
-    the VirtualServices that are not the same entry any more; else none."""
-    if previous is None or changed is None or any(key.kind not in _ROUTING_ONLY for key in changed):
-        return RoutePieces()
-    gone, same_hosts = _replaced(previous, virtual_services)
-    if not same_hosts:
-        return RoutePieces(previous.route_pieces, gone)
-    new = {vs.key: vs for vs in virtual_services}
-    return RoutePieces(previous.route_pieces, gone, {id(vs): new[vs.key] for vs in gone})
-
-
-def _selection(vs: VirtualServiceEntry) -> tuple[object, ...]:
-    """What decides where a VirtualService's routes go (which hosts, ports and proxies): all of
-    it but the routes themselves."""
-    return (vs.key, vs.hosts, vs.gateways, vs.export_to, vs.created)
-
-
-def _virtual_service(
-    obj: ConfigObject[nw.VirtualService],
-    spec: nw.VirtualService,
-    mesh: MeshSettings,
-    earlier: VirtualServiceEntry | None = None,
-) -> VirtualServiceEntry:
-    """``spec`` is the object's spec, or for a root VirtualService its spec with delegates merged.
-    ``earlier``: the entry of the same key in the previous context (with the same mesh settings),
-    returned itself when made from this very spec, so pieces keyed by it carry over."""
-    if earlier is not None and earlier.spec is spec and earlier.created == obj.created:
-        return earlier
-    return VirtualServiceEntry(
-        key=obj.key,
-        hosts=tuple(hosts.resolve_shortname(h, obj.namespace) for h in spec.hosts),
-        gateways=tuple(spec.gateways),
-        export_to=export_set(spec.export_to, obj.namespace, mesh.virtual_service_export_to),
-        spec=spec,
-        created=obj.created,
-        gateway_semantics=(ROUTE_SEMANTICS, GATEWAY_SEMANTICS) in obj.annotations,
-    )
-
-
-def _destination_rule(
-    obj: ConfigObject[nw.DestinationRule], mesh: MeshSettings, earlier: DestinationRuleEntry | None = None
-) -> DestinationRuleEntry:
-    """``earlier``: the entry of the same key in the previous context (with the same mesh settings),
-    returned itself when made from this very spec."""
-    if earlier is not None and earlier.spec is obj.spec:
-        return earlier
-    spec = obj.spec
-    # A DestinationRule with a workload selector applies only to the workloads it selects in its
-    # own namespace (Istio's SidecarScope.DestinationRule): visible there only, chosen by labels.
-    if spec.HasField("workload_selector"):
-        export_to: frozenset[str] = frozenset({obj.namespace})
-    else:
-        export_to = export_set(spec.export_to, obj.namespace, mesh.destination_rule_export_to)
-    return DestinationRuleEntry(obj.key, hosts.resolve_shortname(spec.host, obj.namespace), export_to, spec)
 
 
 __all__ = [
