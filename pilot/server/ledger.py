@@ -165,7 +165,8 @@ class TypeLedger:
 def forget(ledger: TypeLedger, name: str) -> None:
     """The proxy holds nothing of ``name`` (it did not want it, or dropped it)."""
     if ledger.base is not None and name in ledger.base.resources:
-        _own_overrides(ledger)[name] = None
+        ledger.overrides = overrides = _writable(ledger.overrides)
+        overrides[name] = None
     else:
         drop_override(ledger, name)
 
@@ -183,18 +184,9 @@ def _without(held: Mapping[str, _V], name: str, empty: Mapping[str, _V]) -> Mapp
     return held
 
 
-def _own_overrides(ledger: TypeLedger) -> dict[str, str | None]:
-    overrides = ledger.overrides
-    if not isinstance(overrides, dict):
-        overrides = ledger.overrides = {}
-    return overrides
-
-
-def _own_rejections(ledger: TypeLedger) -> dict[str, set[str]]:
-    rejected = ledger.rejected
-    if not isinstance(rejected, dict):
-        rejected = ledger.rejected = {}
-    return rejected
+def _writable(held: Mapping[str, _V]) -> dict[str, _V]:
+    """``held`` to write into: the ledger's own dict, or a new one in place of the shared empty map."""
+    return held if isinstance(held, dict) else {}
 
 
 def materialize(ledger: TypeLedger, keep: Iterable[str]) -> None:
@@ -410,7 +402,7 @@ def reject(ledger: TypeLedger, sent: Sent) -> None:
     are. A whole-state response is rejected as a whole: its content is not sent again.
     https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#nack"""
     if sent.content is None:
-        rejected = _own_rejections(ledger)
+        ledger.rejected = rejected = _writable(ledger.rejected)
         for name, version in sent.carried():
             rejected.setdefault(name, set()).add(version)
         while len(rejected) > _MAX_REJECTED:
@@ -426,7 +418,7 @@ def reject(ledger: TypeLedger, sent: Sent) -> None:
 def accept(ledger: TypeLedger, sent: Sent) -> None:
     """The proxy took ``sent``'s versions: older rejections of the same names are moot."""
     if ledger.rejected and sent.content is None:
-        rejected = _own_rejections(ledger)
+        ledger.rejected = rejected = _writable(ledger.rejected)
         for name, _ in sent.carried():
             rejected.pop(name, None)
         if not rejected:
